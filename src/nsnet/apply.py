@@ -1,0 +1,59 @@
+"""Running plans against a Kernel.
+
+`apply` is for building: on any failure (a kernel refusal, an exception, Ctrl-C) it undoes the
+completed operations in reverse and re-raises. `teardown` is for removing: it never stops at the
+first error, treats "already gone" as done, and reports every error at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .errors import KernelError, NsnetError, TeardownError
+from .kernel import Kernel
+from .plan.ops import Operation
+
+
+def apply(plan: Sequence[Operation], kernel: Kernel) -> None:
+    done: list[Operation] = []
+    try:
+        for op in plan:
+            op.run(kernel)
+            done.append(op)
+    except BaseException as exc:
+        failures = rollback(done, kernel)
+        if failures:
+            exc.add_note(f"rollback also failed: {'; '.join(str(f) for f in failures)}")
+        if isinstance(exc, NsnetError) or not isinstance(exc, Exception):
+            raise
+        raise NsnetError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def rollback(done: Sequence[Operation], kernel: Kernel) -> list[Exception]:
+    failures: list[Exception] = []
+    for op in reversed(done):
+        undo = op.undo()
+        if undo is None:
+            continue
+        try:
+            undo.run(kernel)
+        except KernelError as exc:
+            if not exc.gone:
+                failures.append(exc)
+        except Exception as exc:
+            failures.append(exc)
+    return failures
+
+
+def teardown(plan: Sequence[Operation], kernel: Kernel, what: str) -> None:
+    failures: list[Exception] = []
+    for op in plan:
+        try:
+            op.run(kernel)
+        except KernelError as exc:
+            if not exc.gone:
+                failures.append(exc)
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise TeardownError(what, failures)

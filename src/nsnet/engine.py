@@ -1,0 +1,323 @@
+"""The public Python API: `Engine`, the composition root of validation, ledger, planner and kernel.
+
+Every mutating method follows one shape: validate the request (nothing changed yet), reserve it in
+the ledger in one transaction (names, addresses, subnets; rows in state 'creating'), apply the
+plan to the kernel (rolled back on failure, and the rows with it), then mark the rows 'ready'.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from ipaddress import IPv4Interface, IPv4Network
+from typing import Any
+
+from . import ipam, validate
+from .apply import apply, teardown
+from .errors import Conflict, InvalidInput, NotFound
+from .kernel import Kernel, linux
+from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, Sandbox
+from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
+from .plan.network import plan_create_network, plan_remove_network
+from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
+from .store import Store
+
+DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
+
+
+class Engine:
+    """nsnet's networks and sandboxes in the network namespace this process runs in.
+
+    >>> with Engine() as engine:
+    ...     engine.create_network("app", subnet="10.31.0.0/24")
+    ...     web = engine.create_sandbox("web", networks=["app"])
+    ...     engine.exec("web", ["ip", "-brief", "address"])
+    """
+
+    def __init__(self, state_dir: str | None = None, kernel: Kernel | None = None,
+                 address_pool: str | None = None) -> None:
+        self._store = Store(state_dir)
+        self._kernel = kernel
+        self._pool = validate.address_pool(address_pool or os.environ.get("NSNET_ADDRESS_POOL") or DEFAULT_ADDRESS_POOL)
+
+    @property
+    def kernel(self) -> Kernel:
+        if self._kernel is None:
+            self._kernel = linux()
+        return self._kernel
+
+    def close(self) -> None:
+        if self._kernel is not None:
+            self._kernel.close()
+        self._store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Queries
+
+    def networks(self) -> list[Network]:
+        return self._store.networks()
+
+    def network(self, name: str) -> Network:
+        network = self._store.network(name)
+        if network is None:
+            raise NotFound("network", name)
+        return network
+
+    def sandboxes(self) -> list[Sandbox]:
+        return self._store.sandboxes()
+
+    def sandbox(self, name: str) -> Sandbox:
+        sandbox = self._store.sandbox(name)
+        if sandbox is None:
+            raise NotFound("sandbox", name)
+        return sandbox
+
+    # Networks
+
+    def create_network(self, name: str, *, subnet: str | None = None, gateway: str | None = None,
+                       ip_range: str | None = None, internal: bool = False, mtu: int = 1500, icc: bool = True,
+                       labels: Sequence[str] = ()) -> Network:
+        request = validate.network_request(
+            name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range, internal=internal, mtu_value=mtu,
+            icc=icc, label_items=tuple(labels),
+        )
+        return self._create_network(request)
+
+    def _create_network(self, request: NetworkRequest) -> Network:
+        with self._network_lock():
+            if self._store.network(request.name):
+                raise Conflict(f"network {request.name!r} already exists")
+            routes = [(dst, dev) for dst, dev in self.kernel.host_routes() if not dev.startswith("nsbr-")]
+            with self._store.transaction():
+                existing = self._store.networks()
+                if any(n.name == request.name for n in existing):
+                    raise Conflict(f"network {request.name!r} already exists")
+                subnet = request.subnet or ipam.pick_subnet(*self._pool, [n.subnet for n in existing] +
+                                                             [dst for dst, _ in routes])
+                _refuse_overlap(subnet, existing, routes)
+                network_id = new_id()
+                network = Network(
+                    id=network_id, name=request.name, bridge=bridge_name(network_id), subnet=subnet,
+                    gateway=request.gateway or ipam.default_gateway(subnet), ip_range=request.ip_range,
+                    internal=request.internal, mtu=request.mtu, icc=request.icc, labels=request.labels,
+                    created=time.time(), state="creating",
+                )
+                self._store.add_network(network)
+            try:
+                apply(plan_create_network(network, others=len(existing)), self.kernel)
+            except BaseException:
+                with self._store.transaction():
+                    self._store.delete_network(network.id)
+                raise
+            with self._store.transaction():
+                self._store.set_network_state(network.id, "ready")
+        return replace(network, state="ready")
+
+    def remove_network(self, name: str, *, force: bool = False) -> None:
+        with self._network_lock():
+            network = self._store.network(name)
+            if network is None:
+                if force:
+                    return
+                raise NotFound("network", name)
+            endpoints = self._store.endpoints_of_network(network.id)
+            if endpoints and not force:
+                users = ", ".join(sorted(e.sandbox for e in endpoints))
+                raise Conflict(f"network {name!r} has sandboxes attached ({users}); disconnect them or use -f")
+            for endpoint in endpoints:
+                self.disconnect(name, endpoint.sandbox)
+            with self._store.transaction():
+                self._store.set_network_state(network.id, "removing")
+                others = len(self._store.networks()) - 1
+            teardown(plan_remove_network(network, others), self.kernel, f"removing network {name!r}")
+            with self._store.transaction():
+                self._store.delete_network(network.id)
+
+    def prune_networks(self) -> list[str]:
+        """Remove every network no sandbox is attached to; returns their names."""
+        pruned = []
+        for network in self._store.networks():
+            if self._store.endpoint_count(network.id) == 0:
+                self.remove_network(network.name)
+                pruned.append(network.name)
+        return pruned
+
+    # Sandboxes and endpoints
+
+    def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None) -> Sandbox:
+        validate.name("sandbox name", name)
+        requested = validate.address("ip", ip) if ip is not None else None
+        wanted = list(networks)
+        for net in wanted:
+            validate.name("network", net)
+            if wanted.count(net) > 1:
+                raise InvalidInput("network", net, "is given more than once")
+        if not wanted:
+            wanted = [DEFAULT_NETWORK]
+            self._ensure_default_network()
+        with self._store.transaction():
+            if self._store.sandbox_id(name) is not None:
+                raise Conflict(f"sandbox {name!r} already exists")
+            if self.kernel.netns_exists(name):
+                raise Conflict(f"a network namespace named {name!r} exists and is not nsnet's")
+            nets = [self._ready_network(n) for n in wanted]
+            sandbox_id = new_id()
+            self._store.add_sandbox(sandbox_id, name, "creating")
+            attachments = [
+                (self._allocate(sandbox_id, name, net, f"eth{i}", i == 0, requested if i == 0 else None), net)
+                for i, net in enumerate(nets)
+            ]
+        try:
+            apply(plan_create_sandbox(name, attachments), self.kernel)
+        except BaseException:
+            with self._store.transaction():
+                self._store.delete_sandbox(name)
+            raise
+        with self._store.transaction():
+            self._store.set_sandbox_state(name, "ready")
+            self._store.set_endpoints_state(sandbox_id, "ready")
+        return Sandbox(id=sandbox_id, name=name, netns=netns_path(name),
+                       endpoints=tuple(replace(e, state="ready") for e, _ in attachments), created=time.time())
+
+    def remove_sandbox(self, name: str, *, force: bool = False) -> None:
+        sandbox_id = self._store.sandbox_id(name)
+        if sandbox_id is None:
+            if force:
+                return
+            raise NotFound("sandbox", name)
+        if not force:
+            pids = self.kernel.pids_in_netns(name)
+            if pids:
+                raise Conflict(f"sandbox {name!r} has {len(pids)} running process(es); stop them or use -f")
+        with self._store.transaction():
+            self._store.set_sandbox_state(name, "removing")
+        teardown(plan_remove_sandbox(name, force), self.kernel, f"removing sandbox {name!r}")
+        with self._store.transaction():
+            self._store.delete_sandbox(name)
+
+    def connect(self, network: str, sandbox: str, *, ip: str | None = None) -> Endpoint:
+        validate.name("network", network)
+        validate.name("sandbox name", sandbox)
+        requested = validate.address("ip", ip) if ip is not None else None
+        with self._store.transaction():
+            current = self.sandbox(sandbox)
+            net = self._ready_network(network)
+            if current.endpoint(network) is not None:
+                raise Conflict(f"sandbox {sandbox!r} is already connected to network {network!r}")
+            ifname = sandbox_ifname({e.ifname for e in current.endpoints})
+            default_route = not any(e.default_route for e in current.endpoints)
+            endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested)
+        try:
+            apply(plan_connect(endpoint, net), self.kernel)
+        except BaseException:
+            with self._store.transaction():
+                self._store.delete_endpoint(endpoint.id)
+            raise
+        with self._store.transaction():
+            self._store.set_endpoint_state(endpoint.id, "ready")
+        return replace(endpoint, state="ready")
+
+    def disconnect(self, network: str, sandbox: str) -> None:
+        with self._store.transaction():
+            current = self.sandbox(sandbox)
+            endpoint = current.endpoint(network)
+            if endpoint is None:
+                self.network(network)
+                raise Conflict(f"sandbox {sandbox!r} is not connected to network {network!r}")
+            others = [e for e in current.endpoints if e.id != endpoint.id]
+            successor = others[0] if endpoint.default_route and others else None
+            self._store.set_endpoint_state(endpoint.id, "removing")
+        teardown(plan_disconnect(endpoint, successor), self.kernel,
+                 f"disconnecting {sandbox!r} from {network!r}")
+        with self._store.transaction():
+            self._store.delete_endpoint(endpoint.id)
+            if successor is not None:
+                self._store.set_default_route(successor.id)
+
+    # Processes
+
+    def popen(self, name: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+        """Start argv inside the sandbox (its network, its /etc/netns files); the caller stays put."""
+        from .kernel.netns import enter_sandbox
+
+        self.sandbox(name)
+        return subprocess.Popen(list(argv), preexec_fn=lambda: enter_sandbox(name), **kwargs)
+
+    def exec(self, name: str, argv: Sequence[str], **kwargs: Any) -> int:
+        """Run argv inside the sandbox to completion and return its exit code."""
+        with self.popen(name, argv, **kwargs) as process:
+            return process.wait()
+
+    def run(self, argv: Sequence[str], *, name: str | None = None, networks: Sequence[str] = (),
+            remove: bool = True) -> int:
+        """Create a sandbox, run argv in it, and remove the sandbox afterwards unless told not to."""
+        name = name or f"run-{secrets.token_hex(4)}"
+        self.create_sandbox(name, networks=networks)
+        try:
+            return self.exec(name, argv)
+        finally:
+            if remove:
+                self.remove_sandbox(name, force=True)
+
+    # Helpers
+
+    def _ensure_default_network(self) -> None:
+        if self._store.network(DEFAULT_NETWORK) is None:
+            try:
+                self._create_network(NetworkRequest(name=DEFAULT_NETWORK))
+            except Conflict:
+                pass  # another process made it first
+
+    def _ready_network(self, name: str) -> Network:
+        network = self.network(name)
+        if network.state != "ready":
+            raise Conflict(f"network {name!r} is {network.state}")
+        return network
+
+    def _allocate(self, sandbox_id: str, sandbox: str, network: Network, ifname: str, default_route: bool,
+                  requested: Any) -> Endpoint:
+        """Pick (or check) the address and record the endpoint; runs inside the caller's transaction."""
+        taken = self._store.taken(network.id)
+        if requested is not None:
+            address = ipam.check_requested(requested, network.subnet, network.gateway, taken, network.ip_range)
+        else:
+            address = ipam.allocate(network.subnet, network.gateway, taken, self._store.last_ip(network.id),
+                                    network.ip_range)
+        endpoint_id = new_id()
+        endpoint = Endpoint(
+            id=endpoint_id, sandbox=sandbox, network=network.name, ifname=ifname,
+            host_ifname=host_veth_name(endpoint_id), mac=mac_for(address),
+            address=IPv4Interface(f"{address}/{network.subnet.prefixlen}"), gateway=network.gateway,
+            default_route=default_route, state="creating",
+        )
+        self._store.add_endpoint(sandbox_id, network.id, endpoint)
+        return endpoint
+
+    @contextmanager
+    def _network_lock(self) -> Iterator[None]:
+        """Serialises network changes across processes: the first network's rules create nsnet's
+        table and the last one's removal deletes it, so two of them must not interleave."""
+        with open(os.path.join(self._store.directory, "networks.lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+
+def _refuse_overlap(subnet: IPv4Network, existing: list[Network], routes: list[tuple[IPv4Network, str]]) -> None:
+    clash = ipam.overlapping(subnet, [n.subnet for n in existing])
+    if clash is not None:
+        owner = next(n.name for n in existing if n.subnet == clash)
+        raise Conflict(f"subnet {subnet} overlaps network {owner!r} ({clash})")
+    for dst, dev in routes:
+        if subnet.overlaps(dst):
+            raise Conflict(f"subnet {subnet} overlaps the host route {dst} on {dev or 'an interface'}")

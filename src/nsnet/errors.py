@@ -1,0 +1,67 @@
+"""nsnet's errors: one tree, raised by the library and translated once at each boundary.
+
+    NsnetError                 base of everything nsnet raises on purpose
+    ├── InvalidInput           bad user input: names the field, the value and the reason
+    ├── NotFound               an unknown network or sandbox
+    ├── Conflict               a name, subnet or address is taken; a network is in use
+    │   └── Exhausted          no free address or subnet is left
+    ├── KernelError            the kernel refused an operation (the operation and its errno)
+    └── TeardownError          a removal met errors; it did all it could and lists every one
+
+The CLI catches NsnetError alone and prints its message on one line.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+
+class NsnetError(Exception):
+    """Base class of every error nsnet raises on purpose."""
+
+
+class InvalidInput(NsnetError):
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid {field} {str(value)!r}: {reason}")
+
+
+class NotFound(NsnetError):
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"no such {kind}: {name!r}")
+
+
+class Conflict(NsnetError):
+    pass
+
+
+class Exhausted(Conflict):
+    pass
+
+
+class KernelError(NsnetError):
+    """The kernel refused `operation`; `errno` is the kernel's code, `detail` its extended ack."""
+
+    def __init__(self, operation: str, errno: int, detail: str = "") -> None:
+        self.operation = operation
+        self.errno = errno
+        self.detail = detail
+        reason = detail or os.strerror(errno)
+        super().__init__(f"kernel refused {operation}: {reason} ({_errno.errorcode.get(errno, errno)})")
+
+    @property
+    def gone(self) -> bool:
+        """True when the error only says the object is already absent."""
+        return self.errno in (_errno.ENODEV, _errno.ENOENT, _errno.ESRCH, _errno.EADDRNOTAVAIL)
+
+
+class TeardownError(NsnetError):
+    def __init__(self, what: str, errors: list[Exception]) -> None:
+        self.errors = errors
+        listed = "; ".join(str(e) for e in errors)
+        super().__init__(f"{what} finished with {len(errors)} error(s): {listed}")

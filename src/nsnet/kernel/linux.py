@@ -1,0 +1,123 @@
+"""The real kernel: nsnet's rtnetlink client, libnftables, /proc/sys and namespace syscalls."""
+
+from __future__ import annotations
+
+import os
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
+
+from . import Kernel, netns, sysctl
+from .nft import Nft
+from .rtnl import RtnlSocket
+
+LOOPBACK_INDEX = 1
+
+
+class LinuxKernel(Kernel):
+    def __init__(self) -> None:
+        self._host: RtnlSocket | None = None
+        self._sandboxes: dict[str, RtnlSocket] = {}
+        self._nft = Nft()
+
+    def _rtnl(self, sandbox: str | None) -> RtnlSocket:
+        if sandbox is None:
+            if self._host is None:
+                self._host = RtnlSocket()
+            return self._host
+        sock = self._sandboxes.get(sandbox)
+        if sock is None:
+            sock = netns.in_netns(netns.netns_path(sandbox), RtnlSocket)
+            self._sandboxes[sandbox] = sock
+        return sock
+
+    def _forget(self, sandbox: str) -> None:
+        sock = self._sandboxes.pop(sandbox, None)
+        if sock is not None:
+            sock.close()
+
+    # Namespaces
+
+    def create_netns(self, sandbox: str) -> None:
+        def inside() -> RtnlSocket:
+            sock = RtnlSocket()
+            sock.set_up(LOOPBACK_INDEX, "lo")
+            return sock
+
+        self._forget(sandbox)
+        self._sandboxes[sandbox] = netns.create(sandbox, inside)
+
+    def delete_netns(self, sandbox: str) -> None:
+        self._forget(sandbox)
+        netns.delete(sandbox)
+
+    def netns_exists(self, sandbox: str) -> bool:
+        return netns.exists(sandbox)
+
+    def pids_in_netns(self, sandbox: str) -> list[int]:
+        return netns.pids_inside(sandbox)
+
+    def kill(self, pids: list[int]) -> None:
+        netns.kill(pids)
+
+    def write_etc_files(self, sandbox: str, files: dict[str, str]) -> None:
+        netns.write_etc_files(sandbox, files)
+
+    def remove_etc_files(self, sandbox: str) -> None:
+        netns.remove_etc_files(sandbox)
+
+    # Links, addresses, routes
+
+    def create_bridge(self, name: str, mtu: int, mac: str) -> None:
+        self._rtnl(None).create_bridge(name, mtu, mac)
+
+    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str) -> None:
+        host = self._rtnl(None)
+        fd = os.open(netns.netns_path(sandbox), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            host.create_veth(name, host.link_index(bridge), mtu, peer, fd, mac)
+        finally:
+            os.close(fd)
+        inside = self._rtnl(sandbox)
+        inside.set_up(inside.link_index(peer), f"{peer} in sandbox {sandbox}")
+
+    def delete_link(self, name: str, sandbox: str | None = None) -> None:
+        self._rtnl(sandbox).delete_link(name)
+
+    def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
+        sock = self._rtnl(sandbox)
+        sock.add_address(sock.link_index(ifname), address, _where(ifname, sandbox))
+
+    def delete_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
+        sock = self._rtnl(sandbox)
+        sock.delete_address(sock.link_index(ifname), address, _where(ifname, sandbox))
+
+    def replace_default_route(self, gateway: IPv4Address, ifname: str, sandbox: str) -> None:
+        sock = self._rtnl(sandbox)
+        sock.replace_default_route(gateway, sock.link_index(ifname), f"sandbox {sandbox}")
+
+    def delete_default_route(self, sandbox: str) -> None:
+        self._rtnl(sandbox).delete_default_route(f"sandbox {sandbox}")
+
+    # Firewall and sysctls
+
+    def nft(self, commands: list[dict[str, Any]]) -> None:
+        self._nft.transaction(commands)
+
+    def ensure_sysctl(self, key: str, value: str) -> bool:
+        return sysctl.ensure(key, value)
+
+    def host_routes(self) -> list[tuple[IPv4Network, str]]:
+        from .observe import host_routes
+
+        return host_routes()
+
+    def close(self) -> None:
+        for sandbox in list(self._sandboxes):
+            self._forget(sandbox)
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+
+
+def _where(ifname: str, sandbox: str | None) -> str:
+    return f"{ifname} in sandbox {sandbox}" if sandbox else ifname

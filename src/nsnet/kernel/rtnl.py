@@ -1,0 +1,206 @@
+"""A small rtnetlink client for the few messages on nsnet's hot path.
+
+Why not pyroute2 here: importing pyroute2 costs ~80-190 ms of CPU (it loads the whole package),
+which a CLI that attaches a sandbox in a few milliseconds cannot afford. The messages nsnet sends
+on every attach are few and fixed (new link, new address, new route, link lookup), so they are
+built here with `struct`; pyroute2 stays for dumps that are rare (see kernel/observe.py) and for
+the tests, which check the kernel through it independently of this module.
+
+A socket belongs to the network namespace it was created in (see kernel/netns.py for how a socket
+is opened in a sandbox without moving the calling thread).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from ipaddress import IPv4Address, IPv4Interface
+
+from ..errors import KernelError
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
+
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR = 20, 21
+RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
+IFLA_NET_NS_FD = 28
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+VETH_INFO_PEER = 1
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+NLA_F_NESTED = 0x8000
+
+IFF_UP = 0x1
+RT_TABLE_MAIN = 254
+RTPROT_STATIC = 4
+RT_SCOPE_UNIVERSE = 0
+RTN_UNICAST = 1
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFINFOMSG = struct.Struct("=BxHiII")
+_IFADDRMSG = struct.Struct("=BBBBi")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def nested(kind: int, *children: bytes) -> bytes:
+    return attr(kind | NLA_F_NESTED, b"".join(children))
+
+
+def string(kind: int, value: str) -> bytes:
+    return attr(kind, value.encode() + b"\0")
+
+
+def u32(kind: int, value: int) -> bytes:
+    return attr(kind, struct.pack("=I", value))
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes(int(part, 16) for part in mac.split(":"))
+
+
+def ifinfomsg(index: int = 0, up: bool = False) -> bytes:
+    flags = IFF_UP if up else 0
+    return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, IFF_UP if up else 0)
+
+
+class RtnlSocket:
+    """One rtnetlink socket: send a request, wait for its answer, raise KernelError on refusal."""
+
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        self._sock = sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        # Extended acks carry the kernel's reason as text ("Invalid MTU"); capped acks do not
+        # echo our whole request back.
+        self._sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        self._sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, operation: str, msg_type: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+        """Send one request with NLM_F_ACK and return the messages answered before the ack."""
+        self._seq += 1
+        seq = self._seq
+        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags | NLM_F_REQUEST | NLM_F_ACK, seq, 0)
+        self._sock.send(header + body)
+        answers: list[tuple[int, bytes]] = []
+        while True:
+            data = self._sock.recv(65536)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, kind, mflags, mseq, _ = _NLMSGHDR.unpack_from(data, offset)
+                payload = data[offset + _NLMSGHDR.size : offset + length]
+                offset += (length + 3) & ~3
+                if mseq != seq:
+                    continue
+                if kind == NLMSG_ERROR:
+                    code = struct.unpack_from("=i", payload)[0]
+                    if code == 0:
+                        return answers
+                    raise KernelError(operation, -code, _ext_ack_message(payload, mflags))
+                if kind == NLMSG_DONE:
+                    return answers
+                answers.append((kind, payload))
+
+    # Links
+
+    def link_index(self, name: str) -> int:
+        answers = self.request(f"lookup of link {name}", RTM_GETLINK, 0, ifinfomsg() + string(IFLA_IFNAME, name))
+        return _IFINFOMSG.unpack_from(answers[0][1])[2]
+
+    def create_bridge(self, name: str, mtu: int, mac: str) -> None:
+        body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu)
+        body += attr(IFLA_ADDRESS, mac_bytes(mac)) + nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, "bridge"))
+        self.request(f"creation of bridge {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def create_veth(self, name: str, master: int, mtu: int, peer: str, peer_netns_fd: int, peer_mac: str) -> None:
+        """One message makes the pair: host end up on its bridge, peer inside the sandbox.
+
+        Creating the peer directly in the sandbox's namespace means its name never meets a host
+        interface. The peer cannot be brought up by this message: the kernel configures it before
+        the two ends are linked, and veth_open refuses that with ENOTCONN.
+        """
+        peer_info = ifinfomsg() + string(IFLA_IFNAME, peer) + u32(IFLA_MTU, mtu)
+        peer_info += attr(IFLA_ADDRESS, mac_bytes(peer_mac)) + u32(IFLA_NET_NS_FD, peer_netns_fd)
+        linkinfo = nested(
+            IFLA_LINKINFO,
+            string(IFLA_INFO_KIND, "veth"),
+            nested(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_info)),
+        )
+        body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu) + u32(IFLA_MASTER, master)
+        self.request(f"creation of veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body + linkinfo)
+
+    def set_up(self, index: int, name: str) -> None:
+        self.request(f"bringing up {name}", RTM_NEWLINK, 0, ifinfomsg(index, up=True))
+
+    def delete_link(self, name: str) -> None:
+        self.request(f"deletion of link {name}", RTM_DELLINK, 0, ifinfomsg() + string(IFLA_IFNAME, name))
+
+    # Addresses and routes
+
+    def _addr_body(self, index: int, iface: IPv4Interface) -> bytes:
+        ip = iface.ip.packed
+        return (
+            _IFADDRMSG.pack(socket.AF_INET, iface.network.prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+            + attr(IFA_LOCAL, ip)
+            + attr(IFA_ADDRESS, ip)
+            + attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
+        )
+
+    def add_address(self, index: int, iface: IPv4Interface, where: str) -> None:
+        self.request(f"adding {iface} to {where}", RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, self._addr_body(index, iface))
+
+    def delete_address(self, index: int, iface: IPv4Interface, where: str) -> None:
+        self.request(f"removing {iface} from {where}", RTM_DELADDR, 0, self._addr_body(index, iface))
+
+    def _default_route_body(self, gateway: IPv4Address | None, index: int | None) -> bytes:
+        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+        if gateway is not None:
+            body += attr(RTA_GATEWAY, gateway.packed)
+        if index is not None:
+            body += u32(RTA_OIF, index)
+        return body
+
+    def replace_default_route(self, gateway: IPv4Address, index: int, where: str) -> None:
+        body = self._default_route_body(gateway, index)
+        self.request(f"default route via {gateway} in {where}", RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+    def delete_default_route(self, where: str) -> None:
+        self.request(f"removing the default route in {where}", RTM_DELROUTE, 0, self._default_route_body(None, None))
+
+
+def _ext_ack_message(payload: bytes, flags: int) -> str:
+    """The kernel's text reason, when it sent one (NLMSGERR_ATTR_MSG after the capped header)."""
+    if not flags & NLM_F_ACK_TLVS:
+        return ""
+    offset = 4 + _NLMSGHDR.size
+    while offset + 4 <= len(payload):
+        length, kind = struct.unpack_from("=HH", payload, offset)
+        if length < 4:
+            break
+        if kind & ~NLA_F_NESTED == NLMSGERR_ATTR_MSG:
+            return payload[offset + 4 : offset + length].rstrip(b"\0").decode(errors="replace")
+        offset += (length + 3) & ~3
+    return ""
+

@@ -1,0 +1,184 @@
+"""Kernel operations as data. `run` performs one against a Kernel; `undo` returns the operation
+that reverses it, or None when there is nothing of nsnet's to reverse (an idempotent ensure, or a
+removal, which teardown never reverses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
+
+from ..kernel import Kernel
+
+
+class Operation:
+    def run(self, kernel: Kernel) -> None:
+        raise NotImplementedError
+
+    def undo(self) -> Operation | None:
+        return None
+
+
+@dataclass(frozen=True)
+class EnsureSysctl(Operation):
+    """Left in place on undo and on removal, as Docker does: other software may rely on it."""
+
+    key: str
+    value: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.ensure_sysctl(self.key, self.value)
+
+
+@dataclass(frozen=True)
+class CreateBridge(Operation):
+    name: str
+    mtu: int
+    mac: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.create_bridge(self.name, self.mtu, self.mac)
+
+    def undo(self) -> Operation:
+        return DeleteLink(self.name)
+
+
+@dataclass(frozen=True)
+class DeleteLink(Operation):
+    name: str
+    sandbox: str | None = None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_link(self.name, self.sandbox)
+
+
+@dataclass(frozen=True)
+class AddAddress(Operation):
+    ifname: str
+    address: IPv4Interface
+    sandbox: str | None = None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.add_address(self.ifname, self.address, self.sandbox)
+
+    def undo(self) -> Operation:
+        return DeleteAddress(self.ifname, self.address, self.sandbox)
+
+
+@dataclass(frozen=True)
+class DeleteAddress(Operation):
+    ifname: str
+    address: IPv4Interface
+    sandbox: str | None = None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_address(self.ifname, self.address, self.sandbox)
+
+
+@dataclass(frozen=True)
+class ApplyFirewall(Operation):
+    """One atomic nftables transaction; its undo is the transaction that reverses it."""
+
+    commands: tuple[Any, ...]
+    reverse: tuple[Any, ...] = ()
+    description: str = ""
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.nft(list(self.commands))
+
+    def undo(self) -> Operation | None:
+        return ApplyFirewall(self.reverse, description=f"undo {self.description}") if self.reverse else None
+
+
+@dataclass(frozen=True)
+class CreateNetns(Operation):
+    sandbox: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.create_netns(self.sandbox)
+
+    def undo(self) -> Operation:
+        return DeleteNetns(self.sandbox)
+
+
+@dataclass(frozen=True)
+class DeleteNetns(Operation):
+    """Unpinning the namespace lets the kernel destroy it with every veth end inside: 0.07 ms,
+    where deleting each veth explicitly costs ~30 ms (it waits for RCU grace periods)."""
+
+    sandbox: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_netns(self.sandbox)
+
+
+@dataclass(frozen=True)
+class KillProcesses(Operation):
+    """`rm -f`: end what still runs in the sandbox, so its namespace (and veths) can go."""
+
+    sandbox: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.kill(kernel.pids_in_netns(self.sandbox))
+
+
+@dataclass(frozen=True)
+class WriteEtcFiles(Operation):
+    """Files under /etc/netns/NAME, bound over /etc by `nsnet exec` (as `ip netns exec` does)."""
+
+    sandbox: str
+    files: tuple[tuple[str, str], ...]
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.write_etc_files(self.sandbox, dict(self.files))
+
+    def undo(self) -> Operation:
+        return RemoveEtcFiles(self.sandbox)
+
+
+@dataclass(frozen=True)
+class RemoveEtcFiles(Operation):
+    sandbox: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.remove_etc_files(self.sandbox)
+
+
+@dataclass(frozen=True)
+class CreateVeth(Operation):
+    """The pair, with its host end up on the bridge and its peer up inside the sandbox."""
+
+    name: str
+    bridge: str
+    sandbox: str
+    peer: str
+    mtu: int
+    mac: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.create_veth(self.name, self.bridge, self.sandbox, self.peer, self.mtu, self.mac)
+
+    def undo(self) -> Operation:
+        return DeleteLink(self.name)
+
+
+@dataclass(frozen=True)
+class SetDefaultRoute(Operation):
+    sandbox: str
+    gateway: IPv4Address
+    ifname: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.replace_default_route(self.gateway, self.ifname, self.sandbox)
+
+    def undo(self) -> Operation:
+        return DeleteDefaultRoute(self.sandbox)
+
+
+@dataclass(frozen=True)
+class DeleteDefaultRoute(Operation):
+    sandbox: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_default_route(self.sandbox)

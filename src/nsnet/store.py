@@ -1,0 +1,240 @@
+"""The ledger: every network, sandbox and endpoint nsnet made, in SQLite.
+
+Rows are written before the kernel objects they describe are made (state 'creating') and marked
+'ready' after, so a crash at any point leaves a row that names what may exist in the kernel.
+Each operation is one transaction; `BEGIN IMMEDIATE` takes SQLite's write lock at once, which is
+the cross-process lock that serialises allocations (addresses, subnets, names). WAL lets readers
+(`ls`, `inspect`) run while a writer works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from .model import Endpoint, Network, Sandbox
+
+DEFAULT_STATE_DIR = "/var/lib/nsnet"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    bridge TEXT NOT NULL UNIQUE,
+    subnet TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    ip_range TEXT,
+    internal INTEGER NOT NULL,
+    icc INTEGER NOT NULL,
+    mtu INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    last_ip TEXT,
+    state TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY,
+    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    network_id TEXT NOT NULL REFERENCES networks(id),
+    ifname TEXT NOT NULL,
+    host_ifname TEXT NOT NULL UNIQUE,
+    mac TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    default_route INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (network_id, ip),
+    UNIQUE (sandbox_id, network_id),
+    UNIQUE (sandbox_id, ifname)
+);
+"""
+
+
+def state_dir() -> str:
+    return os.environ.get("NSNET_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+class TakenAddresses:
+    """The addresses allocated on one network, as a Collection answered by indexed queries."""
+
+    def __init__(self, db: sqlite3.Connection, network_id: str) -> None:
+        self._db = db
+        self._network_id = network_id
+
+    def __contains__(self, address: object) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM endpoints WHERE network_id = ? AND ip = ?", (self._network_id, str(address))
+        ).fetchone()
+        return row is not None
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM endpoints WHERE network_id = ?", (self._network_id,)).fetchone()[0]
+
+    def __iter__(self) -> Iterator[IPv4Address]:
+        rows = self._db.execute("SELECT ip FROM endpoints WHERE network_id = ?", (self._network_id,))
+        return (IPv4Address(ip) for (ip,) in rows)
+
+
+class Store:
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory or state_dir()
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        path = os.path.join(self.directory, "state.db")
+        fresh = not os.path.exists(path)
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        if fresh:
+            os.chmod(path, 0o600)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across process crashes in WAL mode and skips an fsync per commit.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        if fresh or not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='endpoints'").fetchone():
+            self.db.executescript(SCHEMA)  # idempotent; executescript runs outside our transactions
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # Networks
+
+    def networks(self) -> list[Network]:
+        return [_network(r) for r in self.db.execute("SELECT * FROM networks ORDER BY created, name")]
+
+    def network(self, name: str) -> Network | None:
+        row = self.db.execute("SELECT * FROM networks WHERE name = ?", (name,)).fetchone()
+        return _network(row) if row else None
+
+    def network_by_id(self, network_id: str) -> Network | None:
+        row = self.db.execute("SELECT * FROM networks WHERE id = ?", (network_id,)).fetchone()
+        return _network(row) if row else None
+
+    def add_network(self, network: Network) -> None:
+        self.db.execute(
+            "INSERT INTO networks (id, name, bridge, subnet, gateway, ip_range, internal, icc, mtu, labels,"
+            " last_ip, state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            (
+                network.id, network.name, network.bridge, str(network.subnet), str(network.gateway),
+                str(network.ip_range) if network.ip_range else None, int(network.internal), int(network.icc),
+                network.mtu, json.dumps(dict(network.labels)), network.state, network.created,
+            ),
+        )
+
+    def set_network_state(self, network_id: str, state: str) -> None:
+        self.db.execute("UPDATE networks SET state = ? WHERE id = ?", (state, network_id))
+
+    def delete_network(self, network_id: str) -> None:
+        self.db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
+
+    def last_ip(self, network_id: str) -> IPv4Address | None:
+        row = self.db.execute("SELECT last_ip FROM networks WHERE id = ?", (network_id,)).fetchone()
+        return IPv4Address(row[0]) if row and row[0] else None
+
+    def taken(self, network_id: str) -> TakenAddresses:
+        return TakenAddresses(self.db, network_id)
+
+    def endpoint_count(self, network_id: str) -> int:
+        return self.db.execute("SELECT count(*) FROM endpoints WHERE network_id = ?", (network_id,)).fetchone()[0]
+
+    # Sandboxes and endpoints
+
+    def sandbox(self, name: str) -> Sandbox | None:
+        row = self.db.execute("SELECT id, name, state, created FROM sandboxes WHERE name = ?", (name,)).fetchone()
+        return self._sandbox(row) if row else None
+
+    def sandboxes(self) -> list[Sandbox]:
+        rows = self.db.execute("SELECT id, name, state, created FROM sandboxes ORDER BY created, name").fetchall()
+        endpoints = self._endpoints("1 = 1", ())
+        return [
+            Sandbox(id=i, name=n, netns=f"/run/netns/{n}", endpoints=tuple(e for e in endpoints if e.sandbox == n),
+                    created=c, state=s)
+            for i, n, s, c in rows
+        ]
+
+    def _sandbox(self, row: tuple) -> Sandbox:
+        sandbox_id, name, state, created = row
+        endpoints = self._endpoints("e.sandbox_id = ?", (sandbox_id,))
+        return Sandbox(id=sandbox_id, name=name, netns=f"/run/netns/{name}", endpoints=tuple(endpoints),
+                       created=created, state=state)
+
+    def _endpoints(self, where: str, args: tuple) -> list[Endpoint]:
+        rows = self.db.execute(
+            "SELECT e.id, s.name, n.name, e.ifname, e.host_ifname, e.mac, e.ip, n.subnet, n.gateway,"
+            " e.default_route, e.state FROM endpoints e JOIN sandboxes s ON s.id = e.sandbox_id"
+            f" JOIN networks n ON n.id = e.network_id WHERE {where} ORDER BY e.created, e.ifname",
+            args,
+        )
+        return [
+            Endpoint(id=i, sandbox=s, network=n, ifname=ifn, host_ifname=h, mac=m,
+                     address=IPv4Interface(f"{ip}/{IPv4Network(sub).prefixlen}"), gateway=IPv4Address(gw),
+                     default_route=bool(d), state=st)
+            for i, s, n, ifn, h, m, ip, sub, gw, d, st in rows
+        ]
+
+    def endpoints_of_network(self, network_id: str) -> list[Endpoint]:
+        return self._endpoints("e.network_id = ?", (network_id,))
+
+    def add_sandbox(self, sandbox_id: str, name: str, state: str) -> None:
+        self.db.execute(
+            "INSERT INTO sandboxes (id, name, state, created) VALUES (?, ?, ?, ?)", (sandbox_id, name, state, time.time())
+        )
+
+    def sandbox_id(self, name: str) -> str | None:
+        row = self.db.execute("SELECT id FROM sandboxes WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_sandbox_state(self, name: str, state: str) -> None:
+        self.db.execute("UPDATE sandboxes SET state = ? WHERE name = ?", (state, name))
+
+    def delete_sandbox(self, name: str) -> None:
+        self.db.execute("DELETE FROM sandboxes WHERE name = ?", (name,))
+
+    def add_endpoint(self, sandbox_id: str, network_id: str, endpoint: Endpoint) -> None:
+        self.db.execute(
+            "INSERT INTO endpoints (id, sandbox_id, network_id, ifname, host_ifname, mac, ip, default_route, state,"
+            " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (endpoint.id, sandbox_id, network_id, endpoint.ifname, endpoint.host_ifname, endpoint.mac,
+             str(endpoint.address.ip), int(endpoint.default_route), endpoint.state, time.time()),
+        )
+        self.db.execute("UPDATE networks SET last_ip = ? WHERE id = ?", (str(endpoint.address.ip), network_id))
+
+    def set_endpoints_state(self, sandbox_id: str, state: str) -> None:
+        self.db.execute("UPDATE endpoints SET state = ? WHERE sandbox_id = ?", (state, sandbox_id))
+
+    def set_endpoint_state(self, endpoint_id: str, state: str) -> None:
+        self.db.execute("UPDATE endpoints SET state = ? WHERE id = ?", (state, endpoint_id))
+
+    def set_default_route(self, endpoint_id: str) -> None:
+        self.db.execute("UPDATE endpoints SET default_route = 1 WHERE id = ?", (endpoint_id,))
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self.db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+
+
+def _network(row: tuple) -> Network:
+    (nid, name, bridge, subnet, gateway, ip_range, internal, icc, mtu, labels, _last, state, created) = row
+    return Network(
+        id=nid, name=name, bridge=bridge, subnet=IPv4Network(subnet), gateway=IPv4Address(gateway),
+        ip_range=IPv4Network(ip_range) if ip_range else None, internal=bool(internal), mtu=mtu, icc=bool(icc),
+        labels=tuple(sorted(json.loads(labels).items())), created=created, state=state,
+    )
