@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs everything nsnet needs on Debian 12, as root: the kernel-side tools, libnftables' Python
+# binding, and nsnet itself (with its test tools) in ./.venv. Safe to run again.
+set -eu
+cd "$(dirname "$0")"
+
+# nftables/libnftables1/python3-nftables: the packet filter and its official in-process binding.
+# iproute2: `ip`, which the tests use to check the kernel independently of nsnet.
+# python3-venv: a venv made by Debian's python3, with system site packages, can import nftables.
+packages="nftables libnftables1 python3-nftables python3-venv iproute2 iperf3 procps"
+missing=""
+for package in $packages; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    echo "install.sh: installing Debian packages:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "install.sh: nsnet is installed in $(pwd)/.venv"

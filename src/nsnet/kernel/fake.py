@@ -1,0 +1,148 @@
+"""A model of the kernel for tests that need no root: it keeps the objects nsnet would make,
+records every call, and can be told to fail at the Nth mutating call.
+
+    kernel = FakeKernel(fail_at=3)      # the third mutating call raises KernelError(EPERM)
+    engine = Engine(state_dir=tmp, kernel=kernel)
+"""
+
+from __future__ import annotations
+
+import errno
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
+
+from ..errors import KernelError
+from . import Kernel
+
+
+class FakeKernel(Kernel):
+    def __init__(self, fail_at: int | None = None, routes: list[tuple[IPv4Network, str]] | None = None) -> None:
+        self.fail_at = fail_at
+        self.calls: list[tuple[Any, ...]] = []
+        self.netns: set[str] = set()
+        self.links: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self.addresses: set[tuple[str | None, str, IPv4Interface]] = set()
+        self.routes: dict[str, tuple[IPv4Address, str]] = {}
+        self.nft_log: list[list[dict[str, Any]]] = []
+        self.sysctls: dict[str, str] = {}
+        self.etc: dict[str, dict[str, str]] = {}
+        self.pids: dict[str, list[int]] = {}
+        self.host_route_table = list(routes or [])
+
+    def _mutating(self, *call: Any) -> None:
+        self.calls.append(call)
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise KernelError(str(call[0]), errno.EPERM, "injected failure")
+
+    def _need(self, present: bool, what: str) -> None:
+        if not present:
+            raise KernelError(what, errno.ENODEV)
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing nsnet made is left (sysctls are left on purpose)."""
+        return not (self.netns or self.links or self.addresses or self.routes or self.etc)
+
+    # Namespaces
+
+    def create_netns(self, sandbox: str) -> None:
+        self._mutating("create_netns", sandbox)
+        if sandbox in self.netns:
+            raise KernelError(f"creation of netns {sandbox}", errno.EEXIST)
+        self.netns.add(sandbox)
+
+    def delete_netns(self, sandbox: str) -> None:
+        self._mutating("delete_netns", sandbox)
+        self._need(sandbox in self.netns, f"deletion of netns {sandbox}")
+        self.netns.discard(sandbox)
+        for key, link in list(self.links.items()):
+            if key in self.links and (key[0] == sandbox or link.get("peer_ns") == sandbox):
+                self._drop_link(key)
+        self.routes.pop(sandbox, None)
+
+    def netns_exists(self, sandbox: str) -> bool:
+        return sandbox in self.netns
+
+    def pids_in_netns(self, sandbox: str) -> list[int]:
+        return list(self.pids.get(sandbox, []))
+
+    def kill(self, pids: list[int]) -> None:
+        self._mutating("kill", tuple(pids))
+        for sandbox in self.pids:
+            self.pids[sandbox] = [p for p in self.pids[sandbox] if p not in pids]
+
+    def write_etc_files(self, sandbox: str, files: dict[str, str]) -> None:
+        self._mutating("write_etc_files", sandbox)
+        self.etc[sandbox] = dict(files)
+
+    def remove_etc_files(self, sandbox: str) -> None:
+        self._mutating("remove_etc_files", sandbox)
+        self.etc.pop(sandbox, None)
+
+    # Links, addresses, routes
+
+    def _drop_link(self, key: tuple[str | None, str]) -> None:
+        link = self.links.pop(key)
+        self.addresses = {a for a in self.addresses if (a[0], a[1]) != key}
+        if "peer" in link:
+            peer_key = (link["peer_ns"], link["peer"])
+            self.links.pop(peer_key, None)
+            self.addresses = {a for a in self.addresses if (a[0], a[1]) != peer_key}
+            if self.routes.get(link["peer_ns"], (None, None))[1] == link["peer"]:
+                self.routes.pop(link["peer_ns"])
+
+    def create_bridge(self, name: str, mtu: int, mac: str) -> None:
+        self._mutating("create_bridge", name, mtu, mac)
+        if (None, name) in self.links:
+            raise KernelError(f"creation of bridge {name}", errno.EEXIST)
+        self.links[(None, name)] = {"kind": "bridge", "mtu": mtu, "mac": mac}
+
+    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str) -> None:
+        self._mutating("create_veth", name, bridge, sandbox, peer, mtu, mac)
+        self._need((None, bridge) in self.links and sandbox in self.netns, f"creation of veth {name}")
+        self.links[(None, name)] = {"kind": "veth", "master": bridge, "peer": peer, "peer_ns": sandbox, "mtu": mtu}
+        self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu}
+
+    def delete_link(self, name: str, sandbox: str | None = None) -> None:
+        self._mutating("delete_link", name, sandbox)
+        self._need((sandbox, name) in self.links, f"deletion of link {name}")
+        self._drop_link((sandbox, name))
+        if sandbox is None:
+            for key, link in list(self.links.items()):
+                if link.get("master") == name:
+                    del link["master"]
+
+    def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
+        self._mutating("add_address", ifname, str(address), sandbox)
+        self._need((sandbox, ifname) in self.links, f"adding {address} to {ifname}")
+        self.addresses.add((sandbox, ifname, address))
+
+    def delete_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
+        self._mutating("delete_address", ifname, str(address), sandbox)
+        self._need((sandbox, ifname, address) in self.addresses, f"removing {address}")
+        self.addresses.discard((sandbox, ifname, address))
+
+    def replace_default_route(self, gateway: IPv4Address, ifname: str, sandbox: str) -> None:
+        self._mutating("replace_default_route", str(gateway), ifname, sandbox)
+        self._need((sandbox, ifname) in self.links, f"default route in {sandbox}")
+        self.routes[sandbox] = (gateway, ifname)
+
+    def delete_default_route(self, sandbox: str) -> None:
+        self._mutating("delete_default_route", sandbox)
+        self._need(sandbox in self.routes, f"removing the default route in {sandbox}")
+        del self.routes[sandbox]
+
+    # Firewall and sysctls
+
+    def nft(self, commands: list[dict[str, Any]]) -> None:
+        self._mutating("nft", len(commands))
+        self.nft_log.append(commands)
+
+    def ensure_sysctl(self, key: str, value: str) -> bool:
+        self._mutating("ensure_sysctl", key, value)
+        changed = self.sysctls.get(key) != value
+        self.sysctls[key] = value
+        return changed
+
+    def host_routes(self) -> list[tuple[IPv4Network, str]]:
+        return list(self.host_route_table)

@@ -1,0 +1,88 @@
+"""Integration tests: the real kernel, inside an isolated host made by `nsnet lab`.
+
+They refuse to run on the real host. Each test gets a fresh state directory, and after each test
+the host must hold nothing of nsnet's: no namespace, no nsbr-/nsv link, no nsnet table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nsnet import Engine
+
+from .net import ip_json, run
+
+NSNET = str(Path(sys.executable).with_name("nsnet"))
+WAN_HOST, WAN_PEER = "198.51.100.1", "198.51.100.2"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_host() -> None:
+    if not os.environ.get("NSNET_LAB"):
+        pytest.fail("integration tests run only inside an isolated host: nsnet lab -- python -m pytest", False)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    path = str(tmp_path / "state")
+    monkeypatch.setenv("NSNET_STATE_DIR", path)
+    return path
+
+
+def nsnet_objects() -> dict[str, list[str]]:
+    links = [l["ifname"] for l in ip_json("link") if l["ifname"].startswith(("nsbr-", "nsv"))]
+    netns = sorted(n for n in os.listdir("/run/netns") if n != "wan") if os.path.isdir("/run/netns") else []
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {"links": links, "netns": netns, "tables": [t for t in tables.splitlines() if "nsnet" in t]}
+
+
+def wait_clean(timeout: float = 3.0) -> dict[str, list[str]]:
+    """What nsnet left; veths of a deleted namespace go a moment later, in the kernel's cleanup work."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = nsnet_objects()
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def engine(state_dir: str) -> Iterator[Engine]:
+    with Engine(state_dir=state_dir) as eng:
+        yield eng
+        for sandbox in eng.sandboxes():
+            eng.remove_sandbox(sandbox.name, force=True)
+        for network in eng.networks():
+            eng.remove_network(network.name, force=True)
+    assert wait_clean() == {"links": [], "netns": [], "tables": []}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([NSNET, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def wan() -> Iterator[str]:
+    """Another machine: namespace `wan` at 198.51.100.2, linked to the host's wan0 at .1.
+
+    It has no route back to any sandbox subnet, so only masquerade lets it answer a sandbox.
+    """
+    run("ip", "netns", "add", "wan")
+    try:
+        run("ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", "wan")
+        run("ip", "addr", "add", f"{WAN_HOST}/24", "dev", "wan0")
+        run("ip", "link", "set", "wan0", "up")
+        run("ip", "-n", "wan", "addr", "add", f"{WAN_PEER}/24", "dev", "eth0")
+        run("ip", "-n", "wan", "link", "set", "eth0", "up")
+        run("ip", "-n", "wan", "link", "set", "lo", "up")
+        yield "wan"
+    finally:
+        run("ip", "link", "del", "wan0", check=False)
+        run("ip", "netns", "del", "wan", check=False)

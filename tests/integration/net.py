@@ -1,0 +1,145 @@
+"""Real sockets in real namespaces: one-shot TCP servers and clients run with `ip netns exec`.
+
+iproute2 (not nsnet) enters the namespaces here, so the tests check nsnet's work with an
+independent tool. Every server and client is bounded by a timeout and exits on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+TIMEOUT = 3.0
+
+_SERVER = r"""
+import json, socket, sys
+ip, port, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((ip, port))
+server.listen(16)
+server.settimeout(timeout)
+print("ready", flush=True)
+for _ in range(count):
+    try:
+        conn, peer = server.accept()
+    except socket.timeout:
+        break
+    conn.sendall(b"hello from " + ip.encode())
+    conn.close()
+    print(json.dumps(peer[0]), flush=True)
+"""
+
+_CLIENT = r"""
+import socket, sys
+try:
+    conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+    print(conn.recv(100).decode())
+except OSError as exc:
+    print(f"{type(exc).__name__}: {exc}")
+    sys.exit(1)
+"""
+
+
+def in_ns(ns: str | None, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv] if ns else argv
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+
+    def peers(self) -> list[str]:
+        """The source addresses the server saw, once it has exited."""
+        out, _ = self.process.communicate(timeout=TIMEOUT * 4)
+        return [json.loads(line) for line in out.splitlines()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def serve(ns: str | None, ip: str, port: int, count: int = 1, timeout: float = TIMEOUT) -> Server:
+    """A TCP server in ns that greets `count` clients and records their source addresses."""
+    process = subprocess.Popen(
+        in_ns(ns, [sys.executable, "-c", _SERVER, ip, str(port), str(count), str(timeout)]),
+        stdout=subprocess.PIPE, text=True,
+    )
+    ready = process.stdout.readline().strip()
+    assert ready == "ready", f"server in {ns} on {ip}:{port} did not start"
+    return Server(process)
+
+
+def connect(ns: str | None, ip: str, port: int, timeout: float = TIMEOUT) -> str | None:
+    """Connect from ns; the server's greeting, or None when the connection failed."""
+    result = subprocess.run(
+        in_ns(ns, [sys.executable, "-c", _CLIENT, ip, str(port), str(timeout)]),
+        capture_output=True, text=True, timeout=timeout + 5,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def exchange(client_ns: str | None, server_ns: str | None, ip: str, port: int) -> tuple[str | None, list[str]]:
+    """One connection from client_ns to a server in server_ns: (greeting, peers the server saw)."""
+    server = serve(server_ns, ip, port)
+    try:
+        greeting = connect(client_ns, ip, port)
+        return greeting, server.peers() if greeting else []
+    finally:
+        server.stop()
+
+
+def blocked(client_ns: str | None, server_ns: str | None, ip: str, port: int) -> bool:
+    """True when a server is listening but the client cannot reach it."""
+    server = serve(server_ns, ip, port, timeout=2.0)
+    try:
+        return connect(client_ns, ip, port, timeout=1.0) is None
+    finally:
+        server.stop()
+
+
+def ip_json(*args: str, ns: str | None = None) -> list[dict]:
+    argv = ["ip", "-j"] + (["-n", ns] if ns else []) + list(args)
+    return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout or "[]")
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check)
+
+
+_UDP_RECEIVER = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+sock.settimeout(float(sys.argv[3]))
+print("ready", flush=True)
+try:
+    data, peer = sock.recvfrom(100)
+    print(peer[0], flush=True)
+except socket.timeout:
+    pass
+"""
+
+_UDP_SENDER = r"""
+import socket, sys
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def datagram_arrives(client_ns: str | None, server_ns: str | None, ip: str, port: int) -> bool:
+    """One UDP datagram, no reply needed: proves whether packets get *out*, not just back."""
+    receiver = subprocess.Popen(
+        in_ns(server_ns, [sys.executable, "-c", _UDP_RECEIVER, ip, str(port), "1.5"]), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert receiver.stdout.readline().strip() == "ready"
+        subprocess.run(in_ns(client_ns, [sys.executable, "-c", _UDP_SENDER, ip, str(port)]), check=True, timeout=10)
+        out, _ = receiver.communicate(timeout=10)
+        return bool(out.strip())
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
