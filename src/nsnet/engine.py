@@ -172,6 +172,7 @@ class Engine:
             if self.kernel.netns_exists(name):
                 raise Conflict(f"a network namespace named {name!r} exists and is not nsnet's")
             nets = [self._ready_network(n) for n in wanted]
+            pointers = {net.id: self._store.last_ip(net.id) for net in nets}
             sandbox_id = new_id()
             self._store.add_sandbox(sandbox_id, name, "creating")
             attachments = [
@@ -183,6 +184,7 @@ class Engine:
         except BaseException:
             with self._store.transaction():
                 self._store.delete_sandbox(name)
+                self._restore_pointers(pointers)
             raise
         with self._store.transaction():
             self._store.set_sandbox_state(name, "ready")
@@ -217,12 +219,14 @@ class Engine:
                 raise Conflict(f"sandbox {sandbox!r} is already connected to network {network!r}")
             ifname = sandbox_ifname({e.ifname for e in current.endpoints})
             default_route = not any(e.default_route for e in current.endpoints)
+            pointers = {net.id: self._store.last_ip(net.id)}
             endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested)
         try:
             apply(plan_connect(endpoint, net), self.kernel)
         except BaseException:
             with self._store.transaction():
                 self._store.delete_endpoint(endpoint.id)
+                self._restore_pointers(pointers)
             raise
         with self._store.transaction():
             self._store.set_endpoint_state(endpoint.id, "ready")
@@ -303,6 +307,11 @@ class Engine:
         )
         self._store.add_endpoint(sandbox_id, network.id, endpoint)
         return endpoint
+
+    def _restore_pointers(self, pointers: dict[str, Any]) -> None:
+        """A rolled-back attach leaves no trace, not even in the round-robin position."""
+        for network_id, last in pointers.items():
+            self._store.set_last_ip(network_id, last)
 
     @contextmanager
     def _network_lock(self) -> Iterator[None]:

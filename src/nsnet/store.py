@@ -150,6 +150,9 @@ class Store:
         row = self.db.execute("SELECT last_ip FROM networks WHERE id = ?", (network_id,)).fetchone()
         return IPv4Address(row[0]) if row and row[0] else None
 
+    def set_last_ip(self, network_id: str, address: IPv4Address | None) -> None:
+        self.db.execute("UPDATE networks SET last_ip = ? WHERE id = ?", (str(address) if address else None, network_id))
+
     def taken(self, network_id: str) -> TakenAddresses:
         return TakenAddresses(self.db, network_id)
 

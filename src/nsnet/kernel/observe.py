@@ -18,7 +18,7 @@ def host_routes() -> list[tuple[IPv4Network, str]]:
     found = []
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for route in ipr.get_routes(family=socket.AF_INET, table=0):
+        for route in ipr.get_routes(family=socket.AF_INET):
             table = route.get_attr("RTA_TABLE") or route["table"]
             if table == RT_TABLE_LOCAL or route["dst_len"] == 0:
                 continue

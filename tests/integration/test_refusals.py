@@ -1,0 +1,104 @@
+"""Bad input and failures: one line on stderr, a non-zero exit, and nothing changed."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+
+import pytest
+
+from nsnet import Engine, KernelError
+
+from .conftest import cli, nsnet_objects
+from .net import ip_json, run
+
+
+def snapshot(state_dir: str) -> tuple:
+    """Everything a command could change: links, addresses, routes, namespaces, rules, ledger."""
+    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    db = sqlite3.connect(os.path.join(state_dir, "state.db"))
+    ledger = list(db.iterdump())
+    db.close()
+    namespaces = sorted(os.listdir("/run/netns"))
+    in_sandboxes = [ip_json("addr", ns=n) for n in namespaces if n != "wan"]
+    return ip_json("addr"), ip_json("route"), namespaces, in_sandboxes, ruleset, ledger
+
+
+BAD_COMMANDS = [
+    (("network", "create", "bad", "--subnet", "10.40.0.1/24"), "invalid subnet '10.40.0.1/24': host bits are set"),
+    (("network", "create", "bad", "--subnet", "10.40.0.0/33"), "prefix length must be between 0 and 32"),
+    (("network", "create", "bad", "--subnet", "10.40.0/24"), "is not an IPv4 CIDR"),
+    (("network", "create", "bad", "--subnet", "10.40.0.0/24", "--gateway", "10.41.0.1"), "outside the subnet"),
+    (("network", "create", "bad", "--subnet", "10.31.0.0/16"), "overlaps network 'app'"),
+    (("network", "create", "app", "--subnet", "10.42.0.0/24"), "network 'app' already exists"),
+    (("network", "create", "../x"), "invalid network name '../x'"),
+    (("network", "create", "/"), "invalid network name '/'"),
+    (("network", "create", ""), "invalid network name '': must not be empty"),
+    (("network", "create", "x" * 64), "is longer than 63 characters"),
+    (("network", "create", "bad", "--mtu", "20"), "invalid mtu '20'"),
+    (("network", "rm", "nope"), "no such network: 'nope'"),
+    (("network", "rm", "app"), "has sandboxes attached (web)"),
+    (("create", "web", "--network", "app"), "sandbox 'web' already exists"),
+    (("create", "../etc", "--network", "app"), "invalid sandbox name '../etc'"),
+    (("create", "s", "--network", "nope"), "no such network: 'nope'"),
+    (("create", "s", "--network", "app", "--ip", "10.99.0.5"), "invalid ip '10.99.0.5': is outside the subnet"),
+    (("create", "s", "--network", "app", "--ip", "10.31.0.2"), "ip 10.31.0.2 is already in use"),
+    (("create", "s", "--network", "app", "--ip", "10.31.0.1"), "is the gateway"),
+    (("create", "foreign", "--network", "app"), "a network namespace named 'foreign' exists and is not nsnet's"),
+    (("connect", "app", "web"), "already connected"),
+    (("connect", "nope", "web"), "no such network: 'nope'"),
+    (("disconnect", "app", "nope"), "no such sandbox: 'nope'"),
+    (("exec", "nope", "--", "true"), "no such sandbox: 'nope'"),
+    (("rm", "nope"), "no such sandbox: 'nope'"),
+    (("inspect", "nope"), "no such sandbox: 'nope'"),
+]
+
+
+@pytest.fixture
+def populated(state_dir: str, engine: Engine) -> str:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    run("ip", "netns", "add", "foreign")
+    yield state_dir
+    run("ip", "netns", "del", "foreign")
+
+
+@pytest.mark.parametrize("argv, message", BAD_COMMANDS, ids=[" ".join(a)[:40] for a, _ in BAD_COMMANDS])
+def test_bad_input_is_one_line_and_changes_nothing(populated: str, argv: tuple, message: str) -> None:
+    before = snapshot(populated)
+
+    result = cli(*argv)
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("nsnet: error: ")
+    assert message in result.stderr
+    assert snapshot(populated) == before
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(populated: str) -> None:
+    before = snapshot(populated)
+
+    result = cli("network", "create", "x", "--mtu", "big")
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "argument --mtu: invalid int value: 'big'" in result.stderr
+    assert snapshot(populated) == before
+
+
+def test_a_kernel_refusal_half_way_undoes_every_step(state_dir: str, engine: Engine) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    doomed = engine.create_network("doomed", subnet="10.32.0.0/24")
+    # Out-of-band damage: the second network's bridge disappears, so attaching to it fails after
+    # the namespace, the first veth, its address and its route were made.
+    run("ip", "link", "del", doomed.bridge)
+    before = snapshot(state_dir)
+
+    with pytest.raises(KernelError, match=f"lookup of link {doomed.bridge}"):
+        engine.create_sandbox("web", networks=["app", "doomed"])
+
+    assert snapshot(state_dir) == before
+    assert nsnet_objects()["netns"] == []
+    assert [l["ifname"] for l in ip_json("link") if l["ifname"].startswith("nsv")] == []
