@@ -202,9 +202,11 @@ class Engine:
             pids = self.kernel.pids_in_netns(name)
             if pids:
                 raise Conflict(f"sandbox {name!r} has {len(pids)} running process(es); stop them or use -f")
+        sandbox = self.sandbox(name)
+        attachments = [(e, self.network(e.network)) for e in sandbox.endpoints]
         with self._store.transaction():
             self._store.set_sandbox_state(name, "removing")
-        teardown(plan_remove_sandbox(name, force), self.kernel, f"removing sandbox {name!r}")
+        teardown(plan_remove_sandbox(name, force, attachments), self.kernel, f"removing sandbox {name!r}")
         with self._store.transaction():
             self._store.delete_sandbox(name)
 
@@ -242,7 +244,7 @@ class Engine:
             others = [e for e in current.endpoints if e.id != endpoint.id]
             successor = others[0] if endpoint.default_route and others else None
             self._store.set_endpoint_state(endpoint.id, "removing")
-        teardown(plan_disconnect(endpoint, successor), self.kernel,
+        teardown(plan_disconnect(endpoint, self.network(network), successor), self.kernel,
                  f"disconnecting {sandbox!r} from {network!r}")
         with self._store.transaction():
             self._store.delete_endpoint(endpoint.id)

@@ -14,6 +14,20 @@ from .conftest import cli, nsnet_objects
 from .net import ip_json, run
 
 
+def links(ns: str | None = None) -> list[tuple]:
+    """What nsnet sets on links. Not what the kernel derives by itself: a bridge's carrier and its
+    IPv6 link-local address come and go as ports are added and removed."""
+    return [
+        (link["ifname"], link["mtu"], link["address"], link.get("master"), "UP" in link["flags"],
+         [(a["local"], a["prefixlen"]) for a in link["addr_info"] if a["family"] == "inet"])
+        for link in ip_json("addr", ns=ns)
+    ]
+
+
+def routes(ns: str | None = None) -> list[tuple]:
+    return [(r["dst"], r.get("gateway"), r.get("dev"), r.get("prefsrc")) for r in ip_json("route", ns=ns)]
+
+
 def snapshot(state_dir: str) -> tuple:
     """Everything a command could change: links, addresses, routes, namespaces, rules, ledger."""
     ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
@@ -21,8 +35,8 @@ def snapshot(state_dir: str) -> tuple:
     ledger = list(db.iterdump())
     db.close()
     namespaces = sorted(os.listdir("/run/netns"))
-    in_sandboxes = [ip_json("addr", ns=n) for n in namespaces if n != "wan"]
-    return ip_json("addr"), ip_json("route"), namespaces, in_sandboxes, ruleset, ledger
+    in_sandboxes = [(links(n), routes(n)) for n in namespaces if n != "wan"]
+    return links(), routes(), namespaces, in_sandboxes, ruleset, ledger
 
 
 BAD_COMMANDS = [

@@ -127,3 +127,23 @@ def test_disconnecting_the_default_network_moves_the_default_route(engine: Engin
     default = [r for r in ip_json("route", ns="s") if r["dst"] == "default"]
     assert [(r["gateway"], r["dev"]) for r in default] == [("10.32.0.1", "eth1")]
     assert exchange("s", wan, WAN_PEER, 9004) == (f"hello from {WAN_PEER}", [WAN_HOST])
+
+
+def test_no_icc_network_keeps_sandboxes_apart_but_not_from_the_world(engine: Engine, wan: str) -> None:
+    engine.create_network("quiet", subnet="10.34.0.0/24", icc=False)
+    engine.create_sandbox("q1", networks=["quiet"])
+    engine.create_sandbox("q2", networks=["quiet"])
+
+    assert blocked("q2", "q1", "10.34.0.2", 8010)
+    assert not datagram_arrives("q2", "q1", "10.34.0.2", 8011)
+    assert exchange("q1", None, "10.34.0.1", 8012) == ("hello from 10.34.0.1", ["10.34.0.2"])
+    assert exchange("q2", wan, WAN_PEER, 9007) == (f"hello from {WAN_PEER}", [WAN_HOST])
+
+
+def test_icc_is_per_network(engine: Engine) -> None:
+    engine.create_network("quiet", subnet="10.34.0.0/24", icc=False)
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    engine.create_sandbox("client", networks=["app"])
+
+    assert exchange("client", "web", "10.31.0.2", 8013) == ("hello from 10.31.0.2", ["10.31.0.3"])

@@ -12,7 +12,8 @@ Policy, in the forward chain (traffic routed by the host):
   - from a bridge to elsewhere: accepted (egress);
   - to a bridge: only replies (established/related) and DNAT'ed connections, like Docker >= 28.
 Postrouting masquerades a non-internal network's subnet when it leaves through any interface
-that is not an nsnet bridge.
+that is not an nsnet bridge. In `table bridge nsnet`, frames switched from the port of a sandbox
+on a --no-icc network to another port are dropped.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..model import Network
+from ..model import Endpoint, Network
 from . import names
 
 Command = dict[str, Any]
 
 
-def _table() -> dict[str, str]:
-    return {"family": names.FAMILY, "table": names.TABLE}
+def _table(family: str = names.FAMILY) -> dict[str, str]:
+    return {"family": family, "table": names.TABLE}
 
 
 def _meta(key: str) -> dict[str, Any]:
@@ -42,8 +43,8 @@ def _in_set(key: str, set_name: str, op: str = "==") -> dict[str, Any]:
     return _match(_meta(key), f"@{set_name}", op)
 
 
-def _rule(chain: str, *expr: dict[str, Any], comment: str | None = None) -> Command:
-    rule: dict[str, Any] = {**_table(), "chain": chain, "expr": list(expr)}
+def _rule(chain: str, *expr: dict[str, Any], comment: str | None = None, family: str = names.FAMILY) -> Command:
+    rule: dict[str, Any] = {**_table(family), "chain": chain, "expr": list(expr)}
     if comment:
         rule["comment"] = comment
     return {"add": {"rule": rule}}
@@ -53,24 +54,25 @@ ACCEPT: dict[str, Any] = {"accept": None}
 DROP: dict[str, Any] = {"drop": None}
 
 
-def _sets() -> list[Command]:
-    def declare(name: str, kind: Any, flags: list[str] | None = None) -> Command:
-        body: dict[str, Any] = {"family": names.FAMILY, "table": names.TABLE, "name": name, "type": kind}
-        if flags:
-            body["flags"] = flags
-        return {"add": {"set": body}}
+def _set(name: str, kind: Any, flags: list[str] | None = None, family: str = names.FAMILY) -> Command:
+    body: dict[str, Any] = {"family": family, "table": names.TABLE, "name": name, "type": kind}
+    if flags:
+        body["flags"] = flags
+    return {"add": {"set": body}}
 
+
+def _sets() -> list[Command]:
     return [
-        declare(names.BRIDGES, "ifname"),
-        declare(names.INTERNAL_BRIDGES, "ifname"),
-        declare(names.SAME_BRIDGE, ["ifname", "ifname"]),
-        declare(names.MASQ_SUBNETS, "ipv4_addr", ["interval"]),
+        _set(names.BRIDGES, "ifname"),
+        _set(names.INTERNAL_BRIDGES, "ifname"),
+        _set(names.SAME_BRIDGE, ["ifname", "ifname"]),
+        _set(names.MASQ_SUBNETS, "ipv4_addr", ["interval"]),
     ]
 
 
-def _chain(name: str, kind: str, hook: str, priority: int) -> list[Command]:
-    chain = {**_table(), "name": name, "type": kind, "hook": hook, "prio": priority, "policy": "accept"}
-    ref = {"family": names.FAMILY, "table": names.TABLE, "name": name}
+def _chain(name: str, kind: str, hook: str, priority: int, family: str = names.FAMILY) -> list[Command]:
+    chain = {**_table(family), "name": name, "type": kind, "hook": hook, "prio": priority, "policy": "accept"}
+    ref = {"family": family, "table": names.TABLE, "name": name}
     return [{"add": {"chain": chain}}, {"flush": {"chain": ref}}]
 
 
@@ -101,8 +103,20 @@ def _postrouting_rules() -> list[Command]:
     ]
 
 
+def _bridge_table() -> list[Command]:
+    """Layer 2: frames switched between two sandboxes of a --no-icc network are dropped."""
+    family = names.BRIDGE_FAMILY
+    return [
+        {"add": {"table": {"family": family, "name": names.TABLE}}},
+        _set(names.NO_ICC_PORTS, "ifname", family=family),
+        *_chain(names.BRIDGE_FORWARD, "filter", "forward", names.BRIDGE_FORWARD_PRIORITY, family),
+        _rule(names.BRIDGE_FORWARD, _in_set("iifname", names.NO_ICC_PORTS), DROP,
+              comment="no inter-container communication", family=family),
+    ]
+
+
 def render_skeleton() -> list[Command]:
-    """Table, sets, chains and rules; idempotent, and it keeps the sets' elements."""
+    """Tables, sets, chains and rules; idempotent, and it keeps the sets' elements."""
     return [
         {"add": {"table": {"family": names.FAMILY, "name": names.TABLE}}},
         *_sets(),
@@ -110,11 +124,12 @@ def render_skeleton() -> list[Command]:
         *_forward_rules(),
         *_chain(names.POSTROUTING, "nat", "postrouting", names.POSTROUTING_PRIORITY),
         *_postrouting_rules(),
+        *_bridge_table(),
     ]
 
 
-def _element(verb: str, set_name: str, elements: Iterable[Any]) -> Command:
-    return {verb: {"element": {**_table(), "name": set_name, "elem": list(elements)}}}
+def _element(verb: str, set_name: str, elements: Iterable[Any], family: str = names.FAMILY) -> Command:
+    return {verb: {"element": {**_table(family), "name": set_name, "elem": list(elements)}}}
 
 
 def _subnet(network: Network) -> dict[str, Any]:
@@ -142,5 +157,20 @@ def render_remove_network(network: Network) -> list[Command]:
     return _network_elements("delete", network)
 
 
+def _endpoint_elements(verb: str, endpoints: Iterable[tuple[Endpoint, Network]]) -> list[Command]:
+    ports = [endpoint.host_ifname for endpoint, network in endpoints if not network.icc]
+    return [_element(verb, names.NO_ICC_PORTS, ports, names.BRIDGE_FAMILY)] if ports else []
+
+
+def render_add_endpoint(endpoint: Endpoint, network: Network) -> list[Command]:
+    """The endpoint's per-port elements; none at all on an ordinary network."""
+    return _endpoint_elements("add", [(endpoint, network)])
+
+
+def render_remove_endpoints(endpoints: Iterable[tuple[Endpoint, Network]]) -> list[Command]:
+    return _endpoint_elements("delete", endpoints)
+
+
 def render_remove_table() -> list[Command]:
-    return [{"delete": {"table": {"family": names.FAMILY, "name": names.TABLE}}}]
+    return [{"delete": {"table": {"family": family, "name": names.TABLE}}}
+            for family in (names.FAMILY, names.BRIDGE_FAMILY)]

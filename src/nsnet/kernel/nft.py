@@ -6,6 +6,7 @@ in-process transaction costs ~0.06 ms where forking `nft` costs 10-20 ms.
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import Any
 
@@ -32,7 +33,9 @@ class Nft:
             return
         rc, _, error = self._context().json_cmd({"nftables": commands})
         if rc != 0:
-            raise KernelError("nftables transaction", 0, " ".join(error.split()) or f"exit code {rc}")
+            # libnftables reports only text; recover the errno that matters for teardown.
+            code = errno.ENOENT if "No such file or directory" in error else 0
+            raise KernelError("nftables transaction", code, " ".join(error.split()) or f"exit code {rc}")
 
     def list_table(self, family: str, name: str) -> dict[str, Any] | None:
         rc, output, _ = self._context().cmd(f"list table {family} {name}")
