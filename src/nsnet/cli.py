@@ -180,10 +180,8 @@ def exec_(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import secrets
-
     argv = _command(args.command)
-    name = args.name or f"run-{secrets.token_hex(4)}"
+    name = args.name or f"run-{os.urandom(4).hex()}"
     with _engine() as engine:
         engine.create_sandbox(name, networks=args.network, ip=args.ip)
         try:

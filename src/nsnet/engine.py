@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 from . import ipam, validate
 from .apply import apply, teardown
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, NotFound, NsnetError
 from .kernel import Kernel, linux
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, Sandbox
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
@@ -258,7 +257,10 @@ class Engine:
         from .kernel.netns import enter_sandbox
 
         self.sandbox(name)
-        return subprocess.Popen(list(argv), preexec_fn=lambda: enter_sandbox(name), **kwargs)
+        try:
+            return subprocess.Popen(list(argv), preexec_fn=lambda: enter_sandbox(name), **kwargs)
+        except subprocess.SubprocessError as exc:  # raised in the child by enter_sandbox
+            raise NsnetError(f"cannot enter sandbox {name!r}: its namespace is missing or unusable") from exc
 
     def exec(self, name: str, argv: Sequence[str], **kwargs: Any) -> int:
         """Run argv inside the sandbox to completion and return its exit code."""
@@ -268,7 +270,7 @@ class Engine:
     def run(self, argv: Sequence[str], *, name: str | None = None, networks: Sequence[str] = (),
             remove: bool = True) -> int:
         """Create a sandbox, run argv in it, and remove the sandbox afterwards unless told not to."""
-        name = name or f"run-{secrets.token_hex(4)}"
+        name = name or f"run-{os.urandom(4).hex()}"
         self.create_sandbox(name, networks=networks)
         try:
             return self.exec(name, argv)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from .errors import NsnetError
 from .model import Endpoint, Network, Sandbox
 
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
@@ -89,6 +90,13 @@ class TakenAddresses:
 class Store:
     def __init__(self, directory: str | None = None) -> None:
         self.directory = directory or state_dir()
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as exc:
+            hint = "" if os.geteuid() == 0 else " (nsnet needs root)"
+            raise NsnetError(f"cannot open the state in {self.directory}: {exc}{hint}") from None
+
+    def _open(self) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         os.chmod(self.directory, 0o700)
         path = os.path.join(self.directory, "state.db")

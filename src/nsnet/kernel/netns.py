@@ -193,7 +193,10 @@ def enter_sandbox(name: str) -> None:
     Besides the network namespace, the process gets a mount namespace of its own in which /sys
     shows the sandbox's interfaces and each file under /etc/netns/NAME is bound over /etc.
     """
-    fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise KernelError(f"entering sandbox {name}", exc.errno or 0) from None
     setns(fd, CLONE_NEWNET)
     os.close(fd)
     unshare(CLONE_NEWNS)
