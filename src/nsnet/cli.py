@@ -55,7 +55,8 @@ def network_ls(args: argparse.Namespace) -> int:
     with _engine() as engine:
         items = [n.to_dict() for n in engine.networks()]
     if args.quiet:
-        print("\n".join(i["Name"] for i in items))
+        for item in items:
+            print(item["Name"])
         return 0
     print(_formatted(items, args.format, ("NETWORK ID", "NAME", "SUBNET", "GATEWAY", "BRIDGE", "INTERNAL"),
                      lambda i: (i["Id"][:12], i["Name"], i["Subnet"], i["Gateway"], i["Bridge"],
@@ -122,7 +123,8 @@ def ps(args: argparse.Namespace) -> int:
     with _engine() as engine:
         items = [s.to_dict() for s in engine.sandboxes()]
     if args.quiet:
-        print("\n".join(i["Name"] for i in items))
+        for item in items:
+            print(item["Name"])
         return 0
 
     def row(item: dict[str, Any]) -> Sequence[Any]:

@@ -164,16 +164,14 @@ class Engine:
                 raise InvalidInput("network", net, "is given more than once")
         if not wanted:
             wanted = [DEFAULT_NETWORK]
+            self._refuse_taken_name(name)  # before the default network is made: refusals change nothing
             self._ensure_default_network()
         with self._store.transaction():
-            if self._store.sandbox_id(name) is not None:
-                raise Conflict(f"sandbox {name!r} already exists")
-            if self.kernel.netns_exists(name):
-                raise Conflict(f"a network namespace named {name!r} exists and is not nsnet's")
+            self._refuse_taken_name(name)
             nets = [self._ready_network(n) for n in wanted]
             pointers = {net.id: self._store.last_ip(net.id) for net in nets}
             sandbox_id = new_id()
-            self._store.add_sandbox(sandbox_id, name, "creating")
+            created = self._store.add_sandbox(sandbox_id, name, "creating")
             attachments = [
                 (self._allocate(sandbox_id, name, net, f"eth{i}", i == 0, requested if i == 0 else None), net)
                 for i, net in enumerate(nets)
@@ -189,7 +187,7 @@ class Engine:
             self._store.set_sandbox_state(name, "ready")
             self._store.set_endpoints_state(sandbox_id, "ready")
         return Sandbox(id=sandbox_id, name=name, netns=netns_path(name),
-                       endpoints=tuple(replace(e, state="ready") for e, _ in attachments), created=time.time())
+                       endpoints=tuple(replace(e, state="ready") for e, _ in attachments), created=created)
 
     def remove_sandbox(self, name: str, *, force: bool = False) -> None:
         sandbox_id = self._store.sandbox_id(name)
@@ -279,6 +277,12 @@ class Engine:
                 self.remove_sandbox(name, force=True)
 
     # Helpers
+
+    def _refuse_taken_name(self, name: str) -> None:
+        if self._store.sandbox_id(name) is not None:
+            raise Conflict(f"sandbox {name!r} already exists")
+        if self.kernel.netns_exists(name):
+            raise Conflict(f"a network namespace named {name!r} exists and is not nsnet's")
 
     def _ensure_default_network(self) -> None:
         if self._store.network(DEFAULT_NETWORK) is None:

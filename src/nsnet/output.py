@@ -28,6 +28,9 @@ def template(fmt: str, data: dict[str, Any]) -> str:
         value: Any = data
         for key in match.group(1).strip(".").split(".") if match.group(1) != "." else []:
             value = value.get(key) if isinstance(value, dict) else None
-        return json.dumps(value) if isinstance(value, (dict, list)) else "" if value is None else str(value)
+        if value is None:
+            return ""
+        # JSON spelling for everything but strings, as Docker prints `true`, not `True`.
+        return value if isinstance(value, str) else json.dumps(value)
 
     return _FIELD.sub(lookup, fmt)

@@ -205,10 +205,12 @@ class Store:
     def endpoints_of_network(self, network_id: str) -> list[Endpoint]:
         return self._endpoints("e.network_id = ?", (network_id,))
 
-    def add_sandbox(self, sandbox_id: str, name: str, state: str) -> None:
+    def add_sandbox(self, sandbox_id: str, name: str, state: str) -> float:
+        created = time.time()
         self.db.execute(
-            "INSERT INTO sandboxes (id, name, state, created) VALUES (?, ?, ?, ?)", (sandbox_id, name, state, time.time())
+            "INSERT INTO sandboxes (id, name, state, created) VALUES (?, ?, ?, ?)", (sandbox_id, name, state, created)
         )
+        return created
 
     def sandbox_id(self, name: str) -> str | None:
         row = self.db.execute("SELECT id FROM sandboxes WHERE name = ?", (name,)).fetchone()

@@ -14,6 +14,7 @@ from .model import DEFAULT_MTU, NetworkRequest
 
 MAX_NAME = 63
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_DIGITS = re.compile(r"[0-9]{1,4}\Z")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]*\Z")
 # A subnet must hold a network address, a gateway, a sandbox and a broadcast address.
 MAX_PREFIX = 30
@@ -46,7 +47,7 @@ def subnet(field: str, value: str) -> IPv4Network:
     if "/" not in value:
         raise InvalidInput(field, value, "is not a CIDR (expected A.B.C.D/N)")
     addr, _, prefix = value.partition("/")
-    if not prefix.isdigit():
+    if not _DIGITS.match(prefix):  # str.isdigit() accepts '²', which int() refuses
         raise InvalidInput(field, value, "prefix length is not a number")
     if int(prefix) > 32:
         raise InvalidInput(field, value, "prefix length must be between 0 and 32")
@@ -123,6 +124,6 @@ def address_pool(value: str) -> tuple[IPv4Network, int]:
     if set(fields) != {"base", "size"}:
         raise InvalidInput("address pool", value, "must be 'base=CIDR,size=PREFIX'")
     base = subnet("address pool base", fields["base"])
-    if not fields["size"].isdigit() or not base.prefixlen <= int(fields["size"]) <= MAX_PREFIX:
+    if not _DIGITS.match(fields["size"]) or not base.prefixlen <= int(fields["size"]) <= MAX_PREFIX:
         raise InvalidInput("address pool size", fields["size"], f"must be between /{base.prefixlen} and /{MAX_PREFIX}")
     return base, int(fields["size"])

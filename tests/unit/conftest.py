@@ -1,0 +1,109 @@
+"""Shared fixtures: a FakeKernel, an Engine on it with a private state directory, and checks that
+compare what the fake kernel holds with what the ledger says."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from nsnet.engine import Engine
+from nsnet.firewall import render
+from nsnet.kernel.fake import FakeKernel
+
+
+def nft_state(transactions: Iterable[list[dict[str, Any]]]) -> dict[tuple[str, str], dict[str, set[str]]]:
+    """The tables, sets and elements a sequence of nft transactions leaves, as nft would: deleting
+    a table or an element that is not there is an error (KeyError here)."""
+    tables: dict[tuple[str, str], dict[str, set[str]]] = {}
+    for commands in transactions:
+        for command in commands:
+            ((verb, body),) = command.items()
+            ((kind, obj),) = body.items()
+            if kind == "table" and verb == "add":
+                tables.setdefault((obj["family"], obj["name"]), {})
+            elif kind == "table" and verb == "delete":
+                del tables[(obj["family"], obj["name"])]
+            elif kind == "set" and verb == "add":
+                tables[(obj["family"], obj["table"])].setdefault(obj["name"], set())
+            elif kind == "element":
+                elements = tables[(obj["family"], obj["table"])][obj["name"]]
+                for element in obj["elem"]:
+                    key = json.dumps(element, sort_keys=True)
+                    if verb == "add":
+                        elements.add(key)
+                    else:
+                        elements.remove(key)
+    return tables
+
+
+@pytest.fixture(autouse=True)
+def _no_address_pool_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NSNET_ADDRESS_POOL", raising=False)
+
+
+@pytest.fixture
+def kernel() -> FakeKernel:
+    return FakeKernel()
+
+
+@pytest.fixture
+def engine(tmp_path, kernel: FakeKernel) -> Iterator[Engine]:
+    with Engine(state_dir=str(tmp_path / "state"), kernel=kernel) as made:
+        yield made
+
+
+@pytest.fixture
+def kernel_state() -> Callable[[FakeKernel], dict[str, Any]]:
+    """A deep copy of everything a FakeKernel holds but its call log and sysctls (never undone)."""
+
+    def snapshot(kernel: FakeKernel) -> dict[str, Any]:
+        return copy.deepcopy({
+            "netns": kernel.netns, "links": kernel.links, "addresses": kernel.addresses, "routes": kernel.routes,
+            "nft": nft_state(kernel.nft_log), "etc": kernel.etc, "pids": kernel.pids,
+        })
+
+    return snapshot
+
+
+@pytest.fixture
+def assert_matches_ledger() -> Callable[[Engine, FakeKernel], None]:
+    """Check that the kernel holds exactly the objects the ledger describes, and nothing else."""
+
+    def check(engine: Engine, kernel: FakeKernel) -> None:
+        networks, sandboxes = engine.networks(), engine.sandboxes()
+        by_name = {n.name: n for n in networks}
+        endpoints = [e for s in sandboxes for e in s.endpoints]
+        assert all(n.state == "ready" for n in networks)
+        assert all(s.state == "ready" for s in sandboxes)
+        assert all(e.state == "ready" for e in endpoints)
+        assert kernel.netns == {s.name for s in sandboxes}
+        assert set(kernel.etc) == {s.name for s in sandboxes}
+        assert set(kernel.links) == (
+            {(None, n.bridge) for n in networks}
+            | {(None, e.host_ifname) for e in endpoints}
+            | {(e.sandbox, e.ifname) for e in endpoints}
+        )
+        assert {e.host_ifname: kernel.links[(None, e.host_ifname)]["master"] for e in endpoints} == {
+            e.host_ifname: by_name[e.network].bridge for e in endpoints
+        }
+        assert kernel.addresses == (
+            {(None, n.bridge, n.gateway_interface) for n in networks}
+            | {(e.sandbox, e.ifname, e.address) for e in endpoints}
+        )
+        assert kernel.routes == {e.sandbox: (e.gateway, e.ifname) for e in endpoints if e.default_route}
+        from_scratch = [render.render_add_network(n) for n in networks] + [
+            render.render_add_endpoint(e, by_name[e.network]) for e in endpoints
+        ]
+        assert nft_state(kernel.nft_log) == nft_state(from_scratch)
+
+    return check
+
+
+@pytest.fixture
+def nft_tables(kernel: FakeKernel) -> Callable[[], dict[tuple[str, str], dict[str, set[str]]]]:
+    """The nft tables, sets and elements the `kernel` fixture holds now."""
+    return lambda: nft_state(kernel.nft_log)

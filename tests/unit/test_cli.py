@@ -1,0 +1,318 @@
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from nsnet import cli, output
+from nsnet.engine import Engine
+from nsnet.kernel.fake import FakeKernel
+
+NETWORK_FIELDS = {"Id", "Name", "Driver", "Bridge", "Subnet", "Gateway", "IPRange", "Internal", "ICC", "MTU", "Labels",
+                  "Created", "State"}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Cli:
+    run: Callable[..., Result]
+    kernel: FakeKernel
+    engine: Callable[[], Engine]
+
+
+@pytest.fixture
+def nsnet(tmp_path, monkeypatch, capsys) -> Cli:
+    kernel = FakeKernel()
+    monkeypatch.setenv("NSNET_STATE_DIR", str(tmp_path))
+
+    def engine() -> Engine:
+        return Engine(state_dir=str(tmp_path), kernel=kernel)
+
+    monkeypatch.setattr(cli, "_engine", engine)
+
+    def run(*argv: str) -> Result:
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return Cli(run, kernel, engine)
+
+
+def assert_one_error_line(result: Result, code: int = 1) -> None:
+    assert result.code == code
+    assert result.err.startswith("nsnet: error: ")
+    assert result.err.count("\n") == 1
+    assert result.err.endswith("\n")
+    assert "Traceback" not in result.err
+
+
+def test_network_create_prints_the_id(nsnet):
+    result = nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24", "--label", "tier=web")
+    assert (result.code, result.err) == (0, "")
+    with nsnet.engine() as engine:
+        network = engine.network("app")
+    assert result.out == network.id + "\n"
+    assert network.labels == (("tier", "web"),)
+
+
+def test_network_create_flags_reach_the_engine(nsnet):
+    assert nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/16", "--gateway", "10.31.0.254",
+                     "--ip-range", "10.31.1.0/24", "--internal", "--mtu", "9000", "--no-icc").code == 0
+    with nsnet.engine() as engine:
+        network = engine.network("app").to_dict()
+    assert {k: network[k] for k in ("Subnet", "Gateway", "IPRange", "Internal", "MTU", "ICC")} == {
+        "Subnet": "10.31.0.0/16", "Gateway": "10.31.0.254", "IPRange": "10.31.1.0/24", "Internal": True,
+        "MTU": 9000, "ICC": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["network", "create", "../x"], "nsnet: error: invalid network name '../x': must start with a letter"),
+        (["network", "create", "app", "--subnet", "10.0.0.1/24"],
+         "nsnet: error: invalid subnet '10.0.0.1/24': host bits are set (did you mean 10.0.0.0/24?)"),
+        (["network", "create", "app", "--mtu", "10"], "nsnet: error: invalid mtu '10': must be between 68 and 65535"),
+        (["network", "create", "app", "--gateway", "10.0.0.1"], "nsnet: error: invalid gateway '10.0.0.1': requires"),
+        (["network", "inspect", "nope"], "nsnet: error: no such network: 'nope'"),
+        (["create", "web", "--network", "nope"], "nsnet: error: no such network: 'nope'"),
+        (["create", "web", "--ip", "10.0.0"], "nsnet: error: invalid ip '10.0.0': is not an IPv4 address"),
+        (["inspect", "nope"], "nsnet: error: no such sandbox: 'nope'"),
+        (["rm", "nope"], "nsnet: error: no such sandbox: 'nope'"),
+        (["connect", "nope", "web"], "nsnet: error: no such sandbox: 'web'"),
+        (["disconnect", "nope", "web"], "nsnet: error: no such sandbox: 'web'"),
+        (["exec", "web"], "nsnet: error: no command given"),
+        (["run", "--"], "nsnet: error: no command given"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(nsnet, argv, message):
+    result = nsnet.run(*argv)
+    assert_one_error_line(result)
+    assert result.err.startswith(message)
+    assert result.out == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["bogus"],
+        ["network"],
+        ["network", "create"],
+        ["network", "create", "app", "--mtu", "x"],
+        ["create", "web", "--bogus"],
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(nsnet, argv):
+    result = nsnet.run(*argv)
+    assert_one_error_line(result, code=2)
+    assert result.out == ""
+
+
+def test_mtu_usage_error_names_the_option(nsnet):
+    result = nsnet.run("network", "create", "app", "--mtu", "x")
+    assert result.err == (
+        "nsnet: error: argument --mtu: invalid int value: 'x' (see 'nsnet network create --help')\n"
+    )
+
+
+def test_kernel_refusal_is_one_line(nsnet):
+    nsnet.kernel.fail_at = 2
+    result = nsnet.run("network", "create", "app")
+    assert_one_error_line(result)
+    assert result.err == "nsnet: error: kernel refused create_bridge: injected failure (EPERM)\n"
+    assert nsnet.run("network", "ls", "-q").out.split() == []
+
+
+def test_network_ls_json(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    nsnet.run("network", "create", "db", "--subnet", "10.32.0.0/24", "--internal")
+    result = nsnet.run("network", "ls", "--format", "json")
+    assert result.code == 0
+    items = json.loads(result.out)
+    assert [set(i) for i in items] == [NETWORK_FIELDS, NETWORK_FIELDS]
+    assert [(i["Name"], i["Subnet"], i["Gateway"], i["Internal"], i["Driver"], i["State"]) for i in items] == [
+        ("app", "10.31.0.0/24", "10.31.0.1", False, "bridge", "ready"),
+        ("db", "10.32.0.0/24", "10.32.0.1", True, "bridge", "ready"),
+    ]
+
+
+def test_network_ls_table(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    with nsnet.engine() as engine:
+        network = engine.network("app")
+    assert nsnet.run("network", "ls").out == (
+        "NETWORK ID     NAME   SUBNET         GATEWAY     BRIDGE            INTERNAL\n"
+        f"{network.id[:12]}   app    10.31.0.0/24   10.31.0.1   {network.bridge}   false\n"
+    )
+
+
+def test_network_ls_quiet_and_template(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    nsnet.run("network", "create", "db", "--subnet", "10.32.0.0/24")
+    assert nsnet.run("network", "ls", "-q").out == "app\ndb\n"
+    assert nsnet.run("network", "ls", "--format", "{{.Name}}={{.Subnet}}").out == "app=10.31.0.0/24\ndb=10.32.0.0/24\n"
+
+
+def test_network_inspect_json(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    with nsnet.engine() as engine:
+        expected = engine.network("app").to_dict()
+    result = nsnet.run("network", "inspect", "app")
+    assert result.code == 0
+    assert json.loads(result.out) == [expected]
+
+
+@pytest.fixture
+def web(nsnet) -> Cli:
+    assert nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24").code == 0
+    assert nsnet.run("create", "web", "--network", "app").code == 0
+    return nsnet
+
+
+def test_create_prints_the_sandbox_id(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    result = nsnet.run("create", "web", "--network", "app", "--ip", "10.31.0.9")
+    with nsnet.engine() as engine:
+        sandbox = engine.sandbox("web")
+    assert result.out == sandbox.id + "\n"
+    assert str(sandbox.endpoints[0].address.ip) == "10.31.0.9"
+
+
+def test_ps_table_json_and_quiet(web):
+    with web.engine() as engine:
+        sandbox = engine.sandbox("web")
+    assert web.run("ps").out == (
+        "SANDBOX ID     NAME   NETWORKS   IP ADDRESSES   STATE\n"
+        f"{sandbox.id[:12]}   web    app        10.31.0.2      ready\n"
+    )
+    assert json.loads(web.run("ps", "--format", "json").out) == [sandbox.to_dict()]
+    assert web.run("ps", "-q").out == "web\n"
+
+
+def test_ps_shows_a_dash_for_a_sandbox_without_networks(web):
+    web.run("disconnect", "app", "web")
+    assert web.run("ps", "--format", "table").out.splitlines()[1].split()[1:] == ["web", "-", "-", "ready"]
+
+
+def test_inspect_json(web):
+    with web.engine() as engine:
+        expected = engine.sandbox("web").to_dict()
+    result = web.run("inspect", "web")
+    assert (result.code, result.err) == (0, "")
+    assert json.loads(result.out) == [expected]
+
+
+def test_inspect_template_reads_nested_fields(web):
+    result = web.run("inspect", "--format", "{{.Networks.app.IPAddress}}", "web")
+    assert (result.code, result.out, result.err) == (0, "10.31.0.2\n", "")
+
+
+def test_inspect_reports_unknown_names_and_shows_the_rest(web):
+    result = web.run("inspect", "web", "nope")
+    assert_one_error_line(result)
+    assert result.err == "nsnet: error: no such sandbox: 'nope'\n"
+    assert [s["Name"] for s in json.loads(result.out)] == ["web"]
+
+
+def test_network_rm_continues_past_an_unknown_name(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    result = nsnet.run("network", "rm", "nope", "app")
+    assert_one_error_line(result)
+    assert result.err == "nsnet: error: no such network: 'nope'\n"
+    assert result.out == "app\n"
+    assert nsnet.run("network", "ls", "-q").out.split() == []
+    assert nsnet.kernel.empty
+
+
+def test_network_rm_in_use_needs_force(web):
+    result = web.run("network", "rm", "app")
+    assert_one_error_line(result)
+    assert result.err == "nsnet: error: network 'app' has sandboxes attached (web); disconnect them or use -f\n"
+    assert web.run("network", "rm", "-f", "app").out == "app\n"
+    assert web.run("ps", "--format", "{{.Name}}:{{.Networks}}").out == "web:{}\n"
+
+
+def test_rm_sandbox(web):
+    web.kernel.pids["web"] = [42]
+    assert_one_error_line(web.run("rm", "web"))
+    result = web.run("rm", "-f", "web")
+    assert (result.code, result.out, result.err) == (0, "web\n", "")
+    assert web.kernel.pids == {"web": []}
+    assert web.run("ps", "-q").out.split() == []
+
+
+def test_connect_and_disconnect(web):
+    web.run("network", "create", "db", "--subnet", "10.32.0.0/24")
+    result = web.run("connect", "db", "web", "--ip", "10.32.0.5")
+    assert (result.code, result.out, result.err) == (0, "", "")
+    assert web.run("inspect", "-f", "{{.Networks.db.Interface}} {{.Networks.db.IPAddress}}", "web").out == (
+        "eth1 10.32.0.5\n"
+    )
+    result = web.run("disconnect", "app", "web")
+    assert (result.code, result.out, result.err) == (0, "", "")
+    (sandbox,) = json.loads(web.run("inspect", "web").out)
+    assert list(sandbox["Networks"]) == ["db"]
+    assert sandbox["Networks"]["db"]["DefaultRoute"] is True
+
+
+def test_network_prune_prints_removed_names(web):
+    web.run("network", "create", "idle", "--subnet", "10.32.0.0/24")
+    assert web.run("network", "prune").out == "idle\n"
+    assert web.run("network", "ls", "-q").out == "app\n"
+
+
+DATA = {"Name": "web", "Id": 7, "Networks": {"app": {"IPAddress": "10.31.0.2", "Aliases": ["a", "b"]}},
+        "Labels": {}, "Gone": None}
+
+
+@pytest.mark.parametrize(
+    "fmt, expected",
+    [
+        ("{{.Name}}", "web"),
+        ("{{ .Name }}", "web"),
+        ("{{.Id}}", "7"),
+        ("{{.Networks.app.IPAddress}}", "10.31.0.2"),
+        ("{{.Networks.app.Aliases}}", '["a", "b"]'),
+        ("{{.Networks.app}}", '{"IPAddress": "10.31.0.2", "Aliases": ["a", "b"]}'),
+        ("{{.Labels}}", "{}"),
+        ("{{.Gone}}", ""),
+        ("{{.Missing.Deeper}}", ""),
+        ("{{.Name.Deeper}}", ""),
+        ("{{.Name}} on {{.Networks.app.IPAddress}}", "web on 10.31.0.2"),
+        ("plain {{Name}} text", "plain {{Name}} text"),
+    ],
+)
+def test_template_fills_nested_fields(fmt, expected):
+    assert output.template(fmt, DATA) == expected
+
+
+def test_template_dot_is_the_whole_object():
+    assert json.loads(output.template("{{.}}", DATA)) == DATA
+
+
+def test_table_aligns_columns_and_trims_trailing_space():
+    assert output.table(("A", "BB", "C"), [("xxx", "y", ""), ("z", "", "w")]) == "A     BB   C\nxxx   y\nz          w"
+
+
+def test_as_json_is_indented():
+    assert output.as_json([{"a": 1}]) == '[\n  {\n    "a": 1\n  }\n]'
+
+
+def test_unusable_state_dir_is_one_error_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(cli, "_engine", lambda: Engine(state_dir=str(tmp_path / "file"), kernel=FakeKernel()))
+    assert cli.main(["network", "ls"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"nsnet: error: cannot open the state in {tmp_path / 'file'}: ")
+    assert err.count("\n") == 1

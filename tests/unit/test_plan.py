@@ -1,0 +1,207 @@
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import pytest
+
+from nsnet.firewall import render
+from nsnet.model import Endpoint, Network
+from nsnet.plan.network import plan_create_network, plan_remove_network
+from nsnet.plan.ops import (
+    AddAddress,
+    ApplyFirewall,
+    CreateBridge,
+    CreateNetns,
+    CreateVeth,
+    DeleteAddress,
+    DeleteDefaultRoute,
+    DeleteLink,
+    DeleteNetns,
+    EnsureSysctl,
+    KillProcesses,
+    RemoveEtcFiles,
+    SetDefaultRoute,
+    WriteEtcFiles,
+)
+from nsnet.plan.sandbox import hosts_file, plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
+
+APP = Network(
+    id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
+    gateway=IPv4Address("10.31.0.1"), mtu=1400,
+)
+DB = Network(
+    id="b" * 64, name="db", bridge="nsbr-bbbbbbbbbb", subnet=IPv4Network("10.32.0.0/16"),
+    gateway=IPv4Address("10.32.0.1"),
+)
+QUIET = Network(
+    id="e" * 64, name="quiet", bridge="nsbr-eeeeeeeeee", subnet=IPv4Network("10.33.0.0/24"),
+    gateway=IPv4Address("10.33.0.1"), icc=False,
+)
+WEB_APP = Endpoint(
+    id="c" * 64, sandbox="web", network="app", ifname="eth0", host_ifname="nsvcccccccccccc",
+    mac="02:4e:0a:1f:00:02", address=IPv4Interface("10.31.0.2/24"), gateway=IPv4Address("10.31.0.1"),
+    default_route=True,
+)
+WEB_DB = Endpoint(
+    id="d" * 64, sandbox="web", network="db", ifname="eth1", host_ifname="nsvdddddddddddd",
+    mac="02:4e:0a:20:00:07", address=IPv4Interface("10.32.0.7/16"), gateway=IPv4Address("10.32.0.1"),
+)
+WEB_QUIET = Endpoint(
+    id="f" * 64, sandbox="web", network="quiet", ifname="eth2", host_ifname="nsvffffffffffff",
+    mac="02:4e:0a:21:00:02", address=IPv4Interface("10.33.0.2/24"), gateway=IPv4Address("10.33.0.1"),
+)
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.31.0.2\tweb\n"
+
+
+def test_plan_create_first_network():
+    assert plan_create_network(APP, others=0) == [
+        EnsureSysctl("net.ipv4.ip_forward", "1"),
+        CreateBridge("nsbr-aaaaaaaaaa", 1400, "02:4e:0a:1f:00:01"),
+        AddAddress("nsbr-aaaaaaaaaa", IPv4Interface("10.31.0.1/24")),
+        ApplyFirewall(tuple(render.render_add_network(APP)), tuple(render.render_remove_table()),
+                      "rules of network app"),
+    ]
+
+
+def test_plan_create_later_network_reverses_only_its_elements():
+    firewall = plan_create_network(DB, others=2)[-1]
+    assert firewall == ApplyFirewall(tuple(render.render_add_network(DB)), tuple(render.render_remove_network(DB)),
+                                     "rules of network db")
+
+
+def test_first_network_firewall_undo_removes_the_table():
+    assert plan_create_network(APP, others=0)[-1].undo() == ApplyFirewall(
+        tuple(render.render_remove_table()), description="undo rules of network app")
+
+
+def test_later_network_firewall_undo_removes_elements_only():
+    assert plan_create_network(APP, others=1)[-1].undo() == ApplyFirewall(
+        tuple(render.render_remove_network(APP)), description="undo rules of network app")
+
+
+def test_plan_create_network_undos():
+    assert [op.undo() for op in plan_create_network(APP, others=1)[:3]] == [
+        None,
+        DeleteLink("nsbr-aaaaaaaaaa"),
+        DeleteAddress("nsbr-aaaaaaaaaa", IPv4Interface("10.31.0.1/24")),
+    ]
+
+
+def test_plan_remove_last_network_deletes_the_table_then_the_bridge():
+    assert plan_remove_network(APP, others=0) == [
+        ApplyFirewall(tuple(render.render_remove_table()), description="removing rules of network app"),
+        DeleteLink("nsbr-aaaaaaaaaa"),
+    ]
+
+
+def test_plan_remove_network_with_others_deletes_its_elements_then_the_bridge():
+    assert plan_remove_network(APP, others=1) == [
+        ApplyFirewall(tuple(render.render_remove_network(APP)), description="removing rules of network app"),
+        DeleteLink("nsbr-aaaaaaaaaa"),
+    ]
+
+
+def test_removal_ops_have_no_undo():
+    removals = (plan_remove_network(APP, 0) + plan_remove_sandbox("web", True, [(WEB_QUIET, QUIET)])
+                + plan_disconnect(WEB_QUIET, QUIET, None))
+    assert [op.undo() for op in removals] == [None] * len(removals)
+
+
+def test_plan_connect_default_route_endpoint():
+    assert plan_connect(WEB_APP, APP) == [
+        CreateVeth("nsvcccccccccccc", "nsbr-aaaaaaaaaa", "web", "eth0", 1400, "02:4e:0a:1f:00:02"),
+        AddAddress("eth0", IPv4Interface("10.31.0.2/24"), "web"),
+        SetDefaultRoute("web", IPv4Address("10.31.0.1"), "eth0"),
+    ]
+
+
+def test_plan_connect_secondary_endpoint_sets_no_route():
+    assert plan_connect(WEB_DB, DB) == [
+        CreateVeth("nsvdddddddddddd", "nsbr-bbbbbbbbbb", "web", "eth1", 1500, "02:4e:0a:20:00:07"),
+        AddAddress("eth1", IPv4Interface("10.32.0.7/16"), "web"),
+    ]
+
+
+def test_plan_create_sandbox_with_two_networks():
+    assert plan_create_sandbox("web", [(WEB_APP, APP), (WEB_DB, DB)]) == [
+        CreateNetns("web"),
+        WriteEtcFiles("web", (("hosts", HOSTS),)),
+        CreateVeth("nsvcccccccccccc", "nsbr-aaaaaaaaaa", "web", "eth0", 1400, "02:4e:0a:1f:00:02"),
+        AddAddress("eth0", IPv4Interface("10.31.0.2/24"), "web"),
+        SetDefaultRoute("web", IPv4Address("10.31.0.1"), "eth0"),
+        CreateVeth("nsvdddddddddddd", "nsbr-bbbbbbbbbb", "web", "eth1", 1500, "02:4e:0a:20:00:07"),
+        AddAddress("eth1", IPv4Interface("10.32.0.7/16"), "web"),
+    ]
+
+
+def test_plan_create_sandbox_undos_are_inverses():
+    assert [op.undo() for op in plan_create_sandbox("web", [(WEB_APP, APP), (WEB_DB, DB)])] == [
+        DeleteNetns("web"),
+        RemoveEtcFiles("web"),
+        DeleteLink("nsvcccccccccccc"),
+        DeleteAddress("eth0", IPv4Interface("10.31.0.2/24"), "web"),
+        DeleteDefaultRoute("web"),
+        DeleteLink("nsvdddddddddddd"),
+        DeleteAddress("eth1", IPv4Interface("10.32.0.7/16"), "web"),
+    ]
+
+
+def test_hosts_file_names_the_first_address():
+    assert hosts_file("web", [WEB_APP, WEB_DB]) == HOSTS
+    assert hosts_file("web", []) == "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def test_plan_disconnect_default_route_endpoint_hands_the_route_over():
+    assert plan_disconnect(WEB_APP, APP, WEB_DB) == [
+        DeleteLink("nsvcccccccccccc"),
+        SetDefaultRoute("web", IPv4Address("10.32.0.1"), "eth1"),
+    ]
+
+
+def test_plan_disconnect_last_endpoint_only_deletes_the_link():
+    assert plan_disconnect(WEB_APP, APP, None) == [DeleteLink("nsvcccccccccccc")]
+
+
+def test_plan_disconnect_secondary_endpoint_leaves_the_route():
+    assert plan_disconnect(WEB_DB, DB, WEB_APP) == [DeleteLink("nsvdddddddddddd")]
+
+
+@pytest.mark.parametrize(
+    "force, expected",
+    [
+        (False, [DeleteNetns("web"), RemoveEtcFiles("web")]),
+        (True, [KillProcesses("web"), DeleteNetns("web"), RemoveEtcFiles("web")]),
+    ],
+)
+def test_plan_remove_sandbox(force, expected):
+    assert plan_remove_sandbox("web", force, [(WEB_APP, APP), (WEB_DB, DB)]) == expected
+
+
+def test_plan_connect_no_icc_endpoint_filters_its_port_before_it_exists():
+    ops = plan_connect(WEB_QUIET, QUIET)
+    assert ops == [
+        ApplyFirewall(tuple(render.render_add_endpoint(WEB_QUIET, QUIET)),
+                      tuple(render.render_remove_endpoints([(WEB_QUIET, QUIET)])), "rules of nsvffffffffffff"),
+        CreateVeth("nsvffffffffffff", "nsbr-eeeeeeeeee", "web", "eth2", 1500, "02:4e:0a:21:00:02"),
+        AddAddress("eth2", IPv4Interface("10.33.0.2/24"), "web"),
+    ]
+    assert ops[0].commands == ({"add": {"element": {
+        "family": "bridge", "table": "nsnet", "name": "no_icc_ports", "elem": ["nsvffffffffffff"]}}},)
+    assert ops[0].undo() == ApplyFirewall(tuple(render.render_remove_endpoints([(WEB_QUIET, QUIET)])),
+                                          description="undo rules of nsvffffffffffff")
+
+
+def test_plan_disconnect_no_icc_endpoint_removes_its_port_rules():
+    assert plan_disconnect(WEB_QUIET, QUIET, None) == [
+        DeleteLink("nsvffffffffffff"),
+        ApplyFirewall(({"delete": {"element": {
+            "family": "bridge", "table": "nsnet", "name": "no_icc_ports", "elem": ["nsvffffffffffff"]}}},),
+            description="removing rules of nsvffffffffffff"),
+    ]
+
+
+def test_plan_remove_sandbox_removes_port_rules_of_no_icc_endpoints_only():
+    assert plan_remove_sandbox("web", False, [(WEB_APP, APP), (WEB_QUIET, QUIET)]) == [
+        DeleteNetns("web"),
+        RemoveEtcFiles("web"),
+        ApplyFirewall(tuple(render.render_remove_endpoints([(WEB_QUIET, QUIET)])),
+                      description="removing rules of sandbox web"),
+    ]

@@ -1,0 +1,122 @@
+"""Golden tests of the nftables JSON nsnet renders.
+
+The expected commands live in tests/golden/*.json, pretty-printed with sorted keys. After an
+intended change to the rules, regenerate them and review the diff:
+
+    NSNET_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_render.py
+"""
+
+import json
+import os
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from nsnet.firewall import names, render
+from nsnet.model import Endpoint, Network
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+UPDATE = os.environ.get("NSNET_UPDATE_GOLDEN") == "1"
+
+APP = Network(
+    id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
+    gateway=IPv4Address("10.31.0.1"),
+)
+PRIVATE = Network(
+    id="b" * 64, name="private", bridge="nsbr-bbbbbbbbbb", subnet=IPv4Network("10.32.0.0/16"),
+    gateway=IPv4Address("10.32.0.1"), internal=True,
+)
+
+QUIET = Network(
+    id="c" * 64, name="quiet", bridge="nsbr-cccccccccc", subnet=IPv4Network("10.33.0.0/24"),
+    gateway=IPv4Address("10.33.0.1"), icc=False,
+)
+
+
+def endpoint(network: Network, letter: str) -> Endpoint:
+    return Endpoint(
+        id=letter * 64, sandbox="web", network=network.name, ifname="eth0", host_ifname="nsv" + letter * 12,
+        mac="02:4e:0a:00:00:02", address=IPv4Interface(f"{network.gateway + 1}/{network.subnet.prefixlen}"),
+        gateway=network.gateway,
+    )
+
+
+def dump(commands: list) -> str:
+    return json.dumps(commands, indent=2, sort_keys=True) + "\n"
+
+
+def assert_golden(name: str, commands: list) -> None:
+    path = GOLDEN / f"{name}.json"
+    if UPDATE:
+        path.write_text(dump(commands))
+    assert path.read_text() == dump(commands)
+
+
+@pytest.mark.parametrize(
+    "golden, commands",
+    [
+        ("render_add_network", lambda: render.render_add_network(APP)),
+        ("render_add_network_internal", lambda: render.render_add_network(PRIVATE)),
+        ("render_remove_network", lambda: render.render_remove_network(APP)),
+        ("render_remove_network_internal", lambda: render.render_remove_network(PRIVATE)),
+        ("render_remove_table", render.render_remove_table),
+        ("render_add_endpoint_no_icc", lambda: render.render_add_endpoint(endpoint(QUIET, "d"), QUIET)),
+        ("render_remove_endpoints", lambda: render.render_remove_endpoints(
+            [(endpoint(QUIET, "d"), QUIET), (endpoint(APP, "e"), APP), (endpoint(QUIET, "f"), QUIET)])),
+    ],
+)
+def test_rendering_matches_golden_file(golden, commands):
+    assert_golden(golden, commands())
+
+
+def test_add_network_is_skeleton_then_add_elements():
+    commands = render.render_add_network(APP)
+    assert commands[: len(render.render_skeleton())] == render.render_skeleton()
+    assert [next(iter(c)) for c in commands[len(render.render_skeleton()):]] == ["add", "add", "add"]
+
+
+def test_remove_network_deletes_exactly_what_add_network_added():
+    skeleton = len(render.render_skeleton())
+    for network in (APP, PRIVATE):
+        added = [c["add"] for c in render.render_add_network(network)[skeleton:]]
+        deleted = [c["delete"] for c in render.render_remove_network(network)]
+        assert added == deleted
+
+
+def test_internal_network_is_not_masqueraded():
+    elements = render.render_add_network(PRIVATE)[len(render.render_skeleton()):]
+    assert [c["add"]["element"]["name"] for c in elements] == [
+        names.BRIDGES, names.SAME_BRIDGE, names.INTERNAL_BRIDGES,
+    ]
+
+
+def test_endpoint_on_an_icc_network_needs_no_rules():
+    assert render.render_add_endpoint(endpoint(APP, "d"), APP) == []
+    assert render.render_remove_endpoints([(endpoint(APP, "d"), APP)]) == []
+
+
+def test_rendering_touches_only_nsnets_tables():
+    commands = (render.render_add_network(QUIET) + render.render_add_endpoint(endpoint(QUIET, "d"), QUIET)
+                + render.render_remove_table())
+    tables = set()
+    for command in commands:
+        ((_, body),) = command.items()
+        ((kind, obj),) = body.items()
+        tables.add((obj["family"], obj["name"] if kind == "table" else obj["table"]))
+    assert tables == {("inet", "nsnet"), ("bridge", "nsnet")}
+
+
+def test_remove_table_removes_both_families():
+    assert render.render_remove_table() == [
+        {"delete": {"table": {"family": "inet", "name": "nsnet"}}},
+        {"delete": {"table": {"family": "bridge", "name": "nsnet"}}},
+    ]
+
+
+def test_chains_have_numeric_priorities():
+    chains = [c["add"]["chain"] for c in render.render_skeleton() if "chain" in c.get("add", {})]
+    assert [(c["family"], c["name"], c["hook"], c["prio"]) for c in chains] == [
+        ("inet", "forward", "forward", 0), ("inet", "postrouting", "postrouting", 100),
+        ("bridge", "forward", "forward", 0),
+    ]

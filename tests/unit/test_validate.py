@@ -1,0 +1,255 @@
+import re
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from nsnet import validate
+from nsnet.errors import InvalidInput
+from nsnet.model import NetworkRequest
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def invalid(call, *args, **kwargs) -> InvalidInput:
+    with pytest.raises(InvalidInput) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def assert_one_line_naming(err: InvalidInput, field: str) -> None:
+    assert err.field == field
+    assert "\n" not in str(err)
+    assert str(err).startswith(f"invalid {field} ")
+
+
+@pytest.mark.parametrize("value", ["web", "a", "Web-1", "db_2.prod", "9lives", "x" * 63])
+def test_name_accepts_safe_names(value):
+    assert validate.name("sandbox name", value) == value
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("", "must not be empty"),
+        ("x" * 64, "is longer than 63 characters"),
+        ("../x", "must start with a letter or digit"),
+        ("/", "must start with a letter or digit"),
+        (".", "must start with a letter or digit"),
+        ("..", "must start with a letter or digit"),
+        ("a/b", "must start with a letter or digit"),
+        ("-rf", "must start with a letter or digit"),
+        ("a b", "must start with a letter or digit"),
+        ("café", "must start with a letter or digit"),
+        ("ｗｅｂ", "must start with a letter or digit"),
+        ("web\n", "must start with a letter or digit"),
+    ],
+)
+def test_name_refuses_unsafe_names(value, reason):
+    err = invalid(validate.name, "sandbox name", value)
+    assert_one_line_naming(err, "sandbox name")
+    assert err.value == value
+    assert err.reason.startswith(reason)
+
+
+def test_name_error_message_is_exact():
+    err = invalid(validate.name, "network name", "")
+    assert str(err) == "invalid network name '': must not be empty"
+
+
+@given(st.text(max_size=80))
+def test_accepted_names_are_safe_path_components(value):
+    try:
+        accepted = validate.name("network name", value)
+    except InvalidInput as err:
+        assert_one_line_naming(err, "network name")
+        return
+    assert SAFE_NAME.fullmatch(accepted)
+    assert "/" not in accepted
+    assert accepted not in (".", "..")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("10.0.0.0/24", IPv4Network("10.0.0.0/24")),
+        ("0.0.0.0/0", IPv4Network("0.0.0.0/0")),
+        ("192.168.1.7/32", IPv4Network("192.168.1.7/32")),
+    ],
+)
+def test_subnet_parses_cidr(value, expected):
+    assert validate.subnet("subnet", value) == expected
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("10.0.0.0", "is not a CIDR (expected A.B.C.D/N)"),
+        ("10.0.0.0/", "prefix length is not a number"),
+        ("10.0.0.0/x", "prefix length is not a number"),
+        ("10.0.0.0/-1", "prefix length is not a number"),
+        ("10.0.0.0/33", "prefix length must be between 0 and 32"),
+        ("10.0.0.0/64", "prefix length must be between 0 and 32"),
+        ("10.0.0/24", "is not an IPv4 CIDR (expected A.B.C.D/N)"),
+        ("300.0.0.0/8", "is not an IPv4 CIDR (expected A.B.C.D/N)"),
+        ("/24", "is not an IPv4 CIDR (expected A.B.C.D/N)"),
+        ("fd00::/16", "IPv6 is not supported yet"),
+        ("10.0.0.1/24", "host bits are set (did you mean 10.0.0.0/24?)"),
+    ],
+)
+def test_subnet_refuses_bad_cidr(value, reason):
+    err = invalid(validate.subnet, "subnet", value)
+    assert_one_line_naming(err, "subnet")
+    assert err.reason == reason
+
+
+def test_subnet_host_bits_message_suggests_the_network():
+    err = invalid(validate.subnet, "subnet", "10.0.0.1/24")
+    assert str(err) == "invalid subnet '10.0.0.1/24': host bits are set (did you mean 10.0.0.0/24?)"
+    assert "did you mean 10.0.0.0/24" in str(err)
+
+
+@given(st.text(max_size=40))
+@example("10.0.0.0/²")
+@example("10.0.0.0/" + "9" * 5000)
+def test_subnet_raises_only_invalid_input(value):
+    try:
+        validate.subnet("subnet", value)
+    except InvalidInput as err:
+        assert_one_line_naming(err, "subnet")
+
+
+@given(st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4).map(str), st.integers(0, 40).map(str)))
+def test_subnet_raises_only_invalid_input_for_cidr_shaped_text(value):
+    try:
+        validate.subnet("subnet", value)
+    except InvalidInput as err:
+        assert_one_line_naming(err, "subnet")
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 32))
+def test_subnet_round_trips_every_ipv4_network(address, prefix):
+    network = IPv4Network((address, prefix), strict=False)
+    assert validate.subnet("subnet", str(network)) == network
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1", "0.0.0.0", "255.255.255.255"])
+def test_address_parses_ipv4(value):
+    assert validate.address("ip", value) == IPv4Address(value)
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [("10.0.0", "is not an IPv4 address"), ("", "is not an IPv4 address"), ("fd00::1", "IPv6 is not supported yet")],
+)
+def test_address_refuses_non_ipv4(value, reason):
+    err = invalid(validate.address, "ip", value)
+    assert_one_line_naming(err, "ip")
+    assert err.reason == reason
+
+
+@pytest.mark.parametrize("value", [68, 1500, 9000, 65535])
+def test_mtu_accepts_bounds(value):
+    assert validate.mtu(value) == value
+
+
+@pytest.mark.parametrize("value", [67, 0, -1, 65536])
+def test_mtu_refuses_out_of_bounds(value):
+    err = invalid(validate.mtu, value)
+    assert_one_line_naming(err, "mtu")
+    assert err.reason == "must be between 68 and 65535"
+
+
+def test_labels_are_sorted_and_last_duplicate_wins():
+    assert validate.labels(["b=2", "a=1", "com.example/x=y=z", "b=3", "empty="]) == (
+        ("a", "1"), ("b", "3"), ("com.example/x", "y=z"), ("empty", ""),
+    )
+
+
+@pytest.mark.parametrize("item", ["novalue", "=v", "-a=1", "a b=1", "ключ=1"])
+def test_labels_refuse_malformed_items(item):
+    err = invalid(validate.labels, ["ok=1", item])
+    assert_one_line_naming(err, "label")
+    assert err.value == item
+
+
+def test_network_request_fills_defaults():
+    assert validate.network_request("app") == NetworkRequest(name="app")
+
+
+def test_network_request_parses_every_field():
+    request = validate.network_request(
+        "app", subnet_cidr="10.31.0.0/16", gateway="10.31.0.254", ip_range="10.31.1.0/24", internal=True,
+        mtu_value=9000, icc=False, label_items=["tier=web"],
+    )
+    assert request == NetworkRequest(
+        name="app", subnet=IPv4Network("10.31.0.0/16"), gateway=IPv4Address("10.31.0.254"),
+        ip_range=IPv4Network("10.31.1.0/24"), internal=True, mtu=9000, icc=False, labels=(("tier", "web"),),
+    )
+
+
+def test_network_request_accepts_a_30():
+    assert validate.network_request("app", subnet_cidr="10.0.0.4/30").subnet == IPv4Network("10.0.0.4/30")
+
+
+@pytest.mark.parametrize(
+    "kwargs, field, reason",
+    [
+        ({"subnet_cidr": "10.0.0.0/31"}, "subnet", "is too small: a network needs at least a /30"),
+        ({"subnet_cidr": "10.0.0.1/32"}, "subnet", "is too small: a network needs at least a /30"),
+        ({"subnet_cidr": "10.0.0.1/24"}, "subnet", "host bits are set (did you mean 10.0.0.0/24?)"),
+        ({"gateway": "10.0.0.1"}, "gateway", "requires --subnet"),
+        ({"ip_range": "10.0.0.0/25"}, "ip-range", "requires --subnet"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "10.0.1.1"}, "gateway", "is outside the subnet 10.0.0.0/24"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "10.0.0.0"}, "gateway",
+         "is the network or broadcast address of 10.0.0.0/24"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "10.0.0.255"}, "gateway",
+         "is the network or broadcast address of 10.0.0.0/24"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "fd00::1"}, "gateway", "IPv6 is not supported yet"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.1.0/25"}, "ip-range", "is not inside the subnet 10.0.0.0/24"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.0/23"}, "ip-range", "is not inside the subnet 10.0.0.0/24"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.1/25"}, "ip-range",
+         "host bits are set (did you mean 10.0.0.0/25?)"),
+        ({"mtu_value": 67}, "mtu", "must be between 68 and 65535"),
+        ({"label_items": ["nokey"]}, "label", "must be KEY=VALUE with a key of letters, digits, '_', '.', '/', '-'"),
+    ],
+)
+def test_network_request_refuses_inconsistent_fields(kwargs, field, reason):
+    err = invalid(validate.network_request, "app", **kwargs)
+    assert_one_line_naming(err, field)
+    assert err.reason == reason
+
+
+def test_network_request_refuses_a_bad_name_first():
+    err = invalid(validate.network_request, "../etc", subnet_cidr="bogus")
+    assert_one_line_naming(err, "network name")
+
+
+def test_address_pool_parses_docker_syntax():
+    assert validate.address_pool("base=10.210.0.0/16,size=24") == (IPv4Network("10.210.0.0/16"), 24)
+    assert validate.address_pool("size=30,base=172.30.0.0/16") == (IPv4Network("172.30.0.0/16"), 30)
+
+
+@pytest.mark.parametrize(
+    "value, field",
+    [
+        ("base=10.210.0.0/16", "address pool"),
+        ("size=24", "address pool"),
+        ("base=10.210.0.0/16,size=24,extra=1", "address pool"),
+        ("10.210.0.0/16", "address pool"),
+        ("", "address pool"),
+        ("base=10.210.0.1/16,size=24", "address pool base"),
+        ("base=nonsense,size=24", "address pool base"),
+        ("base=10.210.0.0/16,size=x", "address pool size"),
+        ("base=10.210.0.0/16,size=", "address pool size"),
+        ("base=10.210.0.0/16,size=8", "address pool size"),
+        ("base=10.210.0.0/16,size=31", "address pool size"),
+    ],
+)
+def test_address_pool_refuses_malformed_pools(value, field):
+    assert_one_line_naming(invalid(validate.address_pool, value), field)
+
+
+def test_address_pool_size_with_a_unicode_digit_is_invalid_input():
+    assert_one_line_naming(invalid(validate.address_pool, "base=10.210.0.0/16,size=²"), "address pool size")
