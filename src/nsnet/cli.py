@@ -114,7 +114,7 @@ def network_prune(args: argparse.Namespace) -> int:
 
 def create(args: argparse.Namespace) -> int:
     with _engine() as engine:
-        sandbox = engine.create_sandbox(args.name, networks=args.network, ip=args.ip)
+        sandbox = engine.create_sandbox(args.name, networks=args.network, ip=args.ip, publish=args.publish)
     print(sandbox.id)
     return 0
 
@@ -145,9 +145,20 @@ def rm(args: argparse.Namespace) -> int:
         return _each(args.names, lambda n: engine.remove_sandbox(n, force=args.force))
 
 
+def port(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        mappings = engine.ports(args.name)
+    if args.format == "json":
+        print(as_json([m.to_dict() for m in mappings]))
+        return 0
+    for mapping in mappings:
+        print(mapping)
+    return 0
+
+
 def connect(args: argparse.Namespace) -> int:
     with _engine() as engine:
-        engine.connect(args.network, args.name, ip=args.ip)
+        engine.connect(args.network, args.name, ip=args.ip, publish=args.publish)
     return 0
 
 
@@ -185,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     argv = _command(args.command)
     name = args.name or f"run-{os.urandom(4).hex()}"
     with _engine() as engine:
-        engine.create_sandbox(name, networks=args.network, ip=args.ip)
+        engine.create_sandbox(name, networks=args.network, ip=args.ip, publish=args.publish)
         try:
             try:
                 process = engine.popen(name, argv)
@@ -247,15 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("prune", network_prune, "remove every network no sandbox uses", network)
     sub.add_argument("-f", "--force", action="store_true", help="accepted for Docker compatibility")
 
+    def publishing(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("-p", "--publish", action="append", default=[],
+                         metavar="[HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTO]", help="publish a port (repeatable)")
+
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")
     sub.add_argument("name")
     sub.add_argument("--network", action="append", default=[], help="repeatable; default: nsnet")
     sub.add_argument("--ip", help="address on the first network")
+    publishing(sub)
     sub = verb("run", run, "run a command in a new sandbox")
     sub.add_argument("--name")
     sub.add_argument("--rm", action="store_true", help="remove the sandbox when the command exits")
     sub.add_argument("--network", action="append", default=[])
     sub.add_argument("--ip")
+    publishing(sub)
     sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     sub = verb("exec", exec_, "run a command inside a sandbox")
     sub.add_argument("name")
@@ -264,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("network")
     sub.add_argument("name")
     sub.add_argument("--ip")
+    publishing(sub)
+    sub = verb("port", port, "list a sandbox's published ports")
+    sub.add_argument("name")
+    sub.add_argument("--format", help="json for JSON")
     sub = verb("disconnect", disconnect, "detach a sandbox from a network")
     sub.add_argument("network")
     sub.add_argument("name")

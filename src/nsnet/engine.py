@@ -17,14 +17,16 @@ from dataclasses import replace
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
-from . import ipam, validate
+from . import ipam, portspec, validate
 from .apply import apply, teardown
 from .errors import Conflict, InvalidInput, NotFound, NsnetError
 from .kernel import Kernel, linux
-from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, Sandbox
+from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
 from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
+from .portspec import PortRequest
+from .publish import resolve as resolve_ports
 from .store import Store
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
@@ -81,6 +83,10 @@ class Engine:
         if sandbox is None:
             raise NotFound("sandbox", name)
         return sandbox
+
+    def ports(self, name: str) -> list[PortMapping]:
+        """Every port the sandbox publishes, on all its networks."""
+        return [port for endpoint in self.sandbox(name).endpoints for port in endpoint.ports]
 
     # Networks
 
@@ -154,9 +160,13 @@ class Engine:
 
     # Sandboxes and endpoints
 
-    def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None) -> Sandbox:
+    def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None,
+                       publish: Sequence[str] = ()) -> Sandbox:
+        """A sandbox attached to each network (default: `nsnet`); `ip` and `publish` apply to the
+        first network, as Docker applies them to the network a container is created on."""
         validate.name("sandbox name", name)
         requested = validate.address("ip", ip) if ip is not None else None
+        port_requests = portspec.parse_all(publish)
         wanted = list(networks)
         for net in wanted:
             validate.name("network", net)
@@ -173,7 +183,8 @@ class Engine:
             sandbox_id = new_id()
             created = self._store.add_sandbox(sandbox_id, name, "creating")
             attachments = [
-                (self._allocate(sandbox_id, name, net, f"eth{i}", i == 0, requested if i == 0 else None), net)
+                (self._allocate(sandbox_id, name, net, f"eth{i}", i == 0, requested if i == 0 else None,
+                                port_requests if i == 0 else []), net)
                 for i, net in enumerate(nets)
             ]
         try:
@@ -207,10 +218,11 @@ class Engine:
         with self._store.transaction():
             self._store.delete_sandbox(name)
 
-    def connect(self, network: str, sandbox: str, *, ip: str | None = None) -> Endpoint:
+    def connect(self, network: str, sandbox: str, *, ip: str | None = None, publish: Sequence[str] = ()) -> Endpoint:
         validate.name("network", network)
         validate.name("sandbox name", sandbox)
         requested = validate.address("ip", ip) if ip is not None else None
+        port_requests = portspec.parse_all(publish)
         with self._store.transaction():
             current = self.sandbox(sandbox)
             net = self._ready_network(network)
@@ -219,7 +231,7 @@ class Engine:
             ifname = sandbox_ifname({e.ifname for e in current.endpoints})
             default_route = not any(e.default_route for e in current.endpoints)
             pointers = {net.id: self._store.last_ip(net.id)}
-            endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested)
+            endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests)
         try:
             apply(plan_connect(endpoint, net), self.kernel)
         except BaseException:
@@ -266,10 +278,10 @@ class Engine:
             return process.wait()
 
     def run(self, argv: Sequence[str], *, name: str | None = None, networks: Sequence[str] = (),
-            remove: bool = True) -> int:
+            publish: Sequence[str] = (), remove: bool = True) -> int:
         """Create a sandbox, run argv in it, and remove the sandbox afterwards unless told not to."""
         name = name or f"run-{os.urandom(4).hex()}"
-        self.create_sandbox(name, networks=networks)
+        self.create_sandbox(name, networks=networks, publish=publish)
         try:
             return self.exec(name, argv)
         finally:
@@ -298,8 +310,11 @@ class Engine:
         return network
 
     def _allocate(self, sandbox_id: str, sandbox: str, network: Network, ifname: str, default_route: bool,
-                  requested: Any) -> Endpoint:
-        """Pick (or check) the address and record the endpoint; runs inside the caller's transaction."""
+                  requested: Any, port_requests: Sequence[PortRequest]) -> Endpoint:
+        """Pick (or check) the address and host ports, and record the endpoint; runs inside the
+        caller's transaction."""
+        if port_requests and network.internal:
+            raise Conflict(f"network {network.name!r} is internal: nothing outside it can reach a published port")
         taken = self._store.taken(network.id)
         if requested is not None:
             address = ipam.check_requested(requested, network.subnet, network.gateway, taken, network.ip_range)
@@ -314,6 +329,11 @@ class Engine:
             default_route=default_route, state="creating",
         )
         self._store.add_endpoint(sandbox_id, network.id, endpoint)
+        if port_requests:
+            mappings = resolve_ports(port_requests, self._store.published(), self.kernel.listeners(),
+                                       self.kernel.ephemeral_ports())
+            self._store.add_ports(endpoint_id, mappings)
+            endpoint = replace(endpoint, ports=tuple(mappings))
         return endpoint
 
     def _restore_pointers(self, pointers: dict[str, Any]) -> None:

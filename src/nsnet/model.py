@@ -66,6 +66,27 @@ class Network:
 
 
 @dataclass(frozen=True)
+class PortMapping:
+    """One published port: host address (None: all of them) and port, to the sandbox's port."""
+
+    host_ip: IPv4Address | None
+    host_port: int
+    sandbox_port: int
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.sandbox_port}/{self.protocol} -> {self.host_ip or '0.0.0.0'}:{self.host_port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "HostIp": str(self.host_ip) if self.host_ip else "0.0.0.0",
+            "HostPort": self.host_port,
+            "SandboxPort": self.sandbox_port,
+            "Protocol": self.protocol,
+        }
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One sandbox attached to one network: a veth pair, its MAC and its address."""
 
@@ -79,6 +100,7 @@ class Endpoint:
     gateway: IPv4Address
     default_route: bool = False
     state: str = "ready"
+    ports: tuple[PortMapping, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +113,7 @@ class Endpoint:
             "IPPrefixLen": self.address.network.prefixlen,
             "Gateway": str(self.gateway),
             "DefaultRoute": self.default_route,
+            "Ports": [p.to_dict() for p in self.ports],
         }
 
 

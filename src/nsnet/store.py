@@ -15,10 +15,11 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .errors import NsnetError
-from .model import Endpoint, Network, Sandbox
+from .model import Endpoint, Network, PortMapping, Sandbox
 
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
 
@@ -59,7 +60,17 @@ CREATE TABLE IF NOT EXISTS endpoints (
     UNIQUE (sandbox_id, network_id),
     UNIQUE (sandbox_id, ifname)
 );
+CREATE TABLE IF NOT EXISTS ports (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    host_ip TEXT NOT NULL,  -- '' for every address of the host
+    protocol TEXT NOT NULL,
+    host_port INTEGER NOT NULL,
+    sandbox_port INTEGER NOT NULL,
+    UNIQUE (host_ip, protocol, host_port)
+);
+CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 """
+SCHEMA_VERSION = 2
 
 
 def state_dir() -> str:
@@ -108,8 +119,9 @@ class Store:
         # NORMAL is durable across process crashes in WAL mode and skips an fsync per commit.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        if fresh or not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='endpoints'").fetchone():
+        if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             self.db.executescript(SCHEMA)  # idempotent; executescript runs outside our transactions
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.db.close()
@@ -195,12 +207,40 @@ class Store:
             f" JOIN networks n ON n.id = e.network_id WHERE {where} ORDER BY e.created, e.ifname",
             args,
         )
-        return [
+        endpoints = [
             Endpoint(id=i, sandbox=s, network=n, ifname=ifn, host_ifname=h, mac=m,
                      address=IPv4Interface(f"{ip}/{IPv4Network(sub).prefixlen}"), gateway=IPv4Address(gw),
                      default_route=bool(d), state=st)
             for i, s, n, ifn, h, m, ip, sub, gw, d, st in rows
         ]
+        ports = self._ports([e.id for e in endpoints])
+        return [replace(e, ports=tuple(ports.get(e.id, ()))) if e.id in ports else e for e in endpoints]
+
+    def _ports(self, endpoint_ids: list[str]) -> dict[str, list[PortMapping]]:
+        found: dict[str, list[PortMapping]] = {}
+        if not endpoint_ids:
+            return found
+        marks = ",".join("?" * len(endpoint_ids))
+        rows = self.db.execute(
+            "SELECT endpoint_id, host_ip, protocol, host_port, sandbox_port FROM ports"
+            f" WHERE endpoint_id IN ({marks}) ORDER BY rowid", endpoint_ids,
+        )
+        for endpoint_id, host_ip, protocol, host_port, sandbox_port in rows:
+            found.setdefault(endpoint_id, []).append(
+                PortMapping(IPv4Address(host_ip) if host_ip else None, host_port, sandbox_port, protocol))
+        return found
+
+    def published(self) -> list[PortMapping]:
+        """Every port nsnet publishes on the host."""
+        rows = self.db.execute("SELECT host_ip, protocol, host_port, sandbox_port FROM ports")
+        return [PortMapping(IPv4Address(ip) if ip else None, hp, sp, proto) for ip, proto, hp, sp in rows]
+
+    def add_ports(self, endpoint_id: str, mappings: list[PortMapping]) -> None:
+        self.db.executemany(
+            "INSERT INTO ports (endpoint_id, host_ip, protocol, host_port, sandbox_port) VALUES (?, ?, ?, ?, ?)",
+            [(endpoint_id, str(m.host_ip) if m.host_ip else "", m.protocol, m.host_port, m.sandbox_port)
+             for m in mappings],
+        )
 
     def endpoints_of_network(self, network_id: str) -> list[Endpoint]:
         return self._endpoints("e.network_id = ?", (network_id,))

@@ -1,35 +1,68 @@
 """Every nftables name nsnet owns, and why each hook priority is what it is.
 
-nsnet keeps everything in one table, `inet nsnet`, and never touches another table, chain or
-policy. Per-network facts live in sets, so the rules are fixed and a packet's lookup costs the
-same whatever the number of networks; adding a network is element inserts.
+nsnet keeps everything in two tables, `inet nsnet` and `bridge nsnet`, and never touches another
+table, chain or policy. Per-network and per-sandbox facts live in sets and maps, so the rules are
+fixed and a packet's lookup costs the same whatever the number of networks, sandboxes or
+published ports; a change is element inserts or deletes in one transaction.
 """
 
 FAMILY = "inet"
 TABLE = "nsnet"
-# Layer 2 filtering (icc) needs the bridge family: frames switched between two ports of a bridge
-# never reach the inet hooks unless br_netfilter is loaded, which nsnet does not rely on.
+# Layer 2 filtering (icc, anti-spoofing) needs the bridge family: frames switched between two
+# ports of a bridge never reach the inet hooks unless br_netfilter is loaded, which nsnet does
+# not rely on.
 BRIDGE_FAMILY = "bridge"
 
-# Sets (type ifname unless said otherwise)
+# inet sets and maps
 BRIDGES = "bridges"  # every nsnet bridge
 INTERNAL_BRIDGES = "internal_bridges"  # bridges of --internal networks
 SAME_BRIDGE = "same_bridge"  # ifname . ifname pairs (br, br): traffic that stays in one network
 MASQ_SUBNETS = "masq_subnets"  # ipv4 subnets (interval) of non-internal networks
-NO_ICC_PORTS = "no_icc_ports"  # in the bridge table: host veths of sandboxes on --no-icc networks
+BRIDGE_SUBNETS = "bridge_subnets"  # ifname . ipv4 subnet (interval): each bridge with its subnet
+# Published ports, on every host address (key proto . host port) or on one (host ip . proto .
+# host port), each as two maps: to the sandbox's address and to its port. One map to
+# `ipv4_addr . inet_service` would do, but libnftables 1.0.6 (Debian 12) segfaults parsing a JSON
+# dnat statement whose map data is a concatenation; the text syntax works, JSON does not.
+PUBLISHED_ANY_IP = "published_any_ip"
+PUBLISHED_ANY_PORT = "published_any_port"
+PUBLISHED_ADDR_IP = "published_addr_ip"
+PUBLISHED_ADDR_PORT = "published_addr_port"
+PUBLISHED_TARGETS = "published_targets"  # sandbox ip . proto . port: reachable by direct routing
+
+# bridge sets
+SANDBOX_PORTS = "sandbox_ports"  # host veths of every sandbox (the bridge ports nsnet made)
+PORT_MACS = "port_macs"  # ifname . ether_addr: the one MAC a port may send from
+PORT_IDENTITY = "port_identity"  # ifname . ether_addr . ipv4_addr: the one MAC and IPv4 source
+NO_ICC_PORTS = "no_icc_ports"  # host veths of sandboxes on --no-icc networks
 
 # Chains, with numeric priorities: libnftables 1.0.6's JSON parser takes no priority names and
-# silently makes a regular, unhooked chain when given one. `filter` (0) is where the distribution firewall and iptables-nft's filter tables run;
-# nsnet's accept there does not override their drops (nftables evaluates every base chain), which
-# is why `doctor` reports foreign drop policies. Masquerade runs at `srcnat` (100), after routing
-# has chosen the output interface.
+# silently makes a regular, unhooked chain when given one.
+#
+# `filter` (0) is where distribution firewalls and iptables-nft's filter tables run; nsnet's accept
+# there does not override their drops (nftables evaluates every base chain), which is why
+# `nsnet doctor` reports foreign drop policies.
 FORWARD = "forward"
 FORWARD_PRIORITY = 0  # filter
+# Published ports are translated at `dstnat` (-100), before routing decides where a packet goes,
+# for packets arriving (prerouting) and for the host's own (output).
+PREROUTING_NAT = "prerouting"
+OUTPUT_NAT = "output"
+DSTNAT_PRIORITY = -100
+# Before anything else sees it (`raw`, -300), a packet from a sandbox to 127.0.0.0/8 is dropped:
+# route_localnet, which lets the host reach its published ports through 127.0.0.1, would
+# otherwise let sandboxes reach the host's loopback-only services (CVE-2020-8558).
+PREROUTING_FILTER = "prerouting_guard"
+RAW_PRIORITY = -300
+# Masquerade runs at `srcnat` (100), after routing has chosen the output interface.
 POSTROUTING = "postrouting"
 POSTROUTING_PRIORITY = 100  # srcnat
-# Bridge family: the forward hook sees only frames switched port to port; frames for the host
+
+# Bridge family. Prerouting (-200, before the bridge's own filter) sees every frame entering from
+# a port: anti-spoofing. Forward (0) sees only frames switched port to port; frames for the host
 # (the gateway) take the input hook, so a --no-icc sandbox still reaches its gateway and egress.
 # Rules match the port (iifname), not the bridge: `meta ibrname` needs CONFIG_NFT_BRIDGE_META,
 # which kernels such as this project's CI machine lack.
+BRIDGE_PREROUTING = "prerouting"
+BRIDGE_PREROUTING_PRIORITY = -200
 BRIDGE_FORWARD = "forward"
 BRIDGE_FORWARD_PRIORITY = 0  # filter

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from ..publish import Listener
+
 
 class Kernel(ABC):
     # Namespaces
@@ -54,6 +56,10 @@ class Kernel(ABC):
     # Observation
     @abstractmethod
     def host_routes(self) -> list[tuple[IPv4Network, str]]: ...
+    @abstractmethod
+    def listeners(self) -> list[Listener]: ...
+    @abstractmethod
+    def ephemeral_ports(self) -> range: ...
 
     def close(self) -> None:
         """Release sockets and handles."""

@@ -12,6 +12,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..errors import KernelError
+from ..publish import Listener
 from . import Kernel
 
 
@@ -28,6 +29,8 @@ class FakeKernel(Kernel):
         self.etc: dict[str, dict[str, str]] = {}
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])
+        self.host_listeners: list[Listener] = []
+        self.ephemeral = range(32768, 61000)
 
     def _mutating(self, *call: Any) -> None:
         self.calls.append(call)
@@ -146,3 +149,9 @@ class FakeKernel(Kernel):
 
     def host_routes(self) -> list[tuple[IPv4Network, str]]:
         return list(self.host_route_table)
+
+    def listeners(self) -> list[Listener]:
+        return list(self.host_listeners)
+
+    def ephemeral_ports(self) -> range:
+        return self.ephemeral

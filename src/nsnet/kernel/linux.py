@@ -6,6 +6,7 @@ import os
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from ..publish import Listener
 from . import Kernel, netns, sysctl
 from .nft import Nft
 from .rtnl import RtnlSocket
@@ -77,6 +78,7 @@ class LinuxKernel(Kernel):
             host.create_veth(name, host.link_index(bridge), mtu, peer, fd, mac)
         finally:
             os.close(fd)
+        host.set_hairpin(name)
         inside = self._rtnl(sandbox)
         inside.set_up(inside.link_index(peer), f"{peer} in sandbox {sandbox}")
 
@@ -110,6 +112,15 @@ class LinuxKernel(Kernel):
         from .observe import host_routes
 
         return host_routes()
+
+    def listeners(self) -> list[Listener]:
+        from .sockets import listeners
+
+        return listeners()
+
+    def ephemeral_ports(self) -> range:
+        first, last = sysctl.read("net.ipv4.ip_local_port_range").split()
+        return range(int(first), int(last) + 1)
 
     def close(self) -> None:
         for sandbox in list(self._sandboxes):

@@ -39,7 +39,8 @@ RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
 IFLA_NET_NS_FD = 28
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
+IFLA_BRPORT_MODE = 4
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
@@ -150,6 +151,15 @@ class RtnlSocket:
         )
         body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu) + u32(IFLA_MASTER, master)
         self.request(f"creation of veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body + linkinfo)
+
+    def set_hairpin(self, name: str) -> None:
+        """Let the bridge send a frame back out the port it came in by, as `bridge link set dev
+        NAME hairpin on` does. With br_netfilter, a sandbox's connection to its own published
+        port is DNAT'ed while still being bridged, and must leave by the port it arrived on."""
+        slave = nested(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_MODE, b"\x01"))
+        body = ifinfomsg() + string(IFLA_IFNAME, name)
+        body += nested(IFLA_LINKINFO, string(IFLA_INFO_SLAVE_KIND, "bridge"), slave)
+        self.request(f"hairpin mode on {name}", RTM_NEWLINK, 0, body)
 
     def set_up(self, index: int, name: str) -> None:
         self.request(f"bringing up {name}", RTM_NEWLINK, 0, ifinfomsg(index, up=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..firewall import render
 from ..model import Network
 from ..naming import mac_for
-from .ops import AddAddress, ApplyFirewall, CreateBridge, DeleteLink, EnsureSysctl, Operation
+from .ops import AddAddress, ApplyFirewall, CreateBridge, DeleteLink, EnsureSysctl, Operation, RemoveFirewallElements
 
 IP_FORWARD = "net.ipv4.ip_forward"
 
@@ -19,6 +19,10 @@ def plan_create_network(network: Network, others: int) -> list[Operation]:
         # The bridge's MAC is pinned: otherwise it takes the lowest MAC among its ports and changes
         # as sandboxes come and go, and every sandbox's ARP entry for the gateway goes stale.
         CreateBridge(network.bridge, network.mtu, mac_for(network.gateway)),
+        # Lets the host reach its ports published on 127.0.0.1: a packet from 127.0.0.1 may then
+        # leave through this bridge (masqueraded to the gateway on its way). Sandboxes' packets to
+        # 127.0.0.0/8 are dropped by nsnet's prerouting guard. Goes away with the bridge.
+        EnsureSysctl(f"net.ipv4.conf.{network.bridge}.route_localnet", "1"),
         AddAddress(network.bridge, network.gateway_interface),
         ApplyFirewall(
             tuple(render.render_add_network(network)), tuple(reverse), f"rules of network {network.name}"
@@ -28,8 +32,9 @@ def plan_create_network(network: Network, others: int) -> list[Operation]:
 
 def plan_remove_network(network: Network, others: int) -> list[Operation]:
     """Rules go first, while the bridge they name still exists; then the bridge (and its route)."""
-    commands = render.render_remove_network(network) if others else render.render_remove_table()
-    return [
-        ApplyFirewall(tuple(commands), description=f"removing rules of network {network.name}"),
-        DeleteLink(network.bridge),
-    ]
+    if others:
+        rules: Operation = RemoveFirewallElements(tuple(render.render_remove_network(network)),
+                                                  f"rules of network {network.name}")
+    else:
+        rules = ApplyFirewall(tuple(render.render_remove_table()), description="removing nsnet's tables")
+    return [rules, DeleteLink(network.bridge)]

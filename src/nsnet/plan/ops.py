@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
+from ..errors import KernelError
 from ..kernel import Kernel
 
 
@@ -89,6 +90,29 @@ class ApplyFirewall(Operation):
 
     def undo(self) -> Operation | None:
         return ApplyFirewall(self.reverse, description=f"undo {self.description}") if self.reverse else None
+
+
+@dataclass(frozen=True)
+class RemoveFirewallElements(Operation):
+    """Element deletes for teardown. nft aborts a whole transaction when one element is already
+    gone (libnftables 1.0.6 has no `destroy`), so on that error each delete is retried alone and
+    the missing ones are skipped."""
+
+    commands: tuple[Any, ...]
+    description: str = ""
+
+    def run(self, kernel: Kernel) -> None:
+        try:
+            kernel.nft(list(self.commands))
+        except KernelError as exc:
+            if not exc.gone:
+                raise
+            for command in self.commands:
+                try:
+                    kernel.nft([command])
+                except KernelError as single:
+                    if not single.gone:
+                        raise
 
 
 @dataclass(frozen=True)

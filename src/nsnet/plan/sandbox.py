@@ -1,4 +1,5 @@
-"""Plans for sandboxes and their endpoints: netns, veth to the bridge, address, default route."""
+"""Plans for sandboxes and their endpoints: netns, veth to the bridge, address, default route,
+and each endpoint's firewall elements (identity, icc, published ports)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from .ops import (
     KillProcesses,
     Operation,
     RemoveEtcFiles,
+    RemoveFirewallElements,
     SetDefaultRoute,
     WriteEtcFiles,
 )
+
+Attachment = tuple[Endpoint, Network]
 
 
 def hosts_file(name: str, endpoints: list[Endpoint]) -> str:
@@ -25,14 +29,22 @@ def hosts_file(name: str, endpoints: list[Endpoint]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan_connect(endpoint: Endpoint, network: Network) -> list[Operation]:
-    ops: list[Operation] = []
-    rules = render.render_add_endpoint(endpoint, network)
-    if rules:
-        # Before the veth exists, so no frame ever crosses the port unfiltered.
-        reverse = render.render_remove_endpoints([(endpoint, network)])
-        ops.append(ApplyFirewall(tuple(rules), tuple(reverse), f"rules of {endpoint.host_ifname}"))
-    ops += [
+def _add_rules(attachments: list[Attachment]) -> Operation:
+    """One transaction for every endpoint's elements, made before any veth exists, so no frame
+    ever crosses a port unfiltered."""
+    rules = [c for endpoint, network in attachments for c in render.render_add_endpoint(endpoint, network)]
+    reverse = render.render_remove_endpoints(attachments)
+    ports = ", ".join(e.host_ifname for e, _ in attachments)
+    return ApplyFirewall(tuple(rules), tuple(reverse), f"rules of {ports}")
+
+
+def _remove_rules(attachments: list[Attachment], what: str) -> list[Operation]:
+    rules = render.render_remove_endpoints(attachments)
+    return [RemoveFirewallElements(tuple(rules), f"rules of {what}")] if rules else []
+
+
+def _attach(endpoint: Endpoint, network: Network) -> list[Operation]:
+    ops: list[Operation] = [
         CreateVeth(endpoint.host_ifname, network.bridge, endpoint.sandbox, endpoint.ifname, network.mtu, endpoint.mac),
         AddAddress(endpoint.ifname, endpoint.address, endpoint.sandbox),
     ]
@@ -41,18 +53,19 @@ def plan_connect(endpoint: Endpoint, network: Network) -> list[Operation]:
     return ops
 
 
-def _remove_rules(attachments: list[tuple[Endpoint, Network]], what: str) -> list[Operation]:
-    rules = render.render_remove_endpoints(attachments)
-    return [ApplyFirewall(tuple(rules), description=f"removing rules of {what}")] if rules else []
+def plan_connect(endpoint: Endpoint, network: Network) -> list[Operation]:
+    return [_add_rules([(endpoint, network)]), *_attach(endpoint, network)]
 
 
-def plan_create_sandbox(name: str, attachments: list[tuple[Endpoint, Network]]) -> list[Operation]:
+def plan_create_sandbox(name: str, attachments: list[Attachment]) -> list[Operation]:
     ops: list[Operation] = [
         CreateNetns(name),
         WriteEtcFiles(name, (("hosts", hosts_file(name, [e for e, _ in attachments])),)),
     ]
+    if attachments:
+        ops.append(_add_rules(attachments))
     for endpoint, network in attachments:
-        ops += plan_connect(endpoint, network)
+        ops += _attach(endpoint, network)
     return ops
 
 
@@ -65,6 +78,6 @@ def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | 
     return ops
 
 
-def plan_remove_sandbox(name: str, force: bool, attachments: list[tuple[Endpoint, Network]]) -> list[Operation]:
+def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment]) -> list[Operation]:
     ops: list[Operation] = [KillProcesses(name)] if force else []
     return ops + [DeleteNetns(name), RemoveEtcFiles(name), *_remove_rules(attachments, f"sandbox {name}")]

@@ -1,0 +1,75 @@
+"""Parsing of `-p/--publish` specs, as Docker parses them, into PortRequests.
+
+    [HOST_IP:][HOST_PORT[-END]:]SANDBOX_PORT[-END][/tcp|udp|sctp]
+
+`80` publishes sandbox port 80 on an ephemeral host port of every host address; `8080:80`,
+`127.0.0.1:8080:80`, `127.0.0.1::80` (ephemeral, one address), `9000-9010:9000-9010` (ranges of
+equal length), `8000-8010:80` (the first free host port of the range). Host addresses are IPv4
+for now; an IPv6 one (`[::1]:80:80`) is recognised and refused with that reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from .errors import InvalidInput
+from .validate import address
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """One -p spec: sandbox ports, and host ports unless IPAM-like allocation picks them."""
+
+    sandbox_ports: range
+    protocol: str = "tcp"
+    host_ip: IPv4Address | None = None  # None: every address of the host
+    host_ports: range | None = None  # None: ephemeral ports
+
+    @property
+    def pick_one(self) -> bool:
+        """`8000-8010:80`: one sandbox port, published on the first free port of a host range."""
+        return self.host_ports is not None and len(self.sandbox_ports) == 1 and len(self.host_ports) > 1
+
+
+def _ports(spec: str, text: str, what: str) -> range:
+    match = _RANGE.match(text)
+    if not match:
+        raise InvalidInput("publish", spec, f"{what} {text!r} is not a port or a range of ports")
+    first = int(match.group(1))
+    last = int(match.group(2) or first)
+    for port in (first, last):
+        if not 1 <= port <= 65535:
+            raise InvalidInput("publish", spec, f"{what} {port} is outside 1-65535")
+    if last < first:
+        raise InvalidInput("publish", spec, f"{what} range {text} ends before it starts")
+    return range(first, last + 1)
+
+
+def parse(spec: str) -> PortRequest:
+    rest, slash, protocol = spec.rpartition("/")
+    if not slash:
+        rest, protocol = spec, "tcp"
+    if protocol not in PROTOCOLS:
+        raise InvalidInput("publish", spec, f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if rest.startswith("["):
+        raise InvalidInput("publish", spec, "IPv6 host addresses are not supported yet")
+    parts = rest.split(":")
+    if len(parts) > 3:
+        raise InvalidInput("publish", spec, "expected [HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTOCOL]")
+    host_ip = None
+    if len(parts) == 3:
+        host_ip = address("publish host address", parts[0]) if parts[0] else None
+    sandbox_ports = _ports(spec, parts[-1], "sandbox port")
+    host_ports = _ports(spec, parts[-2], "host port") if len(parts) >= 2 and parts[-2] else None
+    if host_ports is not None and len(host_ports) != len(sandbox_ports) and len(sandbox_ports) != 1:
+        raise InvalidInput("publish", spec, "host and sandbox port ranges must have the same length")
+    return PortRequest(sandbox_ports=sandbox_ports, protocol=protocol, host_ip=host_ip, host_ports=host_ports)
+
+
+def parse_all(specs: list[str] | tuple[str, ...]) -> list[PortRequest]:
+    return [parse(spec) for spec in specs]
