@@ -143,3 +143,84 @@ def datagram_arrives(client_ns: str | None, server_ns: str | None, ip: str, port
         if receiver.poll() is None:
             receiver.kill()
             receiver.wait()
+
+
+_MULTI_SERVER = r"""
+import json, selectors, socket, sys
+ip, ports, timeout = sys.argv[1], [int(p) for p in sys.argv[2].split(",")], float(sys.argv[3])
+selector = selectors.DefaultSelector()
+for port in ports:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((ip, port))
+    server.listen(4)
+    server.setblocking(False)
+    selector.register(server, selectors.EVENT_READ, port)
+print("ready", flush=True)
+pending = set(ports)
+while pending:
+    events = selector.select(timeout)
+    if not events:
+        break
+    for key, _ in events:
+        conn, peer = key.fileobj.accept()
+        conn.sendall(b"hello from " + ip.encode() + b":" + str(key.data).encode())
+        conn.close()
+        pending.discard(key.data)
+        print(json.dumps([key.data, peer[0]]), flush=True)
+"""
+
+
+def serve_ports(ns: str | None, ip: str, ports: list[int], timeout: float = TIMEOUT) -> Server:
+    """One server listening on many ports; peers() then lists [port, source address] pairs."""
+    process = subprocess.Popen(
+        in_ns(ns, [sys.executable, "-c", _MULTI_SERVER, ip, ",".join(map(str, ports)), str(timeout)]),
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout.readline().strip() == "ready"
+    return Server(process)
+
+
+_UDP_ECHO = r"""
+import json, socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+sock.settimeout(float(sys.argv[3]))
+print("ready", flush=True)
+try:
+    data, peer = sock.recvfrom(100)
+    sock.sendto(b"echo " + data, peer)
+    print(json.dumps(peer[0]), flush=True)
+except socket.timeout:
+    pass
+"""
+
+_UDP_CLIENT = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(float(sys.argv[3]))
+sock.sendto(b"ping", (sys.argv[1], int(sys.argv[2])))
+try:
+    print(sock.recvfrom(100)[0].decode())
+except socket.timeout:
+    sys.exit(1)
+"""
+
+
+def udp_exchange(client_ns: str | None, server_ns: str | None, server_ip: str, ip: str, port: int,
+                 server_port: int | None = None) -> tuple[str | None, list[str]]:
+    """A UDP datagram from client_ns to ip:port and its echo, served in server_ns on
+    server_ip:server_port: (the echo, the source addresses the server saw)."""
+    receiver = subprocess.Popen(
+        in_ns(server_ns, [sys.executable, "-c", _UDP_ECHO, server_ip, str(server_port or port), str(TIMEOUT)]),
+        stdout=subprocess.PIPE, text=True,
+    )
+    server = Server(receiver)
+    try:
+        assert receiver.stdout.readline().strip() == "ready"
+        result = subprocess.run(in_ns(client_ns, [sys.executable, "-c", _UDP_CLIENT, ip, str(port), "2"]),
+                                capture_output=True, text=True, timeout=10)
+        echo = result.stdout.strip() if result.returncode == 0 else None
+        return echo, server.peers() if echo else []
+    finally:
+        server.stop()
