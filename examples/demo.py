@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from nsnet.lab import isolation_problem
+
 NSNET = str(Path(sys.executable).with_name("nsnet"))
 PYTHON = sys.executable
 WAN_HOST, WAN_PEER = "198.51.100.1", "198.51.100.2"
@@ -85,8 +87,10 @@ def make_wan() -> None:
 
 
 def main() -> None:
-    if not os.environ.get("NSNET_LAB"):
-        raise SystemExit("demo: run me in an isolated host: .venv/bin/nsnet lab -- .venv/bin/python examples/demo.py")
+    problem = isolation_problem()
+    if problem is not None:
+        raise SystemExit(f"demo: run me in an isolated host ({problem}):"
+                         " .venv/bin/nsnet lab -- .venv/bin/python examples/demo.py")
     make_wan()
     print(f"An isolated host: a private network namespace with `lo`, plus `wan0` ({WAN_HOST}) leading to")
     print(f"a machine 'wan' ({WAN_PEER}) that stands for the outside world.")

@@ -20,7 +20,7 @@ from typing import Any
 from . import ipam, portspec, validate
 from .apply import apply, teardown
 from .errors import Conflict, InvalidInput, NotFound, NsnetError
-from .kernel import Kernel, linux
+from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
@@ -50,7 +50,7 @@ class Engine:
     @property
     def kernel(self) -> Kernel:
         if self._kernel is None:
-            self._kernel = linux()
+            self._kernel = default_kernel()
         return self._kernel
 
     def close(self) -> None:

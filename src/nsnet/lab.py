@@ -16,6 +16,7 @@ from .naming import ETC_NETNS_DIR, NETNS_DIR
 from .store import state_dir
 
 LAB_ENV = "NSNET_LAB"
+INIT_NETNS_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO: the inode of the machine's first network namespace
 
 
 def enter() -> None:
@@ -39,3 +40,58 @@ def run(argv: list[str]) -> None:
     enter()
     argv = argv or [os.environ.get("SHELL", "/bin/sh")]
     os.execvp(argv[0], argv)
+
+
+def _ns_inode(pid: int | str) -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def _is_self_or_ancestor(pid: int) -> bool:
+    current = os.getpid()
+    while current > 1:
+        if current == pid:
+            return True
+        current = _parent_pid(current)
+    return False
+
+
+def _tmpfs_mount_points() -> set[str]:
+    points = set()
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields, _, rest = line.partition(" - ")
+            if rest.split()[0] == "tmpfs":
+                points.add(fields.split()[4])
+    return points
+
+
+def isolation_problem() -> str | None:
+    """Why this process is not provably inside an isolated host, or None when it is.
+
+    For tests, benchmarks and demos that make namespaces, links and rules. It fails closed: an
+    environment variable alone proves nothing, so NSNET_LAB must name this process or an
+    ancestor, whose parent (the shell that ran `nsnet lab`) is in another network namespace, and
+    the lab's private tmpfs mounts must be in place.
+    """
+    lab_pid = os.environ.get(LAB_ENV)
+    if not lab_pid:
+        return f"{LAB_ENV} is not set"
+    try:
+        ours = _ns_inode("self")
+        if ours == INIT_NETNS_INODE:
+            return "this is the machine's initial network namespace"
+        if not lab_pid.isdigit() or not _is_self_or_ancestor(int(lab_pid)):
+            return f"{LAB_ENV}={lab_pid} is not this process or one of its ancestors"
+        if _ns_inode(_parent_pid(int(lab_pid))) == ours:
+            return "the lab's parent shares this network namespace"
+        missing = {NETNS_DIR, ETC_NETNS_DIR, state_dir()} - _tmpfs_mount_points()
+        if missing:
+            return f"no private tmpfs on {', '.join(sorted(missing))}"
+    except (OSError, ValueError, IndexError) as exc:
+        return f"cannot verify isolation ({exc})"
+    return None

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from nsnet import Engine
+from nsnet.lab import isolation_problem
 
 from .net import ip_json, run
 
@@ -25,8 +26,10 @@ WAN_HOST, WAN_PEER = "198.51.100.1", "198.51.100.2"
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_host() -> None:
-    if not os.environ.get("NSNET_LAB"):
-        pytest.fail("integration tests run only inside an isolated host: nsnet lab -- python -m pytest", False)
+    problem = isolation_problem()
+    if problem is not None:
+        pytest.fail(f"integration tests run only inside an isolated host ({problem}):"
+                    " .venv/bin/nsnet lab -- .venv/bin/python -m pytest", False)
 
 
 @pytest.fixture

@@ -65,7 +65,8 @@ class Kernel(ABC):
         """Release sockets and handles."""
 
 
-def linux() -> Kernel:
+def default_kernel() -> Kernel:
+    """The real kernel, loaded on first use."""
     from .linux import LinuxKernel
 
     return LinuxKernel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
@@ -14,10 +15,15 @@ from .rtnl import RtnlSocket
 LOOPBACK_INDEX = 1
 
 
+# Sockets into sandboxes are kept for the few most recent ones: an operation sends several
+# messages to one sandbox, but keeping one per sandbox would exhaust file descriptors.
+SANDBOX_SOCKETS = 8
+
+
 class LinuxKernel(Kernel):
     def __init__(self) -> None:
         self._host: RtnlSocket | None = None
-        self._sandboxes: dict[str, RtnlSocket] = {}
+        self._sandboxes: OrderedDict[str, RtnlSocket] = OrderedDict()
         self._nft = Nft()
 
     def _rtnl(self, sandbox: str | None) -> RtnlSocket:
@@ -28,8 +34,14 @@ class LinuxKernel(Kernel):
         sock = self._sandboxes.get(sandbox)
         if sock is None:
             sock = netns.in_netns(netns.netns_path(sandbox), RtnlSocket)
-            self._sandboxes[sandbox] = sock
+            self._keep(sandbox, sock)
+        self._sandboxes.move_to_end(sandbox)
         return sock
+
+    def _keep(self, sandbox: str, sock: RtnlSocket) -> None:
+        self._sandboxes[sandbox] = sock
+        while len(self._sandboxes) > SANDBOX_SOCKETS:
+            self._sandboxes.popitem(last=False)[1].close()
 
     def _forget(self, sandbox: str) -> None:
         sock = self._sandboxes.pop(sandbox, None)
@@ -40,12 +52,18 @@ class LinuxKernel(Kernel):
 
     def create_netns(self, sandbox: str) -> None:
         def inside() -> RtnlSocket:
+            # nsnet's networks are IPv4: interfaces added to the sandbox get no IPv6, as Docker
+            # does for networks without IPv6. Otherwise each new veth's duplicate address
+            # detection, router solicitations and MLD reports flood every port of the bridge (the
+            # main cost growth at 1,000 sandboxes), and link-local IPv6 would slip past the IPv4
+            # anti-spoofing rules. lo exists already and keeps ::1.
+            sysctl.ensure("net.ipv6.conf.default.disable_ipv6", "1")
             sock = RtnlSocket()
             sock.set_up(LOOPBACK_INDEX, "lo")
             return sock
 
         self._forget(sandbox)
-        self._sandboxes[sandbox] = netns.create(sandbox, inside)
+        self._keep(sandbox, netns.create(sandbox, inside))
 
     def delete_netns(self, sandbox: str) -> None:
         self._forget(sandbox)
@@ -70,6 +88,7 @@ class LinuxKernel(Kernel):
 
     def create_bridge(self, name: str, mtu: int, mac: str) -> None:
         self._rtnl(None).create_bridge(name, mtu, mac)
+        sysctl.ensure(f"net.ipv6.conf.{name}.disable_ipv6", "1")  # see create_netns
 
     def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str) -> None:
         host = self._rtnl(None)
@@ -79,6 +98,7 @@ class LinuxKernel(Kernel):
         finally:
             os.close(fd)
         host.set_hairpin(name)
+        sysctl.ensure(f"net.ipv6.conf.{name}.disable_ipv6", "1")  # see create_netns
         inside = self._rtnl(sandbox)
         inside.set_up(inside.link_index(peer), f"{peer} in sandbox {sandbox}")
 
