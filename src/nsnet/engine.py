@@ -174,7 +174,10 @@ class Engine:
                 raise InvalidInput("network", net, "is given more than once")
         if not wanted:
             wanted = [DEFAULT_NETWORK]
-            self._refuse_taken_name(name)  # before the default network is made: refusals change nothing
+            # Checked before the default network is made too, so that a refusal changes nothing.
+            self._refuse_taken_name(name)
+            if port_requests:
+                self._resolve_ports(port_requests)
             self._ensure_default_network()
         with self._store.transaction():
             self._refuse_taken_name(name)
@@ -290,6 +293,10 @@ class Engine:
 
     # Helpers
 
+    def _resolve_ports(self, port_requests: Sequence[PortRequest]) -> list[PortMapping]:
+        return resolve_ports(port_requests, self._store.published(), self.kernel.listeners(),
+                             self.kernel.ephemeral_ports())
+
     def _refuse_taken_name(self, name: str) -> None:
         if self._store.sandbox_id(name) is not None:
             raise Conflict(f"sandbox {name!r} already exists")
@@ -330,8 +337,7 @@ class Engine:
         )
         self._store.add_endpoint(sandbox_id, network.id, endpoint)
         if port_requests:
-            mappings = resolve_ports(port_requests, self._store.published(), self.kernel.listeners(),
-                                       self.kernel.ephemeral_ports())
+            mappings = self._resolve_ports(port_requests)
             self._store.add_ports(endpoint_id, mappings)
             endpoint = replace(endpoint, ports=tuple(mappings))
         return endpoint

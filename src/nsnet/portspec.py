@@ -62,8 +62,10 @@ def parse(spec: str) -> PortRequest:
     if len(parts) > 3:
         raise InvalidInput("publish", spec, "expected [HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTOCOL]")
     host_ip = None
-    if len(parts) == 3:
-        host_ip = address("publish host address", parts[0]) if parts[0] else None
+    if len(parts) == 3 and parts[0]:
+        host_ip = address("publish host address", parts[0])
+        if host_ip == IPv4Address(0):  # Docker's way of writing "every address"
+            host_ip = None
     sandbox_ports = _ports(spec, parts[-1], "sandbox port")
     host_ports = _ports(spec, parts[-2], "host port") if len(parts) >= 2 and parts[-2] else None
     if host_ports is not None and len(host_ports) != len(sandbox_ports) and len(sandbox_ports) != 1:

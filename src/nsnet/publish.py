@@ -70,8 +70,8 @@ def resolve(requests: Iterable[PortRequest], published: Iterable[PortMapping], l
         if request.pick_one:
             port = next((p for p in request.host_ports if _free(ip, proto, p, taken, listeners)), None)
             if port is None:
-                raise Conflict(f"no free host port in {request.host_ports.start}-{request.host_ports.stop - 1}"
-                               f"/{proto}")
+                raise Conflict(f"no free host port in {ip or '0.0.0.0'}:{request.host_ports.start}-"
+                               f"{request.host_ports.stop - 1}/{proto}")
             add(PortMapping(ip, port, request.sandbox_ports[0], proto))
         elif request.host_ports is not None:
             for host_port, sandbox_port in zip(request.host_ports, request.sandbox_ports):

@@ -1,9 +1,11 @@
-"""Shared fixtures: a FakeKernel, an Engine on it with a private state directory, and checks that
-compare what the fake kernel holds with what the ledger says."""
+"""Shared fixtures: a FakeKernel whose nft keeps nft's state rules (NftKernel), an Engine on it
+with a private state directory, and checks that compare what the fake kernel holds with what the
+ledger says."""
 
 from __future__ import annotations
 
 import copy
+import errno
 import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -11,14 +13,19 @@ from typing import Any
 import pytest
 
 from nsnet.engine import Engine
+from nsnet.errors import KernelError
 from nsnet.firewall import render
 from nsnet.kernel.fake import FakeKernel
 
+Elements = set[str] | dict[str, str]
 
-def nft_state(transactions: Iterable[list[dict[str, Any]]]) -> dict[tuple[str, str], dict[str, set[str]]]:
-    """The tables, sets and elements a sequence of nft transactions leaves, as nft would: deleting
-    a table or an element that is not there is an error (KeyError here)."""
-    tables: dict[tuple[str, str], dict[str, set[str]]] = {}
+
+def nft_state(transactions: Iterable[list[dict[str, Any]]]) -> dict[tuple[str, str], dict[str, Elements]]:
+    """The tables, sets, maps and elements a sequence of nft transactions leaves, as nft would:
+    deleting a table or an element that is not there is an error (KeyError here), and so is adding
+    a map key already mapped to another value (ValueError here). A set holds its elements; a map
+    holds {key: value}, added as [key, value] and deleted by its key alone."""
+    tables: dict[tuple[str, str], dict[str, Elements]] = {}
     for commands in transactions:
         for command in commands:
             ((verb, body),) = command.items()
@@ -29,15 +36,46 @@ def nft_state(transactions: Iterable[list[dict[str, Any]]]) -> dict[tuple[str, s
                 del tables[(obj["family"], obj["name"])]
             elif kind == "set" and verb == "add":
                 tables[(obj["family"], obj["table"])].setdefault(obj["name"], set())
+            elif kind == "map" and verb == "add":
+                tables[(obj["family"], obj["table"])].setdefault(obj["name"], {})
             elif kind == "element":
                 elements = tables[(obj["family"], obj["table"])][obj["name"]]
                 for element in obj["elem"]:
-                    key = json.dumps(element, sort_keys=True)
-                    if verb == "add":
-                        elements.add(key)
+                    if isinstance(elements, dict):
+                        _map_element(elements, verb, element)
+                    elif verb == "add":
+                        elements.add(_key(element))
                     else:
-                        elements.remove(key)
+                        elements.remove(_key(element))
     return tables
+
+
+def _key(element: Any) -> str:
+    return json.dumps(element, sort_keys=True)
+
+
+def _map_element(elements: dict[str, str], verb: str, element: Any) -> None:
+    if verb == "delete":
+        del elements[_key(element)]
+        return
+    key, value = element
+    if elements.setdefault(_key(key), _key(value)) != _key(value):
+        raise ValueError(f"map key {key} is already mapped to {elements[_key(key)]}")
+
+
+class NftKernel(FakeKernel):
+    """A FakeKernel whose nft refuses a transaction as nft does, and then applies none of it:
+    ENOENT when it deletes what is not there, EEXIST when it remaps a map key."""
+
+    def nft(self, commands: list[dict[str, Any]]) -> None:
+        self._mutating("nft", len(commands))
+        try:
+            nft_state([*self.nft_log, commands])
+        except KeyError as exc:
+            raise KernelError("nft transaction", errno.ENOENT, f"no such object {exc}") from None
+        except ValueError as exc:
+            raise KernelError("nft transaction", errno.EEXIST, str(exc)) from None
+        self.nft_log.append(commands)
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +84,8 @@ def _no_address_pool_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def kernel() -> FakeKernel:
-    return FakeKernel()
+def kernel() -> NftKernel:
+    return NftKernel()
 
 
 @pytest.fixture
@@ -104,6 +142,6 @@ def assert_matches_ledger() -> Callable[[Engine, FakeKernel], None]:
 
 
 @pytest.fixture
-def nft_tables(kernel: FakeKernel) -> Callable[[], dict[tuple[str, str], dict[str, set[str]]]]:
-    """The nft tables, sets and elements the `kernel` fixture holds now."""
+def nft_tables(kernel: FakeKernel) -> Callable[[], dict[tuple[str, str], dict[str, Elements]]]:
+    """The nft tables, sets, maps and elements the `kernel` fixture holds now."""
     return lambda: nft_state(kernel.nft_log)

@@ -1,8 +1,12 @@
 import errno
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
+from pathlib import Path
 
 import pytest
+from conftest import NftKernel, nft_state
 
 from nsnet.apply import apply, teardown
 from nsnet.engine import Engine
@@ -17,6 +21,7 @@ from nsnet.plan.ops import (
     EnsureSysctl,
     Operation,
     RemoveEtcFiles,
+    RemoveFirewallElements,
     WriteEtcFiles,
 )
 
@@ -32,16 +37,28 @@ class Raise(Operation):
 STEPS = [
     lambda engine: engine.create_network("front", subnet="10.1.0.0/24"),
     lambda engine: engine.create_network("back", subnet="10.2.0.0/24", icc=False),
-    lambda engine: engine.create_sandbox("web", networks=["front", "back"]),
+    lambda engine: engine.create_sandbox("web", networks=["front", "back"], publish=["8080:80", "127.0.0.1::90/udp"]),
     lambda engine: engine.create_sandbox("db", networks=["back"]),
-    lambda engine: engine.connect("front", "db"),
+    lambda engine: engine.connect("front", "db", publish=["8081:81"]),
 ]
-STEP_CALLS = [4, 4, 8, 6, 2]
+# Published ports are elements of the sandbox's one firewall transaction: they add no call.
+STEP_CALLS = [5, 5, 8, 6, 3]
 ADDRESSES = {"web": {"front": "10.1.0.2", "back": "10.2.0.2"}, "db": {"back": "10.2.0.3", "front": "10.1.0.3"}}
+PORTS = {"web": ["80/tcp -> 0.0.0.0:8080", "90/udp -> 127.0.0.1:32768"], "db": ["81/tcp -> 0.0.0.0:8081"]}
 
 
 def addresses(engine: Engine) -> dict[str, dict[str, str]]:
     return {s.name: {e.network: str(e.address.ip) for e in s.endpoints} for s in engine.sandboxes()}
+
+
+def ports(engine: Engine) -> dict[str, list[str]]:
+    return {s.name: [str(p) for p in engine.ports(s.name)] for s in engine.sandboxes()}
+
+
+def ports_table(state_dir: Path) -> list[tuple]:
+    """The ledger's ports table itself, rows without an endpoint included."""
+    with closing(sqlite3.connect(state_dir / "state.db")) as db:
+        return db.execute("SELECT * FROM ports ORDER BY rowid").fetchall()
 
 
 def failing_step(fail_at: int) -> int:
@@ -54,7 +71,7 @@ def failing_step(fail_at: int) -> int:
 
 
 def test_scenario_makes_the_counted_mutating_calls(tmp_path, assert_matches_ledger):
-    kernel = FakeKernel()
+    kernel = NftKernel()
     with Engine(state_dir=str(tmp_path), kernel=kernel) as engine:
         for step, calls in zip(STEPS, STEP_CALLS):
             before = len(kernel.calls)
@@ -62,21 +79,23 @@ def test_scenario_makes_the_counted_mutating_calls(tmp_path, assert_matches_ledg
             assert len(kernel.calls) - before == calls
         assert_matches_ledger(engine, kernel)
         assert addresses(engine) == ADDRESSES
+        assert ports(engine) == PORTS
+        assert len(ports_table(tmp_path)) == 3
 
 
 @pytest.mark.parametrize("fail_at", range(1, sum(STEP_CALLS) + 1))
 def test_failure_at_any_call_leaves_kernel_and_ledger_as_before(tmp_path, fail_at, kernel_state,
                                                                 assert_matches_ledger):
-    kernel = FakeKernel(fail_at=fail_at)
+    kernel = NftKernel(fail_at=fail_at)
     index = failing_step(fail_at)
     with Engine(state_dir=str(tmp_path), kernel=kernel) as engine:
         for step in STEPS[:index]:
             step(engine)
-        before = (kernel_state(kernel), engine.networks(), engine.sandboxes())
+        before = (kernel_state(kernel), engine.networks(), engine.sandboxes(), ports_table(tmp_path))
         with pytest.raises(KernelError) as caught:
             STEPS[index](engine)
         assert (caught.value.errno, caught.value.detail) == (errno.EPERM, "injected failure")
-        assert (kernel_state(kernel), engine.networks(), engine.sandboxes()) == before
+        assert (kernel_state(kernel), engine.networks(), engine.sandboxes(), ports_table(tmp_path)) == before
         assert_matches_ledger(engine, kernel)
 
         kernel.fail_at = None
@@ -85,6 +104,7 @@ def test_failure_at_any_call_leaves_kernel_and_ledger_as_before(tmp_path, fail_a
         assert_matches_ledger(engine, kernel)
         assert [n.name for n in engine.networks()] == ["front", "back"]
         assert addresses(engine) == ADDRESSES
+        assert ports(engine) == PORTS
 
 
 def test_apply_runs_every_operation_in_order():
@@ -193,3 +213,101 @@ def test_kernel_error_message_names_operation_and_errno():
         "kernel refused adding 10.0.0.1/24: bad prefix (EINVAL)"
     )
 
+
+
+def element(verb: str, name: str, *elem: object) -> dict:
+    return {verb: {"element": {"family": "inet", "table": "nsnet", "name": name, "elem": list(elem)}}}
+
+
+SKELETON = [
+    {"add": {"table": {"family": "inet", "name": "nsnet"}}},
+    {"add": {"set": {"family": "inet", "table": "nsnet", "name": "bridges", "type": "ifname"}}},
+    {"add": {"map": {"family": "inet", "table": "nsnet", "name": "ports", "type": "inet_service",
+                     "map": "inet_service"}}},
+    element("add", "bridges", "br0", "br1"),
+    element("add", "ports", [8080, 80], [8081, 81]),
+]
+
+
+class ScriptedNft(FakeKernel):
+    """nft raises the given errors in turn (None: succeeds) and records each transaction."""
+
+    def __init__(self, *errors: KernelError | None) -> None:
+        super().__init__()
+        self.errors = list(errors)
+
+    def nft(self, commands: list) -> None:
+        self.nft_log.append(commands)
+        error = self.errors.pop(0) if self.errors else None
+        if error is not None:
+            raise error
+
+
+def test_remove_firewall_elements_is_one_transaction_when_all_are_there():
+    kernel = NftKernel()
+    kernel.nft(SKELETON)
+    deletes = (element("delete", "bridges", "br0"), element("delete", "ports", 8080))
+    RemoveFirewallElements(deletes, "rules of br0").run(kernel)
+    assert kernel.nft_log[1:] == [list(deletes)]
+    assert nft_state(kernel.nft_log)[("inet", "nsnet")] == {"bridges": {'"br1"'}, "ports": {"8081": "81"}}
+
+
+def test_remove_firewall_elements_retries_one_by_one_when_some_are_gone():
+    kernel = NftKernel()
+    kernel.nft(SKELETON)
+    deletes = (element("delete", "bridges", "br0"), element("delete", "bridges", "gone"),
+               element("delete", "ports", 8080), element("delete", "ports", 9999))
+    RemoveFirewallElements(deletes, "rules of br0").run(kernel)
+    assert kernel.calls[1:] == [("nft", 4), ("nft", 1), ("nft", 1), ("nft", 1), ("nft", 1)]
+    assert kernel.nft_log[1:] == [[deletes[0]], [deletes[2]]]
+    assert nft_state(kernel.nft_log)[("inet", "nsnet")] == {"bridges": {'"br1"'}, "ports": {"8081": "81"}}
+
+
+def test_remove_firewall_elements_raises_other_errors_without_retrying():
+    refused = KernelError("nft transaction", errno.EPERM)
+    kernel = ScriptedNft(refused)
+    deletes = (element("delete", "bridges", "br0"), element("delete", "bridges", "br1"))
+    with pytest.raises(KernelError) as caught:
+        RemoveFirewallElements(deletes).run(kernel)
+    assert caught.value is refused
+    assert kernel.nft_log == [list(deletes)]
+
+
+def test_remove_firewall_elements_raises_an_other_error_met_while_retrying():
+    refused = KernelError("nft transaction", errno.EBUSY)
+    kernel = ScriptedNft(KernelError("nft transaction", errno.ENOENT), KernelError("nft transaction", errno.ENOENT),
+                         refused)
+    deletes = (element("delete", "bridges", "br0"), element("delete", "bridges", "br1"),
+               element("delete", "bridges", "br2"))
+    with pytest.raises(KernelError) as caught:
+        RemoveFirewallElements(deletes).run(kernel)
+    assert caught.value is refused
+    assert kernel.nft_log == [list(deletes), [deletes[0]], [deletes[1]]]
+
+
+def test_teardown_lists_a_refused_element_removal_and_goes_on():
+    kernel = ScriptedNft(KernelError("nft transaction", errno.EPERM))
+    kernel.netns.add("web")
+    with pytest.raises(TeardownError) as caught:
+        teardown([RemoveFirewallElements((element("delete", "bridges", "br0"),)), DeleteNetns("web")], kernel,
+                 "removing sandbox 'web'")
+    assert [e.errno for e in caught.value.errors] == [errno.EPERM]
+    assert kernel.netns == set()
+
+
+def test_the_nft_model_refuses_what_nft_refuses_and_then_applies_nothing():
+    kernel = NftKernel()
+    kernel.nft(SKELETON)
+    for commands, code in (
+        ([element("delete", "bridges", "br0"), element("delete", "bridges", "gone")], errno.ENOENT),
+        ([element("delete", "ports", 8080), element("add", "ports", [8081, 82])], errno.EEXIST),
+        ([element("add", "nosuchset", "x")], errno.ENOENT),
+        ([{"delete": {"table": {"family": "bridge", "name": "nsnet"}}}], errno.ENOENT),
+    ):
+        with pytest.raises(KernelError) as caught:
+            kernel.nft(commands)
+        assert caught.value.errno == code
+    assert kernel.nft_log == [SKELETON]
+    kernel.nft([element("add", "ports", [8081, 81]), element("add", "bridges", "br0")])  # already there: no error
+    assert nft_state(kernel.nft_log)[("inet", "nsnet")] == {"bridges": {'"br0"', '"br1"'},
+                                                            "ports": {"8080": "80", "8081": "81"}}

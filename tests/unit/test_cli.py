@@ -92,6 +92,8 @@ def test_network_create_flags_reach_the_engine(nsnet):
         (["disconnect", "nope", "web"], "nsnet: error: no such sandbox: 'web'"),
         (["exec", "web"], "nsnet: error: no command given"),
         (["run", "--"], "nsnet: error: no command given"),
+        (["create", "web", "-p", "0"], "nsnet: error: invalid publish '0': sandbox port 0 is outside 1-65535"),
+        (["port", "nope"], "nsnet: error: no such sandbox: 'nope'"),
     ],
 )
 def test_errors_are_one_line_and_exit_1(nsnet, argv, message):
@@ -316,3 +318,73 @@ def test_unusable_state_dir_is_one_error_line(tmp_path, monkeypatch, capsys):
     assert out == ""
     assert err.startswith(f"nsnet: error: cannot open the state in {tmp_path / 'file'}: ")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("8080:80/icmp",
+         "nsnet: error: invalid publish '8080:80/icmp': protocol 'icmp' is not one of tcp, udp, sctp\n"),
+        ("[::1]:80:80", "nsnet: error: invalid publish '[::1]:80:80': IPv6 host addresses are not supported yet\n"),
+        ("10.0.0:80:80", "nsnet: error: invalid publish host address '10.0.0': is not an IPv4 address\n"),
+        ("８０", "nsnet: error: invalid publish '８０': sandbox port '８０' is not a port or a range of ports\n"),
+    ],
+)
+def test_bad_publish_is_one_error_line_and_changes_nothing(nsnet, spec, message):
+    result = nsnet.run("create", "web", "-p", "8080:80", "-p", spec)
+    assert_one_error_line(result)
+    assert (result.out, result.err) == ("", message)
+    assert nsnet.kernel.calls == []
+    assert nsnet.run("network", "ls", "-q").out == ""
+
+
+@pytest.fixture
+def published(nsnet) -> Cli:
+    assert nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24").code == 0
+    result = nsnet.run("create", "web", "--network", "app", "-p", "8080:80", "--publish", "127.0.0.1::90/udp")
+    assert (result.code, result.err) == (0, "")
+    return nsnet
+
+
+def test_port_lists_mappings_as_docker_does(published):
+    result = published.run("port", "web")
+    assert (result.code, result.err) == (0, "")
+    assert result.out == "80/tcp -> 0.0.0.0:8080\n90/udp -> 127.0.0.1:32768\n"
+
+
+def test_port_json(published):
+    result = published.run("port", "web", "--format", "json")
+    assert (result.code, result.err) == (0, "")
+    assert json.loads(result.out) == [
+        {"HostIp": "0.0.0.0", "HostPort": 8080, "SandboxPort": 80, "Protocol": "tcp"},
+        {"HostIp": "127.0.0.1", "HostPort": 32768, "SandboxPort": 90, "Protocol": "udp"},
+    ]
+
+
+def test_port_of_a_sandbox_without_ports_prints_nothing(web):
+    assert (web.run("port", "web").out, web.run("port", "web", "--format", "json").out) == ("", "[]\n")
+
+
+def test_connect_publishes_on_the_new_network(published):
+    published.run("network", "create", "db", "--subnet", "10.32.0.0/24")
+    result = published.run("connect", "db", "web", "-p", "5432:5432")
+    assert (result.code, result.out, result.err) == (0, "", "")
+    assert published.run("port", "web").out.splitlines()[-1] == "5432/tcp -> 0.0.0.0:5432"
+    assert published.run("inspect", "-f", "{{.Networks.db.Ports}}", "web").out == (
+        '[{"HostIp": "0.0.0.0", "HostPort": 5432, "SandboxPort": 5432, "Protocol": "tcp"}]\n'
+    )
+
+
+def test_a_published_port_conflict_is_one_error_line(published):
+    result = published.run("create", "db", "--network", "app", "-p", "127.0.0.1:8080:80")
+    assert_one_error_line(result)
+    assert result.err == "nsnet: error: host port 127.0.0.1:8080/tcp is already published\n"
+    assert published.run("ps", "-q").out == "web\n"
+
+
+def test_publish_is_repeatable_on_create_run_and_connect():
+    parser = cli.build_parser()
+    assert parser.parse_args(["create", "web", "-p", "80", "--publish", "53/udp"]).publish == ["80", "53/udp"]
+    assert parser.parse_args(["run", "-p", "8080:80", "--", "true"]).publish == ["8080:80"]
+    assert parser.parse_args(["connect", "app", "web", "-p", "80"]).publish == ["80"]
+    assert parser.parse_args(["create", "web"]).publish == []

@@ -37,7 +37,7 @@ def test_create_network_builds_what_it_records(engine, kernel, assert_matches_le
     )
     assert kernel.links[(None, network.bridge)] == {"kind": "bridge", "mtu": 1400, "mac": "02:4e:0a:1f:00:01"}
     assert kernel.nft_log == [render.render_add_network(network)]
-    assert kernel.sysctls == {"net.ipv4.ip_forward": "1"}
+    assert kernel.sysctls == {"net.ipv4.ip_forward": "1", f"net.ipv4.conf.{network.bridge}.route_localnet": "1"}
     assert_matches_ledger(engine, kernel)
 
 
@@ -422,7 +422,7 @@ def test_sandbox_to_dict(engine):
         "Networks": {"app": {
             "EndpointId": endpoint.id, "Network": "app", "Interface": "eth0", "HostInterface": endpoint.host_ifname,
             "MacAddress": "02:4e:0a:1f:00:02", "IPAddress": "10.31.0.2", "IPPrefixLen": 24, "Gateway": "10.31.0.1",
-            "DefaultRoute": True,
+            "DefaultRoute": True, "Ports": [],
         }},
     }
     assert endpoint.address == IPv4Interface("10.31.0.2/24")

@@ -18,6 +18,7 @@ from nsnet.plan.ops import (
     EnsureSysctl,
     KillProcesses,
     RemoveEtcFiles,
+    RemoveFirewallElements,
     SetDefaultRoute,
     WriteEtcFiles,
 )
@@ -55,6 +56,7 @@ def test_plan_create_first_network():
     assert plan_create_network(APP, others=0) == [
         EnsureSysctl("net.ipv4.ip_forward", "1"),
         CreateBridge("nsbr-aaaaaaaaaa", 1400, "02:4e:0a:1f:00:01"),
+        EnsureSysctl("net.ipv4.conf.nsbr-aaaaaaaaaa.route_localnet", "1"),
         AddAddress("nsbr-aaaaaaaaaa", IPv4Interface("10.31.0.1/24")),
         ApplyFirewall(tuple(render.render_add_network(APP)), tuple(render.render_remove_table()),
                       "rules of network app"),
@@ -78,23 +80,24 @@ def test_later_network_firewall_undo_removes_elements_only():
 
 
 def test_plan_create_network_undos():
-    assert [op.undo() for op in plan_create_network(APP, others=1)[:3]] == [
+    assert [op.undo() for op in plan_create_network(APP, others=1)[:4]] == [
         None,
         DeleteLink("nsbr-aaaaaaaaaa"),
+        None,
         DeleteAddress("nsbr-aaaaaaaaaa", IPv4Interface("10.31.0.1/24")),
     ]
 
 
 def test_plan_remove_last_network_deletes_the_table_then_the_bridge():
     assert plan_remove_network(APP, others=0) == [
-        ApplyFirewall(tuple(render.render_remove_table()), description="removing rules of network app"),
+        ApplyFirewall(tuple(render.render_remove_table()), description="removing nsnet's tables"),
         DeleteLink("nsbr-aaaaaaaaaa"),
     ]
 
 
 def test_plan_remove_network_with_others_deletes_its_elements_then_the_bridge():
     assert plan_remove_network(APP, others=1) == [
-        ApplyFirewall(tuple(render.render_remove_network(APP)), description="removing rules of network app"),
+        RemoveFirewallElements(tuple(render.render_remove_network(APP)), "rules of network app"),
         DeleteLink("nsbr-aaaaaaaaaa"),
     ]
 
@@ -105,8 +108,16 @@ def test_removal_ops_have_no_undo():
     assert [op.undo() for op in removals] == [None] * len(removals)
 
 
+def rules_of(*attachments: tuple[Endpoint, Network]) -> ApplyFirewall:
+    """The one transaction of every endpoint's elements, made before any of its veths."""
+    added = tuple(c for endpoint, network in attachments for c in render.render_add_endpoint(endpoint, network))
+    ports = ", ".join(endpoint.host_ifname for endpoint, _ in attachments)
+    return ApplyFirewall(added, tuple(render.render_remove_endpoints(list(attachments))), f"rules of {ports}")
+
+
 def test_plan_connect_default_route_endpoint():
     assert plan_connect(WEB_APP, APP) == [
+        rules_of((WEB_APP, APP)),
         CreateVeth("nsvcccccccccccc", "nsbr-aaaaaaaaaa", "web", "eth0", 1400, "02:4e:0a:1f:00:02"),
         AddAddress("eth0", IPv4Interface("10.31.0.2/24"), "web"),
         SetDefaultRoute("web", IPv4Address("10.31.0.1"), "eth0"),
@@ -115,6 +126,7 @@ def test_plan_connect_default_route_endpoint():
 
 def test_plan_connect_secondary_endpoint_sets_no_route():
     assert plan_connect(WEB_DB, DB) == [
+        rules_of((WEB_DB, DB)),
         CreateVeth("nsvdddddddddddd", "nsbr-bbbbbbbbbb", "web", "eth1", 1500, "02:4e:0a:20:00:07"),
         AddAddress("eth1", IPv4Interface("10.32.0.7/16"), "web"),
     ]
@@ -124,6 +136,7 @@ def test_plan_create_sandbox_with_two_networks():
     assert plan_create_sandbox("web", [(WEB_APP, APP), (WEB_DB, DB)]) == [
         CreateNetns("web"),
         WriteEtcFiles("web", (("hosts", HOSTS),)),
+        rules_of((WEB_APP, APP), (WEB_DB, DB)),
         CreateVeth("nsvcccccccccccc", "nsbr-aaaaaaaaaa", "web", "eth0", 1400, "02:4e:0a:1f:00:02"),
         AddAddress("eth0", IPv4Interface("10.31.0.2/24"), "web"),
         SetDefaultRoute("web", IPv4Address("10.31.0.1"), "eth0"),
@@ -136,6 +149,8 @@ def test_plan_create_sandbox_undos_are_inverses():
     assert [op.undo() for op in plan_create_sandbox("web", [(WEB_APP, APP), (WEB_DB, DB)])] == [
         DeleteNetns("web"),
         RemoveEtcFiles("web"),
+        ApplyFirewall(tuple(render.render_remove_endpoints([(WEB_APP, APP), (WEB_DB, DB)])),
+                      description="undo rules of nsvcccccccccccc, nsvdddddddddddd"),
         DeleteLink("nsvcccccccccccc"),
         DeleteAddress("eth0", IPv4Interface("10.31.0.2/24"), "web"),
         DeleteDefaultRoute("web"),
@@ -152,16 +167,23 @@ def test_hosts_file_names_the_first_address():
 def test_plan_disconnect_default_route_endpoint_hands_the_route_over():
     assert plan_disconnect(WEB_APP, APP, WEB_DB) == [
         DeleteLink("nsvcccccccccccc"),
+        RemoveFirewallElements(tuple(render.render_remove_endpoints([(WEB_APP, APP)])), "rules of nsvcccccccccccc"),
         SetDefaultRoute("web", IPv4Address("10.32.0.1"), "eth1"),
     ]
 
 
-def test_plan_disconnect_last_endpoint_only_deletes_the_link():
-    assert plan_disconnect(WEB_APP, APP, None) == [DeleteLink("nsvcccccccccccc")]
+def test_plan_disconnect_last_endpoint_only_deletes_the_link_and_its_rules():
+    assert plan_disconnect(WEB_APP, APP, None) == [
+        DeleteLink("nsvcccccccccccc"),
+        RemoveFirewallElements(tuple(render.render_remove_endpoints([(WEB_APP, APP)])), "rules of nsvcccccccccccc"),
+    ]
 
 
 def test_plan_disconnect_secondary_endpoint_leaves_the_route():
-    assert plan_disconnect(WEB_DB, DB, WEB_APP) == [DeleteLink("nsvdddddddddddd")]
+    assert plan_disconnect(WEB_DB, DB, WEB_APP) == [
+        DeleteLink("nsvdddddddddddd"),
+        RemoveFirewallElements(tuple(render.render_remove_endpoints([(WEB_DB, DB)])), "rules of nsvdddddddddddd"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -172,7 +194,26 @@ def test_plan_disconnect_secondary_endpoint_leaves_the_route():
     ],
 )
 def test_plan_remove_sandbox(force, expected):
-    assert plan_remove_sandbox("web", force, [(WEB_APP, APP), (WEB_DB, DB)]) == expected
+    rules = RemoveFirewallElements(tuple(render.render_remove_endpoints([(WEB_APP, APP), (WEB_DB, DB)])),
+                                   "rules of sandbox web")
+    assert plan_remove_sandbox("web", force, [(WEB_APP, APP), (WEB_DB, DB)]) == [*expected, rules]
+
+
+def test_plan_remove_sandbox_without_endpoints_removes_no_rules():
+    assert plan_remove_sandbox("web", False, []) == [DeleteNetns("web"), RemoveEtcFiles("web")]
+
+
+def bridge_elements(verb: str, *sets: tuple[str, list]) -> tuple[dict, ...]:
+    return tuple({verb: {"element": {"family": "bridge", "table": "nsnet", "name": name, "elem": elem}}}
+                 for name, elem in sets)
+
+
+QUIET_PORT = "nsvffffffffffff"
+QUIET_IDENTITY = (
+    ("sandbox_ports", [QUIET_PORT]),
+    ("port_macs", [{"concat": [QUIET_PORT, "02:4e:0a:21:00:02"]}]),
+    ("port_identity", [{"concat": [QUIET_PORT, "02:4e:0a:21:00:02", "10.33.0.2"]}]),
+)
 
 
 def test_plan_connect_no_icc_endpoint_filters_its_port_before_it_exists():
@@ -183,8 +224,7 @@ def test_plan_connect_no_icc_endpoint_filters_its_port_before_it_exists():
         CreateVeth("nsvffffffffffff", "nsbr-eeeeeeeeee", "web", "eth2", 1500, "02:4e:0a:21:00:02"),
         AddAddress("eth2", IPv4Interface("10.33.0.2/24"), "web"),
     ]
-    assert ops[0].commands == ({"add": {"element": {
-        "family": "bridge", "table": "nsnet", "name": "no_icc_ports", "elem": ["nsvffffffffffff"]}}},)
+    assert ops[0].commands == bridge_elements("add", *QUIET_IDENTITY, ("no_icc_ports", [QUIET_PORT]))
     assert ops[0].undo() == ApplyFirewall(tuple(render.render_remove_endpoints([(WEB_QUIET, QUIET)])),
                                           description="undo rules of nsvffffffffffff")
 
@@ -192,16 +232,15 @@ def test_plan_connect_no_icc_endpoint_filters_its_port_before_it_exists():
 def test_plan_disconnect_no_icc_endpoint_removes_its_port_rules():
     assert plan_disconnect(WEB_QUIET, QUIET, None) == [
         DeleteLink("nsvffffffffffff"),
-        ApplyFirewall(({"delete": {"element": {
-            "family": "bridge", "table": "nsnet", "name": "no_icc_ports", "elem": ["nsvffffffffffff"]}}},),
-            description="removing rules of nsvffffffffffff"),
+        RemoveFirewallElements(bridge_elements("delete", *QUIET_IDENTITY, ("no_icc_ports", [QUIET_PORT])),
+                               "rules of nsvffffffffffff"),
     ]
 
 
-def test_plan_remove_sandbox_removes_port_rules_of_no_icc_endpoints_only():
-    assert plan_remove_sandbox("web", False, [(WEB_APP, APP), (WEB_QUIET, QUIET)]) == [
-        DeleteNetns("web"),
-        RemoveEtcFiles("web"),
-        ApplyFirewall(tuple(render.render_remove_endpoints([(WEB_QUIET, QUIET)])),
-                      description="removing rules of sandbox web"),
-    ]
+def test_plan_remove_sandbox_removes_no_icc_ports_of_no_icc_endpoints_only():
+    (*_, rules) = plan_remove_sandbox("web", False, [(WEB_APP, APP), (WEB_QUIET, QUIET)])
+    no_icc = [c["delete"]["element"]["elem"] for c in rules.commands
+              if c["delete"]["element"]["name"] == "no_icc_ports"]
+    assert no_icc == [[QUIET_PORT]]
+    assert rules == RemoveFirewallElements(
+        tuple(render.render_remove_endpoints([(WEB_APP, APP), (WEB_QUIET, QUIET)])), "rules of sandbox web")

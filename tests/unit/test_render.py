@@ -12,9 +12,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
+from conftest import nft_state
 
 from nsnet.firewall import names, render
-from nsnet.model import Endpoint, Network
+from nsnet.model import Endpoint, Network, PortMapping
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 UPDATE = os.environ.get("NSNET_UPDATE_GOLDEN") == "1"
@@ -34,12 +35,18 @@ QUIET = Network(
 )
 
 
-def endpoint(network: Network, letter: str) -> Endpoint:
+def endpoint(network: Network, letter: str, ports: tuple[PortMapping, ...] = ()) -> Endpoint:
     return Endpoint(
         id=letter * 64, sandbox="web", network=network.name, ifname="eth0", host_ifname="nsv" + letter * 12,
         mac="02:4e:0a:00:00:02", address=IPv4Interface(f"{network.gateway + 1}/{network.subnet.prefixlen}"),
-        gateway=network.gateway,
+        gateway=network.gateway, ports=ports,
     )
+
+
+LOOPBACK = IPv4Address("127.0.0.1")
+# Two host ports to sandbox port 80 share one published_targets element.
+PORTS = (PortMapping(None, 8080, 80), PortMapping(LOOPBACK, 8443, 443), PortMapping(None, 8081, 80),
+         PortMapping(None, 5353, 53, "udp"))
 
 
 def dump(commands: list) -> str:
@@ -64,6 +71,9 @@ def assert_golden(name: str, commands: list) -> None:
         ("render_add_endpoint_no_icc", lambda: render.render_add_endpoint(endpoint(QUIET, "d"), QUIET)),
         ("render_remove_endpoints", lambda: render.render_remove_endpoints(
             [(endpoint(QUIET, "d"), QUIET), (endpoint(APP, "e"), APP), (endpoint(QUIET, "f"), QUIET)])),
+        ("render_add_endpoint_published", lambda: render.render_add_endpoint(endpoint(APP, "d", PORTS), APP)),
+        ("render_remove_endpoints_published", lambda: render.render_remove_endpoints(
+            [(endpoint(APP, "d", PORTS), APP), (endpoint(QUIET, "e", (PortMapping(None, 9090, 80),)), QUIET)])),
     ],
 )
 def test_rendering_matches_golden_file(golden, commands):
@@ -73,7 +83,7 @@ def test_rendering_matches_golden_file(golden, commands):
 def test_add_network_is_skeleton_then_add_elements():
     commands = render.render_add_network(APP)
     assert commands[: len(render.render_skeleton())] == render.render_skeleton()
-    assert [next(iter(c)) for c in commands[len(render.render_skeleton()):]] == ["add", "add", "add"]
+    assert [next(iter(c)) for c in commands[len(render.render_skeleton()):]] == ["add", "add", "add", "add"]
 
 
 def test_remove_network_deletes_exactly_what_add_network_added():
@@ -87,13 +97,20 @@ def test_remove_network_deletes_exactly_what_add_network_added():
 def test_internal_network_is_not_masqueraded():
     elements = render.render_add_network(PRIVATE)[len(render.render_skeleton()):]
     assert [c["add"]["element"]["name"] for c in elements] == [
-        names.BRIDGES, names.SAME_BRIDGE, names.INTERNAL_BRIDGES,
+        names.BRIDGES, names.SAME_BRIDGE, names.BRIDGE_SUBNETS, names.INTERNAL_BRIDGES,
     ]
 
 
-def test_endpoint_on_an_icc_network_needs_no_rules():
-    assert render.render_add_endpoint(endpoint(APP, "d"), APP) == []
-    assert render.render_remove_endpoints([(endpoint(APP, "d"), APP)]) == []
+def test_endpoint_on_an_icc_network_has_its_identity_and_no_icc_rule():
+    identity = [
+        ("sandbox_ports", ["nsvdddddddddddd"]),
+        ("port_macs", [{"concat": ["nsvdddddddddddd", "02:4e:0a:00:00:02"]}]),
+        ("port_identity", [{"concat": ["nsvdddddddddddd", "02:4e:0a:00:00:02", "10.31.0.2"]}]),
+    ]
+    for verb, commands in (("add", render.render_add_endpoint(endpoint(APP, "d"), APP)),
+                           ("delete", render.render_remove_endpoints([(endpoint(APP, "d"), APP)]))):
+        assert commands == [{verb: {"element": {"family": "bridge", "table": "nsnet", "name": name, "elem": elem}}}
+                            for name, elem in identity]
 
 
 def test_rendering_touches_only_nsnets_tables():
@@ -117,6 +134,56 @@ def test_remove_table_removes_both_families():
 def test_chains_have_numeric_priorities():
     chains = [c["add"]["chain"] for c in render.render_skeleton() if "chain" in c.get("add", {})]
     assert [(c["family"], c["name"], c["hook"], c["prio"]) for c in chains] == [
-        ("inet", "forward", "forward", 0), ("inet", "postrouting", "postrouting", 100),
-        ("bridge", "forward", "forward", 0),
+        ("inet", "forward", "forward", 0), ("inet", "prerouting_guard", "prerouting", -300),
+        ("inet", "prerouting", "prerouting", -100), ("inet", "output", "output", -100),
+        ("inet", "postrouting", "postrouting", 100),
+        ("bridge", "prerouting", "prerouting", -200), ("bridge", "forward", "forward", 0),
     ]
+
+
+def inet_element(verb: str, name: str, elem: list) -> dict:
+    return {verb: {"element": {"family": "inet", "table": "nsnet", "name": name, "elem": elem}}}
+
+
+def test_published_ports_are_map_elements_after_the_identity():
+    commands = render.render_add_endpoint(endpoint(APP, "d", PORTS), APP)
+    assert commands[3:] == [
+        inet_element("add", "published_any_ip", [[{"concat": ["tcp", 8080]}, "10.31.0.2"],
+                                                 [{"concat": ["tcp", 8081]}, "10.31.0.2"],
+                                                 [{"concat": ["udp", 5353]}, "10.31.0.2"]]),
+        inet_element("add", "published_any_port", [[{"concat": ["tcp", 8080]}, 80], [{"concat": ["tcp", 8081]}, 80],
+                                                   [{"concat": ["udp", 5353]}, 53]]),
+        inet_element("add", "published_targets", [{"concat": ["10.31.0.2", "tcp", 80]},
+                                                  {"concat": ["10.31.0.2", "tcp", 443]},
+                                                  {"concat": ["10.31.0.2", "udp", 53]}]),
+        inet_element("add", "published_addr_ip", [[{"concat": ["127.0.0.1", "tcp", 8443]}, "10.31.0.2"]]),
+        inet_element("add", "published_addr_port", [[{"concat": ["127.0.0.1", "tcp", 8443]}, 443]]),
+    ]
+
+
+def test_published_map_elements_are_deleted_by_key_alone():
+    commands = render.render_remove_endpoints([(endpoint(APP, "d", PORTS), APP)])
+    assert commands[3:] == [
+        inet_element("delete", "published_any_ip", [{"concat": ["tcp", 8080]}, {"concat": ["tcp", 8081]},
+                                                    {"concat": ["udp", 5353]}]),
+        inet_element("delete", "published_any_port", [{"concat": ["tcp", 8080]}, {"concat": ["tcp", 8081]},
+                                                      {"concat": ["udp", 5353]}]),
+        inet_element("delete", "published_targets", [{"concat": ["10.31.0.2", "tcp", 80]},
+                                                     {"concat": ["10.31.0.2", "tcp", 443]},
+                                                     {"concat": ["10.31.0.2", "udp", 53]}]),
+        inet_element("delete", "published_addr_ip", [{"concat": ["127.0.0.1", "tcp", 8443]}]),
+        inet_element("delete", "published_addr_port", [{"concat": ["127.0.0.1", "tcp", 8443]}]),
+    ]
+
+
+def test_remove_endpoints_deletes_exactly_what_add_endpoint_added():
+    pairs = [(endpoint(APP, "d", PORTS), APP), (endpoint(QUIET, "e", (PortMapping(LOOPBACK, 9443, 443),)), QUIET),
+             (endpoint(APP, "f"), APP)]
+    added = [c["add"]["element"] for e, n in pairs for c in render.render_add_endpoint(e, n)]
+    deleted = [c["delete"]["element"] for c in render.render_remove_endpoints(pairs)]
+    maps = {names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT}
+    by_key = [{**body, "elem": [key for key, _ in body["elem"]]} if body["name"] in maps else body for body in added]
+    assert by_key == deleted
+    with_elements = [render.render_add_network(APP), render.render_add_network(QUIET)]
+    assert nft_state([*with_elements, [c for e, n in pairs for c in render.render_add_endpoint(e, n)],
+                      render.render_remove_endpoints(pairs)]) == nft_state(with_elements)

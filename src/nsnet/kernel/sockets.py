@@ -6,9 +6,8 @@ v6only, which /proc does not say, so it is counted as taking every address.
 
 from __future__ import annotations
 
-import socket
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from ..publish import Listener
 
@@ -66,9 +65,16 @@ def _sctp() -> list[Listener]:
         port = int(fields[5])
         for text in fields[8:]:
             try:
-                socket.inet_aton(text)
-            except OSError:
+                parsed = ip_address(text)
+            except ValueError:
                 continue
-            address = IPv4Address(text)
-            found.append(Listener("sctp", None if address == IPv4Address(0) else address, port))
+            if parsed.version == 6:  # like tcp6: the wildcard takes every address, v4-mapped one
+                if parsed.ipv4_mapped is not None:
+                    parsed = parsed.ipv4_mapped
+                elif parsed == IPv6Address(0):
+                    found.append(Listener("sctp", None, port))
+                    continue
+                else:
+                    continue
+            found.append(Listener("sctp", None if parsed == IPv4Address(0) else parsed, port))
     return found
