@@ -214,11 +214,25 @@ def run(args: argparse.Namespace) -> int:
                 engine.remove_sandbox(name, force=True)
 
 
+def doctor(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        findings = engine.doctor()
+    if args.format == "json":
+        print(as_json([f.to_dict() for f in findings]))
+    elif not findings:
+        print("nsnet doctor: nothing on this host stands in nsnet's way")
+    for finding in findings if args.format != "json" else []:
+        print(f"{finding.severity}: {finding.check}: {finding.reason}")
+        for detail in finding.details:
+            print(f"    {detail}")
+        print(f"    fix: {finding.fix}")
+    return 1 if any(f.severity == "problem" for f in findings) else 0
+
+
 def lab(args: argparse.Namespace) -> int:
     from . import lab as lab_module
 
-    lab_module.run(args.command[1:] if args.command[:1] == ["--"] else args.command)
-    return 0  # not reached: run() replaces the process
+    return lab_module.run(args.command[1:] if args.command[:1] == ["--"] else args.command)
 
 
 # Parser
@@ -295,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("rm", rm, "remove sandboxes")
     sub.add_argument("names", nargs="+", metavar="NAME")
     sub.add_argument("-f", "--force", action="store_true", help="kill processes still running inside")
+    sub = verb("doctor", doctor, "report what on this host would break nsnet, and why")
+    sub.add_argument("--format", help="json for JSON")
     sub = verb("lab", lab, "run a command (default: a shell) in a throwaway isolated host")
     sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     return parser

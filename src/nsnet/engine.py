@@ -19,6 +19,7 @@ from typing import Any
 
 from . import ipam, portspec, validate
 from .apply import apply, teardown
+from .doctor import Finding, diagnose
 from .errors import Conflict, InvalidInput, NotFound, NsnetError
 from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
@@ -262,6 +263,11 @@ class Engine:
             self._store.delete_endpoint(endpoint.id)
             if successor is not None:
                 self._store.set_default_route(successor.id)
+
+    def doctor(self) -> list[Finding]:
+        """What on this host would break nsnet's traffic (see nsnet.doctor)."""
+        published = [(s.name, p) for s in self._store.sandboxes() for e in s.endpoints for p in e.ports]
+        return diagnose(self.kernel.host_facts(), self._store.networks(), published)
 
     # Processes
 

@@ -9,8 +9,9 @@ Tests, benchmarks and the demo all run in one (`nsnet lab -- CMD`).
 from __future__ import annotations
 
 import os
+import signal
 
-from .kernel.netns import CLONE_NEWNET, CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, umount, unshare
+from .kernel.netns import CLONE_NEWNET, CLONE_NEWNS, MS_PRIVATE, MS_REC, kill, mount, pids_in_namespace, umount, unshare
 from .kernel.rtnl import RtnlSocket
 from .naming import ETC_NETNS_DIR, NETNS_DIR
 from .store import state_dir
@@ -35,11 +36,26 @@ def enter() -> None:
     os.environ[LAB_ENV] = str(os.getpid())
 
 
-def run(argv: list[str]) -> None:
-    """Enter a new isolated host and replace this process with argv (a shell when empty)."""
+def run(argv: list[str]) -> int:
+    """Run argv (a shell when empty) in a new isolated host; when it exits, end every process
+    still running in that host, so nothing outlives it (a server left in the background would
+    otherwise keep the namespace, and everything in it, alive). Returns argv's exit status."""
     enter()
     argv = argv or [os.environ.get("SHELL", "/bin/sh")]
-    os.execvp(argv[0], argv)
+    child = os.fork()
+    if child == 0:
+        try:
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            os.write(2, f"nsnet lab: {argv[0]}: {exc.strerror}\n".encode())
+            os._exit(127)
+    # The terminal's signals reach the command directly; the lab waits for it.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_IGN)
+    _, status = os.waitpid(child, 0)
+    left = [pid for pid in pids_in_namespace(os.stat("/proc/self/ns/net").st_ino) if pid != os.getpid()]
+    kill(left)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
 def _ns_inode(pid: int | str) -> int:

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from ..doctor import HostFacts
 from ..publish import Listener
 
 
@@ -60,6 +61,9 @@ class Kernel(ABC):
     def listeners(self) -> list[Listener]: ...
     @abstractmethod
     def ephemeral_ports(self) -> range: ...
+    @abstractmethod
+    def host_facts(self) -> HostFacts:
+        """What `nsnet doctor` judges: read-only observations of the host."""
 
     def close(self) -> None:
         """Release sockets and handles."""

@@ -8,9 +8,11 @@ records every call, and can be told to fail at the Nth mutating call.
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from ..doctor import HostFacts
 from ..errors import KernelError
 from ..publish import Listener
 from . import Kernel
@@ -31,6 +33,7 @@ class FakeKernel(Kernel):
         self.host_route_table = list(routes or [])
         self.host_listeners: list[Listener] = []
         self.ephemeral = range(32768, 61000)
+        self.facts = HostFacts(ip_forward="1", bridge_nf_call_iptables=None)
 
     def _mutating(self, *call: Any) -> None:
         self.calls.append(call)
@@ -155,3 +158,6 @@ class FakeKernel(Kernel):
 
     def ephemeral_ports(self) -> range:
         return self.ephemeral
+
+    def host_facts(self) -> HostFacts:
+        return replace(self.facts, listeners=tuple(self.host_listeners), routes=tuple(self.host_route_table))

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from ..doctor import HostFacts
 from ..publish import Listener
 from . import Kernel, netns, sysctl
 from .nft import Nft
@@ -137,6 +138,24 @@ class LinuxKernel(Kernel):
         from .sockets import listeners
 
         return listeners()
+
+    def host_facts(self) -> HostFacts:
+        from . import observe
+        from .sockets import listeners
+
+        try:
+            brnf: str | None = sysctl.read("net.bridge.bridge-nf-call-iptables")
+        except FileNotFoundError:
+            brnf = None
+        return HostFacts(
+            ip_forward=sysctl.read("net.ipv4.ip_forward"),
+            bridge_nf_call_iptables=brnf,
+            base_chains=tuple(observe.base_chains()),
+            legacy_iptables_tables=tuple(observe.legacy_iptables_tables()),
+            listeners=tuple(listeners()),
+            routes=tuple(observe.host_routes()),
+            missing_features=tuple(observe.missing_features()),
+        )
 
     def ephemeral_ports(self) -> range:
         first, last = sysctl.read("net.ipv4.ip_local_port_range").split()

@@ -165,9 +165,13 @@ def inode(name: str) -> int:
 def pids_inside(name: str) -> list[int]:
     """Processes whose network namespace is the sandbox's (what `ip netns pids` reports)."""
     try:
-        target = f"net:[{inode(name)}]"
+        return pids_in_namespace(inode(name))
     except FileNotFoundError:
         return []
+
+
+def pids_in_namespace(namespace_inode: int) -> list[int]:
+    target = f"net:[{namespace_inode}]"
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():

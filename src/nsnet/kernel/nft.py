@@ -37,6 +37,8 @@ class Nft:
             code = errno.ENOENT if "No such file or directory" in error else 0
             raise KernelError("nftables transaction", code, " ".join(error.split()) or f"exit code {rc}")
 
-    def list_table(self, family: str, name: str) -> dict[str, Any] | None:
-        rc, output, _ = self._context().cmd(f"list table {family} {name}")
-        return json.loads(output) if rc == 0 else None
+    def list_ruleset(self) -> list[dict[str, Any]]:
+        rc, output, error = self._context().cmd("list ruleset")
+        if rc != 0:
+            raise KernelError("listing the nftables ruleset", 0, " ".join(error.split()))
+        return json.loads(output)["nftables"] if output.strip() else []

@@ -1,0 +1,161 @@
+"""`nsnet doctor`: what on this host would break nsnet's traffic, why, and how to fix it.
+
+`diagnose` is pure: it reads HostFacts (gathered by kernel/observe.py) and nsnet's own networks
+and published ports, and returns Findings. A finding is a `problem` when nsnet traffic is broken
+or will be, a `warning` when it may be or is slowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Network
+from typing import Any
+
+from .model import Network, PortMapping
+from .publish import Listener, listener_clash
+
+
+@dataclass(frozen=True)
+class BaseChain:
+    """A chain hooked into the packet path by some table, nsnet's or another's."""
+
+    family: str
+    table: str
+    name: str
+    hook: str
+    policy: str
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    ip_forward: str
+    bridge_nf_call_iptables: str | None  # None: br_netfilter is not there
+    base_chains: tuple[BaseChain, ...] = ()
+    legacy_iptables_tables: tuple[str, ...] = ()
+    listeners: tuple[Listener, ...] = ()
+    routes: tuple[tuple[IPv4Network, str], ...] = ()
+    missing_features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    severity: str  # "problem" or "warning"
+    reason: str
+    fix: str
+    details: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "details": list(self.details)}
+
+
+def _foreign(chains: Iterable[BaseChain]) -> list[BaseChain]:
+    return [c for c in chains if c.table != "nsnet"]
+
+
+def _forward_drops(facts: HostFacts) -> list[Finding]:
+    drops = [c for c in _foreign(facts.base_chains) if c.hook == "forward" and c.policy == "drop"]
+    if not drops:
+        return []
+    names = tuple(f"table {c.family} {c.table}, chain {c.name}" for c in drops)
+    bridged = " and, with br_netfilter, bridged traffic between sandboxes" if facts.bridge_nf_call_iptables == "1" else ""
+    return [Finding(
+        "forward-policy", "problem",
+        f"another table drops forwarded packets by default: sandbox egress, published ports{bridged} are dropped "
+        "there whatever nsnet accepts (nftables runs every base chain; an accept in one does not bypass another)",
+        "add accept rules for nsnet's bridges (iifname/oifname \"nsbr-*\") to that chain, or set its policy to "
+        "accept (Docker installs such a policy: its DOCKER-USER chain is the place for the rules)",
+        names,
+    )]
+
+
+def _legacy(facts: HostFacts) -> list[Finding]:
+    if "filter" not in facts.legacy_iptables_tables:
+        return []
+    return [Finding(
+        "legacy-iptables", "warning",
+        "legacy (x_tables) iptables filter rules are loaded; nsnet cannot read them, and a FORWARD policy of DROP "
+        "there drops sandbox traffic",
+        "check with `iptables-legacy -S FORWARD`; accept traffic from and to nsnet's bridges (nsbr-*)",
+    )]
+
+
+def _ip_forward(facts: HostFacts, networks: list[Network]) -> list[Finding]:
+    if facts.ip_forward == "1" or not networks:
+        return []
+    return [Finding(
+        "ip-forward", "problem",
+        "net.ipv4.ip_forward is 0: the host routes nothing, so sandboxes have no egress and published ports "
+        "do not reach them",
+        "sysctl -w net.ipv4.ip_forward=1 (nsnet sets it when it creates a network; something reset it)",
+    )]
+
+
+def _br_netfilter(facts: HostFacts) -> list[Finding]:
+    if facts.bridge_nf_call_iptables != "1":
+        return []
+    return [Finding(
+        "br-netfilter", "warning",
+        "br_netfilter sends traffic switched between sandboxes of one network through the IPv4 hooks of every "
+        "table, and through conntrack: foreign filters see it, and the bridge path is slower",
+        "nsnet does not need it; if nothing else on this host does (Docker and Kubernetes do), "
+        "`sysctl -w net.bridge.bridge-nf-call-iptables=0`",
+    )]
+
+
+def _port_listeners(facts: HostFacts, published: list[tuple[str, PortMapping]]) -> list[Finding]:
+    stolen = []
+    for sandbox, mapping in published:
+        bound = listener_clash(mapping, facts.listeners)
+        if bound is not None:
+            stolen.append(f"{mapping.host_ip or '0.0.0.0'}:{mapping.host_port}/{mapping.protocol} "
+                          f"(published by {sandbox}; a host process is bound to {bound.address or '0.0.0.0'}:{bound.port})")
+    if not stolen:
+        return []
+    return [Finding(
+        "port-taken", "problem",
+        "a host process bound a port after nsnet published it: connections to it are translated to the sandbox "
+        "before they can reach the process, which silently receives nothing",
+        "stop the host process or move it to another port, or unpublish the port (remove the sandbox)",
+        tuple(stolen),
+    )]
+
+
+def _overlapping_routes(facts: HostFacts, networks: list[Network]) -> list[Finding]:
+    clashes = []
+    for network in networks:
+        for dst, dev in facts.routes:
+            if dev != network.bridge and dst.overlaps(network.subnet):
+                clashes.append(f"network {network.name} ({network.subnet}) and route {dst} on {dev or '?'}")
+    if not clashes:
+        return []
+    return [Finding(
+        "route-overlap", "problem",
+        "a host route overlaps a network's subnet: replies to sandboxes, or traffic to that route, go the wrong way",
+        "remove the route, or recreate the network with another --subnet",
+        tuple(clashes),
+    )]
+
+
+def _features(facts: HostFacts) -> list[Finding]:
+    if not facts.missing_features:
+        return []
+    return [Finding(
+        "kernel-features", "problem",
+        "the kernel refused something nsnet needs",
+        "load the modules (bridge, veth, nf_tables, nft_nat, nft_fib, nft_ct) or use a kernel that has them",
+        facts.missing_features,
+    )]
+
+
+def diagnose(facts: HostFacts, networks: list[Network], published: list[tuple[str, PortMapping]]) -> list[Finding]:
+    return [
+        *_features(facts),
+        *_ip_forward(facts, networks),
+        *_forward_drops(facts),
+        *_legacy(facts),
+        *_br_netfilter(facts),
+        *_port_listeners(facts, published),
+        *_overlapping_routes(facts, networks),
+    ]
