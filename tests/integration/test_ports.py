@@ -188,6 +188,11 @@ def test_published_ports_work_on_a_no_icc_network(engine: Engine, wan: str, mode
     finally:
         server.stop()
     assert blocked("q2", "q1", "10.34.0.2", 80)
+    server = serve("q1", "10.34.0.2", 80, timeout=2.0)
+    try:  # a hairpin through the published port is no bypass of icc
+        assert connect("q2", WAN_HOST, 8080, timeout=1.0) is None
+    finally:
+        server.stop()
 
 
 def test_a_published_port_is_refused_twice(engine: Engine) -> None:

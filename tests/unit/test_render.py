@@ -187,3 +187,14 @@ def test_remove_endpoints_deletes_exactly_what_add_endpoint_added():
     with_elements = [render.render_add_network(APP), render.render_add_network(QUIET)]
     assert nft_state([*with_elements, [c for e, n in pairs for c in render.render_add_endpoint(e, n)],
                       render.render_remove_endpoints(pairs)]) == nft_state(with_elements)
+
+
+def test_a_no_icc_network_adds_its_bridge_to_no_icc_bridges_and_removes_it():
+    quiet = Network(id="c" * 64, name="quiet", bridge="nsbr-cccccccccc", subnet=IPv4Network("10.34.0.0/24"),
+                    gateway=IPv4Address("10.34.0.1"), icc=False)
+    element = {"family": "inet", "table": "nsnet", "name": "no_icc_bridges", "elem": ["nsbr-cccccccccc"]}
+    chatty = Network(**{**quiet.__dict__, "icc": True})
+
+    assert {"add": {"element": element}} in render.render_add_network(quiet)
+    assert render.render_remove_network(quiet)[-1] == {"delete": {"element": element}}
+    assert {"add": {"element": element}} not in render.render_add_network(chatty)

@@ -19,6 +19,7 @@ INTERNAL_BRIDGES = "internal_bridges"  # bridges of --internal networks
 SAME_BRIDGE = "same_bridge"  # ifname . ifname pairs (br, br): traffic that stays in one network
 MASQ_SUBNETS = "masq_subnets"  # ipv4 subnets (interval) of non-internal networks
 BRIDGE_SUBNETS = "bridge_subnets"  # ifname . ipv4 subnet (interval): each bridge with its subnet
+NO_ICC_BRIDGES = "no_icc_bridges"  # bridges of --no-icc networks (routed hairpin between sandboxes)
 # Published ports, on every host address (key proto . host port) or on one (host ip . proto .
 # host port), each as two maps: to the sandbox's address and to its port. One map to
 # `ipv4_addr . inet_service` would do, but libnftables 1.0.6 (Debian 12) segfaults parsing a JSON

@@ -6,6 +6,7 @@ table/sets/chains, flush nsnet's own chains, add the rules), so every network ch
 a damaged skeleton, atomically, in the same transaction as its elements.
 
 inet forward (traffic the host routes), in order:
+  within one --no-icc bridge (a hairpin through a published port): drop
   within one bridge: accept (the network's own traffic, and hairpin through a published port)
   from or to an internal network: drop (internal networks reach only themselves)
   to a sandbox: replies accepted, and connections to published ports (DNAT) from anywhere
@@ -96,6 +97,7 @@ def _inet_sets() -> list[Command]:
         _set(names.SAME_BRIDGE, ["ifname", "ifname"]),
         _set(names.MASQ_SUBNETS, "ipv4_addr", ["interval"]),
         _set(names.BRIDGE_SUBNETS, ["ifname", "ipv4_addr"], ["interval"]),
+        _set(names.NO_ICC_BRIDGES, "ifname"),
         _set(names.PUBLISHED_ANY_IP, ANY_KEY, data="ipv4_addr"),
         _set(names.PUBLISHED_ANY_PORT, ANY_KEY, data="inet_service"),
         _set(names.PUBLISHED_ADDR_IP, ADDR_KEY, data="ipv4_addr"),
@@ -108,6 +110,11 @@ def _forward() -> list[Command]:
     f = names.FORWARD
     return [
         *_chain(f, "filter", "forward", names.FORWARD_PRIORITY),
+        # Without br_netfilter, a hairpin between two sandboxes of a --no-icc network is routed
+        # and leaves by the bridge's output, past table bridge nsnet's forward hook: drop it here.
+        _rule(f, _in_set("iifname", names.NO_ICC_BRIDGES),
+              _match(_concat(_meta("iifname"), _meta("oifname")), f"@{names.SAME_BRIDGE}"), DROP,
+              comment="no inter-container communication, even through published ports"),
         _rule(f, _match(_concat(_meta("iifname"), _meta("oifname")), f"@{names.SAME_BRIDGE}"), ACCEPT,
               comment="within one network"),
         _rule(f, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
@@ -211,13 +218,16 @@ def _element(verb: str, set_name: str, elements: Iterable[Any], family: str = na
 def _network_elements(verb: str, network: Network) -> list[Command]:
     bridge = network.bridge
     subnet = {"prefix": {"addr": str(network.subnet.network_address), "len": network.subnet.prefixlen}}
-    return [
+    commands = [
         _element(verb, names.BRIDGES, [bridge]),
         _element(verb, names.SAME_BRIDGE, [_concat(bridge, bridge)]),
         _element(verb, names.BRIDGE_SUBNETS, [_concat(bridge, subnet)]),
         _element(verb, names.INTERNAL_BRIDGES, [bridge]) if network.internal
         else _element(verb, names.MASQ_SUBNETS, [subnet]),
     ]
+    if not network.icc:
+        commands.append(_element(verb, names.NO_ICC_BRIDGES, [bridge]))
+    return commands
 
 
 def render_add_network(network: Network) -> list[Command]:
