@@ -62,15 +62,20 @@ class Server:
             self.process.wait()
 
 
+def start(ns: str | None, script: str, *args: object) -> Server:
+    """Run a server script in ns and wait for it to say it is listening."""
+    process = subprocess.Popen(in_ns(ns, [sys.executable, "-c", script, *map(str, args)]),
+                               stdout=subprocess.PIPE, text=True)
+    if process.stdout.readline().strip() != "ready":
+        process.kill()
+        process.wait()
+        raise AssertionError(f"server in {ns or 'the host'} {args} did not start")
+    return Server(process)
+
+
 def serve(ns: str | None, ip: str, port: int, count: int = 1, timeout: float = TIMEOUT) -> Server:
     """A TCP server in ns that greets `count` clients and records their source addresses."""
-    process = subprocess.Popen(
-        in_ns(ns, [sys.executable, "-c", _SERVER, ip, str(port), str(count), str(timeout)]),
-        stdout=subprocess.PIPE, text=True,
-    )
-    ready = process.stdout.readline().strip()
-    assert ready == "ready", f"server in {ns} on {ip}:{port} did not start"
-    return Server(process)
+    return start(ns, _SERVER, ip, port, count, timeout)
 
 
 def connect(ns: str | None, ip: str, port: int, timeout: float = TIMEOUT) -> str | None:
@@ -131,18 +136,13 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (sys.argv[1], int(
 
 def datagram_arrives(client_ns: str | None, server_ns: str | None, ip: str, port: int) -> bool:
     """One UDP datagram, no reply needed: proves whether packets get *out*, not just back."""
-    receiver = subprocess.Popen(
-        in_ns(server_ns, [sys.executable, "-c", _UDP_RECEIVER, ip, str(port), "1.5"]), stdout=subprocess.PIPE, text=True
-    )
+    receiver = start(server_ns, _UDP_RECEIVER, ip, port, 1.5)
     try:
-        assert receiver.stdout.readline().strip() == "ready"
         subprocess.run(in_ns(client_ns, [sys.executable, "-c", _UDP_SENDER, ip, str(port)]), check=True, timeout=10)
-        out, _ = receiver.communicate(timeout=10)
+        out, _ = receiver.process.communicate(timeout=10)
         return bool(out.strip())
     finally:
-        if receiver.poll() is None:
-            receiver.kill()
-            receiver.wait()
+        receiver.stop()
 
 
 _MULTI_SERVER = r"""
@@ -173,12 +173,7 @@ while pending:
 
 def serve_ports(ns: str | None, ip: str, ports: list[int], timeout: float = TIMEOUT) -> Server:
     """One server listening on many ports; peers() then lists [port, source address] pairs."""
-    process = subprocess.Popen(
-        in_ns(ns, [sys.executable, "-c", _MULTI_SERVER, ip, ",".join(map(str, ports)), str(timeout)]),
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert process.stdout.readline().strip() == "ready"
-    return Server(process)
+    return start(ns, _MULTI_SERVER, ip, ",".join(map(str, ports)), timeout)
 
 
 _UDP_ECHO = r"""
@@ -211,13 +206,8 @@ def udp_exchange(client_ns: str | None, server_ns: str | None, server_ip: str, i
                  server_port: int | None = None) -> tuple[str | None, list[str]]:
     """A UDP datagram from client_ns to ip:port and its echo, served in server_ns on
     server_ip:server_port: (the echo, the source addresses the server saw)."""
-    receiver = subprocess.Popen(
-        in_ns(server_ns, [sys.executable, "-c", _UDP_ECHO, server_ip, str(server_port or port), str(TIMEOUT)]),
-        stdout=subprocess.PIPE, text=True,
-    )
-    server = Server(receiver)
+    server = start(server_ns, _UDP_ECHO, server_ip, server_port or port, TIMEOUT)
     try:
-        assert receiver.stdout.readline().strip() == "ready"
         result = subprocess.run(in_ns(client_ns, [sys.executable, "-c", _UDP_CLIENT, ip, str(port), "2"]),
                                 capture_output=True, text=True, timeout=10)
         echo = result.stdout.strip() if result.returncode == 0 else None
