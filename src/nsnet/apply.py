@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from . import faults
 from .errors import KernelError, NsnetError, TeardownError
 from .kernel import Kernel
 from .plan.ops import Operation
@@ -18,6 +19,7 @@ def apply(plan: Sequence[Operation], kernel: Kernel) -> None:
     done: list[Operation] = []
     try:
         for op in plan:
+            faults.point(type(op).__name__)
             op.run(kernel)
             done.append(op)
     except BaseException as exc:
@@ -48,6 +50,7 @@ def rollback(done: Sequence[Operation], kernel: Kernel) -> list[Exception]:
 def teardown(plan: Sequence[Operation], kernel: Kernel, what: str) -> None:
     failures: list[Exception] = []
     for op in plan:
+        faults.point(type(op).__name__)
         try:
             op.run(kernel)
         except KernelError as exc:

@@ -229,6 +229,24 @@ def doctor(args: argparse.Namespace) -> int:
     return 1 if any(f.severity == "problem" for f in findings) else 0
 
 
+def check(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        drift = engine.check()
+    if args.format == "json":
+        print(as_json([d.to_dict() for d in drift]))
+    else:
+        for difference in drift:
+            print(difference)
+    return 1 if drift else 0
+
+
+def gc(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        for action in engine.gc():
+            print(action)
+    return 0
+
+
 def lab(args: argparse.Namespace) -> int:
     from . import lab as lab_module
 
@@ -309,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("rm", rm, "remove sandboxes")
     sub.add_argument("names", nargs="+", metavar="NAME")
     sub.add_argument("-f", "--force", action="store_true", help="kill processes still running inside")
+    sub = verb("check", check, "list every difference between the ledger and the kernel")
+    sub.add_argument("--format", help="json for JSON")
+    verb("gc", gc, "repair: finish or undo interrupted commands, forget vanished sandboxes, re-make what is missing")
     sub = verb("doctor", doctor, "report what on this host would break nsnet, and why")
     sub.add_argument("--format", help="json for JSON")
     sub = verb("lab", lab, "run a command (default: a shell) in a throwaway isolated host")

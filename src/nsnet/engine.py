@@ -17,17 +17,25 @@ from dataclasses import replace
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
-from . import ipam, portspec, validate
+from . import faults, ipam, portspec, validate
 from .apply import apply, teardown
 from .doctor import Finding, diagnose
-from .errors import Conflict, InvalidInput, NotFound, NsnetError
+from .errors import Conflict, InvalidInput, NotFound, NsnetError, TeardownError
 from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
-from .plan.network import plan_create_network, plan_remove_network
-from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
+from .plan.network import plan_create_network, plan_remove_network, plan_repair_network, plan_replace_firewall
+from .plan.ops import DeleteLink, Operation, RemoveEtcFiles
+from .plan.sandbox import (
+    plan_connect,
+    plan_create_sandbox,
+    plan_disconnect,
+    plan_remove_sandbox,
+    plan_repair_endpoint,
+)
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
+from .reconcile import NSNET_LINK, Drift, Observed, desired_firewall, find_drift
 from .store import Store
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
@@ -120,12 +128,14 @@ class Engine:
                     created=time.time(), state="creating",
                 )
                 self._store.add_network(network)
+            faults.point("reserved")
             try:
                 apply(plan_create_network(network, others=len(existing)), self.kernel)
             except BaseException:
                 with self._store.transaction():
                     self._store.delete_network(network.id)
                 raise
+            faults.point("applied")
             with self._store.transaction():
                 self._store.set_network_state(network.id, "ready")
         return replace(network, state="ready")
@@ -146,7 +156,9 @@ class Engine:
             with self._store.transaction():
                 self._store.set_network_state(network.id, "removing")
                 others = len(self._store.networks()) - 1
+            faults.point("reserved")
             teardown(plan_remove_network(network, others), self.kernel, f"removing network {name!r}")
+            faults.point("applied")
             with self._store.transaction():
                 self._store.delete_network(network.id)
 
@@ -191,6 +203,7 @@ class Engine:
                                 port_requests if i == 0 else []), net)
                 for i, net in enumerate(nets)
             ]
+        faults.point("reserved")
         try:
             apply(plan_create_sandbox(name, attachments), self.kernel)
         except BaseException:
@@ -198,6 +211,7 @@ class Engine:
                 self._store.delete_sandbox(name)
                 self._restore_pointers(pointers)
             raise
+        faults.point("applied")
         with self._store.transaction():
             self._store.set_sandbox_state(name, "ready")
             self._store.set_endpoints_state(sandbox_id, "ready")
@@ -218,7 +232,9 @@ class Engine:
         attachments = [(e, self.network(e.network)) for e in sandbox.endpoints]
         with self._store.transaction():
             self._store.set_sandbox_state(name, "removing")
+        faults.point("reserved")
         teardown(plan_remove_sandbox(name, force, attachments), self.kernel, f"removing sandbox {name!r}")
+        faults.point("applied")
         with self._store.transaction():
             self._store.delete_sandbox(name)
 
@@ -236,6 +252,7 @@ class Engine:
             default_route = not any(e.default_route for e in current.endpoints)
             pointers = {net.id: self._store.last_ip(net.id)}
             endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests)
+        faults.point("reserved")
         try:
             apply(plan_connect(endpoint, net), self.kernel)
         except BaseException:
@@ -243,6 +260,7 @@ class Engine:
                 self._store.delete_endpoint(endpoint.id)
                 self._restore_pointers(pointers)
             raise
+        faults.point("applied")
         with self._store.transaction():
             self._store.set_endpoint_state(endpoint.id, "ready")
         return replace(endpoint, state="ready")
@@ -257,12 +275,95 @@ class Engine:
             others = [e for e in current.endpoints if e.id != endpoint.id]
             successor = others[0] if endpoint.default_route and others else None
             self._store.set_endpoint_state(endpoint.id, "removing")
+        faults.point("reserved")
         teardown(plan_disconnect(endpoint, self.network(network), successor), self.kernel,
                  f"disconnecting {sandbox!r} from {network!r}")
+        faults.point("applied")
         with self._store.transaction():
             self._store.delete_endpoint(endpoint.id)
             if successor is not None:
                 self._store.set_default_route(successor.id)
+
+    # Ledger against kernel
+
+    def _observe(self) -> Observed:
+        return self.kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in self._store.sandboxes()})
+
+    def check(self) -> list[Drift]:
+        """Every difference between the ledger and the live kernel (see nsnet.reconcile)."""
+        return find_drift(self._store.networks(), self._store.sandboxes(), self._observe())
+
+    def gc(self) -> list[str]:
+        """Bring kernel and ledger back to agreement; returns what was done.
+
+        Half-done operations are undone (rows 'creating') or finished ('removing'); sandboxes whose
+        namespace is gone are forgotten, which releases their addresses and ports; missing bridges,
+        addresses and veths are made again; nsnet-named links no row describes are deleted; and
+        nsnet's tables are rebuilt from the ledger in one transaction. Nothing that is not nsnet's
+        is touched. Every step runs even when one fails; the failures are raised at the end.
+        """
+        done: list[str] = []
+        failures: list[Exception] = []
+
+        def run(plan: list[Operation], what: str) -> None:
+            try:
+                teardown(plan, self.kernel, what)
+            except TeardownError as exc:
+                failures.extend(exc.errors)
+            done.append(what)
+
+        with self._network_lock():
+            networks = {n.name: n for n in self._store.networks()}
+            for sandbox in self._store.sandboxes():
+                attachments = [(e, networks[e.network]) for e in sandbox.endpoints]
+                if sandbox.state != "ready":
+                    run(plan_remove_sandbox(sandbox.name, True, attachments), f"finished removing sandbox {sandbox.name}")
+                    with self._store.transaction():
+                        self._store.delete_sandbox(sandbox.name)
+                    continue
+                for endpoint, network in attachments:
+                    if endpoint.state != "ready":
+                        run(plan_disconnect(endpoint, network, None),
+                            f"finished disconnecting {sandbox.name} from {network.name}")
+                        with self._store.transaction():
+                            self._store.delete_endpoint(endpoint.id)
+            for network in list(networks.values()):
+                if network.state != "ready" and not self._store.endpoint_count(network.id):
+                    run([DeleteLink(network.bridge)], f"finished removing network {network.name}")
+                    with self._store.transaction():
+                        self._store.delete_network(network.id)
+                    del networks[network.name]
+
+            observed = self._observe()
+            for sandbox in self._store.sandboxes():
+                if sandbox.name not in observed.netns:
+                    with self._store.transaction():
+                        self._store.delete_sandbox(sandbox.name)
+                    done.append(f"forgot sandbox {sandbox.name}: its namespace is gone")
+                    run([RemoveEtcFiles(sandbox.name)], f"removed /etc/netns/{sandbox.name}")
+            for network in networks.values():
+                ops = plan_repair_network(network, observed.links.get(network.bridge), observed.ip_forward)
+                if ops:
+                    run(ops, f"repaired network {network.name}")
+            for sandbox in self._store.sandboxes():
+                inside = observed.sandbox_links.get(sandbox.name, frozenset())
+                for endpoint in sandbox.endpoints:
+                    network = networks[endpoint.network]
+                    ops = plan_repair_endpoint(endpoint, network, observed.links.get(endpoint.host_ifname),
+                                               endpoint.ifname in inside)
+                    if ops:
+                        run(ops, f"repaired {sandbox.name}'s link to {network.name}")
+            known = {n.bridge for n in networks.values()}
+            known |= {e.host_ifname for s in self._store.sandboxes() for e in s.endpoints}
+            for name in sorted(observed.links):
+                if NSNET_LINK.match(name) and name not in known:
+                    run([DeleteLink(name)], f"deleted orphan link {name}")
+            firewall = desired_firewall(self._store.networks(), self._store.sandboxes())
+            if firewall or observed.nft is not None:
+                run(plan_replace_firewall(firewall), "rebuilt nsnet's nftables tables from the ledger")
+        if failures:
+            raise TeardownError("gc", failures)
+        return done
 
     def doctor(self) -> list[Finding]:
         """What on this host would break nsnet's traffic (see nsnet.doctor)."""

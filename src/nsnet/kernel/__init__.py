@@ -8,10 +8,12 @@ argument names the namespace to act in; None is the host, the namespace nsnet ru
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..doctor import HostFacts
+from ..reconcile import Observed
 from ..publish import Listener
 
 
@@ -40,6 +42,8 @@ class Kernel(ABC):
     @abstractmethod
     def delete_link(self, name: str, sandbox: str | None = None) -> None: ...
     @abstractmethod
+    def attach_to_bridge(self, name: str, bridge: str) -> None: ...
+    @abstractmethod
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None: ...
     @abstractmethod
     def delete_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None: ...
@@ -61,6 +65,10 @@ class Kernel(ABC):
     def listeners(self) -> list[Listener]: ...
     @abstractmethod
     def ephemeral_ports(self) -> range: ...
+    @abstractmethod
+    def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
+        """What exists of nsnet's: host links, pinned namespaces, the given interfaces inside each
+        given sandbox, nsnet's nft elements, ip_forward."""
     @abstractmethod
     def host_facts(self) -> HostFacts:
         """What `nsnet doctor` judges: read-only observations of the host."""

@@ -8,11 +8,14 @@ records every call, and can be told to fail at the Nth mutating call.
 from __future__ import annotations
 
 import errno
+import json
 from dataclasses import replace
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..doctor import HostFacts
+from ..reconcile import LinkState, Observed, element_key
 from ..errors import KernelError
 from ..publish import Listener
 from . import Kernel
@@ -34,6 +37,8 @@ class FakeKernel(Kernel):
         self.host_listeners: list[Listener] = []
         self.ephemeral = range(32768, 61000)
         self.facts = HostFacts(ip_forward="1", bridge_nf_call_iptables=None)
+        self.nft_tables: set[tuple[str, str]] = set()
+        self.nft_elements: dict[tuple[str, str, str], Any] = {}
 
     def _mutating(self, *call: Any) -> None:
         self.calls.append(call)
@@ -118,6 +123,11 @@ class FakeKernel(Kernel):
                 if link.get("master") == name:
                     del link["master"]
 
+    def attach_to_bridge(self, name: str, bridge: str) -> None:
+        self._mutating("attach_to_bridge", name, bridge)
+        self._need((None, name) in self.links and (None, bridge) in self.links, f"attaching {name}")
+        self.links[(None, name)]["master"] = bridge
+
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
         self._mutating("add_address", ifname, str(address), sandbox)
         self._need((sandbox, ifname) in self.links, f"adding {address} to {ifname}")
@@ -141,8 +151,36 @@ class FakeKernel(Kernel):
     # Firewall and sysctls
 
     def nft(self, commands: list[dict[str, Any]]) -> None:
+        """Tables and elements, applied atomically as nft does: deleting what is not there
+        (ENOENT) refuses the whole transaction. A map element is [key, value], deleted by key."""
         self._mutating("nft", len(commands))
+        tables, elements = set(self.nft_tables), dict(self.nft_elements)
+        for command in commands:
+            ((verb, body),) = command.items()
+            ((kind, obj),) = body.items()
+            if kind == "table":
+                table = (obj["family"], obj["name"])
+                if verb == "delete" and table not in tables:
+                    raise KernelError("nftables transaction", errno.ENOENT, "No such file or directory")
+                if verb == "add":
+                    tables.add(table)
+                elif verb == "delete":
+                    tables.discard(table)
+                    elements = {k: v for k, v in elements.items() if k[0] != obj["family"]}
+            elif kind == "element":
+                for element in obj["elem"]:
+                    key, value = element if isinstance(element, list) else (element, None)
+                    where = (obj["family"], obj["name"], json.dumps(key, sort_keys=True))
+                    if verb == "add":
+                        elements[where] = value
+                    elif elements.pop(where, KeyError) is KeyError:
+                        raise KernelError("nftables transaction", errno.ENOENT, "No such file or directory")
+        self.nft_tables, self.nft_elements = tables, elements
         self.nft_log.append(commands)
+
+    def _observed_elements(self) -> frozenset[str]:
+        return frozenset(element_key(family, name, json.loads(key) if value is None else [json.loads(key), value])
+                         for (family, name, key), value in self.nft_elements.items())
 
     def ensure_sysctl(self, key: str, value: str) -> bool:
         self._mutating("ensure_sysctl", key, value)
@@ -158,6 +196,19 @@ class FakeKernel(Kernel):
 
     def ephemeral_ports(self) -> range:
         return self.ephemeral
+
+    def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
+        """The modelled links, namespaces and nft elements."""
+        links = {}
+        for (ns, name), link in self.links.items():
+            if ns is None:
+                addresses = frozenset(str(a) for s, i, a in self.addresses if s is None and i == name)
+                links[name] = LinkState(link["kind"], link.get("master"), True, addresses)
+        inside = {name: frozenset(i for i in ifnames if (name, i) in self.links)
+                  for name, ifnames in sandboxes.items() if name in self.netns}
+        nft = self._observed_elements() if ("inet", "nsnet") in self.nft_tables else None
+        return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, nft=nft,
+                        ip_forward=self.sysctls.get("net.ipv4.ip_forward", "0"))
 
     def host_facts(self) -> HostFacts:
         return replace(self.facts, listeners=tuple(self.host_listeners), routes=tuple(self.host_route_table))

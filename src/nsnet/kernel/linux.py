@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..doctor import HostFacts
+from ..errors import KernelError
+from ..reconcile import Observed
 from ..publish import Listener
 from . import Kernel, netns, sysctl
 from .nft import Nft
@@ -106,6 +109,11 @@ class LinuxKernel(Kernel):
     def delete_link(self, name: str, sandbox: str | None = None) -> None:
         self._rtnl(sandbox).delete_link(name)
 
+    def attach_to_bridge(self, name: str, bridge: str) -> None:
+        host = self._rtnl(None)
+        host.set_master(name, host.link_index(bridge))
+        host.set_hairpin(name)
+
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
         sock = self._rtnl(sandbox)
         sock.add_address(sock.link_index(ifname), address, _where(ifname, sandbox))
@@ -138,6 +146,32 @@ class LinuxKernel(Kernel):
         from .sockets import listeners
 
         return listeners()
+
+    def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
+        from . import observe
+
+        pinned = frozenset(os.listdir(netns.NETNS_DIR)) if os.path.isdir(netns.NETNS_DIR) else frozenset()
+        return Observed(
+            links=observe.host_links(),
+            netns=pinned,
+            sandbox_links={name: self._present(name, ifnames) for name, ifnames in sandboxes.items() if name in pinned},
+            nft=observe.nsnet_elements(),
+            ip_forward=sysctl.read("net.ipv4.ip_forward"),
+        )
+
+    def _present(self, sandbox: str, ifnames: Iterable[str]) -> frozenset[str]:
+        try:
+            sock = self._rtnl(sandbox)
+        except KernelError:  # pinned, but not a usable namespace
+            return frozenset()
+        found = set()
+        for ifname in ifnames:
+            try:
+                sock.link_index(ifname)
+                found.add(ifname)
+            except KernelError:
+                pass
+        return frozenset(found)
 
     def host_facts(self) -> HostFacts:
         from . import observe

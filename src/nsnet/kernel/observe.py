@@ -81,3 +81,44 @@ def missing_features() -> list[str]:
         return missing
 
     return netns.in_thread(probe)
+
+
+def host_links() -> dict[str, Any]:
+    """Every link of the host with its kind, master, state and IPv4 addresses."""
+    from pyroute2 import IPRoute
+
+    from ..reconcile import LinkState
+
+    with IPRoute() as ipr:
+        links = list(ipr.get_links())
+        addresses: dict[int, set[str]] = {}
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            addresses.setdefault(addr["index"], set()).add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+    names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
+    found = {}
+    for link in links:
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
+        found[names[link["index"]]] = LinkState(
+            kind=kind, master=names.get(link.get_attr("IFLA_MASTER")), up=bool(link["flags"] & 1),
+            addresses=frozenset(addresses.get(link["index"], ())),
+        )
+    return found
+
+
+def nsnet_elements() -> frozenset[str] | None:
+    """The elements of nsnet's sets and maps, or None when its inet table does not exist."""
+    from ..firewall import names
+    from ..reconcile import element_key
+    from .nft import Nft
+
+    listing = Nft().list_ruleset()
+    tables = {(t["table"]["family"], t["table"]["name"]) for t in listing if "table" in t}
+    if (names.FAMILY, names.TABLE) not in tables:
+        return None
+    keys = set()
+    for item in listing:
+        body = item.get("set") or item.get("map")
+        if body and body["table"] == names.TABLE and body["family"] in (names.FAMILY, names.BRIDGE_FAMILY):
+            keys.update(element_key(body["family"], body["name"], e) for e in body.get("elem", []))
+    return frozenset(keys)

@@ -152,6 +152,10 @@ class RtnlSocket:
         body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu) + u32(IFLA_MASTER, master)
         self.request(f"creation of veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body + linkinfo)
 
+    def set_master(self, name: str, master: int) -> None:
+        body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MASTER, master)
+        self.request(f"attaching {name} to its bridge", RTM_NEWLINK, 0, body)
+
     def set_hairpin(self, name: str) -> None:
         """Let the bridge send a frame back out the port it came in by, as `bridge link set dev
         NAME hairpin on` does. With br_netfilter, a sandbox's connection to its own published

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..firewall import render
 from ..model import Network
+from ..reconcile import LinkState
 from ..naming import mac_for
 from .ops import AddAddress, ApplyFirewall, CreateBridge, DeleteLink, EnsureSysctl, Operation, RemoveFirewallElements
 
@@ -38,3 +39,27 @@ def plan_remove_network(network: Network, others: int) -> list[Operation]:
     else:
         rules = ApplyFirewall(tuple(render.render_remove_table()), description="removing nsnet's tables")
     return [rules, DeleteLink(network.bridge)]
+
+
+def plan_repair_network(network: Network, bridge: LinkState | None, ip_forward: str) -> list[Operation]:
+    """What a network needs back after a reboot or out-of-band damage (nothing when it is whole);
+    its rules are rebuilt with the whole firewall (see plan_replace_firewall)."""
+    ops: list[Operation] = [] if ip_forward == "1" else [EnsureSysctl(IP_FORWARD, "1")]
+    if bridge is None:
+        ops += [
+            CreateBridge(network.bridge, network.mtu, mac_for(network.gateway)),
+            EnsureSysctl(f"net.ipv4.conf.{network.bridge}.route_localnet", "1"),
+        ]
+    if bridge is None or str(network.gateway_interface) not in bridge.addresses:
+        ops.append(AddAddress(network.bridge, network.gateway_interface))
+    return ops
+
+
+def plan_replace_firewall(commands: list[dict]) -> list[Operation]:
+    """nsnet's tables replaced, atomically, by what the ledger implies (commands: skeleton and
+    elements), or removed when it implies nothing. Adding a table before deleting it makes the
+    delete safe whether or not the table exists."""
+    tables = [{"family": family, "name": render.names.TABLE} for family in (render.names.FAMILY,
+                                                                             render.names.BRIDGE_FAMILY)]
+    reset = [{"add": {"table": t}} for t in tables] + [{"delete": {"table": t}} for t in tables]
+    return [ApplyFirewall(tuple(reset + commands), description="rebuilding nsnet's tables from the ledger")]

@@ -55,6 +55,15 @@ class DeleteLink(Operation):
 
 
 @dataclass(frozen=True)
+class AttachToBridge(Operation):
+    name: str
+    bridge: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.attach_to_bridge(self.name, self.bridge)
+
+
+@dataclass(frozen=True)
 class AddAddress(Operation):
     ifname: str
     address: IPv4Interface

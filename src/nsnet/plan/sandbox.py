@@ -7,6 +7,7 @@ from ..firewall import render
 from ..model import Endpoint, Network
 from .ops import (
     AddAddress,
+    AttachToBridge,
     ApplyFirewall,
     CreateNetns,
     CreateVeth,
@@ -81,3 +82,13 @@ def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | 
 def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment]) -> list[Operation]:
     ops: list[Operation] = [KillProcesses(name)] if force else []
     return ops + [DeleteNetns(name), RemoveEtcFiles(name), *_remove_rules(attachments, f"sandbox {name}")]
+
+
+def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkState | None,
+                         inside: bool) -> list[Operation]:
+    """A veth gone (either end) is made again; one that lost its bridge (the bridge was re-made)
+    is attached to it again."""
+    if host_end is not None and inside:
+        return [] if host_end.master == network.bridge else [AttachToBridge(endpoint.host_ifname, network.bridge)]
+    ops: list[Operation] = [DeleteLink(endpoint.host_ifname)] if host_end is not None else []
+    return ops + _attach(endpoint, network)

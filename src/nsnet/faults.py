@@ -1,0 +1,21 @@
+"""A fault hook for tests: NSNET_FAULT=STEP makes the process kill itself (SIGKILL, no cleanup,
+no rollback) when it reaches STEP, to prove that a crash at any instant leaves a state that
+`nsnet gc` brings back to consistent.
+
+Steps are the class names of plan operations (`CreateNetns`, `CreateVeth`, `ApplyFirewall`, ...,
+the first one of that name in the plan), `reserved` (the ledger holds the new rows, the kernel
+is untouched) and `applied` (the kernel is done, the rows are not yet marked ready).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "NSNET_FAULT"
+_STEP = os.environ.get(ENV)
+
+
+def point(step: str) -> None:
+    if _STEP is not None and _STEP == step:
+        os.kill(os.getpid(), signal.SIGKILL)

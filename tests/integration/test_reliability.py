@@ -1,0 +1,147 @@
+"""Crash safety, repair and concurrency: the ledger and the kernel always come back to agreement."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from nsnet import Engine
+
+from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
+from .net import exchange, run
+
+
+def nsnet_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, **extra}
+
+
+def check() -> list[dict]:
+    result = cli("check", "--format", "json")
+    return json.loads(result.stdout)
+
+
+def test_out_of_band_damage_is_reported_repaired_and_rm_still_works(state_dir: str, engine: Engine,
+                                                                     wan: str) -> None:
+    app = engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
+    engine.create_sandbox("lost", networks=["app"])
+    engine.create_sandbox("cut", networks=["app"])
+    assert check() == []
+
+    run("ip", "link", "del", app.bridge)
+    run("ip", "netns", "del", "lost")
+    run("ip", "link", "del", engine.sandbox("cut").endpoint("app").host_ifname)
+    run("nft", "delete", "table", "inet", "nsnet")
+    run("ip", "link", "add", "nsv0123456789ab", "type", "dummy", check=False)
+    run("ip", "link", "add", "nsbr-0123456789", "type", "bridge")
+
+    drift = {(d["kind"], d["subject"]) for d in check()}
+    assert drift == {("missing", "network app"), ("wrong", "sandbox web"), ("missing", "sandbox lost"),
+                     ("missing", "sandbox cut"), ("missing", "nftables"), ("orphan", "link nsbr-0123456789")}
+
+    assert cli("gc").returncode == 0
+    assert check() == []
+    assert [s.name for s in engine.sandboxes()] == ["web", "cut"]
+    assert exchange("web", wan, WAN_PEER, 9000) == (f"hello from {WAN_PEER}", [WAN_HOST])
+    assert exchange("cut", wan, WAN_PEER, 9001) == (f"hello from {WAN_PEER}", [WAN_HOST])
+    assert cli("rm", "-f", "web", "cut", "lost").returncode == 0
+
+
+def test_after_a_reboot_gc_restores_networks_and_forgets_sandboxes(state_dir: str, engine: Engine,
+                                                                    wan: str) -> None:
+    app = engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
+    # What a reboot leaves: the ledger, and none of the kernel objects.
+    run("ip", "netns", "del", "web")
+    run("ip", "link", "del", app.bridge)
+    run("nft", "delete", "table", "inet", "nsnet")
+    run("nft", "delete", "table", "bridge", "nsnet")
+    run("sysctl", "-qw", "net.ipv4.ip_forward=0")
+
+    assert cli("gc").returncode == 0
+
+    assert check() == []
+    assert engine.sandboxes() == []
+    engine.create_sandbox("fresh", networks=["app"], publish=["8080:80"])
+    assert exchange("fresh", wan, WAN_PEER, 9002) == (f"hello from {WAN_PEER}", [WAN_HOST])
+
+
+SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24"), ("network", "create", "side", "--subnet",
+         "10.32.0.0/24"), ("create", "web", "--network", "app", "-p", "8080:80"), ("create", "spare",
+         "--network", "side"), ("connect", "side", "web")]
+CRASHES = {
+    ("network", "create", "new", "--subnet", "10.33.0.0/24"):
+        ["reserved", "EnsureSysctl", "CreateBridge", "AddAddress", "ApplyFirewall", "applied"],
+    ("create", "box", "--network", "app", "-p", "8081:81"):
+        ["reserved", "CreateNetns", "WriteEtcFiles", "ApplyFirewall", "CreateVeth", "AddAddress", "SetDefaultRoute",
+         "applied"],
+    ("connect", "app", "spare", "-p", "8082:82"): ["reserved", "ApplyFirewall", "CreateVeth", "AddAddress", "applied"],
+    ("disconnect", "side", "web"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
+    ("rm", "-f", "web"): ["reserved", "KillProcesses", "DeleteNetns", "RemoveEtcFiles", "RemoveFirewallElements",
+                          "applied"],
+    ("network", "rm", "-f", "side"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
+}
+CASES = [(argv, step) for argv, steps in CRASHES.items() for step in steps]
+
+
+@pytest.mark.parametrize("argv, step", CASES, ids=[f"{a[0]}-{a[1]}@{s}" for a, s in CASES])
+def test_a_kill_at_any_step_is_repaired_by_gc(state_dir: str, engine: Engine, argv: tuple, step: str) -> None:
+    for setup in SETUP:
+        assert cli(*setup).returncode == 0
+    crashed = subprocess.run([NSNET, *argv], env=nsnet_env(NSNET_FAULT=step), capture_output=True, timeout=60)
+    assert crashed.returncode == -9, crashed.stderr
+
+    assert cli("gc").returncode == 0
+
+    assert check() == []
+    addresses = [e.address.ip for s in engine.sandboxes() for e in s.endpoints]
+    assert len(addresses) == len(set(addresses))
+    assert cli("create", "after", "--network", "app").returncode == 0
+    addresses.append(engine.sandbox("after").endpoint("app").address.ip)
+    assert len(addresses) == len(set(addresses))
+    assert check() == []
+
+
+def test_fifty_parallel_creates_get_fifty_addresses(state_dir: str, engine: Engine) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    processes = [subprocess.Popen([NSNET, "create", f"s{i:02}", "--network", "app"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for i in range(50)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+
+    assert [p.returncode for p in processes] == [0] * 50, errors
+    sandboxes = engine.sandboxes()
+    assert sorted(s.name for s in sandboxes) == [f"s{i:02}" for i in range(50)]
+    assert len({s.endpoints[0].address.ip for s in sandboxes}) == 50
+    assert check() == []
+
+
+def test_parallel_network_creates_never_overlap(state_dir: str, engine: Engine) -> None:
+    processes = [subprocess.Popen([NSNET, "network", "create", f"n{i}"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for i in range(10)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+
+    assert [p.returncode for p in processes] == [0] * 10, errors
+    subnets = [n.subnet for n in engine.networks()]
+    assert len(subnets) == 10
+    assert not any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
+    assert check() == []
+
+
+def test_removing_what_is_already_gone(state_dir: str, engine: Engine) -> None:
+    assert cli("rm", "-f", "never").returncode == 0
+    assert cli("network", "rm", "-f", "never").returncode == 0
+    assert cli("rm", "never").stderr == "nsnet: error: no such sandbox: 'never'\n"
+    assert cli("network", "rm", "never").stderr == "nsnet: error: no such network: 'never'\n"
+
+
+def test_state_is_private_and_names_cannot_escape(state_dir: str, engine: Engine) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    assert os.stat(state_dir).st_mode & 0o777 == 0o700
+    assert os.stat(os.path.join(state_dir, "state.db")).st_mode & 0o777 == 0o600
+    for name in ("../etc", "a/b", ".", "..", "x" * 64, "-rf"):
+        assert cli("create", name, "--network", "app").returncode in (1, 2)
+    assert sorted(os.listdir("/run/netns")) == []
