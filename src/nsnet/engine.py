@@ -23,7 +23,7 @@ from .doctor import Finding, diagnose
 from .errors import Conflict, InvalidInput, NotFound, NsnetError, TeardownError
 from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
-from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
+from .naming import VETH_PREFIX, bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network, plan_repair_network, plan_replace_firewall
 from .plan.ops import DeleteLink, Operation, RemoveEtcFiles
 from .plan.sandbox import (
@@ -39,6 +39,7 @@ from .reconcile import NSNET_LINK, Drift, Observed, desired_firewall, find_drift
 from .store import Store
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
+SETTLE_SECONDS = 2.0
 
 
 class Engine:
@@ -287,7 +288,19 @@ class Engine:
     # Ledger against kernel
 
     def _observe(self) -> Observed:
-        return self.kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in self._store.sandboxes()})
+        """The kernel's state, once the namespaces of removed sandboxes are gone.
+
+        The kernel destroys an unpinned namespace, and its veths, in deferred work: right after
+        `rm` a veth can linger for some milliseconds, and would look like an orphan."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            observed = self.kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in self._store.sandboxes()})
+            known = {e.host_ifname for s in self._store.sandboxes() for e in s.endpoints}
+            lingering = [n for n in observed.links if n.startswith(VETH_PREFIX) and NSNET_LINK.match(n)
+                         and n not in known]
+            if not lingering or time.monotonic() > deadline:
+                return observed
+            time.sleep(0.02)
 
     def check(self) -> list[Drift]:
         """Every difference between the ledger and the live kernel (see nsnet.reconcile)."""
