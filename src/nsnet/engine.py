@@ -359,11 +359,11 @@ class Engine:
                 if ops:
                     run(ops, f"repaired network {network.name}")
             for sandbox in self._store.sandboxes():
-                inside = observed.sandbox_links.get(sandbox.name, frozenset())
+                inside = observed.sandbox_links.get(sandbox.name, {})
                 for endpoint in sandbox.endpoints:
                     network = networks[endpoint.network]
                     ops = plan_repair_endpoint(endpoint, network, observed.links.get(endpoint.host_ifname),
-                                               endpoint.ifname in inside)
+                                               inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.name))
                     if ops:
                         run(ops, f"repaired {sandbox.name}'s link to {network.name}")
             known = {n.bridge for n in networks.values()}

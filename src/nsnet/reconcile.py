@@ -33,7 +33,10 @@ class LinkState:
 class Observed:
     links: Mapping[str, LinkState]  # the host's links, by name
     netns: frozenset[str]  # names pinned under /run/netns
-    sandbox_links: Mapping[str, frozenset[str]]  # per sandbox whose namespace exists: its interfaces found
+    # Per sandbox whose namespace exists: each interface with its IPv4 addresses, and the default
+    # route as (gateway, device) or None.
+    sandbox_links: Mapping[str, Mapping[str, frozenset[str]]]
+    sandbox_routes: Mapping[str, tuple[str, str] | None]
     nft: frozenset[str] | None  # nsnet's set and map elements (element_key); None when its tables are absent
     ip_forward: str
 
@@ -126,13 +129,18 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
         if s.name not in observed.netns:
             drift.append(Drift("missing", subject, f"its namespace /run/netns/{s.name} is gone"))
             continue
-        inside = observed.sandbox_links.get(s.name, frozenset())
+        inside = observed.sandbox_links.get(s.name, {})
         for e in (e for e in s.endpoints if e.state == "ready"):
             link = observed.links.get(e.host_ifname)
             if link is None or e.ifname not in inside:
                 drift.append(Drift("missing", subject, f"veth {e.host_ifname} / {e.ifname} to {e.network} is gone"))
-            elif link.master != bridges.get(e.network):
+                continue
+            if link.master != bridges.get(e.network):
                 drift.append(Drift("wrong", subject, f"veth {e.host_ifname} is not on bridge {bridges.get(e.network)}"))
+            if str(e.address) not in inside[e.ifname]:
+                drift.append(Drift("missing", subject, f"{e.ifname} lacks its address {e.address}"))
+            if e.default_route and observed.sandbox_routes.get(s.name) != (str(e.gateway), e.ifname):
+                drift.append(Drift("missing", subject, f"no default route via {e.gateway} on {e.ifname}"))
     return drift
 
 

@@ -145,3 +145,35 @@ def test_state_is_private_and_names_cannot_escape(state_dir: str, engine: Engine
     for name in ("../etc", "a/b", ".", "..", "x" * 64, "-rf"):
         assert cli("create", name, "--network", "app").returncode in (1, 2)
     assert sorted(os.listdir("/run/netns")) == []
+
+
+def test_addresses_and_routes_inside_a_sandbox_are_checked_and_repaired(state_dir: str, engine: Engine,
+                                                                        wan: str) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    run("ip", "-n", "web", "addr", "flush", "dev", "eth0")
+
+    assert {(d["kind"], d["detail"]) for d in check()} == {
+        ("missing", "eth0 lacks its address 10.31.0.2/24"), ("missing", "no default route via 10.31.0.1 on eth0")}
+    assert cli("gc").returncode == 0
+    assert check() == []
+    assert exchange("web", wan, WAN_PEER, 9003) == (f"hello from {WAN_PEER}", [WAN_HOST])
+
+
+def namespaces_of_every_thread() -> set[tuple[str, str]]:
+    return {(os.readlink(f"/proc/self/task/{task}/ns/net"), os.readlink(f"/proc/self/task/{task}/ns/mnt"))
+            for task in os.listdir("/proc/self/task")}
+
+
+def test_nothing_leaves_the_calling_process_in_another_namespace(state_dir: str, engine: Engine) -> None:
+    before = namespaces_of_every_thread()
+    assert len(before) == 1
+
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
+    assert engine.exec("web", ["true"]) == 0
+    engine.popen("web", ["sleep", "0"]).wait()
+    engine.check()
+    engine.remove_sandbox("web", force=True)
+
+    assert namespaces_of_every_thread() == before

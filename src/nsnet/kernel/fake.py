@@ -204,10 +204,13 @@ class FakeKernel(Kernel):
             if ns is None:
                 addresses = frozenset(str(a) for s, i, a in self.addresses if s is None and i == name)
                 links[name] = LinkState(link["kind"], link.get("master"), True, addresses)
-        inside = {name: frozenset(i for i in ifnames if (name, i) in self.links)
-                  for name, ifnames in sandboxes.items() if name in self.netns}
+        inside = {name: {i: frozenset(str(a) for s, n, a in self.addresses if s == name and n == i)
+                         for (s, i) in self.links if s == name}
+                  for name in sandboxes if name in self.netns}
+        routes = {name: ((str(self.routes[name][0]), self.routes[name][1]) if name in self.routes else None)
+                  for name in inside}
         nft = self._observed_elements() if ("inet", "nsnet") in self.nft_tables else None
-        return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, nft=nft,
+        return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, sandbox_routes=routes, nft=nft,
                         ip_forward=self.sysctls.get("net.ipv4.ip_forward", "0"))
 
     def host_facts(self) -> HostFacts:

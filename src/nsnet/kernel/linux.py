@@ -151,27 +151,18 @@ class LinuxKernel(Kernel):
         from . import observe
 
         pinned = frozenset(os.listdir(netns.NETNS_DIR)) if os.path.isdir(netns.NETNS_DIR) else frozenset()
+        inside: dict[str, dict[str, frozenset[str]]] = {}
+        routes: dict[str, tuple[str, str] | None] = {}
+        for name in sandboxes:
+            if name in pinned:
+                try:
+                    inside[name], routes[name] = observe.sandbox_interfaces(netns.netns_path(name))
+                except (KernelError, OSError):  # pinned, but not a usable namespace
+                    inside[name], routes[name] = {}, None
         return Observed(
-            links=observe.host_links(),
-            netns=pinned,
-            sandbox_links={name: self._present(name, ifnames) for name, ifnames in sandboxes.items() if name in pinned},
-            nft=observe.nsnet_elements(),
-            ip_forward=sysctl.read("net.ipv4.ip_forward"),
+            links=observe.host_links(), netns=pinned, sandbox_links=inside, sandbox_routes=routes,
+            nft=observe.nsnet_elements(), ip_forward=sysctl.read("net.ipv4.ip_forward"),
         )
-
-    def _present(self, sandbox: str, ifnames: Iterable[str]) -> frozenset[str]:
-        try:
-            sock = self._rtnl(sandbox)
-        except KernelError:  # pinned, but not a usable namespace
-            return frozenset()
-        found = set()
-        for ifname in ifnames:
-            try:
-                sock.link_index(ifname)
-                found.add(ifname)
-            except KernelError:
-                pass
-        return frozenset(found)
 
     def host_facts(self) -> HostFacts:
         from . import observe

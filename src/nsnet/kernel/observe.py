@@ -122,3 +122,24 @@ def nsnet_elements() -> frozenset[str] | None:
         if body and body["table"] == names.TABLE and body["family"] in (names.FAMILY, names.BRIDGE_FAMILY):
             keys.update(element_key(body["family"], body["name"], e) for e in body.get("elem", []))
     return frozenset(keys)
+
+
+def sandbox_interfaces(path: str) -> tuple[dict[str, frozenset[str]], tuple[str, str] | None]:
+    """Inside one sandbox: each interface's IPv4 addresses, and the default route (gateway,
+    device). Read in a helper thread that enters the namespace, pyroute2 and all."""
+    from pyroute2 import IPRoute
+
+    from . import netns
+
+    def inside() -> tuple[dict[str, frozenset[str]], tuple[str, str] | None]:
+        with IPRoute() as ipr:
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            addresses: dict[str, set[str]] = {name: set() for name in names.values()}
+            for addr in ipr.get_addr(family=socket.AF_INET):
+                addresses[names[addr["index"]]].add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+            defaults = [(str(r.get_attr("RTA_GATEWAY")), names.get(r.get_attr("RTA_OIF"), ""))
+                        for r in ipr.get_routes(family=socket.AF_INET)
+                        if r["dst_len"] == 0 and (r.get_attr("RTA_TABLE") or r["table"]) == 254]
+        return {n: frozenset(a) for n, a in addresses.items()}, (defaults[0] if defaults else None)
+
+    return netns.in_netns(path, inside)

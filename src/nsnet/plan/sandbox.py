@@ -85,10 +85,16 @@ def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment]) -
 
 
 def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkState | None,
-                         inside: bool) -> list[Operation]:
+                         inside: frozenset[str] | None, default_route: tuple[str, str] | None) -> list[Operation]:
     """A veth gone (either end) is made again; one that lost its bridge (the bridge was re-made)
-    is attached to it again."""
-    if host_end is not None and inside:
-        return [] if host_end.master == network.bridge else [AttachToBridge(endpoint.host_ifname, network.bridge)]
-    ops: list[Operation] = [DeleteLink(endpoint.host_ifname)] if host_end is not None else []
-    return ops + _attach(endpoint, network)
+    is attached to it again; a lost address or default route is put back. `inside` is the
+    sandbox end's addresses, None when it is gone."""
+    if host_end is None or inside is None:
+        ops: list[Operation] = [DeleteLink(endpoint.host_ifname)] if host_end is not None else []
+        return ops + _attach(endpoint, network)
+    ops = [] if host_end.master == network.bridge else [AttachToBridge(endpoint.host_ifname, network.bridge)]
+    if str(endpoint.address) not in inside:
+        ops.append(AddAddress(endpoint.ifname, endpoint.address, endpoint.sandbox))
+    if endpoint.default_route and default_route != (str(endpoint.gateway), endpoint.ifname):
+        ops.append(SetDefaultRoute(endpoint.sandbox, endpoint.gateway, endpoint.ifname))
+    return ops
