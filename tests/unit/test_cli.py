@@ -3,6 +3,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nsnet import cli, output
 from nsnet.engine import Engine
@@ -388,3 +390,21 @@ def test_publish_is_repeatable_on_create_run_and_connect():
     assert parser.parse_args(["run", "-p", "8080:80", "--", "true"]).publish == ["8080:80"]
     assert parser.parse_args(["connect", "app", "web", "-p", "80"]).publish == ["80"]
     assert parser.parse_args(["create", "web"]).publish == []
+
+
+VERBS = ["network", "create", "ls", "rm", "run", "exec", "connect", "disconnect", "ps", "inspect", "port", "check",
+         "gc", "doctor", "--", "-p", "--ip", "--mtu", "--network", "--format", "-f", "--subnet", "x", "1", ""]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=st.lists(st.sampled_from(VERBS) | st.text(max_size=8), max_size=6))
+def test_any_argv_parses_or_is_refused_in_one_line(argv, capsys):
+    from nsnet.cli import build_parser
+
+    capsys.readouterr()
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, 2)
+        if exc.code == 2:
+            assert capsys.readouterr().err.count("\n") == 1

@@ -253,3 +253,43 @@ def test_address_pool_refuses_malformed_pools(value, field):
 
 def test_address_pool_size_with_a_unicode_digit_is_invalid_input():
     assert_one_line_naming(invalid(validate.address_pool, "base=10.210.0.0/16,size=²"), "address pool size")
+
+
+ANY_TEXT = st.text(max_size=40) | st.from_regex(r"[0-9a-f.:/=,x-]{0,30}", fullmatch=True)
+
+
+def _one_line_invalid_or_accepted(parse, value):
+    try:
+        parse(value)
+    except InvalidInput as exc:
+        assert "\n" not in str(exc)
+
+
+@given(ANY_TEXT)
+def test_address_raises_only_invalid_input(value):
+    _one_line_invalid_or_accepted(lambda v: validate.address("ip", v), value)
+
+
+@given(ANY_TEXT)
+def test_address_pool_raises_only_invalid_input(value):
+    _one_line_invalid_or_accepted(validate.address_pool, value)
+
+
+@given(st.lists(ANY_TEXT, max_size=3))
+def test_labels_raise_only_invalid_input(values):
+    _one_line_invalid_or_accepted(validate.labels, values)
+
+
+@given(st.integers(min_value=-10**6, max_value=10**6))
+def test_mtu_accepts_exactly_68_to_65535(value):
+    if 68 <= value <= 65535:
+        assert validate.mtu(value) == value
+    else:
+        with pytest.raises(InvalidInput):
+            validate.mtu(value)
+
+
+@given(name=ANY_TEXT, subnet=st.none() | ANY_TEXT, gateway=st.none() | ANY_TEXT, ip_range=st.none() | ANY_TEXT)
+def test_a_whole_network_request_raises_only_invalid_input(name, subnet, gateway, ip_range):
+    _one_line_invalid_or_accepted(
+        lambda _: validate.network_request(name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range), None)
