@@ -6,9 +6,10 @@ cd "$(dirname "$0")"
 
 # nftables/libnftables1/python3-nftables: the packet filter and its official in-process binding.
 # iproute2: `ip`, which the tests use to check the kernel independently of nsnet; iptables (the
-# nft backend): the coexistence test installs a foreign iptables rule. iperf3: the benchmarks.
+# nft backend): the coexistence test installs a foreign iptables rule. conntrack: a test reads the
+# connection table. iperf3: the benchmarks.
 # python3-venv: a venv made by Debian's python3, with system site packages, can import nftables.
-packages="nftables libnftables1 python3-nftables python3-venv iproute2 iptables iperf3 procps"
+packages="nftables libnftables1 python3-nftables python3-venv iproute2 iptables conntrack iperf3 procps"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"

@@ -147,3 +147,16 @@ def test_icc_is_per_network(engine: Engine) -> None:
     engine.create_sandbox("client", networks=["app"])
 
     assert exchange("client", "web", "10.31.0.2", 8013) == ("hello from 10.31.0.2", ["10.31.0.3"])
+
+
+def test_traffic_within_a_network_is_not_tracked_but_egress_is(engine: Engine, wan: str) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    engine.create_sandbox("client", networks=["app"])
+
+    assert exchange("client", "web", "10.31.0.2", 8020) == ("hello from 10.31.0.2", ["10.31.0.3"])
+    assert exchange("client", wan, WAN_PEER, 9020) == (f"hello from {WAN_PEER}", [WAN_HOST])
+
+    flows = run("conntrack", "-L", check=False).stdout
+    assert "dport=8020" not in flows  # sandbox to sandbox: untracked, even with br_netfilter
+    assert "dport=9020" in flows  # egress: tracked, as masquerade needs

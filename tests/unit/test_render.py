@@ -83,7 +83,7 @@ def test_rendering_matches_golden_file(golden, commands):
 def test_add_network_is_skeleton_then_add_elements():
     commands = render.render_add_network(APP)
     assert commands[: len(render.render_skeleton())] == render.render_skeleton()
-    assert [next(iter(c)) for c in commands[len(render.render_skeleton()):]] == ["add", "add", "add", "add"]
+    assert [next(iter(c)) for c in commands[len(render.render_skeleton()):]] == ["add"] * 5
 
 
 def test_remove_network_deletes_exactly_what_add_network_added():
@@ -97,7 +97,7 @@ def test_remove_network_deletes_exactly_what_add_network_added():
 def test_internal_network_is_not_masqueraded():
     elements = render.render_add_network(PRIVATE)[len(render.render_skeleton()):]
     assert [c["add"]["element"]["name"] for c in elements] == [
-        names.BRIDGES, names.SAME_BRIDGE, names.BRIDGE_SUBNETS, names.INTERNAL_BRIDGES,
+        names.BRIDGES, names.SAME_BRIDGE, names.BRIDGE_SUBNETS, names.GATEWAYS, names.INTERNAL_BRIDGES,
     ]
 
 

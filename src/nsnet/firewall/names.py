@@ -20,6 +20,7 @@ SAME_BRIDGE = "same_bridge"  # ifname . ifname pairs (br, br): traffic that stay
 MASQ_SUBNETS = "masq_subnets"  # ipv4 subnets (interval) of non-internal networks
 BRIDGE_SUBNETS = "bridge_subnets"  # ifname . ipv4 subnet (interval): each bridge with its subnet
 NO_ICC_BRIDGES = "no_icc_bridges"  # bridges of --no-icc networks (routed hairpin between sandboxes)
+GATEWAYS = "gateways"  # the gateway address of every network
 # Published ports, on every host address (key proto . host port) or on one (host ip . proto .
 # host port), each as two maps: to the sandbox's address and to its port. One map to
 # `ipv4_addr . inet_service` would do, but libnftables 1.0.6 (Debian 12) segfaults parsing a JSON
@@ -51,7 +52,11 @@ OUTPUT_NAT = "output"
 DSTNAT_PRIORITY = -100
 # Before anything else sees it (`raw`, -300), a packet from a sandbox to 127.0.0.0/8 is dropped:
 # route_localnet, which lets the host reach its published ports through 127.0.0.1, would
-# otherwise let sandboxes reach the host's loopback-only services (CVE-2020-8558).
+# otherwise let sandboxes reach the host's loopback-only services (CVE-2020-8558). At the same
+# priority, traffic between two sandboxes of one network is exempted from conntrack: with
+# br_netfilter (built into many kernels, on by default in every namespace) it would otherwise be
+# tracked, which costs ~7 % of throughput and ~30 % of the new-connection rate, for nothing:
+# nsnet filters it at layer 2 and NATs none of it.
 PREROUTING_FILTER = "prerouting_guard"
 RAW_PRIORITY = -300
 # Masquerade runs at `srcnat` (100), after routing has chosen the output interface.

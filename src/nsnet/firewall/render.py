@@ -98,6 +98,7 @@ def _inet_sets() -> list[Command]:
         _set(names.MASQ_SUBNETS, "ipv4_addr", ["interval"]),
         _set(names.BRIDGE_SUBNETS, ["ifname", "ipv4_addr"], ["interval"]),
         _set(names.NO_ICC_BRIDGES, "ifname"),
+        _set(names.GATEWAYS, "ipv4_addr"),
         _set(names.PUBLISHED_ANY_IP, ANY_KEY, data="ipv4_addr"),
         _set(names.PUBLISHED_ANY_PORT, ANY_KEY, data="inet_service"),
         _set(names.PUBLISHED_ADDR_IP, ADDR_KEY, data="ipv4_addr"),
@@ -156,6 +157,14 @@ def _nat() -> list[Command]:
         *_chain(names.PREROUTING_FILTER, "filter", "prerouting", names.RAW_PRIORITY),
         _rule(names.PREROUTING_FILTER, FROM_SANDBOX, _match(_payload("ip", "daddr"), loopback), DROP,
               comment="sandboxes never reach the host's loopback"),
+        # Both ends in the subnet of the bridge the packet came by, and not the gateway (the host
+        # may filter what reaches it by connection state): a hairpin, DNAT or egress always has
+        # one address outside the subnet, so everything NAT needs stays tracked.
+        _rule(names.PREROUTING_FILTER,
+              _match(_concat(_meta("iifname"), _payload("ip", "saddr")), f"@{names.BRIDGE_SUBNETS}"),
+              _match(_concat(_meta("iifname"), _payload("ip", "daddr")), f"@{names.BRIDGE_SUBNETS}"),
+              _match(_payload("ip", "daddr"), f"@{names.GATEWAYS}", "!="), {"notrack": None},
+              comment="traffic within one network needs no conntrack"),
         *_chain(names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
         *_dnat(names.PREROUTING_NAT),
         *_chain(names.OUTPUT_NAT, "nat", "output", names.DSTNAT_PRIORITY),
@@ -222,6 +231,7 @@ def _network_elements(verb: str, network: Network) -> list[Command]:
         _element(verb, names.BRIDGES, [bridge]),
         _element(verb, names.SAME_BRIDGE, [_concat(bridge, bridge)]),
         _element(verb, names.BRIDGE_SUBNETS, [_concat(bridge, subnet)]),
+        _element(verb, names.GATEWAYS, [str(network.gateway)]),
         _element(verb, names.INTERNAL_BRIDGES, [bridge]) if network.internal
         else _element(verb, names.MASQ_SUBNETS, [subnet]),
     ]
