@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -193,6 +191,8 @@ def exec_(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     argv = _command(args.command)
     name = args.name or f"run-{os.urandom(4).hex()}"
     with _engine() as engine:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from ipaddress import IPv4Interface, IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import faults, ipam, portspec, validate
 from .apply import apply, teardown
-from .doctor import Finding, diagnose
 from .errors import Conflict, InvalidInput, NotFound, NsnetError, TeardownError
 from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
@@ -35,8 +33,13 @@ from .plan.sandbox import (
 )
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
-from .reconcile import NSNET_LINK, Drift, Observed, desired_firewall, find_drift
 from .store import Store
+
+if TYPE_CHECKING:  # subprocess, check, gc and doctor load these on first use
+    import subprocess
+
+    from .doctor import Finding
+    from .reconcile import Drift, Observed
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
 SETTLE_SECONDS = 2.0
@@ -292,6 +295,8 @@ class Engine:
 
         The kernel destroys an unpinned namespace, and its veths, in deferred work: right after
         `rm` a veth can linger for some milliseconds, and would look like an orphan."""
+        from .reconcile import NSNET_LINK
+
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
             observed = self.kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in self._store.sandboxes()})
@@ -304,6 +309,8 @@ class Engine:
 
     def check(self) -> list[Drift]:
         """Every difference between the ledger and the live kernel (see nsnet.reconcile)."""
+        from .reconcile import find_drift
+
         return find_drift(self._store.networks(), self._store.sandboxes(), self._observe())
 
     def gc(self) -> list[str]:
@@ -315,6 +322,8 @@ class Engine:
         nsnet's tables are rebuilt from the ledger in one transaction. Nothing that is not nsnet's
         is touched. Every step runs even when one fails; the failures are raised at the end.
         """
+        from .reconcile import NSNET_LINK, desired_firewall
+
         done: list[str] = []
         failures: list[Exception] = []
 
@@ -380,6 +389,8 @@ class Engine:
 
     def doctor(self) -> list[Finding]:
         """What on this host would break nsnet's traffic (see nsnet.doctor)."""
+        from .doctor import diagnose
+
         published = [(s.name, p) for s in self._store.sandboxes() for e in s.endpoints for p in e.ports]
         return diagnose(self.kernel.host_facts(), self._store.networks(), published)
 
@@ -387,6 +398,8 @@ class Engine:
 
     def popen(self, name: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
         """Start argv inside the sandbox (its network, its /etc/netns files); the caller stays put."""
+        import subprocess
+
         from .kernel.netns import enter_sandbox
 
         self.sandbox(name)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..doctor import HostFacts
-from ..reconcile import Observed
-from ..publish import Listener
+if TYPE_CHECKING:  # annotations only: a create must not pay for importing doctor and reconcile
+    from ..doctor import HostFacts
+    from ..publish import Listener
+    from ..reconcile import Observed
 
 
 class Kernel(ABC):

@@ -6,13 +6,15 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..doctor import HostFacts
 from ..errors import KernelError
-from ..reconcile import Observed
-from ..publish import Listener
 from . import Kernel, netns, sysctl
+
+if TYPE_CHECKING:
+    from ..doctor import HostFacts
+    from ..publish import Listener
+    from ..reconcile import Observed
 from .nft import Nft
 from .rtnl import RtnlSocket
 
@@ -148,6 +150,7 @@ class LinuxKernel(Kernel):
         return listeners()
 
     def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
+        from ..reconcile import Observed
         from . import observe
 
         pinned = frozenset(os.listdir(netns.NETNS_DIR)) if os.path.isdir(netns.NETNS_DIR) else frozenset()
@@ -165,6 +168,7 @@ class LinuxKernel(Kernel):
         )
 
     def host_facts(self) -> HostFacts:
+        from ..doctor import HostFacts
         from . import observe
         from .sockets import listeners
 

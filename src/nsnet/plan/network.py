@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..firewall import render
 from ..model import Network
-from ..reconcile import LinkState
 from ..naming import mac_for
 from .ops import AddAddress, ApplyFirewall, CreateBridge, DeleteLink, EnsureSysctl, Operation, RemoveFirewallElements
+
+if TYPE_CHECKING:
+    from ..reconcile import LinkState
 
 IP_FORWARD = "net.ipv4.ip_forward"
 

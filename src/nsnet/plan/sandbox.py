@@ -3,6 +3,8 @@ and each endpoint's firewall elements (identity, icc, published ports)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..firewall import render
 from ..model import Endpoint, Network
 from .ops import (
@@ -20,6 +22,9 @@ from .ops import (
     SetDefaultRoute,
     WriteEtcFiles,
 )
+
+if TYPE_CHECKING:
+    from ..reconcile import LinkState
 
 Attachment = tuple[Endpoint, Network]
 
