@@ -18,6 +18,7 @@ from .output import as_json, table, template
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
+        message = message.replace("\n", "\\n")  # an argument may hold a newline; the error stays one line
         sys.stderr.write(f"nsnet: error: {message} (see '{self.prog} --help')\n")
         sys.exit(2)
 

@@ -427,7 +427,7 @@ class Engine:
     # Helpers
 
     def _resolve_ports(self, port_requests: Sequence[PortRequest]) -> list[PortMapping]:
-        return resolve_ports(port_requests, self._store.published(), self.kernel.listeners(),
+        return resolve_ports(port_requests, self._store.published_ports(), self.kernel.port_holders(),
                              self.kernel.ephemeral_ports())
 
     def _refuse_taken_name(self, name: str) -> None:

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .errors import NsnetError
 from .model import Endpoint, Network, PortMapping, Sandbox
+from .publish import published_clash
 
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
 
@@ -69,8 +70,9 @@ CREATE TABLE IF NOT EXISTS ports (
     UNIQUE (host_ip, protocol, host_port)
 );
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
+CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def state_dir() -> str:
@@ -96,6 +98,29 @@ class TakenAddresses:
     def __iter__(self) -> Iterator[IPv4Address]:
         rows = self._db.execute("SELECT ip FROM endpoints WHERE network_id = ?", (self._network_id,))
         return (IPv4Address(ip) for (ip,) in rows)
+
+
+class StoredPorts:
+    """The published ports, asked one (protocol, port) at a time through an index, plus the ones
+    an operation resolves before it records them (publish.PortLookup)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._pending: list[PortMapping] = []
+
+    def clash(self, candidate: PortMapping) -> PortMapping | None:
+        pending = published_clash(candidate, self._pending)
+        if pending is not None:
+            return pending
+        ip = str(candidate.host_ip) if candidate.host_ip else ""
+        row = self._db.execute(
+            "SELECT host_ip, host_port, sandbox_port, protocol FROM ports WHERE protocol = ? AND host_port = ?"
+            " AND (host_ip = '' OR ? = '' OR host_ip = ?) LIMIT 1", (candidate.protocol, candidate.host_port, ip, ip),
+        ).fetchone()
+        return PortMapping(IPv4Address(row[0]) if row[0] else None, row[1], row[2], row[3]) if row else None
+
+    def append(self, mapping: PortMapping) -> None:
+        self._pending.append(mapping)
 
 
 class Store:
@@ -229,6 +254,9 @@ class Store:
             found.setdefault(endpoint_id, []).append(
                 PortMapping(IPv4Address(host_ip) if host_ip else None, host_port, sandbox_port, protocol))
         return found
+
+    def published_ports(self) -> StoredPorts:
+        return StoredPorts(self.db)
 
     def published(self) -> list[PortMapping]:
         """Every port nsnet publishes on the host."""

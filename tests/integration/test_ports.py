@@ -252,3 +252,32 @@ def test_anti_spoofing_drops_forged_source_addresses_and_macs(engine: Engine, mo
     run("ip", "-n", "spoofer", "link", "set", "eth0", "address", "02:4e:00:00:00:99")
     run("ip", "-n", "victim", "neigh", "flush", "all")
     assert not datagram_arrives("spoofer", "victim", "10.31.0.2", 7006)
+
+
+def test_publishing_on_an_address_the_host_does_not_have_is_refused(engine: Engine) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+
+    result = cli("create", "web", "--network", "app", "-p", "192.0.2.77:8080:80")
+
+    assert result.returncode == 1
+    assert result.stderr == ("nsnet: error: invalid publish host address '192.0.2.77': "
+                             "is not an address of this host\n")
+    assert engine.sandboxes() == []
+
+
+def test_a_port_no_sandbox_owns_any_more_cannot_send(engine: Engine, mode: str) -> None:
+    # What a removed sandbox leaves for some milliseconds: its veth, still on the bridge, while
+    # the kernel destroys its namespace. Here one is made by hand and kept.
+    app = engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    run("ip", "netns", "add", "ghost")
+    try:
+        run("ip", "link", "add", "nsv0123456789ab", "type", "veth", "peer", "name", "eth0", "netns", "ghost")
+        run("ip", "link", "set", "nsv0123456789ab", "master", app.bridge, "up")
+        run("ip", "-n", "ghost", "addr", "add", "10.31.0.99/24", "dev", "eth0")
+        run("ip", "-n", "ghost", "link", "set", "eth0", "up")
+        assert not datagram_arrives("ghost", "web", "10.31.0.2", 7010)
+        assert datagram_arrives("web", None, "10.31.0.1", 7011)
+    finally:
+        run("ip", "netns", "del", "ghost")
+        run("ip", "link", "del", "nsv0123456789ab", check=False)

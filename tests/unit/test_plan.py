@@ -186,17 +186,12 @@ def test_plan_disconnect_secondary_endpoint_leaves_the_route():
     ]
 
 
-@pytest.mark.parametrize(
-    "force, expected",
-    [
-        (False, [DeleteNetns("web"), RemoveEtcFiles("web")]),
-        (True, [KillProcesses("web"), DeleteNetns("web"), RemoveEtcFiles("web")]),
-    ],
-)
-def test_plan_remove_sandbox(force, expected):
+@pytest.mark.parametrize("force, killed", [(False, []), (True, [KillProcesses("web")])])
+def test_plan_remove_sandbox_cuts_its_ports_off_before_unpinning_its_namespace(force, killed):
     rules = RemoveFirewallElements(tuple(render.render_remove_endpoints([(WEB_APP, APP), (WEB_DB, DB)])),
                                    "rules of sandbox web")
-    assert plan_remove_sandbox("web", force, [(WEB_APP, APP), (WEB_DB, DB)]) == [*expected, rules]
+    assert plan_remove_sandbox("web", force, [(WEB_APP, APP), (WEB_DB, DB)]) == [
+        *killed, rules, DeleteNetns("web"), RemoveEtcFiles("web")]
 
 
 def test_plan_remove_sandbox_without_endpoints_removes_no_rules():
@@ -238,7 +233,7 @@ def test_plan_disconnect_no_icc_endpoint_removes_its_port_rules():
 
 
 def test_plan_remove_sandbox_removes_no_icc_ports_of_no_icc_endpoints_only():
-    (*_, rules) = plan_remove_sandbox("web", False, [(WEB_APP, APP), (WEB_QUIET, QUIET)])
+    (rules, *_) = plan_remove_sandbox("web", False, [(WEB_APP, APP), (WEB_QUIET, QUIET)])
     no_icc = [c["delete"]["element"]["elem"] for c in rules.commands
               if c["delete"]["element"]["name"] == "no_icc_ports"]
     assert no_icc == [[QUIET_PORT]]

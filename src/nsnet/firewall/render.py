@@ -22,10 +22,12 @@ switched from a --no-icc sandbox's port to another port are dropped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from ..model import Endpoint, Network, PortMapping
+from ..naming import VETH_PREFIX
 from . import names
 
 Command = dict[str, Any]
@@ -195,6 +197,10 @@ def _bridge_table() -> list[Command]:
         _set(names.PORT_IDENTITY, ["ifname", "ether_addr", "ipv4_addr"], family=family),
         _set(names.NO_ICC_PORTS, "ifname", family=family),
         *_chain(pre, "filter", "prerouting", names.BRIDGE_PREROUTING_PRIORITY, family),
+        # A removed sandbox's namespace (and veth) dies in the kernel's deferred work, tens of ms
+        # after `rm`: until then its port must not answer for an address that may be reused.
+        _rule(pre, _match(port, f"{VETH_PREFIX}*"), _in_set("iifname", names.SANDBOX_PORTS, "!="), DROP,
+              comment="ports of removed sandboxes", family=family),
         _rule(pre, sandbox_port, _match(_concat(port, _payload("ether", "saddr")), f"@{names.PORT_MACS}", "!="),
               DROP, comment="anti-spoofing: MAC", family=family),
         _rule(pre, sandbox_port, _match(_concat(port, _payload("ether", "saddr"), _payload("ip", "saddr")),
@@ -255,13 +261,12 @@ def render_remove_table() -> list[Command]:
 
 def _published(verb: str, endpoint: Endpoint, mappings: Iterable[PortMapping]) -> list[Command]:
     ip = str(endpoint.address.ip)
-    elements: dict[str, list[Any]] = {}
+    elements: dict[str, dict[str, Any]] = {}  # set -> its elements, by JSON text: ordered and unique
 
     def put(set_name: str, key: Any, value: Any = None) -> None:
         # A map element is deleted by its key alone.
         element = key if value is None or verb == "delete" else [key, value]
-        if element not in elements.setdefault(set_name, []):
-            elements[set_name].append(element)
+        elements.setdefault(set_name, {}).setdefault(json.dumps(element), element)
 
     for m in mappings:
         if m.host_ip is None:
@@ -272,7 +277,7 @@ def _published(verb: str, endpoint: Endpoint, mappings: Iterable[PortMapping]) -
         put(ip_map, key, ip)
         put(port_map, key, m.sandbox_port)
         put(names.PUBLISHED_TARGETS, _concat(ip, m.protocol, m.sandbox_port))
-    return [_element(verb, set_name, items) for set_name, items in elements.items()]
+    return [_element(verb, set_name, items.values()) for set_name, items in elements.items()]
 
 
 def _endpoint_elements(verb: str, endpoint: Endpoint, network: Network) -> list[Command]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: a create must not pay for importing doctor and reconcile
     from ..doctor import HostFacts
-    from ..publish import Listener
+    from ..publish import HolderLookup, Listener
     from ..reconcile import Observed
 
 
@@ -66,6 +66,9 @@ class Kernel(ABC):
     def listeners(self) -> list[Listener]: ...
     @abstractmethod
     def ephemeral_ports(self) -> range: ...
+    @abstractmethod
+    def port_holders(self) -> HolderLookup:
+        """Answers, port by port, whether a host process holds it (publish.HolderLookup)."""
     @abstractmethod
     def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
         """What exists of nsnet's: host links, pinned namespaces, the given interfaces inside each

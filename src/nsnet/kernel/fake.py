@@ -17,7 +17,7 @@ from typing import Any
 from ..doctor import HostFacts
 from ..reconcile import LinkState, Observed, element_key
 from ..errors import KernelError
-from ..publish import Listener
+from ..publish import Listener, Listeners
 from . import Kernel
 
 
@@ -196,6 +196,9 @@ class FakeKernel(Kernel):
 
     def ephemeral_ports(self) -> range:
         return self.ephemeral
+
+    def port_holders(self) -> Listeners:
+        return Listeners(self.host_listeners)
 
     def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
         """The modelled links, namespaces and nft elements."""

@@ -13,7 +13,7 @@ from . import Kernel, netns, sysctl
 
 if TYPE_CHECKING:
     from ..doctor import HostFacts
-    from ..publish import Listener
+    from ..publish import HolderLookup, Listener
     from ..reconcile import Observed
 from .nft import Nft
 from .rtnl import RtnlSocket
@@ -185,6 +185,11 @@ class LinuxKernel(Kernel):
             routes=tuple(observe.host_routes()),
             missing_features=tuple(observe.missing_features()),
         )
+
+    def port_holders(self) -> HolderLookup:
+        from .sockets import BindProbe
+
+        return BindProbe()
 
     def ephemeral_ports(self) -> range:
         first, last = sysctl.read("net.ipv4.ip_local_port_range").split()

@@ -85,8 +85,10 @@ def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | 
 
 
 def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment]) -> list[Operation]:
+    """Rules go first: without its elements a port is cut off at once, while the kernel takes
+    some milliseconds more to destroy the namespace and its veths."""
     ops: list[Operation] = [KillProcesses(name)] if force else []
-    return ops + [DeleteNetns(name), RemoveEtcFiles(name), *_remove_rules(attachments, f"sandbox {name}")]
+    return ops + [*_remove_rules(attachments, f"sandbox {name}"), DeleteNetns(name), RemoveEtcFiles(name)]
 
 
 def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkState | None,
