@@ -18,19 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import faults, ipam, portspec, validate
 from .apply import apply, teardown
-from .errors import Conflict, InvalidInput, NotFound, NsnetError, TeardownError
+from .errors import Conflict, InvalidInput, NotFound, NsnetError
 from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
-from .naming import VETH_PREFIX, bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
-from .plan.network import plan_create_network, plan_remove_network, plan_repair_network, plan_replace_firewall
-from .plan.ops import DeleteLink, Operation, RemoveEtcFiles
-from .plan.sandbox import (
-    plan_connect,
-    plan_create_sandbox,
-    plan_disconnect,
-    plan_remove_sandbox,
-    plan_repair_endpoint,
-)
+from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
+from .plan.network import plan_create_network, plan_remove_network
+from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
 from .store import Store
@@ -39,10 +32,9 @@ if TYPE_CHECKING:  # subprocess, check, gc and doctor load these on first use
     import subprocess
 
     from .doctor import Finding
-    from .reconcile import Drift, Observed
+    from .reconcile import Drift
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
-SETTLE_SECONDS = 2.0
 
 
 class Engine:
@@ -290,102 +282,18 @@ class Engine:
 
     # Ledger against kernel
 
-    def _observe(self) -> Observed:
-        """The kernel's state, once the namespaces of removed sandboxes are gone.
-
-        The kernel destroys an unpinned namespace, and its veths, in deferred work: right after
-        `rm` a veth can linger for some milliseconds, and would look like an orphan."""
-        from .reconcile import NSNET_LINK
-
-        deadline = time.monotonic() + SETTLE_SECONDS
-        while True:
-            observed = self.kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in self._store.sandboxes()})
-            known = {e.host_ifname for s in self._store.sandboxes() for e in s.endpoints}
-            lingering = [n for n in observed.links if n.startswith(VETH_PREFIX) and NSNET_LINK.match(n)
-                         and n not in known]
-            if not lingering or time.monotonic() > deadline:
-                return observed
-            time.sleep(0.02)
-
     def check(self) -> list[Drift]:
-        """Every difference between the ledger and the live kernel (see nsnet.reconcile)."""
-        from .reconcile import find_drift
+        """Every difference between the ledger and the live kernel (see nsnet.repair)."""
+        from . import repair
 
-        return find_drift(self._store.networks(), self._store.sandboxes(), self._observe())
+        return repair.check(self._store, self.kernel)
 
     def gc(self) -> list[str]:
-        """Bring kernel and ledger back to agreement; returns what was done.
-
-        Half-done operations are undone (rows 'creating') or finished ('removing'); sandboxes whose
-        namespace is gone are forgotten, which releases their addresses and ports; missing bridges,
-        addresses and veths are made again; nsnet-named links no row describes are deleted; and
-        nsnet's tables are rebuilt from the ledger in one transaction. Nothing that is not nsnet's
-        is touched. Every step runs even when one fails; the failures are raised at the end.
-        """
-        from .reconcile import NSNET_LINK, desired_firewall
-
-        done: list[str] = []
-        failures: list[Exception] = []
-
-        def run(plan: list[Operation], what: str) -> None:
-            try:
-                teardown(plan, self.kernel, what)
-            except TeardownError as exc:
-                failures.extend(exc.errors)
-            done.append(what)
+        """Bring kernel and ledger back to agreement; returns what was done (see nsnet.repair)."""
+        from . import repair
 
         with self._network_lock():
-            networks = {n.name: n for n in self._store.networks()}
-            for sandbox in self._store.sandboxes():
-                attachments = [(e, networks[e.network]) for e in sandbox.endpoints]
-                if sandbox.state != "ready":
-                    run(plan_remove_sandbox(sandbox.name, True, attachments), f"finished removing sandbox {sandbox.name}")
-                    with self._store.transaction():
-                        self._store.delete_sandbox(sandbox.name)
-                    continue
-                for endpoint, network in attachments:
-                    if endpoint.state != "ready":
-                        run(plan_disconnect(endpoint, network, None),
-                            f"finished disconnecting {sandbox.name} from {network.name}")
-                        with self._store.transaction():
-                            self._store.delete_endpoint(endpoint.id)
-            for network in list(networks.values()):
-                if network.state != "ready" and not self._store.endpoint_count(network.id):
-                    run([DeleteLink(network.bridge)], f"finished removing network {network.name}")
-                    with self._store.transaction():
-                        self._store.delete_network(network.id)
-                    del networks[network.name]
-
-            observed = self._observe()
-            for sandbox in self._store.sandboxes():
-                if sandbox.name not in observed.netns:
-                    with self._store.transaction():
-                        self._store.delete_sandbox(sandbox.name)
-                    done.append(f"forgot sandbox {sandbox.name}: its namespace is gone")
-                    run([RemoveEtcFiles(sandbox.name)], f"removed /etc/netns/{sandbox.name}")
-            for network in networks.values():
-                ops = plan_repair_network(network, observed.links.get(network.bridge), observed.ip_forward)
-                if ops:
-                    run(ops, f"repaired network {network.name}")
-            for sandbox in self._store.sandboxes():
-                inside = observed.sandbox_links.get(sandbox.name, {})
-                for endpoint in sandbox.endpoints:
-                    network = networks[endpoint.network]
-                    ops = plan_repair_endpoint(endpoint, network, observed.links.get(endpoint.host_ifname),
-                                               inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.name))
-                    if ops:
-                        run(ops, f"repaired {sandbox.name}'s link to {network.name}")
-            known = {n.bridge for n in networks.values()}
-            known |= {e.host_ifname for s in self._store.sandboxes() for e in s.endpoints}
-            for name in sorted(observed.links):
-                if NSNET_LINK.match(name) and name not in known:
-                    run([DeleteLink(name)], f"deleted orphan link {name}")
-            firewall = desired_firewall(self._store.networks(), self._store.sandboxes())
-            if firewall or observed.nft is not None:
-                run(plan_replace_firewall(firewall), "rebuilt nsnet's nftables tables from the ledger")
-        if failures:
-            raise TeardownError("gc", failures)
-        return done
+            return repair.gc(self._store, self.kernel)
 
     def doctor(self) -> list[Finding]:
         """What on this host would break nsnet's traffic (see nsnet.doctor)."""

@@ -258,11 +258,6 @@ class Store:
     def published_ports(self) -> StoredPorts:
         return StoredPorts(self.db)
 
-    def published(self) -> list[PortMapping]:
-        """Every port nsnet publishes on the host."""
-        rows = self.db.execute("SELECT host_ip, protocol, host_port, sandbox_port FROM ports")
-        return [PortMapping(IPv4Address(ip) if ip else None, hp, sp, proto) for ip, proto, hp, sp in rows]
-
     def add_ports(self, endpoint_id: str, mappings: list[PortMapping]) -> None:
         self.db.executemany(
             "INSERT INTO ports (endpoint_id, host_ip, protocol, host_port, sandbox_port) VALUES (?, ?, ?, ?, ?)",
