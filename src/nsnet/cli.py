@@ -349,5 +349,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The `nsnet` console script: main(), then a prompt exit. Interpreter teardown would free the
+    libnftables context (~13 ms, as much as the rest of an `rm`); everything is flushed and
+    closed by then, so there is nothing left for it to do."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
