@@ -24,4 +24,7 @@ if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# Byte-compile now: where PYTHONDONTWRITEBYTECODE is set, no run would ever write the cache, and
+# every nsnet command would compile its modules again (12-18 ms of a ~45 ms command).
+.venv/bin/python -m compileall -q src >/dev/null
 echo "install.sh: nsnet is installed in $(pwd)/.venv"

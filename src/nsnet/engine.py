@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import faults, ipam, portspec, validate
 from .apply import apply, teardown
-from .errors import Conflict, InvalidInput, NotFound, NsnetError
+from .errors import Conflict, Exhausted, InvalidInput, NotFound, NsnetError
 from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # subprocess, check, gc and doctor load these on first use
     from .reconcile import Drift
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
+# The kernel numbers bridge ports in 10 bits and refuses more (EXFULL): BR_MAX_PORTS - 1.
+BRIDGE_MAX_PORTS = 1023
 
 
 class Engine:
@@ -361,6 +363,9 @@ class Engine:
                   requested: Any, port_requests: Sequence[PortRequest]) -> Endpoint:
         """Pick (or check) the address and host ports, and record the endpoint; runs inside the
         caller's transaction."""
+        if self._store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS:
+            raise Exhausted(f"network {network.name!r} is full: a Linux bridge holds at most {BRIDGE_MAX_PORTS} "
+                            "sandboxes; create another network")
         if port_requests and network.internal:
             raise Conflict(f"network {network.name!r} is internal: nothing outside it can reach a published port")
         taken = self._store.taken(network.id)

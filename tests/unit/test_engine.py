@@ -517,3 +517,18 @@ def test_unusable_state_dir_is_one_nsnet_error(tmp_path, kernel):
     assert type(caught.value) is NsnetError
     assert str(caught.value).startswith(f"cannot open the state in {directory}: ")
     assert "\n" not in str(caught.value)
+
+
+def test_a_network_is_full_at_the_bridge_port_limit(engine, kernel, monkeypatch):
+    import nsnet.engine
+
+    monkeypatch.setattr(nsnet.engine, "BRIDGE_MAX_PORTS", 2)
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("a", networks=["app"])
+    engine.create_sandbox("b", networks=["app"])
+    calls = len(kernel.calls)
+
+    with pytest.raises(Exhausted, match="network 'app' is full: a Linux bridge holds at most 2 sandboxes"):
+        engine.create_sandbox("c", networks=["app"])
+    assert len(kernel.calls) == calls
+    assert [s.name for s in engine.sandboxes()] == ["a", "b"]
