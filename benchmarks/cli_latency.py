@@ -54,9 +54,14 @@ HEAVY_MS = 2.0  # top-level imports at least this expensive are listed
 
 
 def nsnet_executable() -> str:
+    """The `nsnet` entry point: the snapshot's copy of the venv's (see run_from_snapshot), or the venv's."""
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    if snapshot and os.path.exists(os.path.join(snapshot, "bin", "nsnet")):
+        return os.path.join(snapshot, "bin", "nsnet")
     found = shutil.which("nsnet", path=os.path.dirname(sys.executable))
     if found is None:
-        raise SystemExit(f"cli_latency.py: no nsnet entry point next to {sys.executable}; run it with the venv's python")
+        raise SystemExit(f"cli_latency.py: no nsnet entry point next to {sys.executable}; "
+                         "run it with the venv's python")
     return found
 
 
@@ -107,7 +112,8 @@ def measure(exe: str, nsnet_cli: str, variants: Sequence[tuple[str, dict[str, st
                 for command in blocks(exe, nsnet_cli, str(tag), round_index)[position]:
                     elapsed = run(command.argv, env)
                     if round_index >= warmup:
-                        results[name].setdefault(command.label, Command(command.label, command.argv)).samples.append(elapsed)
+                        kept = results[name].setdefault(command.label, Command(command.label, command.argv))
+                        kept.samples.append(elapsed)
     for name in results:  # table order = the blocks' order
         labels = [c.label for group in blocks(exe, nsnet_cli, "0", 0) for c in group]
         results[name] = {label: results[name][label] for label in labels}
@@ -213,6 +219,21 @@ def print_imports(reports: list[dict[str, Any]]) -> None:
         print(f"      of note: {', '.join(r['notable'])}")
 
 
+def source_state() -> str:
+    """The commit nsnet was measured at, and whether its src/ had uncommitted changes."""
+    if os.environ.get(SOURCE_ENV):
+        return os.environ[SOURCE_ENV]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head or 'unknown'}{f' + {len(dirty)} uncommitted src files' if dirty else ''}"
+
+
 # Command line
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -220,6 +241,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"timed runs per command (default {ROUNDS})")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the import reports as JSON")
     return parser.parse_args(argv)
+
+
+SNAPSHOT_ENV = "NSNET_BENCH_SNAPSHOT"
+SOURCE_ENV = "NSNET_BENCH_SOURCE"
+
+
+def tree_digest(directory: str) -> str:
+    """A short digest of every file under directory (names and contents), to tell snapshots apart."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(directory)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, directory).encode())
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
+def run_from_snapshot(argv: Sequence[str]) -> None:
+    """Re-execute this benchmark on a private copy of nsnet's package, first on PYTHONPATH, and of the
+    venv's `nsnet` console script, so that edits made to src/ (or a reinstall) while it runs cannot
+    mix two versions in one measurement; every process it starts (the CLI included) inherits the
+    copy. The copy is removed by remove_snapshot."""
+    if os.environ.get(SNAPSHOT_ENV):
+        return
+    snapshot = tempfile.mkdtemp(prefix="nsnet-bench-src-")  # under /tmp: every phase's host sees it
+    entry_point = nsnet_executable()  # the console script imports a name of nsnet.cli: copied with it
+    shutil.copytree(os.path.dirname(nsnet.__file__), os.path.join(snapshot, "nsnet"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    os.makedirs(os.path.join(snapshot, "bin"))
+    shutil.copy2(entry_point, os.path.join(snapshot, "bin", "nsnet"))
+    os.environ[SNAPSHOT_ENV] = snapshot
+    os.environ[SOURCE_ENV] = f"{source_state()}, snapshot {tree_digest(os.path.join(snapshot, 'nsnet'))}"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [snapshot, os.environ.get("PYTHONPATH")]))
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *argv])
+
+
+def remove_snapshot() -> None:
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    if snapshot and os.path.dirname(nsnet.__file__) == os.path.join(snapshot, "nsnet"):
+        shutil.rmtree(snapshot, ignore_errors=True)
 
 
 def refuse_outside_lab() -> None:
@@ -233,13 +299,22 @@ def refuse_outside_lab() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     refuse_outside_lab()
+    run_from_snapshot(sys.argv[1:] if argv is None else argv)
+    try:
+        return measure_all(args)
+    finally:
+        remove_snapshot()
+
+
+def measure_all(args: argparse.Namespace) -> int:
     from nsnet import Engine
 
     nsnet_cli = nsnet_executable()
     directory = tempfile.mkdtemp(prefix="cli-latency-", dir=state_dir())
     cache = tempfile.mkdtemp(prefix="cli-latency-pycache-", dir=state_dir())
     variants = [(name, dict(env, NSNET_STATE_DIR=directory)) for name, env in bytecode_variants(cache)]
-    print(f"nsnet {nsnet.__version__} from {os.path.dirname(nsnet.__file__)}; python {sys.version.split()[0]}")
+    print(f"nsnet {nsnet.__version__} ({source_state()}) from {os.path.dirname(nsnet.__file__)}; "
+          f"python {sys.version.split()[0]}")
     try:
         with Engine(state_dir=directory) as engine:
             engine.create_network(NETWORK, subnet=SUBNET)
@@ -272,10 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as handle:
-            json.dump({"latency": {variant: {c.label: {"argv": c.argv, "samples_ms": c.samples}
-                                             for c in commands.values()}
-                                   for variant, commands in results.items()},
-                       "imports": reports}, handle, indent=1)
+            latency = {variant: {c.label: {"argv": c.argv, "samples_ms": c.samples} for c in commands.values()}
+                       for variant, commands in results.items()}
+            json.dump({"nsnet_source": source_state(), "latency": latency, "imports": reports}, handle, indent=1)
             handle.write("\n")
         print(f"\nraw samples written to {args.json}")
     return 0

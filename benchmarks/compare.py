@@ -32,6 +32,11 @@ round r runs them in an order rotated by r, so none is always first or last; sam
 over the rounds. Sandboxes are not alternated one by one between contenders, because all four
 would then share one firewall and slow each other down.
 
+nsnet's CLI runs with its bytecode cached (in a private PYTHONPYCACHEPREFIX tree, filled before timing),
+as it does after `pip install`; this repository's editable install under PYTHONDONTWRITEBYTECODE=1
+would recompile nsnet in every process (`--cli-bytecode as-is` measures that). The whole run uses a
+snapshot of the nsnet package and its console script (see run_from_snapshot).
+
 Reported per contender and N: attach and detach p50/p95 (ms), growth (median of the last N/10
 attaches over the first N/10), settle (from the last detach until the kernel has destroyed every
 sandbox veth: nsnet deletes the namespace and the kernel removes its veth afterwards, CNI deletes the
@@ -60,7 +65,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import nsnet
@@ -123,7 +128,8 @@ class Runner:
                               check=False, timeout=COMMAND_TIMEOUT_S)
         self.steps.append((label, (time.perf_counter() - start) * 1000.0))
         if done.returncode != 0:
-            raise RuntimeError(f"`{' '.join(argv)}` exited {done.returncode}: {(done.stderr or done.stdout).strip()[-800:]}")
+            output = (done.stderr or done.stdout).strip()[-2000:]
+            raise RuntimeError(f"`{' '.join(argv)}` exited {done.returncode}: {output}")
         return done.stdout
 
 
@@ -312,10 +318,14 @@ def warm_cli_cache() -> None:
 
 
 def nsnet_executable() -> str:
-    """The `nsnet` entry point of the environment this benchmark runs in (the venv's)."""
+    """The `nsnet` entry point: the snapshot's copy of the venv's (see run_from_snapshot), or the venv's."""
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    if snapshot and os.path.exists(os.path.join(snapshot, "bin", "nsnet")):
+        return os.path.join(snapshot, "bin", "nsnet")
     found = shutil.which("nsnet", path=os.path.dirname(sys.executable))
     if found is None:
-        raise SystemExit(f"compare.py: no nsnet entry point next to {sys.executable}; run it with the venv's python")
+        raise SystemExit(f"compare.py: no nsnet entry point next to {sys.executable}; "
+                         "run it with the venv's python")
     return found
 
 
@@ -792,9 +802,25 @@ def versions() -> dict[str, str]:
         except (OSError, IndexError, subprocess.SubprocessError):
             return "unavailable"
 
-    return {"netavark": first_line([NETAVARK, "--version"]),
+    return {"nsnet_git": source_state(),
+            "netavark": first_line([NETAVARK, "--version"]),
             "cni": first_line(["dpkg-query", "-W", "-f", "${Version}", "containernetworking-plugins"]),
             "iptables": first_line(["iptables", "-V"]), "nft": first_line(["nft", "-v"])}
+
+
+def source_state() -> str:
+    """The commit nsnet was measured at, and whether its src/ had uncommitted changes."""
+    if os.environ.get(SOURCE_ENV):
+        return os.environ[SOURCE_ENV]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head or 'unknown'}{f' + {len(dirty)} uncommitted src files' if dirty else ''}"
 
 
 # Command line
@@ -832,7 +858,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-trace", action="store_true", help="skip the strace sample of processes per operation")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the summaries as JSON")
     parser.add_argument("--quick", action="store_true", help=f"N={QUICK_COUNTS}, API also {QUICK_API_COUNTS}, "
-                        "fewer rounds: to debug, about a minute")
+                        "fewer rounds: to debug, about 25 s")
     parser.add_argument("--trace-sample", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.n = args.n if args.n is not None else counts(QUICK_COUNTS if args.quick else DEFAULT_COUNTS)
@@ -847,6 +873,51 @@ def rounds_for(n: int, args: argparse.Namespace) -> int:
     if n == 1:
         return 3 if args.quick else 5
     return 1 if args.quick or n > 100 else 2
+
+
+SNAPSHOT_ENV = "NSNET_BENCH_SNAPSHOT"
+SOURCE_ENV = "NSNET_BENCH_SOURCE"
+
+
+def tree_digest(directory: str) -> str:
+    """A short digest of every file under directory (names and contents), to tell snapshots apart."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(directory)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, directory).encode())
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
+def run_from_snapshot(argv: Sequence[str]) -> None:
+    """Re-execute this benchmark on a private copy of nsnet's package, first on PYTHONPATH, and of the
+    venv's `nsnet` console script, so that edits made to src/ (or a reinstall) while it runs cannot
+    mix two versions in one measurement; every process it starts (the CLI included) inherits the
+    copy. The copy is removed by remove_snapshot."""
+    if os.environ.get(SNAPSHOT_ENV):
+        return
+    snapshot = tempfile.mkdtemp(prefix="nsnet-bench-src-")  # under /tmp: every phase's host sees it
+    entry_point = nsnet_executable()  # the console script imports a name of nsnet.cli: copied with it
+    shutil.copytree(os.path.dirname(nsnet.__file__), os.path.join(snapshot, "nsnet"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    os.makedirs(os.path.join(snapshot, "bin"))
+    shutil.copy2(entry_point, os.path.join(snapshot, "bin", "nsnet"))
+    os.environ[SNAPSHOT_ENV] = snapshot
+    os.environ[SOURCE_ENV] = f"{source_state()}, snapshot {tree_digest(os.path.join(snapshot, 'nsnet'))}"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [snapshot, os.environ.get("PYTHONPATH")]))
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *argv])
+
+
+def remove_snapshot() -> None:
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    if snapshot and os.path.dirname(nsnet.__file__) == os.path.join(snapshot, "nsnet"):
+        shutil.rmtree(snapshot, ignore_errors=True)
 
 
 def refuse_outside_lab() -> None:
@@ -871,6 +942,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.trace_sample:
         trace_sample_child(args.trace_sample)
         return 0
+    run_from_snapshot(sys.argv[1:] if argv is None else argv)
+    try:
+        return measure_all(args)
+    finally:
+        remove_snapshot()
+
+
+def measure_all(args: argparse.Namespace) -> int:
     missing = missing_tools(args.contenders)
     if missing:
         sys.stderr.write(f"compare.py: missing {', '.join(missing)} (apt-get install -y containernetworking-plugins "
