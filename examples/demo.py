@@ -3,8 +3,9 @@
     .venv/bin/nsnet lab -- .venv/bin/python examples/demo.py
 
 It types the same `nsnet` commands a user would, then proves each promise: an HTTP exchange
-between sandboxes, the source address a peer on the "outside" saw (masquerade), isolation, an
-internal network, a live connect/disconnect, a one-shot `run`, and a teardown that leaves nothing.
+between sandboxes, the source address a peer on the "outside" saw (masquerade), a published port
+reached from outside and by hairpin, isolation, an internal network, a live connect/disconnect, a
+one-shot `run`, and a teardown that leaves nothing.
 """
 
 from __future__ import annotations
@@ -55,21 +56,29 @@ def http_server(where: list[str], ip: str, port: int) -> subprocess.Popen:
     return process
 
 
-def fetch(sandbox: str, url: str, tries: int = 20) -> bool:
-    """GET url from inside a sandbox; retried briefly while a server starts."""
+def fetch_from(where: list[str], url: str, tries: int = 20) -> bool:
+    """GET url from inside a namespace; retried briefly while a server starts."""
     code = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=1).read()"
     for _ in range(tries):
-        if subprocess.run([NSNET, "exec", sandbox, "--", PYTHON, "-c", code], capture_output=True).returncode == 0:
+        if subprocess.run([*where, PYTHON, "-c", code], capture_output=True).returncode == 0:
             return True
         time.sleep(0.1)
     return False
 
 
-def client_seen_by(server: subprocess.Popen) -> str:
+def fetch(sandbox: str, url: str, tries: int = 20) -> bool:
+    return fetch_from([NSNET, "exec", sandbox, "--"], url, tries)
+
+
+def client_log(server: subprocess.Popen) -> list[str]:
+    """The client addresses the server logged, once it is stopped."""
     server.terminate()
     _, log = server.communicate(timeout=5)
-    requests = [line.split()[0] for line in log.splitlines() if '"GET ' in line]
-    return requests[0] if requests else "nothing"
+    return [line.split()[0] for line in log.splitlines() if '"GET ' in line]
+
+
+def client_seen_by(server: subprocess.Popen) -> str:
+    return (client_log(server) or ["nothing"])[0]
 
 
 def make_wan() -> None:
@@ -125,27 +134,39 @@ def main() -> None:
     seen = client_seen_by(server)
     proved(f"the outside saw the host's address {WAN_HOST}, not the sandbox's (it saw {seen})", seen == WAN_HOST)
 
-    step("5. Networks are isolated from each other")
+    step("5. A published port: the outside reaches a sandbox through the host")
+    nsnet("create", "api", "--network", "app", "-p", "8080:8000")
+    print(nsnet("port", "api").rstrip())
+    server = http_server([NSNET, "exec", "api", "--"], "10.31.0.4", 8000)
+    print(f"$ curl http://{WAN_HOST}:8080/     (from the 'wan' machine)")
+    proved("wan fetched a page from api through the host's port 8080",
+           fetch_from(["ip", "netns", "exec", "wan"], f"http://{WAN_HOST}:8080/"))
+    proved("client reached it too, through the host's address (hairpin)", fetch("client", f"http://{WAN_HOST}:8080/"))
+    seen = client_log(server)
+    proved(f"api saw the outside's own address {WAN_PEER} (DNAT keeps it), then the gateway for the hairpin",
+           seen == [WAN_PEER, "10.31.0.1"])
+
+    step("6. Networks are isolated from each other")
     nsnet("network", "create", "other", "--subnet", "10.32.0.0/24")
     nsnet("create", "x", "--network", "other")
     server = http_server([NSNET, "exec", "web", "--"], "10.31.0.2", 8001)
     proved("x (network other) cannot reach web (network app)", not fetch("x", "http://10.31.0.2:8001/", tries=2))
 
-    step("6. Connect and disconnect, live")
+    step("7. Connect and disconnect, live")
     nsnet("connect", "app", "x")
     proved("once connected to app, x reaches web", fetch("x", "http://10.31.0.2:8001/"))
     nsnet("disconnect", "app", "x")
     proved("after disconnect, it cannot", not fetch("x", "http://10.31.0.2:8001/", tries=2))
     client_seen_by(server)
 
-    step("7. An internal network: no way out")
+    step("8. An internal network: no way out")
     nsnet("network", "create", "sealed", "--internal")
     nsnet("create", "vault", "--network", "sealed")
     server = http_server(["ip", "netns", "exec", "wan"], WAN_PEER, 8081)
     proved("vault cannot reach the outside", not fetch("vault", f"http://{WAN_PEER}:8081/", tries=2))
     client_seen_by(server)
 
-    step("8. A one-shot sandbox")
+    step("9. A one-shot sandbox")
     result = subprocess.run([NSNET, "run", "--rm", "--network", "app", "--", "sh", "-c",
                              "ip -brief address show eth0; exit 3"], capture_output=True, text=True)
     print("$ nsnet run --rm --network app -- sh -c 'ip -brief address show eth0; exit 3'")
@@ -153,8 +174,8 @@ def main() -> None:
     proved("its exit code (3) came back and the sandbox is gone",
            result.returncode == 3 and "run-" not in nsnet("ps", show=False))
 
-    step("9. Teardown leaves nothing behind")
-    nsnet("rm", "-f", "web", "client", "x", "vault")
+    step("10. Teardown leaves nothing behind")
+    nsnet("rm", "-f", "web", "client", "api", "x", "vault")
     nsnet("network", "rm", "app", "other", "sealed")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
     links = sh("ip", "-brief", "link").rstrip()
