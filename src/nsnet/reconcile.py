@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .firewall import render
 from .model import Network, Sandbox
+from .plan.network import bridge_sysctls
 
 NSNET_LINK = re.compile(r"(nsbr-[0-9a-f]{10}|nsv[0-9a-f]{12})\Z")
 
@@ -39,6 +40,7 @@ class Observed:
     sandbox_routes: Mapping[str, tuple[str, str] | None]
     nft: frozenset[str] | None  # nsnet's set and map elements (element_key); None when its tables are absent
     ip_forward: str
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # the per-bridge ones nsnet sets (bridge_sysctls)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ def _network_drift(networks: list[Network], observed: Observed) -> list[Drift]:
             drift.append(Drift("missing", subject, f"bridge {n.bridge} lacks its gateway {n.gateway_interface}"))
         if not link.up:
             drift.append(Drift("wrong", subject, f"bridge {n.bridge} is down"))
+        for key, value in bridge_sysctls(n.bridge).items():
+            if observed.sysctls.get(key, value) != value:
+                drift.append(Drift("wrong", subject, f"sysctl {key} is {observed.sysctls[key]}, nsnet sets {value}"))
     return drift
 
 

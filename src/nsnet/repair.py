@@ -75,7 +75,7 @@ def gc(store: Store, kernel: Kernel) -> list[str]:
             repair.done.append(f"forgot sandbox {sandbox.name}: its namespace is gone")
             repair.run([RemoveEtcFiles(sandbox.name)], f"removed /etc/netns/{sandbox.name}")
     for network in networks.values():
-        ops = plan_repair_network(network, observed.links.get(network.bridge), observed.ip_forward)
+        ops = plan_repair_network(network, observed.links.get(network.bridge), observed.ip_forward, observed.sysctls)
         if ops:
             repair.run(ops, f"repaired network {network.name}")
     for sandbox in store.sandboxes():

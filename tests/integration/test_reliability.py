@@ -177,3 +177,13 @@ def test_nothing_leaves_the_calling_process_in_another_namespace(state_dir: str,
     engine.remove_sandbox("web", force=True)
 
     assert namespaces_of_every_thread() == before
+
+
+def test_the_bridges_own_sysctls_are_checked_and_repaired(state_dir: str, engine: Engine) -> None:
+    app = engine.create_network("app", subnet="10.31.0.0/24")
+    run("sysctl", "-qw", f"net.ipv4.conf.{app.bridge}.route_localnet=0")
+
+    assert [(d["kind"], d["detail"]) for d in check()] == [
+        ("wrong", f"sysctl net.ipv4.conf.{app.bridge}.route_localnet is 0, nsnet sets 1")]
+    assert cli("gc").returncode == 0
+    assert check() == []

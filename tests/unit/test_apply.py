@@ -42,7 +42,7 @@ STEPS = [
     lambda engine: engine.connect("front", "db", publish=["8081:81"]),
 ]
 # Published ports are elements of the sandbox's one firewall transaction: they add no call.
-STEP_CALLS = [5, 5, 8, 6, 3]
+STEP_CALLS = [6, 6, 8, 6, 3]
 ADDRESSES = {"web": {"front": "10.1.0.2", "back": "10.2.0.2"}, "db": {"back": "10.2.0.3", "front": "10.1.0.3"}}
 PORTS = {"web": ["80/tcp -> 0.0.0.0:8080", "90/udp -> 127.0.0.1:32768"], "db": ["81/tcp -> 0.0.0.0:8081"]}
 

@@ -37,7 +37,8 @@ def test_create_network_builds_what_it_records(engine, kernel, assert_matches_le
     )
     assert kernel.links[(None, network.bridge)] == {"kind": "bridge", "mtu": 1400, "mac": "02:4e:0a:1f:00:01"}
     assert kernel.nft_log == [render.render_add_network(network)]
-    assert kernel.sysctls == {"net.ipv4.ip_forward": "1", f"net.ipv4.conf.{network.bridge}.route_localnet": "1"}
+    assert kernel.sysctls == {"net.ipv4.ip_forward": "1", f"net.ipv4.conf.{network.bridge}.route_localnet": "1",
+                              f"net.ipv6.conf.{network.bridge}.disable_ipv6": "1"}
     assert_matches_ledger(engine, kernel)
 
 

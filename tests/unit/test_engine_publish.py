@@ -73,7 +73,7 @@ def test_create_sandbox_publishes_on_its_first_network(engine, kernel, published
 def test_published_elements_are_in_the_sandbox_transaction_before_its_veths(engine, kernel):
     engine.create_network("app", subnet="10.31.0.0/24")
     engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
-    assert [call[0] for call in kernel.calls[5:]] == [
+    assert [call[0] for call in kernel.calls[6:]] == [
         "create_netns", "write_etc_files", "nft", "create_veth", "add_address", "replace_default_route",
     ]
     inet = [(c["add"]["element"]["name"], c["add"]["element"]["elem"]) for c in kernel.nft_log[-1]

@@ -57,6 +57,7 @@ def test_plan_create_first_network():
         EnsureSysctl("net.ipv4.ip_forward", "1"),
         CreateBridge("nsbr-aaaaaaaaaa", 1400, "02:4e:0a:1f:00:01"),
         EnsureSysctl("net.ipv4.conf.nsbr-aaaaaaaaaa.route_localnet", "1"),
+        EnsureSysctl("net.ipv6.conf.nsbr-aaaaaaaaaa.disable_ipv6", "1"),
         AddAddress("nsbr-aaaaaaaaaa", IPv4Interface("10.31.0.1/24")),
         ApplyFirewall(tuple(render.render_add_network(APP)), tuple(render.render_remove_table()),
                       "rules of network app"),
@@ -80,9 +81,10 @@ def test_later_network_firewall_undo_removes_elements_only():
 
 
 def test_plan_create_network_undos():
-    assert [op.undo() for op in plan_create_network(APP, others=1)[:4]] == [
+    assert [op.undo() for op in plan_create_network(APP, others=1)[:5]] == [
         None,
         DeleteLink("nsbr-aaaaaaaaaa"),
+        None,
         None,
         DeleteAddress("nsbr-aaaaaaaaaa", IPv4Interface("10.31.0.1/24")),
     ]

@@ -213,8 +213,10 @@ class FakeKernel(Kernel):
         routes = {name: ((str(self.routes[name][0]), self.routes[name][1]) if name in self.routes else None)
                   for name in inside}
         nft = self._observed_elements() if ("inet", "nsnet") in self.nft_tables else None
+        bridges = [name for (ns, name), link in self.links.items() if ns is None and link["kind"] == "bridge"]
+        sysctls = {k: v for k, v in self.sysctls.items() if any(f".{b}." in k for b in bridges)}
         return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, sandbox_routes=routes, nft=nft,
-                        ip_forward=self.sysctls.get("net.ipv4.ip_forward", "0"))
+                        ip_forward=self.sysctls.get("net.ipv4.ip_forward", "0"), sysctls=sysctls)
 
     def host_facts(self) -> HostFacts:
         return replace(self.facts, listeners=tuple(self.host_listeners), routes=tuple(self.host_route_table))

@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
+from ..naming import BRIDGE_PREFIX
 from . import Kernel, netns, sysctl
 
 if TYPE_CHECKING:
@@ -94,7 +95,6 @@ class LinuxKernel(Kernel):
 
     def create_bridge(self, name: str, mtu: int, mac: str) -> None:
         self._rtnl(None).create_bridge(name, mtu, mac)
-        sysctl.ensure(f"net.ipv6.conf.{name}.disable_ipv6", "1")  # see create_netns
 
     def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str) -> None:
         host = self._rtnl(None)
@@ -150,6 +150,7 @@ class LinuxKernel(Kernel):
         return listeners()
 
     def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
+        from ..plan.network import bridge_sysctls
         from ..reconcile import Observed
         from . import observe
 
@@ -162,9 +163,17 @@ class LinuxKernel(Kernel):
                     inside[name], routes[name] = observe.sandbox_interfaces(netns.netns_path(name))
                 except (KernelError, OSError):  # pinned, but not a usable namespace
                     inside[name], routes[name] = {}, None
+        links = observe.host_links()
+        sysctls = {}
+        for bridge in (name for name in links if name.startswith(BRIDGE_PREFIX)):
+            for key in bridge_sysctls(bridge):
+                try:
+                    sysctls[key] = sysctl.read(key)
+                except OSError:
+                    pass
         return Observed(
-            links=observe.host_links(), netns=pinned, sandbox_links=inside, sandbox_routes=routes,
-            nft=observe.nsnet_elements(), ip_forward=sysctl.read("net.ipv4.ip_forward"),
+            links=links, netns=pinned, sandbox_links=inside, sandbox_routes=routes,
+            nft=observe.nsnet_elements(), ip_forward=sysctl.read("net.ipv4.ip_forward"), sysctls=sysctls,
         )
 
     def host_facts(self) -> HostFacts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..firewall import render
@@ -15,6 +16,16 @@ if TYPE_CHECKING:
 IP_FORWARD = "net.ipv4.ip_forward"
 
 
+def bridge_sysctls(bridge: str) -> dict[str, str]:
+    """What nsnet sets on each of its bridges; they go away with the bridge.
+
+    route_localnet lets the host reach its ports published on 127.0.0.1: a packet from 127.0.0.1
+    may then leave through the bridge (masqueraded to the gateway on its way); sandboxes' packets
+    to 127.0.0.0/8 are dropped by nsnet's prerouting guard. IPv6 is off, as on the sandboxes'
+    veths (see kernel.linux.create_netns): nsnet's networks are IPv4."""
+    return {f"net.ipv4.conf.{bridge}.route_localnet": "1", f"net.ipv6.conf.{bridge}.disable_ipv6": "1"}
+
+
 def plan_create_network(network: Network, others: int) -> list[Operation]:
     """`others` is how many nsnet networks exist besides this one: undoing the first one's rules
     removes nsnet's table altogether."""
@@ -24,10 +35,7 @@ def plan_create_network(network: Network, others: int) -> list[Operation]:
         # The bridge's MAC is pinned: otherwise it takes the lowest MAC among its ports and changes
         # as sandboxes come and go, and every sandbox's ARP entry for the gateway goes stale.
         CreateBridge(network.bridge, network.mtu, mac_for(network.gateway)),
-        # Lets the host reach its ports published on 127.0.0.1: a packet from 127.0.0.1 may then
-        # leave through this bridge (masqueraded to the gateway on its way). Sandboxes' packets to
-        # 127.0.0.0/8 are dropped by nsnet's prerouting guard. Goes away with the bridge.
-        EnsureSysctl(f"net.ipv4.conf.{network.bridge}.route_localnet", "1"),
+        *(EnsureSysctl(key, value) for key, value in bridge_sysctls(network.bridge).items()),
         AddAddress(network.bridge, network.gateway_interface),
         ApplyFirewall(
             tuple(render.render_add_network(network)), tuple(reverse), f"rules of network {network.name}"
@@ -45,15 +53,16 @@ def plan_remove_network(network: Network, others: int) -> list[Operation]:
     return [rules, DeleteLink(network.bridge)]
 
 
-def plan_repair_network(network: Network, bridge: LinkState | None, ip_forward: str) -> list[Operation]:
+def plan_repair_network(network: Network, bridge: LinkState | None, ip_forward: str,
+                        sysctls: Mapping[str, str]) -> list[Operation]:
     """What a network needs back after a reboot or out-of-band damage (nothing when it is whole);
-    its rules are rebuilt with the whole firewall (see plan_replace_firewall)."""
+    its rules are rebuilt with the whole firewall (see plan_replace_firewall). `sysctls` are the
+    observed values of the bridge's own (reconcile.bridge_sysctls)."""
     ops: list[Operation] = [] if ip_forward == "1" else [EnsureSysctl(IP_FORWARD, "1")]
     if bridge is None:
-        ops += [
-            CreateBridge(network.bridge, network.mtu, mac_for(network.gateway)),
-            EnsureSysctl(f"net.ipv4.conf.{network.bridge}.route_localnet", "1"),
-        ]
+        ops.append(CreateBridge(network.bridge, network.mtu, mac_for(network.gateway)))
+    ops += [EnsureSysctl(key, value) for key, value in bridge_sysctls(network.bridge).items()
+            if bridge is None or sysctls.get(key, value) != value]
     if bridge is None or str(network.gateway_interface) not in bridge.addresses:
         ops.append(AddAddress(network.bridge, network.gateway_interface))
     return ops
