@@ -115,19 +115,6 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), capture_output=True, text=True, check=check)
 
 
-_UDP_RECEIVER = r"""
-import socket, sys
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind((sys.argv[1], int(sys.argv[2])))
-sock.settimeout(float(sys.argv[3]))
-print("ready", flush=True)
-try:
-    data, peer = sock.recvfrom(100)
-    print(peer[0], flush=True)
-except socket.timeout:
-    pass
-"""
-
 _UDP_SENDER = r"""
 import socket, sys
 socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (sys.argv[1], int(sys.argv[2])))
@@ -136,7 +123,7 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (sys.argv[1], int(
 
 def datagram_arrives(client_ns: str | None, server_ns: str | None, ip: str, port: int) -> bool:
     """One UDP datagram, no reply needed: proves whether packets get *out*, not just back."""
-    receiver = start(server_ns, _UDP_RECEIVER, ip, port, 1.5)
+    receiver = start(server_ns, _UDP_ECHO, ip, port, 1.5)
     try:
         subprocess.run(in_ns(client_ns, [sys.executable, "-c", _UDP_SENDER, ip, str(port)]), check=True, timeout=10)
         out, _ = receiver.process.communicate(timeout=10)
