@@ -53,9 +53,21 @@ def run(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(sig, signal.SIG_IGN)
     _, status = os.waitpid(child, 0)
-    left = [pid for pid in pids_in_namespace(os.stat("/proc/self/ns/net").st_ino) if pid != os.getpid()]
-    kill(left)
+    kill([pid for pid in _pids_left() if pid != os.getpid()])
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _pids_left() -> list[int]:
+    """Processes still in the lab's network namespace or in one pinned under its private
+    /run/netns (a sandbox's, or one made with `ip netns add`): a daemon started in a sandbox
+    would otherwise outlive the lab."""
+    namespaces = {os.stat("/proc/self/ns/net").st_ino}
+    for entry in os.listdir(NETNS_DIR):
+        try:
+            namespaces.add(os.stat(os.path.join(NETNS_DIR, entry)).st_ino)
+        except OSError:
+            continue
+    return [pid for namespace in namespaces for pid in pids_in_namespace(namespace)]
 
 
 def _ns_inode(pid: int | str) -> int:
