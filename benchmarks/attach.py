@@ -38,9 +38,10 @@ from typing import Any
 
 import nsnet
 from nsnet import Engine
-from nsnet.lab import isolation_problem
 from nsnet.naming import BRIDGE_PREFIX, ETC_NETNS_DIR, NETNS_DIR, VETH_PREFIX
 from nsnet.store import state_dir
+
+from harness import nsnet_executable, percentile, refuse_outside_lab
 
 NETWORK = "bench"
 SUBNET = "10.40.0.0/16"
@@ -118,12 +119,6 @@ class CliDriver:
 DRIVERS = {"api": ApiDriver, "cli": CliDriver}
 
 
-def nsnet_executable() -> str:
-    """The `nsnet` entry point of the environment this benchmark runs in (the venv's)."""
-    found = shutil.which("nsnet", path=os.path.dirname(sys.executable))
-    if found is None:
-        raise SystemExit(f"attach.py: no nsnet entry point next to {sys.executable}; run it with the venv's python")
-    return found
 
 
 # One run
@@ -206,13 +201,6 @@ def remove_everything(directory: str) -> None:
 
 # Statistics
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default); q in [0, 1]."""
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def growth_window(n: int) -> int:
@@ -385,12 +373,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def refuse_outside_lab() -> None:
-    """Everything here makes namespaces, links and rules: only in a throwaway isolated host."""
-    problem = isolation_problem()
-    if problem is not None:
-        sys.stderr.write(f"attach.py: refusing to run outside an isolated host ({problem}); run: {LAB_COMMAND}\n")
-        sys.exit(2)
 
 
 def plan_runs(args: argparse.Namespace) -> list[tuple[str, int]]:

@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nsnet
-from nsnet.lab import isolation_problem
 from nsnet.store import state_dir
+
+from harness import nsnet_executable, percentile, refuse_outside_lab, remove_snapshot, run_from_snapshot, source_state
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/cli_latency.py"
 NETWORK, SUBNET = "bench", "10.40.0.0/16"
@@ -53,16 +54,6 @@ MUST_NOT_IMPORT_PYROUTE2 = ("--help", "network ls", "ps", "inspect")
 HEAVY_MS = 2.0  # top-level imports at least this expensive are listed
 
 
-def nsnet_executable() -> str:
-    """The `nsnet` entry point: the snapshot's copy of the venv's (see run_from_snapshot), or the venv's."""
-    snapshot = os.environ.get(SNAPSHOT_ENV)
-    if snapshot and os.path.exists(os.path.join(snapshot, "bin", "nsnet")):
-        return os.path.join(snapshot, "bin", "nsnet")
-    found = shutil.which("nsnet", path=os.path.dirname(sys.executable))
-    if found is None:
-        raise SystemExit(f"cli_latency.py: no nsnet entry point next to {sys.executable}; "
-                         "run it with the venv's python")
-    return found
 
 
 @dataclass
@@ -173,12 +164,6 @@ def import_report(label: str, argv: Sequence[str], env: dict[str, str], floor: s
 
 # Output
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 FLOOR = "python -c pass (floor)"
@@ -219,19 +204,6 @@ def print_imports(reports: list[dict[str, Any]]) -> None:
         print(f"      of note: {', '.join(r['notable'])}")
 
 
-def source_state() -> str:
-    """The commit nsnet was measured at, and whether its src/ had uncommitted changes."""
-    if os.environ.get(SOURCE_ENV):
-        return os.environ[SOURCE_ENV]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "src"], capture_output=True,
-                               text=True, timeout=10).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head or 'unknown'}{f' + {len(dirty)} uncommitted src files' if dirty else ''}"
 
 
 # Command line
@@ -243,57 +215,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-SNAPSHOT_ENV = "NSNET_BENCH_SNAPSHOT"
-SOURCE_ENV = "NSNET_BENCH_SOURCE"
-
-
-def tree_digest(directory: str) -> str:
-    """A short digest of every file under directory (names and contents), to tell snapshots apart."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(directory)):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            digest.update(os.path.relpath(path, directory).encode())
-            with open(path, "rb") as handle:
-                digest.update(handle.read())
-    return digest.hexdigest()[:12]
-
-
-def run_from_snapshot(argv: Sequence[str]) -> None:
-    """Re-execute this benchmark on a private copy of nsnet's package, first on PYTHONPATH, and of the
-    venv's `nsnet` console script, so that edits made to src/ (or a reinstall) while it runs cannot
-    mix two versions in one measurement; every process it starts (the CLI included) inherits the
-    copy. The copy is removed by remove_snapshot."""
-    if os.environ.get(SNAPSHOT_ENV):
-        return
-    snapshot = tempfile.mkdtemp(prefix="nsnet-bench-src-")  # under /tmp: every phase's host sees it
-    entry_point = nsnet_executable()  # the console script imports a name of nsnet.cli: copied with it
-    shutil.copytree(os.path.dirname(nsnet.__file__), os.path.join(snapshot, "nsnet"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    os.makedirs(os.path.join(snapshot, "bin"))
-    shutil.copy2(entry_point, os.path.join(snapshot, "bin", "nsnet"))
-    os.environ[SNAPSHOT_ENV] = snapshot
-    os.environ[SOURCE_ENV] = f"{source_state()}, snapshot {tree_digest(os.path.join(snapshot, 'nsnet'))}"
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [snapshot, os.environ.get("PYTHONPATH")]))
-    sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *argv])
-
-
-def remove_snapshot() -> None:
-    snapshot = os.environ.get(SNAPSHOT_ENV)
-    if snapshot and os.path.dirname(nsnet.__file__) == os.path.join(snapshot, "nsnet"):
-        shutil.rmtree(snapshot, ignore_errors=True)
-
-
-def refuse_outside_lab() -> None:
-    """It makes namespaces, links and rules: only in a throwaway isolated host."""
-    problem = isolation_problem()
-    if problem is not None:
-        sys.stderr.write(f"cli_latency.py: refusing to run outside an isolated host ({problem}); run: {LAB_COMMAND}\n")
-        sys.exit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,13 +48,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nsnet  # noqa: E402
 from nsnet import Engine  # noqa: E402
 from nsnet.errors import NsnetError  # noqa: E402
-from nsnet.lab import isolation_problem  # noqa: E402
 from nsnet.store import state_dir  # noqa: E402
+
+from harness import refuse_outside_lab
 
 # The generic helpers (bounded processes, listening checks, the wan and direct namespaces, cleanup
 # checks) are ports.py's, so that both benchmarks build the same topology the same way.
 from ports import (  # noqa: E402
-    DIRECT_A, DIRECT_A_IP, DIRECT_B, DIRECT_B_IP, WAN_HOST, WAN_NS, WAN_PEER, flush_conntrack, host_sysctl,
+    DIRECT_A, DIRECT_B, DIRECT_B_IP, WAN_HOST, WAN_NS, WAN_PEER, flush_conntrack, host_sysctl,
     in_netns, leftovers, make_direct_pair, make_wan, run, started, stop, wait_listening, wait_settled,
 )
 
@@ -380,12 +381,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def refuse_outside_lab() -> None:
-    """Everything here makes namespaces, links and rules: only in a throwaway isolated host."""
-    problem = isolation_problem()
-    if problem is not None:
-        sys.stderr.write(f"dataplane.py: refusing to run outside an isolated host ({problem}); run: {LAB_COMMAND}\n")
-        sys.exit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,9 +62,10 @@ from typing import Any
 import nsnet
 from nsnet import Engine
 from nsnet.errors import NsnetError
-from nsnet.lab import isolation_problem
 from nsnet.naming import BRIDGE_PREFIX, ETC_NETNS_DIR, NETNS_DIR, VETH_PREFIX
 from nsnet.store import state_dir
+
+from harness import percentile, refuse_outside_lab
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/ports.py"
 
@@ -696,13 +697,6 @@ def remove_everything(directory: str) -> None:
 
 # Statistics
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default); q in [0, 1]."""
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def summary(r: PortsRun) -> dict[str, float]:
@@ -907,12 +901,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def refuse_outside_lab() -> None:
-    """Everything here makes namespaces, links and rules: only in a throwaway isolated host."""
-    problem = isolation_problem()
-    if problem is not None:
-        sys.stderr.write(f"ports.py: refusing to run outside an isolated host ({problem}); run: {LAB_COMMAND}\n")
-        sys.exit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

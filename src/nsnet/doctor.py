@@ -59,7 +59,8 @@ def _forward_drops(facts: HostFacts) -> list[Finding]:
     if not drops:
         return []
     names = tuple(f"table {c.family} {c.table}, chain {c.name}" for c in drops)
-    bridged = " and, with br_netfilter, bridged traffic between sandboxes" if facts.bridge_nf_call_iptables == "1" else ""
+    with_brnf = facts.bridge_nf_call_iptables == "1"
+    bridged = " and, with br_netfilter, bridged traffic between sandboxes" if with_brnf else ""
     return [Finding(
         "forward-policy", "problem",
         f"another table drops forwarded packets by default: sandbox egress, published ports{bridged} are dropped "
@@ -109,8 +110,9 @@ def _port_listeners(facts: HostFacts, published: list[tuple[str, PortMapping]]) 
     for sandbox, mapping in published:
         bound = listener_clash(mapping, facts.listeners)
         if bound is not None:
+            holder = f"{bound.address or '0.0.0.0'}:{bound.port}"
             stolen.append(f"{mapping.host_ip or '0.0.0.0'}:{mapping.host_port}/{mapping.protocol} "
-                          f"(published by {sandbox}; a host process is bound to {bound.address or '0.0.0.0'}:{bound.port})")
+                          f"(published by {sandbox}; a host process is bound to {holder})")
     if not stolen:
         return []
     return [Finding(

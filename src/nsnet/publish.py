@@ -37,8 +37,8 @@ def published_clash(candidate: PortMapping, published: Iterable[PortMapping]) ->
 
 
 def listener_clash(candidate: PortMapping, listeners: Iterable[Listener]) -> Listener | None:
-    return next((l for l in listeners if l.protocol == candidate.protocol and l.port == candidate.host_port
-                 and _overlap(l.address, candidate.host_ip)), None)
+    return next((held for held in listeners if held.protocol == candidate.protocol
+                 and held.port == candidate.host_port and _overlap(held.address, candidate.host_ip)), None)
 
 
 def _free(host_ip: IPv4Address | None, protocol: str, port: int, published: PortLookup,

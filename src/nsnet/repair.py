@@ -103,7 +103,8 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair) -> None:
     for sandbox in store.sandboxes():
         attachments = [(e, networks[e.network]) for e in sandbox.endpoints]
         if sandbox.state != "ready":
-            repair.run(plan_remove_sandbox(sandbox.name, True, attachments), f"finished removing sandbox {sandbox.name}")
+            repair.run(plan_remove_sandbox(sandbox.name, True, attachments),
+                       f"finished removing sandbox {sandbox.name}")
             with store.transaction():
                 store.delete_sandbox(sandbox.name)
             continue

@@ -93,7 +93,8 @@ class TakenAddresses:
         return row is not None
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT count(*) FROM endpoints WHERE network_id = ?", (self._network_id,)).fetchone()[0]
+        query = "SELECT count(*) FROM endpoints WHERE network_id = ?"
+        return self._db.execute(query, (self._network_id,)).fetchone()[0]
 
     def __iter__(self) -> Iterator[IPv4Address]:
         rows = self._db.execute("SELECT ip FROM endpoints WHERE network_id = ?", (self._network_id,))

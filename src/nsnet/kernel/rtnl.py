@@ -183,7 +183,8 @@ class RtnlSocket:
         )
 
     def add_address(self, index: int, iface: IPv4Interface, where: str) -> None:
-        self.request(f"adding {iface} to {where}", RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, self._addr_body(index, iface))
+        body = self._addr_body(index, iface)
+        self.request(f"adding {iface} to {where}", RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
 
     def delete_address(self, index: int, iface: IPv4Interface, where: str) -> None:
         self.request(f"removing {iface} from {where}", RTM_DELADDR, 0, self._addr_body(index, iface))

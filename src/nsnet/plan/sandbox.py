@@ -78,7 +78,8 @@ def plan_create_sandbox(name: str, attachments: list[Attachment]) -> list[Operat
 def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | None) -> list[Operation]:
     """Deleting the host end deletes the pair, and with the peer its address and routes. When the
     endpoint carried the default route, the next endpoint (if any) takes it over."""
-    ops: list[Operation] = [DeleteLink(endpoint.host_ifname), *_remove_rules([(endpoint, network)], endpoint.host_ifname)]
+    ops: list[Operation] = [DeleteLink(endpoint.host_ifname)]
+    ops += _remove_rules([(endpoint, network)], endpoint.host_ifname)
     if endpoint.default_route and successor is not None:
         ops.append(SetDefaultRoute(successor.sandbox, successor.gateway, successor.ifname))
     return ops
