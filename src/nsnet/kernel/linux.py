@@ -64,7 +64,7 @@ class LinuxKernel(Kernel):
             # detection, router solicitations and MLD reports flood every port of the bridge (the
             # main cost growth at 1,000 sandboxes), and link-local IPv6 would slip past the IPv4
             # anti-spoofing rules. lo exists already and keeps ::1.
-            sysctl.ensure("net.ipv6.conf.default.disable_ipv6", "1")
+            sysctl.write("net.ipv6.conf.default.disable_ipv6", "1")  # a new namespace: the default is 0
             sock = RtnlSocket()
             sock.set_up(LOOPBACK_INDEX, "lo")
             return sock
@@ -104,7 +104,7 @@ class LinuxKernel(Kernel):
         finally:
             os.close(fd)
         host.set_hairpin(name)
-        sysctl.ensure(f"net.ipv6.conf.{name}.disable_ipv6", "1")  # see create_netns
+        sysctl.write(f"net.ipv6.conf.{name}.disable_ipv6", "1")  # just made; see create_netns
         inside = self._rtnl(sandbox)
         inside.set_up(inside.link_index(peer), f"{peer} in sandbox {sandbox}")
 
