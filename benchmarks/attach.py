@@ -38,10 +38,10 @@ from typing import Any
 
 import nsnet
 from nsnet import Engine
-from nsnet.naming import BRIDGE_PREFIX, ETC_NETNS_DIR, NETNS_DIR, VETH_PREFIX
+from nsnet.naming import VETH_PREFIX
 from nsnet.store import state_dir
 
-from harness import nsnet_executable, percentile, refuse_outside_lab
+from harness import leftovers, nsnet_executable, nsnet_links, percentile, refuse_outside_lab
 
 NETWORK = "bench"
 SUBNET = "10.40.0.0/16"
@@ -119,8 +119,6 @@ class CliDriver:
 DRIVERS = {"api": ApiDriver, "cli": CliDriver}
 
 
-
-
 # One run
 
 @dataclass
@@ -162,18 +160,6 @@ def run_once(mode: str, n: int) -> Run:
 
 # Cleanup and leftovers
 
-def nsnet_links() -> list[str]:
-    return [name for name in os.listdir("/sys/class/net") if name.startswith((VETH_PREFIX, BRIDGE_PREFIX))]
-
-
-def leftovers() -> list[str]:
-    """What nsnet may have left in this (lab) host: interfaces, pinned namespaces, /etc/netns dirs."""
-    found = [f"link {name}" for name in nsnet_links()]
-    for directory in (NETNS_DIR, ETC_NETNS_DIR):
-        if os.path.isdir(directory):
-            found += [os.path.join(directory, entry) for entry in os.listdir(directory)]
-    return found
-
 
 def wait_until_settled(timeout_s: float = SETTLE_TIMEOUT_S) -> float:
     """Milliseconds until no sandbox veth is left: the kernel destroys an unpinned namespace, and the
@@ -200,7 +186,6 @@ def remove_everything(directory: str) -> None:
 
 
 # Statistics
-
 
 
 def growth_window(n: int) -> int:
@@ -371,8 +356,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help=f"only profile {PROFILE_COUNT} API attaches and print the top {PROFILE_TOP} functions")
     return parser.parse_args(argv)
-
-
 
 
 def plan_runs(args: argparse.Namespace) -> list[tuple[str, int]]:

@@ -54,8 +54,6 @@ MUST_NOT_IMPORT_PYROUTE2 = ("--help", "network ls", "ps", "inspect")
 HEAVY_MS = 2.0  # top-level imports at least this expensive are listed
 
 
-
-
 @dataclass
 class Command:
     label: str
@@ -165,7 +163,6 @@ def import_report(label: str, argv: Sequence[str], env: dict[str, str], floor: s
 # Output
 
 
-
 FLOOR = "python -c pass (floor)"
 
 
@@ -204,8 +201,6 @@ def print_imports(reports: list[dict[str, Any]]) -> None:
         print(f"      of note: {', '.join(r['notable'])}")
 
 
-
-
 # Command line
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -213,8 +208,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"timed runs per command (default {ROUNDS})")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the import reports as JSON")
     return parser.parse_args(argv)
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

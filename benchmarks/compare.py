@@ -319,8 +319,6 @@ def warm_cli_cache() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-
-
 def tool(name: str) -> str:
     """Absolute paths everywhere, so no exec walks PATH (a failed execve per PATH entry)."""
     found = shutil.which(name)
@@ -588,8 +586,6 @@ class Result:
         return [value for phase in self.phases for value in phase[key]]
 
 
-
-
 def growth_window(n: int) -> int:
     return n // 10
 
@@ -793,8 +789,6 @@ def versions() -> dict[str, str]:
             "iptables": first_line(["iptables", "-V"]), "nft": first_line(["nft", "-v"])}
 
 
-
-
 # Command line
 
 def counts(text: str) -> list[int]:
@@ -845,8 +839,6 @@ def rounds_for(n: int, args: argparse.Namespace) -> int:
     if n == 1:
         return 3 if args.quick else 5
     return 1 if args.quick or n > 100 else 2
-
-
 
 
 def plan(args: argparse.Namespace) -> list[tuple[int, list[str]]]:

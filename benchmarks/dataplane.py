@@ -381,8 +381,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     refuse_outside_lab()

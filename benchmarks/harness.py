@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import nsnet
 from nsnet.lab import isolation_problem
+from nsnet.naming import BRIDGE_PREFIX, ETC_NETNS_DIR, NETNS_DIR, VETH_PREFIX
 
 SNAPSHOT_ENV = "NSNET_BENCH_SNAPSHOT"
 SOURCE_ENV = "NSNET_BENCH_SOURCE"
@@ -106,3 +107,20 @@ def remove_snapshot() -> None:
     snapshot = os.environ.get(SNAPSHOT_ENV)
     if snapshot and os.path.dirname(nsnet.__file__) == os.path.join(snapshot, "nsnet"):
         shutil.rmtree(snapshot, ignore_errors=True)
+
+
+def nsnet_links() -> list[str]:
+    return [name for name in os.listdir("/sys/class/net") if name.startswith((VETH_PREFIX, BRIDGE_PREFIX))]
+
+
+def leftovers(tables: Sequence[str] = ()) -> list[str]:
+    """What a benchmark may have left in its (lab) host: nsnet's interfaces, pinned namespaces,
+    /etc/netns directories, and nft tables whose name holds one of `tables`."""
+    found = [f"link {name}" for name in nsnet_links()]
+    for directory in (NETNS_DIR, ETC_NETNS_DIR):
+        if os.path.isdir(directory):
+            found += [os.path.join(directory, entry) for entry in os.listdir(directory)]
+    if tables:
+        listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        found += [line for line in listing.splitlines() if any(t in line for t in tables)]
+    return found

@@ -62,10 +62,11 @@ from typing import Any
 import nsnet
 from nsnet import Engine
 from nsnet.errors import NsnetError
-from nsnet.naming import BRIDGE_PREFIX, ETC_NETNS_DIR, NETNS_DIR, VETH_PREFIX
+from nsnet.naming import VETH_PREFIX
 from nsnet.store import state_dir
 
-from harness import percentile, refuse_outside_lab
+from harness import leftovers as harness_leftovers
+from harness import nsnet_links, percentile, refuse_outside_lab
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/ports.py"
 
@@ -648,18 +649,8 @@ def run_throughput(engine: Engine, s: Settings, ports: int, directory: str) -> d
 
 # Cleanup and leftovers
 
-def nsnet_links() -> list[str]:
-    return [name for name in os.listdir("/sys/class/net") if name.startswith((VETH_PREFIX, BRIDGE_PREFIX))]
-
-
 def leftovers() -> list[str]:
-    found = [f"link {name}" for name in nsnet_links()]
-    for directory in (NETNS_DIR, ETC_NETNS_DIR):
-        if os.path.isdir(directory):
-            found += [os.path.join(directory, entry) for entry in os.listdir(directory)]
-    tables = run("nft", "list", "tables", check=False)
-    found += [line for line in tables.splitlines() if any(t in line for t in ("nsnet", LINEAR_TABLE, ROUTED_TABLE))]
-    return found
+    return harness_leftovers(("nsnet", LINEAR_TABLE, ROUTED_TABLE))
 
 
 def wait_settled(timeout_s: float = 60.0) -> float:
@@ -696,7 +687,6 @@ def remove_everything(directory: str) -> None:
 
 
 # Statistics
-
 
 
 def summary(r: PortsRun) -> dict[str, float]:
@@ -899,8 +889,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-throughput", action="store_true", help="skip the iperf3 phase")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the summaries as JSON")
     return parser.parse_args(argv)
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:
