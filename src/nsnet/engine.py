@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from ipaddress import IPv4Interface, IPv4Network
@@ -23,6 +23,7 @@ from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
+from .plan.ops import Operation
 from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
@@ -126,14 +127,8 @@ class Engine:
                     created=time.time(), state="creating",
                 )
                 self._store.add_network(network)
-            faults.point("reserved")
-            try:
-                apply(plan_create_network(network, others=len(existing)), self.kernel)
-            except BaseException:
-                with self._store.transaction():
-                    self._store.delete_network(network.id)
-                raise
-            faults.point("applied")
+            self._build(plan_create_network(network, others=len(existing)),
+                        forget=lambda: self._store.delete_network(network.id))
             with self._store.transaction():
                 self._store.set_network_state(network.id, "ready")
         return replace(network, state="ready")
@@ -154,9 +149,7 @@ class Engine:
             with self._store.transaction():
                 self._store.set_network_state(network.id, "removing")
                 others = len(self._store.networks()) - 1
-            faults.point("reserved")
-            teardown(plan_remove_network(network, others), self.kernel, f"removing network {name!r}")
-            faults.point("applied")
+            self._remove(plan_remove_network(network, others), f"removing network {name!r}")
             with self._store.transaction():
                 self._store.delete_network(network.id)
 
@@ -201,15 +194,11 @@ class Engine:
                                 port_requests if i == 0 else []), net)
                 for i, net in enumerate(nets)
             ]
-        faults.point("reserved")
-        try:
-            apply(plan_create_sandbox(name, attachments), self.kernel)
-        except BaseException:
-            with self._store.transaction():
-                self._store.delete_sandbox(name)
-                self._restore_pointers(pointers)
-            raise
-        faults.point("applied")
+        def forget() -> None:
+            self._store.delete_sandbox(name)
+            self._restore_pointers(pointers)
+
+        self._build(plan_create_sandbox(name, attachments), forget)
         with self._store.transaction():
             self._store.set_sandbox_state(name, "ready")
             self._store.set_endpoints_state(sandbox_id, "ready")
@@ -230,9 +219,7 @@ class Engine:
         attachments = [(e, self.network(e.network)) for e in sandbox.endpoints]
         with self._store.transaction():
             self._store.set_sandbox_state(name, "removing")
-        faults.point("reserved")
-        teardown(plan_remove_sandbox(name, force, attachments), self.kernel, f"removing sandbox {name!r}")
-        faults.point("applied")
+        self._remove(plan_remove_sandbox(name, force, attachments), f"removing sandbox {name!r}")
         with self._store.transaction():
             self._store.delete_sandbox(name)
 
@@ -250,15 +237,11 @@ class Engine:
             default_route = not any(e.default_route for e in current.endpoints)
             pointers = {net.id: self._store.last_ip(net.id)}
             endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests)
-        faults.point("reserved")
-        try:
-            apply(plan_connect(endpoint, net), self.kernel)
-        except BaseException:
-            with self._store.transaction():
-                self._store.delete_endpoint(endpoint.id)
-                self._restore_pointers(pointers)
-            raise
-        faults.point("applied")
+        def forget() -> None:
+            self._store.delete_endpoint(endpoint.id)
+            self._restore_pointers(pointers)
+
+        self._build(plan_connect(endpoint, net), forget)
         with self._store.transaction():
             self._store.set_endpoint_state(endpoint.id, "ready")
         return replace(endpoint, state="ready")
@@ -273,10 +256,8 @@ class Engine:
             others = [e for e in current.endpoints if e.id != endpoint.id]
             successor = others[0] if endpoint.default_route and others else None
             self._store.set_endpoint_state(endpoint.id, "removing")
-        faults.point("reserved")
-        teardown(plan_disconnect(endpoint, self.network(network), successor), self.kernel,
-                 f"disconnecting {sandbox!r} from {network!r}")
-        faults.point("applied")
+        self._remove(plan_disconnect(endpoint, self.network(network), successor),
+                     f"disconnecting {sandbox!r} from {network!r}")
         with self._store.transaction():
             self._store.delete_endpoint(endpoint.id)
             if successor is not None:
@@ -387,6 +368,25 @@ class Engine:
             self._store.add_ports(endpoint_id, mappings)
             endpoint = replace(endpoint, ports=tuple(mappings))
         return endpoint
+
+    def _build(self, plan: Sequence[Operation], forget: Callable[[], None]) -> None:
+        """Apply a plan whose rows the ledger holds already ('creating'); if it fails, it has
+        been rolled back and `forget` deletes those rows, in one transaction. The fault points
+        bracket the kernel work for crash tests (see nsnet.faults)."""
+        faults.point("reserved")
+        try:
+            apply(plan, self.kernel)
+        except BaseException:
+            with self._store.transaction():
+                forget()
+            raise
+        faults.point("applied")
+
+    def _remove(self, plan: Sequence[Operation], what: str) -> None:
+        """Tear down what rows marked 'removing' describe; they are deleted only once it is done."""
+        faults.point("reserved")
+        teardown(plan, self.kernel, what)
+        faults.point("applied")
 
     def _restore_pointers(self, pointers: dict[str, Any]) -> None:
         """A rolled-back attach leaves no trace, not even in the round-robin position."""
