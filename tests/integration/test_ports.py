@@ -230,7 +230,7 @@ def test_removal_deletes_every_element(engine: Engine, wan: str) -> None:
     ruleset = json.loads(run("nft", "-j", "list", "ruleset").stdout)["nftables"]
     leftovers = [(kind, o[kind]["name"]) for o in ruleset for kind in ("set", "map") if kind in o
                  and o[kind].get("elem") and o[kind]["name"] not in
-                 ("bridges", "same_bridge", "bridge_subnets", "masq_subnets", "gateways")]
+                 ("bridges", "within_network", "to_bridge", "from_bridge", "bridge_subnets", "masq_subnets")]
     assert leftovers == []
     assert connect(wan, WAN_HOST, 8080, timeout=1.0) is None
 

@@ -78,7 +78,9 @@ def test_published_elements_are_in_the_sandbox_transaction_before_its_veths(engi
     ]
     inet = [(c["add"]["element"]["name"], c["add"]["element"]["elem"]) for c in kernel.nft_log[-1]
             if c["add"]["element"]["family"] == "inet"]
+    bridge = engine.network("app").bridge
     assert inet == [
+        ("sandbox_addresses", [{"concat": [bridge, "10.31.0.2"]}]),
         ("published_any_ip", [[{"concat": ["tcp", 8080]}, "10.31.0.2"]]),
         ("published_any_port", [[{"concat": ["tcp", 8080]}, 80]]),
         ("published_targets", [{"concat": ["10.31.0.2", "tcp", 80]}]),
@@ -252,10 +254,11 @@ def test_rm_deletes_exactly_the_elements_it_added(engine, kernel, nft_tables, as
     added = len(kernel.nft_log)
     engine.remove_sandbox("web")
     assert [[(next(iter(c)), c["delete"]["element"]["name"]) for c in t] for t in kernel.nft_log[added:]] == [[
-        ("delete", "sandbox_ports"), ("delete", "port_macs"), ("delete", "port_identity"),
+        ("delete", "sandbox_addresses"), ("delete", "port_macs"), ("delete", "port_identity"),
         ("delete", "published_any_ip"), ("delete", "published_any_port"), ("delete", "published_targets"),
         ("delete", "published_addr_ip"), ("delete", "published_addr_port"),
-        ("delete", "sandbox_ports"), ("delete", "port_macs"), ("delete", "port_identity"), ("delete", "no_icc_ports"),
+        ("delete", "sandbox_addresses"), ("delete", "port_macs"), ("delete", "port_identity"),
+        ("delete", "no_icc_ports"),
     ]]
     engine.disconnect("quiet", "db")
     assert nft_tables() == before

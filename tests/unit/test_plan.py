@@ -200,14 +200,16 @@ def test_plan_remove_sandbox_without_endpoints_removes_no_rules():
     assert plan_remove_sandbox("web", False, []) == [DeleteNetns("web"), RemoveEtcFiles("web")]
 
 
-def bridge_elements(verb: str, *sets: tuple[str, list]) -> tuple[dict, ...]:
-    return tuple({verb: {"element": {"family": "bridge", "table": "nsnet", "name": name, "elem": elem}}}
-                 for name, elem in sets)
+def endpoint_elements(verb: str, *sets: tuple[str, list]) -> tuple[dict, ...]:
+    """The sandbox's address on its bridge (inet), then its port's sets (bridge)."""
+    address = {verb: {"element": {"family": "inet", "table": "nsnet", "name": "sandbox_addresses",
+                                  "elem": [{"concat": ["nsbr-eeeeeeeeee", "10.33.0.2"]}]}}}
+    return (address, *({verb: {"element": {"family": "bridge", "table": "nsnet", "name": name, "elem": elem}}}
+                       for name, elem in sets))
 
 
 QUIET_PORT = "nsvffffffffffff"
 QUIET_IDENTITY = (
-    ("sandbox_ports", [QUIET_PORT]),
     ("port_macs", [{"concat": [QUIET_PORT, "02:4e:0a:21:00:02"]}]),
     ("port_identity", [{"concat": [QUIET_PORT, "02:4e:0a:21:00:02", "10.33.0.2"]}]),
 )
@@ -221,7 +223,7 @@ def test_plan_connect_no_icc_endpoint_filters_its_port_before_it_exists():
         CreateVeth("nsvffffffffffff", "nsbr-eeeeeeeeee", "web", "eth2", 1500, "02:4e:0a:21:00:02"),
         AddAddress("eth2", IPv4Interface("10.33.0.2/24"), "web"),
     ]
-    assert ops[0].commands == bridge_elements("add", *QUIET_IDENTITY, ("no_icc_ports", [QUIET_PORT]))
+    assert ops[0].commands == endpoint_elements("add", *QUIET_IDENTITY, ("no_icc_ports", [QUIET_PORT]))
     assert ops[0].undo() == ApplyFirewall(tuple(render.render_remove_endpoints([(WEB_QUIET, QUIET)])),
                                           description="undo rules of nsvffffffffffff")
 
@@ -229,7 +231,7 @@ def test_plan_connect_no_icc_endpoint_filters_its_port_before_it_exists():
 def test_plan_disconnect_no_icc_endpoint_removes_its_port_rules():
     assert plan_disconnect(WEB_QUIET, QUIET, None) == [
         DeleteLink("nsvffffffffffff"),
-        RemoveFirewallElements(bridge_elements("delete", *QUIET_IDENTITY, ("no_icc_ports", [QUIET_PORT])),
+        RemoveFirewallElements(endpoint_elements("delete", *QUIET_IDENTITY, ("no_icc_ports", [QUIET_PORT])),
                                "rules of nsvffffffffffff"),
     ]
 

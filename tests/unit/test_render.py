@@ -8,6 +8,7 @@ intended change to the rules, regenerate them and review the diff:
 
 import json
 import os
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -83,34 +84,42 @@ def test_rendering_matches_golden_file(golden, commands):
 def test_add_network_is_skeleton_then_add_elements():
     commands = render.render_add_network(APP)
     assert commands[: len(render.render_skeleton())] == render.render_skeleton()
-    assert [next(iter(c)) for c in commands[len(render.render_skeleton()):]] == ["add"] * 5
+    assert [next(iter(c)) for c in commands[len(render.render_skeleton()):]] == ["add"] * 6
 
 
 def test_remove_network_deletes_exactly_what_add_network_added():
     skeleton = len(render.render_skeleton())
-    for network in (APP, PRIVATE):
-        added = [c["add"] for c in render.render_add_network(network)[skeleton:]]
-        deleted = [c["delete"] for c in render.render_remove_network(network)]
-        assert added == deleted
+    for network in (APP, PRIVATE, QUIET):
+        added = [c["add"]["element"] for c in render.render_add_network(network)[skeleton:]]
+        deleted = [c["delete"]["element"] for c in render.render_remove_network(network)]
+        verdict_maps = {names.WITHIN_NETWORK, names.TO_BRIDGE, names.FROM_BRIDGE}
+        assert [{**body, "elem": [key for key, _ in body["elem"]]} if body["name"] in verdict_maps else body
+                for body in added] == deleted
 
 
 def test_internal_network_is_not_masqueraded():
     elements = render.render_add_network(PRIVATE)[len(render.render_skeleton()):]
     assert [c["add"]["element"]["name"] for c in elements] == [
-        names.BRIDGES, names.SAME_BRIDGE, names.BRIDGE_SUBNETS, names.GATEWAYS, names.INTERNAL_BRIDGES,
+        names.BRIDGES, names.WITHIN_NETWORK, names.TO_BRIDGE, names.FROM_BRIDGE, names.BRIDGE_SUBNETS,
+        names.INTERNAL_BRIDGES,
     ]
+    verdicts = {c["add"]["element"]["name"]: c["add"]["element"]["elem"][0][1] for c in elements[1:4]}
+    assert verdicts == {names.WITHIN_NETWORK: {"accept": None}, names.TO_BRIDGE: {"drop": None},
+                        names.FROM_BRIDGE: {"drop": None}}
 
 
 def test_endpoint_on_an_icc_network_has_its_identity_and_no_icc_rule():
+    address = {"family": "inet", "table": "nsnet", "name": "sandbox_addresses",
+               "elem": [{"concat": [APP.bridge, "10.31.0.2"]}]}
     identity = [
-        ("sandbox_ports", ["nsvdddddddddddd"]),
         ("port_macs", [{"concat": ["nsvdddddddddddd", "02:4e:0a:00:00:02"]}]),
         ("port_identity", [{"concat": ["nsvdddddddddddd", "02:4e:0a:00:00:02", "10.31.0.2"]}]),
     ]
     for verb, commands in (("add", render.render_add_endpoint(endpoint(APP, "d"), APP)),
                            ("delete", render.render_remove_endpoints([(endpoint(APP, "d"), APP)]))):
-        assert commands == [{verb: {"element": {"family": "bridge", "table": "nsnet", "name": name, "elem": elem}}}
-                            for name, elem in identity]
+        assert commands == [{verb: {"element": address}}] + [
+            {verb: {"element": {"family": "bridge", "table": "nsnet", "name": name, "elem": elem}}}
+            for name, elem in identity]
 
 
 def test_rendering_touches_only_nsnets_tables():
@@ -133,8 +142,9 @@ def test_remove_table_removes_both_families():
 
 def test_chains_have_numeric_priorities():
     chains = [c["add"]["chain"] for c in render.render_skeleton() if "chain" in c.get("add", {})]
-    assert [(c["family"], c["name"], c["hook"], c["prio"]) for c in chains] == [
-        ("inet", "forward", "forward", 0), ("inet", "prerouting_guard", "prerouting", -300),
+    assert [(c["family"], c["name"], c.get("hook"), c.get("prio")) for c in chains] == [
+        ("inet", "forward", "forward", 0), ("inet", "to_network", None, None),
+        ("inet", "prerouting_guard", "prerouting", -300),
         ("inet", "prerouting", "prerouting", -100), ("inet", "output", "output", -100),
         ("inet", "postrouting", "postrouting", 100),
         ("bridge", "prerouting", "prerouting", -200), ("bridge", "forward", "forward", 0),
@@ -178,7 +188,7 @@ def test_published_map_elements_are_deleted_by_key_alone():
 
 def test_remove_endpoints_deletes_exactly_what_add_endpoint_added():
     pairs = [(endpoint(APP, "d", PORTS), APP), (endpoint(QUIET, "e", (PortMapping(LOOPBACK, 9443, 443),)), QUIET),
-             (endpoint(APP, "f"), APP)]
+             (replace(endpoint(APP, "f"), address=IPv4Interface("10.31.0.3/24")), APP)]
     added = [c["add"]["element"] for e, n in pairs for c in render.render_add_endpoint(e, n)]
     deleted = [c["delete"]["element"] for c in render.render_remove_endpoints(pairs)]
     maps = {names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT}
@@ -189,12 +199,19 @@ def test_remove_endpoints_deletes_exactly_what_add_endpoint_added():
                       render.render_remove_endpoints(pairs)]) == nft_state(with_elements)
 
 
-def test_a_no_icc_network_adds_its_bridge_to_no_icc_bridges_and_removes_it():
-    quiet = Network(id="c" * 64, name="quiet", bridge="nsbr-cccccccccc", subnet=IPv4Network("10.34.0.0/24"),
-                    gateway=IPv4Address("10.34.0.1"), icc=False)
-    element = {"family": "inet", "table": "nsnet", "name": "no_icc_bridges", "elem": ["nsbr-cccccccccc"]}
-    chatty = Network(**{**quiet.__dict__, "icc": True})
+def test_within_network_is_a_drop_on_a_no_icc_network_and_an_accept_otherwise():
+    def within(network: Network) -> list:
+        return [c["add"]["element"]["elem"] for c in render.render_add_network(network)
+                if c.get("add", {}).get("element", {}).get("name") == names.WITHIN_NETWORK]
 
-    assert {"add": {"element": element}} in render.render_add_network(quiet)
-    assert render.render_remove_network(quiet)[-1] == {"delete": {"element": element}}
-    assert {"add": {"element": element}} not in render.render_add_network(chatty)
+    assert within(QUIET) == [[[{"concat": [QUIET.bridge, QUIET.bridge]}, {"drop": None}]]]
+    assert within(APP) == [[[{"concat": [APP.bridge, APP.bridge]}, {"accept": None}]]]
+    assert {"delete": {"element": {"family": "inet", "table": "nsnet", "name": names.WITHIN_NETWORK,
+                                   "elem": [{"concat": [QUIET.bridge, QUIET.bridge]}]}}} in render.render_remove_network(QUIET)
+
+
+def test_a_regular_network_is_entered_through_to_network_and_left_by_an_accept():
+    elements = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in render.render_add_network(APP)
+                if "element" in c.get("add", {})}
+    assert elements[names.TO_BRIDGE] == [[APP.bridge, {"jump": {"target": names.TO_NETWORK}}]]
+    assert elements[names.FROM_BRIDGE] == [[APP.bridge, {"accept": None}]]

@@ -16,11 +16,13 @@ BRIDGE_FAMILY = "bridge"
 # inet sets and maps
 BRIDGES = "bridges"  # every nsnet bridge
 INTERNAL_BRIDGES = "internal_bridges"  # bridges of --internal networks
-SAME_BRIDGE = "same_bridge"  # ifname . ifname pairs (br, br): traffic that stays in one network
+# Verdict maps, so a forwarded packet costs one lookup per question whatever the number of networks:
+WITHIN_NETWORK = "within_network"  # ifname . ifname (br, br): accept, or drop on a --no-icc network
+TO_BRIDGE = "to_bridge"  # oifname: jump to the to_network chain, or drop for an internal network
+FROM_BRIDGE = "from_bridge"  # iifname: accept (egress), or drop for an internal network
 MASQ_SUBNETS = "masq_subnets"  # ipv4 subnets (interval) of non-internal networks
 BRIDGE_SUBNETS = "bridge_subnets"  # ifname . ipv4 subnet (interval): each bridge with its subnet
-NO_ICC_BRIDGES = "no_icc_bridges"  # bridges of --no-icc networks (routed hairpin between sandboxes)
-GATEWAYS = "gateways"  # the gateway address of every network
+SANDBOX_ADDRESSES = "sandbox_addresses"  # ifname . ipv4_addr: each sandbox's address, by its bridge
 # Published ports, on every host address (key proto . host port) or on one (host ip . proto .
 # host port), each as two maps: to the sandbox's address and to its port. One map to
 # `ipv4_addr . inet_service` would do, but libnftables 1.0.6 (Debian 12) segfaults parsing a JSON
@@ -32,7 +34,6 @@ PUBLISHED_ADDR_PORT = "published_addr_port"
 PUBLISHED_TARGETS = "published_targets"  # sandbox ip . proto . port: reachable by direct routing
 
 # bridge sets
-SANDBOX_PORTS = "sandbox_ports"  # host veths of every sandbox (the bridge ports nsnet made)
 PORT_MACS = "port_macs"  # ifname . ether_addr: the one MAC a port may send from
 PORT_IDENTITY = "port_identity"  # ifname . ether_addr . ipv4_addr: the one MAC and IPv4 source
 NO_ICC_PORTS = "no_icc_ports"  # host veths of sandboxes on --no-icc networks
@@ -45,6 +46,7 @@ NO_ICC_PORTS = "no_icc_ports"  # host veths of sandboxes on --no-icc networks
 # `nsnet doctor` reports foreign drop policies.
 FORWARD = "forward"
 FORWARD_PRIORITY = 0  # filter
+TO_NETWORK = "to_network"  # a regular chain: what may enter a network from elsewhere
 # Published ports are translated at `dstnat` (-100), before routing decides where a packet goes,
 # for packets arriving (prerouting) and for the host's own (output).
 PREROUTING_NAT = "prerouting"

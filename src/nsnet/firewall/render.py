@@ -5,14 +5,14 @@ sandboxes and ports: they are elements. `render_skeleton` re-declares it idempot
 table/sets/chains, flush nsnet's own chains, add the rules), so every network change also repairs
 a damaged skeleton, atomically, in the same transaction as its elements.
 
-inet forward (traffic the host routes), in order:
-  within one --no-icc bridge (a hairpin through a published port): drop
-  within one bridge: accept (the network's own traffic, and hairpin through a published port)
-  from or to an internal network: drop (internal networks reach only themselves)
-  to a sandbox: replies accepted, and connections to published ports (DNAT) from anywhere
-  between two different nsnet bridges: drop (isolation)
-  from a sandbox to elsewhere: accept (egress)
-  to a sandbox: a published sandbox port reached by direct routing: accept; else drop (Docker 28)
+inet forward (traffic the host routes), one verdict-map lookup per question:
+  within one bridge: accept (the network's own traffic, and hairpin through a published port),
+    but drop on a --no-icc network (a hairpin between two of its sandboxes)
+  to a bridge: an internal network's is dropped, a regular network's goes through `to_network`
+  from a bridge (to anywhere that is not a bridge): accept (egress), but not from an internal network
+to_network: from an internal network: drop; replies and connections to published ports (DNAT):
+  accept; from another network: drop (isolation); a published sandbox port reached by direct
+  routing: accept (Docker 28); anything else: drop.
 inet nat: published ports are DNAT'ed through maps in prerouting and output (only for a local
 destination address); postrouting masquerades egress of non-internal subnets, hairpin traffic
 (so the reply comes back through the host) and the host's 127.0.0.1 connections to sandboxes.
@@ -75,9 +75,11 @@ def _set(name: str, kind: Any, flags: list[str] | None = None, family: str = nam
     return {"add": {"set": body}}
 
 
-def _chain(name: str, kind: str, hook: str, priority: int, family: str = names.FAMILY) -> list[Command]:
-    chain = {**_table(family), "name": name, "type": kind, "hook": hook, "prio": priority, "policy": "accept"}
+def _chain(name: str, kind: str | None = None, hook: str | None = None, priority: int = 0,
+           family: str = names.FAMILY) -> list[Command]:
+    """A base chain (hooked) or, without a hook, a regular one that rules jump to; flushed either way."""
     ref = {**_table(family), "name": name}
+    chain = {**ref, "type": kind, "hook": hook, "prio": priority, "policy": "accept"} if hook else ref
     return [{"add": {"chain": chain}}, {"flush": {"chain": ref}}]
 
 
@@ -96,11 +98,12 @@ def _inet_sets() -> list[Command]:
     return [
         _set(names.BRIDGES, "ifname"),
         _set(names.INTERNAL_BRIDGES, "ifname"),
-        _set(names.SAME_BRIDGE, ["ifname", "ifname"]),
+        _set(names.WITHIN_NETWORK, ["ifname", "ifname"], data="verdict"),
+        _set(names.TO_BRIDGE, "ifname", data="verdict"),
+        _set(names.FROM_BRIDGE, "ifname", data="verdict"),
         _set(names.MASQ_SUBNETS, "ipv4_addr", ["interval"]),
         _set(names.BRIDGE_SUBNETS, ["ifname", "ipv4_addr"], ["interval"]),
-        _set(names.NO_ICC_BRIDGES, "ifname"),
-        _set(names.GATEWAYS, "ipv4_addr"),
+        _set(names.SANDBOX_ADDRESSES, ["ifname", "ipv4_addr"]),
         _set(names.PUBLISHED_ANY_IP, ANY_KEY, data="ipv4_addr"),
         _set(names.PUBLISHED_ANY_PORT, ANY_KEY, data="inet_service"),
         _set(names.PUBLISHED_ADDR_IP, ADDR_KEY, data="ipv4_addr"),
@@ -109,28 +112,32 @@ def _inet_sets() -> list[Command]:
     ]
 
 
+def _vmap(key: Any, map_name: str) -> dict[str, Any]:
+    return {"vmap": {"key": key, "data": f"@{map_name}"}}
+
+
 def _forward() -> list[Command]:
-    f = names.FORWARD
+    """Forwarded packets pay one lookup per question, and a packet of another program's (neither
+    interface an nsnet bridge) three misses; the chain ends in a verdict only for nsnet's bridges."""
+    f, to = names.FORWARD, names.TO_NETWORK
     return [
         *_chain(f, "filter", "forward", names.FORWARD_PRIORITY),
         # Without br_netfilter, a hairpin between two sandboxes of a --no-icc network is routed
-        # and leaves by the bridge's output, past table bridge nsnet's forward hook: drop it here.
-        _rule(f, _in_set("iifname", names.NO_ICC_BRIDGES),
-              _match(_concat(_meta("iifname"), _meta("oifname")), f"@{names.SAME_BRIDGE}"), DROP,
-              comment="no inter-container communication, even through published ports"),
-        _rule(f, _match(_concat(_meta("iifname"), _meta("oifname")), f"@{names.SAME_BRIDGE}"), ACCEPT,
-              comment="within one network"),
-        _rule(f, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
-        _rule(f, _in_set("oifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way in"),
-        _rule(f, TO_SANDBOX, _match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "in"), ACCEPT,
+        # and leaves by the bridge's output, past table bridge nsnet's forward hook: its element
+        # here is a drop.
+        _rule(f, _vmap(_concat(_meta("iifname"), _meta("oifname")), names.WITHIN_NETWORK),
+              comment="within one network (no inter-container communication: drop)"),
+        _rule(f, _vmap(_meta("oifname"), names.TO_BRIDGE), comment="into a network (internal: drop)"),
+        _rule(f, _vmap(_meta("iifname"), names.FROM_BRIDGE), comment="egress (internal: drop)"),
+        *_chain(to),
+        _rule(to, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
+        _rule(to, _match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "in"), ACCEPT,
               comment="replies"),
-        _rule(f, TO_SANDBOX, _match({"ct": {"key": "status"}}, "dnat", "in"), ACCEPT, comment="published ports"),
-        _rule(f, FROM_SANDBOX, TO_SANDBOX, DROP, comment="isolation between networks"),
-        _rule(f, FROM_SANDBOX, ACCEPT, comment="egress"),
-        _rule(f, TO_SANDBOX, _match(_concat(_payload("ip", "daddr"), *L4_DESTINATION),
-                                    f"@{names.PUBLISHED_TARGETS}"), ACCEPT,
+        _rule(to, _match({"ct": {"key": "status"}}, "dnat", "in"), ACCEPT, comment="published ports"),
+        _rule(to, FROM_SANDBOX, DROP, comment="isolation between networks"),
+        _rule(to, _match(_concat(_payload("ip", "daddr"), *L4_DESTINATION), f"@{names.PUBLISHED_TARGETS}"), ACCEPT,
               comment="published sandbox ports, routed directly"),
-        _rule(f, TO_SANDBOX, DROP, comment="nothing else reaches a sandbox"),
+        _rule(to, DROP, comment="nothing else reaches a sandbox"),
     ]
 
 
@@ -157,16 +164,15 @@ def _nat() -> list[Command]:
     saddr = _payload("ip", "saddr")
     return [
         *_chain(names.PREROUTING_FILTER, "filter", "prerouting", names.RAW_PRIORITY),
-        _rule(names.PREROUTING_FILTER, FROM_SANDBOX, _match(_payload("ip", "daddr"), loopback), DROP,
+        _rule(names.PREROUTING_FILTER, _match(_payload("ip", "daddr"), loopback), FROM_SANDBOX, DROP,
               comment="sandboxes never reach the host's loopback"),
-        # Both ends in the subnet of the bridge the packet came by, and not the gateway (the host
-        # may filter what reaches it by connection state): a hairpin, DNAT or egress always has
-        # one address outside the subnet, so everything NAT needs stays tracked.
+        # Both ends sandboxes of the bridge the packet came by (so not the gateway: the host may
+        # filter what reaches it by connection state): a hairpin, DNAT or egress always has one
+        # address that is not a sandbox's of that bridge, so everything NAT needs stays tracked.
         _rule(names.PREROUTING_FILTER,
-              _match(_concat(_meta("iifname"), _payload("ip", "saddr")), f"@{names.BRIDGE_SUBNETS}"),
-              _match(_concat(_meta("iifname"), _payload("ip", "daddr")), f"@{names.BRIDGE_SUBNETS}"),
-              _match(_payload("ip", "daddr"), f"@{names.GATEWAYS}", "!="), {"notrack": None},
-              comment="traffic within one network needs no conntrack"),
+              _match(_concat(_meta("iifname"), _payload("ip", "saddr")), f"@{names.SANDBOX_ADDRESSES}"),
+              _match(_concat(_meta("iifname"), _payload("ip", "daddr")), f"@{names.SANDBOX_ADDRESSES}"),
+              {"notrack": None}, comment="traffic within one network needs no conntrack"),
         *_chain(names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
         *_dnat(names.PREROUTING_NAT),
         *_chain(names.OUTPUT_NAT, "nat", "output", names.DSTNAT_PRIORITY),
@@ -189,26 +195,28 @@ def _bridge_table() -> list[Command]:
     family = names.BRIDGE_FAMILY
     pre, fwd = names.BRIDGE_PREROUTING, names.BRIDGE_FORWARD
     port = _meta("iifname")
-    sandbox_port = _in_set("iifname", names.SANDBOX_PORTS)
     return [
         {"add": {"table": {"family": family, "name": names.TABLE}}},
-        _set(names.SANDBOX_PORTS, "ifname", family=family),
         _set(names.PORT_MACS, ["ifname", "ether_addr"], family=family),
         _set(names.PORT_IDENTITY, ["ifname", "ether_addr", "ipv4_addr"], family=family),
         _set(names.NO_ICC_PORTS, "ifname", family=family),
         *_chain(pre, "filter", "prerouting", names.BRIDGE_PREROUTING_PRIORITY, family),
-        # A removed sandbox's namespace (and veth) dies in the kernel's deferred work, tens of ms
-        # after `rm`: until then its port must not answer for an address that may be reused.
-        _rule(pre, _match(port, f"{VETH_PREFIX}*"), _in_set("iifname", names.SANDBOX_PORTS, "!="), DROP,
-              comment="ports of removed sandboxes", family=family),
-        _rule(pre, sandbox_port, _match(_concat(port, _payload("ether", "saddr")), f"@{names.PORT_MACS}", "!="),
-              DROP, comment="anti-spoofing: MAC", family=family),
-        _rule(pre, sandbox_port, _match(_concat(port, _payload("ether", "saddr"), _payload("ip", "saddr")),
-                                        f"@{names.PORT_IDENTITY}", "!="),
-              DROP, comment="anti-spoofing: IPv4 source", family=family),
-        _rule(pre, sandbox_port, _match(_concat(port, _payload("arp", "saddr ether"), _payload("arp", "saddr ip")),
-                                        f"@{names.PORT_IDENTITY}", "!="),
-              DROP, comment="anti-spoofing: ARP sender", family=family),
+        # A sandbox's own frames are accepted by one lookup; what is left from a port nsnet made is
+        # forged, or comes from a removed sandbox, whose namespace (and veth) dies in the kernel's
+        # deferred work tens of ms after `rm`: until then its port must not answer for an address
+        # that may be reused.
+        _rule(pre, _match(_meta("protocol"), "ip"),
+              _match(_concat(port, _payload("ether", "saddr"), _payload("ip", "saddr")), f"@{names.PORT_IDENTITY}"),
+              ACCEPT, comment="a sandbox's IPv4 frames, from its own MAC and address", family=family),
+        _rule(pre, _match(_meta("protocol"), "arp"),
+              _match(_concat(port, _payload("arp", "saddr ether"), _payload("arp", "saddr ip")),
+                     f"@{names.PORT_IDENTITY}"),
+              ACCEPT, comment="a sandbox's ARP, for its own MAC and address", family=family),
+        _rule(pre, _match(_meta("protocol"), "ip", "!="), _match(_meta("protocol"), "arp", "!="),
+              _match(_concat(port, _payload("ether", "saddr")), f"@{names.PORT_MACS}"),
+              ACCEPT, comment="a sandbox's other frames, from its own MAC", family=family),
+        _rule(pre, _match(port, f"{VETH_PREFIX}*"), DROP,
+              comment="anti-spoofing, and ports of removed sandboxes", family=family),
         *_chain(fwd, "filter", "forward", names.BRIDGE_FORWARD_PRIORITY, family),
         _rule(fwd, _in_set("iifname", names.NO_ICC_PORTS), DROP, comment="no inter-container communication",
               family=family),
@@ -233,17 +241,19 @@ def _element(verb: str, set_name: str, elements: Iterable[Any], family: str = na
 def _network_elements(verb: str, network: Network) -> list[Command]:
     bridge = network.bridge
     subnet = {"prefix": {"addr": str(network.subnet.network_address), "len": network.subnet.prefixlen}}
-    commands = [
+    internal = network.internal
+
+    def entry(key: Any, verdict: dict[str, Any]) -> Any:
+        return key if verb == "delete" else [key, verdict]  # a map element is deleted by its key
+
+    return [
         _element(verb, names.BRIDGES, [bridge]),
-        _element(verb, names.SAME_BRIDGE, [_concat(bridge, bridge)]),
+        _element(verb, names.WITHIN_NETWORK, [entry(_concat(bridge, bridge), ACCEPT if network.icc else DROP)]),
+        _element(verb, names.TO_BRIDGE, [entry(bridge, DROP if internal else {"jump": {"target": names.TO_NETWORK}})]),
+        _element(verb, names.FROM_BRIDGE, [entry(bridge, DROP if internal else ACCEPT)]),
         _element(verb, names.BRIDGE_SUBNETS, [_concat(bridge, subnet)]),
-        _element(verb, names.GATEWAYS, [str(network.gateway)]),
-        _element(verb, names.INTERNAL_BRIDGES, [bridge]) if network.internal
-        else _element(verb, names.MASQ_SUBNETS, [subnet]),
+        _element(verb, names.INTERNAL_BRIDGES, [bridge]) if internal else _element(verb, names.MASQ_SUBNETS, [subnet]),
     ]
-    if not network.icc:
-        commands.append(_element(verb, names.NO_ICC_BRIDGES, [bridge]))
-    return commands
 
 
 def render_add_network(network: Network) -> list[Command]:
@@ -284,7 +294,7 @@ def _endpoint_elements(verb: str, endpoint: Endpoint, network: Network) -> list[
     port, mac, ip = endpoint.host_ifname, endpoint.mac, str(endpoint.address.ip)
     family = names.BRIDGE_FAMILY
     commands = [
-        _element(verb, names.SANDBOX_PORTS, [port], family),
+        _element(verb, names.SANDBOX_ADDRESSES, [_concat(network.bridge, ip)]),
         _element(verb, names.PORT_MACS, [_concat(port, mac)], family),
         _element(verb, names.PORT_IDENTITY, [_concat(port, mac, ip)], family),
     ]
