@@ -176,6 +176,13 @@ def test_direct_routing_reaches_only_published_sandbox_ports(web: Engine, wan: s
     assert blocked(wan, "client", "10.31.0.3", 80)
 
 
+def test_another_network_reaches_a_published_port_only_through_the_host(web: Engine, wan: str) -> None:
+    # `far` routes to web's address through its gateway, the host: direct routing is for the
+    # outside, not a way around the isolation between networks.
+    assert blocked("far", "web", "10.31.0.2", 80)
+    assert through("far", WAN_HOST, 8080) == ("hello from 10.31.0.2", ["10.32.0.2"])
+
+
 def test_published_ports_work_on_a_no_icc_network(engine: Engine, wan: str, mode: str) -> None:
     engine.create_network("quiet", subnet="10.34.0.0/24", icc=False)
     engine.create_sandbox("q1", networks=["quiet"], publish=["8080:80"])
