@@ -1,7 +1,7 @@
 """The `nsnet` command: argument parsing and printing only; the work is the Engine's.
 
-Errors are nsnet's own (NsnetError): one line on stderr, exit code 1 (2 for usage errors). Verbs
-that need no netlink (`ls`, `inspect`, `--help`) never load the kernel layer.
+Errors are nsnet's own (NsnetError): one line on stderr, exit code 1 (2 for usage errors). The
+read-only verbs (`ls`, `ps`, `inspect`, `port`, `--help`) load neither the engine nor the kernel layer.
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ def _engine() -> Any:
     return Engine()
 
 
+def _catalog() -> Any:
+    """For the read-only verbs: the ledger's queries, without the engine's imports."""
+    from .catalog import Catalog
+
+    return Catalog()
+
+
 # Networks
 
 def network_create(args: argparse.Namespace) -> int:
@@ -51,8 +58,8 @@ def network_create(args: argparse.Namespace) -> int:
 
 
 def network_ls(args: argparse.Namespace) -> int:
-    with _engine() as engine:
-        items = [n.to_dict() for n in engine.networks()]
+    with _catalog() as catalog:
+        items = [n.to_dict() for n in catalog.networks()]
     if args.quiet:
         for item in items:
             print(item["Name"])
@@ -65,10 +72,10 @@ def network_ls(args: argparse.Namespace) -> int:
 
 def _inspect(lookup: Callable[[Any, str], Any], names: list[str], fmt: str | None) -> int:
     found, failed = [], 0
-    with _engine() as engine:
+    with _catalog() as catalog:
         for name in names:
             try:
-                found.append(lookup(engine, name).to_dict())
+                found.append(lookup(catalog, name).to_dict())
             except NsnetError as exc:
                 print(f"nsnet: error: {exc}", file=sys.stderr)
                 failed = 1
@@ -119,8 +126,8 @@ def create(args: argparse.Namespace) -> int:
 
 
 def ps(args: argparse.Namespace) -> int:
-    with _engine() as engine:
-        items = [s.to_dict() for s in engine.sandboxes()]
+    with _catalog() as catalog:
+        items = [s.to_dict() for s in catalog.sandboxes()]
     if args.quiet:
         for item in items:
             print(item["Name"])
@@ -145,8 +152,8 @@ def rm(args: argparse.Namespace) -> int:
 
 
 def port(args: argparse.Namespace) -> int:
-    with _engine() as engine:
-        mappings = engine.ports(args.name)
+    with _catalog() as catalog:
+        mappings = catalog.ports(args.name)
     if args.format == "json":
         print(as_json([m.to_dict() for m in mappings]))
         return 0

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import faults, ipam, portspec, validate
 from .apply import apply, teardown
+from .catalog import Catalog
 from .errors import Conflict, Exhausted, InvalidInput, NotFound, NsnetError
 from .kernel import Kernel, default_kernel
 from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
@@ -27,7 +28,6 @@ from .plan.ops import Operation
 from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
-from .store import Store
 
 if TYPE_CHECKING:  # subprocess, check, gc and doctor load these on first use
     import subprocess
@@ -40,7 +40,7 @@ DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
 BRIDGE_MAX_PORTS = 1023
 
 
-class Engine:
+class Engine(Catalog):
     """nsnet's networks and sandboxes in the network namespace this process runs in.
 
     >>> with Engine() as engine:
@@ -51,7 +51,7 @@ class Engine:
 
     def __init__(self, state_dir: str | None = None, kernel: Kernel | None = None,
                  address_pool: str | None = None) -> None:
-        self._store = Store(state_dir)
+        super().__init__(state_dir)
         self._kernel = kernel
         self._pool = validate.address_pool(address_pool or os.environ.get("NSNET_ADDRESS_POOL") or DEFAULT_ADDRESS_POOL)
 
@@ -64,37 +64,7 @@ class Engine:
     def close(self) -> None:
         if self._kernel is not None:
             self._kernel.close()
-        self._store.close()
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # Queries
-
-    def networks(self) -> list[Network]:
-        return self._store.networks()
-
-    def network(self, name: str) -> Network:
-        network = self._store.network(name)
-        if network is None:
-            raise NotFound("network", name)
-        return network
-
-    def sandboxes(self) -> list[Sandbox]:
-        return self._store.sandboxes()
-
-    def sandbox(self, name: str) -> Sandbox:
-        sandbox = self._store.sandbox(name)
-        if sandbox is None:
-            raise NotFound("sandbox", name)
-        return sandbox
-
-    def ports(self, name: str) -> list[PortMapping]:
-        """Every port the sandbox publishes, on all its networks."""
-        return [port for endpoint in self.sandbox(name).endpoints for port in endpoint.ports]
+        super().close()
 
     # Networks
 

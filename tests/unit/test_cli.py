@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -7,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nsnet import cli, output
+from nsnet.catalog import Catalog
 from nsnet.engine import Engine
 from nsnet.kernel.fake import FakeKernel
 
@@ -312,9 +316,19 @@ def test_as_json_is_indented():
     assert output.as_json([{"a": 1}]) == '[\n  {\n    "a": 1\n  }\n]'
 
 
+@pytest.mark.parametrize("argv", [["network", "ls"], ["network", "inspect", "app"], ["ps"], ["inspect", "web"],
+                                  ["port", "web"]])
+def test_read_only_verbs_load_neither_the_engine_nor_netlink(tmp_path, argv):
+    program = ("import sys; from nsnet import cli; code = cli.main(sys.argv[1:]); "
+               "print(code, sorted(m for m in ('nsnet.engine', 'nsnet.kernel', 'pyroute2', 'nftables') if m in sys.modules))")
+    env = {**os.environ, "NSNET_STATE_DIR": str(tmp_path / "state")}
+    result = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.splitlines()[-1].split(" ", 1)[1] == "[]"
+
+
 def test_unusable_state_dir_is_one_error_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("")
-    monkeypatch.setattr(cli, "_engine", lambda: Engine(state_dir=str(tmp_path / "file"), kernel=FakeKernel()))
+    monkeypatch.setattr(cli, "_catalog", lambda: Catalog(state_dir=str(tmp_path / "file")))
     assert cli.main(["network", "ls"]) == 1
     out, err = capsys.readouterr()
     assert out == ""

@@ -1,0 +1,49 @@
+"""What nsnet has made, read from its ledger: the queries, without the machinery to change anything.
+
+`Engine` extends it; the CLI's read-only verbs (`ls`, `ps`, `inspect`, `port`) use it alone, so they
+load neither the planner, the firewall renderer nor the kernel layer.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from .errors import NotFound
+from .model import Network, PortMapping, Sandbox
+from .store import Store
+
+
+class Catalog:
+    def __init__(self, state_dir: str | None = None) -> None:
+        self._store = Store(state_dir)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def networks(self) -> list[Network]:
+        return self._store.networks()
+
+    def network(self, name: str) -> Network:
+        network = self._store.network(name)
+        if network is None:
+            raise NotFound("network", name)
+        return network
+
+    def sandboxes(self) -> list[Sandbox]:
+        return self._store.sandboxes()
+
+    def sandbox(self, name: str) -> Sandbox:
+        sandbox = self._store.sandbox(name)
+        if sandbox is None:
+            raise NotFound("sandbox", name)
+        return sandbox
+
+    def ports(self, name: str) -> list[PortMapping]:
+        """Every port the sandbox publishes, on all its networks."""
+        return [port for endpoint in self.sandbox(name).endpoints for port in endpoint.ports]
