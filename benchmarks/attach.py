@@ -47,6 +47,7 @@ NETWORK = "bench"
 SUBNET = "10.40.0.0/16"
 DEFAULT_COUNTS = "1,100,1000"
 CLI_COUNT_LIMIT = 100  # one process per sandbox: N above this is only run when --cli-n asks for it
+QUICK_CLI_COUNTS = "1,20"
 PROFILE_COUNT = 200
 PROFILE_TOP = 25
 SETTLE_TIMEOUT_S = 120.0
@@ -352,6 +353,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"sandbox counts for the CLI (default: the --n values up to {CLI_COUNT_LIMIT})")
     parser.add_argument("--modes", type=modes, default=list(DRIVERS), metavar="api,cli",
                         help="which ways of attaching to measure (default both)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"CLI at N={QUICK_CLI_COUNTS} only (the API runs take seconds; for debugging)")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the summaries as JSON")
     parser.add_argument("--profile", action="store_true",
                         help=f"only profile {PROFILE_COUNT} API attaches and print the top {PROFILE_TOP} functions")
@@ -359,6 +362,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def plan_runs(args: argparse.Namespace) -> list[tuple[str, int]]:
+    if args.quick and not args.cli_n:
+        args.cli_n = counts(QUICK_CLI_COUNTS)
     cli_counts = args.cli_n or [n for n in args.n if n <= CLI_COUNT_LIMIT]
     plan = []
     for mode in args.modes:

@@ -49,6 +49,7 @@ NETWORK, SUBNET = "bench", "10.40.0.0/16"
 SANDBOXES = 20
 INSPECTED = "sb0007"
 ROUNDS = 15
+QUICK_ROUNDS = 5
 WARMUP = 2
 MUST_NOT_IMPORT_PYROUTE2 = ("--help", "network ls", "ps", "inspect")
 HEAVY_MS = 2.0  # top-level imports at least this expensive are listed
@@ -205,9 +206,13 @@ def print_imports(reports: list[dict[str, Any]]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=f"run it as: {LAB_COMMAND}")
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"timed runs per command (default {ROUNDS})")
+    parser.add_argument("--rounds", type=int, help=f"timed runs per command (default {ROUNDS}; --quick {QUICK_ROUNDS})")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} timed runs per command (for debugging)")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the import reports as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = QUICK_ROUNDS if args.quick else ROUNDS
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
