@@ -32,7 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -325,6 +326,85 @@ def profile_attach(count: int = PROFILE_COUNT, top: int = PROFILE_TOP) -> None:
     pstats.Stats(profiler).strip_dirs().sort_stats("cumulative").print_stats(top)
 
 
+# Where attach time grows with N
+
+BREAKDOWN_COUNT = 1000
+
+
+@contextmanager
+def timed_calls(targets: list[tuple[Any, str, Any]]) -> Iterator[dict[str, list[float]]]:
+    """Every call of each (object, attribute) timed under its label (a string, or a function of the
+    call's arguments that names it), for as long as the block runs."""
+    times: dict[str, list[float]] = {label: [] for _, _, label in targets if isinstance(label, str)}
+    originals = [(obj, name, getattr(obj, name)) for obj, name, _ in targets]
+
+    def timed(function: Callable[..., Any], label: str | Callable[..., str]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                key = label(*args) if callable(label) else label
+                times.setdefault(key, []).append(time.perf_counter() - start)
+        return call
+
+    for (obj, name, original), (_, _, label) in zip(originals, targets):
+        setattr(obj, name, timed(original, label))
+    try:
+        yield times
+    finally:
+        for obj, name, original in originals:
+            setattr(obj, name, original)
+
+
+def breakdown_attach(count: int = BREAKDOWN_COUNT) -> None:
+    """Each kernel step of an API attach timed on its own, first tenth of `count` attaches against
+    the last: which steps grow with the number of sandboxes on one bridge."""
+    from nsnet.kernel import linux, rtnl, sysctl
+
+    def sysctl_label(key: str, _value: str) -> str:
+        return "sysctl: default.disable_ipv6 (new netns)" if ".default." in key else "sysctl: host veth disable_ipv6"
+
+    targets = [(linux.LinuxKernel, name, f"kernel.{name}") for name in
+               ("create_netns", "write_etc_files", "nft", "create_veth", "add_address", "replace_default_route")]
+    targets += [(rtnl.RtnlSocket, "create_veth", "  rtnl: RTM_NEWLINK veth (+ peer, master, up)"),
+                (rtnl.RtnlSocket, "set_hairpin", "  rtnl: hairpin"),
+                (rtnl.RtnlSocket, "set_up", "  rtnl: set up (lo, peer)"),
+                (sysctl, "write", sysctl_label)]
+    directory = tempfile.mkdtemp(prefix="bench-breakdown-", dir=state_dir())
+    names = sandbox_names(count)
+    totals: list[float] = []
+    try:
+        with Engine(state_dir=directory) as engine:
+            engine.create_network(NETWORK, subnet=SUBNET)
+            with timed_calls(targets) as times:
+                for name in names:
+                    start = time.perf_counter()
+                    engine.create_sandbox(name, networks=[NETWORK])
+                    totals.append(time.perf_counter() - start)
+            for name in names:
+                engine.remove_sandbox(name, force=True)
+            wait_until_settled()
+            engine.remove_network(NETWORK)
+    finally:
+        remove_everything(directory)
+    tenth = max(count // 10, 1)
+
+    def first_last(per_attach: list[float]) -> tuple[float, float]:
+        return statistics.median(per_attach[:tenth]) * 1e3, statistics.median(per_attach[-tenth:]) * 1e3
+
+    a, b = first_last(totals)
+    print(f"attach steps, median ms of the first {tenth} and the last {tenth} of {count} attaches on one bridge:")
+    print(f"  {'whole attach':<46} {a:7.3f} -> {b:7.3f}  (+{b - a:.3f})")
+    for label, samples in times.items():
+        if len(samples) % count:
+            continue  # not once (or a fixed number of times) per attach
+        per = len(samples) // count
+        per_attach = [sum(samples[i * per:(i + 1) * per]) for i in range(count)]
+        a, b = first_last(per_attach)
+        print(f"  {label:<46} {a:7.3f} -> {b:7.3f}  (+{b - a:.3f})" + (f"  ({per} calls)" if per > 1 else ""))
+
+
 # Command line
 
 def counts(text: str) -> list[int]:
@@ -356,6 +436,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"CLI at N={QUICK_CLI_COUNTS} only (the API runs take seconds; for debugging)")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the summaries as JSON")
+    parser.add_argument("--breakdown", action="store_true",
+                        help=f"only time each kernel step of {BREAKDOWN_COUNT} API attaches, first tenth against last")
     parser.add_argument("--profile", action="store_true",
                         help=f"only profile {PROFILE_COUNT} API attaches and print the top {PROFILE_TOP} functions")
     return parser.parse_args(argv)
@@ -381,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"nsnet {nsnet.__version__} from {os.path.dirname(nsnet.__file__)}")
     if args.profile:
         profile_attach()
+        return 0
+    if args.breakdown:
+        breakdown_attach()
         return 0
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     runs = []
