@@ -13,17 +13,36 @@ Issue 5 part 3. Four paths, each between two namespaces made here (client -> ser
           (the host's `wan0` is 198.51.100.1, as the integration tests' `wan` fixture);
 - dnat:   `wan` -> 198.51.100.1:<published port> -> `web` (`publish=["8080:5201", ...]`).
 
+And a reference for each of the last three, so that one run tells the kernel's own cost on this
+machine (what any runtime pays for a bridge, conntrack and NAT) from the cost of nsnet's rules. The
+reference paths are built by hand with the least a Docker-like runtime needs, in a namespace
+`ref-host` of their own that plays the host, where nsnet's hooks cannot see them: a Linux bridge
+`rbr` (172.30.1.1/24) with `ref-a` (172.30.1.2) and `ref-b` (172.30.1.3) on it, a veth `rwan`
+(172.30.2.1) to `ref-wan` (172.30.2.2), ip_forward=1, no IPv6 (nsnet's sandbox interfaces have
+none either), and one nftables table `ip ref`: a DNAT rule per published port for packets arriving
+on `rwan` (the same ports as `web`'s) and a masquerade for the bridge's subnet leaving by `rwan`;
+no filtering at all. Its nat table loads conntrack in ref-host, so with bridge-nf-call-iptables=1
+its bridged traffic is conntracked: the "Docker-like ruleset with br_netfilter" of the issue.
+
+- ref-bridge: `ref-a` -> `ref-b` (mirrors bridge);
+- ref-nat:    `ref-b` -> `ref-wan` at 172.30.2.2, through ref-host's masquerade (mirrors nat);
+- ref-dnat:   `ref-wan` -> 172.30.2.1:<published port> -> `ref-b` (mirrors dnat).
+
 Per path: TCP throughput of one stream (iperf3 -J, client and server each in its namespace, received
 side), round-trip latency (a Python TCP ping-pong of one byte with TCP_NODELAY, 2,000 round trips on
 one connection after 100 untimed; p50) and new-connection rate (two client processes, each
 connecting and closing with SO_LINGER 0 as fast as it can for 2 s; two servers sharing the port
-with SO_REUSEPORT; the total per second). The paths are interleaved A B C D, three rounds, and the
-medians and their ratios to `direct` are reported.
+with SO_REUSEPORT; the total per second). The paths are interleaved, each nsnet path next to its
+reference so that both see the same noise of the machine (direct, bridge, ref-bridge, nat, ref-nat,
+dnat, ref-dnat), three rounds. Reported: the medians, their ratios to `direct`, and each nsnet
+path's ratio to its reference (`x ref`: what nsnet's rules cost over the kernel's minimum); a
+reference's own ratio to `direct` is the floor this machine's kernel sets for that path.
 
 All of it twice, interleaved round by round: with net.bridge.bridge-nf-call-iptables as the lab has
-it, and with it set to 0 (in the lab's own network namespace; restored afterwards). Conntrack is
-flushed before every measurement. Every process started here is bounded (an alarm inside it and a
-timeout outside) and killed by its own PID; every sandbox, the network and the namespaces are removed
+it, and with it set to 0 (in the lab's own network namespace and in ref-host's, the sysctl being per
+namespace; the lab's is restored afterwards). Conntrack is flushed, in the lab host and in ref-host,
+before every measurement. Every process started here is bounded (an alarm inside it and a timeout
+outside) and killed by its own PID; every sandbox, the network and the namespaces are removed
 afterwards and checked gone.
 """
 
@@ -56,7 +75,8 @@ from harness import refuse_outside_lab
 # checks) are ports.py's, so that both benchmarks build the same topology the same way.
 from ports import (  # noqa: E402
     DIRECT_A, DIRECT_B, DIRECT_B_IP, WAN_HOST, WAN_NS, WAN_PEER, flush_conntrack, host_sysctl,
-    in_netns, leftovers, make_direct_pair, make_wan, run, started, stop, wait_listening, wait_settled,
+    in_netns, leftovers, make_direct_pair, make_wan, netns_sysctl, run, started, stop, wait_listening,
+    wait_settled,
 )
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/dataplane.py"
@@ -67,12 +87,26 @@ IPERF_PORT, PING_PORT, CONN_PORT = 5201, 7001, 7002
 # Host port -> web's port, for the dnat path.
 PUBLISH = {IPERF_PORT: 8080, PING_PORT: 8081, CONN_PORT: 8082}
 BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
-PATHS = ("direct", "bridge", "nat", "dnat")
+# A measure -> the prefix of its ratios' keys in the summary.
+MEASURES = {"gbit_s": "gbit", "rtt_p50_us": "rtt", "conn_s": "conn"}
+# Each nsnet path next to its reference, so that both see the same noise of the machine.
+PATHS = ("direct", "bridge", "ref-bridge", "nat", "ref-nat", "dnat", "ref-dnat")
+REFERENCE = {"bridge": "ref-bridge", "nat": "ref-nat", "dnat": "ref-dnat"}
 CONN_CLIENTS = 2
 # The ping-pong's client and server both run on this CPU (a veth delivers on the sending CPU, so the
 # whole round trip stays there): unpinned, the p50 of the same path moved between ~14 and ~55 us
 # from one run to the next, with the wake-ups landing on one CPU or the other.
 PING_CPU = "0"
+
+# The reference paths' namespaces, ref-host playing the host (see the module's docstring).
+REF_HOST, REF_A, REF_B, REF_WAN = "ref-host", "ref-a", "ref-b", "ref-wan"
+REF_NAMESPACES = (REF_HOST, REF_A, REF_B, REF_WAN)
+REF_BRIDGE, REF_GATEWAY, REF_SUBNET = "rbr", "172.30.1.1", "172.30.1.0/24"
+REF_A_IP, REF_B_IP = "172.30.1.2", "172.30.1.3"
+REF_WAN_IF, REF_WAN_HOST, REF_WAN_PEER = "rwan", "172.30.2.1", "172.30.2.2"
+# Bridge member -> (its veth's end in ref-host, its address).
+REF_MEMBERS = {REF_A: ("rveth-a", REF_A_IP), REF_B: ("rveth-b", REF_B_IP)}
+REF_TABLE = "ref"
 
 # Issue 5's targets: a path's median over direct's median, per measure.
 TARGETS = {
@@ -189,8 +223,68 @@ def make_paths(engine: Engine) -> dict[str, Path]:
         "bridge": Path("bridge", netns_name(peer), netns_name(web), web_ip, False),
         "nat": Path("nat", netns_name(web), WAN_NS, WAN_PEER, False),
         "dnat": Path("dnat", WAN_NS, netns_name(web), WAN_HOST, True),
+        "ref-bridge": Path("ref-bridge", REF_A, REF_B, REF_B_IP, False),
+        "ref-nat": Path("ref-nat", REF_B, REF_WAN, REF_WAN_PEER, False),
+        "ref-dnat": Path("ref-dnat", REF_WAN, REF_B, REF_WAN_HOST, True),
     }
 
+
+# The reference paths
+
+def make_ref_namespace(ns: str) -> None:
+    """A namespace without IPv6, set before any link exists: no DAD or router solicitations."""
+    run("ip", "netns", "add", ns)
+    run(*in_netns(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]))
+    run("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def veth_to_ref_host(ns: str, host_end: str, ip: str) -> None:
+    """A veth from ref-host (host_end, down, for the caller to finish) to ns (eth0 with ip, up)."""
+    run("ip", "-n", REF_HOST, "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+    run("ip", "-n", ns, "link", "set", "eth0", "up")
+
+
+def reference_ruleset() -> str:
+    """Docker's minimum: one DNAT rule per published port, one masquerade, no filtering."""
+    dnat = [f'    iifname "{REF_WAN_IF}" tcp dport {host_port} dnat to {REF_B_IP}:{port}'
+            for port, host_port in PUBLISH.items()]
+    return "\n".join([
+        f"table ip {REF_TABLE} {{",
+        "  chain prerouting {", "    type nat hook prerouting priority -100; policy accept;", *dnat, "  }",
+        "  chain postrouting {", "    type nat hook postrouting priority 100; policy accept;",
+        f'    ip saddr {REF_SUBNET} oifname "{REF_WAN_IF}" masquerade', "  }",
+        "}", "",
+    ])
+
+
+def make_reference(directory: str) -> None:
+    for ns in REF_NAMESPACES:
+        make_ref_namespace(ns)
+    run(*in_netns(REF_HOST, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
+    run("ip", "-n", REF_HOST, "link", "add", REF_BRIDGE, "type", "bridge")
+    run("ip", "-n", REF_HOST, "addr", "add", f"{REF_GATEWAY}/24", "dev", REF_BRIDGE)
+    run("ip", "-n", REF_HOST, "link", "set", REF_BRIDGE, "up")
+    for ns, (host_end, ip) in REF_MEMBERS.items():
+        veth_to_ref_host(ns, host_end, ip)
+        run("ip", "-n", REF_HOST, "link", "set", host_end, "master", REF_BRIDGE, "up")
+        run("ip", "-n", ns, "route", "add", "default", "via", REF_GATEWAY)
+    veth_to_ref_host(REF_WAN, REF_WAN_IF, REF_WAN_PEER)
+    run("ip", "-n", REF_HOST, "addr", "add", f"{REF_WAN_HOST}/24", "dev", REF_WAN_IF)
+    run("ip", "-n", REF_HOST, "link", "set", REF_WAN_IF, "up")
+    path = os.path.join(directory, "reference.nft")
+    with open(path, "w") as handle:
+        handle.write(reference_ruleset())
+    run(*in_netns(REF_HOST, ["nft", "-f", path]))
+
+
+def remove_reference() -> None:
+    """Deleting the namespaces deletes their links (and ref-host's ruleset) with them."""
+    for ns in REF_NAMESPACES:
+        run("ip", "netns", "del", ns, check=False)
+
+
+# Measurements
 
 def popen(ns: str, program: str, *args: object, cpu: str | None = None, **kwargs: Any) -> subprocess.Popen:
     pin = ["taskset", "-c", cpu] if cpu is not None else []
@@ -260,18 +354,32 @@ def measure_conn(path: Path, seconds: float) -> dict[str, float]:
     return {"conn_s": sum(r["ok"] / r["seconds"] for r in reports), "errors": sum(r["errors"] for r in reports)}
 
 
+def flush_all_conntrack() -> None:
+    """The lab host's table and ref-host's (each network namespace has its own)."""
+    flush_conntrack()
+    if shutil.which("conntrack"):
+        run(*in_netns(REF_HOST, ["conntrack", "-F"]), check=False)
+
+
 def measure(path: Path, s: Settings) -> dict[str, float]:
-    flush_conntrack()
+    flush_all_conntrack()
     gbit = measure_iperf(path, s.iperf_seconds)
-    flush_conntrack()
+    flush_all_conntrack()
     rtt = measure_ping(path, s.pings)
-    flush_conntrack()
+    flush_all_conntrack()
     conn = measure_conn(path, s.conn_seconds)
     return {"gbit_s": gbit, "rtt_p50_us": rtt, **conn}
 
 
 def set_bridge_nf(value: str) -> None:
     run("sysctl", "-qw", f"{BRIDGE_NF}={value}")
+
+
+def set_bridge_nf_everywhere(value: str) -> None:
+    """The lab host's and ref-host's alike: the sysctl is per network namespace."""
+    set_bridge_nf(value)
+    if netns_sysctl(REF_HOST, BRIDGE_NF, value) != value:
+        raise RuntimeError(f"{BRIDGE_NF} in {REF_HOST} did not take the value {value}")
 
 
 def widen_port_range(namespaces: Sequence[str]) -> None:
@@ -281,35 +389,37 @@ def widen_port_range(namespaces: Sequence[str]) -> None:
 
 
 def run_all(engine: Engine, s: Settings, nf_settings: list[str]) -> dict[str, dict[str, list[dict[str, float]]]]:
-    """samples[setting][path] = one dict per round; rounds interleave settings, and paths A B C D."""
+    """samples[setting][path] = one dict per round; rounds interleave settings, and the paths in PATHS' order."""
     paths = make_paths(engine)
     widen_port_range({p.client_ns for p in paths.values()})
     samples: dict[str, dict[str, list[dict[str, float]]]] = {v: {p: [] for p in PATHS} for v in nf_settings}
     for round_ in range(s.rounds):
         for value in nf_settings:
             if value != "absent":  # without br_netfilter there is nothing to toggle
-                set_bridge_nf(value)
+                set_bridge_nf_everywhere(value)
             for name in PATHS:
                 print(f"round {round_ + 1}/{s.rounds}, {BRIDGE_NF}={value}, {name} ...", flush=True)
                 samples[value][name].append(measure(paths[name], s))
     return samples
 
 
+def ratios(medians: dict[str, float], base: dict[str, float], suffix: str) -> dict[str, float]:
+    return {f"{short}_{suffix}": medians[key] / base[key] for key, short in MEASURES.items()}
+
+
 def summarize(samples: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Medians per path, their ratios to direct (<measure>_ratio) and, for an nsnet path, to its
+    reference (<measure>_vs_ref)."""
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for value, by_path in samples.items():
-        medians = {p: {k: statistics.median(r[k] for r in rounds) for k in ("gbit_s", "rtt_p50_us", "conn_s")}
+        medians = {p: {k: statistics.median(r[k] for r in rounds) for k in MEASURES}
                    for p, rounds in by_path.items()}
         summary[value] = {}
         for p, m in medians.items():
-            direct = medians["direct"]
-            summary[value][p] = {
-                **m,
-                "errors": sum(r["errors"] for r in by_path[p]),
-                "gbit_ratio": m["gbit_s"] / direct["gbit_s"],
-                "rtt_ratio": m["rtt_p50_us"] / direct["rtt_p50_us"],
-                "conn_ratio": m["conn_s"] / direct["conn_s"],
-            }
+            summary[value][p] = {**m, "errors": sum(r["errors"] for r in by_path[p]),
+                                 **ratios(m, medians["direct"], "ratio")}
+            if p in REFERENCE:
+                summary[value][p].update(ratios(m, medians[REFERENCE[p]], "vs_ref"))
     return summary
 
 
@@ -318,22 +428,35 @@ def verdicts(summary: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, 
     for value, by_path in summary.items():
         for p, targets in TARGETS.items():
             for measure_, minimum in targets.items():
-                ratio = by_path[p]["gbit_ratio" if measure_ == "gbit_s" else "conn_ratio"]
+                short = MEASURES[measure_]
+                ratio = by_path[p][f"{short}_ratio"]
                 out.append({"bridge_nf_call_iptables": value, "path": p, "measure": measure_,
-                            "ratio": ratio, "target": minimum, "met": ratio >= minimum})
+                            "ratio": ratio, "target": minimum, "met": ratio >= minimum,
+                            "reference": REFERENCE[p], "reference_ratio": by_path[REFERENCE[p]][f"{short}_ratio"],
+                            "vs_reference": by_path[p][f"{short}_vs_ref"]})
     return out
 
 
+def vs_ref_cell(m: dict[str, float], short: str) -> str:
+    key = f"{short}_vs_ref"
+    return f"{m[key]:.2f}" if key in m else "-"
+
+
 def print_table(summary: dict[str, dict[str, dict[str, float]]], rounds: int) -> None:
-    header = ("bridge-nf", "path", "Gbit/s", "x direct", "RTT p50 us", "x direct", "conn/s", "x direct", "conn errors")
+    header = ("bridge-nf", "path", "Gbit/s", "x direct", "x ref", "RTT p50 us", "x direct", "x ref",
+              "conn/s", "x direct", "x ref", "conn errors")
     rows = [header]
     for value, by_path in summary.items():
         for p in PATHS:
             m = by_path[p]
-            rows.append((value, p, f"{m['gbit_s']:.2f}", f"{m['gbit_ratio']:.2f}", f"{m['rtt_p50_us']:.1f}",
-                         f"{m['rtt_ratio']:.2f}", f"{m['conn_s']:,.0f}", f"{m['conn_ratio']:.2f}", f"{m['errors']:.0f}"))
+            rows.append((value, p, f"{m['gbit_s']:.2f}", f"{m['gbit_ratio']:.2f}", vs_ref_cell(m, "gbit"),
+                         f"{m['rtt_p50_us']:.1f}", f"{m['rtt_ratio']:.2f}", vs_ref_cell(m, "rtt"),
+                         f"{m['conn_s']:,.0f}", f"{m['conn_ratio']:.2f}", vs_ref_cell(m, "conn"), f"{m['errors']:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    print(f"medians of {rounds} round(s); ratios are over the direct veth pair in the same setting")
+    print(f"medians of {rounds} round(s), ratios within the same setting: x direct = over the direct veth pair; "
+          "x ref = an nsnet path over its reference")
+    print(f"ref-*: the same path built by hand in {REF_HOST} with a Docker-like minimal ruleset and no nsnet rules; "
+          "its x direct is this kernel's floor for the path")
     for row in rows:
         print("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
 
@@ -343,7 +466,9 @@ def print_targets(results: list[dict[str, Any]]) -> None:
           "NAT and DNAT >= 0.93 and >= 0.70):")
     for r in results:
         print(f"  {BRIDGE_NF}={r['bridge_nf_call_iptables']}: {r['path']:<6} {r['measure']:<7} "
-              f"{r['ratio']:.3f} >= {r['target']:.2f}: {'met' if r['met'] else 'MISSED'}")
+              f"{r['ratio']:.3f} >= {r['target']:.2f}: {'met' if r['met'] else 'MISSED'} "
+              f"(reference, no nsnet rules: {r['reference_ratio']:.3f} of direct; "
+              f"nsnet/reference {r['vs_reference']:.3f})")
 
 
 def cleanup(directory: str, original_nf: str | None) -> None:
@@ -365,6 +490,7 @@ def cleanup(directory: str, original_nf: str | None) -> None:
     run("ip", "link", "del", "wan0", check=False)
     for ns in (WAN_NS, DIRECT_A, DIRECT_B):
         run("ip", "netns", "del", ns, check=False)
+    remove_reference()
     shutil.rmtree(directory, ignore_errors=True)
     wait_settled()
     remaining = leftovers()
@@ -376,7 +502,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=f"run it as: {LAB_COMMAND}")
     parser.add_argument("--quick", action="store_true",
                         help="1 round, 1 s iperf3, 500 pings, 1 s connection rate (for debugging)")
-    parser.add_argument("--rounds", type=int, help="rounds of A B C D (default 3; --quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds of every path (default 3; --quick 1)")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the summaries as JSON")
     return parser.parse_args(argv)
 
@@ -395,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         make_wan()
         make_direct_pair()
+        make_reference(directory)
         with Engine(state_dir=directory) as engine:
             engine.create_network(NETWORK, subnet=SUBNET)
             original_nf = host_sysctl(BRIDGE_NF)  # br_netfilter may be loaded by the network's creation
@@ -406,7 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 nf_settings = ["absent"]
             engine.create_sandbox(WEB, networks=[NETWORK], publish=[f"{h}:{p}" for p, h in PUBLISH.items()])
             engine.create_sandbox(PEER, networks=[NETWORK])
-            print(f"{BRIDGE_NF} in the lab: {original_nf}; measuring with: {', '.join(nf_settings)}", flush=True)
+            print(f"{BRIDGE_NF} in the lab: {original_nf}; measuring with: {', '.join(nf_settings)} "
+                  f"(set alike in {REF_HOST})", flush=True)
             samples = run_all(engine, settings, nf_settings)
     finally:
         cleanup(directory, original_nf)
