@@ -28,6 +28,7 @@ class LinkState:
     master: str | None
     up: bool
     addresses: frozenset[str]  # "10.31.0.1/24"
+    isolated: bool = False  # a bridge port that forwards nothing to other isolated ports (--no-icc)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def _network_drift(networks: list[Network], observed: Observed) -> list[Drift]:
 
 def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed) -> list[Drift]:
     bridges = {n.name: n.bridge for n in networks}
+    no_icc = {n.name for n in networks if not n.icc}
     drift = []
     for s in sandboxes:
         subject = f"sandbox {s.name}"
@@ -142,6 +144,9 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
                 continue
             if link.master != bridges.get(e.network):
                 drift.append(Drift("wrong", subject, f"veth {e.host_ifname} is not on bridge {bridges.get(e.network)}"))
+            elif link.isolated != (e.network in no_icc):
+                drift.append(Drift("wrong", subject, f"bridge port {e.host_ifname} is "
+                                   f"{'not ' if not link.isolated else ''}isolated, its network's icc says otherwise"))
             if str(e.address) not in inside[e.ifname]:
                 drift.append(Drift("missing", subject, f"{e.ifname} lacks its address {e.address}"))
             if e.default_route and observed.sandbox_routes.get(s.name) != (str(e.gateway), e.ifname):

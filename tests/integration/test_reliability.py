@@ -12,7 +12,7 @@ import pytest
 from nsnet import Engine
 
 from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
-from .net import exchange, run
+from .net import blocked, exchange, run
 
 
 def nsnet_env(**extra: str) -> dict[str, str]:
@@ -187,3 +187,17 @@ def test_the_bridges_own_sysctls_are_checked_and_repaired(state_dir: str, engine
         ("wrong", f"sysctl net.ipv4.conf.{app.bridge}.route_localnet is 0, nsnet sets 1")]
     assert cli("gc").returncode == 0
     assert check() == []
+
+
+def test_a_no_icc_ports_isolation_is_checked_and_repaired(state_dir: str, engine: Engine) -> None:
+    engine.create_network("quiet", subnet="10.34.0.0/24", icc=False)
+    engine.create_sandbox("q1", networks=["quiet"])
+    engine.create_sandbox("q2", networks=["quiet"])
+    port = engine.sandbox("q1").endpoint("quiet").host_ifname
+    run("bridge", "link", "set", "dev", port, "isolated", "off")
+
+    assert [(d["kind"], d["detail"]) for d in check()] == [
+        ("wrong", f"bridge port {port} is not isolated, its network's icc says otherwise")]
+    assert cli("gc").returncode == 0
+    assert check() == []
+    assert blocked("q2", "q1", "10.34.0.2", 80)

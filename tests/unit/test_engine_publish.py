@@ -258,7 +258,6 @@ def test_rm_deletes_exactly_the_elements_it_added(engine, kernel, nft_tables, as
         ("delete", "published_any_ip"), ("delete", "published_any_port"), ("delete", "published_targets"),
         ("delete", "published_addr_ip"), ("delete", "published_addr_port"),
         ("delete", "sandbox_addresses"), ("delete", "port_macs"), ("delete", "port_identity"),
-        ("delete", "no_icc_ports"),
     ]]
     engine.disconnect("quiet", "db")
     assert nft_tables() == before

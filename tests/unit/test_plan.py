@@ -220,10 +220,10 @@ def test_plan_connect_no_icc_endpoint_filters_its_port_before_it_exists():
     assert ops == [
         ApplyFirewall(tuple(render.render_add_endpoint(WEB_QUIET, QUIET)),
                       tuple(render.render_remove_endpoints([(WEB_QUIET, QUIET)])), "rules of nsvffffffffffff"),
-        CreateVeth("nsvffffffffffff", "nsbr-eeeeeeeeee", "web", "eth2", 1500, "02:4e:0a:21:00:02"),
+        CreateVeth("nsvffffffffffff", "nsbr-eeeeeeeeee", "web", "eth2", 1500, "02:4e:0a:21:00:02", isolated=True),
         AddAddress("eth2", IPv4Interface("10.33.0.2/24"), "web"),
     ]
-    assert ops[0].commands == endpoint_elements("add", *QUIET_IDENTITY, ("no_icc_ports", [QUIET_PORT]))
+    assert ops[0].commands == endpoint_elements("add", *QUIET_IDENTITY)
     assert ops[0].undo() == ApplyFirewall(tuple(render.render_remove_endpoints([(WEB_QUIET, QUIET)])),
                                           description="undo rules of nsvffffffffffff")
 
@@ -231,15 +231,12 @@ def test_plan_connect_no_icc_endpoint_filters_its_port_before_it_exists():
 def test_plan_disconnect_no_icc_endpoint_removes_its_port_rules():
     assert plan_disconnect(WEB_QUIET, QUIET, None) == [
         DeleteLink("nsvffffffffffff"),
-        RemoveFirewallElements(endpoint_elements("delete", *QUIET_IDENTITY, ("no_icc_ports", [QUIET_PORT])),
+        RemoveFirewallElements(endpoint_elements("delete", *QUIET_IDENTITY),
                                "rules of nsvffffffffffff"),
     ]
 
 
-def test_plan_remove_sandbox_removes_no_icc_ports_of_no_icc_endpoints_only():
+def test_plan_remove_sandbox_removes_the_elements_of_every_endpoint():
     (rules, *_) = plan_remove_sandbox("web", False, [(WEB_APP, APP), (WEB_QUIET, QUIET)])
-    no_icc = [c["delete"]["element"]["elem"] for c in rules.commands
-              if c["delete"]["element"]["name"] == "no_icc_ports"]
-    assert no_icc == [[QUIET_PORT]]
     assert rules == RemoveFirewallElements(
         tuple(render.render_remove_endpoints([(WEB_APP, APP), (WEB_QUIET, QUIET)])), "rules of sandbox web")

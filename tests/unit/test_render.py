@@ -147,7 +147,7 @@ def test_chains_have_numeric_priorities():
         ("inet", "prerouting_guard", "prerouting", -300),
         ("inet", "prerouting", "prerouting", -100), ("inet", "output", "output", -100),
         ("inet", "postrouting", "postrouting", 100),
-        ("bridge", "prerouting", "prerouting", -200), ("bridge", "forward", "forward", 0),
+        ("bridge", "prerouting", "prerouting", -200),
     ]
 
 

@@ -36,7 +36,6 @@ PUBLISHED_TARGETS = "published_targets"  # sandbox ip . proto . port: reachable 
 # bridge sets
 PORT_MACS = "port_macs"  # ifname . ether_addr: the one MAC a port may send from
 PORT_IDENTITY = "port_identity"  # ifname . ether_addr . ipv4_addr: the one MAC and IPv4 source
-NO_ICC_PORTS = "no_icc_ports"  # host veths of sandboxes on --no-icc networks
 
 # Chains, with numeric priorities: libnftables 1.0.6's JSON parser takes no priority names and
 # silently makes a regular, unhooked chain when given one.
@@ -66,11 +65,8 @@ POSTROUTING = "postrouting"
 POSTROUTING_PRIORITY = 100  # srcnat
 
 # Bridge family. Prerouting (-200, before the bridge's own filter) sees every frame entering from
-# a port: anti-spoofing. Forward (0) sees only frames switched port to port; frames for the host
-# (the gateway) take the input hook, so a --no-icc sandbox still reaches its gateway and egress.
-# Rules match the port (iifname), not the bridge: `meta ibrname` needs CONFIG_NFT_BRIDGE_META,
-# which kernels such as this project's CI machine lack.
+# a port: anti-spoofing. Rules match the port (iifname), not the bridge: `meta ibrname` needs
+# CONFIG_NFT_BRIDGE_META, which kernels such as this project's CI machine lack. There is no forward
+# chain: --no-icc is the bridge's own port isolation, so a switched frame pays no hook at all.
 BRIDGE_PREROUTING = "prerouting"
 BRIDGE_PREROUTING_PRIORITY = -200
-BRIDGE_FORWARD = "forward"
-BRIDGE_FORWARD_PRIORITY = 0  # filter

@@ -16,8 +16,8 @@ to_network: from an internal network: drop; replies and connections to published
 inet nat: published ports are DNAT'ed through maps in prerouting and output (only for a local
 destination address); postrouting masquerades egress of non-internal subnets, hairpin traffic
 (so the reply comes back through the host) and the host's 127.0.0.1 connections to sandboxes.
-bridge: frames from a sandbox port with a MAC or IPv4 source not its own are dropped; frames
-switched from a --no-icc sandbox's port to another port are dropped.
+bridge: frames from a sandbox port with a MAC or IPv4 source not its own are dropped. (--no-icc
+at layer 2 is no rule: the bridge itself forwards nothing between two isolated ports.)
 """
 
 from __future__ import annotations
@@ -193,13 +193,12 @@ def _nat() -> list[Command]:
 
 def _bridge_table() -> list[Command]:
     family = names.BRIDGE_FAMILY
-    pre, fwd = names.BRIDGE_PREROUTING, names.BRIDGE_FORWARD
+    pre = names.BRIDGE_PREROUTING
     port = _meta("iifname")
     return [
         {"add": {"table": {"family": family, "name": names.TABLE}}},
         _set(names.PORT_MACS, ["ifname", "ether_addr"], family=family),
         _set(names.PORT_IDENTITY, ["ifname", "ether_addr", "ipv4_addr"], family=family),
-        _set(names.NO_ICC_PORTS, "ifname", family=family),
         *_chain(pre, "filter", "prerouting", names.BRIDGE_PREROUTING_PRIORITY, family),
         # A sandbox's own frames are accepted by one lookup; what is left from a port nsnet made is
         # forged, or comes from a removed sandbox, whose namespace (and veth) dies in the kernel's
@@ -217,9 +216,6 @@ def _bridge_table() -> list[Command]:
               ACCEPT, comment="a sandbox's other frames, from its own MAC", family=family),
         _rule(pre, _match(port, f"{VETH_PREFIX}*"), DROP,
               comment="anti-spoofing, and ports of removed sandboxes", family=family),
-        *_chain(fwd, "filter", "forward", names.BRIDGE_FORWARD_PRIORITY, family),
-        _rule(fwd, _in_set("iifname", names.NO_ICC_PORTS), DROP, comment="no inter-container communication",
-              family=family),
     ]
 
 
@@ -298,13 +294,11 @@ def _endpoint_elements(verb: str, endpoint: Endpoint, network: Network) -> list[
         _element(verb, names.PORT_MACS, [_concat(port, mac)], family),
         _element(verb, names.PORT_IDENTITY, [_concat(port, mac, ip)], family),
     ]
-    if not network.icc:
-        commands.append(_element(verb, names.NO_ICC_PORTS, [port], family))
     return commands + _published(verb, endpoint, endpoint.ports)
 
 
 def render_add_endpoint(endpoint: Endpoint, network: Network) -> list[Command]:
-    """A sandbox's port on the bridge: its identity, its icc rule, and its published ports."""
+    """A sandbox's address on its bridge, its port's identity, and its published ports."""
     return _endpoint_elements("add", endpoint, network)
 
 

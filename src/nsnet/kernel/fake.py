@@ -108,10 +108,12 @@ class FakeKernel(Kernel):
             raise KernelError(f"creation of bridge {name}", errno.EEXIST)
         self.links[(None, name)] = {"kind": "bridge", "mtu": mtu, "mac": mac}
 
-    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str) -> None:
-        self._mutating("create_veth", name, bridge, sandbox, peer, mtu, mac)
+    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str,
+                    isolated: bool = False) -> None:
+        self._mutating("create_veth", name, bridge, sandbox, peer, mtu, mac, *(["isolated"] if isolated else []))
         self._need((None, bridge) in self.links and sandbox in self.netns, f"creation of veth {name}")
-        self.links[(None, name)] = {"kind": "veth", "master": bridge, "peer": peer, "peer_ns": sandbox, "mtu": mtu}
+        self.links[(None, name)] = {"kind": "veth", "master": bridge, "peer": peer, "peer_ns": sandbox, "mtu": mtu,
+                                    "isolated": isolated}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu}
 
     def delete_link(self, name: str, sandbox: str | None = None) -> None:
@@ -123,10 +125,10 @@ class FakeKernel(Kernel):
                 if link.get("master") == name:
                     del link["master"]
 
-    def attach_to_bridge(self, name: str, bridge: str) -> None:
-        self._mutating("attach_to_bridge", name, bridge)
+    def attach_to_bridge(self, name: str, bridge: str, isolated: bool = False) -> None:
+        self._mutating("attach_to_bridge", name, bridge, *(["isolated"] if isolated else []))
         self._need((None, name) in self.links and (None, bridge) in self.links, f"attaching {name}")
-        self.links[(None, name)]["master"] = bridge
+        self.links[(None, name)].update(master=bridge, isolated=isolated)
 
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
         self._mutating("add_address", ifname, str(address), sandbox)
@@ -206,7 +208,7 @@ class FakeKernel(Kernel):
         for (ns, name), link in self.links.items():
             if ns is None:
                 addresses = frozenset(str(a) for s, i, a in self.addresses if s is None and i == name)
-                links[name] = LinkState(link["kind"], link.get("master"), True, addresses)
+                links[name] = LinkState(link["kind"], link.get("master"), True, addresses, link.get("isolated", False))
         inside = {name: {i: frozenset(str(a) for s, n, a in self.addresses if s == name and n == i)
                          for (s, i) in self.links if s == name}
                   for name in sandboxes if name in self.netns}

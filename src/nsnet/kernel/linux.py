@@ -96,14 +96,15 @@ class LinuxKernel(Kernel):
     def create_bridge(self, name: str, mtu: int, mac: str) -> None:
         self._rtnl(None).create_bridge(name, mtu, mac)
 
-    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str) -> None:
+    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str,
+                    isolated: bool = False) -> None:
         host = self._rtnl(None)
         fd = os.open(netns.netns_path(sandbox), os.O_RDONLY | os.O_CLOEXEC)
         try:
             host.create_veth(name, host.link_index(bridge), mtu, peer, fd, mac)
         finally:
             os.close(fd)
-        host.set_hairpin(name)
+        host.set_port_flags(name, isolated)  # before the peer is up: no frame crosses the port before
         sysctl.write(f"net.ipv6.conf.{name}.disable_ipv6", "1")  # just made; see create_netns
         inside = self._rtnl(sandbox)
         inside.set_up(inside.link_index(peer), f"{peer} in sandbox {sandbox}")
@@ -111,10 +112,10 @@ class LinuxKernel(Kernel):
     def delete_link(self, name: str, sandbox: str | None = None) -> None:
         self._rtnl(sandbox).delete_link(name)
 
-    def attach_to_bridge(self, name: str, bridge: str) -> None:
+    def attach_to_bridge(self, name: str, bridge: str, isolated: bool = False) -> None:
         host = self._rtnl(None)
         host.set_master(name, host.link_index(bridge))
-        host.set_hairpin(name)
+        host.set_port_flags(name, isolated)
 
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
         sock = self._rtnl(sandbox)

@@ -99,9 +99,11 @@ def host_links() -> dict[str, Any]:
     for link in links:
         info = link.get_attr("IFLA_LINKINFO")
         kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
+        port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info else None
         found[names[link["index"]]] = LinkState(
             kind=kind, master=names.get(link.get_attr("IFLA_MASTER")), up=bool(link["flags"] & 1),
             addresses=frozenset(addresses.get(link["index"], ())),
+            isolated=bool(port.get_attr("IFLA_BRPORT_ISOLATED")) if port else False,
         )
     return found
 

@@ -58,9 +58,10 @@ class DeleteLink(Operation):
 class AttachToBridge(Operation):
     name: str
     bridge: str
+    isolated: bool = False  # see CreateVeth
 
     def run(self, kernel: Kernel) -> None:
-        kernel.attach_to_bridge(self.name, self.bridge)
+        kernel.attach_to_bridge(self.name, self.bridge, self.isolated)
 
 
 @dataclass(frozen=True)
@@ -188,9 +189,10 @@ class CreateVeth(Operation):
     peer: str
     mtu: int
     mac: str
+    isolated: bool = False  # a port of a --no-icc network: the bridge forwards nothing to its kind
 
     def run(self, kernel: Kernel) -> None:
-        kernel.create_veth(self.name, self.bridge, self.sandbox, self.peer, self.mtu, self.mac)
+        kernel.create_veth(self.name, self.bridge, self.sandbox, self.peer, self.mtu, self.mac, self.isolated)
 
     def undo(self) -> Operation:
         return DeleteLink(self.name)

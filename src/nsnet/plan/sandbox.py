@@ -51,7 +51,8 @@ def _remove_rules(attachments: list[Attachment], what: str) -> list[Operation]:
 
 def _attach(endpoint: Endpoint, network: Network) -> list[Operation]:
     ops: list[Operation] = [
-        CreateVeth(endpoint.host_ifname, network.bridge, endpoint.sandbox, endpoint.ifname, network.mtu, endpoint.mac),
+        CreateVeth(endpoint.host_ifname, network.bridge, endpoint.sandbox, endpoint.ifname, network.mtu, endpoint.mac,
+                   isolated=not network.icc),
         AddAddress(endpoint.ifname, endpoint.address, endpoint.sandbox),
     ]
     if endpoint.default_route:
@@ -94,13 +95,14 @@ def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment]) -
 
 def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkState | None,
                          inside: frozenset[str] | None, default_route: tuple[str, str] | None) -> list[Operation]:
-    """A veth gone (either end) is made again; one that lost its bridge (the bridge was re-made)
+    """A veth gone (either end) is made again; one that lost its bridge (the bridge was re-made) or its isolation
     is attached to it again; a lost address or default route is put back. `inside` is the
     sandbox end's addresses, None when it is gone."""
     if host_end is None or inside is None:
         ops: list[Operation] = [DeleteLink(endpoint.host_ifname)] if host_end is not None else []
         return ops + _attach(endpoint, network)
-    ops = [] if host_end.master == network.bridge else [AttachToBridge(endpoint.host_ifname, network.bridge)]
+    attached = host_end.master == network.bridge and host_end.isolated == (not network.icc)
+    ops = [] if attached else [AttachToBridge(endpoint.host_ifname, network.bridge, isolated=not network.icc)]
     if str(endpoint.address) not in inside:
         ops.append(AddAddress(endpoint.ifname, endpoint.address, endpoint.sandbox))
     if endpoint.default_route and default_route != (str(endpoint.gateway), endpoint.ifname):
