@@ -362,13 +362,13 @@ def breakdown_attach(count: int = BREAKDOWN_COUNT) -> None:
     the last: which steps grow with the number of sandboxes on one bridge."""
     from nsnet.kernel import linux, rtnl, sysctl
 
-    def sysctl_label(key: str, _value: str) -> str:
+    def sysctl_label(key: str, *_: Any) -> str:
         return "sysctl: default.disable_ipv6 (new netns)" if ".default." in key else "sysctl: host veth disable_ipv6"
 
     targets = [(linux.LinuxKernel, name, f"kernel.{name}") for name in
                ("create_netns", "write_etc_files", "nft", "create_veth", "add_address", "replace_default_route")]
     targets += [(rtnl.RtnlSocket, "create_veth", "  rtnl: RTM_NEWLINK veth (+ peer, master, up)"),
-                (rtnl.RtnlSocket, "set_hairpin", "  rtnl: hairpin"),
+                (rtnl.RtnlSocket, "set_port_flags", "  rtnl: bridge port flags (hairpin, isolated)"),
                 (rtnl.RtnlSocket, "set_up", "  rtnl: set up (lo, peer)"),
                 (sysctl, "write", sysctl_label)]
     directory = tempfile.mkdtemp(prefix="bench-breakdown-", dir=state_dir())

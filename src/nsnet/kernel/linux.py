@@ -32,6 +32,7 @@ class LinuxKernel(Kernel):
         self._host: RtnlSocket | None = None
         self._sandboxes: OrderedDict[str, RtnlSocket] = OrderedDict()
         self._nft = Nft()
+        self._host_ipv6_conf: sysctl.Directory | None = None  # see sysctl.Directory
 
     def _rtnl(self, sandbox: str | None) -> RtnlSocket:
         if sandbox is None:
@@ -105,7 +106,9 @@ class LinuxKernel(Kernel):
         finally:
             os.close(fd)
         host.set_port_flags(name, isolated)  # before the peer is up: no frame crosses the port before
-        sysctl.write(f"net.ipv6.conf.{name}.disable_ipv6", "1")  # just made; see create_netns
+        if self._host_ipv6_conf is None:
+            self._host_ipv6_conf = sysctl.open_directory("net.ipv6.conf")
+        sysctl.write(f"net.ipv6.conf.{name}.disable_ipv6", "1", self._host_ipv6_conf)  # see create_netns
         inside = self._rtnl(sandbox)
         inside.set_up(inside.link_index(peer), f"{peer} in sandbox {sandbox}")
 
@@ -211,6 +214,9 @@ class LinuxKernel(Kernel):
         if self._host is not None:
             self._host.close()
             self._host = None
+        if self._host_ipv6_conf is not None:
+            os.close(self._host_ipv6_conf[1])
+            self._host_ipv6_conf = None
 
 
 def _where(ifname: str, sandbox: str | None) -> str:
