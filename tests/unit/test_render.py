@@ -144,7 +144,7 @@ def test_chains_have_numeric_priorities():
     chains = [c["add"]["chain"] for c in render.render_skeleton() if "chain" in c.get("add", {})]
     assert [(c["family"], c["name"], c.get("hook"), c.get("prio")) for c in chains] == [
         ("inet", "forward", "forward", 0), ("inet", "to_network", None, None),
-        ("inet", "prerouting_guard", "prerouting", -300),
+        ("inet", "prerouting_guard", "prerouting", -300), ("inet", "published_ports", None, None),
         ("inet", "prerouting", "prerouting", -100), ("inet", "output", "output", -100),
         ("inet", "postrouting", "postrouting", 100),
         ("bridge", "prerouting", "prerouting", -200),

@@ -50,6 +50,7 @@ TO_NETWORK = "to_network"  # a regular chain: what may enter a network from else
 # for packets arriving (prerouting) and for the host's own (output).
 PREROUTING_NAT = "prerouting"
 OUTPUT_NAT = "output"
+PUBLISHED_PORTS = "published_ports"  # a regular chain, jumped to for a local destination address
 DSTNAT_PRIORITY = -100
 # Before anything else sees it (`raw`, -300), a packet from a sandbox to 127.0.0.0/8 is dropped:
 # route_localnet, which lets the host reach its published ports through 127.0.0.1, would

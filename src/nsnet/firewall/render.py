@@ -6,15 +6,15 @@ table/sets/chains, flush nsnet's own chains, add the rules), so every network ch
 a damaged skeleton, atomically, in the same transaction as its elements.
 
 inet forward (traffic the host routes), one verdict-map lookup per question:
+  an established flow (or a related packet) not involving an internal network: accept
   within one bridge: accept (the network's own traffic, and hairpin through a published port),
     but drop on a --no-icc network (a hairpin between two of its sandboxes)
   to a bridge: an internal network's is dropped, a regular network's goes through `to_network`
   from a bridge (to anywhere that is not a bridge): accept (egress), but not from an internal network
-to_network: from an internal network: drop; replies and connections to published ports (DNAT):
-  accept; from another network: drop (isolation); a published sandbox port reached by direct
+to_network: from an internal network: drop; connections to published ports (DNAT): accept; from another network: drop (isolation); a published sandbox port reached by direct
   routing: accept (Docker 28); anything else: drop.
 inet nat: published ports are DNAT'ed through maps in prerouting and output (only for a local
-destination address); postrouting masquerades egress of non-internal subnets, hairpin traffic
+destination address, checked once before jumping to them); postrouting masquerades egress of non-internal subnets, hairpin traffic
 (so the reply comes back through the host) and the host's 127.0.0.1 connections to sandboxes.
 bridge: frames from a sandbox port with a MAC or IPv4 source not its own are dropped. (--no-icc
 at layer 2 is no rule: the bridge itself forwards nothing between two isolated ports.)
@@ -88,6 +88,7 @@ LOCAL_DESTINATION = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "loc
 TO_SANDBOX = _in_set("oifname", names.BRIDGES)
 FROM_SANDBOX = _in_set("iifname", names.BRIDGES)
 L4_DESTINATION = (_meta("l4proto"), _payload("th", "dport"))
+ESTABLISHED = _match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "in")
 
 
 ANY_KEY = ["inet_proto", "inet_service"]
@@ -117,11 +118,17 @@ def _vmap(key: Any, map_name: str) -> dict[str, Any]:
 
 
 def _forward() -> list[Command]:
-    """Forwarded packets pay one lookup per question, and a packet of another program's (neither
-    interface an nsnet bridge) three misses; the chain ends in a verdict only for nsnet's bridges."""
+    """A packet of an established flow pays two lookups; a new one one lookup per question, and one
+    of another program's (neither interface an nsnet bridge) three misses. The chain ends in a
+    verdict only for nsnet's bridges."""
     f, to = names.FORWARD, names.TO_NETWORK
     return [
         *_chain(f, "filter", "forward", names.FORWARD_PRIORITY),
+        # Most forwarded packets belong to a connection already accepted, and pay for this only.
+        # An internal network has none: its first packet is always dropped, and so are stale
+        # entries' (a removed network's subnet may be reused by an internal one).
+        _rule(f, ESTABLISHED, _in_set("iifname", names.INTERNAL_BRIDGES, "!="),
+              _in_set("oifname", names.INTERNAL_BRIDGES, "!="), ACCEPT, comment="replies, and established flows"),
         # Without br_netfilter, a hairpin between two sandboxes of a --no-icc network is routed
         # and leaves by the bridge's output, past table bridge nsnet's forward hook: its element
         # here is a drop.
@@ -131,8 +138,6 @@ def _forward() -> list[Command]:
         _rule(f, _vmap(_meta("iifname"), names.FROM_BRIDGE), comment="egress (internal: drop)"),
         *_chain(to),
         _rule(to, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
-        _rule(to, _match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "in"), ACCEPT,
-              comment="replies"),
         _rule(to, _match({"ct": {"key": "status"}}, "dnat", "in"), ACCEPT, comment="published ports"),
         _rule(to, FROM_SANDBOX, DROP, comment="isolation between networks"),
         _rule(to, _match(_concat(_payload("ip", "daddr"), *L4_DESTINATION), f"@{names.PUBLISHED_TARGETS}"), ACCEPT,
@@ -146,17 +151,23 @@ def _dnat_through(key: dict[str, Any], ip_map: str, port_map: str) -> dict[str, 
                      "port": {"map": {"key": key, "data": f"@{port_map}"}}}}
 
 
-def _dnat(chain: str) -> list[Command]:
-    """A key missing from a map ends the rule without a verdict, so the next rule is tried."""
+def _published_ports() -> list[Command]:
+    """Jumped to for a new IPv4 connection to a local address (one FIB lookup for both rules). A
+    key missing from a map ends the rule without a verdict, so the next rule is tried."""
+    chain = names.PUBLISHED_PORTS
     by_address = _concat(_payload("ip", "daddr"), *L4_DESTINATION)
     return [
-        _rule(chain, IPV4, LOCAL_DESTINATION,
-              _dnat_through(by_address, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT),
+        *_chain(chain),
+        _rule(chain, _dnat_through(by_address, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT),
               comment="ports published on one address"),
-        _rule(chain, IPV4, LOCAL_DESTINATION,
-              _dnat_through(_concat(*L4_DESTINATION), names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT),
+        _rule(chain, _dnat_through(_concat(*L4_DESTINATION), names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT),
               comment="ports published on every address"),
     ]
+
+
+def _dnat(chain: str) -> list[Command]:
+    return [_rule(chain, IPV4, LOCAL_DESTINATION, {"jump": {"target": names.PUBLISHED_PORTS}},
+                  comment="to this host: maybe a published port")]
 
 
 def _nat() -> list[Command]:
@@ -173,6 +184,7 @@ def _nat() -> list[Command]:
               _match(_concat(_meta("iifname"), _payload("ip", "saddr")), f"@{names.SANDBOX_ADDRESSES}"),
               _match(_concat(_meta("iifname"), _payload("ip", "daddr")), f"@{names.SANDBOX_ADDRESSES}"),
               {"notrack": None}, comment="traffic within one network needs no conntrack"),
+        *_published_ports(),
         *_chain(names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
         *_dnat(names.PREROUTING_NAT),
         *_chain(names.OUTPUT_NAT, "nat", "output", names.DSTNAT_PRIORITY),
