@@ -52,11 +52,13 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -498,18 +500,106 @@ def cleanup(directory: str, original_nf: str | None) -> None:
         raise RuntimeError(f"cleanup: errors {errors}, left behind {remaining[:10]}")
 
 
+# Where the CPU goes (--perf)
+
+# Kernel symbol -> the part of the path it belongs to; the first pattern that matches wins.
+PERF_AREAS = (
+    ("idle", r"safe_halt|cpuidle|do_idle|default_idle|poll_idle"),
+    ("nft rules", r"^(nft_|__nft_|nf_tables_|pipapo)"),
+    ("conntrack+nat", r"^(nf_ct_|__nf_ct_|nf_conntrack|__nf_conntrack|nf_confirm|nf_nat|__nf_nat|ipv4_conntrack)"),
+    ("br_netfilter", r"^(br_nf_|brnf_|br_validate|setup_pre_routing|nf_bridge)"),
+    ("netfilter hooks", r"^(nf_hook|nf_)"),
+    ("bridge", r"^(br_|__br_|nbp_)"),
+    ("veth", r"^veth_"),
+    ("routing", r"^(fib_|fib4_|ip_route|__ip_route|rt_|dst_|ip_forward)"),
+    ("copy to/from user", r"copy_(to|from)_iter|_copy_(to|from)_user"),
+    ("irq/softirq entry (VM timer sampling lands here)", r"_raw_spin_unlock_irq|^handle_softirqs|^__do_softirq"),
+)
+PERF_WARMUP_S, PERF_RECORD_S = 1.0, 2.0
+
+
+def perf_areas(data: str) -> dict[str, float]:
+    """Share of the recorded samples per area, in % of all samples (user space counts as "user")."""
+    report = run("perf", "report", "-i", data, "--no-children", "--sort", "sym", "--stdio", "-g", "none",
+                 timeout=300)
+    shares: dict[str, float] = {}
+    for line in report.splitlines():
+        match = re.match(r"\s+([\d.]+)%\s+\[(.)\]\s+(\S+)", line)
+        if not match:
+            continue
+        share, space, symbol = float(match[1]), match[2], match[3]
+        area = "user" if space == "." else next((a for a, pattern in PERF_AREAS if re.search(pattern, symbol)),
+                                                 "rest of the kernel (TCP/IP, sockets, scheduler)")
+        shares[area] = shares.get(area, 0.0) + share
+    return shares
+
+
+def profile(path: Path, workload: str, directory: str) -> dict[str, float]:
+    """perf record -a for PERF_RECORD_S seconds in the middle of the workload on this path."""
+    data = os.path.join(directory, f"{path.name}-{workload}.perf")
+    seconds = PERF_WARMUP_S + PERF_RECORD_S + 1.0
+    result: list[Any] = []
+
+    def load() -> None:
+        result.append(measure_iperf(path, int(seconds)) if workload == "stream" else measure_conn(path, seconds))
+
+    thread = threading.Thread(target=load)
+    flush_all_conntrack()
+    thread.start()
+    time.sleep(PERF_WARMUP_S)
+    run("perf", "record", "-a", "-q", "-o", data, "--", "sleep", str(PERF_RECORD_S), timeout=60)
+    thread.join(timeout=seconds + 60)
+    if not result:
+        raise RuntimeError(f"the {workload} workload on {path.name} did not finish")
+    return perf_areas(data)
+
+
+def run_perf(engine: Engine, nf_settings: list[str], directory: str) -> dict[str, dict[str, dict[str, float]]]:
+    """areas[setting/workload][path] = % of samples per area."""
+    paths = make_paths(engine)
+    widen_port_range({p.client_ns for p in paths.values()})
+    areas: dict[str, dict[str, dict[str, float]]] = {}
+    for value in nf_settings:
+        if value != "absent":
+            set_bridge_nf_everywhere(value)
+        for workload in ("stream", "connections"):
+            for name in PATHS:
+                print(f"perf: {BRIDGE_NF}={value}, {workload}, {name} ...", flush=True)
+                areas.setdefault(f"{value}/{workload}", {})[name] = profile(paths[name], workload, directory)
+    return areas
+
+
+def print_perf(areas: dict[str, dict[str, dict[str, float]]]) -> None:
+    names = ["user", *(a for a, _ in PERF_AREAS), "rest of the kernel (TCP/IP, sockets, scheduler)"]
+    print(f"perf record -a, {PERF_RECORD_S:.0f} s in the middle of each workload: % of all samples on both CPUs "
+          "(idle included)")
+    for key, by_path in areas.items():
+        value, workload = key.split("/")
+        print(f"\n{BRIDGE_NF}={value}, {workload} (iperf3 stream or {CONN_CLIENTS} connecting clients):")
+        print(f"  {'area':<50}" + "".join(f"{p:>11}" for p in PATHS))
+        for area in names:
+            if any(by_path[p].get(area, 0.0) >= 0.05 for p in PATHS):
+                print(f"  {area:<50}" + "".join(f"{by_path[p].get(area, 0.0):>10.1f}%" for p in PATHS))
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=f"run it as: {LAB_COMMAND}")
     parser.add_argument("--quick", action="store_true",
                         help="1 round, 1 s iperf3, 500 pings, 1 s connection rate (for debugging)")
     parser.add_argument("--rounds", type=int, help="rounds of every path (default 3; --quick 1)")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the summaries as JSON")
+    parser.add_argument("--perf", action="store_true",
+                        help="instead of measuring, profile each path with perf (Debian: linux-perf) and print "
+                             "where the CPU goes: nft rules, conntrack, br_netfilter, bridge, veth, routing, ...")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     refuse_outside_lab()
+    if args.perf and shutil.which("perf") is None:
+        sys.stderr.write("dataplane.py --perf needs perf (Debian: apt-get install linux-perf)\n")
+        return 2
     settings = QUICK if args.quick else DEFAULT
     if args.rounds:
         settings = Settings(args.rounds, settings.iperf_seconds, settings.pings, settings.conn_seconds)
@@ -535,9 +625,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.create_sandbox(PEER, networks=[NETWORK])
             print(f"{BRIDGE_NF} in the lab: {original_nf}; measuring with: {', '.join(nf_settings)} "
                   f"(set alike in {REF_HOST})", flush=True)
-            samples = run_all(engine, settings, nf_settings)
+            if args.perf:
+                areas = run_perf(engine, nf_settings, directory)
+            else:
+                samples = run_all(engine, settings, nf_settings)
     finally:
         cleanup(directory, original_nf)
+    if args.perf:
+        print()
+        print_perf(areas)
+        return 0
     summary = summarize(samples)
     results = verdicts(summary)
     print()
