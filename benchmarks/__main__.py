@@ -40,12 +40,22 @@ RESULTS_MD = os.path.join(HERE, "RESULTS.md")
 BENCHMARK_TIMEOUT_S = 1800  # per script; the default compare.py takes ~5 minutes
 CNI_DIR = "/usr/lib/cni"
 
+
+def perf_works() -> bool:
+    """Debian's /usr/bin/perf is a wrapper that fails when no perf matches the running kernel."""
+    try:
+        return subprocess.run(["perf", "--version"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 # Debian package -> how to tell it is there.
 PACKAGES = {
     "containernetworking-plugins": lambda: os.path.exists(f"{CNI_DIR}/bridge") and os.path.exists(f"{CNI_DIR}/portmap"),
     "netavark": lambda: netavark_path() is not None,
     "iperf3": lambda: shutil.which("iperf3") is not None,
     "strace": lambda: shutil.which("strace") is not None,
+    "linux-perf": perf_works,
 }
 
 
@@ -58,9 +68,10 @@ def netavark_path() -> str | None:
 
 @dataclass
 class Benchmark:
-    name: str  # also the script (<name>.py) and the JSON (results/<name>.json)
+    name: str  # the JSON is results/<name>.json; the script <name>.py unless `script` names another
     title: str
     args: list[str] = field(default_factory=list)
+    script: str | None = None
     skipped: str | None = None  # why it did not run
     output: str = ""
     returncode: int | None = None
@@ -71,7 +82,7 @@ class Benchmark:
         return os.path.join("benchmarks", "results", f"{self.name}.json")
 
     def command(self) -> list[str]:
-        return [".venv/bin/python", f"benchmarks/{self.name}.py", *self.args, "--json", self.json_path]
+        return [".venv/bin/python", f"benchmarks/{self.script or self.name}.py", *self.args, "--json", self.json_path]
 
     def lab_command(self) -> str:
         return ".venv/bin/nsnet lab -- " + " ".join(self.command())
@@ -114,9 +125,13 @@ def plan(quick: bool, missing: set[str]) -> list[Benchmark]:
         Benchmark("compare", "nsnet, the CNI plugins and netavark doing the same work", compare_args),
         Benchmark("cli_latency", "What one nsnet process costs, per verb", [*q]),
         Benchmark("dataplane", "Data plane: throughput, latency and connection rate per path", [*q]),
+        Benchmark("dataplane_perf", "Data plane: where each path's CPU goes (perf)", [*q, "--perf"],
+                  script="dataplane"),
     ]
     if "iperf3" in missing:
-        benchmarks[-1].skipped = "iperf3 is missing"
+        benchmarks[-2].skipped = benchmarks[-1].skipped = "iperf3 is missing"
+    elif "linux-perf" in missing:
+        benchmarks[-1].skipped = "perf is missing (Debian: linux-perf)"
     return benchmarks
 
 
@@ -203,6 +218,7 @@ def facts() -> dict[str, str]:
         "CNI plugins": sh("dpkg-query", "-W", "containernetworking-plugins"),
         "netavark": sh(netavark, "--version") if netavark else "missing",
         "iperf3": sh("iperf3", "--version") if shutil.which("iperf3") else "missing",
+        "perf": sh("perf", "--version") if perf_works() else "missing",
     }
 
 
@@ -313,7 +329,8 @@ def write_results(benchmarks: Sequence[Benchmark], quick: bool, started: str, mi
             "| goal | measured | verdict |", "|---|---|---|"]
     out += [f"| {g} | {m} | {v} |" for g, m, v in goals()]
     for b in benchmarks:
-        out += ["", f"## {b.name}.py: {b.title}", "", "```", b.lab_command(), "```", ""]
+        heading = " ".join([f"{b.script or b.name}.py", *(a for a in b.args if a == "--perf")])
+        out += ["", f"## {heading}: {b.title}", "", "```", b.lab_command(), "```", ""]
         if b.skipped:
             out.append(f"Skipped: {b.skipped}.")
             continue
@@ -331,7 +348,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      epilog=f"run it as: {LAB_COMMAND}")
     parser.add_argument("--quick", action="store_true", help="every benchmark's quick form (~3 minutes)")
     parser.add_argument("--only", metavar="NAME,...", help="run only these benchmarks (attach,ports,compare,"
-                        "cli_latency,dataplane); RESULTS.md still reads every JSON present")
+                        "cli_latency,dataplane,dataplane_perf); RESULTS.md still reads every JSON present")
     return parser.parse_args(argv)
 
 
