@@ -117,15 +117,20 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 
 _UDP_SENDER = r"""
 import socket, sys
-socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if len(sys.argv) > 3:
+    sender.bind(("0.0.0.0", int(sys.argv[3])))
+sender.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
 """
 
 
-def datagram_arrives(client_ns: str | None, server_ns: str | None, ip: str, port: int) -> bool:
+def datagram_arrives(client_ns: str | None, server_ns: str | None, ip: str, port: int,
+                     source_port: int | None = None) -> bool:
     """One UDP datagram, no reply needed: proves whether packets get *out*, not just back."""
     receiver = start(server_ns, _UDP_ECHO, ip, port, 1.5)
+    sender = [sys.executable, "-c", _UDP_SENDER, ip, str(port), *([str(source_port)] if source_port else [])]
     try:
-        subprocess.run(in_ns(client_ns, [sys.executable, "-c", _UDP_SENDER, ip, str(port)]), check=True, timeout=10)
+        subprocess.run(in_ns(client_ns, sender), check=True, timeout=10)
         out, _ = receiver.process.communicate(timeout=10)
         return bool(out.strip())
     finally:

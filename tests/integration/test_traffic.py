@@ -92,6 +92,30 @@ def test_internal_network_has_no_egress_but_works_inside(engine: Engine, wan: st
     assert exchange("s2", "s1", "10.33.0.2", 8007) == ("hello from 10.33.0.2", ["10.33.0.3"])
 
 
+def established_udp_entry(client: str, client_port: int, server: str, server_port: int) -> None:
+    """A conntrack entry, as a connection of a network since removed would have left one."""
+    run("conntrack", "-I", "-p", "udp", "-s", client, "-d", server, "--sport", str(client_port),
+        "--dport", str(server_port), "-r", server, "-q", client, "--reply-port-src", str(server_port),
+        "--reply-port-dst", str(client_port), "-u", "SEEN_REPLY,ASSURED", "-t", "60")
+
+
+def test_an_internal_network_stays_closed_to_established_conntrack_entries(engine: Engine, wan: str) -> None:
+    # nsnet accepts established flows at the first forward rule; a removed network's subnet may
+    # come back as an internal one while the table still holds its connections.
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_network("sealed", subnet="10.33.0.0/24", internal=True)
+    engine.create_sandbox("web", networks=["app"])
+    engine.create_sandbox("vault", networks=["sealed"])
+    for subnet in ("10.31.0.0/24", "10.33.0.0/24"):
+        run("ip", "-n", wan, "route", "add", subnet, "via", WAN_HOST)
+
+    assert not datagram_arrives(wan, "web", "10.31.0.2", 9010, source_port=40010)
+    established_udp_entry(WAN_PEER, 40010, "10.31.0.2", 9010)
+    assert datagram_arrives(wan, "web", "10.31.0.2", 9010, source_port=40010)  # what an entry opens
+    established_udp_entry(WAN_PEER, 40011, "10.33.0.2", 9011)
+    assert not datagram_arrives(wan, "vault", "10.33.0.2", 9011, source_port=40011)
+
+
 def test_connect_and_disconnect_are_live(engine: Engine) -> None:
     engine.create_network("app", subnet="10.31.0.0/24")
     engine.create_network("other", subnet="10.32.0.0/24")
