@@ -6,7 +6,7 @@ Run it from the repository root, inside a throwaway isolated host (it refuses to
     .venv/bin/nsnet lab -- .venv/bin/python -m benchmarks --quick
 
 It checks isolation, installs the contenders and tools that are missing (containernetworking-plugins,
-netavark, iperf3, strace; through apt-get, which works in the lab because its filesystem is the
+netavark, iperf3, strace, linux-perf; through apt-get, which works in the lab because its filesystem is the
 host's) and, when that is impossible, says what is missing and skips what needs it. Then it runs
 each benchmark script as its own process, with `--json benchmarks/results/<name>.json` (ignored by
 git), streaming and capturing what it prints, and writes benchmarks/RESULTS.md: the date, the
@@ -318,7 +318,7 @@ def write_results(benchmarks: Sequence[Benchmark], quick: bool, started: str, mi
            "## Machine", "",
            f"- {f['nproc']} CPUs (nproc), {f['memory']} memory, kernel {f['kernel']}, Debian {f['Debian']}", "",
            "## Versions", ""]
-    out += [f"- {k}: {f[k]}" for k in ("python", "nsnet commit", "nft", "CNI plugins", "netavark", "iperf3")]
+    out += [f"- {k}: {f[k]}" for k in ("python", "nsnet commit", "nft", "CNI plugins", "netavark", "iperf3", "perf")]
     if missing:
         out += ["", f"Missing and not installable here: {', '.join(sorted(missing))} (what needs them was skipped)."]
     out += ["", "## Goals (issue 5)", "",
