@@ -11,11 +11,13 @@ inet forward (traffic the host routes), one verdict-map lookup per question:
     but drop on a --no-icc network (a hairpin between two of its sandboxes)
   to a bridge: an internal network's is dropped, a regular network's goes through `to_network`
   from a bridge (to anywhere that is not a bridge): accept (egress), but not from an internal network
-to_network: from an internal network: drop; connections to published ports (DNAT): accept; from another network: drop (isolation); a published sandbox port reached by direct
-  routing: accept (Docker 28); anything else: drop.
+to_network: from an internal network: drop; connections to published ports (DNAT): accept; from
+  another network: drop (isolation); a published sandbox port reached by direct routing: accept
+  (Docker 28); anything else: drop.
 inet nat: published ports are DNAT'ed through maps in prerouting and output (only for a local
-destination address, checked once before jumping to them); postrouting masquerades egress of non-internal subnets, hairpin traffic
-(so the reply comes back through the host) and the host's 127.0.0.1 connections to sandboxes.
+destination address, checked once before jumping to them); postrouting masquerades egress of
+non-internal subnets, hairpin traffic (so the reply comes back through the host) and the host's
+127.0.0.1 connections to sandboxes.
 bridge: frames from a sandbox port with a MAC or IPv4 source not its own are dropped. (--no-icc
 at layer 2 is no rule: the bridge itself forwards nothing between two isolated ports.)
 """
@@ -129,9 +131,8 @@ def _forward() -> list[Command]:
         # entries' (a removed network's subnet may be reused by an internal one).
         _rule(f, ESTABLISHED, _in_set("iifname", names.INTERNAL_BRIDGES, "!="),
               _in_set("oifname", names.INTERNAL_BRIDGES, "!="), ACCEPT, comment="replies, and established flows"),
-        # Without br_netfilter, a hairpin between two sandboxes of a --no-icc network is routed
-        # and leaves by the bridge's output, past table bridge nsnet's forward hook: its element
-        # here is a drop.
+        # A hairpin between two sandboxes of a --no-icc network is routed (in and out by the same
+        # bridge), where the bridge's port isolation does not reach: its element here is a drop.
         _rule(f, _vmap(_concat(_meta("iifname"), _meta("oifname")), names.WITHIN_NETWORK),
               comment="within one network (no inter-container communication: drop)"),
         _rule(f, _vmap(_meta("oifname"), names.TO_BRIDGE), comment="into a network (internal: drop)"),
