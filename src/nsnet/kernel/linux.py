@@ -105,7 +105,7 @@ class LinuxKernel(Kernel):
             host.create_veth(name, host.link_index(bridge), mtu, peer, fd, mac)
         finally:
             os.close(fd)
-        host.set_port_flags(name, isolated)  # before the peer is up: no frame crosses the port before
+        host.set_port_flags(name, isolated)  # while the peer is down: no frame crosses unisolated
         if self._host_ipv6_conf is None:
             self._host_ipv6_conf = sysctl.open_directory("net.ipv6.conf")
         sysctl.write(f"net.ipv6.conf.{name}.disable_ipv6", "1", self._host_ipv6_conf)  # see create_netns
