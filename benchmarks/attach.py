@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
-import platform
 import pstats
 import shutil
 import statistics
@@ -42,7 +40,7 @@ from nsnet import Engine
 from nsnet.naming import VETH_PREFIX
 from nsnet.store import state_dir
 
-from harness import leftovers, nsnet_executable, nsnet_links, percentile, refuse_outside_lab
+from harness import host, leftovers, nsnet_executable, nsnet_links, percentile, refuse_outside_lab, save_json
 
 NETWORK = "bench"
 SUBNET = "10.40.0.0/16"
@@ -286,15 +284,11 @@ def write_json(path: str, runs: Sequence[Run], started: str) -> None:
         "benchmark": "nsnet attach/detach",
         "network": {"name": NETWORK, "subnet": SUBNET},
         "nsnet": {"version": nsnet.__version__, "path": os.path.dirname(nsnet.__file__)},
-        "host": {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "host": host(),
         "started": started,
         "runs": [{**asdict(run), "summary": summary(run)} for run in runs],
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    print(f"\nraw samples written to {path}")
+    save_json(path, document)
 
 
 # Profile mode

@@ -26,7 +26,6 @@ pyroute2 is among them (it must not be for --help, ls, ps and inspect).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -42,7 +41,9 @@ from typing import Any
 import nsnet
 from nsnet.store import state_dir
 
-from harness import nsnet_executable, percentile, refuse_outside_lab, remove_snapshot, run_from_snapshot, source_state
+from harness import (
+    nsnet_executable, percentile, refuse_outside_lab, remove_snapshot, run_from_snapshot, save_json, source_state,
+)
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/cli_latency.py"
 NETWORK, SUBNET = "bench", "10.40.0.0/16"
@@ -264,13 +265,9 @@ def measure_all(args: argparse.Namespace) -> int:
     print_latency(results)
     print_imports(reports)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as handle:
-            latency = {variant: {c.label: {"argv": c.argv, "samples_ms": c.samples} for c in commands.values()}
-                       for variant, commands in results.items()}
-            json.dump({"nsnet_source": source_state(), "latency": latency, "imports": reports}, handle, indent=1)
-            handle.write("\n")
-        print(f"\nraw samples written to {args.json}")
+        latency = {variant: {c.label: {"argv": c.argv, "samples_ms": c.samples} for c in commands.values()}
+                   for variant, commands in results.items()}
+        save_json(args.json, {"nsnet_source": source_state(), "latency": latency, "imports": reports})
     return 0
 
 

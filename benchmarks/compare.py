@@ -54,7 +54,6 @@ import ctypes
 import ipaddress
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -74,7 +73,10 @@ from nsnet.kernel.netns import CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, unshare
 from nsnet.lab import isolation_problem
 from nsnet.store import state_dir
 
-from harness import nsnet_executable, percentile, refuse_outside_lab, remove_snapshot, run_from_snapshot, source_state
+from harness import (
+    host, nsnet_executable, percentile, refuse_outside_lab, remove_snapshot, run_from_snapshot, save_json,
+    source_state,
+)
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/compare.py"
 CONTENDERS = ("api", "cli", "cni", "netavark")
@@ -763,16 +765,12 @@ def write_json(path: str, results: Sequence[Result], summaries: dict[tuple[str, 
         "options": {k: v for k, v in vars(args).items() if k != "trace_sample"},
         "nsnet": {"version": nsnet.__version__, "path": os.path.dirname(nsnet.__file__)},
         "versions": versions(),
-        "host": {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "host": host(),
         "results": [{"contender": r.contender, "n": r.n, "summary": summaries[(r.contender, r.n)],
                      "phases": r.phases} for r in results],
         "traces": traces,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(document, handle, indent=1)
-        handle.write("\n")
-    print(f"\nraw samples written to {path}")
+    save_json(path, document)
 
 
 def versions() -> dict[str, str]:

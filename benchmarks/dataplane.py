@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -71,14 +70,14 @@ from nsnet import Engine  # noqa: E402
 from nsnet.errors import NsnetError  # noqa: E402
 from nsnet.store import state_dir  # noqa: E402
 
-from harness import refuse_outside_lab
+from harness import host, refuse_outside_lab, save_json
 
 # The generic helpers (bounded processes, listening checks, the wan and direct namespaces, cleanup
 # checks) are ports.py's, so that both benchmarks build the same topology the same way.
 from ports import (  # noqa: E402
     DIRECT_A, DIRECT_B, DIRECT_B_IP, WAN_HOST, WAN_NS, WAN_PEER, flush_conntrack, host_sysctl,
-    in_netns, leftovers, make_direct_pair, make_wan, netns_sysctl, run, started, stop, wait_listening,
-    wait_settled,
+    in_netns, iperf_gbit, leftovers, make_direct_pair, make_wan, netns_sysctl, run, started, stop,
+    wait_listening, wait_settled,
 )
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/dataplane.py"
@@ -305,24 +304,14 @@ def finish(process: subprocess.Popen, timeout_s: float) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def in_namespace(ns: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+    return subprocess.Popen(in_netns(ns, argv), **kwargs)
+
+
 def measure_iperf(path: Path, seconds: int) -> float:
     """Gbit/s of one TCP stream, received side."""
-    server = subprocess.Popen(in_netns(path.server_ns, ["iperf3", "-s", "-1", "-4", "-p", str(IPERF_PORT)]),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with started(server):
-        wait_listening(server.pid, IPERF_PORT)
-        client = subprocess.Popen(in_netns(path.client_ns, ["iperf3", "-c", path.target, "-p",
-                                                            str(path.port(IPERF_PORT)), "-t", str(seconds), "-J"]),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with started(client):
-            try:
-                out, err = client.communicate(timeout=seconds + 30)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"iperf3 on {path.name} still running after {seconds + 30} s") from None
-        if client.returncode != 0:
-            raise RuntimeError(f"iperf3 on {path.name}: exit {client.returncode}: {(out + err).strip()[-300:]}")
-        server.wait(timeout=10)
-    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+    return iperf_gbit(in_namespace, path.server_ns, path.client_ns, path.target, IPERF_PORT, path.port(IPERF_PORT),
+                      seconds, path.name)
 
 
 def measure_ping(path: Path, count: int) -> float:
@@ -636,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print_perf(areas)
         if args.json:
-            write_json(args.json, {"benchmark": "nsnet data plane profile", "paths": list(PATHS),
+            save_json(args.json, {"benchmark": "nsnet data plane profile", "paths": list(PATHS),
                                    "started": started_at, "perf_record_s": PERF_RECORD_S, "areas": areas})
         return 0
     summary = summarize(samples)
@@ -649,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "benchmark": "nsnet data plane",
             "paths": list(PATHS),
             "nsnet": {"version": nsnet.__version__, "path": os.path.dirname(nsnet.__file__)},
-            "host": {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count()},
+            "host": host(),
             "settings": asdict(settings),
             "bridge_nf_call_iptables": {"lab": original_nf, "measured": list(samples)},
             "started": started_at,
@@ -657,16 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "summary": summary,
             "targets": results,
         }
-        write_json(args.json, document)
+        save_json(args.json, document)
     return 0
-
-
-def write_json(path: str, document: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    print(f"\nraw samples written to {path}")
 
 
 if __name__ == "__main__":

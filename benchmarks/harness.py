@@ -4,12 +4,15 @@ benchmarks/NAME.py`), so this module is imported from the script's own directory
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import nsnet
 from nsnet.lab import isolation_problem
@@ -124,3 +127,17 @@ def leftovers(tables: Sequence[str] = ()) -> list[str]:
         listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
         found += [line for line in listing.splitlines() if any(t in line for t in tables)]
     return found
+
+
+def host() -> dict[str, Any]:
+    """The machine a JSON result was measured on."""
+    return {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count()}
+
+
+def save_json(path: str, document: dict[str, Any]) -> None:
+    """A benchmark's raw samples and summaries (benchmarks/results/ is ignored by git)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+    print(f"\nraw samples written to {path}")

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import select
 import shutil
 import statistics
@@ -66,7 +65,7 @@ from nsnet.naming import VETH_PREFIX
 from nsnet.store import state_dir
 
 from harness import leftovers as harness_leftovers
-from harness import nsnet_links, percentile, refuse_outside_lab
+from harness import host, nsnet_links, percentile, refuse_outside_lab, save_json
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/ports.py"
 
@@ -575,27 +574,38 @@ def popen_in(engine: Engine, place: str, sandboxes: tuple[str, ...], argv: list[
     return subprocess.Popen(in_netns(place, argv), **kwargs)
 
 
+def iperf_gbit(start: Callable[..., subprocess.Popen], server_at: str, client_at: str, target: str,
+               listen_port: int, connect_port: int, seconds: int, label: str) -> float:
+    """Gbit/s of one TCP stream (received side): an iperf3 server started at server_at listening on
+    listen_port, a client at client_at sending to target:connect_port. start(place, argv, **popen
+    keywords) starts a process in a place (a namespace, or a sandbox through the engine)."""
+    lifetime = seconds + 30
+    server = start(server_at, ["iperf3", "-s", "-1", "-4", "-p", str(listen_port)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with started(server):
+        wait_listening(server.pid, listen_port)
+        client = start(client_at, ["iperf3", "-c", target, "-p", str(connect_port), "-t", str(seconds), "-J"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with started(client):
+            try:
+                out, err = client.communicate(timeout=lifetime)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"iperf3 client on {label} still running after {lifetime} s") from None
+        if client.returncode != 0:
+            raise RuntimeError(f"iperf3 client on {label}: exit {client.returncode}: {(out + err).strip()[-300:]}")
+        server.wait(timeout=10)
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
 def iperf_once(engine: Engine, path: Path, published_port: int, seconds: int) -> float:
     """Gbit/s of one TCP stream (received side) on one path."""
     port = path.port or published_port
-    lifetime = seconds + 30
-    server = popen_in(engine, path.server_in, path.sandboxes, ["iperf3", "-s", "-1", "-4", "-p", str(port)],
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with started(server):
-        wait_listening(server.pid, port)
-        process = popen_in(engine, path.client_in, path.sandboxes,
-                           ["iperf3", "-c", path.target, "-p", str(port), "-t", str(seconds), "-J"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with started(process):
-            try:
-                out, err = process.communicate(timeout=lifetime)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"iperf3 client on the {path.name} path still running after {lifetime} s") from None
-        if process.returncode != 0:
-            raise RuntimeError(f"iperf3 client on the {path.name} path: exit {process.returncode}: "
-                               f"{(out + err).strip()[-300:]}")
-        server.wait(timeout=10)
-    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+    def start(place: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        return popen_in(engine, place, path.sandboxes, argv, **kwargs)
+
+    return iperf_gbit(start, path.server_in, path.client_in, path.target, port, port, seconds,
+                      f"the {path.name} path")
 
 
 def make_routed_path(directory: str) -> None:
@@ -854,18 +864,14 @@ def write_json(path: str, runs: Sequence[PortsRun], throughput: dict[str, list[f
         "benchmark": "nsnet published ports",
         "network": {"name": NETWORK, "subnet": SUBNET, "web": WEB_IP, "first_port": FIRST_PORT},
         "nsnet": {"version": nsnet.__version__, "path": os.path.dirname(nsnet.__file__), "source": source_state()},
-        "host": {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "host": host(),
         "settings": asdict(settings),
         "facts": facts,
         "started": started_at,
         "runs": [{**asdict(r), "summary": summary(r)} for r in runs],
         "throughput_gbit_s": throughput,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    print(f"\nraw samples written to {path}")
+    save_json(path, document)
 
 
 # Command line
