@@ -49,7 +49,6 @@ afterwards and checked gone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -75,7 +74,7 @@ from harness import host, refuse_outside_lab, save_json
 # The generic helpers (bounded processes, listening checks, the wan and direct namespaces, cleanup
 # checks) are ports.py's, so that both benchmarks build the same topology the same way.
 from ports import (  # noqa: E402
-    DIRECT_A, DIRECT_B, DIRECT_B_IP, WAN_HOST, WAN_NS, WAN_PEER, flush_conntrack, host_sysctl,
+    DIRECT_A, DIRECT_B, DIRECT_B_IP, WAN_HOST, WAN_NS, WAN_PEER, finish, flush_conntrack, host_sysctl,
     in_netns, iperf_gbit, leftovers, make_direct_pair, make_wan, netns_sysctl, run, started, stop,
     wait_listening, wait_settled,
 )
@@ -290,18 +289,6 @@ def remove_reference() -> None:
 def popen(ns: str, program: str, *args: object, cpu: str | None = None, **kwargs: Any) -> subprocess.Popen:
     pin = ["taskset", "-c", cpu] if cpu is not None else []
     return subprocess.Popen(in_netns(ns, [*pin, sys.executable, "-c", program, *map(str, args)]), **kwargs)
-
-
-def finish(process: subprocess.Popen, timeout_s: float) -> dict[str, Any]:
-    """The JSON line a client prints, or an error with its output (the process is stopped either way)."""
-    with started(process):
-        try:
-            out, err = process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"client {process.pid} still running after {timeout_s:.0f} s") from None
-    if process.returncode != 0:
-        raise RuntimeError(f"client exit {process.returncode}: {(out + err).strip()[-300:]}")
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def in_namespace(ns: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:

@@ -345,15 +345,22 @@ def client(mode: str, port: int, warmup: int, count: int, seconds: float, cpu: s
     return subprocess.Popen(in_netns(WAN_NS, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def finish(process: subprocess.Popen, timeout_s: float) -> dict[str, Any]:
-    try:
-        out, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        stop(process)
-        raise RuntimeError(f"client {process.pid} still running after {timeout_s:.0f} s") from None
+def output(process: subprocess.Popen, timeout_s: float, label: str) -> str:
+    """What a process started here printed, once it has exited 0 (it is stopped either way); an
+    error naming label, with the end of its output, otherwise."""
+    with started(process):
+        try:
+            out, err = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{label} still running after {timeout_s:.0f} s") from None
     if process.returncode != 0:
-        raise RuntimeError(f"client {process.pid} exited {process.returncode}")
-    return json.loads(out.strip().splitlines()[-1])
+        raise RuntimeError(f"{label}: exit {process.returncode}: {((out or '') + (err or '')).strip()[-300:]}")
+    return out
+
+
+def finish(process: subprocess.Popen, timeout_s: float) -> dict[str, Any]:
+    """The JSON line a client prints."""
+    return json.loads(output(process, timeout_s, f"client {process.pid}").strip().splitlines()[-1])
 
 
 def measure_latency(engine: Engine, port: int, s: Settings) -> list[float]:
@@ -586,13 +593,7 @@ def iperf_gbit(start: Callable[..., subprocess.Popen], server_at: str, client_at
         wait_listening(server.pid, listen_port)
         client = start(client_at, ["iperf3", "-c", target, "-p", str(connect_port), "-t", str(seconds), "-J"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with started(client):
-            try:
-                out, err = client.communicate(timeout=lifetime)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"iperf3 client on {label} still running after {lifetime} s") from None
-        if client.returncode != 0:
-            raise RuntimeError(f"iperf3 client on {label}: exit {client.returncode}: {(out + err).strip()[-300:]}")
+        out = output(client, lifetime, f"iperf3 client on {label}")
         server.wait(timeout=10)
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
