@@ -16,14 +16,15 @@ from .plan.ops import Operation
 
 
 def apply(plan: Sequence[Operation], kernel: Kernel) -> None:
-    done: list[Operation] = []
+    undos: list[Operation] = []
     try:
         for op in plan:
             faults.point(type(op).__name__)
-            op.run(kernel)
-            done.append(op)
+            undo = op.apply(kernel)
+            if undo is not None:
+                undos.append(undo)
     except BaseException as exc:
-        failures = rollback(done, kernel)
+        failures = rollback(undos, kernel)
         if failures:
             exc.add_note(f"rollback also failed: {'; '.join(str(f) for f in failures)}")
         if isinstance(exc, NsnetError) or not isinstance(exc, Exception):
@@ -31,12 +32,10 @@ def apply(plan: Sequence[Operation], kernel: Kernel) -> None:
         raise NsnetError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def rollback(done: Sequence[Operation], kernel: Kernel) -> list[Exception]:
+def rollback(undos: Sequence[Operation], kernel: Kernel) -> list[Exception]:
+    """Runs the undos in reverse; returns what failed."""
     failures: list[Exception] = []
-    for op in reversed(done):
-        undo = op.undo()
-        if undo is None:
-            continue
+    for undo in reversed(undos):
         try:
             undo.run(kernel)
         except KernelError as exc:

@@ -7,11 +7,9 @@ plan to the kernel (rolled back on failure, and the rows with it), then mark the
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from ipaddress import IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
@@ -21,13 +19,15 @@ from .apply import apply, teardown
 from .catalog import Catalog
 from .errors import Conflict, Exhausted, InvalidInput, NotFound, NsnetError
 from .kernel import Kernel, default_kernel
-from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, PortMapping, Sandbox
+from .locks import Locks
+from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, Owner, PortMapping, Sandbox
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
 from .plan.ops import Operation
 from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
+from .reconcile import default_route_holder
 
 if TYPE_CHECKING:  # subprocess, check, gc and doctor load these on first use
     import subprocess
@@ -53,6 +53,8 @@ class Engine(Catalog):
                  address_pool: str | None = None) -> None:
         super().__init__(state_dir)
         self._kernel = kernel
+        self._locks = Locks(self._store.directory)
+        self._owner: Owner | None = None
         self._pool = validate.address_pool(address_pool or os.environ.get("NSNET_ADDRESS_POOL") or DEFAULT_ADDRESS_POOL)
 
     @property
@@ -61,9 +63,17 @@ class Engine(Catalog):
             self._kernel = default_kernel()
         return self._kernel
 
+    @property
+    def owner(self) -> Owner:
+        """What marks this ledger's kernel objects (its tables' name, its links' group)."""
+        if self._owner is None:
+            self._owner = self._store.owner()
+        return self._owner
+
     def close(self) -> None:
         if self._kernel is not None:
             self._kernel.close()
+        self._locks.close()
         super().close()
 
     # Networks
@@ -78,12 +88,16 @@ class Engine(Catalog):
         return self._create_network(request)
 
     def _create_network(self, request: NetworkRequest) -> Network:
-        with self._network_lock():
+        with self._locks.ledger(exclusive=True):
             if self._store.network(request.name):
                 raise Conflict(f"network {request.name!r} already exists")
-            routes = [(dst, dev) for dst, dev in self.kernel.host_routes() if not dev.startswith("nsbr-")]
+            host_routes = self.kernel.host_routes()
             with self._store.transaction():
                 existing = self._store.networks()
+                # This ledger's own bridges' routes are its networks; any other route, another
+                # ledger's bridges' included, is taken.
+                ours = {n.bridge for n in existing}
+                routes = [(dst, dev) for dst, dev in host_routes if dev not in ours]
                 if any(n.name == request.name for n in existing):
                     raise Conflict(f"network {request.name!r} already exists")
                 subnet = request.subnet or ipam.pick_subnet(*self._pool, [n.subnet for n in existing] +
@@ -97,14 +111,14 @@ class Engine(Catalog):
                     created=time.time(), state="creating",
                 )
                 self._store.add_network(network)
-            self._build(plan_create_network(network, others=len(existing)),
+            self._build(plan_create_network(network, len(existing), self.owner),
                         forget=lambda: self._store.delete_network(network.id))
             with self._store.transaction():
                 self._store.set_network_state(network.id, "ready")
         return replace(network, state="ready")
 
     def remove_network(self, name: str, *, force: bool = False) -> None:
-        with self._network_lock():
+        with self._locks.ledger(exclusive=True):
             network = self._store.network(name)
             if network is None:
                 if force:
@@ -119,17 +133,18 @@ class Engine(Catalog):
             with self._store.transaction():
                 self._store.set_network_state(network.id, "removing")
                 others = len(self._store.networks()) - 1
-            self._remove(plan_remove_network(network, others), f"removing network {name!r}")
+            self._remove(plan_remove_network(network, others, self.owner), f"removing network {name!r}")
             with self._store.transaction():
                 self._store.delete_network(network.id)
 
     def prune_networks(self) -> list[str]:
         """Remove every network no sandbox is attached to; returns their names."""
         pruned = []
-        for network in self._store.networks():
-            if self._store.endpoint_count(network.id) == 0:
-                self.remove_network(network.name)
-                pruned.append(network.name)
+        with self._locks.ledger(exclusive=True):
+            for network in self._store.networks():
+                if self._store.endpoint_count(network.id) == 0:
+                    self.remove_network(network.name)
+                    pruned.append(network.name)
         return pruned
 
     # Sandboxes and endpoints
@@ -137,7 +152,8 @@ class Engine(Catalog):
     def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None,
                        publish: Sequence[str] = ()) -> Sandbox:
         """A sandbox attached to each network (default: `nsnet`); `ip` and `publish` apply to the
-        first network, as Docker applies them to the network a container is created on."""
+        first network, as Docker applies them to the network a container is created on. The
+        default route goes via the first network that is not internal."""
         validate.name("sandbox name", name)
         requested = validate.address("ip", ip) if ip is not None else None
         port_requests = portspec.parse_all(publish)
@@ -153,85 +169,99 @@ class Engine(Catalog):
             if port_requests:
                 self._resolve_ports(port_requests)
             self._ensure_default_network()
-        with self._store.transaction():
-            self._refuse_taken_name(name)
-            nets = [self._ready_network(n) for n in wanted]
-            pointers = {net.id: self._store.last_ip(net.id) for net in nets}
-            sandbox_id = new_id()
-            created = self._store.add_sandbox(sandbox_id, name, "creating")
-            attachments = [
-                (self._allocate(sandbox_id, name, net, f"eth{i}", i == 0, requested if i == 0 else None,
-                                port_requests if i == 0 else []), net)
-                for i, net in enumerate(nets)
-            ]
-        def forget() -> None:
-            self._store.delete_sandbox(name)
-            self._restore_pointers(pointers)
+        with self._locks.ledger(), self._locks.sandbox(name):
+            with self._store.transaction():
+                self._refuse_taken_name(name)
+                nets = [self._ready_network(n) for n in wanted]
+                route_via = next((net.id for net in nets if not net.internal), None)
+                pointers = {net.id: self._store.last_ip(net.id) for net in nets}
+                sandbox_id = new_id()
+                created = self._store.add_sandbox(sandbox_id, name, "creating")
+                attachments = [
+                    (self._allocate(sandbox_id, name, net, f"eth{i}", net.id == route_via,
+                                    requested if i == 0 else None, port_requests if i == 0 else []), net)
+                    for i, net in enumerate(nets)
+                ]
 
-        self._build(plan_create_sandbox(name, attachments), forget)
-        with self._store.transaction():
-            self._store.set_sandbox_state(name, "ready")
-            self._store.set_endpoints_state(sandbox_id, "ready")
+            def forget() -> None:
+                self._store.delete_sandbox(name)
+                self._restore_pointers(pointers)
+
+            self._build(plan_create_sandbox(name, attachments, self.owner), forget)
+            with self._store.transaction():
+                self._store.set_sandbox_state(name, "ready")
+                self._store.set_endpoints_state(sandbox_id, "ready")
         return Sandbox(id=sandbox_id, name=name, netns=netns_path(name),
                        endpoints=tuple(replace(e, state="ready") for e, _ in attachments), created=created)
 
     def remove_sandbox(self, name: str, *, force: bool = False) -> None:
-        sandbox_id = self._store.sandbox_id(name)
-        if sandbox_id is None:
-            if force:
-                return
-            raise NotFound("sandbox", name)
-        if not force:
-            pids = self.kernel.pids_in_netns(name)
-            if pids:
-                raise Conflict(f"sandbox {name!r} has {len(pids)} running process(es); stop them or use -f")
-        sandbox = self.sandbox(name)
-        attachments = [(e, self.network(e.network)) for e in sandbox.endpoints]
-        with self._store.transaction():
-            self._store.set_sandbox_state(name, "removing")
-        self._remove(plan_remove_sandbox(name, force, attachments), f"removing sandbox {name!r}")
-        with self._store.transaction():
-            self._store.delete_sandbox(name)
+        with self._locks.ledger(), self._locks.sandbox(name):
+            if self._store.sandbox_id(name) is None:
+                if force:
+                    return
+                raise NotFound("sandbox", name)
+            if not force:
+                pids = self.kernel.pids_in_netns(name)
+                if pids:
+                    raise Conflict(f"sandbox {name!r} has {len(pids)} running process(es); stop them or use -f")
+            with self._store.transaction():
+                sandbox = self.sandbox(name)
+                attachments = [(e, self.network(e.network)) for e in sandbox.endpoints]
+                self._store.set_sandbox_state(name, "removing")
+            self._remove(plan_remove_sandbox(name, force, attachments, self.owner), f"removing sandbox {name!r}")
+            with self._store.transaction():
+                self._store.delete_sandbox(name)
 
     def connect(self, network: str, sandbox: str, *, ip: str | None = None, publish: Sequence[str] = ()) -> Endpoint:
         validate.name("network", network)
         validate.name("sandbox name", sandbox)
         requested = validate.address("ip", ip) if ip is not None else None
         port_requests = portspec.parse_all(publish)
-        with self._store.transaction():
-            current = self.sandbox(sandbox)
-            net = self._ready_network(network)
-            if current.endpoint(network) is not None:
-                raise Conflict(f"sandbox {sandbox!r} is already connected to network {network!r}")
-            ifname = sandbox_ifname({e.ifname for e in current.endpoints})
-            default_route = not any(e.default_route for e in current.endpoints)
-            pointers = {net.id: self._store.last_ip(net.id)}
-            endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests)
-        def forget() -> None:
-            self._store.delete_endpoint(endpoint.id)
-            self._restore_pointers(pointers)
+        with self._locks.ledger(), self._locks.sandbox(sandbox):
+            with self._store.transaction():
+                current = self._ready_sandbox(sandbox)
+                net = self._ready_network(network)
+                if current.endpoint(network) is not None:
+                    raise Conflict(f"sandbox {sandbox!r} is already connected to network {network!r}")
+                ifname = sandbox_ifname({e.ifname for e in current.endpoints})
+                default_route = not net.internal and not any(e.default_route for e in current.endpoints)
+                pointers = {net.id: self._store.last_ip(net.id)}
+                endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests)
 
-        self._build(plan_connect(endpoint, net), forget)
-        with self._store.transaction():
-            self._store.set_endpoint_state(endpoint.id, "ready")
+            def forget() -> None:
+                self._store.delete_endpoint(endpoint.id)
+                self._restore_pointers(pointers)
+
+            self._build(plan_connect(endpoint, net, self.owner), forget)
+            with self._store.transaction():
+                self._store.set_endpoint_state(endpoint.id, "ready")
         return replace(endpoint, state="ready")
 
     def disconnect(self, network: str, sandbox: str) -> None:
-        with self._store.transaction():
-            current = self.sandbox(sandbox)
-            endpoint = current.endpoint(network)
-            if endpoint is None:
-                self.network(network)
-                raise Conflict(f"sandbox {sandbox!r} is not connected to network {network!r}")
-            others = [e for e in current.endpoints if e.id != endpoint.id]
-            successor = others[0] if endpoint.default_route and others else None
-            self._store.set_endpoint_state(endpoint.id, "removing")
-        self._remove(plan_disconnect(endpoint, self.network(network), successor),
-                     f"disconnecting {sandbox!r} from {network!r}")
-        with self._store.transaction():
-            self._store.delete_endpoint(endpoint.id)
-            if successor is not None:
-                self._store.set_default_route(successor.id)
+        """When the endpoint carried the default route, the first other one on a network that is
+        not internal takes it over: the ledger says so before the kernel changes, so a crash
+        half-way leaves a state gc completes."""
+        with self._locks.ledger(), self._locks.sandbox(sandbox):
+            with self._store.transaction():
+                current = self._ready_sandbox(sandbox)
+                endpoint = current.endpoint(network)
+                if endpoint is None:
+                    self.network(network)
+                    raise Conflict(f"sandbox {sandbox!r} is not connected to network {network!r}")
+                if endpoint.state != "ready":
+                    raise Conflict(f"sandbox {sandbox!r}'s link to {network!r} is {endpoint.state}; run nsnet gc")
+                successor = None
+                if endpoint.default_route:
+                    nets = {n.name: n for n in self._store.networks()}
+                    successor = default_route_holder([e for e in current.endpoints if e.id != endpoint.id], nets)
+                    self._store.set_default_route(endpoint.id, False)
+                    if successor is not None:
+                        self._store.set_default_route(successor.id, True)
+                self._store.set_endpoint_state(endpoint.id, "removing")
+            self._remove(plan_disconnect(endpoint, self.network(network), successor, self.owner),
+                         f"disconnecting {sandbox!r} from {network!r}")
+            with self._store.transaction():
+                self._store.delete_endpoint(endpoint.id)
 
     # Ledger against kernel
 
@@ -239,14 +269,15 @@ class Engine(Catalog):
         """Every difference between the ledger and the live kernel (see nsnet.repair)."""
         from . import repair
 
-        return repair.check(self._store, self.kernel)
+        with self._locks.ledger(exclusive=True):
+            return repair.check(self._store, self.kernel, self.owner)
 
     def gc(self) -> list[str]:
         """Bring kernel and ledger back to agreement; returns what was done (see nsnet.repair)."""
         from . import repair
 
-        with self._network_lock():
-            return repair.gc(self._store, self.kernel)
+        with self._locks.ledger(exclusive=True):
+            return repair.gc(self._store, self.kernel, self.owner)
 
     def doctor(self) -> list[Finding]:
         """What on this host would break nsnet's traffic (see nsnet.doctor)."""
@@ -303,6 +334,12 @@ class Engine(Catalog):
                 self._create_network(NetworkRequest(name=DEFAULT_NETWORK))
             except Conflict:
                 pass  # another process made it first
+
+    def _ready_sandbox(self, name: str) -> Sandbox:
+        sandbox = self.sandbox(name)
+        if sandbox.state != "ready":
+            raise Conflict(f"sandbox {name!r} is {sandbox.state}")
+        return sandbox
 
     def _ready_network(self, name: str) -> Network:
         network = self.network(name)
@@ -362,14 +399,6 @@ class Engine(Catalog):
         """A rolled-back attach leaves no trace, not even in the round-robin position."""
         for network_id, last in pointers.items():
             self._store.set_last_ip(network_id, last)
-
-    @contextmanager
-    def _network_lock(self) -> Iterator[None]:
-        """Serialises network changes across processes: the first network's rules create nsnet's
-        table and the last one's removal deletes it, so two of them must not interleave."""
-        with open(os.path.join(self._store.directory, "networks.lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
 
 
 def _refuse_overlap(subnet: IPv4Network, existing: list[Network], routes: list[tuple[IPv4Network, str]]) -> None:

@@ -138,3 +138,13 @@ class Sandbox:
             "State": self.state,
             "Networks": {e.network: e.to_dict() for e in self.endpoints},
         }
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What marks a ledger's kernel objects as its own, so two ledgers on one host (two state
+    directories) never take each other's: its nftables tables' name, and the interface group
+    (IFLA_GROUP) of every bridge and host-side veth it makes."""
+
+    table: str = "nsnet"
+    group: int = 0x4E000001

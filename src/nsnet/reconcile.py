@@ -3,45 +3,26 @@
 The ledger says what should exist; Observed says what does. Every kernel object nsnet makes is
 recorded before it is made, so a difference is one of: a half-done operation (a row still
 'creating' or 'removing'), something missing (removed behind nsnet's back, or a reboot), something
-wrong (a veth no longer on its bridge), or an orphan (an nsnet-named link or nft element that no
-row describes).
+wrong (a veth no longer on its bridge, a link down, a port flag, MTU or MAC changed, a rule or
+chain edited), or an orphan (a link of this ledger's interface group, or an nft element or chain
+in its tables, that no row describes). Links are this ledger's by their interface group
+(model.Owner), never by the shape of their names: another ledger's are not looked at.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .firewall import render
-from .model import Network, Sandbox
+from .kernel.state import LinkState, Observed, Ruleset, element_key
+from .model import Endpoint, Network, Owner, Sandbox
 from .plan.network import bridge_sysctls
+from .naming import mac_for
 
-NSNET_LINK = re.compile(r"(nsbr-[0-9a-f]{10}|nsv[0-9a-f]{12})\Z")
-
-
-@dataclass(frozen=True)
-class LinkState:
-    kind: str
-    master: str | None
-    up: bool
-    addresses: frozenset[str]  # "10.31.0.1/24"
-    isolated: bool = False  # a bridge port that forwards nothing to other isolated ports (--no-icc)
-
-
-@dataclass(frozen=True)
-class Observed:
-    links: Mapping[str, LinkState]  # the host's links, by name
-    netns: frozenset[str]  # names pinned under /run/netns
-    # Per sandbox whose namespace exists: each interface with its IPv4 addresses, and the default
-    # route as (gateway, device) or None.
-    sandbox_links: Mapping[str, Mapping[str, frozenset[str]]]
-    sandbox_routes: Mapping[str, tuple[str, str] | None]
-    nft: frozenset[str] | None  # nsnet's set and map elements (element_key); None when its tables are absent
-    ip_forward: str
-    sysctls: Mapping[str, str] = field(default_factory=dict)  # the per-bridge ones nsnet sets (bridge_sysctls)
+__all__ = ["Drift", "LinkState", "Observed", "Ruleset", "desired_firewall", "element_key", "element_keys",
+           "find_drift", "default_route_holder", "default_route_wrong"]
 
 
 @dataclass(frozen=True)
@@ -55,10 +36,6 @@ class Drift:
 
     def to_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "subject": self.subject, "detail": self.detail}
-
-
-def element_key(family: str, set_name: str, element: Any) -> str:
-    return f"{family} {set_name} {json.dumps(element, sort_keys=True)}"
 
 
 def element_keys(commands: Iterable[dict[str, Any]]) -> frozenset[str]:
@@ -75,19 +52,35 @@ def ready(networks: list[Network], sandboxes: list[Sandbox]) -> tuple[list[Netwo
     return [n for n in networks if n.state == "ready"], [s for s in sandboxes if s.state == "ready"]
 
 
-def desired_firewall(networks: list[Network], sandboxes: list[Sandbox]) -> list[dict[str, Any]]:
-    """nsnet's whole ruleset as the ledger implies it: the skeleton and every element."""
+def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: Owner) -> list[dict[str, Any]]:
+    """The owner's whole ruleset as the ledger implies it: the skeleton and every element."""
     nets, boxes = ready(networks, sandboxes)
     by_name = {n.name: n for n in nets}
-    commands = [c for n in nets for c in render.render_add_network(n)]
+    commands = [c for n in nets for c in render.render_add_network(owner, n)]
     for sandbox in boxes:
         for endpoint in sandbox.endpoints:
             if endpoint.state == "ready" and endpoint.network in by_name:
-                commands += render.render_add_endpoint(endpoint, by_name[endpoint.network])
-    return commands or []
+                commands += render.render_add_endpoint(owner, endpoint, by_name[endpoint.network])
+    return commands
 
 
-def find_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed) -> list[Drift]:
+def default_route_holder(endpoints: Iterable[Endpoint], networks: dict[str, Network]) -> Endpoint | None:
+    """The endpoint that should carry a sandbox's default route: the first one on a network that
+    is not internal (Docker never routes through an internal network)."""
+    return next((e for e in endpoints if e.network in networks and not networks[e.network].internal), None)
+
+
+def default_route_wrong(endpoints: list[Endpoint], networks: dict[str, Network]) -> bool:
+    """The ledger's invariant: one endpoint carries the default route, on a network that is not
+    internal, when the sandbox has any; none when it has none."""
+    flagged = [e for e in endpoints if e.default_route]
+    if default_route_holder(endpoints, networks) is None:
+        return bool(flagged)
+    return len(flagged) != 1 or networks[flagged[0].network].internal
+
+
+def find_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner,
+               expected_ruleset: Ruleset | None = None) -> list[Drift]:
     drift: list[Drift] = []
     for n in networks:
         if n.state != "ready":
@@ -102,8 +95,19 @@ def find_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Obse
     nets, boxes = ready(networks, sandboxes)
     drift += _network_drift(nets, observed)
     drift += _sandbox_drift(nets, boxes, observed)
-    drift += _orphans(networks, sandboxes, observed)
-    drift += _firewall_drift(networks, sandboxes, observed)
+    drift += _orphans(networks, sandboxes, observed, owner)
+    drift += _firewall_drift(networks, sandboxes, observed, owner, expected_ruleset)
+    return drift
+
+
+def _link_drift(subject: str, what: str, link: LinkState, mtu: int, mac: str | None) -> list[Drift]:
+    drift = []
+    if not link.up:
+        drift.append(Drift("wrong", subject, f"{what} is down"))
+    if link.mtu != mtu:
+        drift.append(Drift("wrong", subject, f"{what} has MTU {link.mtu}, the network's is {mtu}"))
+    if mac is not None and link.mac != mac:
+        drift.append(Drift("wrong", subject, f"{what} has MAC {link.mac}, nsnet gave it {mac}"))
     return drift
 
 
@@ -119,17 +123,34 @@ def _network_drift(networks: list[Network], observed: Observed) -> list[Drift]:
             continue
         if str(n.gateway_interface) not in link.addresses:
             drift.append(Drift("missing", subject, f"bridge {n.bridge} lacks its gateway {n.gateway_interface}"))
-        if not link.up:
-            drift.append(Drift("wrong", subject, f"bridge {n.bridge} is down"))
-        for key, value in bridge_sysctls(n.bridge).items():
+        drift += _link_drift(subject, f"bridge {n.bridge}", link, n.mtu, mac_for(n.gateway))
+        for key, value in bridge_sysctls(n.bridge, n.mtu).items():
             if observed.sysctls.get(key, value) != value:
                 drift.append(Drift("wrong", subject, f"sysctl {key} is {observed.sysctls[key]}, nsnet sets {value}"))
     return drift
 
 
+def _port_drift(subject: str, e: Endpoint, link: LinkState, network: Network) -> list[Drift]:
+    port = f"bridge port {e.host_ifname}"
+    if link.master != network.bridge:
+        return [Drift("wrong", subject, f"veth {e.host_ifname} is not on bridge {network.bridge}")]
+    drift = []
+    if link.isolated != (not network.icc):
+        drift.append(Drift("wrong", subject, f"{port} is {'not ' if not link.isolated else ''}isolated, "
+                                             "its network's icc says otherwise"))
+    if not link.hairpin:
+        drift.append(Drift("wrong", subject, f"{port} has hairpin mode off"))
+    if link.learning:
+        drift.append(Drift("wrong", subject, f"{port} learns MAC addresses"))
+    if not link.locked:
+        drift.append(Drift("wrong", subject, f"{port} is not locked to its static FDB entry"))
+    if e.mac not in link.static_macs:
+        drift.append(Drift("missing", subject, f"{port} lacks its static FDB entry {e.mac}"))
+    return drift
+
+
 def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed) -> list[Drift]:
-    bridges = {n.name: n.bridge for n in networks}
-    no_icc = {n.name for n in networks if not n.icc}
+    by_name = {n.name: n for n in networks}
     drift = []
     for s in sandboxes:
         subject = f"sandbox {s.name}"
@@ -137,33 +158,55 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
             drift.append(Drift("missing", subject, f"its namespace /run/netns/{s.name} is gone"))
             continue
         inside = observed.sandbox_links.get(s.name, {})
-        for e in (e for e in s.endpoints if e.state == "ready"):
-            link = observed.links.get(e.host_ifname)
-            if link is None or e.ifname not in inside:
+        endpoints = [e for e in s.endpoints if e.state == "ready" and e.network in by_name]
+        if default_route_wrong(endpoints, by_name):
+            drift.append(Drift("wrong", subject, "the ledger does not give the default route to exactly one "
+                                                 "endpoint on a network that is not internal"))
+        for e in endpoints:
+            network = by_name[e.network]
+            link, peer = observed.links.get(e.host_ifname), inside.get(e.ifname)
+            if link is None or peer is None:
                 drift.append(Drift("missing", subject, f"veth {e.host_ifname} / {e.ifname} to {e.network} is gone"))
                 continue
-            if link.master != bridges.get(e.network):
-                drift.append(Drift("wrong", subject, f"veth {e.host_ifname} is not on bridge {bridges.get(e.network)}"))
-            elif link.isolated != (e.network in no_icc):
-                drift.append(Drift("wrong", subject, f"bridge port {e.host_ifname} is "
-                                   f"{'not ' if not link.isolated else ''}isolated, its network's icc says otherwise"))
-            if str(e.address) not in inside[e.ifname]:
+            drift += _port_drift(subject, e, link, network)
+            drift += _link_drift(subject, f"veth {e.host_ifname}", link, network.mtu, None)
+            drift += _link_drift(subject, f"{e.ifname}", peer, network.mtu, e.mac)
+            if str(e.address) not in peer.addresses:
                 drift.append(Drift("missing", subject, f"{e.ifname} lacks its address {e.address}"))
             if e.default_route and observed.sandbox_routes.get(s.name) != (str(e.gateway), e.ifname):
                 drift.append(Drift("missing", subject, f"no default route via {e.gateway} on {e.ifname}"))
     return drift
 
 
-def _orphans(networks: list[Network], sandboxes: list[Sandbox], observed: Observed) -> list[Drift]:
+def _orphans(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner) -> list[Drift]:
     known = {n.bridge for n in networks} | {e.host_ifname for s in sandboxes for e in s.endpoints}
-    return [Drift("orphan", f"link {name}", "named like nsnet's but in no ledger row")
-            for name in sorted(observed.links) if NSNET_LINK.match(name) and name not in known]
+    return [Drift("orphan", f"link {name}", "of this ledger's interface group, but in no ledger row")
+            for name, link in sorted(observed.links.items()) if link.group == owner.group and name not in known]
 
 
-def _firewall_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed) -> list[Drift]:
-    expected = element_keys(desired_firewall(networks, sandboxes))
+def _firewall_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner,
+                    expected_ruleset: Ruleset | None) -> list[Drift]:
+    desired = desired_firewall(networks, sandboxes, owner)
     if observed.nft is None:
-        return [Drift("missing", "nftables", "nsnet's tables are gone")] if ready(networks, sandboxes)[0] else []
+        return [Drift("missing", "nftables", f"nsnet's tables ({owner.table}) are gone")] if desired else []
+    expected = element_keys(desired)
     drift = [Drift("missing", "nftables element", key) for key in sorted(expected - observed.nft)]
     drift += [Drift("orphan", "nftables element", key) for key in sorted(observed.nft - expected)]
+    if expected_ruleset is not None and observed.ruleset is not None:
+        drift += ruleset_drift(expected_ruleset, observed.ruleset)
+    return drift
+
+
+def ruleset_drift(expected: Ruleset, actual: Ruleset) -> list[Drift]:
+    """Every set, map and chain of the skeleton that is missing, different (a rule deleted, added
+    or edited; a hook or policy changed) or not nsnet's."""
+    drift = []
+    for kind, want, have in (("set", expected.sets, actual.sets), ("chain", expected.chains, actual.chains)):
+        for key in sorted(want):
+            if key not in have:
+                drift.append(Drift("missing", "nftables", f"{key}"))
+            elif have[key] != want[key]:
+                drift.append(Drift("wrong", "nftables", f"{key} differs from nsnet's"
+                                   + (" (its rules)" if kind == "chain" and have[key][0] == want[key][0] else "")))
+        drift += [Drift("orphan", "nftables", f"{key} is not nsnet's") for key in sorted(set(have) - set(want))]
     return drift

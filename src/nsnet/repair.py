@@ -3,10 +3,13 @@
 check observes the kernel and lists every difference (nsnet.reconcile does the comparing). gc
 brings the two back to agreement: half-done operations are undone (rows 'creating') or finished
 ('removing'); sandboxes whose namespace is gone are forgotten, which releases their addresses and
-ports; missing bridges, addresses, routes and veths are made again; nsnet-named links that no row
-describes are deleted; and nsnet's tables are rebuilt from the ledger in one transaction. Nothing
-that is not nsnet's is touched. Every step runs even when one fails; the failures are raised at
-the end. The caller holds the network lock.
+ports; missing or damaged bridges, ports, addresses and routes are made again or set back; links
+of this ledger's interface group that no row describes are deleted; and the ledger's tables are
+rebuilt from it in one transaction. Nothing that is not this ledger's is touched. Every step runs
+even when one fails; the failures are raised at the end.
+
+The caller holds the ledger lock exclusively (nsnet.locks): no other command is half-way, so a
+row that is not 'ready' was left by a process that died.
 """
 
 from __future__ import annotations
@@ -15,36 +18,41 @@ import time
 
 from .apply import teardown
 from .errors import TeardownError
+from .firewall import render
 from .kernel import Kernel
-from .naming import VETH_PREFIX
-from .plan.network import plan_repair_network, plan_replace_firewall
+from .model import Network, Owner
+from .plan.network import bridge_sysctls, plan_repair_network, plan_replace_firewall
 from .plan.ops import DeleteLink, Operation, RemoveEtcFiles
 from .plan.sandbox import plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
-from .reconcile import NSNET_LINK, Drift, Observed, desired_firewall, find_drift
+from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
 from .store import Store
 
 # How long a removed sandbox's veth may linger (see observe).
 SETTLE_SECONDS = 2.0
 
 
-def observe(store: Store, kernel: Kernel) -> Observed:
+def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
     """The kernel's state, once the namespaces of removed sandboxes are gone.
 
     The kernel destroys an unpinned namespace, and its veths, in deferred work: right after `rm`
     a veth can linger for some milliseconds, and would look like an orphan."""
     deadline = time.monotonic() + SETTLE_SECONDS
+    keys = [key for n in store.networks() for key in bridge_sysctls(n.bridge, n.mtu)]
     while True:
         sandboxes = store.sandboxes()
-        observed = kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in sandboxes})
+        observed = kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in sandboxes}, owner, keys)
         known = {e.host_ifname for s in sandboxes for e in s.endpoints}
-        lingering = [n for n in observed.links if n.startswith(VETH_PREFIX) and NSNET_LINK.match(n) and n not in known]
+        lingering = [n for n, link in observed.links.items()
+                     if link.group == owner.group and link.kind == "veth" and n not in known]
         if not lingering or time.monotonic() > deadline:
             return observed
         time.sleep(0.02)
 
 
-def check(store: Store, kernel: Kernel) -> list[Drift]:
-    return find_drift(store.networks(), store.sandboxes(), observe(store, kernel))
+def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
+    observed = observe(store, kernel, owner)
+    expected = kernel.expected_ruleset(render.render_skeleton(owner), owner) if observed.ruleset is not None else None
+    return find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
 
 
 class _Repair:
@@ -63,19 +71,21 @@ class _Repair:
         self.done.append(what)
 
 
-def gc(store: Store, kernel: Kernel) -> list[str]:
+def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     repair = _Repair(kernel)
     networks = {n.name: n for n in store.networks()}
-    _finish_interrupted(store, networks, repair)
-    observed = observe(store, kernel)
+    _finish_interrupted(store, networks, repair, owner)
+    observed = observe(store, kernel, owner)
     for sandbox in store.sandboxes():
         if sandbox.name not in observed.netns:
             with store.transaction():
                 store.delete_sandbox(sandbox.name)
             repair.done.append(f"forgot sandbox {sandbox.name}: its namespace is gone")
             repair.run([RemoveEtcFiles(sandbox.name)], f"removed /etc/netns/{sandbox.name}")
+    _repair_default_routes(store, networks, repair)
     for network in networks.values():
-        ops = plan_repair_network(network, observed.links.get(network.bridge), observed.ip_forward, observed.sysctls)
+        ops = plan_repair_network(network, observed.links.get(network.bridge), observed.ip_forward,
+                                  observed.sysctls, owner)
         if ops:
             repair.run(ops, f"repaired network {network.name}")
     for sandbox in store.sandboxes():
@@ -83,34 +93,49 @@ def gc(store: Store, kernel: Kernel) -> list[str]:
         for endpoint in sandbox.endpoints:
             network = networks[endpoint.network]
             ops = plan_repair_endpoint(endpoint, network, observed.links.get(endpoint.host_ifname),
-                                       inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.name))
+                                       inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.name), owner)
             if ops:
                 repair.run(ops, f"repaired {sandbox.name}'s link to {network.name}")
     known = {n.bridge for n in networks.values()} | {e.host_ifname for s in store.sandboxes() for e in s.endpoints}
-    for name in sorted(observed.links):
-        if NSNET_LINK.match(name) and name not in known:
+    for name, link in sorted(observed.links.items()):
+        if link.group == owner.group and name not in known:
             repair.run([DeleteLink(name)], f"deleted orphan link {name}")
-    firewall = desired_firewall(store.networks(), store.sandboxes())
+    firewall = desired_firewall(store.networks(), store.sandboxes(), owner)
     if firewall or observed.nft is not None:
-        repair.run(plan_replace_firewall(firewall), "rebuilt nsnet's nftables tables from the ledger")
+        repair.run(plan_replace_firewall(firewall, owner), "rebuilt nsnet's nftables tables from the ledger")
     if repair.failures:
         raise TeardownError("gc", repair.failures)
     return repair.done
 
 
-def _finish_interrupted(store: Store, networks: dict, repair: _Repair) -> None:
-    """Rows left 'creating' or 'removing' by a command that died: undo or finish its work."""
+def _repair_default_routes(store: Store, networks: dict[str, Network], repair: _Repair) -> None:
+    """A ledger that does not give the default route to exactly one endpoint on a regular network
+    (an older nsnet's, or one edited by hand) is set right; the kernel follows in repair."""
+    for sandbox in store.sandboxes():
+        if default_route_wrong(list(sandbox.endpoints), networks):
+            holder = default_route_holder(sandbox.endpoints, networks)
+            with store.transaction():
+                for endpoint in sandbox.endpoints:
+                    store.set_default_route(endpoint.id, endpoint is holder)
+            repair.done.append(f"gave {sandbox.name}'s default route to "
+                               f"{holder.network if holder else 'no network (all are internal)'}")
+
+
+def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Owner) -> None:
+    """Rows left 'creating' or 'removing' by a command that died: undo or finish its work. A
+    disconnect marks the endpoint taking over the default route before it starts, so finishing
+    it here only needs the link gone; repair then gives the route to that endpoint."""
     for sandbox in store.sandboxes():
         attachments = [(e, networks[e.network]) for e in sandbox.endpoints]
         if sandbox.state != "ready":
-            repair.run(plan_remove_sandbox(sandbox.name, True, attachments),
+            repair.run(plan_remove_sandbox(sandbox.name, True, attachments, owner),
                        f"finished removing sandbox {sandbox.name}")
             with store.transaction():
                 store.delete_sandbox(sandbox.name)
             continue
         for endpoint, network in attachments:
             if endpoint.state != "ready":
-                repair.run(plan_disconnect(endpoint, network, None),
+                repair.run(plan_disconnect(endpoint, network, None, owner),
                            f"finished disconnecting {sandbox.name} from {network.name}")
                 with store.transaction():
                     store.delete_endpoint(endpoint.id)

@@ -19,10 +19,12 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .errors import NsnetError
-from .model import Endpoint, Network, PortMapping, Sandbox
+from .model import Endpoint, Network, Owner, PortMapping, Sandbox
 from .publish import published_clash
 
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
+# Interface groups of nsnet's ledgers: 0x4e ('N') and 24 random bits.
+OWNER_GROUP_BASE = 0x4E000000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -69,10 +71,14 @@ CREATE TABLE IF NOT EXISTS ports (
     sandbox_port INTEGER NOT NULL,
     UNIQUE (host_ip, protocol, host_port)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def state_dir() -> str:
@@ -161,6 +167,21 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    def owner(self) -> Owner:
+        """What marks this ledger's kernel objects (model.Owner), chosen when the ledger is new: a
+        random interface group, and tables named `nsnet` for the default state directory or after
+        the group for any other, so two ledgers on one host never share a table."""
+        rows = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('table', 'group')").fetchall())
+        if len(rows) < 2:
+            with self.transaction():
+                rows = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('table', 'group')").fetchall())
+                if len(rows) < 2:
+                    group = OWNER_GROUP_BASE | int.from_bytes(os.urandom(3), "big")
+                    default = os.path.realpath(self.directory) == os.path.realpath(DEFAULT_STATE_DIR)
+                    rows = {"table": "nsnet" if default else f"nsnet-{group:08x}", "group": str(group)}
+                    self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows.items())
+        return Owner(table=rows["table"], group=int(rows["group"]))
 
     # Networks
 
@@ -301,8 +322,8 @@ class Store:
     def set_endpoint_state(self, endpoint_id: str, state: str) -> None:
         self.db.execute("UPDATE endpoints SET state = ? WHERE id = ?", (state, endpoint_id))
 
-    def set_default_route(self, endpoint_id: str) -> None:
-        self.db.execute("UPDATE endpoints SET default_route = 1 WHERE id = ?", (endpoint_id,))
+    def set_default_route(self, endpoint_id: str, carries: bool) -> None:
+        self.db.execute("UPDATE endpoints SET default_route = ? WHERE id = ?", (int(carries), endpoint_id))
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self.db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))

@@ -114,7 +114,7 @@ def test_a_two_thousand_port_range(engine: Engine, wan: str) -> None:
 
     assert greetings == [f"hello from 10.31.0.2:{port}" for port in sample]
     assert len(engine.ports("web")) == 2000
-    listing = json.loads(run("nft", "-j", "list", "map", "inet", "nsnet", "published_any_port").stdout)
+    listing = json.loads(run("nft", "-j", "list", "map", "inet", engine.owner.table, "published_any_port").stdout)
     elements = [o["map"]["elem"] for o in listing["nftables"] if "map" in o][0]
     assert len(elements) == 2000
 
@@ -273,13 +273,15 @@ def test_publishing_on_an_address_the_host_does_not_have_is_refused(engine: Engi
 
 
 def test_a_port_no_sandbox_owns_any_more_cannot_send(engine: Engine, mode: str) -> None:
-    # What a removed sandbox leaves for some milliseconds: its veth, still on the bridge, while
-    # the kernel destroys its namespace. Here one is made by hand and kept.
+    # What a removed sandbox leaves for some milliseconds: its veth (of the ledger's interface
+    # group), still on the bridge, while the kernel destroys its namespace. Here one is made by
+    # hand and kept.
     app = engine.create_network("app", subnet="10.31.0.0/24")
     engine.create_sandbox("web", networks=["app"])
     run("ip", "netns", "add", "ghost")
     try:
-        run("ip", "link", "add", "nsv0123456789ab", "type", "veth", "peer", "name", "eth0", "netns", "ghost")
+        run("ip", "link", "add", "nsv0123456789ab", "group", str(engine.owner.group), "type", "veth",
+            "peer", "name", "eth0", "netns", "ghost")
         run("ip", "link", "set", "nsv0123456789ab", "master", app.bridge, "up")
         run("ip", "-n", "ghost", "addr", "add", "10.31.0.99/24", "dev", "eth0")
         run("ip", "-n", "ghost", "link", "set", "eth0", "up")

@@ -12,7 +12,7 @@ import pytest
 from nsnet import Engine
 
 from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
-from .net import blocked, exchange, run
+from .net import blocked, exchange, ip_json, run
 
 
 def nsnet_env(**extra: str) -> dict[str, str]:
@@ -35,9 +35,11 @@ def test_out_of_band_damage_is_reported_repaired_and_rm_still_works(state_dir: s
     run("ip", "link", "del", app.bridge)
     run("ip", "netns", "del", "lost")
     run("ip", "link", "del", engine.sandbox("cut").endpoint("app").host_ifname)
-    run("nft", "delete", "table", "inet", "nsnet")
-    run("ip", "link", "add", "nsv0123456789ab", "type", "dummy", check=False)
-    run("ip", "link", "add", "nsbr-0123456789", "type", "bridge")
+    run("nft", "delete", "table", "inet", engine.owner.table)
+    # A bridge of this ledger's interface group that no row describes (a leak), and one shaped
+    # like nsnet's names but of another ledger or program: only the first is this ledger's.
+    run("ip", "link", "add", "nsbr-0123456789", "group", str(engine.owner.group), "type", "bridge")
+    run("ip", "link", "add", "nsbr-abcdef0123", "type", "bridge")
 
     drift = {(d["kind"], d["subject"]) for d in check()}
     assert drift == {("missing", "network app"), ("wrong", "sandbox web"), ("missing", "sandbox lost"),
@@ -45,6 +47,8 @@ def test_out_of_band_damage_is_reported_repaired_and_rm_still_works(state_dir: s
 
     assert cli("gc").returncode == 0
     assert check() == []
+    assert [link["ifname"] for link in ip_json("link") if link["ifname"].startswith("nsbr-ab")] == ["nsbr-abcdef0123"]
+    run("ip", "link", "del", "nsbr-abcdef0123")
     assert [s.name for s in engine.sandboxes()] == ["web", "cut"]
     assert exchange("web", wan, WAN_PEER, 9000) == (f"hello from {WAN_PEER}", [WAN_HOST])
     assert exchange("cut", wan, WAN_PEER, 9001) == (f"hello from {WAN_PEER}", [WAN_HOST])
@@ -58,8 +62,8 @@ def test_after_a_reboot_gc_restores_networks_and_forgets_sandboxes(state_dir: st
     # What a reboot leaves: the ledger, and none of the kernel objects.
     run("ip", "netns", "del", "web")
     run("ip", "link", "del", app.bridge)
-    run("nft", "delete", "table", "inet", "nsnet")
-    run("nft", "delete", "table", "bridge", "nsnet")
+    run("nft", "delete", "table", "inet", engine.owner.table)
+    run("nft", "delete", "table", "bridge", engine.owner.table)
     run("sysctl", "-qw", "net.ipv4.ip_forward=0")
 
     assert cli("gc").returncode == 0

@@ -81,7 +81,10 @@ def test_internal_network_has_no_egress_but_works_inside(engine: Engine, wan: st
     engine.create_sandbox("s1", networks=["sealed"])
     engine.create_sandbox("s2", networks=["sealed"])
     engine.create_sandbox("web", networks=["app"])
-    # With a route back, a reply could return without NAT: only the firewall keeps s1 in.
+    # An internal network gives no default route; root in s1 adds one, and with a route back a
+    # reply could return without NAT: only the firewall keeps s1 in.
+    assert [r for r in ip_json("route", ns="s1") if r["dst"] == "default"] == []
+    run("ip", "-n", "s1", "route", "add", "default", "via", "10.33.0.1")
     run("ip", "-n", wan, "route", "add", "10.33.0.0/24", "via", WAN_HOST)
 
     assert blocked("s1", wan, WAN_PEER, 9003)

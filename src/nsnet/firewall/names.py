@@ -7,7 +7,7 @@ published ports; a change is element inserts or deletes in one transaction.
 """
 
 FAMILY = "inet"
-TABLE = "nsnet"
+TABLE = "nsnet"  # the default ledger's; another ledger's tables are named after it (model.Owner)
 # Layer 2 filtering (icc, anti-spoofing) needs the bridge family: frames switched between two
 # ports of a bridge never reach the inet hooks unless br_netfilter is loaded, which nsnet does
 # not rely on.
@@ -34,8 +34,10 @@ PUBLISHED_ADDR_PORT = "published_addr_port"
 PUBLISHED_TARGETS = "published_targets"  # sandbox ip . proto . port: reachable by direct routing
 
 # bridge sets
-PORT_MACS = "port_macs"  # ifname . ether_addr: the one MAC a port may send from
 PORT_IDENTITY = "port_identity"  # ifname . ether_addr . ipv4_addr: the one MAC and IPv4 source
+# ifname . ether_addr . ether_addr . ipv4_addr: the Ethernet source, and the ARP sender's MAC and
+# address, all the port's own
+PORT_ARP_IDENTITY = "port_arp_identity"
 
 # Chains, with numeric priorities: libnftables 1.0.6's JSON parser takes no priority names and
 # silently makes a regular, unhooked chain when given one.
@@ -46,6 +48,10 @@ PORT_IDENTITY = "port_identity"  # ifname . ether_addr . ipv4_addr: the one MAC 
 FORWARD = "forward"
 FORWARD_PRIORITY = 0  # filter
 TO_NETWORK = "to_network"  # a regular chain: what may enter a network from elsewhere
+# Input (the host's own services): an internal network reaches nothing outside itself, the host
+# included; replies to connections the host made are let through.
+INPUT = "input"
+INTERNAL_INPUT = "internal_input"  # a regular chain, jumped to from an internal bridge
 # Published ports are translated at `dstnat` (-100), before routing decides where a packet goes,
 # for packets arriving (prerouting) and for the host's own (output).
 PREROUTING_NAT = "prerouting"

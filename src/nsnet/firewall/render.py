@@ -18,8 +18,15 @@ inet nat: published ports are DNAT'ed through maps in prerouting and output (onl
 destination address, checked once before jumping to them); postrouting masquerades egress of
 non-internal subnets, hairpin traffic (so the reply comes back through the host) and the host's
 127.0.0.1 connections to sandboxes.
-bridge: frames from a sandbox port with a MAC or IPv4 source not its own are dropped. (--no-icc
-at layer 2 is no rule: the bridge itself forwards nothing between two isolated ports.)
+inet input: an internal network's sandboxes reach nothing on the host (replies to the host's own
+connections pass).
+bridge: a sandbox port passes IPv4 from its own MAC and address, and ARP from its own MAC naming its
+own MAC and address; every other frame from a port of this ledger (its interface group) is
+dropped, whatever its ethertype (IPv6, VLAN tags, ...): what a frame may do is decided by what it
+is, never by a sysctl root in the sandbox can change. (--no-icc at layer 2 is no rule: the bridge
+itself forwards nothing between two isolated ports.)
+
+Every function takes the ledger's Owner: its tables' name and its links' interface group.
 """
 
 from __future__ import annotations
@@ -28,8 +35,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from ..model import Endpoint, Network, PortMapping
-from ..naming import VETH_PREFIX
+from ..model import Endpoint, Network, Owner, PortMapping
 from . import names
 
 Command = dict[str, Any]
@@ -38,8 +44,8 @@ DROP: dict[str, Any] = {"drop": None}
 MASQUERADE: dict[str, Any] = {"masquerade": None}
 
 
-def _table(family: str = names.FAMILY) -> dict[str, str]:
-    return {"family": family, "table": names.TABLE}
+def _table(owner: Owner, family: str = names.FAMILY) -> dict[str, str]:
+    return {"family": family, "table": owner.table}
 
 
 def _meta(key: str) -> dict[str, Any]:
@@ -62,13 +68,13 @@ def _in_set(key: str, set_name: str, op: str = "==") -> dict[str, Any]:
     return _match(_meta(key), f"@{set_name}", op)
 
 
-def _rule(chain: str, *expr: dict[str, Any], comment: str, family: str = names.FAMILY) -> Command:
-    return {"add": {"rule": {**_table(family), "chain": chain, "expr": list(expr), "comment": comment}}}
+def _rule(owner: Owner, chain: str, *expr: dict[str, Any], comment: str, family: str = names.FAMILY) -> Command:
+    return {"add": {"rule": {**_table(owner, family), "chain": chain, "expr": list(expr), "comment": comment}}}
 
 
-def _set(name: str, kind: Any, flags: list[str] | None = None, family: str = names.FAMILY,
+def _set(owner: Owner, name: str, kind: Any, flags: list[str] | None = None, family: str = names.FAMILY,
          data: Any = None) -> Command:
-    body: dict[str, Any] = {**_table(family), "name": name, "type": kind}
+    body: dict[str, Any] = {**_table(owner, family), "name": name, "type": kind}
     if flags:
         body["flags"] = flags
     if data:
@@ -77,10 +83,10 @@ def _set(name: str, kind: Any, flags: list[str] | None = None, family: str = nam
     return {"add": {"set": body}}
 
 
-def _chain(name: str, kind: str | None = None, hook: str | None = None, priority: int = 0,
+def _chain(owner: Owner, name: str, kind: str | None = None, hook: str | None = None, priority: int = 0,
            family: str = names.FAMILY) -> list[Command]:
     """A base chain (hooked) or, without a hook, a regular one that rules jump to; flushed either way."""
-    ref = {**_table(family), "name": name}
+    ref = {**_table(owner, family), "name": name}
     chain = {**ref, "type": kind, "hook": hook, "prio": priority, "policy": "accept"} if hook else ref
     return [{"add": {"chain": chain}}, {"flush": {"chain": ref}}]
 
@@ -97,21 +103,21 @@ ANY_KEY = ["inet_proto", "inet_service"]
 ADDR_KEY = ["ipv4_addr", "inet_proto", "inet_service"]
 
 
-def _inet_sets() -> list[Command]:
+def _inet_sets(o: Owner) -> list[Command]:
     return [
-        _set(names.BRIDGES, "ifname"),
-        _set(names.INTERNAL_BRIDGES, "ifname"),
-        _set(names.WITHIN_NETWORK, ["ifname", "ifname"], data="verdict"),
-        _set(names.TO_BRIDGE, "ifname", data="verdict"),
-        _set(names.FROM_BRIDGE, "ifname", data="verdict"),
-        _set(names.MASQ_SUBNETS, "ipv4_addr", ["interval"]),
-        _set(names.BRIDGE_SUBNETS, ["ifname", "ipv4_addr"], ["interval"]),
-        _set(names.SANDBOX_ADDRESSES, ["ifname", "ipv4_addr"]),
-        _set(names.PUBLISHED_ANY_IP, ANY_KEY, data="ipv4_addr"),
-        _set(names.PUBLISHED_ANY_PORT, ANY_KEY, data="inet_service"),
-        _set(names.PUBLISHED_ADDR_IP, ADDR_KEY, data="ipv4_addr"),
-        _set(names.PUBLISHED_ADDR_PORT, ADDR_KEY, data="inet_service"),
-        _set(names.PUBLISHED_TARGETS, ADDR_KEY),
+        _set(o, names.BRIDGES, "ifname"),
+        _set(o, names.INTERNAL_BRIDGES, "ifname"),
+        _set(o, names.WITHIN_NETWORK, ["ifname", "ifname"], data="verdict"),
+        _set(o, names.TO_BRIDGE, "ifname", data="verdict"),
+        _set(o, names.FROM_BRIDGE, "ifname", data="verdict"),
+        _set(o, names.MASQ_SUBNETS, "ipv4_addr", ["interval"]),
+        _set(o, names.BRIDGE_SUBNETS, ["ifname", "ipv4_addr"], ["interval"]),
+        _set(o, names.SANDBOX_ADDRESSES, ["ifname", "ipv4_addr"]),
+        _set(o, names.PUBLISHED_ANY_IP, ANY_KEY, data="ipv4_addr"),
+        _set(o, names.PUBLISHED_ANY_PORT, ANY_KEY, data="inet_service"),
+        _set(o, names.PUBLISHED_ADDR_IP, ADDR_KEY, data="ipv4_addr"),
+        _set(o, names.PUBLISHED_ADDR_PORT, ADDR_KEY, data="inet_service"),
+        _set(o, names.PUBLISHED_TARGETS, ADDR_KEY),
     ]
 
 
@@ -119,31 +125,44 @@ def _vmap(key: Any, map_name: str) -> dict[str, Any]:
     return {"vmap": {"key": key, "data": f"@{map_name}"}}
 
 
-def _forward() -> list[Command]:
+def _forward(o: Owner) -> list[Command]:
     """A packet of an established flow pays two lookups; a new one one lookup per question, and one
     of another program's (neither interface an nsnet bridge) three misses. The chain ends in a
     verdict only for nsnet's bridges."""
     f, to = names.FORWARD, names.TO_NETWORK
     return [
-        *_chain(f, "filter", "forward", names.FORWARD_PRIORITY),
+        *_chain(o, f, "filter", "forward", names.FORWARD_PRIORITY),
         # Most forwarded packets belong to a connection already accepted, and pay for this only.
         # An internal network has none: its first packet is always dropped, and so are stale
         # entries' (a removed network's subnet may be reused by an internal one).
-        _rule(f, ESTABLISHED, _in_set("iifname", names.INTERNAL_BRIDGES, "!="),
+        _rule(o, f, ESTABLISHED, _in_set("iifname", names.INTERNAL_BRIDGES, "!="),
               _in_set("oifname", names.INTERNAL_BRIDGES, "!="), ACCEPT, comment="replies, and established flows"),
         # A hairpin between two sandboxes of a --no-icc network is routed (in and out by the same
         # bridge), where the bridge's port isolation does not reach: its element here is a drop.
-        _rule(f, _vmap(_concat(_meta("iifname"), _meta("oifname")), names.WITHIN_NETWORK),
+        _rule(o, f, _vmap(_concat(_meta("iifname"), _meta("oifname")), names.WITHIN_NETWORK),
               comment="within one network (no inter-container communication: drop)"),
-        _rule(f, _vmap(_meta("oifname"), names.TO_BRIDGE), comment="into a network (internal: drop)"),
-        _rule(f, _vmap(_meta("iifname"), names.FROM_BRIDGE), comment="egress (internal: drop)"),
-        *_chain(to),
-        _rule(to, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
-        _rule(to, _match({"ct": {"key": "status"}}, "dnat", "in"), ACCEPT, comment="published ports"),
-        _rule(to, FROM_SANDBOX, DROP, comment="isolation between networks"),
-        _rule(to, _match(_concat(_payload("ip", "daddr"), *L4_DESTINATION), f"@{names.PUBLISHED_TARGETS}"), ACCEPT,
-              comment="published sandbox ports, routed directly"),
-        _rule(to, DROP, comment="nothing else reaches a sandbox"),
+        _rule(o, f, _vmap(_meta("oifname"), names.TO_BRIDGE), comment="into a network (internal: drop)"),
+        _rule(o, f, _vmap(_meta("iifname"), names.FROM_BRIDGE), comment="egress (internal: drop)"),
+        *_chain(o, to),
+        _rule(o, to, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
+        _rule(o, to, _match({"ct": {"key": "status"}}, "dnat", "in"), ACCEPT, comment="published ports"),
+        _rule(o, to, FROM_SANDBOX, DROP, comment="isolation between networks"),
+        _rule(o, to, _match(_concat(_payload("ip", "daddr"), *L4_DESTINATION), f"@{names.PUBLISHED_TARGETS}"),
+              ACCEPT, comment="published sandbox ports, routed directly"),
+        _rule(o, to, DROP, comment="nothing else reaches a sandbox"),
+    ]
+
+
+def _input(o: Owner) -> list[Command]:
+    """One lookup per packet the host receives; only an internal bridge's go further."""
+    chain, internal = names.INPUT, names.INTERNAL_INPUT
+    return [
+        *_chain(o, internal),
+        _rule(o, internal, ESTABLISHED, ACCEPT, comment="replies to the host's own connections"),
+        _rule(o, internal, DROP, comment="an internal network reaches nothing outside itself, the host included"),
+        *_chain(o, chain, "filter", "input", names.FORWARD_PRIORITY),
+        _rule(o, chain, _in_set("iifname", names.INTERNAL_BRIDGES), {"jump": {"target": internal}},
+              comment="from an internal network"),
     ]
 
 
@@ -152,102 +171,113 @@ def _dnat_through(key: dict[str, Any], ip_map: str, port_map: str) -> dict[str, 
                      "port": {"map": {"key": key, "data": f"@{port_map}"}}}}
 
 
-def _published_ports() -> list[Command]:
+def _published_ports(o: Owner) -> list[Command]:
     """Jumped to for a new IPv4 connection to a local address (one FIB lookup for both rules). A
     key missing from a map ends the rule without a verdict, so the next rule is tried."""
     chain = names.PUBLISHED_PORTS
     by_address = _concat(_payload("ip", "daddr"), *L4_DESTINATION)
     return [
-        *_chain(chain),
-        _rule(chain, _dnat_through(by_address, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT),
+        *_chain(o, chain),
+        _rule(o, chain, _dnat_through(by_address, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT),
               comment="ports published on one address"),
-        _rule(chain, _dnat_through(_concat(*L4_DESTINATION), names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT),
+        _rule(o, chain, _dnat_through(_concat(*L4_DESTINATION), names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT),
               comment="ports published on every address"),
     ]
 
 
-def _dnat(chain: str) -> list[Command]:
-    return [_rule(chain, IPV4, LOCAL_DESTINATION, {"jump": {"target": names.PUBLISHED_PORTS}},
+LOOPBACK = {"prefix": {"addr": "127.0.0.0", "len": 8}}
+
+
+def _dnat(o: Owner, chain: str, arriving: bool) -> list[Command]:
+    """`arriving`: prerouting, where a packet to 127.0.0.0/8 never comes from this host (its own
+    go through output and are translated there): DNAT runs before the kernel's martian check, so
+    without this a neighbour routing 127.0.0.1 to the host would reach ports published on it."""
+    not_loopback = [_match(_payload("ip", "daddr"), LOOPBACK, "!=")] if arriving else []
+    return [_rule(o, chain, IPV4, *not_loopback, LOCAL_DESTINATION, {"jump": {"target": names.PUBLISHED_PORTS}},
                   comment="to this host: maybe a published port")]
 
 
-def _nat() -> list[Command]:
-    loopback = {"prefix": {"addr": "127.0.0.0", "len": 8}}
+def _nat(o: Owner) -> list[Command]:
+    loopback = LOOPBACK
     saddr = _payload("ip", "saddr")
     return [
-        *_chain(names.PREROUTING_FILTER, "filter", "prerouting", names.RAW_PRIORITY),
-        _rule(names.PREROUTING_FILTER, _match(_payload("ip", "daddr"), loopback), FROM_SANDBOX, DROP,
+        *_chain(o, names.PREROUTING_FILTER, "filter", "prerouting", names.RAW_PRIORITY),
+        _rule(o, names.PREROUTING_FILTER, _match(_payload("ip", "daddr"), loopback), FROM_SANDBOX, DROP,
               comment="sandboxes never reach the host's loopback"),
         # Both ends sandboxes of the bridge the packet came by (so not the gateway: the host may
         # filter what reaches it by connection state): a hairpin, DNAT or egress always has one
         # address that is not a sandbox's of that bridge, so everything NAT needs stays tracked.
-        _rule(names.PREROUTING_FILTER,
+        _rule(o, names.PREROUTING_FILTER,
               _match(_concat(_meta("iifname"), _payload("ip", "saddr")), f"@{names.SANDBOX_ADDRESSES}"),
               _match(_concat(_meta("iifname"), _payload("ip", "daddr")), f"@{names.SANDBOX_ADDRESSES}"),
               {"notrack": None}, comment="traffic within one network needs no conntrack"),
-        *_published_ports(),
-        *_chain(names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
-        *_dnat(names.PREROUTING_NAT),
-        *_chain(names.OUTPUT_NAT, "nat", "output", names.DSTNAT_PRIORITY),
-        *_dnat(names.OUTPUT_NAT),
-        *_chain(names.POSTROUTING, "nat", "postrouting", names.POSTROUTING_PRIORITY),
-        _rule(names.POSTROUTING, _match(saddr, f"@{names.MASQ_SUBNETS}"), _in_set("oifname", names.BRIDGES, "!="),
+        *_published_ports(o),
+        *_chain(o, names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
+        *_dnat(o, names.PREROUTING_NAT, arriving=True),
+        *_chain(o, names.OUTPUT_NAT, "nat", "output", names.DSTNAT_PRIORITY),
+        *_dnat(o, names.OUTPUT_NAT, arriving=False),
+        *_chain(o, names.POSTROUTING, "nat", "postrouting", names.POSTROUTING_PRIORITY),
+        _rule(o, names.POSTROUTING, _match(saddr, f"@{names.MASQ_SUBNETS}"), _in_set("oifname", names.BRIDGES, "!="),
               MASQUERADE, comment="egress"),
         # Hairpin: a sandbox reached its own network through a published port. The source is on the
         # bridge the packet leaves by (iifname is empty at postrouting, so the source address says
         # where it came from), and without masquerade the reply would skip the host's un-NAT.
-        _rule(names.POSTROUTING, _match({"ct": {"key": "status"}}, "dnat", "in"),
+        _rule(o, names.POSTROUTING, _match({"ct": {"key": "status"}}, "dnat", "in"),
               _match(_concat(_meta("oifname"), saddr), f"@{names.BRIDGE_SUBNETS}"), MASQUERADE,
               comment="hairpin: replies must come back through the host"),
-        _rule(names.POSTROUTING, TO_SANDBOX, _match(saddr, loopback), MASQUERADE,
+        _rule(o, names.POSTROUTING, TO_SANDBOX, _match(saddr, loopback), MASQUERADE,
               comment="the host's 127.0.0.1 connections to published ports"),
     ]
 
 
-def _bridge_table() -> list[Command]:
+def _bridge_table(o: Owner) -> list[Command]:
     family = names.BRIDGE_FAMILY
     pre = names.BRIDGE_PREROUTING
     port = _meta("iifname")
+    ether_source = _payload("ether", "saddr")
     return [
-        {"add": {"table": {"family": family, "name": names.TABLE}}},
-        _set(names.PORT_MACS, ["ifname", "ether_addr"], family=family),
-        _set(names.PORT_IDENTITY, ["ifname", "ether_addr", "ipv4_addr"], family=family),
-        *_chain(pre, "filter", "prerouting", names.BRIDGE_PREROUTING_PRIORITY, family),
-        # A sandbox's own frames are accepted by one lookup; what is left from a port nsnet made is
-        # forged, or comes from a removed sandbox, whose namespace (and veth) dies in the kernel's
-        # deferred work tens of ms after `rm`: until then its port must not answer for an address
-        # that may be reused.
-        _rule(pre, _match(_meta("protocol"), "ip"),
-              _match(_concat(port, _payload("ether", "saddr"), _payload("ip", "saddr")), f"@{names.PORT_IDENTITY}"),
+        {"add": {"table": {"family": family, "name": o.table}}},
+        _set(o, names.PORT_IDENTITY, ["ifname", "ether_addr", "ipv4_addr"], family=family),
+        _set(o, names.PORT_ARP_IDENTITY, ["ifname", "ether_addr", "ether_addr", "ipv4_addr"], family=family),
+        *_chain(o, pre, "filter", "prerouting", names.BRIDGE_PREROUTING_PRIORITY, family),
+        # A sandbox's own frames are accepted by one lookup; what is left from a port of this
+        # ledger is forged or of another kind, or comes from a removed sandbox, whose namespace
+        # (and veth) dies in the kernel's deferred work tens of ms after `rm`: until then its
+        # port must not answer for an address that may be reused.
+        _rule(o, pre, _match(_meta("protocol"), "ip"),
+              _match(_concat(port, ether_source, _payload("ip", "saddr")), f"@{names.PORT_IDENTITY}"),
               ACCEPT, comment="a sandbox's IPv4 frames, from its own MAC and address", family=family),
-        _rule(pre, _match(_meta("protocol"), "arp"),
-              _match(_concat(port, _payload("arp", "saddr ether"), _payload("arp", "saddr ip")),
-                     f"@{names.PORT_IDENTITY}"),
-              ACCEPT, comment="a sandbox's ARP, for its own MAC and address", family=family),
-        _rule(pre, _match(_meta("protocol"), "ip", "!="), _match(_meta("protocol"), "arp", "!="),
-              _match(_concat(port, _payload("ether", "saddr")), f"@{names.PORT_MACS}"),
-              ACCEPT, comment="a sandbox's other frames, from its own MAC", family=family),
-        _rule(pre, _match(port, f"{VETH_PREFIX}*"), DROP,
-              comment="anti-spoofing, and ports of removed sandboxes", family=family),
+        # The Ethernet source counts as much as the ARP fields: the bridge learns from the former
+        # (an ARP frame naming its sender honestly but sent from a neighbour's MAC would move
+        # that MAC to this port), hosts from the latter.
+        _rule(o, pre, _match(_meta("protocol"), "arp"),
+              _match(_concat(port, ether_source, _payload("arp", "saddr ether"), _payload("arp", "saddr ip")),
+                     f"@{names.PORT_ARP_IDENTITY}"),
+              ACCEPT, comment="a sandbox's ARP, from and for its own MAC and address", family=family),
+        _rule(o, pre, _match(_meta("iifgroup"), o.group), DROP,
+              comment="anything else from a sandbox port: forged, another ethertype, or a removed sandbox's",
+              family=family),
     ]
 
 
-def render_skeleton() -> list[Command]:
+def render_skeleton(owner: Owner) -> list[Command]:
     """Tables, sets, maps, chains and rules; idempotent, and it keeps the elements."""
     return [
-        {"add": {"table": {"family": names.FAMILY, "name": names.TABLE}}},
-        *_inet_sets(),
-        *_forward(),
-        *_nat(),
-        *_bridge_table(),
+        {"add": {"table": {"family": names.FAMILY, "name": owner.table}}},
+        *_inet_sets(owner),
+        *_forward(owner),
+        *_input(owner),
+        *_nat(owner),
+        *_bridge_table(owner),
     ]
 
 
-def _element(verb: str, set_name: str, elements: Iterable[Any], family: str = names.FAMILY) -> Command:
-    return {verb: {"element": {**_table(family), "name": set_name, "elem": list(elements)}}}
+def _element(owner: Owner, verb: str, set_name: str, elements: Iterable[Any],
+             family: str = names.FAMILY) -> Command:
+    return {verb: {"element": {**_table(owner, family), "name": set_name, "elem": list(elements)}}}
 
 
-def _network_elements(verb: str, network: Network) -> list[Command]:
+def _network_elements(o: Owner, verb: str, network: Network) -> list[Command]:
     bridge = network.bridge
     subnet = {"prefix": {"addr": str(network.subnet.network_address), "len": network.subnet.prefixlen}}
     internal = network.internal
@@ -256,29 +286,31 @@ def _network_elements(verb: str, network: Network) -> list[Command]:
         return key if verb == "delete" else [key, verdict]  # a map element is deleted by its key
 
     return [
-        _element(verb, names.BRIDGES, [bridge]),
-        _element(verb, names.WITHIN_NETWORK, [entry(_concat(bridge, bridge), ACCEPT if network.icc else DROP)]),
-        _element(verb, names.TO_BRIDGE, [entry(bridge, DROP if internal else {"jump": {"target": names.TO_NETWORK}})]),
-        _element(verb, names.FROM_BRIDGE, [entry(bridge, DROP if internal else ACCEPT)]),
-        _element(verb, names.BRIDGE_SUBNETS, [_concat(bridge, subnet)]),
-        _element(verb, names.INTERNAL_BRIDGES, [bridge]) if internal else _element(verb, names.MASQ_SUBNETS, [subnet]),
+        _element(o, verb, names.BRIDGES, [bridge]),
+        _element(o, verb, names.WITHIN_NETWORK, [entry(_concat(bridge, bridge), ACCEPT if network.icc else DROP)]),
+        _element(o, verb, names.TO_BRIDGE,
+                 [entry(bridge, DROP if internal else {"jump": {"target": names.TO_NETWORK}})]),
+        _element(o, verb, names.FROM_BRIDGE, [entry(bridge, DROP if internal else ACCEPT)]),
+        _element(o, verb, names.BRIDGE_SUBNETS, [_concat(bridge, subnet)]),
+        _element(o, verb, names.INTERNAL_BRIDGES, [bridge]) if internal
+        else _element(o, verb, names.MASQ_SUBNETS, [subnet]),
     ]
 
 
-def render_add_network(network: Network) -> list[Command]:
-    return [*render_skeleton(), *_network_elements("add", network)]
+def render_add_network(owner: Owner, network: Network) -> list[Command]:
+    return [*render_skeleton(owner), *_network_elements(owner, "add", network)]
 
 
-def render_remove_network(network: Network) -> list[Command]:
-    return _network_elements("delete", network)
+def render_remove_network(owner: Owner, network: Network) -> list[Command]:
+    return _network_elements(owner, "delete", network)
 
 
-def render_remove_table() -> list[Command]:
-    return [{"delete": {"table": {"family": family, "name": names.TABLE}}}
+def render_remove_table(owner: Owner) -> list[Command]:
+    return [{"delete": {"table": {"family": family, "name": owner.table}}}
             for family in (names.FAMILY, names.BRIDGE_FAMILY)]
 
 
-def _published(verb: str, endpoint: Endpoint, mappings: Iterable[PortMapping]) -> list[Command]:
+def _published(o: Owner, verb: str, endpoint: Endpoint, mappings: Iterable[PortMapping]) -> list[Command]:
     ip = str(endpoint.address.ip)
     elements: dict[str, dict[str, Any]] = {}  # set -> its elements, by JSON text: ordered and unique
 
@@ -296,24 +328,25 @@ def _published(verb: str, endpoint: Endpoint, mappings: Iterable[PortMapping]) -
         put(ip_map, key, ip)
         put(port_map, key, m.sandbox_port)
         put(names.PUBLISHED_TARGETS, _concat(ip, m.protocol, m.sandbox_port))
-    return [_element(verb, set_name, items.values()) for set_name, items in elements.items()]
+    return [_element(o, verb, set_name, items.values()) for set_name, items in elements.items()]
 
 
-def _endpoint_elements(verb: str, endpoint: Endpoint, network: Network) -> list[Command]:
+def _endpoint_elements(o: Owner, verb: str, endpoint: Endpoint, network: Network) -> list[Command]:
     port, mac, ip = endpoint.host_ifname, endpoint.mac, str(endpoint.address.ip)
     family = names.BRIDGE_FAMILY
     commands = [
-        _element(verb, names.SANDBOX_ADDRESSES, [_concat(network.bridge, ip)]),
-        _element(verb, names.PORT_MACS, [_concat(port, mac)], family),
-        _element(verb, names.PORT_IDENTITY, [_concat(port, mac, ip)], family),
+        _element(o, verb, names.SANDBOX_ADDRESSES, [_concat(network.bridge, ip)]),
+        _element(o, verb, names.PORT_IDENTITY, [_concat(port, mac, ip)], family),
+        _element(o, verb, names.PORT_ARP_IDENTITY, [_concat(port, mac, mac, ip)], family),
     ]
-    return commands + _published(verb, endpoint, endpoint.ports)
+    return commands + _published(o, verb, endpoint, endpoint.ports)
 
 
-def render_add_endpoint(endpoint: Endpoint, network: Network) -> list[Command]:
+def render_add_endpoint(owner: Owner, endpoint: Endpoint, network: Network) -> list[Command]:
     """A sandbox's address on its bridge, its port's identity, and its published ports."""
-    return _endpoint_elements("add", endpoint, network)
+    return _endpoint_elements(owner, "add", endpoint, network)
 
 
-def render_remove_endpoints(endpoints: Iterable[tuple[Endpoint, Network]]) -> list[Command]:
-    return [command for endpoint, network in endpoints for command in _endpoint_elements("delete", endpoint, network)]
+def render_remove_endpoints(owner: Owner, endpoints: Iterable[tuple[Endpoint, Network]]) -> list[Command]:
+    return [command for endpoint, network in endpoints
+            for command in _endpoint_elements(owner, "delete", endpoint, network)]

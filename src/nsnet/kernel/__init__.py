@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: a create must not pay for importing doctor and reconcile
     from ..doctor import HostFacts
+    from ..model import Owner
     from ..publish import HolderLookup, Listener
-    from ..reconcile import Observed
+    from ..reconcile import Observed, Ruleset
 
 
 class Kernel(ABC):
@@ -35,16 +36,32 @@ class Kernel(ABC):
     @abstractmethod
     def remove_etc_files(self, sandbox: str) -> None: ...
 
-    # Links, addresses, routes
+    # Links, addresses, routes. Each method is one kernel change, so that an operation's undo
+    # covers all it did. `group` is the ledger's interface group (model.Owner).
     @abstractmethod
-    def create_bridge(self, name: str, mtu: int, mac: str) -> None: ...
+    def create_bridge(self, name: str, mtu: int, mac: str, group: int) -> None: ...
     @abstractmethod
-    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str,
-                    isolated: bool = False) -> None: ...
+    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
+        """The pair, its host end up on the bridge, its peer (down) inside the sandbox."""
+    @abstractmethod
+    def set_port_flags(self, name: str, isolated: bool) -> None:
+        """A sandbox port's bridge flags: hairpin, no learning, locked, and isolation (--no-icc)."""
+    @abstractmethod
+    def add_fdb_entry(self, port: str, mac: str) -> None:
+        """A static, sticky FDB entry: mac lives on port."""
+    @abstractmethod
+    def disable_ipv6(self, ifname: str) -> None:
+        """On a host interface nsnet has just made (whose value is the kernel's default)."""
+    @abstractmethod
+    def set_link_up(self, name: str, sandbox: str | None = None) -> None: ...
+    @abstractmethod
+    def set_mtu(self, name: str, mtu: int, sandbox: str | None = None) -> None: ...
+    @abstractmethod
+    def set_mac(self, name: str, mac: str, sandbox: str | None = None) -> None: ...
     @abstractmethod
     def delete_link(self, name: str, sandbox: str | None = None) -> None: ...
     @abstractmethod
-    def attach_to_bridge(self, name: str, bridge: str, isolated: bool = False) -> None: ...
+    def attach_to_bridge(self, name: str, bridge: str) -> None: ...
     @abstractmethod
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None: ...
     @abstractmethod
@@ -58,7 +75,10 @@ class Kernel(ABC):
     @abstractmethod
     def nft(self, commands: list[dict[str, Any]]) -> None: ...
     @abstractmethod
-    def ensure_sysctl(self, key: str, value: str) -> bool: ...
+    def ensure_sysctl(self, key: str, value: str) -> str | None:
+        """Set key to value; the value it had when it had to change, None when it had it already."""
+    @abstractmethod
+    def write_sysctl(self, key: str, value: str) -> None: ...
 
     # Observation
     @abstractmethod
@@ -71,9 +91,14 @@ class Kernel(ABC):
     def port_holders(self) -> HolderLookup:
         """Answers, port by port, whether a host process holds it (publish.HolderLookup)."""
     @abstractmethod
-    def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
-        """What exists of nsnet's: host links, pinned namespaces, the given interfaces inside each
-        given sandbox, nsnet's nft elements, ip_forward."""
+    def observe(self, sandboxes: Mapping[str, Iterable[str]], owner: Owner, sysctls: Iterable[str]) -> Observed:
+        """What exists of the owner's: host links, pinned namespaces, the given interfaces inside
+        each given sandbox, its nftables tables, ip_forward and the given sysctls (those that
+        exist)."""
+    @abstractmethod
+    def expected_ruleset(self, commands: list[dict[str, Any]], owner: Owner) -> Ruleset:
+        """The ruleset the kernel makes of these commands (the owner's skeleton), read back from a
+        throwaway namespace, in the form observe() reports it."""
     @abstractmethod
     def host_facts(self) -> HostFacts:
         """What `nsnet doctor` judges: read-only observations of the host."""

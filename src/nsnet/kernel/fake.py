@@ -15,7 +15,8 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..doctor import HostFacts
-from ..reconcile import LinkState, Observed, element_key
+from ..model import Owner
+from .state import LinkState, Observed, Ruleset, element_key
 from ..errors import KernelError
 from ..publish import Listener, Listeners
 from . import Kernel
@@ -39,6 +40,7 @@ class FakeKernel(Kernel):
         self.facts = HostFacts(ip_forward="1", bridge_nf_call_iptables=None)
         self.nft_tables: set[tuple[str, str]] = set()
         self.nft_elements: dict[tuple[str, str, str], Any] = {}
+        self.nft_skeleton: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
     def _mutating(self, *call: Any) -> None:
         self.calls.append(call)
@@ -102,19 +104,51 @@ class FakeKernel(Kernel):
             if self.routes.get(link["peer_ns"], (None, None))[1] == link["peer"]:
                 self.routes.pop(link["peer_ns"])
 
-    def create_bridge(self, name: str, mtu: int, mac: str) -> None:
+    def create_bridge(self, name: str, mtu: int, mac: str, group: int) -> None:
         self._mutating("create_bridge", name, mtu, mac)
         if (None, name) in self.links:
             raise KernelError(f"creation of bridge {name}", errno.EEXIST)
-        self.links[(None, name)] = {"kind": "bridge", "mtu": mtu, "mac": mac}
+        self.links[(None, name)] = {"kind": "bridge", "mtu": mtu, "mac": mac, "group": group, "up": True}
 
-    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str,
-                    isolated: bool = False) -> None:
-        self._mutating("create_veth", name, bridge, sandbox, peer, mtu, mac, *(["isolated"] if isolated else []))
+    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
+        self._mutating("create_veth", name, bridge, sandbox, peer, mtu, mac)
         self._need((None, bridge) in self.links and sandbox in self.netns, f"creation of veth {name}")
+        if (None, name) in self.links or (sandbox, peer) in self.links:
+            raise KernelError(f"creation of veth {name}", errno.EEXIST)
         self.links[(None, name)] = {"kind": "veth", "master": bridge, "peer": peer, "peer_ns": sandbox, "mtu": mtu,
-                                    "isolated": isolated}
-        self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu}
+                                    "group": group, "up": True, "mac": "02:00:00:00:00:01", "learning": True,
+                                    "static_macs": set()}
+        self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
+
+    def _link(self, name: str, sandbox: str | None, what: str) -> dict[str, Any]:
+        self._need((sandbox, name) in self.links, f"{what} {name}")
+        return self.links[(sandbox, name)]
+
+    def set_port_flags(self, name: str, isolated: bool) -> None:
+        self._mutating("set_port_flags", name, *(["isolated"] if isolated else []))
+        link = self._link(name, None, "bridge port flags of")
+        self._need("master" in link, f"bridge port flags of {name}")
+        link.update(isolated=isolated, hairpin=True, learning=False, locked=True)
+
+    def add_fdb_entry(self, port: str, mac: str) -> None:
+        self._mutating("add_fdb_entry", port, mac)
+        self._link(port, None, "static FDB entry on")["static_macs"].add(mac)
+
+    def disable_ipv6(self, ifname: str) -> None:
+        self._mutating("disable_ipv6", ifname)
+        self._link(ifname, None, "disabling IPv6 on")
+
+    def set_link_up(self, name: str, sandbox: str | None = None) -> None:
+        self._mutating("set_link_up", name, sandbox)
+        self._link(name, sandbox, "bringing up")["up"] = True
+
+    def set_mtu(self, name: str, mtu: int, sandbox: str | None = None) -> None:
+        self._mutating("set_mtu", name, mtu, sandbox)
+        self._link(name, sandbox, "setting the MTU of")["mtu"] = mtu
+
+    def set_mac(self, name: str, mac: str, sandbox: str | None = None) -> None:
+        self._mutating("set_mac", name, mac, sandbox)
+        self._link(name, sandbox, "setting the MAC of")["mac"] = mac
 
     def delete_link(self, name: str, sandbox: str | None = None) -> None:
         self._mutating("delete_link", name, sandbox)
@@ -125,10 +159,10 @@ class FakeKernel(Kernel):
                 if link.get("master") == name:
                     del link["master"]
 
-    def attach_to_bridge(self, name: str, bridge: str, isolated: bool = False) -> None:
-        self._mutating("attach_to_bridge", name, bridge, *(["isolated"] if isolated else []))
+    def attach_to_bridge(self, name: str, bridge: str) -> None:
+        self._mutating("attach_to_bridge", name, bridge)
         self._need((None, name) in self.links and (None, bridge) in self.links, f"attaching {name}")
-        self.links[(None, name)].update(master=bridge, isolated=isolated)
+        self.links[(None, name)].update(master=bridge, isolated=False, hairpin=False, learning=True, locked=False)
 
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
         self._mutating("add_address", ifname, str(address), sandbox)
@@ -153,10 +187,12 @@ class FakeKernel(Kernel):
     # Firewall and sysctls
 
     def nft(self, commands: list[dict[str, Any]]) -> None:
-        """Tables and elements, applied atomically as nft does: deleting what is not there
-        (ENOENT) refuses the whole transaction. A map element is [key, value], deleted by key."""
+        """Tables, their sets, chains and rules, and elements, applied atomically as nft does:
+        deleting what is not there (ENOENT) refuses the whole transaction. A map element is
+        [key, value], deleted by key."""
         self._mutating("nft", len(commands))
         tables, elements = set(self.nft_tables), dict(self.nft_elements)
+        skeleton = {k: (v[0], list(v[1])) for k, v in self.nft_skeleton.items()}
         for command in commands:
             ((verb, body),) = command.items()
             ((kind, obj),) = body.items()
@@ -169,6 +205,14 @@ class FakeKernel(Kernel):
                 elif verb == "delete":
                     tables.discard(table)
                     elements = {k: v for k, v in elements.items() if k[0] != obj["family"]}
+                    skeleton = {k: v for k, v in skeleton.items() if k[0] != obj["family"]}
+            elif kind in ("set", "map", "chain"):
+                key = (obj["family"], f"{obj['family']} {kind} {obj['name']}")
+                declaration = {k: v for k, v in obj.items() if k != "elem"}
+                skeleton[key] = (declaration, [] if kind != "chain" or verb == "flush" or key not in skeleton
+                                 else skeleton[key][1])
+            elif kind == "rule":
+                skeleton[(obj["family"], f"{obj['family']} chain {obj['chain']}")][1].append(obj)
             elif kind == "element":
                 for element in obj["elem"]:
                     key, value = element if isinstance(element, list) else (element, None)
@@ -177,18 +221,35 @@ class FakeKernel(Kernel):
                         elements[where] = value
                     elif elements.pop(where, KeyError) is KeyError:
                         raise KernelError("nftables transaction", errno.ENOENT, "No such file or directory")
-        self.nft_tables, self.nft_elements = tables, elements
+        self.nft_tables, self.nft_elements, self.nft_skeleton = tables, elements, skeleton
         self.nft_log.append(commands)
+
+    @property
+    def ruleset(self) -> Ruleset:
+        """The skeleton as the model holds it (chains that only a flush named are left out)."""
+        sets = {k: d for (_, k), (d, _) in self.nft_skeleton.items() if " chain " not in k}
+        chains = {k: (d, tuple(json.dumps(r, sort_keys=True) for r in rules))
+                  for (_, k), (d, rules) in self.nft_skeleton.items() if " chain " in k}
+        return Ruleset(sets=sets, chains=chains)
+
+    def expected_ruleset(self, commands: list[dict[str, Any]], owner: Owner) -> Ruleset:
+        model = FakeKernel()
+        model.nft(commands)
+        return model.ruleset
 
     def _observed_elements(self) -> frozenset[str]:
         return frozenset(element_key(family, name, json.loads(key) if value is None else [json.loads(key), value])
                          for (family, name, key), value in self.nft_elements.items())
 
-    def ensure_sysctl(self, key: str, value: str) -> bool:
+    def ensure_sysctl(self, key: str, value: str) -> str | None:
         self._mutating("ensure_sysctl", key, value)
-        changed = self.sysctls.get(key) != value
+        previous = self.sysctls.get(key, "0")
         self.sysctls[key] = value
-        return changed
+        return previous if previous != value else None
+
+    def write_sysctl(self, key: str, value: str) -> None:
+        self._mutating("write_sysctl", key, value)
+        self.sysctls[key] = value
 
     def host_routes(self) -> list[tuple[IPv4Network, str]]:
         return list(self.host_route_table)
@@ -202,23 +263,29 @@ class FakeKernel(Kernel):
     def port_holders(self) -> Listeners:
         return Listeners(self.host_listeners)
 
-    def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
-        """The modelled links, namespaces and nft elements."""
-        links = {}
-        for (ns, name), link in self.links.items():
-            if ns is None:
-                addresses = frozenset(str(a) for s, i, a in self.addresses if s is None and i == name)
-                links[name] = LinkState(link["kind"], link.get("master"), True, addresses, link.get("isolated", False))
-        inside = {name: {i: frozenset(str(a) for s, n, a in self.addresses if s == name and n == i)
-                         for (s, i) in self.links if s == name}
-                  for name in sandboxes if name in self.netns}
+    def _state(self, ns: str | None, name: str, link: dict[str, Any]) -> LinkState:
+        return LinkState(
+            kind=link["kind"], master=link.get("master"), up=link.get("up", True),
+            addresses=frozenset(str(a) for s, i, a in self.addresses if s == ns and i == name),
+            isolated=link.get("isolated", False), mtu=link["mtu"], mac=link.get("mac", ""),
+            group=link.get("group", 0), hairpin=link.get("hairpin", False), learning=link.get("learning", True),
+            locked=link.get("locked", False), static_macs=frozenset(link.get("static_macs", ())),
+        )
+
+    def observe(self, sandboxes: Mapping[str, Iterable[str]], owner: Owner, sysctls: Iterable[str]) -> Observed:
+        """The modelled links, namespaces and nft tables."""
+        links = {name: self._state(None, name, link) for (ns, name), link in self.links.items() if ns is None}
+        inside = {sandbox: {name: self._state(ns, name, link) for (ns, name), link in self.links.items()
+                            if ns == sandbox}
+                  for sandbox in sandboxes if sandbox in self.netns}
         routes = {name: ((str(self.routes[name][0]), self.routes[name][1]) if name in self.routes else None)
                   for name in inside}
-        nft = self._observed_elements() if ("inet", "nsnet") in self.nft_tables else None
-        bridges = [name for (ns, name), link in self.links.items() if ns is None and link["kind"] == "bridge"]
-        sysctls = {k: v for k, v in self.sysctls.items() if any(f".{b}." in k for b in bridges)}
-        return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, sandbox_routes=routes, nft=nft,
-                        ip_forward=self.sysctls.get("net.ipv4.ip_forward", "0"), sysctls=sysctls)
+        present = ("inet", owner.table) in self.nft_tables
+        return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, sandbox_routes=routes,
+                        nft=self._observed_elements() if present else None,
+                        ip_forward=self.sysctls.get("net.ipv4.ip_forward", "0"),
+                        sysctls={k: self.sysctls[k] for k in sysctls if k in self.sysctls},
+                        ruleset=self.ruleset if present else None)
 
     def host_facts(self) -> HostFacts:
         return replace(self.facts, listeners=tuple(self.host_listeners), routes=tuple(self.host_route_table))

@@ -9,13 +9,13 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
-from ..naming import BRIDGE_PREFIX
 from . import Kernel, netns, sysctl
 
 if TYPE_CHECKING:
     from ..doctor import HostFacts
+    from ..model import Owner
     from ..publish import HolderLookup, Listener
-    from ..reconcile import Observed
+    from .state import Observed, Ruleset
 from .nft import Nft
 from .rtnl import RtnlSocket
 
@@ -94,31 +94,45 @@ class LinuxKernel(Kernel):
 
     # Links, addresses, routes
 
-    def create_bridge(self, name: str, mtu: int, mac: str) -> None:
-        self._rtnl(None).create_bridge(name, mtu, mac)
+    def create_bridge(self, name: str, mtu: int, mac: str, group: int) -> None:
+        self._rtnl(None).create_bridge(name, mtu, mac, group)
 
-    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str,
-                    isolated: bool = False) -> None:
+    def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
         host = self._rtnl(None)
-        fd = os.open(netns.netns_path(sandbox), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(netns.netns_path(sandbox), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
-            host.create_veth(name, host.link_index(bridge), mtu, peer, fd, mac)
+            host.create_veth(name, host.link_index(bridge), mtu, peer, fd, mac, group)
         finally:
             os.close(fd)
-        host.set_port_flags(name, isolated)  # while the peer is down: no frame crosses unisolated
+
+    def set_port_flags(self, name: str, isolated: bool) -> None:
+        self._rtnl(None).set_port_flags(name, isolated)
+
+    def add_fdb_entry(self, port: str, mac: str) -> None:
+        host = self._rtnl(None)
+        host.add_fdb_entry(host.link_index(port), mac, port)
+
+    def disable_ipv6(self, ifname: str) -> None:
         if self._host_ipv6_conf is None:
             self._host_ipv6_conf = sysctl.open_directory("net.ipv6.conf")
-        sysctl.write(f"net.ipv6.conf.{name}.disable_ipv6", "1", self._host_ipv6_conf)  # see create_netns
-        inside = self._rtnl(sandbox)
-        inside.set_up(inside.link_index(peer), f"{peer} in sandbox {sandbox}")
+        sysctl.write(f"net.ipv6.conf.{ifname}.disable_ipv6", "1", self._host_ipv6_conf)
+
+    def set_link_up(self, name: str, sandbox: str | None = None) -> None:
+        sock = self._rtnl(sandbox)
+        sock.set_up(sock.link_index(name), _where(name, sandbox))
+
+    def set_mtu(self, name: str, mtu: int, sandbox: str | None = None) -> None:
+        self._rtnl(sandbox).set_mtu(name, mtu)
+
+    def set_mac(self, name: str, mac: str, sandbox: str | None = None) -> None:
+        self._rtnl(sandbox).set_mac(name, mac)
 
     def delete_link(self, name: str, sandbox: str | None = None) -> None:
         self._rtnl(sandbox).delete_link(name)
 
-    def attach_to_bridge(self, name: str, bridge: str, isolated: bool = False) -> None:
+    def attach_to_bridge(self, name: str, bridge: str) -> None:
         host = self._rtnl(None)
         host.set_master(name, host.link_index(bridge))
-        host.set_port_flags(name, isolated)
 
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
         sock = self._rtnl(sandbox)
@@ -140,8 +154,11 @@ class LinuxKernel(Kernel):
     def nft(self, commands: list[dict[str, Any]]) -> None:
         self._nft.transaction(commands)
 
-    def ensure_sysctl(self, key: str, value: str) -> bool:
+    def ensure_sysctl(self, key: str, value: str) -> str | None:
         return sysctl.ensure(key, value)
+
+    def write_sysctl(self, key: str, value: str) -> None:
+        sysctl.write(key, value)
 
     def host_routes(self) -> list[tuple[IPv4Network, str]]:
         from .observe import host_routes
@@ -153,13 +170,12 @@ class LinuxKernel(Kernel):
 
         return listeners()
 
-    def observe(self, sandboxes: Mapping[str, Iterable[str]]) -> Observed:
-        from ..plan.network import bridge_sysctls
-        from ..reconcile import Observed
+    def observe(self, sandboxes: Mapping[str, Iterable[str]], owner: Owner, sysctls: Iterable[str]) -> Observed:
         from . import observe
+        from .state import Observed
 
         pinned = frozenset(os.listdir(netns.NETNS_DIR)) if os.path.isdir(netns.NETNS_DIR) else frozenset()
-        inside: dict[str, dict[str, frozenset[str]]] = {}
+        inside: dict[str, dict] = {}
         routes: dict[str, tuple[str, str] | None] = {}
         for name in sandboxes:
             if name in pinned:
@@ -167,18 +183,22 @@ class LinuxKernel(Kernel):
                     inside[name], routes[name] = observe.sandbox_interfaces(netns.netns_path(name))
                 except (KernelError, OSError):  # pinned, but not a usable namespace
                     inside[name], routes[name] = {}, None
-        links = observe.host_links()
-        sysctls = {}
-        for bridge in (name for name in links if name.startswith(BRIDGE_PREFIX)):
-            for key in bridge_sysctls(bridge):
-                try:
-                    sysctls[key] = sysctl.read(key)
-                except OSError:
-                    pass
+        values = {}
+        for key in sysctls:
+            try:
+                values[key] = sysctl.read(key)
+            except OSError:
+                pass
+        elements, ruleset = observe.nft_tables(owner.table)
         return Observed(
-            links=links, netns=pinned, sandbox_links=inside, sandbox_routes=routes,
-            nft=observe.nsnet_elements(), ip_forward=sysctl.read("net.ipv4.ip_forward"), sysctls=sysctls,
+            links=observe.host_links(), netns=pinned, sandbox_links=inside, sandbox_routes=routes,
+            nft=elements, ip_forward=sysctl.read("net.ipv4.ip_forward"), sysctls=values, ruleset=ruleset,
         )
+
+    def expected_ruleset(self, commands: list[dict[str, Any]], owner: Owner) -> Ruleset:
+        from . import observe
+
+        return observe.ruleset_made_of(commands, owner.table)
 
     def host_facts(self) -> HostFacts:
         from ..doctor import HostFacts

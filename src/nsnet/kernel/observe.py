@@ -5,6 +5,7 @@ Imported only when needed: pyroute2 costs ~80-190 ms to import.
 
 from __future__ import annotations
 
+import json
 import socket
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -55,7 +56,7 @@ def legacy_iptables_tables() -> list[str]:
 def missing_features() -> list[str]:
     """Try what nsnet needs in a throwaway namespace (a helper thread's), and report refusals."""
     from ..firewall import render
-    from ..model import Network
+    from ..model import Network, Owner
     from . import netns
     from .nft import Nft
     from .rtnl import RtnlSocket
@@ -64,16 +65,16 @@ def missing_features() -> list[str]:
         netns.unshare(netns.CLONE_NEWNET)
         missing = []
         sock = RtnlSocket()
+        owner = Owner()
         try:
-            for what, make in (("bridge", lambda: sock.create_bridge("probe-br", 1500, "02:4e:00:00:00:01")),):
-                try:
-                    make()
-                except Exception as exc:
-                    missing.append(f"{what}: {exc}")
+            try:
+                sock.create_bridge("probe-br", 1500, "02:4e:00:00:00:01", owner.group)
+            except Exception as exc:
+                missing.append(f"bridge: {exc}")
             probe_network = Network(id="0" * 64, name="probe", bridge="probe-br",
                                     subnet=IPv4Network("192.0.2.0/24"), gateway=IPv4Address("192.0.2.1"))
             try:
-                Nft().transaction(render.render_add_network(probe_network))
+                Nft().transaction(render.render_add_network(owner, probe_network))
             except Exception as exc:
                 missing.append(f"nftables ruleset: {exc}")
         finally:
@@ -83,65 +84,111 @@ def missing_features() -> list[str]:
     return netns.in_thread(probe)
 
 
-def host_links() -> dict[str, Any]:
-    """Every link of the host with its kind, master, state and IPv4 addresses."""
-    from pyroute2 import IPRoute
+IFLA_BRPORT_FLAGS = ("IFLA_BRPORT_MODE", "IFLA_BRPORT_LEARNING", "IFLA_BRPORT_LOCKED", "IFLA_BRPORT_ISOLATED")
+NUD_NOARP = 0x40  # a static entry
 
-    from ..reconcile import LinkState
 
-    with IPRoute() as ipr:
-        links = list(ipr.get_links())
-        addresses: dict[int, set[str]] = {}
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            addresses.setdefault(addr["index"], set()).add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+def _link_states(ipr: Any, static_macs: dict[int, set[str]] | None = None) -> dict[str, Any]:
+    """Every link of the namespace ipr is bound to, with its kind, master, state, MTU, MAC, group,
+    bridge port flags and IPv4 addresses."""
+    from .state import LinkState
+
+    links = list(ipr.get_links())
+    addresses: dict[int, set[str]] = {}
+    for addr in ipr.get_addr(family=socket.AF_INET):
+        addresses.setdefault(addr["index"], set()).add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
     names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
     found = {}
     for link in links:
         info = link.get_attr("IFLA_LINKINFO")
         kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
         port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info else None
+        mode, learning, locked, isolated = (port.get_attr(f) if port else None for f in IFLA_BRPORT_FLAGS)
         found[names[link["index"]]] = LinkState(
             kind=kind, master=names.get(link.get_attr("IFLA_MASTER")), up=bool(link["flags"] & 1),
-            addresses=frozenset(addresses.get(link["index"], ())),
-            isolated=bool(port.get_attr("IFLA_BRPORT_ISOLATED")) if port else False,
+            addresses=frozenset(addresses.get(link["index"], ())), isolated=bool(isolated),
+            mtu=link.get_attr("IFLA_MTU") or 0, mac=link.get_attr("IFLA_ADDRESS") or "",
+            group=link.get_attr("IFLA_GROUP") or 0, hairpin=bool(mode), learning=learning is None or bool(learning),
+            locked=bool(locked), static_macs=frozenset((static_macs or {}).get(link["index"], ())),
         )
     return found
 
 
-def nsnet_elements() -> frozenset[str] | None:
-    """The elements of nsnet's sets and maps, or None when its inet table does not exist."""
-    from ..firewall import names
-    from ..reconcile import element_key
+def host_links() -> dict[str, Any]:
+    """Every link of the host (see _link_states), with each bridge port's static FDB entries."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        static: dict[int, set[str]] = {}
+        for entry in ipr.get_neighbours(family=7):  # AF_BRIDGE: the bridges' FDBs
+            if entry["state"] & NUD_NOARP and entry.get_attr("NDA_MASTER"):
+                static.setdefault(entry["ifindex"], set()).add(entry.get_attr("NDA_LLADDR"))
+        return _link_states(ipr, static)
+
+
+def _normalised(listing: list[dict[str, Any]], table: str) -> tuple[frozenset[str], Any]:
+    """The elements of the table's sets and maps (inet and bridge), and its skeleton."""
+    from .state import Ruleset, element_key
+
+    keys: set[str] = set()
+    sets: dict[str, Any] = {}
+    chains: dict[str, Any] = {}
+    for item in listing:
+        ((kind, body),) = item.items()
+        if kind not in ("set", "map", "chain", "rule") or body.get("table") != table:
+            continue
+        body = {k: v for k, v in body.items() if k != "handle"}
+        if kind in ("set", "map"):
+            keys.update(element_key(body["family"], body["name"], e) for e in body.pop("elem", []))
+            sets[f"{body['family']} {kind} {body['name']}"] = body
+        elif kind == "chain":
+            chains.setdefault(f"{body['family']} chain {body['name']}", [None, []])[0] = body
+        else:
+            chains.setdefault(f"{body['family']} chain {body['chain']}", [None, []])[1].append(body)
+    return frozenset(keys), Ruleset(sets=sets, chains={k: (d, tuple(json.dumps(r, sort_keys=True) for r in rules))
+                                                      for k, (d, rules) in chains.items()})
+
+
+def nft_tables(table: str) -> tuple[frozenset[str] | None, Any]:
+    """The elements and the skeleton of the owner's tables; (None, None) when its inet table does
+    not exist."""
     from .nft import Nft
 
     listing = Nft().list_ruleset()
-    tables = {(t["table"]["family"], t["table"]["name"]) for t in listing if "table" in t}
-    if (names.FAMILY, names.TABLE) not in tables:
-        return None
-    keys = set()
-    for item in listing:
-        body = item.get("set") or item.get("map")
-        if body and body["table"] == names.TABLE and body["family"] in (names.FAMILY, names.BRIDGE_FAMILY):
-            keys.update(element_key(body["family"], body["name"], e) for e in body.get("elem", []))
-    return frozenset(keys)
+    present = {(t["table"]["family"], t["table"]["name"]) for t in listing if "table" in t}
+    if ("inet", table) not in present:
+        return None, None
+    return _normalised(listing, table)
 
 
-def sandbox_interfaces(path: str) -> tuple[dict[str, frozenset[str]], tuple[str, str] | None]:
-    """Inside one sandbox: each interface's IPv4 addresses, and the default route (gateway,
-    device). Read in a helper thread that enters the namespace, pyroute2 and all."""
+def ruleset_made_of(commands: list[dict[str, Any]], table: str) -> Any:
+    """What the kernel makes of commands, listed back from a throwaway namespace (a helper thread's)."""
+    from . import netns
+    from .nft import Nft
+
+    def probe() -> Any:
+        netns.unshare(netns.CLONE_NEWNET)
+        nft = Nft()
+        nft.transaction(commands)
+        return _normalised(nft.list_ruleset(), table)[1]
+
+    return netns.in_thread(probe)
+
+
+def sandbox_interfaces(path: str) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """Inside one sandbox: each interface's state, and the default route (gateway, device). Read in
+    a helper thread that enters the namespace, pyroute2 and all."""
     from pyroute2 import IPRoute
 
     from . import netns
 
-    def inside() -> tuple[dict[str, frozenset[str]], tuple[str, str] | None]:
+    def inside() -> tuple[dict[str, Any], tuple[str, str] | None]:
         with IPRoute() as ipr:
+            links = _link_states(ipr)
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-            addresses: dict[str, set[str]] = {name: set() for name in names.values()}
-            for addr in ipr.get_addr(family=socket.AF_INET):
-                addresses[names[addr["index"]]].add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
             defaults = [(str(r.get_attr("RTA_GATEWAY")), names.get(r.get_attr("RTA_OIF"), ""))
                         for r in ipr.get_routes(family=socket.AF_INET)
                         if r["dst_len"] == 0 and (r.get_attr("RTA_TABLE") or r["table"]) == 254]
-        return {n: frozenset(a) for n, a in addresses.items()}, (defaults[0] if defaults else None)
+        return links, (defaults[0] if defaults else None)
 
     return netns.in_netns(path, inside)

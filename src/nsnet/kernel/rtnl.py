@@ -36,11 +36,15 @@ NLMSGERR_ATTR_MSG = 1
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWNEIGH = 28
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
-IFLA_NET_NS_FD = 28
+IFLA_NET_NS_FD, IFLA_GROUP = 28, 27
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
-IFLA_BRPORT_MODE, IFLA_BRPORT_ISOLATED = 4, 33
+IFLA_BRPORT_MODE, IFLA_BRPORT_LEARNING, IFLA_BRPORT_ISOLATED, IFLA_BRPORT_LOCKED = 4, 8, 33, 39
+NDA_LLADDR = 2
+NTF_MASTER, NTF_STICKY = 0x04, 0x40
+NUD_NOARP = 0x40  # `bridge fdb add ... static`
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
@@ -56,6 +60,8 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBi")
 _RTMSG = struct.Struct("=BBBBBBBBI")
+_NDMSG = struct.Struct("=BxxxiHBB")
+AF_BRIDGE = 7
 
 
 def attr(kind: int, payload: bytes) -> bytes:
@@ -130,12 +136,13 @@ class RtnlSocket:
         answers = self.request(f"lookup of link {name}", RTM_GETLINK, 0, ifinfomsg() + string(IFLA_IFNAME, name))
         return _IFINFOMSG.unpack_from(answers[0][1])[2]
 
-    def create_bridge(self, name: str, mtu: int, mac: str) -> None:
-        body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu)
+    def create_bridge(self, name: str, mtu: int, mac: str, group: int) -> None:
+        body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu) + u32(IFLA_GROUP, group)
         body += attr(IFLA_ADDRESS, mac_bytes(mac)) + nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, "bridge"))
         self.request(f"creation of bridge {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def create_veth(self, name: str, master: int, mtu: int, peer: str, peer_netns_fd: int, peer_mac: str) -> None:
+    def create_veth(self, name: str, master: int, mtu: int, peer: str, peer_netns_fd: int, peer_mac: str,
+                    group: int) -> None:
         """One message makes the pair: host end up on its bridge, peer inside the sandbox.
 
         Creating the peer directly in the sandbox's namespace means its name never meets a host
@@ -150,6 +157,7 @@ class RtnlSocket:
             nested(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_info)),
         )
         body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu) + u32(IFLA_MASTER, master)
+        body += u32(IFLA_GROUP, group)
         self.request(f"creation of veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body + linkinfo)
 
     def set_master(self, name: str, master: int) -> None:
@@ -157,12 +165,16 @@ class RtnlSocket:
         self.request(f"attaching {name} to its bridge", RTM_NEWLINK, 0, body)
 
     def set_port_flags(self, name: str, isolated: bool) -> None:
-        """Hairpin mode on, as `bridge link set dev NAME hairpin on` does: with br_netfilter, a
-        sandbox's connection to its own published port is DNAT'ed while still being bridged, and
-        must leave by the port it arrived on. `isolated` (`bridge link set ... isolated on`): the
-        bridge forwards nothing between two isolated ports, which is --no-icc at no cost per frame;
-        frames to the bridge itself (the gateway) still pass."""
-        slave = nested(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_MODE, b"\x01"),
+        """A sandbox's bridge port, as `bridge link set dev NAME hairpin on learning off locked on
+        isolated on|off` sets it. Hairpin: with br_netfilter, a sandbox's connection to its own
+        published port is DNAT'ed while still being bridged, and must leave by the port it
+        arrived on. Learning off and locked: the bridge neither learns a MAC from the port nor
+        forwards a frame whose source is not the port's static FDB entry (add_fdb_entry), so no
+        sandbox can move another's MAC to its own port. Isolated: the bridge forwards nothing
+        between two isolated ports, which is --no-icc at no cost per frame; frames to the bridge
+        itself (the gateway) still pass."""
+        slave = nested(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_MODE, b"\x01"), attr(IFLA_BRPORT_LEARNING, b"\x00"),
+                       attr(IFLA_BRPORT_LOCKED, b"\x01"),
                        attr(IFLA_BRPORT_ISOLATED, b"\x01" if isolated else b"\x00"))
         body = ifinfomsg() + string(IFLA_IFNAME, name)
         body += nested(IFLA_LINKINFO, string(IFLA_INFO_SLAVE_KIND, "bridge"), slave)
@@ -170,6 +182,20 @@ class RtnlSocket:
 
     def set_up(self, index: int, name: str) -> None:
         self.request(f"bringing up {name}", RTM_NEWLINK, 0, ifinfomsg(index, up=True))
+
+    def set_mtu(self, name: str, mtu: int) -> None:
+        body = ifinfomsg() + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu)
+        self.request(f"setting the MTU of {name}", RTM_NEWLINK, 0, body)
+
+    def set_mac(self, name: str, mac: str) -> None:
+        body = ifinfomsg() + string(IFLA_IFNAME, name) + attr(IFLA_ADDRESS, mac_bytes(mac))
+        self.request(f"setting the MAC of {name}", RTM_NEWLINK, 0, body)
+
+    def add_fdb_entry(self, index: int, mac: str, name: str) -> None:
+        """`bridge fdb replace MAC dev NAME master static sticky`: the MAC lives on this port, and
+        no frame from another port can move it (sticky)."""
+        body = _NDMSG.pack(AF_BRIDGE, index, NUD_NOARP, NTF_MASTER | NTF_STICKY, 0) + attr(NDA_LLADDR, mac_bytes(mac))
+        self.request(f"static FDB entry {mac} on {name}", RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body)
 
     def delete_link(self, name: str) -> None:
         self.request(f"deletion of link {name}", RTM_DELLINK, 0, ifinfomsg() + string(IFLA_IFNAME, name))

@@ -47,12 +47,14 @@ def write(key: str, value: str, under: Directory | None = None) -> None:
         raise KernelError(f"setting {key}={value}", exc.errno or 0) from None
 
 
-def ensure(key: str, value: str) -> bool:
-    """Set key to value; True when it had to change. For settings others may rely on or have set."""
+def ensure(key: str, value: str) -> str | None:
+    """Set key to value; the value it had when it had to change (for an undo), None when it had it
+    already. For settings others may rely on or have set."""
     try:
-        if read(key) == value:
-            return False
+        previous = read(key)
     except OSError as exc:
         raise KernelError(f"reading {key}", exc.errno or 0) from None
+    if previous == value:
+        return None
     write(key, value)
-    return True
+    return previous

@@ -20,10 +20,17 @@ class Operation:
     def undo(self) -> Operation | None:
         return None
 
+    def apply(self, kernel: Kernel) -> Operation | None:
+        """Run, and return what reverses what this run did (an operation whose undo depends on
+        what it found overrides this)."""
+        self.run(kernel)
+        return self.undo()
+
 
 @dataclass(frozen=True)
 class EnsureSysctl(Operation):
-    """Left in place on undo and on removal, as Docker does: other software may rely on it."""
+    """A setting others may rely on (ip_forward): left in place on removal, as Docker does, but a
+    failed command puts back the value it found."""
 
     key: str
     value: str
@@ -31,15 +38,29 @@ class EnsureSysctl(Operation):
     def run(self, kernel: Kernel) -> None:
         kernel.ensure_sysctl(self.key, self.value)
 
+    def apply(self, kernel: Kernel) -> Operation | None:
+        previous = kernel.ensure_sysctl(self.key, self.value)
+        return WriteSysctl(self.key, previous) if previous is not None else None
+
+
+@dataclass(frozen=True)
+class WriteSysctl(Operation):
+    key: str
+    value: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.write_sysctl(self.key, self.value)
+
 
 @dataclass(frozen=True)
 class CreateBridge(Operation):
     name: str
     mtu: int
     mac: str
+    group: int
 
     def run(self, kernel: Kernel) -> None:
-        kernel.create_bridge(self.name, self.mtu, self.mac)
+        kernel.create_bridge(self.name, self.mtu, self.mac, self.group)
 
     def undo(self) -> Operation:
         return DeleteLink(self.name)
@@ -56,12 +77,78 @@ class DeleteLink(Operation):
 
 @dataclass(frozen=True)
 class AttachToBridge(Operation):
+    """A veth whose bridge was re-made (gc) goes back on it; SetPortFlags follows."""
+
     name: str
     bridge: str
-    isolated: bool = False  # see CreateVeth
 
     def run(self, kernel: Kernel) -> None:
-        kernel.attach_to_bridge(self.name, self.bridge, self.isolated)
+        kernel.attach_to_bridge(self.name, self.bridge)
+
+
+@dataclass(frozen=True)
+class SetPortFlags(Operation):
+    """Hairpin, no learning, locked, and isolation on a --no-icc network (see rtnl.set_port_flags);
+    set while the sandbox end is still down, so no frame crosses the port before. What it changes
+    goes with the veth (CreateVeth's undo)."""
+
+    name: str
+    isolated: bool = False
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.set_port_flags(self.name, self.isolated)
+
+
+@dataclass(frozen=True)
+class AddFdbEntry(Operation):
+    """The sandbox's MAC, static and sticky on its port: with learning off, the bridge knows where
+    to send its frames, and no other port can take the MAC. Goes with the veth."""
+
+    port: str
+    mac: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.add_fdb_entry(self.port, self.mac)
+
+
+@dataclass(frozen=True)
+class DisableIPv6(Operation):
+    """On the host end of a veth: no duplicate address detection, router solicitations or MLD
+    reports flooding the bridge. Goes with the veth."""
+
+    ifname: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.disable_ipv6(self.ifname)
+
+
+@dataclass(frozen=True)
+class SetLinkUp(Operation):
+    name: str
+    sandbox: str | None = None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.set_link_up(self.name, self.sandbox)
+
+
+@dataclass(frozen=True)
+class SetMtu(Operation):
+    name: str
+    mtu: int
+    sandbox: str | None = None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.set_mtu(self.name, self.mtu, self.sandbox)
+
+
+@dataclass(frozen=True)
+class SetMac(Operation):
+    name: str
+    mac: str
+    sandbox: str | None = None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.set_mac(self.name, self.mac, self.sandbox)
 
 
 @dataclass(frozen=True)
@@ -181,7 +268,7 @@ class RemoveEtcFiles(Operation):
 
 @dataclass(frozen=True)
 class CreateVeth(Operation):
-    """The pair, with its host end up on the bridge and its peer up inside the sandbox."""
+    """The pair, in one message: its host end up on the bridge, its peer (down) in the sandbox."""
 
     name: str
     bridge: str
@@ -189,10 +276,10 @@ class CreateVeth(Operation):
     peer: str
     mtu: int
     mac: str
-    isolated: bool = False  # a port of a --no-icc network: the bridge forwards nothing to its kind
+    group: int
 
     def run(self, kernel: Kernel) -> None:
-        kernel.create_veth(self.name, self.bridge, self.sandbox, self.peer, self.mtu, self.mac, self.isolated)
+        kernel.create_veth(self.name, self.bridge, self.sandbox, self.peer, self.mtu, self.mac, self.group)
 
     def undo(self) -> Operation:
         return DeleteLink(self.name)

@@ -6,25 +6,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..firewall import render
-from ..model import Endpoint, Network
+from ..model import Endpoint, Network, Owner
+from .network import IPV6_MIN_MTU
 from .ops import (
     AddAddress,
-    AttachToBridge,
+    AddFdbEntry,
     ApplyFirewall,
+    AttachToBridge,
     CreateNetns,
     CreateVeth,
     DeleteLink,
     DeleteNetns,
+    DisableIPv6,
     KillProcesses,
     Operation,
     RemoveEtcFiles,
     RemoveFirewallElements,
     SetDefaultRoute,
+    SetLinkUp,
+    SetMac,
+    SetMtu,
+    SetPortFlags,
     WriteEtcFiles,
 )
 
 if TYPE_CHECKING:
-    from ..reconcile import LinkState
+    from ..kernel.state import LinkState
 
 Attachment = tuple[Endpoint, Network]
 
@@ -35,24 +42,36 @@ def hosts_file(name: str, endpoints: list[Endpoint]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _add_rules(attachments: list[Attachment]) -> Operation:
+def _add_rules(attachments: list[Attachment], owner: Owner) -> Operation:
     """One transaction for every endpoint's elements, made before any veth exists, so no frame
     ever crosses a port unfiltered."""
-    rules = [c for endpoint, network in attachments for c in render.render_add_endpoint(endpoint, network)]
-    reverse = render.render_remove_endpoints(attachments)
+    rules = [c for endpoint, network in attachments for c in render.render_add_endpoint(owner, endpoint, network)]
+    reverse = render.render_remove_endpoints(owner, attachments)
     ports = ", ".join(e.host_ifname for e, _ in attachments)
     return ApplyFirewall(tuple(rules), tuple(reverse), f"rules of {ports}")
 
 
-def _remove_rules(attachments: list[Attachment], what: str) -> list[Operation]:
-    rules = render.render_remove_endpoints(attachments)
+def _remove_rules(attachments: list[Attachment], what: str, owner: Owner) -> list[Operation]:
+    rules = render.render_remove_endpoints(owner, attachments)
     return [RemoveFirewallElements(tuple(rules), f"rules of {what}")] if rules else []
 
 
-def _attach(endpoint: Endpoint, network: Network) -> list[Operation]:
+def _port(endpoint: Endpoint, network: Network) -> list[Operation]:
+    """A new port's flags, its sandbox's MAC pinned on it, and no IPv6 on it: each its own
+    kernel change, done while the sandbox end is still down."""
+    ops: list[Operation] = [SetPortFlags(endpoint.host_ifname, isolated=not network.icc),
+                            AddFdbEntry(endpoint.host_ifname, endpoint.mac)]
+    if network.mtu >= IPV6_MIN_MTU:
+        ops.append(DisableIPv6(endpoint.host_ifname))
+    return ops
+
+
+def _attach(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
     ops: list[Operation] = [
         CreateVeth(endpoint.host_ifname, network.bridge, endpoint.sandbox, endpoint.ifname, network.mtu, endpoint.mac,
-                   isolated=not network.icc),
+                   owner.group),
+        *_port(endpoint, network),
+        SetLinkUp(endpoint.ifname, endpoint.sandbox),
         AddAddress(endpoint.ifname, endpoint.address, endpoint.sandbox),
     ]
     if endpoint.default_route:
@@ -60,51 +79,69 @@ def _attach(endpoint: Endpoint, network: Network) -> list[Operation]:
     return ops
 
 
-def plan_connect(endpoint: Endpoint, network: Network) -> list[Operation]:
-    return [_add_rules([(endpoint, network)]), *_attach(endpoint, network)]
+def plan_connect(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
+    return [_add_rules([(endpoint, network)], owner), *_attach(endpoint, network, owner)]
 
 
-def plan_create_sandbox(name: str, attachments: list[Attachment]) -> list[Operation]:
+def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner) -> list[Operation]:
     ops: list[Operation] = [
         CreateNetns(name),
         WriteEtcFiles(name, (("hosts", hosts_file(name, [e for e, _ in attachments])),)),
     ]
     if attachments:
-        ops.append(_add_rules(attachments))
+        ops.append(_add_rules(attachments, owner))
     for endpoint, network in attachments:
-        ops += _attach(endpoint, network)
+        ops += _attach(endpoint, network, owner)
     return ops
 
 
-def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | None) -> list[Operation]:
+def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | None, owner: Owner) -> list[Operation]:
     """Deleting the host end deletes the pair, and with the peer its address and routes. When the
-    endpoint carried the default route, the next endpoint (if any) takes it over."""
+    endpoint carried the default route, `successor` (chosen, and marked in the ledger, by the
+    caller) takes it over."""
     ops: list[Operation] = [DeleteLink(endpoint.host_ifname)]
-    ops += _remove_rules([(endpoint, network)], endpoint.host_ifname)
-    if endpoint.default_route and successor is not None:
+    ops += _remove_rules([(endpoint, network)], endpoint.host_ifname, owner)
+    if successor is not None:
         ops.append(SetDefaultRoute(successor.sandbox, successor.gateway, successor.ifname))
     return ops
 
 
-def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment]) -> list[Operation]:
+def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment], owner: Owner) -> list[Operation]:
     """Rules go first: without its elements a port is cut off at once, while the kernel takes
     some milliseconds more to destroy the namespace and its veths."""
     ops: list[Operation] = [KillProcesses(name)] if force else []
-    return ops + [*_remove_rules(attachments, f"sandbox {name}"), DeleteNetns(name), RemoveEtcFiles(name)]
+    return ops + [*_remove_rules(attachments, f"sandbox {name}", owner), DeleteNetns(name), RemoveEtcFiles(name)]
 
 
 def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkState | None,
-                         inside: frozenset[str] | None, default_route: tuple[str, str] | None) -> list[Operation]:
-    """A veth gone (either end) is made again; one that lost its bridge (the bridge was re-made) or its isolation
-    is attached to it again; a lost address or default route is put back. `inside` is the
-    sandbox end's addresses, None when it is gone."""
+                         inside: LinkState | None, default_route: tuple[str, str] | None,
+                         owner: Owner) -> list[Operation]:
+    """A veth gone (either end) is made again; otherwise each wrong property is set back: the
+    bridge it sits on (re-made by gc), its port flags and static FDB entry, each end's state,
+    MTU and (sandbox end) MAC, the address and the default route, in an order that works (up
+    before the route: a route needs its interface up)."""
     if host_end is None or inside is None:
         ops: list[Operation] = [DeleteLink(endpoint.host_ifname)] if host_end is not None else []
-        return ops + _attach(endpoint, network)
-    attached = host_end.master == network.bridge and host_end.isolated == (not network.icc)
-    ops = [] if attached else [AttachToBridge(endpoint.host_ifname, network.bridge, isolated=not network.icc)]
-    if str(endpoint.address) not in inside:
-        ops.append(AddAddress(endpoint.ifname, endpoint.address, endpoint.sandbox))
-    if endpoint.default_route and default_route != (str(endpoint.gateway), endpoint.ifname):
-        ops.append(SetDefaultRoute(endpoint.sandbox, endpoint.gateway, endpoint.ifname))
+        return ops + _attach(endpoint, network, owner)
+    host, peer, sandbox = endpoint.host_ifname, endpoint.ifname, endpoint.sandbox
+    ops = [] if host_end.master == network.bridge else [AttachToBridge(host, network.bridge)]
+    flags = (host_end.hairpin, host_end.learning, host_end.locked, host_end.isolated)
+    if ops or flags != (True, False, True, not network.icc):
+        ops.append(SetPortFlags(host, isolated=not network.icc))
+    if endpoint.mac not in host_end.static_macs:
+        ops.append(AddFdbEntry(host, endpoint.mac))
+    if host_end.mtu != network.mtu:
+        ops.append(SetMtu(host, network.mtu))
+    if not host_end.up:
+        ops.append(SetLinkUp(host))
+    if inside.mtu != network.mtu:
+        ops.append(SetMtu(peer, network.mtu, sandbox))
+    if inside.mac != endpoint.mac:
+        ops.append(SetMac(peer, endpoint.mac, sandbox))
+    if not inside.up:
+        ops.append(SetLinkUp(peer, sandbox))
+    if str(endpoint.address) not in inside.addresses:
+        ops.append(AddAddress(peer, endpoint.address, sandbox))
+    if endpoint.default_route and (not inside.up or default_route != (str(endpoint.gateway), peer)):
+        ops.append(SetDefaultRoute(sandbox, endpoint.gateway, peer))
     return ops
