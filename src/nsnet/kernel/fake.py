@@ -146,6 +146,10 @@ class FakeKernel(Kernel):
         self._mutating("set_mtu", name, mtu, sandbox)
         self._link(name, sandbox, "setting the MTU of")["mtu"] = mtu
 
+    def set_group(self, name: str, group: int) -> None:
+        self._mutating("set_group", name, group)
+        self._link(name, None, "setting the group of")["group"] = group
+
     def set_mac(self, name: str, mac: str, sandbox: str | None = None) -> None:
         self._mutating("set_mac", name, mac, sandbox)
         self._link(name, sandbox, "setting the MAC of")["mac"] = mac

@@ -124,6 +124,9 @@ class LinuxKernel(Kernel):
     def set_mtu(self, name: str, mtu: int, sandbox: str | None = None) -> None:
         self._rtnl(sandbox).set_mtu(name, mtu)
 
+    def set_group(self, name: str, group: int) -> None:
+        self._rtnl(None).set_group(name, group)
+
     def set_mac(self, name: str, mac: str, sandbox: str | None = None) -> None:
         self._rtnl(sandbox).set_mac(name, mac)
 

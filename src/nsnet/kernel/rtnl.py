@@ -187,6 +187,10 @@ class RtnlSocket:
         body = ifinfomsg() + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu)
         self.request(f"setting the MTU of {name}", RTM_NEWLINK, 0, body)
 
+    def set_group(self, name: str, group: int) -> None:
+        body = ifinfomsg() + string(IFLA_IFNAME, name) + u32(IFLA_GROUP, group)
+        self.request(f"setting the group of {name}", RTM_NEWLINK, 0, body)
+
     def set_mac(self, name: str, mac: str) -> None:
         body = ifinfomsg() + string(IFLA_IFNAME, name) + attr(IFLA_ADDRESS, mac_bytes(mac))
         self.request(f"setting the MAC of {name}", RTM_NEWLINK, 0, body)

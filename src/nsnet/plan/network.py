@@ -16,6 +16,7 @@ from .ops import (
     EnsureSysctl,
     Operation,
     RemoveFirewallElements,
+    SetGroup,
     SetLinkUp,
     SetMac,
     SetMtu,
@@ -84,6 +85,8 @@ def plan_repair_network(network: Network, bridge: LinkState | None, ip_forward: 
             ops.append(SetMtu(network.bridge, network.mtu))
         if bridge.mac != mac:
             ops.append(SetMac(network.bridge, mac))
+        if bridge.group != owner.group:
+            ops.append(SetGroup(network.bridge, owner.group))
         if not bridge.up:
             ops.append(SetLinkUp(network.bridge))
     ops += [EnsureSysctl(key, value) for key, value in bridge_sysctls(network.bridge, network.mtu).items()

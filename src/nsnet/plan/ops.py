@@ -142,6 +142,17 @@ class SetMtu(Operation):
 
 
 @dataclass(frozen=True)
+class SetGroup(Operation):
+    """Marks a host link as the ledger's (model.Owner): for links an older nsnet made."""
+
+    name: str
+    group: int
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.set_group(self.name, self.group)
+
+
+@dataclass(frozen=True)
 class SetMac(Operation):
     name: str
     mac: str

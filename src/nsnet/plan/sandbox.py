@@ -23,6 +23,7 @@ from .ops import (
     RemoveEtcFiles,
     RemoveFirewallElements,
     SetDefaultRoute,
+    SetGroup,
     SetLinkUp,
     SetMac,
     SetMtu,
@@ -132,6 +133,8 @@ def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkSta
         ops.append(AddFdbEntry(host, endpoint.mac))
     if host_end.mtu != network.mtu:
         ops.append(SetMtu(host, network.mtu))
+    if host_end.group != owner.group:
+        ops.append(SetGroup(host, owner.group))
     if not host_end.up:
         ops.append(SetLinkUp(host))
     if inside.mtu != network.mtu:
