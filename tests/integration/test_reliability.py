@@ -110,6 +110,33 @@ def test_a_kill_at_any_step_is_repaired_by_gc(state_dir: str, engine: Engine, ar
     assert check() == []
 
 
+# A sandbox on a, then b: a's endpoint carries the default route, and disconnecting it hands the
+# route to b's (issue 9, item 10). Each step of that disconnect is a kill point.
+DEFAULT_ROUTE_SETUP = [("network", "create", "a", "--subnet", "10.35.0.0/24"), ("network", "create", "b", "--subnet",
+                       "10.36.0.0/24"), ("create", "box", "--network", "a"), ("connect", "b", "box")]
+DEFAULT_ROUTE_STEPS = ["reserved", "DeleteLink", "RemoveFirewallElements", "SetDefaultRoute", "applied"]
+
+
+@pytest.mark.parametrize("step", DEFAULT_ROUTE_STEPS)
+def test_a_kill_while_disconnecting_the_default_route_is_reported_and_repaired(state_dir: str, engine: Engine,
+                                                                               step: str) -> None:
+    for setup in DEFAULT_ROUTE_SETUP:
+        assert cli(*setup).returncode == 0
+    assert [(r["gateway"], r["dev"]) for r in ip_json("route", "show", "default", ns="box")] == [("10.35.0.1", "eth0")]
+    crashed = subprocess.run([NSNET, "disconnect", "a", "box"], env=nsnet_env(NSNET_FAULT=step), capture_output=True,
+                             timeout=60)
+    assert crashed.returncode == -9, crashed.stderr
+
+    half_done = cli("check")
+    assert (half_done.returncode, half_done.stdout != "") == (1, True)
+    assert cli("gc").returncode == 0
+
+    assert [(r["gateway"], r["dev"]) for r in ip_json("route", "show", "default", ns="box")] == [("10.36.0.1", "eth1")]
+    box = engine.sandbox("box")
+    assert [(e.network, e.ifname, e.default_route) for e in box.endpoints] == [("b", "eth1", True)]
+    assert check() == []
+
+
 def test_fifty_parallel_creates_get_fifty_addresses(state_dir: str, engine: Engine) -> None:
     engine.create_network("app", subnet="10.31.0.0/24")
     processes = [subprocess.Popen([NSNET, "create", f"s{i:02}", "--network", "app"], stdout=subprocess.DEVNULL,
