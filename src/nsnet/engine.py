@@ -387,12 +387,17 @@ class Engine(Catalog):
             with self._store.transaction():
                 forget()
             raise
+        finally:
+            self.kernel.release_sandboxes()
         faults.point("applied")
 
     def _remove(self, plan: Sequence[Operation], what: str) -> None:
         """Tear down what rows marked 'removing' describe; they are deleted only once it is done."""
         faults.point("reserved")
-        teardown(plan, self.kernel, what)
+        try:
+            teardown(plan, self.kernel, what)
+        finally:
+            self.kernel.release_sandboxes()
         faults.point("applied")
 
     def _restore_pointers(self, pointers: dict[str, Any]) -> None:

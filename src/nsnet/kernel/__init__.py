@@ -105,6 +105,10 @@ class Kernel(ABC):
     def host_facts(self) -> HostFacts:
         """What `nsnet doctor` judges: read-only observations of the host."""
 
+    def release_sandboxes(self) -> None:
+        """Let go of whatever is held inside sandboxes (sockets), which would keep a namespace
+        that another process removes, and its veth, alive."""
+
     def close(self) -> None:
         """Release sockets and handles."""
 

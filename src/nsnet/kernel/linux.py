@@ -231,9 +231,12 @@ class LinuxKernel(Kernel):
         first, last = sysctl.read("net.ipv4.ip_local_port_range").split()
         return range(int(first), int(last) + 1)
 
-    def close(self) -> None:
+    def release_sandboxes(self) -> None:
         for sandbox in list(self._sandboxes):
             self._forget(sandbox)
+
+    def close(self) -> None:
+        self.release_sandboxes()
         if self._host is not None:
             self._host.close()
             self._host = None
