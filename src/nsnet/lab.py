@@ -24,9 +24,9 @@ def enter() -> None:
     """Move this (single-threaded) process into a new isolated host. Call before starting threads."""
     unshare(CLONE_NEWNET | CLONE_NEWNS)
     mount("none", "/", None, MS_REC | MS_PRIVATE)
-    for directory in (NETNS_DIR, ETC_NETNS_DIR, state_dir()):
+    for directory, mode in ((NETNS_DIR, "0755"), (ETC_NETNS_DIR, "0755"), (state_dir(), "0700")):
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
+        mount("tmpfs", directory, "tmpfs", 0, f"mode={mode}")
     # sysfs shows the interfaces of the namespace that mounted it; remount it for this one.
     umount("/sys")
     mount("sysfs", "/sys", "sysfs", 0)

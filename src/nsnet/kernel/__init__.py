@@ -34,6 +34,9 @@ class Kernel(ABC):
     def write_etc_files(self, sandbox: str, files: dict[str, str]) -> None: ...
     @abstractmethod
     def remove_etc_files(self, sandbox: str) -> None: ...
+    @abstractmethod
+    def sandbox_paths_taken(self, sandbox: str) -> list[str]:
+        """The paths a new sandbox needs (/run/netns/NAME, /etc/netns/NAME) that exist already."""
 
     # Links, addresses, routes
     @abstractmethod

@@ -18,6 +18,7 @@ from ..doctor import HostFacts
 from ..reconcile import LinkState, Observed, element_key
 from ..errors import KernelError
 from ..publish import Listener, Listeners
+from ..naming import etc_netns_dir, netns_path
 from . import Kernel
 
 
@@ -32,6 +33,7 @@ class FakeKernel(Kernel):
         self.nft_log: list[list[dict[str, Any]]] = []
         self.sysctls: dict[str, str] = {}
         self.etc: dict[str, dict[str, str]] = {}
+        self.foreign_paths: set[str] = set()  # files a user made where a sandbox's would go
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])
         self.host_listeners: list[Listener] = []
@@ -89,6 +91,11 @@ class FakeKernel(Kernel):
     def remove_etc_files(self, sandbox: str) -> None:
         self._mutating("remove_etc_files", sandbox)
         self.etc.pop(sandbox, None)
+
+    def sandbox_paths_taken(self, sandbox: str) -> list[str]:
+        paths = [netns_path(sandbox)] if sandbox in self.netns else []
+        paths += [etc_netns_dir(sandbox)] if sandbox in self.etc else []
+        return paths + [p for p in sorted(self.foreign_paths) if p in (netns_path(sandbox), etc_netns_dir(sandbox))]
 
     # Links, addresses, routes
 

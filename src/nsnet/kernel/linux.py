@@ -92,6 +92,9 @@ class LinuxKernel(Kernel):
     def remove_etc_files(self, sandbox: str) -> None:
         netns.remove_etc_files(sandbox)
 
+    def sandbox_paths_taken(self, sandbox: str) -> list[str]:
+        return netns.paths_taken(sandbox)
+
     # Links, addresses, routes
 
     def create_bridge(self, name: str, mtu: int, mac: str) -> None:
