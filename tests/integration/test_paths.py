@@ -169,3 +169,17 @@ def test_a_state_directory_others_can_enter_is_refused_and_its_mode_unchanged(tm
         1, f"nsnet: error: cannot use {victim} as the state directory: its mode 0755 lets others in;"
            " nsnet keeps its state private (0700): choose a new or an empty directory\n")
     assert tree(victim) == before
+
+
+def test_exec_binds_nothing_through_a_link_in_place_of_the_sandboxs_etc_directory(
+        app: str, etc_netns: Path, victim: Path) -> None:
+    assert cli("create", "web", "--network", app).returncode == 0
+    ours = (etc_netns / "web" / "hosts").read_text()
+    assert cli("exec", "web", "cat", "/etc/hosts").stdout == ours  # bound over /etc/hosts
+    shutil.rmtree(etc_netns / "web")
+    (etc_netns / "web").symlink_to(victim)
+
+    result = cli("exec", "web", "cat", "/etc/hosts")
+
+    assert result.returncode == 0
+    assert result.stdout == Path("/etc/hosts").read_text()

@@ -261,11 +261,28 @@ def enter_sandbox(name: str) -> None:
     if _libc.umount2(b"/sys", MNT_DETACH) == 0:
         mount(name, "/sys", "sysfs", 0)
     etc = etc_netns_dir(name)
-    if os.path.isdir(etc):
-        for entry in os.listdir(etc):
-            target = os.path.join("/etc", entry)
-            if os.path.exists(target):
-                mount(os.path.join(etc, entry), target, "none", MS_BIND)
+    for entry in _etc_entries(etc):
+        target = os.path.join("/etc", entry)
+        if os.path.exists(target):
+            mount(os.path.join(etc, entry), target, "none", MS_BIND)
+
+
+def _etc_entries(etc: str) -> list[str]:
+    """What is in /etc/netns/NAME, or nothing when it (or /etc/netns) is missing or a link."""
+    try:
+        base_fd = _open_directory(ETC_NETNS_DIR)
+    except PathError:
+        return []
+    try:
+        fd = _open_directory(os.path.basename(etc), base_fd, etc)
+    except PathError:
+        return []
+    finally:
+        os.close(base_fd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def write_etc_files(name: str, files: dict[str, str], base: str = ETC_NETNS_DIR) -> None:
