@@ -194,14 +194,14 @@ def test_paths_taken_counts_anything_there_even_a_dangling_link(tmp_path: Path) 
     assert netns.paths_taken("web", str(run), str(etc)) == [str(run / "web"), str(etc / "web")]
 
 
-def test_create_refuses_a_taken_path_before_changing_anything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taken", ["/etc/netns/web", "/run/netns/web"])
+def test_create_refuses_a_taken_path_before_changing_anything(tmp_path: Path, taken: str) -> None:
     kernel = FakeKernel()
-    kernel.foreign_paths.add("/etc/netns/web")
+    kernel.foreign_paths.add(taken)
     with Engine(state_dir=str(tmp_path / "state"), kernel=kernel) as engine:
         with pytest.raises(Conflict) as caught:
             engine.create_sandbox("web", networks=[])
-        assert str(caught.value) == (
-            "sandbox 'web': /etc/netns/web exists and is not nsnet's; remove it or choose another name")
+        assert str(caught.value) == f"sandbox 'web': {taken} exists and is not nsnet's; remove it or choose another name"
         assert engine.sandboxes() == []
     assert kernel.calls == []
 
