@@ -327,6 +327,9 @@ class Engine(Catalog):
             raise Conflict(f"sandbox {name!r} already exists")
         if self.kernel.netns_exists(name):
             raise Conflict(f"a network namespace named {name!r} exists and is not nsnet's")
+        taken = self.kernel.sandbox_paths_taken(name)
+        if taken:
+            raise Conflict(f"sandbox {name!r}: {taken[0]} exists and is not nsnet's; remove it or choose another name")
 
     def _ensure_default_network(self) -> None:
         if self._store.network(DEFAULT_NETWORK) is None:

@@ -6,6 +6,7 @@
     ├── Conflict               a name, subnet or address is taken; a network is in use
     │   └── Exhausted          no free address or subnet is left
     ├── KernelError            the kernel refused an operation (the operation and its errno)
+    │   └── PathError          a file or directory could not be made, opened or removed
     └── TeardownError          a removal met errors; it did all it could and lists every one
 
 The CLI catches NsnetError alone and prints its message on one line.
@@ -51,13 +52,28 @@ class KernelError(NsnetError):
         self.operation = operation
         self.errno = errno
         self.detail = detail
-        reason = detail or os.strerror(errno)
-        super().__init__(f"kernel refused {operation}: {reason} ({_errno.errorcode.get(errno, errno)})")
+        super().__init__(self._describe(detail or os.strerror(errno)))
+
+    def _describe(self, reason: str) -> str:
+        return f"kernel refused {self.operation}: {reason} ({_errno.errorcode.get(self.errno, self.errno)})"
 
     @property
     def gone(self) -> bool:
         """True when the error only says the object is already absent."""
         return self.errno in (_errno.ENODEV, _errno.ENOENT, _errno.ESRCH, _errno.EADDRNOTAVAIL)
+
+
+class PathError(KernelError):
+    """A file or directory nsnet needs could not be made, opened or removed: the file system's
+    answer (a file that exists, a missing directory), not a refusal of a netlink or nftables
+    request. `operation` is a verb ("create"), `path` the file."""
+
+    def __init__(self, operation: str, path: str, errno: int, detail: str = "") -> None:
+        self.path = path
+        super().__init__(operation, errno, detail)
+
+    def _describe(self, reason: str) -> str:
+        return f"cannot {self.operation} {self.path}: {reason[:1].lower()}{reason[1:]}"
 
 
 class TeardownError(NsnetError):

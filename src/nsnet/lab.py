@@ -1,91 +1,103 @@
-"""An isolated host: a throwaway network namespace and mount namespace to run nsnet in.
+"""An isolated host: throwaway network, mount and pid namespaces to run nsnet in.
 
 Inside, nsnet sees an empty host (only `lo`), and /run/netns, /etc/netns and its state directory
-are private tmpfs mounts, so nothing it makes can touch or outlive the real machine: when the last
-process of the lab exits, the kernel reclaims every namespace, link and rule made inside it.
-Tests, benchmarks and the demo all run in one (`nsnet lab -- CMD`).
+are private tmpfs mounts, so nothing it makes can touch the real machine. Every process of the lab
+lives in its pid namespace, whatever network namespace it moves to (a sandbox's, one made with
+`unshare -n`): when the command exits, the lab's init exits and the kernel ends them all, and with
+the last of them every namespace, link and rule made inside. Tests, benchmarks and the demo all
+run in one (`nsnet lab -- CMD`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 
-from .kernel.netns import CLONE_NEWNET, CLONE_NEWNS, MS_PRIVATE, MS_REC, kill, mount, pids_in_namespace, umount, unshare
+from .kernel.netns import CLONE_NEWNET, CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, umount, unshare
 from .kernel.rtnl import RtnlSocket
 from .naming import ETC_NETNS_DIR, NETNS_DIR
 from .store import state_dir
 
-LAB_ENV = "NSNET_LAB"
+LAB_ENV = "NSNET_LAB"  # the inode of the lab's pid namespace
+CLONE_NEWPID = 0x20000000
 INIT_NETNS_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO: the inode of the machine's first network namespace
+INIT_PIDNS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO: the same for pid namespaces
+PR_SET_PDEATHSIG = 1
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP)
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def enter() -> None:
-    """Move this (single-threaded) process into a new isolated host. Call before starting threads."""
+    """Move this (single-threaded) process into a new isolated host. Call before starting threads.
+
+    Its pid namespace stays the one it is in (run() gives the lab's command a new one)."""
     unshare(CLONE_NEWNET | CLONE_NEWNS)
     mount("none", "/", None, MS_REC | MS_PRIVATE)
-    for directory in (NETNS_DIR, ETC_NETNS_DIR, state_dir()):
+    for directory, mode in ((NETNS_DIR, "0755"), (ETC_NETNS_DIR, "0755"), (state_dir(), "0700")):
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
+        mount("tmpfs", directory, "tmpfs", 0, f"mode={mode}")
     # sysfs shows the interfaces of the namespace that mounted it; remount it for this one.
     umount("/sys")
     mount("sysfs", "/sys", "sysfs", 0)
     lo = RtnlSocket()
     lo.set_up(1, "lo")
     lo.close()
-    os.environ[LAB_ENV] = str(os.getpid())
+    os.environ[LAB_ENV] = str(_ns_inode("pid"))
 
 
 def run(argv: list[str]) -> int:
-    """Run argv (a shell when empty) in a new isolated host; when it exits, end every process
-    still running in that host, so nothing outlives it (a server left in the background would
-    otherwise keep the namespace, and everything in it, alive). Returns argv's exit status."""
-    enter()
+    """Run argv (a shell when empty) in a new isolated host and return its exit status.
+
+    The lab's first child is pid 1 of a new pid namespace (_init): it runs argv and exits with
+    it, and the kernel then ends every process still in that namespace, so nothing outlives the
+    lab (a server left in the background would otherwise keep the namespaces it is in alive)."""
     argv = argv or [os.environ.get("SHELL", "/bin/sh")]
-    child = os.fork()
-    if child == 0:
-        try:
-            os.execvp(argv[0], argv)
-        except OSError as exc:
-            os.write(2, f"nsnet lab: {argv[0]}: {exc.strerror}\n".encode())
-            os._exit(127)
+    unshare(CLONE_NEWPID)
+    enter()
+    init = os.fork()
+    if init == 0:
+        os._exit(_init(argv))
     # The terminal's signals reach the command directly; the lab waits for it.
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
+    for sig in TERMINAL_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    _, status = os.waitpid(child, 0)
-    kill([pid for pid in _pids_left() if pid != os.getpid()])
+    _, status = os.waitpid(init, 0)
+    return _exit_code(status)
+
+
+def _init(argv: list[str]) -> int:
+    """pid 1 of the lab's pid namespace: a /proc of its own, argv as its child, every orphan of
+    the namespace reaped, and argv's status as its own."""
+    try:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a lab killed takes everything with it
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        os.environ[LAB_ENV] = str(_ns_inode("pid"))
+        command = os.fork()
+        if command == 0:
+            try:
+                os.execvp(argv[0], argv)
+            except OSError as exc:
+                os.write(2, f"nsnet lab: {argv[0]}: {exc.strerror}\n".encode())
+                os._exit(127)
+        for sig in TERMINAL_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        while True:
+            pid, status = os.wait()
+            if pid == command:
+                return _exit_code(status)
+    except BaseException as exc:  # pid 1 must exit, whatever happened
+        os.write(2, f"nsnet lab: {exc}\n".encode())
+        return 125
+
+
+def _exit_code(status: int) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
-def _pids_left() -> list[int]:
-    """Processes still in the lab's network namespace or in one pinned under its private
-    /run/netns (a sandbox's, or one made with `ip netns add`): a daemon started in a sandbox
-    would otherwise outlive the lab."""
-    namespaces = {os.stat("/proc/self/ns/net").st_ino}
-    for entry in os.listdir(NETNS_DIR):
-        try:
-            namespaces.add(os.stat(os.path.join(NETNS_DIR, entry)).st_ino)
-        except OSError:
-            continue
-    return [pid for namespace in namespaces for pid in pids_in_namespace(namespace)]
-
-
-def _ns_inode(pid: int | str) -> int:
-    return os.stat(f"/proc/{pid}/ns/net").st_ino
-
-
-def _parent_pid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
-
-
-def _is_self_or_ancestor(pid: int) -> bool:
-    current = os.getpid()
-    while current > 1:
-        if current == pid:
-            return True
-        current = _parent_pid(current)
-    return False
+def _ns_inode(kind: str) -> int:
+    return os.stat(f"/proc/self/ns/{kind}").st_ino
 
 
 def _tmpfs_mount_points() -> set[str]:
@@ -102,21 +114,21 @@ def isolation_problem() -> str | None:
     """Why this process is not provably inside an isolated host, or None when it is.
 
     For tests, benchmarks and demos that make namespaces, links and rules. It fails closed: an
-    environment variable alone proves nothing, so NSNET_LAB must name this process or an
-    ancestor, whose parent (the shell that ran `nsnet lab`) is in another network namespace, and
-    the lab's private tmpfs mounts must be in place.
+    environment variable alone proves nothing, so this process must be in neither the machine's
+    initial network namespace nor its initial pid namespace, NSNET_LAB must name its pid
+    namespace (the lab's; a process in a pid namespace nested in it fails, closed), and the lab's
+    private tmpfs mounts must be in place.
     """
-    lab_pid = os.environ.get(LAB_ENV)
-    if not lab_pid:
+    lab = os.environ.get(LAB_ENV)
+    if not lab:
         return f"{LAB_ENV} is not set"
     try:
-        ours = _ns_inode("self")
-        if ours == INIT_NETNS_INODE:
+        if _ns_inode("net") == INIT_NETNS_INODE:
             return "this is the machine's initial network namespace"
-        if not lab_pid.isdigit() or not _is_self_or_ancestor(int(lab_pid)):
-            return f"{LAB_ENV}={lab_pid} is not this process or one of its ancestors"
-        if _ns_inode(_parent_pid(int(lab_pid))) == ours:
-            return "the lab's parent shares this network namespace"
+        if _ns_inode("pid") == INIT_PIDNS_INODE:
+            return "this is the machine's initial pid namespace"
+        if lab != str(_ns_inode("pid")):
+            return f"{LAB_ENV}={lab} does not name this process's pid namespace"
         missing = {NETNS_DIR, ETC_NETNS_DIR, state_dir()} - _tmpfs_mount_points()
         if missing:
             return f"no private tmpfs on {', '.join(sorted(missing))}"

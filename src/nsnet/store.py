@@ -9,9 +9,11 @@ the cross-process lock that serialises allocations (addresses, subnets, names). 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,6 +132,37 @@ class StoredPorts:
         self._pending.append(mapping)
 
 
+def _private_directory(directory: str) -> None:
+    """Make directory (mode 0700) or check the one there: a real directory, ours, that no one
+    else can enter. An existing one is never loosened or taken over: only an empty one of ours
+    may be tightened to 0700 (nsnet's own, made under a wider umask, or a fresh mount point)."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    refuse = f"cannot use {directory} as the state directory: "
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and os.path.islink(directory):
+            raise NsnetError(refuse + "it is a symbolic link, and nsnet follows no link it did not make") from None
+        raise
+    try:
+        status = os.fstat(fd)
+        mode = stat.S_IMODE(status.st_mode)
+        if status.st_uid != os.geteuid():
+            raise NsnetError(refuse + f"it is owned by uid {status.st_uid}, not by this user ({os.geteuid()})")
+        if mode & 0o077:
+            if os.listdir(fd):
+                raise NsnetError(refuse + f"its mode {mode:04o} lets others in; nsnet keeps its state private"
+                                 " (0700): choose a new or an empty directory")
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
 class Store:
     def __init__(self, directory: str | None = None) -> None:
         self.directory = directory or state_dir()
@@ -140,13 +173,16 @@ class Store:
             raise NsnetError(f"cannot open the state in {self.directory}: {exc}{hint}") from None
 
     def _open(self) -> None:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        _private_directory(self.directory)
         path = os.path.join(self.directory, "state.db")
-        fresh = not os.path.exists(path)
+        try:  # made here, private from its first byte; sqlite would follow a link
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NsnetError(f"cannot open the state in {self.directory}: {path} is a symbolic link,"
+                                 " and nsnet follows no link it did not make") from None
+            raise
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        if fresh:
-            os.chmod(path, 0o600)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable across process crashes in WAL mode and skips an fsync per commit.
         self.db.execute("PRAGMA synchronous=NORMAL")

@@ -35,6 +35,9 @@ class Kernel(ABC):
     def write_etc_files(self, sandbox: str, files: dict[str, str]) -> None: ...
     @abstractmethod
     def remove_etc_files(self, sandbox: str) -> None: ...
+    @abstractmethod
+    def sandbox_paths_taken(self, sandbox: str) -> list[str]:
+        """The paths a new sandbox needs (/run/netns/NAME, /etc/netns/NAME) that exist already."""
 
     # Links, addresses, routes. Each method is one kernel change, so that an operation's undo
     # covers all it did. `group` is the ledger's interface group (model.Owner).

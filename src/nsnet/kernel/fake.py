@@ -17,8 +17,9 @@ from typing import Any
 from ..doctor import HostFacts
 from ..model import Owner
 from .state import LinkState, Observed, Ruleset, element_key
-from ..errors import KernelError
+from ..errors import KernelError, PathError
 from ..publish import Listener, Listeners
+from ..naming import etc_netns_dir, netns_path
 from . import Kernel
 
 
@@ -33,6 +34,7 @@ class FakeKernel(Kernel):
         self.nft_log: list[list[dict[str, Any]]] = []
         self.sysctls: dict[str, str] = {}
         self.etc: dict[str, dict[str, str]] = {}
+        self.foreign_paths: set[str] = set()  # files a user made where a sandbox's would go
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])
         self.host_listeners: list[Listener] = []
@@ -60,13 +62,14 @@ class FakeKernel(Kernel):
 
     def create_netns(self, sandbox: str) -> None:
         self._mutating("create_netns", sandbox)
-        if sandbox in self.netns:
-            raise KernelError(f"creation of netns {sandbox}", errno.EEXIST)
+        if sandbox in self.netns or netns_path(sandbox) in self.foreign_paths:
+            raise PathError("create", netns_path(sandbox), errno.EEXIST)
         self.netns.add(sandbox)
 
     def delete_netns(self, sandbox: str) -> None:
         self._mutating("delete_netns", sandbox)
-        self._need(sandbox in self.netns, f"deletion of netns {sandbox}")
+        if sandbox not in self.netns:
+            raise PathError("delete", netns_path(sandbox), errno.ENOENT, "no namespace is pinned there")
         self.netns.discard(sandbox)
         for key, link in list(self.links.items()):
             if key in self.links and (key[0] == sandbox or link.get("peer_ns") == sandbox):
@@ -86,11 +89,18 @@ class FakeKernel(Kernel):
 
     def write_etc_files(self, sandbox: str, files: dict[str, str]) -> None:
         self._mutating("write_etc_files", sandbox)
+        if sandbox in self.etc or etc_netns_dir(sandbox) in self.foreign_paths:
+            raise PathError("create", etc_netns_dir(sandbox), errno.EEXIST)
         self.etc[sandbox] = dict(files)
 
     def remove_etc_files(self, sandbox: str) -> None:
         self._mutating("remove_etc_files", sandbox)
         self.etc.pop(sandbox, None)
+
+    def sandbox_paths_taken(self, sandbox: str) -> list[str]:
+        paths = [netns_path(sandbox)] if sandbox in self.netns else []
+        paths += [etc_netns_dir(sandbox)] if sandbox in self.etc else []
+        return paths + [p for p in sorted(self.foreign_paths) if p in (netns_path(sandbox), etc_netns_dir(sandbox))]
 
     # Links, addresses, routes
 

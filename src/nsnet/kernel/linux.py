@@ -92,6 +92,9 @@ class LinuxKernel(Kernel):
     def remove_etc_files(self, sandbox: str) -> None:
         netns.remove_etc_files(sandbox)
 
+    def sandbox_paths_taken(self, sandbox: str) -> list[str]:
+        return netns.paths_taken(sandbox)
+
     # Links, addresses, routes
 
     def create_bridge(self, name: str, mtu: int, mac: str, group: int) -> None:
@@ -177,7 +180,9 @@ class LinuxKernel(Kernel):
         from . import observe
         from .state import Observed
 
-        pinned = frozenset(os.listdir(netns.NETNS_DIR)) if os.path.isdir(netns.NETNS_DIR) else frozenset()
+        # A link under /run/netns is no sandbox's namespace (netns.exists): gc must not repair through it.
+        pinned = frozenset(n for n in os.listdir(netns.NETNS_DIR) if netns.exists(n)) \
+            if os.path.isdir(netns.NETNS_DIR) else frozenset()
         inside: dict[str, dict] = {}
         routes: dict[str, tuple[str, str] | None] = {}
         for name in sandboxes:

@@ -10,13 +10,15 @@ only through `enter_sandbox`, which is meant to run in a child just before exec.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
+import stat
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..errors import KernelError
+from ..errors import KernelError, PathError
 from ..naming import ETC_NETNS_DIR, NETNS_DIR, etc_netns_dir, netns_path
 
 CLONE_NEWNS = 0x00020000
@@ -28,6 +30,11 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+# The files nsnet writes under /etc/netns/NAME: the only ones it ever removes there.
+ETC_FILES = ("hosts",)
+NOT_A_LINK = "it is a symbolic link, and nsnet follows no link it did not make"
 
 T = TypeVar("T")
 
@@ -80,7 +87,7 @@ def in_netns(path: str, fn: Callable[[], T]) -> T:
     """Run fn inside the network namespace pinned at path, in a helper thread."""
 
     def body() -> T:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             setns(fd, CLONE_NEWNET)
         finally:
@@ -103,7 +110,13 @@ def _ensure_run_dir() -> None:
     global _run_dir_ready
     if _run_dir_ready:
         return
-    os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+    try:
+        os.mkdir(NETNS_DIR, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise PathError("create", NETNS_DIR, exc.errno or 0) from None
+    _refuse_link(NETNS_DIR)
     if _libc.mount(b"none", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None) != 0:
         if ctypes.get_errno() != 22:  # EINVAL: not a mount point yet
             raise KernelError(f"making {NETNS_DIR} shared", ctypes.get_errno())
@@ -121,9 +134,9 @@ def create(name: str, inside: Callable[[], T]) -> T:
     _ensure_run_dir()
     path = netns_path(name)
     try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0))
     except OSError as exc:
-        raise KernelError(f"creation of {path}", exc.errno) from None
+        raise PathError("create", path, exc.errno or 0) from None
 
     def body() -> T:
         unshare(CLONE_NEWNET)
@@ -138,28 +151,66 @@ def create(name: str, inside: Callable[[], T]) -> T:
 
 
 def _release(path: str) -> None:
-    if _libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (22, 2):
+    """Unpin and unlink path, never through a symbolic link: not at path (UMOUNT_NOFOLLOW, and a
+    link found there is left alone) nor at /run/netns itself."""
+    _refuse_link(NETNS_DIR)
+    if _libc.umount2(path.encode(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0 and ctypes.get_errno() not in (22, 2):
         raise KernelError(f"unmount of {path}", ctypes.get_errno())
+    if _pinned_stat(path) is None:
+        return
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        raise PathError("remove", path, exc.errno or 0) from None
 
 
 def delete(name: str) -> None:
-    """Unpin the namespace; the kernel destroys it (and its veths) once no process is inside."""
+    """Unpin the namespace; the kernel destroys it (and its veths) once no process is inside.
+    A symbolic link at /run/netns/NAME is not a namespace nsnet pinned: it counts as gone."""
     path = netns_path(name)
-    if not os.path.exists(path):
-        raise KernelError(f"deletion of {path}", 2)
+    if _pinned_stat(path) is None:
+        raise PathError("delete", path, errno.ENOENT, "no namespace is pinned there")
     _release(path)
 
 
+def _pinned_stat(path: str) -> os.stat_result | None:
+    """path's own status, or None when it is missing or a symbolic link (never followed)."""
+    try:
+        status = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return None if stat.S_ISLNK(status.st_mode) else status
+
+
+def _refuse_link(path: str) -> None:
+    """Refuse a directory nsnet works in that is a symbolic link (or not a directory)."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(status.st_mode):
+        raise PathError("use", path, errno.ELOOP, NOT_A_LINK)
+    if not stat.S_ISDIR(status.st_mode):
+        raise PathError("use", path, errno.ENOTDIR)
+
+
 def exists(name: str) -> bool:
-    return os.path.exists(netns_path(name))
+    return _pinned_stat(netns_path(name)) is not None
 
 
 def inode(name: str) -> int:
-    return os.stat(netns_path(name)).st_ino
+    status = _pinned_stat(netns_path(name))
+    if status is None:
+        raise FileNotFoundError(errno.ENOENT, "no namespace pinned", netns_path(name))
+    return status.st_ino
+
+
+def paths_taken(name: str, run_dir: str = NETNS_DIR, etc_dir: str = ETC_NETNS_DIR) -> list[str]:
+    """The paths a new sandbox NAME needs that exist already, in any form (a file, a directory,
+    a symbolic link, even a dangling one)."""
+    return [path for path in (os.path.join(run_dir, name), os.path.join(etc_dir, name)) if os.path.lexists(path)]
 
 
 def pids_inside(name: str) -> list[int]:
@@ -197,10 +248,12 @@ def enter_sandbox(name: str) -> None:
     Besides the network namespace, the process gets a mount namespace of its own in which /sys
     shows the sandbox's interfaces and each file under /etc/netns/NAME is bound over /etc.
     """
+    path = netns_path(name)
     try:
-        fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as exc:
-        raise KernelError(f"entering sandbox {name}", exc.errno or 0) from None
+        detail = NOT_A_LINK if exc.errno == errno.ELOOP else ""
+        raise PathError("open", path, exc.errno or 0, detail) from None
     setns(fd, CLONE_NEWNET)
     os.close(fd)
     unshare(CLONE_NEWNS)
@@ -208,30 +261,150 @@ def enter_sandbox(name: str) -> None:
     if _libc.umount2(b"/sys", MNT_DETACH) == 0:
         mount(name, "/sys", "sysfs", 0)
     etc = etc_netns_dir(name)
-    if os.path.isdir(etc):
-        for entry in os.listdir(etc):
-            target = os.path.join("/etc", entry)
-            if os.path.exists(target):
-                mount(os.path.join(etc, entry), target, "none", MS_BIND)
+    for entry in _etc_entries(etc):
+        target = os.path.join("/etc", entry)
+        if os.path.exists(target):
+            mount(os.path.join(etc, entry), target, "none", MS_BIND)
 
 
-def write_etc_files(name: str, files: dict[str, str]) -> None:
-    directory = etc_netns_dir(name)
-    os.makedirs(ETC_NETNS_DIR, mode=0o755, exist_ok=True)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+def _etc_entries(etc: str) -> list[str]:
+    """What is in /etc/netns/NAME, or nothing when it (or /etc/netns) is missing or a link."""
     try:
-        for filename, text in files.items():
-            with open(os.path.join(directory, filename), "w") as handle:
-                handle.write(text)
+        base_fd = _open_directory(ETC_NETNS_DIR)
+    except PathError:
+        return []
+    try:
+        fd = _open_directory(os.path.basename(etc), base_fd, etc)
+    except PathError:
+        return []
+    finally:
+        os.close(base_fd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def write_etc_files(name: str, files: dict[str, str], base: str = ETC_NETNS_DIR) -> None:
+    """Make base/NAME and write files in it, following no symbolic link and overwriting nothing:
+    base is opened without following a link, NAME must not exist, and each file is created
+    exclusively. On failure, undo only what this call made."""
+    unknown = set(files) - set(ETC_FILES)
+    if unknown:
+        raise ValueError(f"not among the files nsnet owns under {base}: {sorted(unknown)}")
+    directory = os.path.join(base, name)
+    try:
+        os.mkdir(base, 0o755)
+    except FileExistsError:
+        pass
     except OSError as exc:
-        remove_etc_files(name)  # this step's own undo: it made the directory
-        raise KernelError(f"writing {directory}", exc.errno or 0) from None
+        raise PathError("create", base, exc.errno or 0) from None
+    base_fd = _open_directory(base)
+    try:
+        try:
+            os.mkdir(name, 0o755, dir_fd=base_fd)
+        except OSError as exc:
+            raise PathError("create", directory, exc.errno or 0) from None
+        try:
+            _write_new_files(base_fd, name, files, directory)
+        except BaseException:
+            _rmdir_if_empty(base_fd, name, directory)  # the files it made are gone already
+            raise
+    finally:
+        os.close(base_fd)
 
 
-def remove_etc_files(name: str) -> None:
-    directory = etc_netns_dir(name)
-    if not os.path.isdir(directory):
-        return
-    for entry in os.listdir(directory):
-        os.unlink(os.path.join(directory, entry))
-    os.rmdir(directory)
+def _write_new_files(base_fd: int, name: str, files: dict[str, str], directory: str) -> None:
+    dir_fd = _open_directory(name, base_fd, directory)
+    made: list[str] = []
+    try:
+        os.fchmod(dir_fd, 0o755)  # whatever the umask: processes of any user in the sandbox read these
+        for filename, text in files.items():
+            path = os.path.join(directory, filename)
+            try:
+                fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o644, dir_fd=dir_fd)
+            except OSError as exc:
+                raise PathError("create", path, exc.errno or 0) from None
+            made.append(filename)
+            try:
+                os.fchmod(fd, 0o644)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(text)
+            except OSError as exc:
+                raise PathError("write", path, exc.errno or 0) from None
+    except BaseException:
+        for filename in made:
+            _unlink_regular(dir_fd, filename, os.path.join(directory, filename))
+        raise
+    finally:
+        os.close(dir_fd)
+
+
+def remove_etc_files(name: str, base: str = ETC_NETNS_DIR) -> None:
+    """Remove the files nsnet writes (ETC_FILES) from base/NAME, and the directory if that leaves
+    it empty. Files a user added there, and the directory holding them, stay; a symbolic link
+    (at base, at NAME or in place of a file) is neither followed nor removed."""
+    try:
+        base_fd = _open_directory(base)
+    except PathError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return  # nsnet writes only into a real directory: nothing there is its
+        raise
+    try:
+        _remove_own_directory(base_fd, name, os.path.join(base, name))
+    finally:
+        os.close(base_fd)
+
+
+def _remove_own_directory(base_fd: int, name: str, directory: str) -> None:
+    try:
+        dir_fd = _open_directory(name, base_fd, directory)
+    except PathError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return
+        raise
+    try:
+        for filename in ETC_FILES:
+            _unlink_regular(dir_fd, filename, os.path.join(directory, filename))
+    finally:
+        os.close(dir_fd)
+    _rmdir_if_empty(base_fd, name, directory)
+
+
+def _rmdir_if_empty(base_fd: int, name: str, directory: str) -> None:
+    try:
+        os.rmdir(name, dir_fd=base_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ENOTDIR):
+            raise PathError("remove", directory, exc.errno or 0) from None
+
+
+def _unlink_regular(dir_fd: int, filename: str, path: str) -> None:
+    """Unlink filename if it is a regular file (never a link, a directory or anything else)."""
+    try:
+        if not stat.S_ISREG(os.stat(filename, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return
+        os.unlink(filename, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise PathError("remove", path, exc.errno or 0) from None
+
+
+def _open_directory(path: str, dir_fd: int | None = None, shown: str | None = None) -> int:
+    """A descriptor of the directory path (relative to dir_fd), refusing a symbolic link."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        shown = shown or path
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_link(path, dir_fd):
+            raise PathError("use", shown, errno.ELOOP, NOT_A_LINK) from None
+        raise PathError("open", shown, exc.errno or 0) from None
+
+
+def _is_link(path: str, dir_fd: int | None = None) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import KernelError
+from ..errors import PathError
 
 # The /proc/sys/net trees of all network namespaces share their first directories: the dcache
 # holds one `ipv6` (and `ipv4`, ...) per namespace whose sysctls were ever opened, all under the
@@ -44,7 +44,7 @@ def write(key: str, value: str, under: Directory | None = None) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise KernelError(f"setting {key}={value}", exc.errno or 0) from None
+        raise PathError("write", _path(key), exc.errno or 0) from None
 
 
 def ensure(key: str, value: str) -> str | None:
@@ -53,7 +53,7 @@ def ensure(key: str, value: str) -> str | None:
     try:
         previous = read(key)
     except OSError as exc:
-        raise KernelError(f"reading {key}", exc.errno or 0) from None
+        raise PathError("read", _path(key), exc.errno or 0) from None
     if previous == value:
         return None
     write(key, value)
