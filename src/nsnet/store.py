@@ -175,13 +175,15 @@ class Store:
     def _open(self) -> None:
         _private_directory(self.directory)
         path = os.path.join(self.directory, "state.db")
-        try:  # made here, private from its first byte; sqlite would follow a link
-            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
+        # Made here when new, private from its first byte. An existing one is only looked at:
+        # closing a descriptor of it would drop the POSIX locks another connection of this
+        # process holds on it, and SQLite's locking with them (it corrupts the database).
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            if stat.S_ISLNK(os.lstat(path).st_mode):  # sqlite would follow it
                 raise NsnetError(f"cannot open the state in {self.directory}: {path} is a symbolic link,"
                                  " and nsnet follows no link it did not make") from None
-            raise
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable across process crashes in WAL mode and skips an fsync per commit.
