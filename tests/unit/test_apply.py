@@ -129,7 +129,8 @@ GROUP = Owner().group
 
 def test_apply_runs_every_operation_in_order():
     kernel = FakeKernel()
-    apply([CreateBridge("br0", 1500, "02:00:00:00:00:01", GROUP), AddAddress("br0", IPv4Interface("10.0.0.1/24"))], kernel)
+    apply([CreateBridge("br0", 1500, "02:00:00:00:00:01", GROUP), AddAddress("br0", IPv4Interface("10.0.0.1/24"))],
+          kernel)
     assert kernel.calls == [
         ("create_bridge", "br0", 1500, "02:00:00:00:00:01"),
         ("add_address", "br0", "10.0.0.1/24", None),
@@ -209,8 +210,8 @@ def test_apply_wraps_foreign_exceptions_in_nsnet_error():
 def test_apply_notes_a_failed_rollback_and_raises_the_original_error():
     kernel = FakeKernel(fail_at=3)
     with pytest.raises(KernelError) as caught:
-        apply([CreateBridge("br0", 1500, "02:00:00:00:00:01", GROUP), AddAddress("missing", IPv4Interface("10.0.0.1/24"))],
-              kernel)
+        apply([CreateBridge("br0", 1500, "02:00:00:00:00:01", GROUP),
+               AddAddress("missing", IPv4Interface("10.0.0.1/24"))], kernel)
     assert caught.value.errno == errno.ENODEV
     assert caught.value.__notes__ == [
         "rollback also failed: kernel refused delete_link: injected failure (EPERM)"

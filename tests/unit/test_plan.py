@@ -74,7 +74,8 @@ def test_plan_create_first_network():
 
 def test_plan_create_later_network_reverses_only_its_elements():
     firewall = plan_create_network(DB, others=2, owner=OWNER)[-1]
-    assert firewall == ApplyFirewall(tuple(render.render_add_network(OWNER, DB)), tuple(render.render_remove_network(OWNER, DB)),
+    assert firewall == ApplyFirewall(tuple(render.render_add_network(OWNER, DB)),
+                                     tuple(render.render_remove_network(OWNER, DB)),
                                      "rules of network db")
 
 
@@ -113,7 +114,8 @@ def test_plan_remove_network_with_others_deletes_its_elements_then_the_bridge():
 
 
 def test_removal_ops_have_no_undo():
-    removals = (plan_remove_network(APP, 0, owner=OWNER) + plan_remove_sandbox("web", True, [(WEB_QUIET, QUIET)], owner=OWNER)
+    removals = (plan_remove_network(APP, 0, owner=OWNER)
+                + plan_remove_sandbox("web", True, [(WEB_QUIET, QUIET)], owner=OWNER)
                 + plan_disconnect(WEB_QUIET, QUIET, None, owner=OWNER))
     assert [op.undo() for op in removals] == [None] * len(removals)
 
@@ -193,7 +195,8 @@ def test_hosts_file_names_the_first_address():
 def test_plan_disconnect_default_route_endpoint_hands_the_route_over():
     assert plan_disconnect(WEB_APP, APP, WEB_DB, owner=OWNER) == [
         DeleteLink("nsvcccccccccccc"),
-        RemoveFirewallElements(tuple(render.render_remove_endpoints(OWNER, [(WEB_APP, APP)])), "rules of nsvcccccccccccc"),
+        RemoveFirewallElements(tuple(render.render_remove_endpoints(OWNER, [(WEB_APP, APP)])),
+                               "rules of nsvcccccccccccc"),
         SetDefaultRoute("web", IPv4Address("10.32.0.1"), "eth1"),
     ]
 
@@ -201,7 +204,8 @@ def test_plan_disconnect_default_route_endpoint_hands_the_route_over():
 def test_plan_disconnect_last_endpoint_only_deletes_the_link_and_its_rules():
     assert plan_disconnect(WEB_APP, APP, None, owner=OWNER) == [
         DeleteLink("nsvcccccccccccc"),
-        RemoveFirewallElements(tuple(render.render_remove_endpoints(OWNER, [(WEB_APP, APP)])), "rules of nsvcccccccccccc"),
+        RemoveFirewallElements(tuple(render.render_remove_endpoints(OWNER, [(WEB_APP, APP)])),
+                               "rules of nsvcccccccccccc"),
     ]
 
 
@@ -209,7 +213,8 @@ def test_plan_disconnect_secondary_endpoint_leaves_the_route():
     # The caller names a successor only for the endpoint that carried the route (Engine.disconnect).
     assert plan_disconnect(WEB_DB, DB, None, owner=OWNER) == [
         DeleteLink("nsvdddddddddddd"),
-        RemoveFirewallElements(tuple(render.render_remove_endpoints(OWNER, [(WEB_DB, DB)])), "rules of nsvdddddddddddd"),
+        RemoveFirewallElements(tuple(render.render_remove_endpoints(OWNER, [(WEB_DB, DB)])),
+                               "rules of nsvdddddddddddd"),
     ]
 
 

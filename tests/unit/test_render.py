@@ -136,7 +136,8 @@ def test_endpoint_on_an_icc_network_has_its_identity_and_no_icc_rule():
 def test_rendering_touches_only_nsnets_tables():
     commands = (render.render_add_network(OWNER, QUIET) + render.render_remove_network(OWNER, QUIET)
                 + render.render_add_endpoint(OWNER, endpoint(QUIET, "d"), QUIET)
-                + render.render_remove_endpoints(OWNER, [(endpoint(QUIET, "d"), QUIET)]) + render.render_remove_table(OWNER))
+                + render.render_remove_endpoints(OWNER, [(endpoint(QUIET, "d"), QUIET)])
+                + render.render_remove_table(OWNER))
     tables = set()
     for command in commands:
         ((_, body),) = command.items()
@@ -219,8 +220,9 @@ def test_within_network_is_a_drop_on_a_no_icc_network_and_an_accept_otherwise():
 
     assert within(QUIET) == [[[{"concat": [QUIET.bridge, QUIET.bridge]}, {"drop": None}]]]
     assert within(APP) == [[[{"concat": [APP.bridge, APP.bridge]}, {"accept": None}]]]
-    assert {"delete": {"element": {"family": "inet", "table": OWNER.table, "name": names.WITHIN_NETWORK,
-                                   "elem": [{"concat": [QUIET.bridge, QUIET.bridge]}]}}} in render.render_remove_network(OWNER, QUIET)
+    within_quiet = {"family": "inet", "table": OWNER.table, "name": names.WITHIN_NETWORK,
+                    "elem": [{"concat": [QUIET.bridge, QUIET.bridge]}]}
+    assert {"delete": {"element": within_quiet}} in render.render_remove_network(OWNER, QUIET)
 
 
 def test_a_regular_network_is_entered_through_to_network_and_left_by_an_accept():
@@ -231,8 +233,8 @@ def test_a_regular_network_is_entered_through_to_network_and_left_by_an_accept()
 
 
 def rules(owner: Owner, family: str, chain: str) -> list[dict]:
-    return [c["add"]["rule"] for c in render.render_skeleton(owner)
-            if "rule" in c.get("add", {}) and (c["add"]["rule"]["family"], c["add"]["rule"]["chain"]) == (family, chain)]
+    found = [c["add"]["rule"] for c in render.render_skeleton(owner) if "rule" in c.get("add", {})]
+    return [rule for rule in found if (rule["family"], rule["chain"]) == (family, chain)]
 
 
 def meta(key: str) -> dict:
