@@ -6,6 +6,7 @@ reads them. After an intended change to the rules, regenerate them by hand and r
     .venv/bin/python tests/golden/update.py
 """
 
+import importlib
 import json
 import sys
 from dataclasses import replace
@@ -82,12 +83,14 @@ def test_every_golden_file_has_its_case():
 
 
 def test_the_golden_test_reads_and_never_writes(tmp_path, monkeypatch):
-    """A golden file that differs fails the test whatever the environment says, and stays as it was."""
+    """A golden file that differs fails the test whatever the environment says, and stays as it was.
+    The module is re-executed with the old switch set, in case it is read at import."""
     monkeypatch.setenv("NSNET_UPDATE_GOLDEN", "1")
+    module = importlib.reload(sys.modules[__name__])
     (tmp_path / "render_remove_table.json").write_text("[]\n")
-    monkeypatch.setattr(sys.modules[__name__], "GOLDEN", tmp_path)
+    monkeypatch.setattr(module, "GOLDEN", tmp_path)
     with pytest.raises(AssertionError):
-        test_rendering_matches_golden_file("render_remove_table")
+        module.test_rendering_matches_golden_file("render_remove_table")
     assert (tmp_path / "render_remove_table.json").read_text() == "[]\n"
 
 
