@@ -65,17 +65,19 @@ def _map_element(elements: dict[str, str], verb: str, element: Any) -> None:
 
 class NftKernel(FakeKernel):
     """A FakeKernel whose nft refuses a transaction as nft does, and then applies none of it:
-    ENOENT when it deletes what is not there, EEXIST when it remaps a map key."""
+    ENOENT when it deletes what is not there, EEXIST when it remaps a map key. What it accepts
+    goes to FakeKernel's own model too (so check and gc see it)."""
 
     def nft(self, commands: list[dict[str, Any]]) -> None:
-        self._mutating("nft", len(commands))
         try:
             nft_state([*self.nft_log, commands])
         except KeyError as exc:
+            self._mutating("nft", len(commands))
             raise KernelError("nft transaction", errno.ENOENT, f"no such object {exc}") from None
         except ValueError as exc:
+            self._mutating("nft", len(commands))
             raise KernelError("nft transaction", errno.EEXIST, str(exc)) from None
-        self.nft_log.append(commands)
+        super().nft(commands)
 
 
 @pytest.fixture(autouse=True)
@@ -94,14 +96,24 @@ def engine(tmp_path, kernel: FakeKernel) -> Iterator[Engine]:
         yield made
 
 
+def live_sysctls(kernel: FakeKernel) -> dict[str, str]:
+    """The sysctls the kernel would still have: an interface's (net.*.conf.NAME.*) go with it, which
+    FakeKernel does not model (it keeps what was written to a bridge before its deletion)."""
+    host_links = {name for ns, name in kernel.links if ns is None}
+    return {key: value for key, value in kernel.sysctls.items()
+            if ".conf." not in key or key.split(".")[3] in host_links}
+
+
 @pytest.fixture
 def kernel_state() -> Callable[[FakeKernel], dict[str, Any]]:
-    """A deep copy of everything a FakeKernel holds but its call log and sysctls (never undone)."""
+    """A deep copy of everything a FakeKernel holds but its call log: a failed command must leave
+    every one as it found it, the sysctls it set included."""
 
     def snapshot(kernel: FakeKernel) -> dict[str, Any]:
         return copy.deepcopy({
             "netns": kernel.netns, "links": kernel.links, "addresses": kernel.addresses, "routes": kernel.routes,
             "nft": nft_state(kernel.nft_log), "etc": kernel.etc, "pids": kernel.pids,
+            "sysctls": live_sysctls(kernel),
         })
 
     return snapshot
@@ -128,17 +140,34 @@ def assert_matches_ledger() -> Callable[[Engine, FakeKernel], None]:
         assert {e.host_ifname: kernel.links[(None, e.host_ifname)]["master"] for e in endpoints} == {
             e.host_ifname: by_name[e.network].bridge for e in endpoints
         }
+        group = engine.owner.group
+        assert {name: link["group"] for (ns, name), link in kernel.links.items() if ns is None} == {
+            name: group for ns, name in kernel.links if ns is None}
+        assert {e.host_ifname: port_state(kernel.links[(None, e.host_ifname)]) for e in endpoints} == {
+            e.host_ifname: {"up": True, "mtu": by_name[e.network].mtu, "hairpin": True, "learning": False,
+                            "locked": True, "isolated": not by_name[e.network].icc, "static_macs": {e.mac}}
+            for e in endpoints}
+        assert {(e.sandbox, e.ifname): (kernel.links[(e.sandbox, e.ifname)]["up"],
+                                        kernel.links[(e.sandbox, e.ifname)]["mac"]) for e in endpoints} == {
+            (e.sandbox, e.ifname): (True, e.mac) for e in endpoints}
         assert kernel.addresses == (
             {(None, n.bridge, n.gateway_interface) for n in networks}
             | {(e.sandbox, e.ifname, e.address) for e in endpoints}
         )
         assert kernel.routes == {e.sandbox: (e.gateway, e.ifname) for e in endpoints if e.default_route}
-        from_scratch = [render.render_add_network(n) for n in networks] + [
-            render.render_add_endpoint(e, by_name[e.network]) for e in endpoints
+        owner = engine.owner
+        from_scratch = [render.render_add_network(owner, n) for n in networks] + [
+            render.render_add_endpoint(owner, e, by_name[e.network]) for e in endpoints
         ]
         assert nft_state(kernel.nft_log) == nft_state(from_scratch)
+        assert engine.check() == []
 
     return check
+
+
+def port_state(link: dict[str, Any]) -> dict[str, Any]:
+    """What nsnet sets on a sandbox's bridge port (FakeKernel's view of the host end of a veth)."""
+    return {key: link.get(key) for key in ("up", "mtu", "hairpin", "learning", "locked", "isolated", "static_macs")}
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import errno
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
@@ -12,16 +12,23 @@ from nsnet.apply import apply, teardown
 from nsnet.engine import Engine
 from nsnet.errors import KernelError, NsnetError, TeardownError
 from nsnet.kernel.fake import FakeKernel
+from nsnet.model import Owner
 from nsnet.plan.ops import (
     AddAddress,
+    AddFdbEntry,
     CreateBridge,
     CreateNetns,
+    CreateVeth,
+    DisableIPv6,
     DeleteLink,
     DeleteNetns,
     EnsureSysctl,
     Operation,
     RemoveEtcFiles,
     RemoveFirewallElements,
+    SetDefaultRoute,
+    SetLinkUp,
+    SetPortFlags,
     WriteEtcFiles,
 )
 
@@ -41,8 +48,10 @@ STEPS = [
     lambda engine: engine.create_sandbox("db", networks=["back"]),
     lambda engine: engine.connect("front", "db", publish=["8081:81"]),
 ]
-# Published ports are elements of the sandbox's one firewall transaction: they add no call.
-STEP_CALLS = [6, 6, 8, 6, 3]
+# A network: ip_forward, bridge, its two sysctls, gateway address, rules. A sandbox: netns, /etc
+# files, rules (published ports are elements of that one transaction: they add no call), then per
+# endpoint veth, port flags, FDB entry, IPv6 off, peer up, address, and the default route once.
+STEP_CALLS = [6, 6, 3 + 6 + 1 + 6, 3 + 6 + 1, 1 + 6]
 ADDRESSES = {"web": {"front": "10.1.0.2", "back": "10.2.0.2"}, "db": {"back": "10.2.0.3", "front": "10.1.0.3"}}
 PORTS = {"web": ["80/tcp -> 0.0.0.0:8080", "90/udp -> 127.0.0.1:32768"], "db": ["81/tcp -> 0.0.0.0:8081"]}
 
@@ -70,8 +79,15 @@ def failing_step(fail_at: int) -> int:
     raise AssertionError(f"no step makes mutating call {fail_at}")
 
 
+def fresh_kernel(fail_at: int | None = None) -> NftKernel:
+    """A host with forwarding off, as it boots."""
+    kernel = NftKernel(fail_at=fail_at)
+    kernel.sysctls["net.ipv4.ip_forward"] = "0"
+    return kernel
+
+
 def test_scenario_makes_the_counted_mutating_calls(tmp_path, assert_matches_ledger):
-    kernel = NftKernel()
+    kernel = fresh_kernel()
     with Engine(state_dir=str(tmp_path), kernel=kernel) as engine:
         for step, calls in zip(STEPS, STEP_CALLS):
             before = len(kernel.calls)
@@ -86,7 +102,7 @@ def test_scenario_makes_the_counted_mutating_calls(tmp_path, assert_matches_ledg
 @pytest.mark.parametrize("fail_at", range(1, sum(STEP_CALLS) + 1))
 def test_failure_at_any_call_leaves_kernel_and_ledger_as_before(tmp_path, fail_at, kernel_state,
                                                                 assert_matches_ledger):
-    kernel = NftKernel(fail_at=fail_at)
+    kernel = fresh_kernel(fail_at)
     index = failing_step(fail_at)
     with Engine(state_dir=str(tmp_path), kernel=kernel) as engine:
         for step in STEPS[:index]:
@@ -96,6 +112,7 @@ def test_failure_at_any_call_leaves_kernel_and_ledger_as_before(tmp_path, fail_a
             STEPS[index](engine)
         assert (caught.value.errno, caught.value.detail) == (errno.EPERM, "injected failure")
         assert (kernel_state(kernel), engine.networks(), engine.sandboxes(), ports_table(tmp_path)) == before
+        assert kernel.sysctls["net.ipv4.ip_forward"] == ("0" if index == 0 else "1")
         assert_matches_ledger(engine, kernel)
 
         kernel.fail_at = None
@@ -107,9 +124,13 @@ def test_failure_at_any_call_leaves_kernel_and_ledger_as_before(tmp_path, fail_a
         assert ports(engine) == PORTS
 
 
+GROUP = Owner().group
+
+
 def test_apply_runs_every_operation_in_order():
     kernel = FakeKernel()
-    apply([CreateBridge("br0", 1500, "02:00:00:00:00:01"), AddAddress("br0", IPv4Interface("10.0.0.1/24"))], kernel)
+    apply([CreateBridge("br0", 1500, "02:00:00:00:00:01", GROUP), AddAddress("br0", IPv4Interface("10.0.0.1/24"))],
+          kernel)
     assert kernel.calls == [
         ("create_bridge", "br0", 1500, "02:00:00:00:00:01"),
         ("add_address", "br0", "10.0.0.1/24", None),
@@ -122,14 +143,50 @@ def test_apply_undoes_completed_operations_in_reverse():
         EnsureSysctl("net.ipv4.ip_forward", "1"),
         CreateNetns("web"),
         WriteEtcFiles("web", (("hosts", "x"),)),
-        CreateBridge("br0", 1500, "02:00:00:00:00:01"),
+        CreateBridge("br0", 1500, "02:00:00:00:00:01", GROUP),
         AddAddress("missing", IPv4Interface("10.0.0.1/24")),
     ]
+    kernel.sysctls["net.ipv4.ip_forward"] = "0"
     with pytest.raises(KernelError) as caught:
         apply(plan, kernel)
     assert caught.value.errno == errno.ENODEV
-    assert kernel.calls[5:] == [("delete_link", "br0", None), ("remove_etc_files", "web"), ("delete_netns", "web")]
+    assert kernel.calls[5:] == [("delete_link", "br0", None), ("remove_etc_files", "web"), ("delete_netns", "web"),
+                                ("write_sysctl", "net.ipv4.ip_forward", "0")]
     assert kernel.empty
+    assert kernel.sysctls == {"net.ipv4.ip_forward": "0"}
+
+
+def test_a_sysctl_that_had_the_value_already_is_left_alone_by_rollback():
+    kernel = FakeKernel()
+    kernel.sysctls["net.ipv4.ip_forward"] = "1"
+    with pytest.raises(KernelError):
+        apply([EnsureSysctl("net.ipv4.ip_forward", "1"), AddAddress("missing", IPv4Interface("10.0.0.1/24"))], kernel)
+    assert kernel.calls == [("ensure_sysctl", "net.ipv4.ip_forward", "1"),
+                            ("add_address", "missing", "10.0.0.1/24", None)]
+    assert kernel.sysctls == {"net.ipv4.ip_forward": "1"}
+
+
+VETH = CreateVeth("nsv0", "br0", "web", "eth0", 1500, "02:4e:0a:00:00:02", GROUP)
+AFTER_VETH = [SetPortFlags("nsv0", isolated=True), AddFdbEntry("nsv0", "02:4e:0a:00:00:02"), DisableIPv6("nsv0"),
+              SetLinkUp("eth0", "web"), AddAddress("eth0", IPv4Interface("10.0.0.2/24"), "web"),
+              SetDefaultRoute("web", IPv4Address("10.0.0.1"), "eth0")]
+
+
+@pytest.mark.parametrize("failing", range(len(AFTER_VETH)))
+def test_a_failure_after_the_veth_exists_deletes_the_pair(failing):
+    """CreateVeth is one kernel change and the port's flags, FDB entry, IPv6, link state, address and
+    route each their own: whichever fails, the pair goes (and the peer's address and route with it)."""
+    kernel = FakeKernel()
+    kernel.netns.add("web")
+    kernel.links[(None, "br0")] = {"kind": "bridge", "mtu": 1500, "mac": "02:4e:0a:00:00:01", "group": GROUP,
+                                   "up": True}
+    before = {"links": dict(kernel.links), "addresses": set(kernel.addresses), "routes": dict(kernel.routes)}
+    kernel.fail_at = 2 + failing
+    with pytest.raises(KernelError) as caught:
+        apply([VETH, *AFTER_VETH, Raise(AssertionError("not reached"))], kernel)
+    assert caught.value.detail == "injected failure"
+    assert kernel.calls[-1] == ("delete_link", "nsv0", None)
+    assert {"links": kernel.links, "addresses": kernel.addresses, "routes": kernel.routes} == before
 
 
 def test_apply_rolls_back_and_reraises_keyboard_interrupt():
@@ -153,8 +210,8 @@ def test_apply_wraps_foreign_exceptions_in_nsnet_error():
 def test_apply_notes_a_failed_rollback_and_raises_the_original_error():
     kernel = FakeKernel(fail_at=3)
     with pytest.raises(KernelError) as caught:
-        apply([CreateBridge("br0", 1500, "02:00:00:00:00:01"), AddAddress("missing", IPv4Interface("10.0.0.1/24"))],
-              kernel)
+        apply([CreateBridge("br0", 1500, "02:00:00:00:00:01", GROUP),
+               AddAddress("missing", IPv4Interface("10.0.0.1/24"))], kernel)
     assert caught.value.errno == errno.ENODEV
     assert caught.value.__notes__ == [
         "rollback also failed: kernel refused delete_link: injected failure (EPERM)"
@@ -164,7 +221,7 @@ def test_apply_notes_a_failed_rollback_and_raises_the_original_error():
 
 def test_rollback_ignores_objects_already_gone():
     kernel = FakeKernel()
-    plan = [CreateBridge("br0", 1500, "02:00:00:00:00:01"), DeleteLink("br0"),
+    plan = [CreateBridge("br0", 1500, "02:00:00:00:00:01", GROUP), DeleteLink("br0"),
             AddAddress("br0", IPv4Interface("10.0.0.1/24"))]
     with pytest.raises(KernelError) as caught:
         apply(plan, kernel)

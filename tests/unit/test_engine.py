@@ -4,6 +4,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
+from conftest import NftKernel, live_sysctls
 
 from nsnet.engine import Engine
 from nsnet.errors import Conflict, Exhausted, InvalidInput, KernelError, NotFound, NsnetError, TeardownError
@@ -34,8 +35,9 @@ def test_create_network_builds_what_it_records(engine, kernel, assert_matches_le
     assert (network.subnet, network.gateway, network.mtu, network.labels, network.state) == (
         IPv4Network("10.31.0.0/16"), IPv4Address("10.31.0.1"), 1400, (("tier", "web"),), "ready",
     )
-    assert kernel.links[(None, network.bridge)] == {"kind": "bridge", "mtu": 1400, "mac": "02:4e:0a:1f:00:01"}
-    assert kernel.nft_log == [render.render_add_network(network)]
+    assert kernel.links[(None, network.bridge)] == {"kind": "bridge", "mtu": 1400, "mac": "02:4e:0a:1f:00:01",
+                                                    "group": engine.owner.group, "up": True}
+    assert kernel.nft_log == [render.render_add_network(engine.owner, network)]
     assert kernel.sysctls == {"net.ipv4.ip_forward": "1", f"net.ipv4.conf.{network.bridge}.route_localnet": "1",
                               f"net.ipv6.conf.{network.bridge}.disable_ipv6": "1"}
     assert_matches_ledger(engine, kernel)
@@ -77,10 +79,20 @@ def test_auto_subnets_avoid_host_routes_and_each_other(tmp_path):
     assert subnets == [IPv4Network("10.210.1.0/24"), IPv4Network("10.210.4.0/24"), IPv4Network("10.210.5.0/24")]
 
 
-def test_routes_of_nsnet_bridges_are_not_host_routes(tmp_path):
-    routes = [(IPv4Network("10.210.0.0/24"), "nsbr-0123456789")]
-    with make_engine(tmp_path, FakeKernel(routes=routes)) as engine:
-        assert engine.create_network("app").subnet == IPv4Network("10.210.0.0/24")
+def test_routes_of_this_ledgers_bridges_are_not_host_routes_and_another_ledgers_are(tmp_path):
+    """Which bridge is this ledger's comes from the ledger, never from the shape of a name."""
+    kernel = FakeKernel()
+    with make_engine(tmp_path, kernel) as engine:
+        app = engine.create_network("app")
+        assert app.subnet == IPv4Network("10.210.0.0/24")
+        kernel.host_route_table = [(IPv4Network("10.210.0.0/24"), app.bridge),
+                                   (IPv4Network("10.210.5.0/24"), app.bridge),  # e.g. a route via a sandbox
+                                   (IPv4Network("10.210.1.0/24"), "nsbr-0123456789")]  # another ledger's
+        assert engine.create_network("db").subnet == IPv4Network("10.210.2.0/24")
+        assert engine.create_network("via", subnet="10.210.5.0/24").subnet == IPv4Network("10.210.5.0/24")
+        with pytest.raises(Conflict) as caught:
+            engine.create_network("other", subnet="10.210.1.0/24")
+        assert str(caught.value) == "subnet 10.210.1.0/24 overlaps the host route 10.210.1.0/24 on nsbr-0123456789"
 
 
 def test_auto_subnet_is_exhausted_by_a_route_covering_the_pool(tmp_path):
@@ -270,9 +282,9 @@ def test_remove_network_keeps_the_table_while_others_exist(engine, kernel):
     app = engine.create_network("app", subnet="10.31.0.0/24")
     db = engine.create_network("db", subnet="10.32.0.0/24")
     engine.remove_network("app")
-    assert kernel.nft_log[-1] == render.render_remove_network(app)
+    assert kernel.nft_log[-1] == render.render_remove_network(engine.owner, app)
     engine.remove_network("db")
-    assert kernel.nft_log[-1] == render.render_remove_table()
+    assert kernel.nft_log[-1] == render.render_remove_table(engine.owner)
     assert (None, db.bridge) not in kernel.links
     assert kernel.empty
     assert engine.networks() == []
@@ -537,3 +549,20 @@ def test_a_network_is_full_at_the_bridge_port_limit(engine, kernel, monkeypatch)
         engine.create_sandbox("c", networks=["app"])
     assert len(kernel.calls) == calls
     assert [s.name for s in engine.sandboxes()] == ["a", "b"]
+
+
+@pytest.mark.parametrize("fail_at", range(2, 7))
+@pytest.mark.parametrize("forwarding", ["0", "1"])
+def test_a_failed_network_create_leaves_ip_forward_as_it_found_it(tmp_path, fail_at, forwarding):
+    """Issue 9, 14: a failure must leave no trace, ip_forward=1 included (Docker leaves it on only
+    once a network exists)."""
+    kernel = NftKernel(fail_at=fail_at)
+    kernel.sysctls["net.ipv4.ip_forward"] = forwarding
+    with make_engine(tmp_path, kernel) as engine:
+        with pytest.raises(KernelError):
+            engine.create_network("app", subnet="10.31.0.0/24")
+        assert engine.networks() == []
+    assert kernel.calls[0] == ("ensure_sysctl", "net.ipv4.ip_forward", "1")
+    assert kernel.sysctls["net.ipv4.ip_forward"] == forwarding
+    assert live_sysctls(kernel) == {"net.ipv4.ip_forward": forwarding}
+    assert kernel.empty

@@ -33,7 +33,7 @@ def snapshot(engine, kernel, kernel_state):
 
 
 @pytest.fixture
-def published(nft_tables):
+def published(engine, nft_tables):
     """The published_* maps and set as Python values: a concatenation becomes a tuple."""
 
     def plain(text: str):
@@ -41,7 +41,7 @@ def published(nft_tables):
         return tuple(value["concat"]) if isinstance(value, dict) and "concat" in value else value
 
     def read() -> dict[str, object]:
-        inet = nft_tables()[("inet", "nsnet")]
+        inet = nft_tables()[("inet", engine.owner.table)]
         return {name: {plain(k): plain(v) for k, v in inet[name].items()} if isinstance(inet[name], dict)
                 else {plain(e) for e in inet[name]} for name in PUBLISHED}
 
@@ -74,7 +74,8 @@ def test_published_elements_are_in_the_sandbox_transaction_before_its_veths(engi
     engine.create_network("app", subnet="10.31.0.0/24")
     engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
     assert [call[0] for call in kernel.calls[6:]] == [
-        "create_netns", "write_etc_files", "nft", "create_veth", "add_address", "replace_default_route",
+        "create_netns", "write_etc_files", "nft", "create_veth", "set_port_flags", "add_fdb_entry", "disable_ipv6",
+        "set_link_up", "add_address", "replace_default_route",
     ]
     inet = [(c["add"]["element"]["name"], c["add"]["element"]["elem"]) for c in kernel.nft_log[-1]
             if c["add"]["element"]["family"] == "inet"]
@@ -85,7 +86,7 @@ def test_published_elements_are_in_the_sandbox_transaction_before_its_veths(engi
         ("published_any_port", [[{"concat": ["tcp", 8080]}, 80]]),
         ("published_targets", [{"concat": ["10.31.0.2", "tcp", 80]}]),
     ]
-    assert {c["add"]["element"]["table"] for c in kernel.nft_log[-1]} == {"nsnet"}
+    assert {c["add"]["element"]["table"] for c in kernel.nft_log[-1]} == {engine.owner.table}
 
 
 def test_ports_are_in_the_sandbox_dict_and_survive_a_new_engine(tmp_path, kernel):
@@ -254,10 +255,10 @@ def test_rm_deletes_exactly_the_elements_it_added(engine, kernel, nft_tables, as
     added = len(kernel.nft_log)
     engine.remove_sandbox("web")
     assert [[(next(iter(c)), c["delete"]["element"]["name"]) for c in t] for t in kernel.nft_log[added:]] == [[
-        ("delete", "sandbox_addresses"), ("delete", "port_macs"), ("delete", "port_identity"),
+        ("delete", "sandbox_addresses"), ("delete", "port_identity"), ("delete", "port_arp_identity"),
         ("delete", "published_any_ip"), ("delete", "published_any_port"), ("delete", "published_targets"),
         ("delete", "published_addr_ip"), ("delete", "published_addr_port"),
-        ("delete", "sandbox_addresses"), ("delete", "port_macs"), ("delete", "port_identity"),
+        ("delete", "sandbox_addresses"), ("delete", "port_identity"), ("delete", "port_arp_identity"),
     ]]
     engine.disconnect("quiet", "db")
     assert nft_tables() == before

@@ -1,13 +1,14 @@
 """Golden tests of the nftables JSON nsnet renders.
 
-The expected commands live in tests/golden/*.json, pretty-printed with sorted keys. After an
-intended change to the rules, regenerate them and review the diff:
+The expected commands live in tests/golden/*.json, pretty-printed with sorted keys; this test only
+reads them. After an intended change to the rules, regenerate them by hand and review the diff:
 
-    NSNET_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_render.py
+    .venv/bin/python tests/golden/update.py
 """
 
+import importlib
 import json
-import os
+import sys
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
@@ -16,10 +17,13 @@ import pytest
 from conftest import nft_state
 
 from nsnet.firewall import names, render
-from nsnet.model import Endpoint, Network, PortMapping
+from nsnet.model import Endpoint, Network, Owner, PortMapping
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-UPDATE = os.environ.get("NSNET_UPDATE_GOLDEN") == "1"
+# The default ledger's owner in the golden files; the other tests use another one, so that a name
+# or group written into render instead of taken from the owner shows.
+DEFAULT = Owner()
+OWNER = Owner(table="nsnet-4e123456", group=0x4E123456)
 
 APP = Network(
     id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
@@ -54,51 +58,60 @@ def dump(commands: list) -> str:
     return json.dumps(commands, indent=2, sort_keys=True) + "\n"
 
 
-def assert_golden(name: str, commands: list) -> None:
-    path = GOLDEN / f"{name}.json"
-    if UPDATE:
-        path.write_text(dump(commands))
-    assert path.read_text() == dump(commands)
+CASES = {
+    "render_add_network": lambda: render.render_add_network(DEFAULT, APP),
+    "render_add_network_internal": lambda: render.render_add_network(DEFAULT, PRIVATE),
+    "render_remove_network": lambda: render.render_remove_network(DEFAULT, APP),
+    "render_remove_network_internal": lambda: render.render_remove_network(DEFAULT, PRIVATE),
+    "render_remove_table": lambda: render.render_remove_table(DEFAULT),
+    "render_add_endpoint_no_icc": lambda: render.render_add_endpoint(DEFAULT, endpoint(QUIET, "d"), QUIET),
+    "render_remove_endpoints": lambda: render.render_remove_endpoints(
+        DEFAULT, [(endpoint(QUIET, "d"), QUIET), (endpoint(APP, "e"), APP), (endpoint(QUIET, "f"), QUIET)]),
+    "render_add_endpoint_published": lambda: render.render_add_endpoint(DEFAULT, endpoint(APP, "d", PORTS), APP),
+    "render_remove_endpoints_published": lambda: render.render_remove_endpoints(
+        DEFAULT, [(endpoint(APP, "d", PORTS), APP), (endpoint(QUIET, "e", (PortMapping(None, 9090, 80),)), QUIET)]),
+}
 
 
-@pytest.mark.parametrize(
-    "golden, commands",
-    [
-        ("render_add_network", lambda: render.render_add_network(APP)),
-        ("render_add_network_internal", lambda: render.render_add_network(PRIVATE)),
-        ("render_remove_network", lambda: render.render_remove_network(APP)),
-        ("render_remove_network_internal", lambda: render.render_remove_network(PRIVATE)),
-        ("render_remove_table", render.render_remove_table),
-        ("render_add_endpoint_no_icc", lambda: render.render_add_endpoint(endpoint(QUIET, "d"), QUIET)),
-        ("render_remove_endpoints", lambda: render.render_remove_endpoints(
-            [(endpoint(QUIET, "d"), QUIET), (endpoint(APP, "e"), APP), (endpoint(QUIET, "f"), QUIET)])),
-        ("render_add_endpoint_published", lambda: render.render_add_endpoint(endpoint(APP, "d", PORTS), APP)),
-        ("render_remove_endpoints_published", lambda: render.render_remove_endpoints(
-            [(endpoint(APP, "d", PORTS), APP), (endpoint(QUIET, "e", (PortMapping(None, 9090, 80),)), QUIET)])),
-    ],
-)
-def test_rendering_matches_golden_file(golden, commands):
-    assert_golden(golden, commands())
+@pytest.mark.parametrize("golden", sorted(CASES))
+def test_rendering_matches_golden_file(golden):
+    assert (GOLDEN / f"{golden}.json").read_text() == dump(CASES[golden]())
+
+
+def test_every_golden_file_has_its_case():
+    assert sorted(p.stem for p in GOLDEN.glob("*.json")) == sorted(CASES)
+
+
+def test_the_golden_test_reads_and_never_writes(tmp_path, monkeypatch):
+    """A golden file that differs fails the test whatever the environment says, and stays as it was.
+    The module is re-executed with the old switch set, in case it is read at import."""
+    monkeypatch.setenv("NSNET_UPDATE_GOLDEN", "1")
+    module = importlib.reload(sys.modules[__name__])
+    (tmp_path / "render_remove_table.json").write_text("[]\n")
+    monkeypatch.setattr(module, "GOLDEN", tmp_path)
+    with pytest.raises(AssertionError):
+        module.test_rendering_matches_golden_file("render_remove_table")
+    assert (tmp_path / "render_remove_table.json").read_text() == "[]\n"
 
 
 def test_add_network_is_skeleton_then_add_elements():
-    commands = render.render_add_network(APP)
-    assert commands[: len(render.render_skeleton())] == render.render_skeleton()
-    assert [next(iter(c)) for c in commands[len(render.render_skeleton()):]] == ["add"] * 6
+    commands = render.render_add_network(OWNER, APP)
+    assert commands[: len(render.render_skeleton(OWNER))] == render.render_skeleton(OWNER)
+    assert [next(iter(c)) for c in commands[len(render.render_skeleton(OWNER)):]] == ["add"] * 6
 
 
 def test_remove_network_deletes_exactly_what_add_network_added():
-    skeleton = len(render.render_skeleton())
+    skeleton = len(render.render_skeleton(OWNER))
     for network in (APP, PRIVATE, QUIET):
-        added = [c["add"]["element"] for c in render.render_add_network(network)[skeleton:]]
-        deleted = [c["delete"]["element"] for c in render.render_remove_network(network)]
+        added = [c["add"]["element"] for c in render.render_add_network(OWNER, network)[skeleton:]]
+        deleted = [c["delete"]["element"] for c in render.render_remove_network(OWNER, network)]
         verdict_maps = {names.WITHIN_NETWORK, names.TO_BRIDGE, names.FROM_BRIDGE}
         assert [{**body, "elem": [key for key, _ in body["elem"]]} if body["name"] in verdict_maps else body
                 for body in added] == deleted
 
 
 def test_internal_network_is_not_masqueraded():
-    elements = render.render_add_network(PRIVATE)[len(render.render_skeleton()):]
+    elements = render.render_add_network(OWNER, PRIVATE)[len(render.render_skeleton(OWNER)):]
     assert [c["add"]["element"]["name"] for c in elements] == [
         names.BRIDGES, names.WITHIN_NETWORK, names.TO_BRIDGE, names.FROM_BRIDGE, names.BRIDGE_SUBNETS,
         names.INTERNAL_BRIDGES,
@@ -109,41 +122,45 @@ def test_internal_network_is_not_masqueraded():
 
 
 def test_endpoint_on_an_icc_network_has_its_identity_and_no_icc_rule():
-    address = {"family": "inet", "table": "nsnet", "name": "sandbox_addresses",
+    address = {"family": "inet", "table": OWNER.table, "name": "sandbox_addresses",
                "elem": [{"concat": [APP.bridge, "10.31.0.2"]}]}
     identity = [
-        ("port_macs", [{"concat": ["nsvdddddddddddd", "02:4e:0a:00:00:02"]}]),
         ("port_identity", [{"concat": ["nsvdddddddddddd", "02:4e:0a:00:00:02", "10.31.0.2"]}]),
+        ("port_arp_identity", [{"concat": ["nsvdddddddddddd", "02:4e:0a:00:00:02", "02:4e:0a:00:00:02",
+                                           "10.31.0.2"]}]),
     ]
-    for verb, commands in (("add", render.render_add_endpoint(endpoint(APP, "d"), APP)),
-                           ("delete", render.render_remove_endpoints([(endpoint(APP, "d"), APP)]))):
+    for verb, commands in (("add", render.render_add_endpoint(OWNER, endpoint(APP, "d"), APP)),
+                           ("delete", render.render_remove_endpoints(OWNER, [(endpoint(APP, "d"), APP)]))):
         assert commands == [{verb: {"element": address}}] + [
-            {verb: {"element": {"family": "bridge", "table": "nsnet", "name": name, "elem": elem}}}
+            {verb: {"element": {"family": "bridge", "table": OWNER.table, "name": name, "elem": elem}}}
             for name, elem in identity]
 
 
 def test_rendering_touches_only_nsnets_tables():
-    commands = (render.render_add_network(QUIET) + render.render_add_endpoint(endpoint(QUIET, "d"), QUIET)
-                + render.render_remove_table())
+    commands = (render.render_add_network(OWNER, QUIET) + render.render_remove_network(OWNER, QUIET)
+                + render.render_add_endpoint(OWNER, endpoint(QUIET, "d"), QUIET)
+                + render.render_remove_endpoints(OWNER, [(endpoint(QUIET, "d"), QUIET)])
+                + render.render_remove_table(OWNER))
     tables = set()
     for command in commands:
         ((_, body),) = command.items()
         ((kind, obj),) = body.items()
         tables.add((obj["family"], obj["name"] if kind == "table" else obj["table"]))
-    assert tables == {("inet", "nsnet"), ("bridge", "nsnet")}
+    assert tables == {("inet", OWNER.table), ("bridge", OWNER.table)}
 
 
 def test_remove_table_removes_both_families():
-    assert render.render_remove_table() == [
-        {"delete": {"table": {"family": "inet", "name": "nsnet"}}},
-        {"delete": {"table": {"family": "bridge", "name": "nsnet"}}},
+    assert render.render_remove_table(OWNER) == [
+        {"delete": {"table": {"family": "inet", "name": OWNER.table}}},
+        {"delete": {"table": {"family": "bridge", "name": OWNER.table}}},
     ]
 
 
 def test_chains_have_numeric_priorities():
-    chains = [c["add"]["chain"] for c in render.render_skeleton() if "chain" in c.get("add", {})]
+    chains = [c["add"]["chain"] for c in render.render_skeleton(OWNER) if "chain" in c.get("add", {})]
     assert [(c["family"], c["name"], c.get("hook"), c.get("prio")) for c in chains] == [
         ("inet", "forward", "forward", 0), ("inet", "to_network", None, None),
+        ("inet", "internal_input", None, None), ("inet", "input", "input", 0),
         ("inet", "prerouting_guard", "prerouting", -300), ("inet", "published_ports", None, None),
         ("inet", "prerouting", "prerouting", -100), ("inet", "output", "output", -100),
         ("inet", "postrouting", "postrouting", 100),
@@ -152,11 +169,11 @@ def test_chains_have_numeric_priorities():
 
 
 def inet_element(verb: str, name: str, elem: list) -> dict:
-    return {verb: {"element": {"family": "inet", "table": "nsnet", "name": name, "elem": elem}}}
+    return {verb: {"element": {"family": "inet", "table": OWNER.table, "name": name, "elem": elem}}}
 
 
 def test_published_ports_are_map_elements_after_the_identity():
-    commands = render.render_add_endpoint(endpoint(APP, "d", PORTS), APP)
+    commands = render.render_add_endpoint(OWNER, endpoint(APP, "d", PORTS), APP)
     assert commands[3:] == [
         inet_element("add", "published_any_ip", [[{"concat": ["tcp", 8080]}, "10.31.0.2"],
                                                  [{"concat": ["tcp", 8081]}, "10.31.0.2"],
@@ -172,7 +189,7 @@ def test_published_ports_are_map_elements_after_the_identity():
 
 
 def test_published_map_elements_are_deleted_by_key_alone():
-    commands = render.render_remove_endpoints([(endpoint(APP, "d", PORTS), APP)])
+    commands = render.render_remove_endpoints(OWNER, [(endpoint(APP, "d", PORTS), APP)])
     assert commands[3:] == [
         inet_element("delete", "published_any_ip", [{"concat": ["tcp", 8080]}, {"concat": ["tcp", 8081]},
                                                     {"concat": ["udp", 5353]}]),
@@ -189,29 +206,93 @@ def test_published_map_elements_are_deleted_by_key_alone():
 def test_remove_endpoints_deletes_exactly_what_add_endpoint_added():
     pairs = [(endpoint(APP, "d", PORTS), APP), (endpoint(QUIET, "e", (PortMapping(LOOPBACK, 9443, 443),)), QUIET),
              (replace(endpoint(APP, "f"), address=IPv4Interface("10.31.0.3/24")), APP)]
-    added = [c["add"]["element"] for e, n in pairs for c in render.render_add_endpoint(e, n)]
-    deleted = [c["delete"]["element"] for c in render.render_remove_endpoints(pairs)]
+    added = [c["add"]["element"] for e, n in pairs for c in render.render_add_endpoint(OWNER, e, n)]
+    deleted = [c["delete"]["element"] for c in render.render_remove_endpoints(OWNER, pairs)]
     maps = {names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT}
     by_key = [{**body, "elem": [key for key, _ in body["elem"]]} if body["name"] in maps else body for body in added]
     assert by_key == deleted
-    with_elements = [render.render_add_network(APP), render.render_add_network(QUIET)]
-    assert nft_state([*with_elements, [c for e, n in pairs for c in render.render_add_endpoint(e, n)],
-                      render.render_remove_endpoints(pairs)]) == nft_state(with_elements)
+    with_elements = [render.render_add_network(OWNER, APP), render.render_add_network(OWNER, QUIET)]
+    assert nft_state([*with_elements, [c for e, n in pairs for c in render.render_add_endpoint(OWNER, e, n)],
+                      render.render_remove_endpoints(OWNER, pairs)]) == nft_state(with_elements)
 
 
 def test_within_network_is_a_drop_on_a_no_icc_network_and_an_accept_otherwise():
     def within(network: Network) -> list:
-        return [c["add"]["element"]["elem"] for c in render.render_add_network(network)
+        return [c["add"]["element"]["elem"] for c in render.render_add_network(OWNER, network)
                 if c.get("add", {}).get("element", {}).get("name") == names.WITHIN_NETWORK]
 
     assert within(QUIET) == [[[{"concat": [QUIET.bridge, QUIET.bridge]}, {"drop": None}]]]
     assert within(APP) == [[[{"concat": [APP.bridge, APP.bridge]}, {"accept": None}]]]
-    assert {"delete": {"element": {"family": "inet", "table": "nsnet", "name": names.WITHIN_NETWORK,
-                                   "elem": [{"concat": [QUIET.bridge, QUIET.bridge]}]}}} in render.render_remove_network(QUIET)
+    within_quiet = {"family": "inet", "table": OWNER.table, "name": names.WITHIN_NETWORK,
+                    "elem": [{"concat": [QUIET.bridge, QUIET.bridge]}]}
+    assert {"delete": {"element": within_quiet}} in render.render_remove_network(OWNER, QUIET)
 
 
 def test_a_regular_network_is_entered_through_to_network_and_left_by_an_accept():
-    elements = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in render.render_add_network(APP)
+    elements = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in render.render_add_network(OWNER, APP)
                 if "element" in c.get("add", {})}
     assert elements[names.TO_BRIDGE] == [[APP.bridge, {"jump": {"target": names.TO_NETWORK}}]]
     assert elements[names.FROM_BRIDGE] == [[APP.bridge, {"accept": None}]]
+
+
+def rules(owner: Owner, family: str, chain: str) -> list[dict]:
+    found = [c["add"]["rule"] for c in render.render_skeleton(owner) if "rule" in c.get("add", {})]
+    return [rule for rule in found if (rule["family"], rule["chain"]) == (family, chain)]
+
+
+def meta(key: str) -> dict:
+    return {"meta": {"key": key}}
+
+
+def payload(protocol: str, field: str) -> dict:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def test_a_port_passes_only_its_own_ipv4_and_arp_and_drops_every_other_frame_of_the_ledgers_ports():
+    """The Ethernet source counts in both accepts (the bridge learns from it), and the drop is by
+    the ledger's interface group, so it covers IPv6 and any other ethertype, whatever disable_ipv6
+    says and whatever the port is named."""
+    ipv4, arp, drop = rules(OWNER, "bridge", "prerouting")
+    assert ipv4["expr"] == [
+        {"match": {"op": "==", "left": meta("protocol"), "right": "ip"}},
+        {"match": {"op": "==", "left": {"concat": [meta("iifname"), payload("ether", "saddr"), payload("ip", "saddr")]},
+                   "right": "@port_identity"}},
+        {"accept": None},
+    ]
+    assert arp["expr"] == [
+        {"match": {"op": "==", "left": meta("protocol"), "right": "arp"}},
+        {"match": {"op": "==", "left": {"concat": [meta("iifname"), payload("ether", "saddr"),
+                                                   payload("arp", "saddr ether"), payload("arp", "saddr ip")]},
+                   "right": "@port_arp_identity"}},
+        {"accept": None},
+    ]
+    assert drop["expr"] == [{"match": {"op": "==", "left": meta("iifgroup"), "right": OWNER.group}}, {"drop": None}]
+    assert rules(DEFAULT, "bridge", "prerouting")[2]["expr"][0]["match"]["right"] == 0x4E000001
+
+
+def test_an_internal_networks_sandboxes_reach_nothing_on_the_host_but_replies():
+    chains = {c["add"]["chain"]["name"]: c["add"]["chain"] for c in render.render_skeleton(OWNER)
+              if "chain" in c.get("add", {}) and c["add"]["chain"]["family"] == "inet"}
+    assert chains["input"] == {"family": "inet", "table": OWNER.table, "name": "input", "type": "filter",
+                               "hook": "input", "prio": 0, "policy": "accept"}
+    assert [r["expr"] for r in rules(OWNER, "inet", "input")] == [[
+        {"match": {"op": "==", "left": meta("iifname"), "right": "@internal_bridges"}},
+        {"jump": {"target": "internal_input"}},
+    ]]
+    assert [r["expr"] for r in rules(OWNER, "inet", "internal_input")] == [
+        [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": {"set": ["established", "related"]}}},
+         {"accept": None}],
+        [{"drop": None}],
+    ]
+
+
+def test_prerouting_never_translates_loopback_destinations_and_output_does():
+    """A packet to 127.0.0.0/8 arriving from outside is a neighbour routing loopback to the host;
+    the host's own connections to 127.0.0.1 go through output."""
+    not_loopback = {"match": {"op": "!=", "left": payload("ip", "daddr"),
+                              "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}
+    (prerouting,) = rules(OWNER, "inet", "prerouting")
+    (output,) = rules(OWNER, "inet", "output")
+    assert prerouting["expr"][1] == not_loopback
+    assert output["expr"] == [e for e in prerouting["expr"] if e != not_loopback]
+    assert output["expr"][-1] == {"jump": {"target": "published_ports"}}
