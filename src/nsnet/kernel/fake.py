@@ -106,6 +106,8 @@ class FakeKernel(Kernel):
 
     def _drop_link(self, key: tuple[str | None, str]) -> None:
         link = self.links.pop(key)
+        if key[0] is None:  # an interface's sysctls go with it
+            self.sysctls = {k: v for k, v in self.sysctls.items() if f".conf.{key[1]}." not in k}
         self.addresses = {a for a in self.addresses if (a[0], a[1]) != key}
         if "peer" in link:
             peer_key = (link["peer_ns"], link["peer"])
@@ -168,15 +170,18 @@ class FakeKernel(Kernel):
         self._mutating("delete_link", name, sandbox)
         self._need((sandbox, name) in self.links, f"deletion of link {name}")
         self._drop_link((sandbox, name))
-        if sandbox is None:
+        if sandbox is None:  # its ports lose their bridge settings with it, as in the kernel
             for key, link in list(self.links.items()):
                 if link.get("master") == name:
-                    del link["master"]
+                    for flag in ("master", "isolated", "hairpin", "locked"):
+                        link.pop(flag, None)
+                    link.update(learning=True, static_macs=set())
 
     def attach_to_bridge(self, name: str, bridge: str) -> None:
         self._mutating("attach_to_bridge", name, bridge)
         self._need((None, name) in self.links and (None, bridge) in self.links, f"attaching {name}")
-        self.links[(None, name)].update(master=bridge, isolated=False, hairpin=False, learning=True, locked=False)
+        self.links[(None, name)].update(master=bridge, isolated=False, hairpin=False, learning=True, locked=False,
+                                        static_macs=set())
 
     def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
         self._mutating("add_address", ifname, str(address), sandbox)
@@ -191,6 +196,8 @@ class FakeKernel(Kernel):
     def replace_default_route(self, gateway: IPv4Address, ifname: str, sandbox: str) -> None:
         self._mutating("replace_default_route", str(gateway), ifname, sandbox)
         self._need((sandbox, ifname) in self.links, f"default route in {sandbox}")
+        if not self.links[(sandbox, ifname)].get("up", True):
+            raise KernelError(f"default route in {sandbox}", errno.ENETUNREACH)
         self.routes[sandbox] = (gateway, ifname)
 
     def delete_default_route(self, sandbox: str) -> None:
