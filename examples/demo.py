@@ -4,8 +4,9 @@
 
 It types the same `nsnet` commands a user would, then proves each promise: an HTTP exchange
 between sandboxes, the source address a peer on the "outside" saw (masquerade), a published port
-reached from outside and by hairpin, isolation, an internal network, a live connect/disconnect, a
-one-shot `run`, and a teardown that leaves nothing.
+reached from outside and by hairpin, isolation, a live connect/disconnect, a sandbox that cannot
+pass for another, an internal network that reaches neither the outside nor the host, a one-shot
+`run`, and a teardown that leaves nothing.
 """
 
 from __future__ import annotations
@@ -159,14 +160,36 @@ def main() -> None:
     proved("after disconnect, it cannot", not fetch("x", "http://10.31.0.2:8001/", tries=2))
     client_seen_by(server)
 
-    step("8. An internal network: no way out")
+    step("8. No sandbox can pass for another")
+    web_mac = nsnet("inspect", "web", "--format", "{{.Networks.app.MacAddress}}", show=False).strip()
+    client_mac = nsnet("inspect", "client", "--format", "{{.Networks.app.MacAddress}}", show=False).strip()
+    server = http_server([NSNET, "exec", "web", "--"], "10.31.0.2", 8002)
+    nsnet("exec", "client", "--", "ip", "link", "set", "eth0", "address", web_mac)
+    proved(f"client, wearing web's MAC {web_mac}, reaches nothing: its port is locked to its own MAC",
+           not fetch("client", "http://10.31.0.2:8002/", tries=2))
+    proved("and web's MAC stayed on web's port: api still reaches web",
+           fetch("api", "http://10.31.0.2:8002/"))
+    nsnet("exec", "client", "--", "ip", "link", "set", "eth0", "address", client_mac)
+    proved("with its own MAC back, client reaches web again", fetch("client", "http://10.31.0.2:8002/"))
+    client_seen_by(server)
+
+    step("9. An internal network: no way out, not even to the host")
     nsnet("network", "create", "sealed", "--internal")
     nsnet("create", "vault", "--network", "sealed")
+    print(nsnet("exec", "vault", "--", "ip", "route").rstrip())
+    proved("vault has no default route", "default" not in nsnet("exec", "vault", "--", "ip", "route", show=False))
     server = http_server(["ip", "netns", "exec", "wan"], WAN_PEER, 8081)
     proved("vault cannot reach the outside", not fetch("vault", f"http://{WAN_PEER}:8081/", tries=2))
     client_seen_by(server)
+    sealed_gateway = nsnet("network", "inspect", "sealed", "--format", "{{.Gateway}}", show=False).strip()
+    server = http_server([], "0.0.0.0", 8082)
+    print("$ python3 -m http.server 8082 &     (a service of the host, on every address)")
+    proved(f"vault cannot reach the host's services through its gateway {sealed_gateway}",
+           not fetch("vault", f"http://{sealed_gateway}:8082/", tries=2))
+    proved("while web (a regular network) can, through its own", fetch("web", "http://10.31.0.1:8082/"))
+    client_seen_by(server)
 
-    step("9. A one-shot sandbox")
+    step("10. A one-shot sandbox")
     result = subprocess.run([NSNET, "run", "--rm", "--network", "app", "--", "sh", "-c",
                              "ip -brief address show eth0; exit 3"], capture_output=True, text=True)
     print("$ nsnet run --rm --network app -- sh -c 'ip -brief address show eth0; exit 3'")
@@ -174,7 +197,7 @@ def main() -> None:
     proved("its exit code (3) came back and the sandbox is gone",
            result.returncode == 3 and "run-" not in nsnet("ps", show=False))
 
-    step("10. Teardown leaves nothing behind")
+    step("11. Teardown leaves nothing behind")
     nsnet("rm", "-f", "web", "client", "api", "x", "vault")
     nsnet("network", "rm", "app", "other", "sealed")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
