@@ -244,13 +244,15 @@ def _bridge_table(o: Owner) -> list[Command]:
         # ledger is forged or of another kind, or comes from a removed sandbox, whose namespace
         # (and veth) dies in the kernel's deferred work tens of ms after `rm`: until then its
         # port must not answer for an address that may be reused.
-        _rule(o, pre, _match(_meta("protocol"), "ip"),
+        # `ether type`, not `meta protocol`: the kernel strips a VLAN tag into the skb before this
+        # hook, and meta protocol then names the inner type; ether type sees the tag.
+        _rule(o, pre, _match(_payload("ether", "type"), "ip"),
               _match(_concat(port, ether_source, _payload("ip", "saddr")), f"@{names.PORT_IDENTITY}"),
               ACCEPT, comment="a sandbox's IPv4 frames, from its own MAC and address", family=family),
         # The Ethernet source counts as much as the ARP fields: the bridge learns from the former
         # (an ARP frame naming its sender honestly but sent from a neighbour's MAC would move
         # that MAC to this port), hosts from the latter.
-        _rule(o, pre, _match(_meta("protocol"), "arp"),
+        _rule(o, pre, _match(_payload("ether", "type"), "arp"),
               _match(_concat(port, ether_source, _payload("arp", "saddr ether"), _payload("arp", "saddr ip")),
                      f"@{names.PORT_ARP_IDENTITY}"),
               ACCEPT, comment="a sandbox's ARP, from and for its own MAC and address", family=family),
