@@ -293,3 +293,95 @@ def test_mtu_accepts_exactly_68_to_65535(value):
 def test_a_whole_network_request_raises_only_invalid_input(name, subnet, gateway, ip_range):
     _one_line_invalid_or_accepted(
         lambda _: validate.network_request(name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range), None)
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("0.0.0.0/0", "overlaps the 'this network' range 0.0.0.0/8"),
+        ("0.0.0.0/8", "overlaps the 'this network' range 0.0.0.0/8"),
+        ("0.255.255.252/30", "overlaps the 'this network' range 0.0.0.0/8"),
+        ("127.0.0.0/24", "overlaps the loopback range 127.0.0.0/8"),
+        ("126.0.0.0/7", "overlaps the loopback range 127.0.0.0/8"),
+        ("169.254.0.0/24", "overlaps the link-local range 169.254.0.0/16"),
+        ("224.0.0.0/24", "overlaps the multicast range 224.0.0.0/4"),
+        ("239.255.255.0/24", "overlaps the multicast range 224.0.0.0/4"),
+        ("240.0.0.0/24", "overlaps the reserved range 240.0.0.0/4 (class E and broadcast)"),
+        ("255.255.255.252/30", "overlaps the reserved range 240.0.0.0/4 (class E and broadcast)"),
+        ("128.0.0.0/1", "overlaps the link-local range 169.254.0.0/16"),
+    ],
+)
+def test_network_request_refuses_reserved_subnets(value, reason):
+    err = invalid(validate.network_request, "app", subnet_cidr=value)
+    assert_one_line_naming(err, "subnet")
+    assert err.reason == reason
+
+
+@pytest.mark.parametrize("value", ["1.0.0.0/30", "126.255.255.252/30", "128.0.0.0/30", "169.253.255.252/30",
+                                   "169.255.0.0/30", "223.255.255.252/30", "100.64.0.0/10", "10.0.0.0/8"])
+def test_network_request_accepts_subnets_next_to_the_reserved_ranges(value):
+    assert validate.network_request("app", subnet_cidr=value).subnet == IPv4Network(value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field, reason",
+    [
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "127.0.0.1"}, "gateway", "overlaps the loopback range 127.0.0.0/8"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "255.255.255.255"}, "gateway",
+         "overlaps the reserved range 240.0.0.0/4 (class E and broadcast)"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "169.254.1.0/24"}, "ip-range",
+         "overlaps the link-local range 169.254.0.0/16"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.1/32"}, "ip-range", "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.0/32"}, "ip-range", "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.255/32"}, "ip-range", "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.0/31"}, "ip-range", "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "10.0.0.9", "ip_range": "10.0.0.9/32"}, "ip-range",
+         "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.4/30", "ip_range": "10.0.0.4/31"}, "ip-range", "leaves no address for sandboxes"),
+    ],
+)
+def test_network_request_refuses_reserved_gateways_and_empty_ranges(kwargs, field, reason):
+    err = invalid(validate.network_request, "app", **kwargs)
+    assert_one_line_naming(err, field)
+    assert err.reason == reason
+
+
+@pytest.mark.parametrize(
+    "kwargs, ip_range",
+    [
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.2/32"}, "10.0.0.2/32"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.0/31"} | {"gateway": "10.0.0.254"}, "10.0.0.0/31"),
+        ({"subnet_cidr": "10.0.0.4/30", "ip_range": "10.0.0.6/31"}, "10.0.0.6/31"),
+    ],
+)
+def test_network_request_accepts_a_range_with_one_address_left(kwargs, ip_range):
+    assert validate.network_request("app", **kwargs).ip_range == IPv4Network(ip_range)
+
+
+@pytest.mark.parametrize("base, reason", [("127.0.0.0/16", "overlaps the loopback range 127.0.0.0/8"),
+                                          ("224.0.0.0/8", "overlaps the multicast range 224.0.0.0/4"),
+                                          ("0.0.0.0/0", "overlaps the 'this network' range 0.0.0.0/8")])
+def test_address_pool_refuses_a_reserved_base(base, reason):
+    err = invalid(validate.address_pool, f"base={base},size=24")
+    assert_one_line_naming(err, "address pool base")
+    assert err.reason == reason
+
+
+@pytest.mark.parametrize("call, field, value", [
+    (lambda: validate.subnet("subnet", "fd00::/64"), "subnet", "fd00::/64"),
+    (lambda: validate.subnet("subnet", "fd00::/200"), "subnet", "fd00::/200"),
+    (lambda: validate.subnet("subnet", "::"), "subnet", "::"),
+    (lambda: validate.network_request("app", subnet_cidr="::/0"), "subnet", "::/0"),
+    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", ip_range="fd00::/120"), "ip-range",
+     "fd00::/120"),
+    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", gateway="fd00::1"), "gateway", "fd00::1"),
+    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", gateway="fd00::1/64"), "gateway",
+     "fd00::1/64"),
+    (lambda: validate.address("ip", "::ffff:10.0.0.1"), "ip", "::ffff:10.0.0.1"),
+    (lambda: validate.address("ip", "fe80::1%eth0"), "ip", "fe80::1%eth0"),
+    (lambda: validate.address_pool("base=fd00::/48,size=24"), "address pool base", "fd00::/48"),
+])
+def test_ipv6_is_refused_as_not_supported_yet(call, field, value):
+    err = invalid(call)
+    assert_one_line_naming(err, field)
+    assert (err.value, err.reason) == (value, "IPv6 is not supported yet")
