@@ -181,6 +181,21 @@ def _command(argv: list[str]) -> list[str]:
     return argv
 
 
+def _cannot_execute(program: str, exc: OSError) -> int:
+    """The shell's answer when a command cannot start: 127 when it is not there, 126 when it is
+    there but cannot be executed (a directory, no permission, not an executable format)."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        reason, code = "command not found", 127
+    elif "/" in program and os.path.isdir(program):  # a bare name was looked up in PATH
+        reason, code = "is a directory", 126
+    elif isinstance(exc, PermissionError):
+        reason, code = "permission denied", 126
+    else:
+        reason, code = (exc.strerror or str(exc)).lower(), 126
+    print(f"nsnet: error: {program}: {reason}", file=sys.stderr)
+    return code
+
+
 def exec_(args: argparse.Namespace) -> int:
     from .kernel.netns import enter_sandbox
 
@@ -190,12 +205,8 @@ def exec_(args: argparse.Namespace) -> int:
     enter_sandbox(args.name)
     try:
         os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        print(f"nsnet: error: {argv[0]}: command not found", file=sys.stderr)
-        return 127
-    except PermissionError:
-        print(f"nsnet: error: {argv[0]}: permission denied", file=sys.stderr)
-        return 126
+    except OSError as exc:
+        return _cannot_execute(argv[0], exc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,11 +217,12 @@ def run(args: argparse.Namespace) -> int:
     with _engine() as engine:
         engine.create_sandbox(name, networks=args.network, ip=args.ip, publish=args.publish)
         try:
+            if not args.rm:  # stdout is the command's; the name of what is kept goes to stderr
+                print(f"nsnet: sandbox {name}", file=sys.stderr, flush=True)
             try:
                 process = engine.popen(name, argv)
-            except FileNotFoundError:
-                print(f"nsnet: error: {argv[0]}: command not found", file=sys.stderr)
-                return 127
+            except OSError as exc:
+                return _cannot_execute(argv[0], exc)
             # The terminal's Ctrl-C reaches the child directly; termination asked of us is passed on.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             for sig in (signal.SIGTERM, signal.SIGHUP):

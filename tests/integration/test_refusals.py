@@ -124,3 +124,21 @@ def test_a_kernel_refusal_half_way_undoes_every_step(state_dir: str, engine: Eng
     assert snapshot(state_dir) == before
     assert nsnet_objects()["netns"] == []
     assert [l["ifname"] for l in ip_json("link") if l["ifname"].startswith("nsv")] == []
+
+
+@pytest.mark.parametrize(
+    "program, code, reason",
+    [("/etc/passwd", 126, "permission denied"), ("/etc", 126, "is a directory"),
+     ("/nonexistent", 127, "command not found"), ("nsnet-no-such-command", 127, "command not found")],
+)
+def test_a_command_that_cannot_execute_is_one_line_with_the_shells_exit_code(populated: str, program: str, code: int,
+                                                                             reason: str) -> None:
+    namespaces = sorted(os.listdir("/run/netns"))
+
+    ran = cli("run", "--rm", "--network", "app", "--", program)
+    executed = cli("exec", "web", "--", program)
+
+    assert (ran.returncode, ran.stdout, ran.stderr) == (code, "", f"nsnet: error: {program}: {reason}\n")
+    assert (executed.returncode, executed.stdout, executed.stderr) == (code, "", f"nsnet: error: {program}: {reason}\n")
+    assert cli("ps", "-q").stdout == "web\n"
+    assert sorted(os.listdir("/run/netns")) == namespaces

@@ -429,3 +429,58 @@ def test_any_argv_parses_or_is_refused_in_one_line(argv, capsys):
         assert exc.code in (0, 2)
         if exc.code == 2:
             assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.fixture
+def runs_here(nsnet, monkeypatch) -> Cli:
+    """`run` with the fake kernel: the command runs in this namespace (entering a sandbox needs root)."""
+
+    def popen(self, name, argv, **kwargs):
+        self.sandbox(name)
+        return subprocess.Popen(list(argv), **kwargs)
+
+    monkeypatch.setattr(Engine, "popen", popen)
+    assert nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24").code == 0
+    return nsnet
+
+
+@pytest.mark.parametrize(
+    "program, code, reason",
+    [
+        ("/etc/passwd", 126, "permission denied"),
+        ("/etc", 126, "is a directory"),
+        ("/nonexistent/nsnet-test", 127, "command not found"),
+        ("nsnet-no-such-command", 127, "command not found"),
+        ("/etc/passwd/x", 127, "command not found"),
+    ],
+)
+@pytest.mark.parametrize("verb", [["run", "--rm"], ["run", "--name", "kept"]])
+def test_run_of_what_cannot_execute_is_one_line_and_the_shells_exit_code(runs_here, verb, program, code, reason):
+    result = runs_here.run(*verb, "--network", "app", "--", program, "arg")
+    assert result.code == code
+    kept = "" if "--rm" in verb else "nsnet: sandbox kept\n"
+    assert (result.out, result.err) == ("", f"{kept}nsnet: error: {program}: {reason}\n")
+    assert runs_here.run("ps", "-q").out == ("" if "--rm" in verb else "kept\n")
+
+
+def test_run_of_a_file_that_is_not_an_executable_format(runs_here, tmp_path):
+    script = tmp_path / "not-a-program"
+    script.write_bytes(b"\x00\x01 no shebang, no ELF")
+    script.chmod(0o755)
+    result = runs_here.run("run", "--rm", "--network", "app", "--", str(script))
+    assert (result.code, result.err) == (126, f"nsnet: error: {script}: exec format error\n")
+    assert runs_here.run("ps", "-q").out == ""
+
+
+def test_run_without_rm_names_the_sandbox_it_keeps_on_stderr(runs_here):
+    result = runs_here.run("run", "--network", "app", "--", sys.executable, "-c", "raise SystemExit(3)")
+    (name,) = runs_here.run("ps", "-q").out.split()
+    assert name.startswith("run-") and len(name) == len("run-") + 8
+    assert result.code == 3
+    assert result.err == f"nsnet: sandbox {name}\n"
+
+
+def test_run_with_rm_prints_nothing_of_its_own(runs_here):
+    result = runs_here.run("run", "--rm", "--network", "app", "--", sys.executable, "-c", "raise SystemExit(4)")
+    assert (result.code, result.out, result.err) == (4, "", "")
+    assert runs_here.run("ps", "-q").out == ""
