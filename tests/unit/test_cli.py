@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from nsnet import cli, output
 from nsnet.catalog import Catalog
 from nsnet.engine import Engine
+from nsnet.errors import InvalidInput
 from nsnet.kernel.fake import FakeKernel
 
 NETWORK_FIELDS = {"Id", "Name", "Driver", "Bridge", "Subnet", "Gateway", "IPRange", "Internal", "ICC", "MTU", "Labels",
@@ -166,9 +168,19 @@ def test_network_ls_table(nsnet):
     with nsnet.engine() as engine:
         network = engine.network("app")
     assert nsnet.run("network", "ls").out == (
-        "NETWORK ID     NAME   SUBNET         GATEWAY     BRIDGE            INTERNAL\n"
-        f"{network.id[:12]}   app    10.31.0.0/24   10.31.0.1   {network.bridge}   false\n"
+        "NETWORK ID     NAME   SUBNET         GATEWAY     BRIDGE            INTERNAL   STATE\n"
+        f"{network.id[:12]}   app    10.31.0.0/24   10.31.0.1   {network.bridge}   false      ready\n"
     )
+
+
+def test_network_ls_table_shows_each_networks_state(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    nsnet.run("network", "create", "db", "--subnet", "10.32.0.0/24")
+    with nsnet.engine() as engine, engine._store.transaction():
+        engine._store.set_network_state(engine.network("db").id, "removing")
+    rows = nsnet.run("network", "ls").out.splitlines()
+    assert rows[0].split()[-1] == "STATE"
+    assert [(row.split()[1], row.split()[-1]) for row in rows[1:]] == [("app", "ready"), ("db", "removing")]
 
 
 def test_network_ls_quiet_and_template(nsnet):
@@ -184,7 +196,26 @@ def test_network_inspect_json(nsnet):
         expected = engine.network("app").to_dict()
     result = nsnet.run("network", "inspect", "app")
     assert result.code == 0
-    assert json.loads(result.out) == [expected]
+    assert json.loads(result.out) == [expected | {"Sandboxes": {}}]
+
+
+def test_network_inspect_lists_the_attached_sandboxes(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    nsnet.run("network", "create", "db", "--subnet", "10.32.0.0/24")
+    nsnet.run("create", "web", "--network", "app", "--network", "db")
+    nsnet.run("create", "cache", "--network", "db", "--ip", "10.32.0.9")
+    with nsnet.engine() as engine:
+        web, cache = engine.sandbox("web"), engine.sandbox("cache")
+    (network,) = json.loads(nsnet.run("network", "inspect", "db").out)
+    web_db, cache_db = web.endpoint("db"), cache.endpoint("db")
+    assert network["Sandboxes"] == {
+        "web": {"EndpointId": web_db.id, "IPAddress": "10.32.0.2/24", "MacAddress": web_db.mac, "Interface": "eth1",
+                "HostInterface": web_db.host_ifname, "State": "ready"},
+        "cache": {"EndpointId": cache_db.id, "IPAddress": "10.32.0.9/24", "MacAddress": cache_db.mac,
+                  "Interface": "eth0", "HostInterface": cache_db.host_ifname, "State": "ready"},
+    }
+    assert nsnet.run("network", "inspect", "-f", "{{.Sandboxes.web.IPAddress}} {{json .Sandboxes.web.Interface}}",
+                     "app", "db").out == '10.31.0.2/24 "eth0"\n10.32.0.2/24 "eth1"\n'
 
 
 @pytest.fixture
@@ -301,10 +332,13 @@ DATA = {"Name": "web", "Id": 7, "Networks": {"app": {"IPAddress": "10.31.0.2", "
         ("{{.Networks.app}}", '{"IPAddress": "10.31.0.2", "Aliases": ["a", "b"]}'),
         ("{{.Labels}}", "{}"),
         ("{{.Gone}}", ""),
-        ("{{.Missing.Deeper}}", ""),
-        ("{{.Name.Deeper}}", ""),
         ("{{.Name}} on {{.Networks.app.IPAddress}}", "web on 10.31.0.2"),
-        ("plain {{Name}} text", "plain {{Name}} text"),
+        ("{{json .Name}}", '"web"'),
+        ("{{ json  .Gone }}", "null"),
+        ("{{json .Networks.app.Aliases}}", '["a", "b"]'),
+        ("plain text", "plain text"),
+        ("} { }{", "} { }{"),
+        ("", ""),
     ],
 )
 def test_template_fills_nested_fields(fmt, expected):
@@ -313,6 +347,54 @@ def test_template_fills_nested_fields(fmt, expected):
 
 def test_template_dot_is_the_whole_object():
     assert json.loads(output.template("{{.}}", DATA)) == DATA
+    assert json.loads(output.template("{{json .}}", DATA)) == DATA
+
+
+@pytest.mark.parametrize(
+    "fmt, reason",
+    [
+        ("{{.Nmae}}", "no field .Nmae"),
+        ("{{.Missing.Deeper}}", "no field .Missing"),
+        ("{{.Name.Deeper}}", "no field .Name.Deeper"),
+        ("{{.Gone.Deeper}}", "no field .Gone.Deeper"),
+        ("{{.Networks.db.IPAddress}}", "no field .Networks.db"),
+        ("{{.Networks.app.Aliases.0}}", "no field .Networks.app.Aliases.0"),
+        ("{{json .Nmae}}", "no field .Nmae"),
+        ("ok {{.Name}} {{.Labels.x}}", "no field .Labels.x"),
+    ],
+)
+def test_template_fields_the_object_lacks_are_errors_naming_the_field(fmt, reason):
+    with pytest.raises(InvalidInput) as caught:
+        output.template(fmt, DATA)
+    assert (caught.value.field, caught.value.reason) == ("format", reason)
+    assert str(caught.value) == f"invalid format {fmt!r}: {reason}"
+
+
+@pytest.mark.parametrize(
+    "fmt, reason",
+    [
+        ("plain {{Name}} text", "unsupported template syntax '{{Name}}'"),
+        ("{{range .Networks}}{{.IPAddress}}{{end}}", "unsupported template syntax '{{range .Networks}}'"),
+        ("{{if .Gone}}x{{end}}", "unsupported template syntax '{{if .Gone}}'"),
+        ('{{index .Labels "a"}}', "unsupported template syntax '{{index .Labels \"a\"}}'"),
+        ("{{- .Name}}", "unsupported template syntax '{{- .Name}}'"),
+        ("{{}}", "unsupported template syntax '{{}}'"),
+        ("{{.Name | upper}}", "unsupported template syntax '{{.Name | upper}}'"),
+        ("{{json}}", "unsupported template syntax '{{json}}'"),
+        ("{{.Name..Id}}", "unsupported template syntax '{{.Name..Id}}'"),
+        ("{{{.Name}}", "unsupported template syntax '{{{.Name}}'"),
+        ("{{.Name", "'{{' is not closed by '}}'"),
+        ("{{.Name}} {{.Id", "'{{' is not closed by '}}'"),
+        ("x }}", "'}}' closes no '{{'"),
+        ("{{.Name}}}}", "'}}' closes no '{{'"),
+    ],
+)
+def test_template_syntax_beyond_fields_and_json_is_refused(fmt, reason):
+    with pytest.raises(InvalidInput) as caught:
+        output.Template(fmt)
+    assert caught.value.field == "format"
+    assert caught.value.reason.startswith(reason)
+    assert "\n" not in str(caught.value)
 
 
 def test_table_aligns_columns_and_trims_trailing_space():
@@ -484,3 +566,66 @@ def test_run_with_rm_prints_nothing_of_its_own(runs_here):
     result = runs_here.run("run", "--rm", "--network", "app", "--", sys.executable, "-c", "raise SystemExit(4)")
     assert (result.code, result.out, result.err) == (4, "", "")
     assert runs_here.run("ps", "-q").out == ""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["network", "ls", "--format", "xml"],
+         "argument --format: invalid format 'xml': must be table or json or a template such as '{{.Name}}'"),
+        (["ps", "--format", "Name"], "argument --format: invalid format 'Name': must be table or json or a template"),
+        (["ps", "--format", "{{.Name"], "argument --format: invalid format '{{.Name': '{{' is not closed by '}}'"),
+        (["ps", "--format", "{{range .}}"],
+         "argument --format: invalid format '{{range .}}': unsupported template syntax '{{range .}}'"),
+        (["inspect", "-f", "table", "web"],
+         "argument --format/-f: invalid format 'table': must be json or a template such as '{{.Name}}'"),
+        (["network", "inspect", "--format", "{{.Name}} }}", "app"],
+         "argument --format/-f: invalid format '{{.Name}} }}': '}}' closes no '{{'"),
+        (["check", "--format", "xml"], "argument --format: invalid choice: 'xml' (choose from 'json')"),
+        (["doctor", "--format", "table"], "argument --format: invalid choice: 'table' (choose from 'json')"),
+        (["port", "web", "--format", "{{.HostPort}}"],
+         "argument --format: invalid choice: '{{.HostPort}}' (choose from 'json')"),
+    ],
+)
+def test_a_format_that_cannot_work_is_a_usage_error(web, argv, message):
+    result = web.run(*argv)
+    assert_one_error_line(result, code=2)
+    assert result.err.startswith(f"nsnet: error: {message}")
+    assert result.out == ""
+
+
+@pytest.mark.parametrize(
+    "argv, fmt, field",
+    [
+        (["ps", "--format"], "{{.Nmae}}", ".Nmae"),
+        (["network", "ls", "--format"], "{{.Name}} {{.Subnet.Bits}}", ".Subnet.Bits"),
+        (["inspect", "web", "db", "-f"], "{{.Networks.app.IPAddress}}", ".Networks.app"),
+        (["network", "inspect", "app", "idle", "-f"], "{{.Sandboxes.web.IPAddress}}", ".Sandboxes.web"),
+    ],
+)
+def test_a_field_missing_from_any_item_fails_before_anything_is_printed(web, argv, fmt, field):
+    web.run("network", "create", "idle", "--subnet", "10.32.0.0/24")
+    web.run("create", "db", "--network", "idle")
+    result = web.run(*argv, fmt)
+    assert (result.code, result.out) == (1, "")
+    assert result.err == f"nsnet: error: invalid format {fmt!r}: no field {field}\n"
+
+
+def test_json_in_a_template_prints_json(web):
+    result = web.run("ps", "--format", "{{.Name}} {{json .Networks.app.Ports}} {{json .State}}")
+    assert (result.code, result.out, result.err) == (0, 'web [] "ready"\n', "")
+
+
+def _options_without_help(parser: argparse.ArgumentParser, prog: str) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{prog} {name}")
+        elif not action.help:
+            missing.append(f"{prog} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_and_argument_has_help_text():
+    assert _options_without_help(cli.build_parser(), "nsnet") == []
