@@ -5,6 +5,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +16,8 @@ from nsnet.catalog import Catalog
 from nsnet.engine import Engine
 from nsnet.errors import InvalidInput
 from nsnet.kernel.fake import FakeKernel
+from nsnet.model import Endpoint, Network, PortMapping
+from nsnet.store import Store
 
 NETWORK_FIELDS = {"Id", "Name", "Driver", "Bridge", "Subnet", "Gateway", "IPRange", "Internal", "ICC", "MTU", "Labels",
                   "Created", "State"}
@@ -405,14 +408,60 @@ def test_as_json_is_indented():
     assert output.as_json([{"a": 1}]) == '[\n  {\n    "a": 1\n  }\n]'
 
 
-@pytest.mark.parametrize("argv", [["network", "ls"], ["network", "inspect", "app"], ["ps"], ["inspect", "web"],
-                                  ["port", "web"]])
-def test_read_only_verbs_load_neither_the_engine_nor_netlink(tmp_path, argv):
-    program = ("import sys; from nsnet import cli; code = cli.main(sys.argv[1:]); "
-               "print(code, sorted(m for m in ('nsnet.engine', 'nsnet.kernel', 'pyroute2', 'nftables') if m in sys.modules))")
-    env = {**os.environ, "NSNET_STATE_DIR": str(tmp_path / "state")}
-    result = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, env=env, check=True)
-    assert result.stdout.splitlines()[-1].split(" ", 1)[1] == "[]"
+def _ledger_with_a_network_and_a_sandbox(directory: str) -> None:
+    """Rows written straight into the ledger, as a create would have left them: no engine, no root."""
+    network = Network(id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
+                      gateway=IPv4Address("10.31.0.1"), created=1.0)
+    endpoint = Endpoint(id="e" * 64, sandbox="web", network="app", ifname="eth0", host_ifname="nsv0123456789a",
+                        mac="02:42:0a:1f:00:02", address=IPv4Interface("10.31.0.2/24"),
+                        gateway=IPv4Address("10.31.0.1"), default_route=True)
+    store = Store(directory)
+    try:
+        with store.transaction():
+            store.add_network(network)
+            store.add_sandbox("5" * 64, "web", "ready")
+            store.add_endpoint("5" * 64, network.id, endpoint)
+            store.add_ports(endpoint.id, [PortMapping(None, 8080, 80), PortMapping(IPv4Address("127.0.0.1"), 5353,
+                                                                                   53, "udp")])
+    finally:
+        store.close()
+
+
+READ_ONLY = [
+    (["network", "ls"], ["NETWORK ID     NAME   SUBNET         GATEWAY     BRIDGE            INTERNAL   STATE",
+                         "aaaaaaaaaaaa   app    10.31.0.0/24   10.31.0.1   nsbr-aaaaaaaaaa   false      ready"]),
+    (["network", "ls", "--format", "json"], None),
+    (["network", "inspect", "app", "-f", "{{.Name}} {{.Sandboxes.web.IPAddress}} {{.Sandboxes.web.HostInterface}}"],
+     ["app 10.31.0.2/24 nsv0123456789a"]),
+    (["ps"], ["SANDBOX ID     NAME   NETWORKS   IP ADDRESSES   STATE",
+              "555555555555   web    app        10.31.0.2      ready"]),
+    (["ps", "--format", "{{.Name}} {{json .Networks.app.DefaultRoute}}"], ["web true"]),
+    (["inspect", "web", "-f", "{{.Networks.app.MacAddress}}"], ["02:42:0a:1f:00:02"]),
+    (["inspect", "web"], None),
+    (["port", "web"], ["80/tcp -> 0.0.0.0:8080", "53/udp -> 127.0.0.1:5353"]),
+]
+
+
+@pytest.mark.parametrize("argv, expected", READ_ONLY, ids=[" ".join(a) for a, _ in READ_ONLY])
+def test_read_only_verbs_load_neither_the_engine_nor_netlink(tmp_path, argv, expected):
+    state = str(tmp_path / "state")
+    _ledger_with_a_network_and_a_sandbox(state)
+    forbidden = ("nsnet.engine", "nsnet.kernel", "nsnet.plan", "nsnet.firewall", "pyroute2", "nftables")
+    program = ("import sys; from nsnet import cli; code = cli.main(sys.argv[1:]); sys.stdout.flush(); "
+               f"print('LOADED', code, sorted(m for m in {forbidden!r} if m in sys.modules))")
+    env = {**os.environ, "NSNET_STATE_DIR": state}
+    result = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, env=env,
+                            timeout=60)
+    *printed, loaded = result.stdout.splitlines()
+    assert (loaded, result.stderr) == ("LOADED 0 []", "")
+    if expected is None:  # JSON: the ledger's rows, whole
+        store = Store(state)
+        rows = store.networks() if argv[0] == "network" else store.sandboxes()
+        store.close()
+        assert json.loads("\n".join(printed)) == [row.to_dict() for row in rows]
+        assert [row.name for row in rows] == (["app"] if argv[0] == "network" else ["web"])
+    else:
+        assert printed == expected
 
 
 def test_unusable_state_dir_is_one_error_line(tmp_path, monkeypatch, capsys):
