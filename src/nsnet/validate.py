@@ -157,9 +157,10 @@ def network_request(
 
 def address_pool(value: str) -> tuple[IPv4Network, int]:
     """Docker's `default-address-pools` syntax: 'base=10.210.0.0/16,size=24'."""
-    fields = dict(part.partition("=")[::2] for part in value.split(","))
-    if set(fields) != {"base", "size"}:
+    pairs = [part.partition("=")[::2] for part in value.split(",")]
+    if sorted(key for key, _ in pairs) != ["base", "size"]:  # each once: a repeated key is not "the last wins"
         raise InvalidInput("address pool", value, "must be 'base=CIDR,size=PREFIX'")
+    fields = dict(pairs)
     base = usable_subnet("address pool base", fields["base"])
     if not _DIGITS.match(fields["size"]) or not base.prefixlen <= int(fields["size"]) <= MAX_PREFIX:
         raise InvalidInput("address pool size", fields["size"], f"must be between /{base.prefixlen} and /{MAX_PREFIX}")
