@@ -2,7 +2,7 @@ import re
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nsnet import validate
@@ -396,12 +396,31 @@ def test_mtu_accepts_exactly_68_to_65535(value):
             validate.mtu(value)
 
 
-@given(name=ANY_TEXT | st.sampled_from(["app", "a.b-c_9"]), subnet=st.none() | ANY_TEXT | CIDRS,
-       gateway=st.none() | ANY_TEXT | ADDRESSES, ip_range=st.none() | ANY_TEXT | CIDRS)
+# Values of one neighbourhood, so that many requests are consistent and the acceptance side is exercised.
+NEAR_SUBNETS = st.sampled_from(["10.0.0.0/24", "10.0.0.0/30", "10.0.0.4/30", "10.0.0.128/25", "10.0.0.0/23",
+                                "10.0.0.1/24", "10.0.0.0/31"])
+NEAR_RANGES = st.sampled_from(["10.0.0.0/31", "10.0.0.1/32", "10.0.0.2/32", "10.0.0.0/30", "10.0.0.4/31",
+                               "10.0.0.128/25", "10.0.0.254/31", "10.0.0.255/32", "10.0.1.0/24", "10.0.0.0/24"])
+NEAR_ADDRESSES = st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.5", "10.0.0.6", "10.0.0.254", "10.0.0.255",
+                                  "10.0.0.0", "10.0.1.1", "10.0.0.129"])
+
+
+@given(name=ANY_TEXT | st.sampled_from(["app", "a.b-c_9"]), subnet=st.none() | ANY_TEXT | CIDRS | NEAR_SUBNETS,
+       gateway=st.none() | ANY_TEXT | ADDRESSES | NEAR_ADDRESSES, ip_range=st.none() | ANY_TEXT | CIDRS | NEAR_RANGES)
 @example(name="app", subnet="10.0.0.0/24", gateway=None, ip_range="10.0.0.1/32")
 @example(name="app", subnet="10.0.0.0/24", gateway="10.0.0.2", ip_range="10.0.0.0/30")
 @example(name="app", subnet="10.0.0.0/30", gateway="10.0.0.2", ip_range="10.0.0.0/30")
 def test_a_whole_network_request_is_accepted_exactly_when_the_oracle_accepts_it(name, subnet, gateway, ip_range):
+    assert_request_matches_the_oracle(name, subnet, gateway, ip_range)
+
+
+@settings(max_examples=300)
+@given(subnet=st.none() | NEAR_SUBNETS, gateway=st.none() | NEAR_ADDRESSES, ip_range=st.none() | NEAR_RANGES)
+def test_requests_of_one_neighbourhood_are_accepted_exactly_when_the_oracle_accepts_them(subnet, gateway, ip_range):
+    assert_request_matches_the_oracle("app", subnet, gateway, ip_range)
+
+
+def assert_request_matches_the_oracle(name, subnet, gateway, ip_range):
     expected = request_oracle(name, subnet, gateway, ip_range)
     if expected is None:
         err = invalid(validate.network_request, name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range)
