@@ -68,6 +68,8 @@ BAD_COMMANDS = [
     (("create", "s", "--network", "app", "--ip", "10.31.0.2"), "ip 10.31.0.2 is already in use"),
     (("create", "s", "--network", "app", "--ip", "10.31.0.1"), "is the gateway"),
     (("create", "foreign", "--network", "app"), "a network namespace named 'foreign' exists and is not nsnet's"),
+    (("create", "s", "--network", "app", "-p", "1-65535"),
+     "65535 ports to publish on ephemeral host ports of 0.0.0.0/tcp, but the ephemeral range"),
     (("connect", "app", "web"), "already connected"),
     (("connect", "nope", "web"), "no such network: 'nope'"),
     (("disconnect", "app", "nope"), "no such sandbox: 'nope'"),
