@@ -6,7 +6,7 @@ load neither the planner, the firewall renderer nor the kernel layer.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 from .errors import NotFound
 from .model import Network, PortMapping, Sandbox
@@ -34,6 +34,16 @@ class Catalog:
         if network is None:
             raise NotFound("network", name)
         return network
+
+    def network_details(self, name: str) -> dict[str, Any]:
+        """`network inspect`: the network and, like Docker's "Containers", its attached sandboxes."""
+        network = self.network(name)
+        attached = {
+            e.sandbox: {"EndpointId": e.id, "IPAddress": str(e.address), "MacAddress": e.mac, "Interface": e.ifname,
+                        "HostInterface": e.host_ifname, "State": e.state}
+            for e in self._store.endpoints_of_network(network.id)
+        }
+        return {**network.to_dict(), "Sandboxes": attached}
 
     def sandboxes(self) -> list[Sandbox]:
         return self._store.sandboxes()

@@ -1,7 +1,10 @@
 """The `nsnet` command: argument parsing and printing only; the work is the Engine's.
 
-Errors are nsnet's own (NsnetError): one line on stderr, exit code 1 (2 for usage errors). The
-read-only verbs (`ls`, `ps`, `inspect`, `port`, `--help`) load neither the engine nor the kernel layer.
+Errors are nsnet's own (NsnetError): one line on stderr, exit code 1 (2 for usage errors). What
+is wrong in the arguments alone is a usage error, `--format` values and template syntax included;
+a template field that the printed object does not have is found against the data (exit 1), before
+anything is printed. The read-only verbs (`ls`, `ps`, `inspect`, `port`, `--help`) load neither the
+engine nor the kernel layer.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .errors import NsnetError
-from .output import as_json, table, template
+from .errors import InvalidInput, NsnetError
+from .output import Template, as_json, table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,12 +26,40 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _formatted(items: list[dict[str, Any]], fmt: str | None, headers: Sequence[str],
+Format = str | Template
+
+
+def _template(value: str, keywords: tuple[str, ...]) -> Format:
+    if value in keywords:
+        return value
+    if "{{" not in value:
+        raise argparse.ArgumentTypeError(
+            f"invalid format {value!r}: must be {' or '.join(keywords)} or a template such as '{{{{.Name}}}}'")
+    try:
+        return Template(value)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _listing_format(value: str) -> Format:
+    return _template(value, ("table", "json"))
+
+
+def _inspect_format(value: str) -> Format:
+    return _template(value, ("json",))
+
+
+def _rendered(fmt: Template, items: list[dict[str, Any]]) -> str:
+    """Every item rendered before any is printed: a missing field fails with no output."""
+    return "\n".join(fmt.render(item) for item in items)
+
+
+def _formatted(items: list[dict[str, Any]], fmt: Format | None, headers: Sequence[str],
                row: Callable[[dict[str, Any]], Sequence[Any]]) -> str:
     if fmt == "json":
         return as_json(items)
-    if fmt and fmt != "table":
-        return "\n".join(template(fmt, item) for item in items)
+    if isinstance(fmt, Template):
+        return _rendered(fmt, items)
     return table(headers, [row(item) for item in items])
 
 
@@ -64,31 +95,32 @@ def network_ls(args: argparse.Namespace) -> int:
         for item in items:
             print(item["Name"])
         return 0
-    print(_formatted(items, args.format, ("NETWORK ID", "NAME", "SUBNET", "GATEWAY", "BRIDGE", "INTERNAL"),
+    headers = ("NETWORK ID", "NAME", "SUBNET", "GATEWAY", "BRIDGE", "INTERNAL", "STATE")
+    print(_formatted(items, args.format, headers,
                      lambda i: (i["Id"][:12], i["Name"], i["Subnet"], i["Gateway"], i["Bridge"],
-                                str(i["Internal"]).lower())))
+                                str(i["Internal"]).lower(), i["State"])))
     return 0
 
 
-def _inspect(lookup: Callable[[Any, str], Any], names: list[str], fmt: str | None) -> int:
+def _inspect(lookup: Callable[[Any, str], dict[str, Any]], names: list[str], fmt: Format | None) -> int:
     found, failed = [], 0
     with _catalog() as catalog:
         for name in names:
             try:
-                found.append(lookup(catalog, name).to_dict())
+                found.append(lookup(catalog, name))
             except NsnetError as exc:
                 print(f"nsnet: error: {exc}", file=sys.stderr)
                 failed = 1
-    if fmt and fmt != "json":
-        for item in found:
-            print(template(fmt, item))
+    if isinstance(fmt, Template):
+        if found:
+            print(_rendered(fmt, found))
     elif found or not failed:
         print(as_json(found))
     return failed
 
 
 def network_inspect(args: argparse.Namespace) -> int:
-    return _inspect(lambda e, n: e.network(n), args.names, args.format)
+    return _inspect(lambda c, n: c.network_details(n), args.names, args.format)
 
 
 def _each(names: list[str], action: Callable[[str], None]) -> int:
@@ -143,7 +175,7 @@ def ps(args: argparse.Namespace) -> int:
 
 
 def inspect(args: argparse.Namespace) -> int:
-    return _inspect(lambda e, n: e.sandbox(n), args.names, args.format)
+    return _inspect(lambda c, n: c.sandbox(n).to_dict(), args.names, args.format)
 
 
 def rm(args: argparse.Namespace) -> int:
@@ -181,6 +213,21 @@ def _command(argv: list[str]) -> list[str]:
     return argv
 
 
+def _cannot_execute(program: str, exc: OSError) -> int:
+    """The shell's answer when a command cannot start: 127 when it is not there, 126 when it is
+    there but cannot be executed (a directory, no permission, not an executable format)."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        reason, code = "command not found", 127
+    elif "/" in program and os.path.isdir(program):  # a bare name was looked up in PATH
+        reason, code = "is a directory", 126
+    elif isinstance(exc, PermissionError):
+        reason, code = "permission denied", 126
+    else:
+        reason, code = (exc.strerror or str(exc)).lower(), 126
+    print(f"nsnet: error: {program}: {reason}", file=sys.stderr)
+    return code
+
+
 def exec_(args: argparse.Namespace) -> int:
     from .kernel.netns import enter_sandbox
 
@@ -190,12 +237,8 @@ def exec_(args: argparse.Namespace) -> int:
     enter_sandbox(args.name)
     try:
         os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        print(f"nsnet: error: {argv[0]}: command not found", file=sys.stderr)
-        return 127
-    except PermissionError:
-        print(f"nsnet: error: {argv[0]}: permission denied", file=sys.stderr)
-        return 126
+    except OSError as exc:
+        return _cannot_execute(argv[0], exc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,11 +249,12 @@ def run(args: argparse.Namespace) -> int:
     with _engine() as engine:
         engine.create_sandbox(name, networks=args.network, ip=args.ip, publish=args.publish)
         try:
+            if not args.rm:  # stdout is the command's; the name of what is kept goes to stderr
+                print(f"nsnet: sandbox {name}", file=sys.stderr, flush=True)
             try:
                 process = engine.popen(name, argv)
-            except FileNotFoundError:
-                print(f"nsnet: error: {argv[0]}: command not found", file=sys.stderr)
-                return 127
+            except OSError as exc:
+                return _cannot_execute(argv[0], exc)
             # The terminal's Ctrl-C reaches the child directly; termination asked of us is passed on.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -263,6 +307,9 @@ def lab(args: argparse.Namespace) -> int:
 
 # Parser
 
+TEMPLATE_HELP = "a template such as '{{.Name}}' ({{.A.B}} paths and {{json .A}})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nsnet", description="Docker-style bridge networking from the kernel's own parts.")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True, parser_class=_Parser)
@@ -274,74 +321,82 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     def listing(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--format", help="table (default), json, or a template such as '{{.Name}}'")
+        sub.add_argument("--format", type=_listing_format, help=f"table (default), json, or {TEMPLATE_HELP}")
         sub.add_argument("-q", "--quiet", action="store_true", help="print names only")
+
+    def inspecting(sub: argparse.ArgumentParser, kind: str) -> None:
+        sub.add_argument("names", nargs="+", metavar="NAME", help=f"the {kind}s to show")
+        sub.add_argument("--format", "-f", type=_inspect_format, help=f"json (default) or {TEMPLATE_HELP}")
+
+    def json_only(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--format", choices=["json"], help="json: print JSON instead of text")
+
+    def naming(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument("name", help=what)
 
     network = verbs.add_parser("network", help="manage networks").add_subparsers(
         dest="network_verb", metavar="COMMAND", required=True, parser_class=_Parser)
     sub = verb("create", network_create, "create a network: a bridge, its subnet and its rules", network)
-    sub.add_argument("name")
+    naming(sub, "the network's name")
     sub.add_argument("--subnet", help="CIDR; picked from the address pool when omitted")
     sub.add_argument("--gateway", help="the bridge's address (default: first address of the subnet)")
     sub.add_argument("--ip-range", help="allocate sandbox addresses from this part of the subnet")
     sub.add_argument("--internal", action="store_true", help="no traffic in or out of the network")
-    sub.add_argument("--mtu", type=int, default=1500)
+    sub.add_argument("--mtu", type=int, default=1500, help="MTU of the bridge and its veths (default: 1500)")
     sub.add_argument("--no-icc", action="store_true", help="sandboxes on it may not talk to each other")
-    sub.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    sub.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                     help="metadata shown by inspect (repeatable)")
     listing(verb("ls", network_ls, "list networks", network))
-    sub = verb("inspect", network_inspect, "show networks as JSON", network)
-    sub.add_argument("names", nargs="+", metavar="NAME")
-    sub.add_argument("--format", "-f")
+    inspecting(verb("inspect", network_inspect, "show networks and their sandboxes as JSON", network), "network")
     sub = verb("rm", network_rm, "remove networks", network)
-    sub.add_argument("names", nargs="+", metavar="NAME")
+    sub.add_argument("names", nargs="+", metavar="NAME", help="the networks to remove")
     sub.add_argument("-f", "--force", action="store_true", help="disconnect attached sandboxes first")
     sub = verb("prune", network_prune, "remove every network no sandbox uses", network)
     sub.add_argument("-f", "--force", action="store_true", help="accepted for Docker compatibility")
 
-    def publishing(sub: argparse.ArgumentParser) -> None:
+    def attaching(sub: argparse.ArgumentParser, ip_help: str) -> None:
+        sub.add_argument("--ip", help=ip_help)
         sub.add_argument("-p", "--publish", action="append", default=[],
                          metavar="[HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTO]", help="publish a port (repeatable)")
 
+    def command(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
+                         help="the command and its arguments, after --")
+
+    networks_help = "attach to this network (repeatable; default: nsnet)"
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")
-    sub.add_argument("name")
-    sub.add_argument("--network", action="append", default=[], help="repeatable; default: nsnet")
-    sub.add_argument("--ip", help="address on the first network")
-    publishing(sub)
+    naming(sub, "the sandbox's name")
+    sub.add_argument("--network", action="append", default=[], help=networks_help)
+    attaching(sub, "its address on the first network (default: the next free one)")
     sub = verb("run", run, "run a command in a new sandbox")
-    sub.add_argument("--name")
+    sub.add_argument("--name", help="the sandbox's name (default: run-<8 hex digits>, printed on stderr)")
     sub.add_argument("--rm", action="store_true", help="remove the sandbox when the command exits")
-    sub.add_argument("--network", action="append", default=[])
-    sub.add_argument("--ip")
-    publishing(sub)
-    sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    sub.add_argument("--network", action="append", default=[], help=networks_help)
+    attaching(sub, "its address on the first network (default: the next free one)")
+    command(sub)
     sub = verb("exec", exec_, "run a command inside a sandbox")
-    sub.add_argument("name")
-    sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    naming(sub, "the sandbox")
+    command(sub)
     sub = verb("connect", connect, "attach a sandbox to a network")
-    sub.add_argument("network")
-    sub.add_argument("name")
-    sub.add_argument("--ip")
-    publishing(sub)
+    sub.add_argument("network", help="the network to attach to")
+    naming(sub, "the sandbox")
+    attaching(sub, "its address on that network (default: the next free one)")
     sub = verb("port", port, "list a sandbox's published ports")
-    sub.add_argument("name")
-    sub.add_argument("--format", help="json for JSON")
+    naming(sub, "the sandbox")
+    json_only(sub)
     sub = verb("disconnect", disconnect, "detach a sandbox from a network")
-    sub.add_argument("network")
-    sub.add_argument("name")
+    sub.add_argument("network", help="the network to detach from")
+    naming(sub, "the sandbox")
     listing(verb("ps", ps, "list sandboxes"))
-    sub = verb("inspect", inspect, "show sandboxes as JSON")
-    sub.add_argument("names", nargs="+", metavar="NAME")
-    sub.add_argument("--format", "-f")
+    inspecting(verb("inspect", inspect, "show sandboxes as JSON"), "sandbox")
     sub = verb("rm", rm, "remove sandboxes")
-    sub.add_argument("names", nargs="+", metavar="NAME")
+    sub.add_argument("names", nargs="+", metavar="NAME", help="the sandboxes to remove")
     sub.add_argument("-f", "--force", action="store_true", help="kill processes still running inside")
-    sub = verb("check", check, "list every difference between the ledger and the kernel")
-    sub.add_argument("--format", help="json for JSON")
+    json_only(verb("check", check, "list every difference between the ledger and the kernel"))
     verb("gc", gc, "repair: finish or undo interrupted commands, forget vanished sandboxes, re-make what is missing")
-    sub = verb("doctor", doctor, "report what on this host would break nsnet, and why")
-    sub.add_argument("--format", help="json for JSON")
+    json_only(verb("doctor", doctor, "report what on this host would break nsnet, and why"))
     sub = verb("lab", lab, "run a command (default: a shell) in a throwaway isolated host")
-    sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    command(sub)
     return parser
 
 

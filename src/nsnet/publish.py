@@ -8,7 +8,8 @@ would silently take the traffic away from that process. Ephemeral ports come fro
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from ipaddress import IPv4Address
@@ -86,42 +87,85 @@ class HolderLookup(Protocol):
     def holder(self, candidate: PortMapping) -> Listener | None: ...
 
 
+class _Cursor:
+    """Where the search for a free port of one range, address and protocol goes on.
+
+    Ports before the cursor were found taken or handed out during this resolution, and nothing
+    frees a port meanwhile, so each search continues after the last port chosen: resolving N
+    ports costs N lookups plus one per taken port, not N²/2.
+    """
+
+    def __init__(self, taken: PortLookup, holders: HolderLookup) -> None:
+        self._taken = taken
+        self._holders = holders
+        self._next: dict[tuple[IPv4Address | None, str, range], int] = {}
+
+    def next_free(self, host_ip: IPv4Address | None, protocol: str, ports: range) -> int | None:
+        key = (host_ip, protocol, ports)
+        for index in range(self._next.get(key, 0), len(ports)):
+            if _free(host_ip, protocol, ports[index], self._taken, self._holders):
+                self._next[key] = index + 1
+                return ports[index]
+        self._next[key] = len(ports)
+        return None
+
+
+def _refuse_more_than_the_range(requests: Sequence[PortRequest], ephemeral: range) -> None:
+    """Fail at once when one address and protocol need more ephemeral ports than the range holds,
+    rather than after probing every port of it."""
+    wanted: Counter[tuple[IPv4Address | None, str]] = Counter()
+    for request in requests:
+        if request.host_ports is None:
+            wanted[(request.host_ip, request.protocol)] += len(request.sandbox_ports)
+    for (host_ip, protocol), count in wanted.items():
+        if count > len(ephemeral):
+            raise Exhausted(f"{count} ports to publish on ephemeral host ports of {host_ip or '0.0.0.0'}/{protocol},"
+                            f" but the ephemeral range {ephemeral.start}-{ephemeral.stop - 1} holds only"
+                            f" {len(ephemeral)}")
+
+
 def resolve(requests: Iterable[PortRequest], published: PortLookup | Iterable[PortMapping],
             listeners: HolderLookup | Collection[Listener], ephemeral: range) -> list[PortMapping]:
     """PortMappings for the requests, each checked against what is published (including the ones
     resolved before it) and what host processes hold. Both are asked one port at a time, so the
     cost does not grow with the number of ports already published."""
+    requests = list(requests)
+    _refuse_more_than_the_range(requests, ephemeral)
     taken = published if hasattr(published, "clash") else Published(published)
     holders = listeners if hasattr(listeners, "holder") else Listeners(listeners)
+    cursor = _Cursor(taken, holders)
     mappings: list[PortMapping] = []
 
-    def add(mapping: PortMapping) -> None:
-        clash = taken.clash(mapping)
-        if clash is not None:
-            raise Conflict(f"host port {mapping.host_ip or '0.0.0.0'}:{mapping.host_port}/{mapping.protocol}"
-                           " is already published")
-        bound = holders.holder(mapping)
-        if bound is not None:
-            raise Conflict(f"host port {mapping.host_ip or '0.0.0.0'}:{mapping.host_port}/{mapping.protocol}"
-                           f" is in use by a host process (bound to {bound.address or '0.0.0.0'}:{bound.port})")
+    def add(mapping: PortMapping, checked: bool = False) -> None:
+        if not checked:
+            _refuse_taken(mapping, taken, holders)
         taken.append(mapping)
         mappings.append(mapping)
 
     for request in requests:
         ip, proto = request.host_ip, request.protocol
         if request.pick_one:
-            port = next((p for p in request.host_ports if _free(ip, proto, p, taken, holders)), None)
+            port = cursor.next_free(ip, proto, request.host_ports)
             if port is None:
                 raise Conflict(f"no free host port in {ip or '0.0.0.0'}:{request.host_ports.start}-"
                                f"{request.host_ports.stop - 1}/{proto}")
-            add(PortMapping(ip, port, request.sandbox_ports[0], proto))
+            add(PortMapping(ip, port, request.sandbox_ports[0], proto), checked=True)
         elif request.host_ports is not None:
             for host_port, sandbox_port in zip(request.host_ports, request.sandbox_ports):
                 add(PortMapping(ip, host_port, sandbox_port, proto))
         else:
             for sandbox_port in request.sandbox_ports:
-                port = next((p for p in ephemeral if _free(ip, proto, p, taken, holders)), None)
+                port = cursor.next_free(ip, proto, ephemeral)
                 if port is None:
                     raise Exhausted(f"no free ephemeral host port left in {ephemeral.start}-{ephemeral.stop - 1}")
-                add(PortMapping(ip, port, sandbox_port, proto))
+                add(PortMapping(ip, port, sandbox_port, proto), checked=True)
     return mappings
+
+
+def _refuse_taken(mapping: PortMapping, taken: PortLookup, holders: HolderLookup) -> None:
+    where = f"host port {mapping.host_ip or '0.0.0.0'}:{mapping.host_port}/{mapping.protocol}"
+    if taken.clash(mapping) is not None:
+        raise Conflict(f"{where} is already published")
+    bound = holders.holder(mapping)
+    if bound is not None:
+        raise Conflict(f"{where} is in use by a host process (bound to {bound.address or '0.0.0.0'}:{bound.port})")

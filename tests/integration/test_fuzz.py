@@ -1,7 +1,8 @@
 """Random sequences of operations, valid and invalid, against the real kernel.
 
-After every step `check` must find no difference between the ledger and the kernel, and an
-operation that was refused must have left the ledger exactly as it was. NSNET_FUZZ_EXAMPLES sets
+After every step `check` must find no difference between the ledger and the kernel, an
+operation that was refused must have left the ledger exactly as it was, and one that succeeded
+must have made what was asked (names, networks, addresses, ports) and nothing else. NSNET_FUZZ_EXAMPLES sets
 the campaign's size (CI runs a short one).
 """
 
@@ -16,14 +17,19 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from ipaddress import IPv4Address, IPv4Network
+
 from nsnet import Engine, NsnetError
+from nsnet.portspec import parse
 
 from .conftest import wait_clean
 
 # Mostly valid values, so that sequences build real state; some invalid, so refusals happen too.
 NETWORKS = st.sampled_from(["a", "a", "b", "b", "c", "../x"])
 SANDBOXES = st.sampled_from(["s1", "s2", "s2", "s3", "s3", "s4", "bad/name"])
-SUBNETS = st.sampled_from([None, None, None, "10.41.0.0/24", "10.40.0.0/16", "10.41.0.1/24", "10.42.0.0/31"])
+SUBNETS = st.sampled_from([None, None, None, "10.41.0.0/24", "10.40.0.0/16", "10.41.0.1/24", "10.42.0.0/31",
+                           "127.0.0.0/24", "fd00::/64"])
+NEVER_ACCEPTED = {"10.41.0.1/24", "10.42.0.0/31", "127.0.0.0/24", "fd00::/64"}
 PORTS = st.one_of(st.just([]), st.just([]), st.lists(st.sampled_from(
     ["8080:80", "8081:81/udp", "127.0.0.1::90", "9000-9002:9000-9002", "80", "0:1", "[::1]:80:80"]), max_size=2))
 IPS = st.sampled_from([None, None, None, None, "10.40.0.9", "10.41.0.9", "10.99.0.1", "not-an-ip"])
@@ -42,13 +48,18 @@ class Lifecycle(RuleBasedStateMachine):
         finally:
             db.close()
 
-    def attempt(self, action, *args, **kwargs) -> None:
-        """Run one operation; a refusal must be nsnet's own error and change nothing."""
+    def attempt(self, action, *args, **kwargs):
+        """Run one operation; a refusal must be nsnet's own error and change nothing. Returns
+        (True, result) on success, (False, None) on a refusal."""
         before = self.ledger()
         try:
-            action(*args, **kwargs)
+            return True, action(*args, **kwargs)
         except NsnetError:
             assert self.ledger() == before
+            return False, None
+
+    def names(self) -> tuple[list[str], list[str]]:
+        return [n.name for n in self.engine.networks()], [s.name for s in self.engine.sandboxes()]
 
     @initialize()
     def start_from_a_working_network(self) -> None:
@@ -57,27 +68,79 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(name=NETWORKS, subnet=SUBNETS, internal=st.booleans(), icc=st.booleans())
     def create_network(self, name, subnet, internal, icc) -> None:
-        self.attempt(self.engine.create_network, name, subnet=subnet, internal=internal, icc=icc)
+        networks_before = self.names()[0]
+        ok, network = self.attempt(self.engine.create_network, name, subnet=subnet, internal=internal, icc=icc)
+        if not ok:
+            return
+        assert subnet not in NEVER_ACCEPTED and name not in networks_before
+        assert (network.name, network.internal, network.icc, network.state) == (name, internal, icc, "ready")
+        if subnet is not None:
+            assert network.subnet == IPv4Network(subnet)
+        assert network.gateway == network.subnet.network_address + 1
+        assert self.engine.network(name) == network
+        assert self.names()[0] == networks_before + [name]
 
     @rule(name=NETWORKS, force=st.booleans())
     def remove_network(self, name, force) -> None:
-        self.attempt(self.engine.remove_network, name, force=force)
+        networks_before = self.names()[0]
+        ok, _ = self.attempt(self.engine.remove_network, name, force=force)
+        if ok:
+            assert self.names()[0] == [n for n in networks_before if n != name]
 
     @rule(name=SANDBOXES, networks=st.lists(NETWORKS, max_size=2, unique=True), ip=IPS, ports=PORTS)
     def create_sandbox(self, name, networks, ip, ports) -> None:
-        self.attempt(self.engine.create_sandbox, name, networks=networks or ["a"], ip=ip, publish=ports)
+        networks = networks or ["a"]
+        ok, sandbox = self.attempt(self.engine.create_sandbox, name, networks=networks, ip=ip, publish=ports)
+        if not ok:
+            return
+        assert [e.network for e in sandbox.endpoints] == networks
+        assert [e.ifname for e in sandbox.endpoints] == [f"eth{i}" for i in range(len(networks))]
+        self.assert_endpoint_as_asked(sandbox.endpoints[0], ip, ports)
+        assert all(not e.ports for e in sandbox.endpoints[1:])
+        assert self.engine.sandbox(name).endpoints == sandbox.endpoints
+
+    def assert_endpoint_as_asked(self, endpoint, ip, ports) -> None:
+        network = self.engine.network(endpoint.network)
+        assert endpoint.address.ip in network.subnet and endpoint.address.network == network.subnet
+        assert endpoint.address.ip not in (network.gateway, network.subnet.network_address,
+                                           network.subnet.broadcast_address)
+        if ip is not None:
+            assert endpoint.address.ip == IPv4Address(ip)
+        pairs = [(r, port) for r in (parse(spec) for spec in ports) for port in r.sandbox_ports]
+        assert [(m.sandbox_port, m.protocol, m.host_ip) for m in endpoint.ports] == [
+            (port, r.protocol, r.host_ip) for r, port in pairs]
+        for (request, port), mapping in zip(pairs, endpoint.ports):
+            if request.pick_one:
+                assert mapping.host_port in request.host_ports
+            elif request.host_ports is not None:
+                assert mapping.host_port == request.host_ports[port - request.sandbox_ports.start]
+            else:
+                assert mapping.host_port in self.engine.kernel.ephemeral_ports()
 
     @rule(network=NETWORKS, sandbox=SANDBOXES, ip=IPS, ports=PORTS)
     def connect(self, network, sandbox, ip, ports) -> None:
-        self.attempt(self.engine.connect, network, sandbox, ip=ip, publish=ports)
+        ok, endpoint = self.attempt(self.engine.connect, network, sandbox, ip=ip, publish=ports)
+        if not ok:
+            return
+        assert (endpoint.sandbox, endpoint.network) == (sandbox, network)
+        self.assert_endpoint_as_asked(endpoint, ip, ports)
+        assert self.engine.sandbox(sandbox).endpoint(network) == endpoint
 
     @rule(network=NETWORKS, sandbox=SANDBOXES)
     def disconnect(self, network, sandbox) -> None:
-        self.attempt(self.engine.disconnect, network, sandbox)
+        before = self.engine.sandbox(sandbox).endpoints if sandbox in self.names()[1] else ()
+        ok, _ = self.attempt(self.engine.disconnect, network, sandbox)
+        if ok:
+            after = self.engine.sandbox(sandbox).endpoints
+            assert [e.network for e in after] == [e.network for e in before if e.network != network]
+            assert sum(e.default_route for e in after) <= 1
 
     @rule(name=SANDBOXES, force=st.booleans())
     def remove_sandbox(self, name, force) -> None:
-        self.attempt(self.engine.remove_sandbox, name, force=force)
+        sandboxes_before = self.names()[1]
+        ok, _ = self.attempt(self.engine.remove_sandbox, name, force=force)
+        if ok:
+            assert self.names()[1] == [s for s in sandboxes_before if s != name]
 
     @precondition(lambda self: bool(self.engine.sandboxes()))
     @rule()

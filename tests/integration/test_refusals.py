@@ -43,6 +43,14 @@ BAD_COMMANDS = [
     (("network", "create", "bad", "--subnet", "10.40.0.1/24"), "invalid subnet '10.40.0.1/24': host bits are set"),
     (("network", "create", "bad", "--subnet", "10.40.0.0/33"), "prefix length must be between 0 and 32"),
     (("network", "create", "bad", "--subnet", "10.40.0/24"), "is not an IPv4 CIDR"),
+    (("network", "create", "bad", "--subnet", "fd00::/64"), "invalid subnet 'fd00::/64': IPv6 is not supported yet"),
+    (("network", "create", "bad", "--subnet", "0.0.0.0/0"), "overlaps the 'this network' range 0.0.0.0/8"),
+    (("network", "create", "bad", "--subnet", "127.0.0.0/24"), "overlaps the loopback range 127.0.0.0/8"),
+    (("network", "create", "bad", "--subnet", "169.254.0.0/24"), "overlaps the link-local range"),
+    (("network", "create", "bad", "--subnet", "224.0.0.0/24"), "overlaps the multicast range"),
+    (("network", "create", "bad", "--subnet", "255.255.255.252/30"), "overlaps the reserved range 240.0.0.0/4"),
+    (("network", "create", "bad", "--subnet", "10.40.0.0/24", "--ip-range", "10.40.0.1/32"),
+     "invalid ip-range '10.40.0.1/32': leaves no address for sandboxes"),
     (("network", "create", "bad", "--subnet", "10.40.0.0/24", "--gateway", "10.41.0.1"), "outside the subnet"),
     (("network", "create", "bad", "--subnet", "10.31.0.0/16"), "overlaps network 'app'"),
     (("network", "create", "app", "--subnet", "10.42.0.0/24"), "network 'app' already exists"),
@@ -60,6 +68,8 @@ BAD_COMMANDS = [
     (("create", "s", "--network", "app", "--ip", "10.31.0.2"), "ip 10.31.0.2 is already in use"),
     (("create", "s", "--network", "app", "--ip", "10.31.0.1"), "is the gateway"),
     (("create", "foreign", "--network", "app"), "a network namespace named 'foreign' exists and is not nsnet's"),
+    (("create", "s", "--network", "app", "-p", "1-65535"),
+     "65535 ports to publish on ephemeral host ports of 0.0.0.0/tcp, but the ephemeral range"),
     (("connect", "app", "web"), "already connected"),
     (("connect", "nope", "web"), "no such network: 'nope'"),
     (("disconnect", "app", "nope"), "no such sandbox: 'nope'"),
@@ -116,3 +126,21 @@ def test_a_kernel_refusal_half_way_undoes_every_step(state_dir: str, engine: Eng
     assert snapshot(state_dir) == before
     assert nsnet_objects()["netns"] == []
     assert [l["ifname"] for l in ip_json("link") if l["ifname"].startswith("nsv")] == []
+
+
+@pytest.mark.parametrize(
+    "program, code, reason",
+    [("/etc/passwd", 126, "permission denied"), ("/etc", 126, "is a directory"),
+     ("/nonexistent", 127, "command not found"), ("nsnet-no-such-command", 127, "command not found")],
+)
+def test_a_command_that_cannot_execute_is_one_line_with_the_shells_exit_code(populated: str, program: str, code: int,
+                                                                             reason: str) -> None:
+    namespaces = sorted(os.listdir("/run/netns"))
+
+    ran = cli("run", "--rm", "--network", "app", "--", program)
+    executed = cli("exec", "web", "--", program)
+
+    assert (ran.returncode, ran.stdout, ran.stderr) == (code, "", f"nsnet: error: {program}: {reason}\n")
+    assert (executed.returncode, executed.stdout, executed.stderr) == (code, "", f"nsnet: error: {program}: {reason}\n")
+    assert cli("ps", "-q").stdout == "web\n"
+    assert sorted(os.listdir("/run/netns")) == namespaces

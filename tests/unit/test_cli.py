@@ -1,9 +1,11 @@
+import argparse
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +14,10 @@ from hypothesis import strategies as st
 from nsnet import cli, output
 from nsnet.catalog import Catalog
 from nsnet.engine import Engine
+from nsnet.errors import InvalidInput
 from nsnet.kernel.fake import FakeKernel
+from nsnet.model import Endpoint, Network, PortMapping
+from nsnet.store import Store
 
 NETWORK_FIELDS = {"Id", "Name", "Driver", "Bridge", "Subnet", "Gateway", "IPRange", "Internal", "ICC", "MTU", "Labels",
                   "Created", "State"}
@@ -89,6 +94,13 @@ def test_network_create_flags_reach_the_engine(nsnet):
          "nsnet: error: invalid subnet '10.0.0.1/24': host bits are set (did you mean 10.0.0.0/24?)"),
         (["network", "create", "app", "--mtu", "10"], "nsnet: error: invalid mtu '10': must be between 68 and 65535"),
         (["network", "create", "app", "--gateway", "10.0.0.1"], "nsnet: error: invalid gateway '10.0.0.1': requires"),
+        (["network", "create", "app", "--subnet", "fd00::/64"],
+         "nsnet: error: invalid subnet 'fd00::/64': IPv6 is not supported yet\n"),
+        (["network", "create", "app", "--subnet", "127.0.0.0/24"],
+         "nsnet: error: invalid subnet '127.0.0.0/24': overlaps the loopback range 127.0.0.0/8\n"),
+        (["network", "create", "app", "--subnet", "10.0.0.0/24", "--ip-range", "10.0.0.1/32"],
+         "nsnet: error: invalid ip-range '10.0.0.1/32': leaves no address for sandboxes\n"),
+        (["create", "web", "--ip", "fd00::5"], "nsnet: error: invalid ip 'fd00::5': IPv6 is not supported yet\n"),
         (["network", "inspect", "nope"], "nsnet: error: no such network: 'nope'"),
         (["create", "web", "--network", "nope"], "nsnet: error: no such network: 'nope'"),
         (["create", "web", "--ip", "10.0.0"], "nsnet: error: invalid ip '10.0.0': is not an IPv4 address"),
@@ -159,9 +171,19 @@ def test_network_ls_table(nsnet):
     with nsnet.engine() as engine:
         network = engine.network("app")
     assert nsnet.run("network", "ls").out == (
-        "NETWORK ID     NAME   SUBNET         GATEWAY     BRIDGE            INTERNAL\n"
-        f"{network.id[:12]}   app    10.31.0.0/24   10.31.0.1   {network.bridge}   false\n"
+        "NETWORK ID     NAME   SUBNET         GATEWAY     BRIDGE            INTERNAL   STATE\n"
+        f"{network.id[:12]}   app    10.31.0.0/24   10.31.0.1   {network.bridge}   false      ready\n"
     )
+
+
+def test_network_ls_table_shows_each_networks_state(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    nsnet.run("network", "create", "db", "--subnet", "10.32.0.0/24")
+    with nsnet.engine() as engine, engine._store.transaction():
+        engine._store.set_network_state(engine.network("db").id, "removing")
+    rows = nsnet.run("network", "ls").out.splitlines()
+    assert rows[0].split()[-1] == "STATE"
+    assert [(row.split()[1], row.split()[-1]) for row in rows[1:]] == [("app", "ready"), ("db", "removing")]
 
 
 def test_network_ls_quiet_and_template(nsnet):
@@ -177,7 +199,26 @@ def test_network_inspect_json(nsnet):
         expected = engine.network("app").to_dict()
     result = nsnet.run("network", "inspect", "app")
     assert result.code == 0
-    assert json.loads(result.out) == [expected]
+    assert json.loads(result.out) == [expected | {"Sandboxes": {}}]
+
+
+def test_network_inspect_lists_the_attached_sandboxes(nsnet):
+    nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24")
+    nsnet.run("network", "create", "db", "--subnet", "10.32.0.0/24")
+    nsnet.run("create", "web", "--network", "app", "--network", "db")
+    nsnet.run("create", "cache", "--network", "db", "--ip", "10.32.0.9")
+    with nsnet.engine() as engine:
+        web, cache = engine.sandbox("web"), engine.sandbox("cache")
+    (network,) = json.loads(nsnet.run("network", "inspect", "db").out)
+    web_db, cache_db = web.endpoint("db"), cache.endpoint("db")
+    assert network["Sandboxes"] == {
+        "web": {"EndpointId": web_db.id, "IPAddress": "10.32.0.2/24", "MacAddress": web_db.mac, "Interface": "eth1",
+                "HostInterface": web_db.host_ifname, "State": "ready"},
+        "cache": {"EndpointId": cache_db.id, "IPAddress": "10.32.0.9/24", "MacAddress": cache_db.mac,
+                  "Interface": "eth0", "HostInterface": cache_db.host_ifname, "State": "ready"},
+    }
+    assert nsnet.run("network", "inspect", "-f", "{{.Sandboxes.web.IPAddress}} {{json .Sandboxes.web.Interface}}",
+                     "app", "db").out == '10.31.0.2/24 "eth0"\n10.32.0.2/24 "eth1"\n'
 
 
 @pytest.fixture
@@ -294,10 +335,13 @@ DATA = {"Name": "web", "Id": 7, "Networks": {"app": {"IPAddress": "10.31.0.2", "
         ("{{.Networks.app}}", '{"IPAddress": "10.31.0.2", "Aliases": ["a", "b"]}'),
         ("{{.Labels}}", "{}"),
         ("{{.Gone}}", ""),
-        ("{{.Missing.Deeper}}", ""),
-        ("{{.Name.Deeper}}", ""),
         ("{{.Name}} on {{.Networks.app.IPAddress}}", "web on 10.31.0.2"),
-        ("plain {{Name}} text", "plain {{Name}} text"),
+        ("{{json .Name}}", '"web"'),
+        ("{{ json  .Gone }}", "null"),
+        ("{{json .Networks.app.Aliases}}", '["a", "b"]'),
+        ("plain text", "plain text"),
+        ("} { }{", "} { }{"),
+        ("", ""),
     ],
 )
 def test_template_fills_nested_fields(fmt, expected):
@@ -306,6 +350,54 @@ def test_template_fills_nested_fields(fmt, expected):
 
 def test_template_dot_is_the_whole_object():
     assert json.loads(output.template("{{.}}", DATA)) == DATA
+    assert json.loads(output.template("{{json .}}", DATA)) == DATA
+
+
+@pytest.mark.parametrize(
+    "fmt, reason",
+    [
+        ("{{.Nmae}}", "no field .Nmae"),
+        ("{{.Missing.Deeper}}", "no field .Missing"),
+        ("{{.Name.Deeper}}", "no field .Name.Deeper"),
+        ("{{.Gone.Deeper}}", "no field .Gone.Deeper"),
+        ("{{.Networks.db.IPAddress}}", "no field .Networks.db"),
+        ("{{.Networks.app.Aliases.0}}", "no field .Networks.app.Aliases.0"),
+        ("{{json .Nmae}}", "no field .Nmae"),
+        ("ok {{.Name}} {{.Labels.x}}", "no field .Labels.x"),
+    ],
+)
+def test_template_fields_the_object_lacks_are_errors_naming_the_field(fmt, reason):
+    with pytest.raises(InvalidInput) as caught:
+        output.template(fmt, DATA)
+    assert (caught.value.field, caught.value.reason) == ("format", reason)
+    assert str(caught.value) == f"invalid format {fmt!r}: {reason}"
+
+
+@pytest.mark.parametrize(
+    "fmt, reason",
+    [
+        ("plain {{Name}} text", "unsupported template syntax '{{Name}}'"),
+        ("{{range .Networks}}{{.IPAddress}}{{end}}", "unsupported template syntax '{{range .Networks}}'"),
+        ("{{if .Gone}}x{{end}}", "unsupported template syntax '{{if .Gone}}'"),
+        ('{{index .Labels "a"}}', "unsupported template syntax '{{index .Labels \"a\"}}'"),
+        ("{{- .Name}}", "unsupported template syntax '{{- .Name}}'"),
+        ("{{}}", "unsupported template syntax '{{}}'"),
+        ("{{.Name | upper}}", "unsupported template syntax '{{.Name | upper}}'"),
+        ("{{json}}", "unsupported template syntax '{{json}}'"),
+        ("{{.Name..Id}}", "unsupported template syntax '{{.Name..Id}}'"),
+        ("{{{.Name}}", "unsupported template syntax '{{{.Name}}'"),
+        ("{{.Name", "'{{' is not closed by '}}'"),
+        ("{{.Name}} {{.Id", "'{{' is not closed by '}}'"),
+        ("x }}", "'}}' closes no '{{'"),
+        ("{{.Name}}}}", "'}}' closes no '{{'"),
+    ],
+)
+def test_template_syntax_beyond_fields_and_json_is_refused(fmt, reason):
+    with pytest.raises(InvalidInput) as caught:
+        output.Template(fmt)
+    assert caught.value.field == "format"
+    assert caught.value.reason.startswith(reason)
+    assert "\n" not in str(caught.value)
 
 
 def test_table_aligns_columns_and_trims_trailing_space():
@@ -316,14 +408,60 @@ def test_as_json_is_indented():
     assert output.as_json([{"a": 1}]) == '[\n  {\n    "a": 1\n  }\n]'
 
 
-@pytest.mark.parametrize("argv", [["network", "ls"], ["network", "inspect", "app"], ["ps"], ["inspect", "web"],
-                                  ["port", "web"]])
-def test_read_only_verbs_load_neither_the_engine_nor_netlink(tmp_path, argv):
-    program = ("import sys; from nsnet import cli; code = cli.main(sys.argv[1:]); "
-               "print(code, sorted(m for m in ('nsnet.engine', 'nsnet.kernel', 'pyroute2', 'nftables') if m in sys.modules))")
-    env = {**os.environ, "NSNET_STATE_DIR": str(tmp_path / "state")}
-    result = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, env=env, check=True)
-    assert result.stdout.splitlines()[-1].split(" ", 1)[1] == "[]"
+def _ledger_with_a_network_and_a_sandbox(directory: str) -> None:
+    """Rows written straight into the ledger, as a create would have left them: no engine, no root."""
+    network = Network(id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
+                      gateway=IPv4Address("10.31.0.1"), created=1.0)
+    endpoint = Endpoint(id="e" * 64, sandbox="web", network="app", ifname="eth0", host_ifname="nsv0123456789a",
+                        mac="02:42:0a:1f:00:02", address=IPv4Interface("10.31.0.2/24"),
+                        gateway=IPv4Address("10.31.0.1"), default_route=True)
+    store = Store(directory)
+    try:
+        with store.transaction():
+            store.add_network(network)
+            store.add_sandbox("5" * 64, "web", "ready")
+            store.add_endpoint("5" * 64, network.id, endpoint)
+            store.add_ports(endpoint.id, [PortMapping(None, 8080, 80), PortMapping(IPv4Address("127.0.0.1"), 5353,
+                                                                                   53, "udp")])
+    finally:
+        store.close()
+
+
+READ_ONLY = [
+    (["network", "ls"], ["NETWORK ID     NAME   SUBNET         GATEWAY     BRIDGE            INTERNAL   STATE",
+                         "aaaaaaaaaaaa   app    10.31.0.0/24   10.31.0.1   nsbr-aaaaaaaaaa   false      ready"]),
+    (["network", "ls", "--format", "json"], None),
+    (["network", "inspect", "app", "-f", "{{.Name}} {{.Sandboxes.web.IPAddress}} {{.Sandboxes.web.HostInterface}}"],
+     ["app 10.31.0.2/24 nsv0123456789a"]),
+    (["ps"], ["SANDBOX ID     NAME   NETWORKS   IP ADDRESSES   STATE",
+              "555555555555   web    app        10.31.0.2      ready"]),
+    (["ps", "--format", "{{.Name}} {{json .Networks.app.DefaultRoute}}"], ["web true"]),
+    (["inspect", "web", "-f", "{{.Networks.app.MacAddress}}"], ["02:42:0a:1f:00:02"]),
+    (["inspect", "web"], None),
+    (["port", "web"], ["80/tcp -> 0.0.0.0:8080", "53/udp -> 127.0.0.1:5353"]),
+]
+
+
+@pytest.mark.parametrize("argv, expected", READ_ONLY, ids=[" ".join(a) for a, _ in READ_ONLY])
+def test_read_only_verbs_load_neither_the_engine_nor_netlink(tmp_path, argv, expected):
+    state = str(tmp_path / "state")
+    _ledger_with_a_network_and_a_sandbox(state)
+    forbidden = ("nsnet.engine", "nsnet.kernel", "nsnet.plan", "nsnet.firewall", "pyroute2", "nftables")
+    program = ("import sys; from nsnet import cli; code = cli.main(sys.argv[1:]); sys.stdout.flush(); "
+               f"print('LOADED', code, sorted(m for m in {forbidden!r} if m in sys.modules))")
+    env = {**os.environ, "NSNET_STATE_DIR": state}
+    result = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, env=env,
+                            timeout=60)
+    *printed, loaded = result.stdout.splitlines()
+    assert (loaded, result.stderr) == ("LOADED 0 []", "")
+    if expected is None:  # JSON: the ledger's rows, whole
+        store = Store(state)
+        rows = store.networks() if argv[0] == "network" else store.sandboxes()
+        store.close()
+        assert json.loads("\n".join(printed)) == [row.to_dict() for row in rows]
+        assert [row.name for row in rows] == (["app"] if argv[0] == "network" else ["web"])
+    else:
+        assert printed == expected
 
 
 def test_unusable_state_dir_is_one_error_line(tmp_path, monkeypatch, capsys):
@@ -422,3 +560,121 @@ def test_any_argv_parses_or_is_refused_in_one_line(argv, capsys):
         assert exc.code in (0, 2)
         if exc.code == 2:
             assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.fixture
+def runs_here(nsnet, monkeypatch) -> Cli:
+    """`run` with the fake kernel: the command runs in this namespace (entering a sandbox needs root)."""
+
+    def popen(self, name, argv, **kwargs):
+        self.sandbox(name)
+        return subprocess.Popen(list(argv), **kwargs)
+
+    monkeypatch.setattr(Engine, "popen", popen)
+    assert nsnet.run("network", "create", "app", "--subnet", "10.31.0.0/24").code == 0
+    return nsnet
+
+
+@pytest.mark.parametrize(
+    "program, code, reason",
+    [
+        ("/etc/passwd", 126, "permission denied"),
+        ("/etc", 126, "is a directory"),
+        ("/nonexistent/nsnet-test", 127, "command not found"),
+        ("nsnet-no-such-command", 127, "command not found"),
+        ("/etc/passwd/x", 127, "command not found"),
+    ],
+)
+@pytest.mark.parametrize("verb", [["run", "--rm"], ["run", "--name", "kept"]])
+def test_run_of_what_cannot_execute_is_one_line_and_the_shells_exit_code(runs_here, verb, program, code, reason):
+    result = runs_here.run(*verb, "--network", "app", "--", program, "arg")
+    assert result.code == code
+    kept = "" if "--rm" in verb else "nsnet: sandbox kept\n"
+    assert (result.out, result.err) == ("", f"{kept}nsnet: error: {program}: {reason}\n")
+    assert runs_here.run("ps", "-q").out == ("" if "--rm" in verb else "kept\n")
+
+
+def test_run_of_a_file_that_is_not_an_executable_format(runs_here, tmp_path):
+    script = tmp_path / "not-a-program"
+    script.write_bytes(b"\x00\x01 no shebang, no ELF")
+    script.chmod(0o755)
+    result = runs_here.run("run", "--rm", "--network", "app", "--", str(script))
+    assert (result.code, result.err) == (126, f"nsnet: error: {script}: exec format error\n")
+    assert runs_here.run("ps", "-q").out == ""
+
+
+def test_run_without_rm_names_the_sandbox_it_keeps_on_stderr(runs_here):
+    result = runs_here.run("run", "--network", "app", "--", sys.executable, "-c", "raise SystemExit(3)")
+    (name,) = runs_here.run("ps", "-q").out.split()
+    assert name.startswith("run-") and len(name) == len("run-") + 8
+    assert result.code == 3
+    assert result.err == f"nsnet: sandbox {name}\n"
+
+
+def test_run_with_rm_prints_nothing_of_its_own(runs_here):
+    result = runs_here.run("run", "--rm", "--network", "app", "--", sys.executable, "-c", "raise SystemExit(4)")
+    assert (result.code, result.out, result.err) == (4, "", "")
+    assert runs_here.run("ps", "-q").out == ""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["network", "ls", "--format", "xml"],
+         "argument --format: invalid format 'xml': must be table or json or a template such as '{{.Name}}'"),
+        (["ps", "--format", "Name"], "argument --format: invalid format 'Name': must be table or json or a template"),
+        (["ps", "--format", "{{.Name"], "argument --format: invalid format '{{.Name': '{{' is not closed by '}}'"),
+        (["ps", "--format", "{{range .}}"],
+         "argument --format: invalid format '{{range .}}': unsupported template syntax '{{range .}}'"),
+        (["inspect", "-f", "table", "web"],
+         "argument --format/-f: invalid format 'table': must be json or a template such as '{{.Name}}'"),
+        (["network", "inspect", "--format", "{{.Name}} }}", "app"],
+         "argument --format/-f: invalid format '{{.Name}} }}': '}}' closes no '{{'"),
+        (["check", "--format", "xml"], "argument --format: invalid choice: 'xml' (choose from 'json')"),
+        (["doctor", "--format", "table"], "argument --format: invalid choice: 'table' (choose from 'json')"),
+        (["port", "web", "--format", "{{.HostPort}}"],
+         "argument --format: invalid choice: '{{.HostPort}}' (choose from 'json')"),
+    ],
+)
+def test_a_format_that_cannot_work_is_a_usage_error(web, argv, message):
+    result = web.run(*argv)
+    assert_one_error_line(result, code=2)
+    assert result.err.startswith(f"nsnet: error: {message}")
+    assert result.out == ""
+
+
+@pytest.mark.parametrize(
+    "argv, fmt, field",
+    [
+        (["ps", "--format"], "{{.Nmae}}", ".Nmae"),
+        (["network", "ls", "--format"], "{{.Name}} {{.Subnet.Bits}}", ".Subnet.Bits"),
+        (["inspect", "web", "db", "-f"], "{{.Networks.app.IPAddress}}", ".Networks.app"),
+        (["network", "inspect", "app", "idle", "-f"], "{{.Sandboxes.web.IPAddress}}", ".Sandboxes.web"),
+    ],
+)
+def test_a_field_missing_from_any_item_fails_before_anything_is_printed(web, argv, fmt, field):
+    web.run("network", "create", "idle", "--subnet", "10.32.0.0/24")
+    web.run("create", "db", "--network", "idle")
+    result = web.run(*argv, fmt)
+    assert (result.code, result.out) == (1, "")
+    assert result.err == f"nsnet: error: invalid format {fmt!r}: no field {field}\n"
+
+
+def test_json_in_a_template_prints_json(web):
+    result = web.run("ps", "--format", "{{.Name}} {{json .Networks.app.Ports}} {{json .State}}")
+    assert (result.code, result.out, result.err) == (0, 'web [] "ready"\n', "")
+
+
+def _options_without_help(parser: argparse.ArgumentParser, prog: str) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{prog} {name}")
+        elif not action.help:
+            missing.append(f"{prog} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_and_argument_has_help_text():
+    assert _options_without_help(cli.build_parser(), "nsnet") == []

@@ -8,7 +8,7 @@ import pytest
 from nsnet.errors import Conflict, Exhausted
 from nsnet.model import PortMapping
 from nsnet.portspec import parse
-from nsnet.publish import Listener, listener_clash, published_clash, resolve
+from nsnet.publish import Listener, Listeners, listener_clash, published_clash, resolve
 
 LOOPBACK = IPv4Address("127.0.0.1")
 LAN = IPv4Address("192.168.1.10")
@@ -176,3 +176,69 @@ def test_resolve_changes_neither_input():
     published, listeners = [PortMapping(None, 8080, 80)], [Listener("tcp", None, 8081)]
     resolve(requests("9090:90", "91"), published, listeners, EPHEMERAL)
     assert (published, listeners) == ([PortMapping(None, 8080, 80)], [Listener("tcp", None, 8081)])
+
+
+class CountingHolders:
+    """A HolderLookup over listeners that counts the questions asked, as a BindProbe costs one
+    bind() per question."""
+
+    def __init__(self, listeners=()) -> None:
+        self._listeners = Listeners(listeners)
+        self.calls = 0
+
+    def holder(self, candidate):
+        self.calls += 1
+        return self._listeners.holder(candidate)
+
+
+@pytest.mark.parametrize("count", [1000, 2000])
+def test_ephemeral_ports_of_a_range_cost_one_lookup_each(count):
+    holders = CountingHolders()
+    mappings = resolve(requests(f"1-{count}"), [], holders, range(32768, 61000))
+    assert mappings == [PortMapping(None, 32768 + i, 1 + i) for i in range(count)]
+    assert holders.calls == count
+
+
+def test_ephemeral_search_continues_after_the_last_port_chosen_past_held_ports():
+    held = [Listener("tcp", None, port) for port in range(32768, 32868, 2)]  # every other one of the first 100
+    holders = CountingHolders(held)
+    published = [PortMapping(None, 32869, 80)]
+    mappings = resolve(requests("1-100"), published, holders, range(32768, 61000))
+    expected = [p for p in range(32768, 33000) if (p >= 32868 or p % 2 == 1) and p != 32869][:100]
+    assert [m.host_port for m in mappings] == expected
+    assert holders.calls == 100 + 50  # each chosen port once, each held port once; the published one costs none
+
+
+def test_requests_for_other_addresses_and_protocols_search_from_the_start():
+    holders = CountingHolders()
+    assert resolve(requests("1-2", "127.0.0.1::3", "4/udp", "5"), [], holders, EPHEMERAL) == [
+        PortMapping(None, 32768, 1), PortMapping(None, 32769, 2), PortMapping(LOOPBACK, 32770, 3),
+        PortMapping(None, 32768, 4, "udp"), PortMapping(None, 32771, 5),
+    ]
+
+
+def test_host_ranges_to_one_port_continue_after_the_last_port_chosen():
+    holders = CountingHolders()
+    specs = [f"8000-8999:{port}" for port in range(1, 501)]
+    assert [m.host_port for m in resolve(requests(*specs), [], holders, EPHEMERAL)] == list(range(8000, 8500))
+    assert holders.calls == 500
+
+
+@pytest.mark.parametrize("specs, count, where", [(["1-65535"], 65535, "0.0.0.0/tcp"),
+                                                 (["80/udp", "127.0.0.1::1-5/udp"], 5, "127.0.0.1/udp"),
+                                                 (["1-2", "3-5"], 5, "0.0.0.0/tcp")])
+def test_more_ports_than_the_ephemeral_range_holds_are_refused_before_any_lookup(specs, count, where):
+    holders = CountingHolders()
+    with pytest.raises(Exhausted) as caught:
+        resolve(requests(*specs), [], holders, EPHEMERAL)
+    assert str(caught.value) == (f"{count} ports to publish on ephemeral host ports of {where}, but the ephemeral"
+                                 " range 32768-32771 holds only 4")
+    assert holders.calls == 0
+
+
+def test_ports_that_cannot_all_be_free_are_refused_after_one_pass():
+    holders = CountingHolders([Listener("tcp", None, port) for port in range(32768, 61000, 2)])
+    with pytest.raises(Exhausted) as caught:
+        resolve(requests("1-20000"), [], holders, range(32768, 61000))
+    assert str(caught.value) == "no free ephemeral host port left in 32768-60999"
+    assert holders.calls == len(range(32768, 61000))

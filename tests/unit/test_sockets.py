@@ -1,14 +1,18 @@
 """Host sockets read from /proc/net files written here, in the kernel's own format (lines taken from
 a real /proc/net/{tcp,tcp6,udp,udp6}; /proc/net/sctp/eps as net/sctp/proc.c prints it)."""
 
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
+from nsnet.errors import Conflict
 from nsnet.kernel import sockets
-from nsnet.publish import Listener
+from nsnet.model import PortMapping
+from nsnet.portspec import parse
+from nsnet.publish import Listener, resolve
 
 LOOPBACK = IPv4Address("127.0.0.1")
 
@@ -145,3 +149,41 @@ def test_sctp_comes_after_the_other_files(proc):
     assert proc(tcp=[tcp("00000000:0B55", "00000000:0000", "0A")], sctp=[sctp(2901, "0.0.0.0")]) == [
         Listener("tcp", None, 2901), Listener("sctp", None, 2901),
     ]
+
+
+@pytest.fixture
+def held_on_loopback(request) -> Iterator[tuple[str, int]]:
+    """A real socket on 127.0.0.1 and a port the kernel picked as free (no root needed)."""
+    protocol = request.param
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM)
+    try:
+        holder.bind(("127.0.0.1", 0))
+        if protocol == "tcp":
+            holder.listen()
+        yield protocol, holder.getsockname()[1]
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("held_on_loopback", ["tcp", "udp"], indirect=True)
+def test_bind_probe_names_the_real_listeners_address(held_on_loopback):
+    protocol, port = held_on_loopback
+    probe = sockets.BindProbe()
+    assert probe.holder(PortMapping(None, port, 80, protocol)) == Listener(protocol, LOOPBACK, port)
+    assert probe.holder(PortMapping(LOOPBACK, port, 80, protocol)) == Listener(protocol, LOOPBACK, port)
+    with pytest.raises(Conflict) as caught:
+        resolve([parse(f"{port}:80/{protocol}")], [], probe, range(32768, 61000))
+    assert str(caught.value) == (f"host port 0.0.0.0:{port}/{protocol} is in use by a host process"
+                                 f" (bound to 127.0.0.1:{port})")
+
+
+def test_bind_probe_falls_back_to_the_candidate_when_proc_shows_no_listener(monkeypatch):
+    """A TCP socket bound without listening refuses our bind but is in no LISTEN line."""
+    bound = socket.socket()
+    try:
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        assert port not in [l.port for l in sockets.listeners() if l.protocol == "tcp"]
+        assert sockets.BindProbe().holder(PortMapping(LOOPBACK, port, 80)) == Listener("tcp", LOOPBACK, port)
+    finally:
+        bound.close()

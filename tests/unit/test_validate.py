@@ -2,7 +2,7 @@ import re
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nsnet import validate
@@ -10,6 +10,92 @@ from nsnet.errors import InvalidInput
 from nsnet.model import NetworkRequest
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+# Independent oracles: what each parser must accept, written from the grammar with integers and
+# regular expressions, not with the ipaddress module the parsers use.
+OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+DOTTED = re.compile(rf"{OCTET}\.{OCTET}\.{OCTET}\.{OCTET}")
+RESERVED_INTERVALS = [(0x00000000, 0x00FFFFFF), (0x7F000000, 0x7FFFFFFF), (0xA9FE0000, 0xA9FEFFFF),
+                      (0xE0000000, 0xFFFFFFFF)]
+LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]*")
+
+
+def address_oracle(text: str) -> int | None:
+    match = DOTTED.fullmatch(text)
+    return None if match is None else sum(int(octet) << shift for octet, shift in zip(match.groups(), (24, 16, 8, 0)))
+
+
+def cidr_oracle(text: str) -> tuple[int, int] | None:
+    address_text, slash, prefix_text = text.partition("/")
+    address = address_oracle(address_text)
+    if address is None or not slash or not re.fullmatch(r"[0-9]{1,4}", prefix_text) or int(prefix_text) > 32:
+        return None
+    prefix = int(prefix_text)
+    return (address, prefix) if address % (1 << (32 - prefix)) == 0 else None
+
+
+def interval(network: tuple[int, int]) -> tuple[int, int]:
+    address, prefix = network
+    return address, address + (1 << (32 - prefix)) - 1
+
+
+def reserved(network: tuple[int, int]) -> bool:
+    first, last = interval(network)
+    return any(first <= r_last and r_first <= last for r_first, r_last in RESERVED_INTERVALS)
+
+
+def usable_cidr_oracle(text: str) -> tuple[int, int] | None:
+    network = cidr_oracle(text)
+    return None if network is None or reserved(network) else network
+
+
+def pool_oracle(text: str) -> tuple[tuple[int, int], int] | None:
+    fields = [part.partition("=") for part in text.split(",")]
+    if sorted(key for key, _, _ in fields) != ["base", "size"]:
+        return None
+    values = {key: value for key, _, value in fields}
+    base = usable_cidr_oracle(values["base"])
+    size = values["size"]
+    if base is None or not re.fullmatch(r"[0-9]{1,4}", size) or not base[1] <= int(size) <= 30:
+        return None
+    return base, int(size)
+
+
+def labels_oracle(items: list[str]) -> tuple[tuple[str, str], ...] | None:
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not LABEL_KEY.fullmatch(key):
+            return None
+        parsed[key] = value
+    return tuple(sorted(parsed.items()))
+
+
+def request_oracle(name, subnet, gateway, ip_range):
+    """(subnet, gateway, ip_range) as integer tuples when the request must be accepted, else None."""
+    if not SAFE_NAME.fullmatch(name):
+        return None
+    net = usable_cidr_oracle(subnet) if subnet is not None else None
+    gw = address_oracle(gateway) if gateway is not None else None
+    rng = usable_cidr_oracle(ip_range) if ip_range is not None else None
+    if (subnet is not None and (net is None or net[1] > 30)) or (gateway is not None and gw is None) \
+            or (ip_range is not None and rng is None):
+        return None
+    if net is None:
+        return (None, None, None) if gateway is None and ip_range is None else None
+    first, last = interval(net)
+    if gw is not None and not first < gw < last:  # inside, and neither network nor broadcast address
+        return None
+    if rng is not None:
+        range_first, range_last = interval(rng)
+        if not first <= range_first <= range_last <= last:
+            return None
+        low, high = max(range_first, first + 1), min(range_last, last - 1)
+        gateway_used = gw if gw is not None else first + 1
+        if max(0, high - low + 1) - (1 if low <= gateway_used <= high else 0) == 0:
+            return None
+    return net, gw, rng
 
 
 def invalid(call, *args, **kwargs) -> InvalidInput:
@@ -58,16 +144,13 @@ def test_name_error_message_is_exact():
     assert str(err) == "invalid network name '': must not be empty"
 
 
-@given(st.text(max_size=80))
-def test_accepted_names_are_safe_path_components(value):
-    try:
-        accepted = validate.name("network name", value)
-    except InvalidInput as err:
-        assert_one_line_naming(err, "network name")
-        return
-    assert SAFE_NAME.fullmatch(accepted)
-    assert "/" not in accepted
-    assert accepted not in (".", "..")
+@given(st.text(max_size=80) | st.from_regex(r"[A-Za-z0-9_.\-/ é]{0,70}", fullmatch=True))
+def test_accepted_names_are_exactly_safe_path_components(value):
+    if SAFE_NAME.fullmatch(value):
+        assert validate.name("network name", value) == value
+        assert "/" not in value and value not in (".", "..")
+    else:
+        assert_one_line_naming(invalid(validate.name, "network name", value), "network name")
 
 
 @pytest.mark.parametrize(
@@ -110,22 +193,24 @@ def test_subnet_host_bits_message_suggests_the_network():
     assert "did you mean 10.0.0.0/24" in str(err)
 
 
-@given(st.text(max_size=40))
+CIDR_SHAPED = st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4).map(str) | st.from_regex(
+    r"[0-9]{1,4}(\.[0-9]{1,4}){2,4}", fullmatch=True), st.integers(0, 40).map(str) | st.from_regex(r"[0-9²]{0,5}",
+                                                                                                  fullmatch=True))
+
+
+@given(st.text(max_size=40) | CIDR_SHAPED)
 @example("10.0.0.0/²")
 @example("10.0.0.0/" + "9" * 5000)
-def test_subnet_raises_only_invalid_input(value):
-    try:
-        validate.subnet("subnet", value)
-    except InvalidInput as err:
-        assert_one_line_naming(err, "subnet")
-
-
-@given(st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4).map(str), st.integers(0, 40).map(str)))
-def test_subnet_raises_only_invalid_input_for_cidr_shaped_text(value):
-    try:
-        validate.subnet("subnet", value)
-    except InvalidInput as err:
-        assert_one_line_naming(err, "subnet")
+@example("10.0.0.0/08")
+@example("10.0.0.0/24\n")
+@example("010.0.0.0/8")
+@example("10.0.0.0/ 8")
+def test_subnet_accepts_exactly_what_the_oracle_accepts(value):
+    expected = cidr_oracle(value)
+    if expected is None:
+        assert_one_line_naming(invalid(validate.subnet, "subnet", value), "subnet")
+    else:
+        assert validate.subnet("subnet", value) == IPv4Network(expected)
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(0, 32))
@@ -256,28 +341,50 @@ def test_address_pool_size_with_a_unicode_digit_is_invalid_input():
 
 
 ANY_TEXT = st.text(max_size=40) | st.from_regex(r"[0-9a-f.:/=,x-]{0,30}", fullmatch=True)
+ADDRESSES = st.builds("{}.{}.{}.{}".format, *[st.sampled_from([0, 1, 10, 127, 169, 224, 255])] * 3,
+                      st.sampled_from([0, 1, 2, 3, 4, 5, 6, 128, 254, 255])) | st.ip_addresses(v=4).map(str)
+CIDRS = st.builds("{}/{}".format, ADDRESSES, st.sampled_from([0, 1, 8, 16, 24, 25, 30, 31, 32]))
+POOLS = st.builds("base={},size={}".format, CIDRS, st.integers(0, 33)) | st.builds(
+    "size={},base={}".format, st.integers(0, 33), CIDRS)
 
 
-def _one_line_invalid_or_accepted(parse, value):
-    try:
-        parse(value)
-    except InvalidInput as exc:
-        assert "\n" not in str(exc)
+@given(ANY_TEXT | ADDRESSES)
+@example("1.2.3.04")
+@example("1.2.3.4 ")
+@example("１.2.3.4")
+def test_address_accepts_exactly_what_the_oracle_accepts(value):
+    expected = address_oracle(value)
+    if expected is None:
+        assert_one_line_naming(invalid(validate.address, "ip", value), "ip")
+    else:
+        assert validate.address("ip", value) == IPv4Address(expected)
 
 
-@given(ANY_TEXT)
-def test_address_raises_only_invalid_input(value):
-    _one_line_invalid_or_accepted(lambda v: validate.address("ip", v), value)
+@given(ANY_TEXT | POOLS)
+@example("base=10.0.0.0/8,base=10.0.0.0/8,size=24")
+@example("base=10.0.0.0/8,size=24,size=25")
+def test_address_pool_accepts_exactly_what_the_oracle_accepts(value):
+    expected = pool_oracle(value)
+    if expected is None:
+        err = invalid(validate.address_pool, value)
+        assert err.field in ("address pool", "address pool base", "address pool size")
+        assert "\n" not in str(err)
+    else:
+        base, size = expected
+        assert validate.address_pool(value) == (IPv4Network(base), size)
 
 
-@given(ANY_TEXT)
-def test_address_pool_raises_only_invalid_input(value):
-    _one_line_invalid_or_accepted(validate.address_pool, value)
+LABEL_ITEMS = ANY_TEXT | st.builds("{}={}".format, st.from_regex(r"[A-Za-z0-9é_./ -]{0,6}", fullmatch=True),
+                                   st.text(max_size=4))
 
 
-@given(st.lists(ANY_TEXT, max_size=3))
-def test_labels_raise_only_invalid_input(values):
-    _one_line_invalid_or_accepted(validate.labels, values)
+@given(st.lists(LABEL_ITEMS, max_size=4))
+def test_labels_accept_exactly_what_the_oracle_accepts(values):
+    expected = labels_oracle(values)
+    if expected is None:
+        assert_one_line_naming(invalid(validate.labels, values), "label")
+    else:
+        assert validate.labels(values) == expected
 
 
 @given(st.integers(min_value=-10**6, max_value=10**6))
@@ -289,7 +396,129 @@ def test_mtu_accepts_exactly_68_to_65535(value):
             validate.mtu(value)
 
 
-@given(name=ANY_TEXT, subnet=st.none() | ANY_TEXT, gateway=st.none() | ANY_TEXT, ip_range=st.none() | ANY_TEXT)
-def test_a_whole_network_request_raises_only_invalid_input(name, subnet, gateway, ip_range):
-    _one_line_invalid_or_accepted(
-        lambda _: validate.network_request(name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range), None)
+# Values of one neighbourhood, so that many requests are consistent and the acceptance side is exercised.
+NEAR_SUBNETS = st.sampled_from(["10.0.0.0/24", "10.0.0.0/30", "10.0.0.4/30", "10.0.0.128/25", "10.0.0.0/23",
+                                "10.0.0.1/24", "10.0.0.0/31"])
+NEAR_RANGES = st.sampled_from(["10.0.0.0/31", "10.0.0.1/32", "10.0.0.2/32", "10.0.0.0/30", "10.0.0.4/31",
+                               "10.0.0.128/25", "10.0.0.254/31", "10.0.0.255/32", "10.0.1.0/24", "10.0.0.0/24"])
+NEAR_ADDRESSES = st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.5", "10.0.0.6", "10.0.0.254", "10.0.0.255",
+                                  "10.0.0.0", "10.0.1.1", "10.0.0.129"])
+
+
+@given(name=ANY_TEXT | st.sampled_from(["app", "a.b-c_9"]), subnet=st.none() | ANY_TEXT | CIDRS | NEAR_SUBNETS,
+       gateway=st.none() | ANY_TEXT | ADDRESSES | NEAR_ADDRESSES, ip_range=st.none() | ANY_TEXT | CIDRS | NEAR_RANGES)
+@example(name="app", subnet="10.0.0.0/24", gateway=None, ip_range="10.0.0.1/32")
+@example(name="app", subnet="10.0.0.0/24", gateway="10.0.0.2", ip_range="10.0.0.0/30")
+@example(name="app", subnet="10.0.0.0/30", gateway="10.0.0.2", ip_range="10.0.0.0/30")
+def test_a_whole_network_request_is_accepted_exactly_when_the_oracle_accepts_it(name, subnet, gateway, ip_range):
+    assert_request_matches_the_oracle(name, subnet, gateway, ip_range)
+
+
+@settings(max_examples=300)
+@given(subnet=st.none() | NEAR_SUBNETS, gateway=st.none() | NEAR_ADDRESSES, ip_range=st.none() | NEAR_RANGES)
+def test_requests_of_one_neighbourhood_are_accepted_exactly_when_the_oracle_accepts_them(subnet, gateway, ip_range):
+    assert_request_matches_the_oracle("app", subnet, gateway, ip_range)
+
+
+def assert_request_matches_the_oracle(name, subnet, gateway, ip_range):
+    expected = request_oracle(name, subnet, gateway, ip_range)
+    if expected is None:
+        err = invalid(validate.network_request, name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range)
+        assert "\n" not in str(err)
+        return
+    request = validate.network_request(name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range)
+    net, gw, rng = expected
+    assert request == NetworkRequest(name=name, subnet=net and IPv4Network(net), gateway=gw and IPv4Address(gw),
+                                     ip_range=rng and IPv4Network(rng))
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("0.0.0.0/0", "overlaps the 'this network' range 0.0.0.0/8"),
+        ("0.0.0.0/8", "overlaps the 'this network' range 0.0.0.0/8"),
+        ("0.255.255.252/30", "overlaps the 'this network' range 0.0.0.0/8"),
+        ("127.0.0.0/24", "overlaps the loopback range 127.0.0.0/8"),
+        ("126.0.0.0/7", "overlaps the loopback range 127.0.0.0/8"),
+        ("169.254.0.0/24", "overlaps the link-local range 169.254.0.0/16"),
+        ("224.0.0.0/24", "overlaps the multicast range 224.0.0.0/4"),
+        ("239.255.255.0/24", "overlaps the multicast range 224.0.0.0/4"),
+        ("240.0.0.0/24", "overlaps the reserved range 240.0.0.0/4 (class E and broadcast)"),
+        ("255.255.255.252/30", "overlaps the reserved range 240.0.0.0/4 (class E and broadcast)"),
+        ("128.0.0.0/1", "overlaps the link-local range 169.254.0.0/16"),
+    ],
+)
+def test_network_request_refuses_reserved_subnets(value, reason):
+    err = invalid(validate.network_request, "app", subnet_cidr=value)
+    assert_one_line_naming(err, "subnet")
+    assert err.reason == reason
+
+
+@pytest.mark.parametrize("value", ["1.0.0.0/30", "126.255.255.252/30", "128.0.0.0/30", "169.253.255.252/30",
+                                   "169.255.0.0/30", "223.255.255.252/30", "100.64.0.0/10", "10.0.0.0/8"])
+def test_network_request_accepts_subnets_next_to_the_reserved_ranges(value):
+    assert validate.network_request("app", subnet_cidr=value).subnet == IPv4Network(value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field, reason",
+    [
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "127.0.0.1"}, "gateway", "overlaps the loopback range 127.0.0.0/8"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "255.255.255.255"}, "gateway",
+         "overlaps the reserved range 240.0.0.0/4 (class E and broadcast)"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "169.254.1.0/24"}, "ip-range",
+         "overlaps the link-local range 169.254.0.0/16"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.1/32"}, "ip-range", "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.0/32"}, "ip-range", "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.255/32"}, "ip-range", "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.0/31"}, "ip-range", "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "10.0.0.9", "ip_range": "10.0.0.9/32"}, "ip-range",
+         "leaves no address for sandboxes"),
+        ({"subnet_cidr": "10.0.0.4/30", "ip_range": "10.0.0.4/31"}, "ip-range", "leaves no address for sandboxes"),
+    ],
+)
+def test_network_request_refuses_reserved_gateways_and_empty_ranges(kwargs, field, reason):
+    err = invalid(validate.network_request, "app", **kwargs)
+    assert_one_line_naming(err, field)
+    assert err.reason == reason
+
+
+@pytest.mark.parametrize(
+    "kwargs, ip_range",
+    [
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.2/32"}, "10.0.0.2/32"),
+        ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.0/31"} | {"gateway": "10.0.0.254"}, "10.0.0.0/31"),
+        ({"subnet_cidr": "10.0.0.4/30", "ip_range": "10.0.0.6/31"}, "10.0.0.6/31"),
+    ],
+)
+def test_network_request_accepts_a_range_with_one_address_left(kwargs, ip_range):
+    assert validate.network_request("app", **kwargs).ip_range == IPv4Network(ip_range)
+
+
+@pytest.mark.parametrize("base, reason", [("127.0.0.0/16", "overlaps the loopback range 127.0.0.0/8"),
+                                          ("224.0.0.0/8", "overlaps the multicast range 224.0.0.0/4"),
+                                          ("0.0.0.0/0", "overlaps the 'this network' range 0.0.0.0/8")])
+def test_address_pool_refuses_a_reserved_base(base, reason):
+    err = invalid(validate.address_pool, f"base={base},size=24")
+    assert_one_line_naming(err, "address pool base")
+    assert err.reason == reason
+
+
+@pytest.mark.parametrize("call, field, value", [
+    (lambda: validate.subnet("subnet", "fd00::/64"), "subnet", "fd00::/64"),
+    (lambda: validate.subnet("subnet", "fd00::/200"), "subnet", "fd00::/200"),
+    (lambda: validate.subnet("subnet", "::"), "subnet", "::"),
+    (lambda: validate.network_request("app", subnet_cidr="::/0"), "subnet", "::/0"),
+    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", ip_range="fd00::/120"), "ip-range",
+     "fd00::/120"),
+    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", gateway="fd00::1"), "gateway", "fd00::1"),
+    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", gateway="fd00::1/64"), "gateway",
+     "fd00::1/64"),
+    (lambda: validate.address("ip", "::ffff:10.0.0.1"), "ip", "::ffff:10.0.0.1"),
+    (lambda: validate.address("ip", "fe80::1%eth0"), "ip", "fe80::1%eth0"),
+    (lambda: validate.address_pool("base=fd00::/48,size=24"), "address pool base", "fd00::/48"),
+])
+def test_ipv6_is_refused_as_not_supported_yet(call, field, value):
+    err = invalid(call)
+    assert_one_line_naming(err, field)
+    assert (err.value, err.reason) == (value, "IPv6 is not supported yet")

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from ..errors import InvalidInput
 from ..model import PortMapping
-from ..publish import Listener
+from ..publish import Listener, listener_clash
 
 TCP_LISTEN = "0A"
 _FILES = (("tcp", "/proc/net/tcp", 4), ("tcp", "/proc/net/tcp6", 6), ("udp", "/proc/net/udp", 4),
@@ -91,6 +91,8 @@ class BindProbe:
     walks its whole socket table). TCP binds with SO_REUSEADDR, so only a listening socket (or
     one bound without it) conflicts, not connections that merely use the port. A host address
     that is not this host's fails with EADDRNOTAVAIL: nothing could ever reach such a port.
+    A refused bind says only that something holds the port; /proc/net, read then, says on which
+    address, so the message names the real socket (127.0.0.1, not the 0.0.0.0 we tried).
     """
 
     _TYPES = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0), "sctp": (socket.SOCK_STREAM, 132)}
@@ -112,6 +114,13 @@ class BindProbe:
                 raise InvalidInput("publish host address", address, "is not an address of this host") from None
             if exc.errno != errno.EADDRINUSE:
                 raise
-            return Listener(candidate.protocol, candidate.host_ip, candidate.host_port)
+            return self._holder_in_proc(candidate)
         finally:
             probe.close()
+
+    @staticmethod
+    def _holder_in_proc(candidate: PortMapping) -> Listener:
+        """The socket that refused our bind; the candidate itself when /proc shows none (a TCP
+        socket bound without listening, or one gone since)."""
+        found = listener_clash(candidate, listeners())
+        return found or Listener(candidate.protocol, candidate.host_ip, candidate.host_port)
