@@ -78,9 +78,9 @@ def _init(argv: list[str]) -> int:
         if command == 0:
             try:
                 os.execvp(argv[0], argv)
-            except OSError as exc:
+            except OSError as exc:  # 127: not found; 126: found but not executable (as a shell says)
                 os.write(2, f"nsnet lab: {argv[0]}: {exc.strerror}\n".encode())
-                os._exit(127)
+                os._exit(127 if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else 126)
         for sig in TERMINAL_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         while True:

@@ -249,18 +249,19 @@ def payload(protocol: str, field: str) -> dict:
 
 
 def test_a_port_passes_only_its_own_ipv4_and_arp_and_drops_every_other_frame_of_the_ledgers_ports():
-    """The Ethernet source counts in both accepts (the bridge learns from it), and the drop is by
-    the ledger's interface group, so it covers IPv6 and any other ethertype, whatever disable_ipv6
+    """The Ethernet source counts in both accepts (the bridge learns from it), the type is the
+    frame's own (ether type sees a VLAN tag, meta protocol would not), and the drop is by the
+    ledger's interface group, so it covers IPv6 and any other ethertype, whatever disable_ipv6
     says and whatever the port is named."""
     ipv4, arp, drop = rules(OWNER, "bridge", "prerouting")
     assert ipv4["expr"] == [
-        {"match": {"op": "==", "left": meta("protocol"), "right": "ip"}},
+        {"match": {"op": "==", "left": payload("ether", "type"), "right": "ip"}},
         {"match": {"op": "==", "left": {"concat": [meta("iifname"), payload("ether", "saddr"), payload("ip", "saddr")]},
                    "right": "@port_identity"}},
         {"accept": None},
     ]
     assert arp["expr"] == [
-        {"match": {"op": "==", "left": meta("protocol"), "right": "arp"}},
+        {"match": {"op": "==", "left": payload("ether", "type"), "right": "arp"}},
         {"match": {"op": "==", "left": {"concat": [meta("iifname"), payload("ether", "saddr"),
                                                    payload("arp", "saddr ether"), payload("arp", "saddr ip")]},
                    "right": "@port_arp_identity"}},
