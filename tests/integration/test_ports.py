@@ -136,6 +136,8 @@ def test_localhost_binding_is_never_reachable_from_outside(web: Engine, wan: str
     assert through(wan, WAN_HOST, 8090, server_port=90) == (None, [])
     assert through("client", "10.31.0.1", 8090, server_port=90) == (None, [])
     assert through("client", WAN_HOST, 8090, server_port=90) == (None, [])
+    # The port works, for the host.
+    assert through(None, "127.0.0.1", 8090, server_port=90) == ("hello from 10.31.0.2", ["10.31.0.1"])
 
 
 def test_a_sandbox_cannot_reach_the_hosts_loopback_through_route_localnet(web: Engine) -> None:
@@ -231,6 +233,11 @@ def test_removal_deletes_every_element(engine: Engine, wan: str) -> None:
     engine.create_network("app", subnet="10.31.0.0/24")
     engine.create_sandbox("web", networks=["app"], publish=["8080:80", "127.0.0.1::90", "5353:53/udp"])
     engine.create_sandbox("other", networks=["app"])
+    server = serve("web", "10.31.0.2", 80)
+    try:  # the port worked before the removal
+        assert connect(wan, WAN_HOST, 8080) == "hello from 10.31.0.2"
+    finally:
+        server.stop()
     engine.remove_sandbox("web")
     engine.remove_sandbox("other")
 

@@ -61,6 +61,8 @@ def test_the_outside_cannot_open_connections_to_a_sandbox(engine: Engine, wan: s
     run("ip", "-n", wan, "route", "add", "10.31.0.0/24", "via", WAN_HOST)
 
     assert blocked(wan, "web", "10.31.0.2", 9001)
+    # The path itself works: web reaches wan through the same host and link.
+    assert exchange("web", wan, WAN_PEER, 9008) == (f"hello from {WAN_PEER}", [WAN_HOST])
 
 
 def test_networks_are_isolated_from_each_other(engine: Engine, wan: str) -> None:
@@ -142,6 +144,7 @@ def test_connect_and_disconnect_are_live(engine: Engine) -> None:
     assert blocked("x", "web", "10.31.0.2", 8009)
     default = [r for r in ip_json("route", ns="x") if r["dst"] == "default"]
     assert [(r["gateway"], r["dev"]) for r in default] == [("10.32.0.1", "eth0")]
+    assert exchange("x", None, "10.32.0.1", 8013) == ("hello from 10.32.0.1", ["10.32.0.2"])  # x itself works
 
 
 def test_disconnecting_the_default_network_moves_the_default_route(engine: Engine, wan: str) -> None:
