@@ -110,12 +110,7 @@ def _ensure_run_dir() -> None:
     global _run_dir_ready
     if _run_dir_ready:
         return
-    try:
-        os.mkdir(NETNS_DIR, 0o755)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise PathError("create", NETNS_DIR, exc.errno or 0) from None
+    _make_directory(NETNS_DIR)
     _refuse_link(NETNS_DIR)
     if _libc.mount(b"none", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None) != 0:
         if ctypes.get_errno() != 22:  # EINVAL: not a mount point yet
@@ -182,6 +177,16 @@ def _pinned_stat(path: str) -> os.stat_result | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return None if stat.S_ISLNK(status.st_mode) else status
+
+
+def _make_directory(path: str) -> None:
+    """path as a directory (0755) unless something is there already: what that is, the caller checks."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise PathError("create", path, exc.errno or 0) from None
 
 
 def _refuse_link(path: str) -> None:
@@ -293,12 +298,7 @@ def write_etc_files(name: str, files: dict[str, str], base: str = ETC_NETNS_DIR)
     if unknown:
         raise ValueError(f"not among the files nsnet owns under {base}: {sorted(unknown)}")
     directory = os.path.join(base, name)
-    try:
-        os.mkdir(base, 0o755)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise PathError("create", base, exc.errno or 0) from None
+    _make_directory(base)
     base_fd = _open_directory(base)
     try:
         try:
