@@ -249,7 +249,8 @@ class Engine(Catalog):
                     self.network(network)
                     raise Conflict(f"sandbox {sandbox!r} is not connected to network {network!r}")
                 if endpoint.state != "ready":
-                    raise Conflict(f"sandbox {sandbox!r}'s link to {network!r} is {endpoint.state}; run nsnet gc")
+                    raise Conflict(f"sandbox {sandbox!r}'s link to {network!r} was left {endpoint.state} by a "
+                                   "command that did not finish; run nsnet gc")
                 successor = None
                 if endpoint.default_route:
                     nets = {n.name: n for n in self._store.networks()}
@@ -338,16 +339,19 @@ class Engine(Catalog):
             except Conflict:
                 pass  # another process made it first
 
+    # Under the locks a command holds, a row that is not 'ready' was left by a command that died or
+    # whose removal failed half-way.
+
     def _ready_sandbox(self, name: str) -> Sandbox:
         sandbox = self.sandbox(name)
         if sandbox.state != "ready":
-            raise Conflict(f"sandbox {name!r} is {sandbox.state}")
+            raise Conflict(f"sandbox {name!r} was left {sandbox.state} by a command that did not finish; run nsnet gc")
         return sandbox
 
     def _ready_network(self, name: str) -> Network:
         network = self.network(name)
         if network.state != "ready":
-            raise Conflict(f"network {name!r} is {network.state}")
+            raise Conflict(f"network {name!r} was left {network.state} by a command that did not finish; run nsnet gc")
         return network
 
     def _allocate(self, sandbox_id: str, sandbox: str, network: Network, ifname: str, default_route: bool,

@@ -519,7 +519,7 @@ def test_network_left_removing_refuses_sandboxes_and_can_be_removed_again(engine
     assert engine.network("app").state == "removing"
     with pytest.raises(Conflict) as caught:
         engine.create_sandbox("web", networks=["app"])
-    assert str(caught.value) == "network 'app' is removing"
+    assert str(caught.value) == "network 'app' was left removing by a command that did not finish; run nsnet gc"
     engine.remove_network("app")
     assert engine.networks() == []
     assert kernel.empty
