@@ -39,7 +39,8 @@ class Catalog:
         """`network inspect`: the network and, like Docker's "Containers", its attached sandboxes."""
         network = self.network(name)
         attached = {
-            e.sandbox: {"EndpointId": e.id, "IPAddress": str(e.address), "MacAddress": e.mac, "Interface": e.ifname,
+            e.sandbox: {"EndpointId": e.id, "IPAddress": str(e.family(4) or ""),
+                        "IPv6Address": str(e.family(6) or ""), "MacAddress": e.mac, "Interface": e.ifname,
                         "HostInterface": e.host_ifname, "State": e.state}
             for e in self._store.endpoints_of_network(network.id)
         }

@@ -81,8 +81,9 @@ def _catalog() -> Any:
 def network_create(args: argparse.Namespace) -> int:
     with _engine() as engine:
         network = engine.create_network(
-            args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range, internal=args.internal,
-            mtu=args.mtu, icc=not args.no_icc, labels=args.label,
+            args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range, ipv4=not args.no_ipv4,
+            ipv6=args.ipv6, ipv6_routed=args.ipv6_routed, internal=args.internal, mtu=args.mtu, icc=not args.no_icc,
+            labels=args.label,
         )
     print(network.id)
     return 0
@@ -96,8 +97,12 @@ def network_ls(args: argparse.Namespace) -> int:
             print(item["Name"])
         return 0
     headers = ("NETWORK ID", "NAME", "SUBNET", "GATEWAY", "BRIDGE", "INTERNAL", "STATE")
+
+    def every(item: dict[str, Any], key: str) -> str:
+        return ",".join(c[key] for c in item["IPAM"]["Config"])
+
     print(_formatted(items, args.format, headers,
-                     lambda i: (i["Id"][:12], i["Name"], i["Subnet"], i["Gateway"], i["Bridge"],
+                     lambda i: (i["Id"][:12], i["Name"], every(i, "Subnet"), every(i, "Gateway"), i["Bridge"],
                                 str(i["Internal"]).lower(), i["State"])))
     return 0
 
@@ -152,7 +157,8 @@ def network_prune(args: argparse.Namespace) -> int:
 
 def create(args: argparse.Namespace) -> int:
     with _engine() as engine:
-        sandbox = engine.create_sandbox(args.name, networks=args.network, ip=args.ip, publish=args.publish)
+        sandbox = engine.create_sandbox(args.name, networks=args.network, ip=args.ip, ip6=args.ip6,
+                                        publish=args.publish)
     print(sandbox.id)
     return 0
 
@@ -167,8 +173,9 @@ def ps(args: argparse.Namespace) -> int:
 
     def row(item: dict[str, Any]) -> Sequence[Any]:
         nets = item["Networks"].values()
+        addresses = [a for e in nets for a in (e["IPAddress"], e["GlobalIPv6Address"]) if a]
         return (item["Id"][:12], item["Name"], ",".join(e["Network"] for e in nets) or "-",
-                ",".join(e["IPAddress"] for e in nets) or "-", item["State"])
+                ",".join(addresses) or "-", item["State"])
 
     print(_formatted(items, args.format, ("SANDBOX ID", "NAME", "NETWORKS", "IP ADDRESSES", "STATE"), row))
     return 0
@@ -185,18 +192,21 @@ def rm(args: argparse.Namespace) -> int:
 
 def port(args: argparse.Namespace) -> int:
     with _catalog() as catalog:
-        mappings = catalog.ports(args.name)
+        endpoints = catalog.sandbox(args.name).endpoints
     if args.format == "json":
-        print(as_json([m.to_dict() for m in mappings]))
+        print(as_json([m.to_dict() for e in endpoints for m in e.bindings()]))
         return 0
-    for mapping in mappings:
-        print(mapping)
+    for endpoint in endpoints:
+        for mapping in endpoint.bindings():
+            print(mapping)
+    for note in (e.ports_note for e in endpoints if e.ports_note):
+        print(f"nsnet: {note}", file=sys.stderr)
     return 0
 
 
 def connect(args: argparse.Namespace) -> int:
     with _engine() as engine:
-        engine.connect(args.network, args.name, ip=args.ip, publish=args.publish)
+        engine.connect(args.network, args.name, ip=args.ip, ip6=args.ip6, publish=args.publish)
     return 0
 
 
@@ -247,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     argv = _command(args.command)
     name = args.name or f"run-{os.urandom(4).hex()}"
     with _engine() as engine:
-        engine.create_sandbox(name, networks=args.network, ip=args.ip, publish=args.publish)
+        engine.create_sandbox(name, networks=args.network, ip=args.ip, ip6=args.ip6, publish=args.publish)
         try:
             if not args.rm:  # stdout is the command's; the name of what is kept goes to stderr
                 print(f"nsnet: sandbox {name}", file=sys.stderr, flush=True)
@@ -338,9 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="network_verb", metavar="COMMAND", required=True, parser_class=_Parser)
     sub = verb("create", network_create, "create a network: a bridge, its subnet and its rules", network)
     naming(sub, "the network's name")
-    sub.add_argument("--subnet", help="CIDR; picked from the address pool when omitted")
-    sub.add_argument("--gateway", help="the bridge's address (default: first address of the subnet)")
-    sub.add_argument("--ip-range", help="allocate sandbox addresses from this part of the subnet")
+    sub.add_argument("--subnet", action="append", default=[],
+                     help="CIDR, one per family (repeatable: IPv4 and IPv6); picked when omitted: IPv4 from the "
+                          "address pool, IPv6 a /64 of this host's unique local /48")
+    sub.add_argument("--gateway", action="append", default=[],
+                     help="the bridge's address in a subnet's family (default: its first address)")
+    sub.add_argument("--ip-range", action="append", default=[],
+                     help="allocate sandbox addresses from this part of a subnet (one per family)")
+    sub.add_argument("--ipv6", action="store_true", help="IPv6 too (implied by an IPv6 --subnet)")
+    sub.add_argument("--no-ipv4", action="store_true", help="no IPv4: an IPv6-only network (with --ipv6)")
+    sub.add_argument("--ipv6-routed", action="store_true",
+                     help="route the IPv6 subnet without NAT66; inbound stays limited to published ports")
     sub.add_argument("--internal", action="store_true", help="no traffic in or out of the network")
     sub.add_argument("--mtu", type=int, default=1500, help="MTU of the bridge and its veths (default: 1500)")
     sub.add_argument("--no-icc", action="store_true", help="sandboxes on it may not talk to each other")
@@ -354,10 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("prune", network_prune, "remove every network no sandbox uses", network)
     sub.add_argument("-f", "--force", action="store_true", help="accepted for Docker compatibility")
 
-    def attaching(sub: argparse.ArgumentParser, ip_help: str) -> None:
-        sub.add_argument("--ip", help=ip_help)
+    def attaching(sub: argparse.ArgumentParser, where: str) -> None:
+        sub.add_argument("--ip", help=f"its IPv4 address {where} (default: the next free one)")
+        sub.add_argument("--ip6", help=f"its IPv6 address {where} (default: the next free one)")
         sub.add_argument("-p", "--publish", action="append", default=[],
-                         metavar="[HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTO]", help="publish a port (repeatable)")
+                         metavar="[HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTO]",
+                         help="publish a port (repeatable; an IPv6 HOST_IP in brackets: [2001:db8::5]:8080:80)")
 
     def command(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
@@ -367,12 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")
     naming(sub, "the sandbox's name")
     sub.add_argument("--network", action="append", default=[], help=networks_help)
-    attaching(sub, "its address on the first network (default: the next free one)")
+    attaching(sub, "on the first network")
     sub = verb("run", run, "run a command in a new sandbox")
     sub.add_argument("--name", help="the sandbox's name (default: run-<8 hex digits>, printed on stderr)")
     sub.add_argument("--rm", action="store_true", help="remove the sandbox when the command exits")
     sub.add_argument("--network", action="append", default=[], help=networks_help)
-    attaching(sub, "its address on the first network (default: the next free one)")
+    attaching(sub, "on the first network")
     command(sub)
     sub = verb("exec", exec_, "run a command inside a sandbox")
     naming(sub, "the sandbox")
@@ -380,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("connect", connect, "attach a sandbox to a network")
     sub.add_argument("network", help="the network to attach to")
     naming(sub, "the sandbox")
-    attaching(sub, "its address on that network (default: the next free one)")
+    attaching(sub, "on that network")
     sub = verb("port", port, "list a sandbox's published ports")
     naming(sub, "the sandbox")
     json_only(sub)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Network
 from typing import Any
 
-from .model import Network, PortMapping
-from .publish import Listener, listener_clash
+from .model import IPNetwork, Network, PortMapping
+from .publish import Listener, listener_clash, listening_on
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,12 @@ class HostFacts:
     base_chains: tuple[BaseChain, ...] = ()
     legacy_iptables_tables: tuple[str, ...] = ()
     listeners: tuple[Listener, ...] = ()
-    routes: tuple[tuple[IPv4Network, str], ...] = ()
+    routes: tuple[tuple[IPNetwork, str], ...] = ()
     missing_features: tuple[str, ...] = ()
+    ipv6_forwarding: str = "0"
+    # Host interfaces (or `default`) that ignore router advertisements because IPv6 forwarding is
+    # on and their accept_ra is 1 (accept_ra 2 takes them anyway).
+    ra_ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,30 @@ def _ip_forward(facts: HostFacts, networks: list[Network]) -> list[Finding]:
     )]
 
 
+def _ipv6_forward(facts: HostFacts, networks: list[Network]) -> list[Finding]:
+    if facts.ipv6_forwarding == "1" or not any(n.ipv6 for n in networks):
+        return []
+    return [Finding(
+        "ipv6-forward", "problem",
+        "net.ipv6.conf.all.forwarding is 0: the host routes no IPv6, so sandboxes have no IPv6 egress and ports "
+        "published in IPv6 do not reach them",
+        "`nsnet gc` sets it back (after setting accept_ra=2 where the host takes router advertisements)",
+    )]
+
+
+def _router_advertisements(facts: HostFacts) -> list[Finding]:
+    if not facts.ra_ignored:
+        return []
+    return [Finding(
+        "ipv6-router-advertisements", "warning",
+        "with IPv6 forwarding on, interfaces whose accept_ra is 1 ignore router advertisements: their IPv6 default "
+        "route and SLAAC addresses expire, and the host loses IPv6 beyond its link",
+        "where the host relies on router advertisements, `sysctl -w net.ipv6.conf.IFACE.accept_ra=2` (nsnet does "
+        "this itself for the interfaces that took them when it switched forwarding on)",
+        facts.ra_ignored,
+    )]
+
+
 def _br_netfilter(facts: HostFacts) -> list[Finding]:
     if facts.bridge_nf_call_iptables != "1":
         return []
@@ -110,8 +137,8 @@ def _port_listeners(facts: HostFacts, published: list[tuple[str, PortMapping]]) 
     for sandbox, mapping in published:
         bound = listener_clash(mapping, facts.listeners)
         if bound is not None:
-            holder = f"{bound.address or '0.0.0.0'}:{bound.port}"
-            stolen.append(f"{mapping.host_ip or '0.0.0.0'}:{mapping.host_port}/{mapping.protocol} "
+            holder = f"{listening_on(bound)}:{bound.port}"
+            stolen.append(f"{mapping.host}:{mapping.host_port}/{mapping.protocol} "
                           f"(published by {sandbox}; a host process is bound to {holder})")
     if not stolen:
         return []
@@ -127,9 +154,10 @@ def _port_listeners(facts: HostFacts, published: list[tuple[str, PortMapping]]) 
 def _overlapping_routes(facts: HostFacts, networks: list[Network]) -> list[Finding]:
     clashes = []
     for network in networks:
-        for dst, dev in facts.routes:
-            if dev != network.bridge and dst.overlaps(network.subnet):
-                clashes.append(f"network {network.name} ({network.subnet}) and route {dst} on {dev or '?'}")
+        for subnet in (s.subnet for s in network.subnets):
+            for dst, dev in facts.routes:
+                if dev != network.bridge and dst.version == subnet.version and dst.overlaps(subnet):
+                    clashes.append(f"network {network.name} ({subnet}) and route {dst} on {dev or '?'}")
     if not clashes:
         return []
     return [Finding(
@@ -155,6 +183,8 @@ def diagnose(facts: HostFacts, networks: list[Network], published: list[tuple[st
     return [
         *_features(facts),
         *_ip_forward(facts, networks),
+        *_ipv6_forward(facts, networks),
+        *_router_advertisements(facts),
         *_forward_drops(facts),
         *_legacy(facts),
         *_br_netfilter(facts),

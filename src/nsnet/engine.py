@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import ip_interface
 from typing import TYPE_CHECKING, Any
 
 from . import faults, ipam, portspec, validate
@@ -20,7 +20,8 @@ from .catalog import Catalog
 from .errors import Conflict, Exhausted, InvalidInput, NotFound, NsnetError
 from .kernel import Kernel, default_kernel
 from .locks import Locks
-from .model import DEFAULT_NETWORK, Endpoint, Network, NetworkRequest, Owner, PortMapping, Sandbox
+from .model import (DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Network, NetworkRequest, Owner, PortMapping,
+                    Sandbox, Subnet, SubnetRequest)
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
 from .plan.ops import Operation
@@ -78,12 +79,14 @@ class Engine(Catalog):
 
     # Networks
 
-    def create_network(self, name: str, *, subnet: str | None = None, gateway: str | None = None,
-                       ip_range: str | None = None, internal: bool = False, mtu: int = 1500, icc: bool = True,
+    def create_network(self, name: str, *, subnet: str | Sequence[str] = (), gateway: str | Sequence[str] = (),
+                       ip_range: str | Sequence[str] = (), ipv4: bool = True, ipv6: bool = False,
+                       ipv6_routed: bool = False, internal: bool = False, mtu: int = 1500, icc: bool = True,
                        labels: Sequence[str] = ()) -> Network:
+        """`subnet`, `gateway` and `ip_range` take one value or one per family (a list)."""
         request = validate.network_request(
-            name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range, internal=internal, mtu_value=mtu,
-            icc=icc, label_items=tuple(labels),
+            name, subnets=_listed(subnet), gateways=_listed(gateway), ip_ranges=_listed(ip_range), ipv4=ipv4,
+            ipv6=ipv6, ipv6_routed=ipv6_routed, internal=internal, mtu_value=mtu, icc=icc, label_items=tuple(labels),
         )
         return self._create_network(request)
 
@@ -92,6 +95,8 @@ class Engine(Catalog):
             if self._store.network(request.name):
                 raise Conflict(f"network {request.name!r} already exists")
             host_routes = self.kernel.host_routes()
+            has_ipv6 = any(r.version == 6 for r in request.subnets)
+            ra_takers = self.kernel.router_advertisement_takers() if has_ipv6 else []
             with self._store.transaction():
                 existing = self._store.networks()
                 # This ledger's own bridges' routes are its networks; any other route, another
@@ -100,18 +105,15 @@ class Engine(Catalog):
                 routes = [(dst, dev) for dst, dev in host_routes if dev not in ours]
                 if any(n.name == request.name for n in existing):
                     raise Conflict(f"network {request.name!r} already exists")
-                subnet = request.subnet or ipam.pick_subnet(*self._pool, [n.subnet for n in existing] +
-                                                             [dst for dst, _ in routes])
-                _refuse_overlap(subnet, existing, routes)
+                subnets = tuple(self._subnet(r, existing, routes) for r in request.subnets)
                 network_id = new_id()
                 network = Network(
-                    id=network_id, name=request.name, bridge=bridge_name(network_id), subnet=subnet,
-                    gateway=request.gateway or ipam.default_gateway(subnet), ip_range=request.ip_range,
+                    id=network_id, name=request.name, bridge=bridge_name(network_id), subnets=subnets,
                     internal=request.internal, mtu=request.mtu, icc=request.icc, labels=request.labels,
-                    created=time.time(), state="creating",
+                    ipv6_routed=request.ipv6_routed, created=time.time(), state="creating",
                 )
                 self._store.add_network(network)
-            self._build(plan_create_network(network, len(existing), self.owner),
+            self._build(plan_create_network(network, len(existing), self.owner, ra_takers),
                         forget=lambda: self._store.delete_network(network.id))
             with self._store.transaction():
                 self._store.set_network_state(network.id, "ready")
@@ -150,12 +152,13 @@ class Engine(Catalog):
     # Sandboxes and endpoints
 
     def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None,
-                       publish: Sequence[str] = ()) -> Sandbox:
-        """A sandbox attached to each network (default: `nsnet`); `ip` and `publish` apply to the
-        first network, as Docker applies them to the network a container is created on. The
-        default route goes via the first network that is not internal."""
+                       ip6: str | None = None, publish: Sequence[str] = ()) -> Sandbox:
+        """A sandbox attached to each network (default: `nsnet`); `ip`, `ip6` and `publish` apply
+        to the first network, as Docker applies them to the network a container is created on.
+        The default route (of each family the network has) goes via the first network that is not
+        internal."""
         validate.name("sandbox name", name)
-        requested = validate.address("ip", ip) if ip is not None else None
+        requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
         wanted = list(networks)
         for net in wanted:
@@ -174,12 +177,12 @@ class Engine(Catalog):
                 self._refuse_taken_name(name)
                 nets = [self._ready_network(n) for n in wanted]
                 route_via = next((net.id for net in nets if not net.internal), None)
-                pointers = {net.id: self._store.last_ip(net.id) for net in nets}
+                pointers = {net.id: self._store.last_ips(net.id) for net in nets}
                 sandbox_id = new_id()
                 created = self._store.add_sandbox(sandbox_id, name, "creating")
                 attachments = [
                     (self._allocate(sandbox_id, name, net, f"eth{i}", net.id == route_via,
-                                    requested if i == 0 else None, port_requests if i == 0 else []), net)
+                                    requested if i == 0 else {}, port_requests if i == 0 else []), net)
                     for i, net in enumerate(nets)
                 ]
 
@@ -212,10 +215,11 @@ class Engine(Catalog):
             with self._store.transaction():
                 self._store.delete_sandbox(name)
 
-    def connect(self, network: str, sandbox: str, *, ip: str | None = None, publish: Sequence[str] = ()) -> Endpoint:
+    def connect(self, network: str, sandbox: str, *, ip: str | None = None, ip6: str | None = None,
+                publish: Sequence[str] = ()) -> Endpoint:
         validate.name("network", network)
         validate.name("sandbox name", sandbox)
-        requested = validate.address("ip", ip) if ip is not None else None
+        requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
         with self._locks.ledger(), self._locks.sandbox(sandbox):
             with self._store.transaction():
@@ -225,7 +229,7 @@ class Engine(Catalog):
                     raise Conflict(f"sandbox {sandbox!r} is already connected to network {network!r}")
                 ifname = sandbox_ifname({e.ifname for e in current.endpoints})
                 default_route = not net.internal and not any(e.default_route for e in current.endpoints)
-                pointers = {net.id: self._store.last_ip(net.id)}
+                pointers = {net.id: self._store.last_ips(net.id)}
                 endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests)
 
             def forget() -> None:
@@ -307,10 +311,10 @@ class Engine(Catalog):
             return process.wait()
 
     def run(self, argv: Sequence[str], *, name: str | None = None, networks: Sequence[str] = (),
-            publish: Sequence[str] = (), remove: bool = True) -> int:
+            ip: str | None = None, ip6: str | None = None, publish: Sequence[str] = (), remove: bool = True) -> int:
         """Create a sandbox, run argv in it, and remove the sandbox afterwards unless told not to."""
         name = name or f"run-{os.urandom(4).hex()}"
-        self.create_sandbox(name, networks=networks, publish=publish)
+        self.create_sandbox(name, networks=networks, ip=ip, ip6=ip6, publish=publish)
         try:
             return self.exec(name, argv)
         finally:
@@ -355,26 +359,39 @@ class Engine(Catalog):
         return network
 
     def _allocate(self, sandbox_id: str, sandbox: str, network: Network, ifname: str, default_route: bool,
-                  requested: Any, port_requests: Sequence[PortRequest]) -> Endpoint:
-        """Pick (or check) the address and host ports, and record the endpoint; runs inside the
-        caller's transaction."""
+                  requested: dict[int, IPAddress], port_requests: Sequence[PortRequest]) -> Endpoint:
+        """Pick (or check) an address in each family of the network, and the host ports, and
+        record the endpoint; runs inside the caller's transaction."""
         if self._store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS:
             raise Exhausted(f"network {network.name!r} is full: a Linux bridge holds at most {BRIDGE_MAX_PORTS} "
                             "sandboxes; create another network")
         if port_requests and network.internal:
             raise Conflict(f"network {network.name!r} is internal: nothing outside it can reach a published port")
-        taken = self._store.taken(network.id)
-        if requested is not None:
-            address = ipam.check_requested(requested, network.subnet, network.gateway, taken, network.ip_range)
-        else:
-            address = ipam.allocate(network.subnet, network.gateway, taken, self._store.last_ip(network.id),
-                                    network.ip_range)
+        for version, address in requested.items():
+            if network.family(version) is None:
+                raise InvalidInput("ip" if version == 4 else "ip6", address,
+                                   f"network {network.name!r} has no IPv{version}")
+        for request in port_requests:
+            if request.host_ip is not None and network.family(request.host_ip.version) is None:
+                raise InvalidInput("publish", request.host_ip, f"is an IPv{request.host_ip.version} host address, but "
+                                   f"network {network.name!r} has no IPv{request.host_ip.version}")
+        last = self._store.last_ips(network.id)
+        addresses = []
+        for s in network.subnets:
+            taken = self._store.taken(network.id, s.version)
+            if s.version in requested:
+                address = ipam.check_requested(requested[s.version], s.subnet, s.gateway, taken, s.ip_range)
+            else:
+                address = ipam.allocate(s.subnet, s.gateway, taken, last.get(s.version), s.ip_range)
+            addresses.append(ip_interface(f"{address}/{s.subnet.prefixlen}"))
         endpoint_id = new_id()
+        mac = mac_for(addresses[0].ip)
+        while addresses[0].version == 6 and self._store.mac_taken(network.id, mac):  # random: 1 in 2**32
+            mac = mac_for(None)
         endpoint = Endpoint(
             id=endpoint_id, sandbox=sandbox, network=network.name, ifname=ifname,
-            host_ifname=host_veth_name(endpoint_id), mac=mac_for(address),
-            address=IPv4Interface(f"{address}/{network.subnet.prefixlen}"), gateway=network.gateway,
-            default_route=default_route, state="creating",
+            host_ifname=host_veth_name(endpoint_id), mac=mac, addresses=tuple(addresses),
+            gateways=tuple(s.gateway for s in network.subnets), default_route=default_route, state="creating",
         )
         self._store.add_endpoint(sandbox_id, network.id, endpoint)
         if port_requests:
@@ -382,6 +399,19 @@ class Engine(Catalog):
             self._store.add_ports(endpoint_id, mappings)
             endpoint = replace(endpoint, ports=tuple(mappings))
         return endpoint
+
+    def _subnet(self, request: SubnetRequest, existing: list[Network],
+                routes: list[tuple[IPNetwork, str]]) -> Subnet:
+        """The request's subnet, or one IPAM picks from the family's pool, overlapping no network
+        and no host route; runs inside the caller's transaction."""
+        version = request.version
+        subnet = request.subnet
+        if subnet is None:
+            pool = self._pool if version == 4 else (self._store.ula_prefix(), 64)
+            used = [s.subnet for n in existing for s in n.subnets if s.version == version]
+            subnet = ipam.pick_subnet(*pool, used + [dst for dst, _ in routes if dst.version == version])
+        _refuse_overlap(subnet, existing, routes)
+        return Subnet(subnet, request.gateway or ipam.default_gateway(subnet), request.ip_range)
 
     def _build(self, plan: Sequence[Operation], forget: Callable[[], None]) -> None:
         """Apply a plan whose rows the ledger holds already ('creating'); if it fails, it has
@@ -407,17 +437,34 @@ class Engine(Catalog):
             self.kernel.release_sandboxes()
         faults.point("applied")
 
-    def _restore_pointers(self, pointers: dict[str, Any]) -> None:
+    def _restore_pointers(self, pointers: dict[str, dict[int, Any]]) -> None:
         """A rolled-back attach leaves no trace, not even in the round-robin position."""
         for network_id, last in pointers.items():
-            self._store.set_last_ip(network_id, last)
+            for version, address in last.items():
+                self._store.set_last_ip(network_id, version, address)
 
 
-def _refuse_overlap(subnet: IPv4Network, existing: list[Network], routes: list[tuple[IPv4Network, str]]) -> None:
-    clash = ipam.overlapping(subnet, [n.subnet for n in existing])
-    if clash is not None:
-        owner = next(n.name for n in existing if n.subnet == clash)
-        raise Conflict(f"subnet {subnet} overlaps network {owner!r} ({clash})")
+def _listed(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _requested(ip: str | None, ip6: str | None) -> dict[int, IPAddress]:
+    """`--ip` (IPv4) and `--ip6` (IPv6), by family."""
+    requested = {}
+    if ip is not None:
+        requested[4] = validate.address("ip", ip, 4)
+    if ip6 is not None:
+        requested[6] = validate.address("ip6", ip6, 6)
+    return requested
+
+
+def _refuse_overlap(subnet: IPNetwork, existing: list[Network], routes: list[tuple[IPNetwork, str]]) -> None:
+    for network in existing:
+        for s in network.subnets:
+            if s.version == subnet.version and subnet.overlaps(s.subnet):
+                raise Conflict(f"subnet {subnet} overlaps network {network.name!r} ({s.subnet})")
     for dst, dev in routes:
-        if subnet.overlaps(dst):
+        if dst.version == subnet.version and subnet.overlaps(dst):
             raise Conflict(f"subnet {subnet} overlaps the host route {dst} on {dev or 'an interface'}")

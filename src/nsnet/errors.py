@@ -27,7 +27,8 @@ class InvalidInput(NsnetError):
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"invalid {field} {str(value)!r}: {reason}")
+        shown = "" if value is None else f" {str(value)!r}"  # a flag has no value to show
+        super().__init__(f"invalid {field}{shown}: {reason}")
 
 
 class NotFound(NsnetError):

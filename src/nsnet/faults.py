@@ -3,8 +3,9 @@ no rollback) when it reaches STEP, to prove that a crash at any instant leaves a
 `nsnet gc` brings back to consistent.
 
 Steps are the class names of plan operations (`CreateNetns`, `CreateVeth`, `ApplyFirewall`, ...,
-the first one of that name in the plan), `reserved` (the ledger holds the new rows, the kernel
-is untouched) and `applied` (the kernel is done, the rows are not yet marked ready).
+the first one of that name in the plan, or the Nth with `AddAddress#2`), `reserved` (the ledger
+holds the new rows, the kernel is untouched) and `applied` (the kernel is done, the rows are not
+yet marked ready).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ ENV = "NSNET_FAULT"
 _STEP = os.environ.get(ENV)
 
 
+_reached: dict[str, int] = {}
+
+
 def point(step: str) -> None:
-    if _STEP is not None and _STEP == step:
+    if _STEP is None:
+        return
+    _reached[step] = _reached.get(step, 0) + 1
+    if _STEP in (step, f"{step}#{_reached[step]}"):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -3,21 +3,24 @@
 Addresses are handed out round-robin, like CNI's host-local: the search starts after the last
 address allocated, so an address freed a moment ago (a crash-looping sandbox) is not handed out
 again at once. The caller passes what is taken as a Collection, which may be backed by a query.
+Every function serves both families; an IPv6 subnet's first and last addresses are left out as
+an IPv4 one's are (the subnet-router anycast address, and the top of the range).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv6Network
 
 from .errors import Conflict, Exhausted, InvalidInput
+from .model import IPAddress, IPNetwork
 
 
-def default_gateway(subnet: IPv4Network) -> IPv4Address:
+def default_gateway(subnet: IPNetwork) -> IPAddress:
     return subnet.network_address + 1
 
 
-def _bounds(subnet: IPv4Network, ip_range: IPv4Network | None) -> tuple[int, int]:
+def _bounds(subnet: IPNetwork, ip_range: IPNetwork | None) -> tuple[int, int]:
     """First and last usable integer addresses: the range, without network and broadcast addresses."""
     scope = ip_range or subnet
     first = max(int(scope.network_address), int(subnet.network_address) + 1)
@@ -25,39 +28,40 @@ def _bounds(subnet: IPv4Network, ip_range: IPv4Network | None) -> tuple[int, int
     return first, last
 
 
-def capacity(subnet: IPv4Network, gateway: IPv4Address, ip_range: IPv4Network | None = None) -> int:
+def capacity(subnet: IPNetwork, gateway: IPAddress, ip_range: IPNetwork | None = None) -> int:
     first, last = _bounds(subnet, ip_range)
     size = max(0, last - first + 1)
     return size - (1 if first <= int(gateway) <= last else 0)
 
 
 def allocate(
-    subnet: IPv4Network,
-    gateway: IPv4Address,
-    taken: Collection[IPv4Address],
-    last: IPv4Address | None = None,
-    ip_range: IPv4Network | None = None,
-) -> IPv4Address:
+    subnet: IPNetwork,
+    gateway: IPAddress,
+    taken: Collection[IPAddress],
+    last: IPAddress | None = None,
+    ip_range: IPNetwork | None = None,
+) -> IPAddress:
     """The next free address after `last`, wrapping around the range once."""
     if len(taken) >= capacity(subnet, gateway, ip_range):
         raise Exhausted(f"network {subnet}: no free address left in {ip_range or subnet}")
     first, end = _bounds(subnet, ip_range)
     size = end - first + 1
+    kind = type(subnet.network_address)
     start = int(last) + 1 if last is not None and first <= int(last) < end else first
     for step in range(size):
-        candidate = IPv4Address(first + (start - first + step) % size)
+        candidate = kind(first + (start - first + step) % size)
         if candidate != gateway and candidate not in taken:
             return candidate
     raise Exhausted(f"network {subnet}: no free address left in {ip_range or subnet}")
 
 
 def check_requested(
-    requested: IPv4Address,
-    subnet: IPv4Network,
-    gateway: IPv4Address,
-    taken: Collection[IPv4Address],
-    ip_range: IPv4Network | None = None,
-) -> IPv4Address:
+    requested: IPAddress,
+    subnet: IPNetwork,
+    gateway: IPAddress,
+    taken: Collection[IPAddress],
+    ip_range: IPNetwork | None = None,
+) -> IPAddress:
     """Accept a user's `--ip` only if it is a free, usable address of the subnet (and range)."""
     if requested not in subnet:
         raise InvalidInput("ip", requested, f"is outside the subnet {subnet}")
@@ -72,14 +76,22 @@ def check_requested(
     return requested
 
 
-def overlapping(subnet: IPv4Network, others: Iterable[IPv4Network]) -> IPv4Network | None:
+def overlapping(subnet: IPNetwork, others: Iterable[IPNetwork]) -> IPNetwork | None:
     return next((o for o in others if subnet.overlaps(o)), None)
 
 
-def pick_subnet(pool: IPv4Network, size: int, used: Iterable[IPv4Network]) -> IPv4Network:
+def pick_subnet(pool: IPNetwork, size: int, used: Iterable[IPNetwork]) -> IPNetwork:
     """The first /size subnet of the pool that overlaps nothing in `used`."""
     used = sorted(used, key=lambda n: (int(n.network_address), n.prefixlen))
     for candidate in pool.subnets(new_prefix=size):
         if overlapping(candidate, used) is None:
             return candidate
     raise Exhausted(f"address pool {pool}: every /{size} overlaps a network or a route of the host")
+
+
+def ula_prefix(random40: bytes) -> IPv6Network:
+    """An RFC 4193 unique local /48: fd00::/8 and 40 random bits (the Global ID), chosen once per
+    ledger; nsnet's IPv6 subnets are /64s of it unless the user names one."""
+    if len(random40) != 5:
+        raise ValueError("a ULA Global ID is 40 bits")
+    return IPv6Network((b"\xfd" + random40 + bytes(10), 48))

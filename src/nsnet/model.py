@@ -7,55 +7,120 @@ returns them, the planner reads them, the store persists them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
 from typing import Any
 
 DEFAULT_NETWORK = "nsnet"
 DEFAULT_MTU = 1500
 
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+IPInterface = IPv4Interface | IPv6Interface
+FAMILIES = (4, 6)
+
+
+@dataclass(frozen=True)
+class SubnetRequest:
+    """One family of a `network create`: what is not given is left to IPAM."""
+
+    version: int
+    subnet: IPNetwork | None = None
+    gateway: IPAddress | None = None
+    ip_range: IPNetwork | None = None
+
 
 @dataclass(frozen=True)
 class NetworkRequest:
-    """A validated `network create`; subnet and gateway may still be left to IPAM."""
+    """A validated `network create`: one SubnetRequest per family it has (IPv4, IPv6 or both)."""
 
     name: str
-    subnet: IPv4Network | None = None
-    gateway: IPv4Address | None = None
-    ip_range: IPv4Network | None = None
+    subnets: tuple[SubnetRequest, ...] = (SubnetRequest(4),)
     internal: bool = False
     mtu: int = DEFAULT_MTU
     icc: bool = True
     labels: tuple[tuple[str, str], ...] = ()
+    ipv6_routed: bool = False
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """A network's addressing in one family: the subnet, the gateway the bridge holds, and the
+    range sandboxes' addresses are taken from."""
+
+    subnet: IPNetwork
+    gateway: IPAddress
+    ip_range: IPNetwork | None = None
+
+    @property
+    def version(self) -> int:
+        return self.subnet.version
+
+    @property
+    def gateway_interface(self) -> IPInterface:
+        return ip_interface(f"{self.gateway}/{self.subnet.prefixlen}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"Subnet": str(self.subnet), "Gateway": str(self.gateway),
+                "IPRange": str(self.ip_range) if self.ip_range else None}
 
 
 @dataclass(frozen=True)
 class Network:
+    """A bridge and its subnets: at most one per family, IPv4 first."""
+
     id: str
     name: str
     bridge: str
-    subnet: IPv4Network
-    gateway: IPv4Address
-    ip_range: IPv4Network | None = None
+    subnets: tuple[Subnet, ...]
     internal: bool = False
     mtu: int = DEFAULT_MTU
     icc: bool = True
     labels: tuple[tuple[str, str], ...] = ()
     created: float = 0.0
     state: str = "ready"
+    # IPv6 egress routed without NAT66 (Docker's routed gateway mode); inbound stays limited to
+    # published ports.
+    ipv6_routed: bool = False
+
+    def family(self, version: int) -> Subnet | None:
+        return next((s for s in self.subnets if s.version == version), None)
 
     @property
-    def gateway_interface(self) -> IPv4Interface:
-        return IPv4Interface(f"{self.gateway}/{self.subnet.prefixlen}")
+    def ipv4(self) -> Subnet | None:
+        return self.family(4)
+
+    @property
+    def ipv6(self) -> Subnet | None:
+        return self.family(6)
+
+    # The primary (first) subnet's, for messages and for single-stack callers.
+    @property
+    def subnet(self) -> IPNetwork:
+        return self.subnets[0].subnet
+
+    @property
+    def gateway(self) -> IPAddress:
+        return self.subnets[0].gateway
+
+    @property
+    def ip_range(self) -> IPNetwork | None:
+        return self.subnets[0].ip_range
 
     def to_dict(self) -> dict[str, Any]:
+        v4, v6 = self.ipv4, self.ipv6
         return {
             "Id": self.id,
             "Name": self.name,
             "Driver": "bridge",
             "Bridge": self.bridge,
-            "Subnet": str(self.subnet),
-            "Gateway": str(self.gateway),
-            "IPRange": str(self.ip_range) if self.ip_range else None,
+            # Subnet/Gateway/IPRange: the IPv4 ones, as before IPv6; IPAM.Config lists every family.
+            "Subnet": str(v4.subnet) if v4 else None,
+            "Gateway": str(v4.gateway) if v4 else None,
+            "IPRange": str(v4.ip_range) if v4 and v4.ip_range else None,
+            "EnableIPv4": v4 is not None,
+            "EnableIPv6": v6 is not None,
+            "IPv6Routed": self.ipv6_routed,
+            "IPAM": {"Config": [s.to_dict() for s in self.subnets]},
             "Internal": self.internal,
             "ICC": self.icc,
             "MTU": self.mtu,
@@ -69,13 +134,28 @@ class Network:
 class PortMapping:
     """One published port: host address (None: all of them) and port, to the sandbox's port."""
 
-    host_ip: IPv4Address | None
+    host_ip: IPAddress | None
     host_port: int
     sandbox_port: int
     protocol: str = "tcp"
 
+    @property
+    def host(self) -> str:
+        """The host address as `port` prints it: 0.0.0.0 for every address, [v6] bracketed."""
+        if self.host_ip is None:
+            return "0.0.0.0"
+        return f"[{self.host_ip}]" if self.host_ip.version == 6 else str(self.host_ip)
+
     def __str__(self) -> str:
-        return f"{self.sandbox_port}/{self.protocol} -> {self.host_ip or '0.0.0.0'}:{self.host_port}"
+        return f"{self.sandbox_port}/{self.protocol} -> {self.host}:{self.host_port}"
+
+    def bindings(self, versions: tuple[int, ...]) -> list[PortMapping]:
+        """Where the mapping is published, for an endpoint with these families: no address means
+        0.0.0.0 and [::] (each only in a family the endpoint has)."""
+        if self.host_ip is not None:
+            return [self]
+        unspecified = {4: IPv4Address(0), 6: IPv6Address(0)}
+        return [PortMapping(unspecified[v], self.host_port, self.sandbox_port, self.protocol) for v in versions]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,7 +168,9 @@ class PortMapping:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One sandbox attached to one network: a veth pair, its MAC and its address."""
+    """One sandbox attached to one network: a veth pair, its MAC, and an address (with the
+    network's gateway) in each family of the network, IPv4 first. The endpoint that carries the
+    sandbox's default route carries it in each of its families."""
 
     id: str
     sandbox: str
@@ -96,24 +178,55 @@ class Endpoint:
     ifname: str
     host_ifname: str
     mac: str
-    address: IPv4Interface
-    gateway: IPv4Address
+    addresses: tuple[IPInterface, ...]
+    gateways: tuple[IPAddress, ...]
     default_route: bool = False
     state: str = "ready"
     ports: tuple[PortMapping, ...] = ()
 
+    def family(self, version: int) -> IPInterface | None:
+        return next((a for a in self.addresses if a.version == version), None)
+
+    @property
+    def address(self) -> IPInterface:
+        """The primary (first) address."""
+        return self.addresses[0]
+
+    @property
+    def gateway(self) -> IPAddress:
+        return self.gateways[0]
+
+    def bindings(self) -> list[PortMapping]:
+        """Every host address and port the endpoint is published on (PortMapping.bindings)."""
+        versions = tuple(a.version for a in self.addresses)
+        return [b for p in self.ports for b in p.bindings(versions)]
+
+    @property
+    def ports_note(self) -> str | None:
+        """What `port` and `inspect` say of an endpoint whose network lacks IPv6."""
+        if self.ports and self.family(6) is None:
+            return f"network {self.network} has no IPv6: its ports are not published on the host's IPv6 addresses"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
+        v4, v6 = self.family(4), self.family(6)
+        gateways = {g.version: g for g in self.gateways}
+        note = {"PortsNote": self.ports_note} if self.ports_note else {}
         return {
             "EndpointId": self.id,
             "Network": self.network,
             "Interface": self.ifname,
             "HostInterface": self.host_ifname,
             "MacAddress": self.mac,
-            "IPAddress": str(self.address.ip),
-            "IPPrefixLen": self.address.network.prefixlen,
-            "Gateway": str(self.gateway),
+            "IPAddress": str(v4.ip) if v4 else "",
+            "IPPrefixLen": v4.network.prefixlen if v4 else 0,
+            "Gateway": str(gateways[4]) if v4 else "",
+            "GlobalIPv6Address": str(v6.ip) if v6 else "",
+            "GlobalIPv6PrefixLen": v6.network.prefixlen if v6 else 0,
+            "IPv6Gateway": str(gateways[6]) if v6 else "",
             "DefaultRoute": self.default_route,
-            "Ports": [p.to_dict() for p in self.ports],
+            "Ports": [p.to_dict() for p in self.bindings()],
+            **note,
         }
 
 

@@ -8,7 +8,11 @@ derived from user input, so a user name can never collide with or spell an inter
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import Network
 
 NETNS_DIR = "/run/netns"
 ETC_NETNS_DIR = "/etc/netns"
@@ -37,13 +41,31 @@ def sandbox_ifname(used: set[str] | frozenset[str]) -> str:
     return f"eth{index}"
 
 
-def mac_for(address: IPv4Address) -> str:
-    """A stable, locally administered, unicast MAC: 02:4e ('N') followed by the IPv4 address.
+def mac_for(address: IPv4Address | IPv6Address | None) -> str:
+    """A locally administered, unicast MAC. From an IPv4 address, stable: 02:4e ('N') followed by
+    the address. Addresses are unique across nsnet's networks (subnets never overlap), so the
+    MACs are too, and a sandbox that gets the same address back gets the same MAC, so peers' ARP
+    caches stay right. On an IPv6-only network (address None, or IPv6), random under 0a:4e: 32
+    bits of an IPv6 address could be chosen (--ip6) to equal a neighbour's, and a MAC names the
+    bridge port it is pinned to."""
+    if isinstance(address, IPv4Address):
+        return "02:4e:" + ":".join(f"{b:02x}" for b in address.packed)
+    return "0a:4e:" + ":".join(f"{b:02x}" for b in os.urandom(4))
 
-    Addresses are unique across nsnet's networks (subnets never overlap), so the MACs are too, and a
-    sandbox that gets the same address back gets the same MAC, so peers' ARP caches stay right.
-    """
-    return "02:4e:" + ":".join(f"{b:02x}" for b in address.packed)
+
+def bridge_mac(network: Network) -> str:
+    """A network's bridge MAC: from its IPv4 gateway, or (IPv6 only) from its id under 0a:4f:,
+    apart from the sandboxes' random ones."""
+    if network.ipv4 is not None:
+        return mac_for(network.ipv4.gateway)
+    return "0a:4f:" + ":".join(network.id[i:i + 2] for i in range(0, 8, 2))
+
+
+def link_local(mac: str) -> IPv6Address:
+    """The EUI-64 link-local address the kernel gives an interface with this MAC (addr_gen_mode 0)."""
+    octets = bytes(int(part, 16) for part in mac.split(":"))
+    interface_id = bytes([octets[0] ^ 0x02]) + octets[1:3] + b"\xff\xfe" + octets[3:]
+    return IPv6Address(b"\xfe\x80" + bytes(6) + interface_id)
 
 
 def netns_path(sandbox: str) -> str:

@@ -3,18 +3,22 @@
     [HOST_IP:][HOST_PORT[-END]:]SANDBOX_PORT[-END][/tcp|udp|sctp]
 
 `80` publishes sandbox port 80 on an ephemeral host port of every host address; `8080:80`,
-`127.0.0.1:8080:80`, `127.0.0.1::80` (ephemeral, one address), `9000-9010:9000-9010` (ranges of
-equal length), `8000-8010:80` (the first free host port of the range). Host addresses are IPv4
-for now; an IPv6 one (`[::1]:80:80`) is recognised and refused with that reason.
+`127.0.0.1:8080:80`, `127.0.0.1::80` (ephemeral, one address), `[2001:db8::5]:8080:80` (an IPv6
+address, in brackets), `9000-9010:9000-9010` (ranges of equal length), `8000-8010:80` (the first
+free host port of the range). No address means every address of the host in each family the
+sandbox's network has; as in Docker, `0.0.0.0` means every IPv4 address and `[::]` every IPv6
+one. `[::1]` is refused: the kernel cannot forward IPv6 loopback traffic to another host (there
+is no route_localnet for IPv6).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv6Address
 
 from .errors import InvalidInput
+from .model import IPAddress
 from .validate import address
 
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -27,7 +31,7 @@ class PortRequest:
 
     sandbox_ports: range
     protocol: str = "tcp"
-    host_ip: IPv4Address | None = None  # None: every address of the host
+    host_ip: IPAddress | None = None  # None: every address of the host
     host_ports: range | None = None  # None: ephemeral ports
 
     @property
@@ -56,16 +60,28 @@ def parse(spec: str) -> PortRequest:
         rest, protocol = spec, "tcp"
     if protocol not in PROTOCOLS:
         raise InvalidInput("publish", spec, f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    host_text = None
     if rest.startswith("["):
-        raise InvalidInput("publish", spec, "IPv6 host addresses are not supported yet")
-    parts = rest.split(":")
-    if len(parts) > 3:
-        raise InvalidInput("publish", spec, "expected [HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTOCOL]")
-    host_ip = None
-    if len(parts) == 3 and parts[0]:
-        host_ip = address("publish host address", parts[0])
-        if host_ip == IPv4Address(0):  # Docker's way of writing "every address"
-            host_ip = None
+        host_text, bracket, rest = rest[1:].partition("]")
+        if not bracket or not rest.startswith(":") or not host_text:
+            raise InvalidInput("publish", spec, "expected [IPV6]:[HOST_PORT]:SANDBOX_PORT[/PROTOCOL]")
+        address("publish host address", host_text, 6)
+        rest = rest[1:]
+        if rest.count(":") != 1:
+            raise InvalidInput("publish", spec, "expected [IPV6]:[HOST_PORT]:SANDBOX_PORT[/PROTOCOL]")
+        parts = ["", *rest.split(":")]
+    else:
+        parts = rest.split(":")
+        if len(parts) > 3:
+            raise InvalidInput("publish", spec, "expected [HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTOCOL] (an IPv6 "
+                               "address goes in brackets)")
+        if len(parts) == 3 and parts[0]:
+            host_text = parts[0]
+    host_ip = address("publish host address", host_text, 4 if not spec.startswith("[") else 6) \
+        if host_text else None
+    if host_ip == IPv6Address(1):
+        raise InvalidInput("publish", spec, "the kernel cannot forward IPv6 loopback ([::1]) traffic to a sandbox "
+                           "(IPv6 has no route_localnet); publish on 127.0.0.1 or on another address")
     sandbox_ports = _ports(spec, parts[-1], "sandbox port")
     host_ports = _ports(spec, parts[-2], "host port") if len(parts) >= 2 and parts[-2] else None
     if host_ports is not None and len(host_ports) != len(sandbox_ports) and len(sandbox_ports) != 1:

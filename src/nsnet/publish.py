@@ -1,7 +1,8 @@
 """Which host ports a sandbox gets: pure resolution of PortRequests into PortMappings.
 
-A host port is refused when nsnet already publishes it on an overlapping address (every address
-overlaps every specific one) for the same protocol, or when a host process is bound to it: DNAT
+A host port is refused when nsnet already publishes it on an overlapping address for the same
+protocol (no address, "every address in every family", overlaps all; 0.0.0.0 overlaps every IPv4
+address and [::] every IPv6 one; the two families never overlap otherwise), or when a host process is bound to it: DNAT
 would silently take the traffic away from that process. Ephemeral ports come from the host's
 `ip_local_port_range`, skipping both.
 """
@@ -12,24 +13,26 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from ipaddress import IPv4Address
 
 from .errors import Conflict, Exhausted
-from .model import PortMapping
+from .model import IPAddress, PortMapping
 from .portspec import PortRequest
 
 
 @dataclass(frozen=True)
 class Listener:
-    """A host socket bound to a port: address None means every address (0.0.0.0 or [::])."""
+    """A host socket bound to a port: address None means every address of both families ([::],
+    which takes IPv4 too unless v6only, which /proc does not say); 0.0.0.0 every IPv4 one."""
 
     protocol: str
-    address: IPv4Address | None
+    address: IPAddress | None
     port: int
 
 
-def _overlap(a: IPv4Address | None, b: IPv4Address | None) -> bool:
-    return a is None or b is None or a == b
+def _overlap(a: IPAddress | None, b: IPAddress | None) -> bool:
+    if a is None or b is None:
+        return True
+    return a.version == b.version and (a == b or a.is_unspecified or b.is_unspecified)
 
 
 def published_clash(candidate: PortMapping, published: Iterable[PortMapping]) -> PortMapping | None:
@@ -42,7 +45,7 @@ def listener_clash(candidate: PortMapping, listeners: Iterable[Listener]) -> Lis
                  and held.port == candidate.host_port and _overlap(held.address, candidate.host_ip)), None)
 
 
-def _free(host_ip: IPv4Address | None, protocol: str, port: int, published: PortLookup,
+def _free(host_ip: IPAddress | None, protocol: str, port: int, published: PortLookup,
           holders: HolderLookup) -> bool:
     candidate = PortMapping(host_ip, port, 0, protocol)
     return published.clash(candidate) is None and holders.holder(candidate) is None
@@ -98,9 +101,9 @@ class _Cursor:
     def __init__(self, taken: PortLookup, holders: HolderLookup) -> None:
         self._taken = taken
         self._holders = holders
-        self._next: dict[tuple[IPv4Address | None, str, range], int] = {}
+        self._next: dict[tuple[IPAddress | None, str, range], int] = {}
 
-    def next_free(self, host_ip: IPv4Address | None, protocol: str, ports: range) -> int | None:
+    def next_free(self, host_ip: IPAddress | None, protocol: str, ports: range) -> int | None:
         key = (host_ip, protocol, ports)
         for index in range(self._next.get(key, 0), len(ports)):
             if _free(host_ip, protocol, ports[index], self._taken, self._holders):
@@ -113,13 +116,13 @@ class _Cursor:
 def _refuse_more_than_the_range(requests: Sequence[PortRequest], ephemeral: range) -> None:
     """Fail at once when one address and protocol need more ephemeral ports than the range holds,
     rather than after probing every port of it."""
-    wanted: Counter[tuple[IPv4Address | None, str]] = Counter()
+    wanted: Counter[tuple[IPAddress | None, str]] = Counter()
     for request in requests:
         if request.host_ports is None:
             wanted[(request.host_ip, request.protocol)] += len(request.sandbox_ports)
     for (host_ip, protocol), count in wanted.items():
         if count > len(ephemeral):
-            raise Exhausted(f"{count} ports to publish on ephemeral host ports of {host_ip or '0.0.0.0'}/{protocol},"
+            raise Exhausted(f"{count} ports to publish on ephemeral host ports of {PortMapping(host_ip, 0, 0).host}/{protocol},"
                             f" but the ephemeral range {ephemeral.start}-{ephemeral.stop - 1} holds only"
                             f" {len(ephemeral)}")
 
@@ -147,7 +150,7 @@ def resolve(requests: Iterable[PortRequest], published: PortLookup | Iterable[Po
         if request.pick_one:
             port = cursor.next_free(ip, proto, request.host_ports)
             if port is None:
-                raise Conflict(f"no free host port in {ip or '0.0.0.0'}:{request.host_ports.start}-"
+                raise Conflict(f"no free host port in {PortMapping(ip, 0, 0).host}:{request.host_ports.start}-"
                                f"{request.host_ports.stop - 1}/{proto}")
             add(PortMapping(ip, port, request.sandbox_ports[0], proto), checked=True)
         elif request.host_ports is not None:
@@ -163,9 +166,15 @@ def resolve(requests: Iterable[PortRequest], published: PortLookup | Iterable[Po
 
 
 def _refuse_taken(mapping: PortMapping, taken: PortLookup, holders: HolderLookup) -> None:
-    where = f"host port {mapping.host_ip or '0.0.0.0'}:{mapping.host_port}/{mapping.protocol}"
+    where = f"host port {mapping.host}:{mapping.host_port}/{mapping.protocol}"
     if taken.clash(mapping) is not None:
         raise Conflict(f"{where} is already published")
     bound = holders.holder(mapping)
     if bound is not None:
-        raise Conflict(f"{where} is in use by a host process (bound to {bound.address or '0.0.0.0'}:{bound.port})")
+        raise Conflict(f"{where} is in use by a host process (bound to {listening_on(bound)}:{bound.port})")
+
+
+def listening_on(listener: Listener) -> str:
+    if listener.address is None:
+        return "[::]"
+    return f"[{listener.address}]" if listener.address.version == 6 else str(listener.address)

@@ -18,10 +18,11 @@ from typing import Any
 from .firewall import render
 from .kernel.state import LinkState, Observed, Ruleset, element_key
 from .model import Endpoint, Network, Owner, Sandbox
-from .plan.network import bridge_sysctls
-from .naming import mac_for
+from .plan.network import FORWARDING, bridge_sysctls
+from .naming import bridge_mac
 
-__all__ = ["Drift", "LinkState", "Observed", "Ruleset", "desired_firewall", "element_key", "element_keys",
+__all__ = ["Drift", "LinkState", "Observed", "Ruleset", "desired_firewall", "desired_skeleton", "element_key",
+           "element_keys",
            "find_drift", "default_route_holder", "default_route_wrong"]
 
 
@@ -52,16 +53,25 @@ def ready(networks: list[Network], sandboxes: list[Sandbox]) -> tuple[list[Netwo
     return [n for n in networks if n.state == "ready"], [s for s in sandboxes if s.state == "ready"]
 
 
-def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: Owner) -> list[dict[str, Any]]:
-    """The owner's whole ruleset as the ledger implies it: the skeleton and every element."""
+def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: Owner,
+                     skeleton: bool = True) -> list[dict[str, Any]]:
+    """The owner's whole ruleset as the ledger implies it: the skeleton and every element (with
+    `skeleton` False, the networks' and endpoints' commands only)."""
     nets, boxes = ready(networks, sandboxes)
     by_name = {n.name: n for n in nets}
-    commands = [c for n in nets for c in render.render_add_network(owner, n)]
+    render_network = render.render_add_network if skeleton else render.render_network_elements
+    commands = [c for n in nets for c in render_network(owner, n)]
     for sandbox in boxes:
         for endpoint in sandbox.endpoints:
             if endpoint.state == "ready" and endpoint.network in by_name:
                 commands += render.render_add_endpoint(owner, endpoint, by_name[endpoint.network])
     return commands
+
+
+def desired_skeleton(networks: list[Network], sandboxes: list[Sandbox], owner: Owner) -> list[dict[str, Any]]:
+    """The owner's tables without their elements: the skeleton, and each IPv6 port's own chain."""
+    return render.render_skeleton(owner) + [c for c in desired_firewall(networks, sandboxes, owner, skeleton=False)
+                                            if "element" not in next(iter(c.values()))]
 
 
 def default_route_holder(endpoints: Iterable[Endpoint], networks: dict[str, Network]) -> Endpoint | None:
@@ -114,18 +124,22 @@ def _link_drift(subject: str, what: str, link: LinkState, mtu: int, mac: str | N
 
 def _network_drift(networks: list[Network], observed: Observed) -> list[Drift]:
     drift = []
-    if networks and observed.ip_forward != "1":
-        drift.append(Drift("wrong", "sysctl net.ipv4.ip_forward", f"is {observed.ip_forward}, networks need 1"))
+    for version in sorted({s.version for n in networks for s in n.subnets}):
+        key = FORWARDING[version]
+        value = observed.ip_forward if version == 4 else observed.sysctls.get(key, "0")
+        if value != "1":
+            drift.append(Drift("wrong", f"sysctl {key}", f"is {value}, networks need 1"))
     for n in networks:
         link = observed.links.get(n.bridge)
         subject = f"network {n.name}"
         if link is None:
             drift.append(Drift("missing", subject, f"bridge {n.bridge} does not exist"))
             continue
-        if str(n.gateway_interface) not in link.addresses:
-            drift.append(Drift("missing", subject, f"bridge {n.bridge} lacks its gateway {n.gateway_interface}"))
-        drift += _link_drift(subject, f"bridge {n.bridge}", link, n.mtu, mac_for(n.gateway))
-        for key, value in bridge_sysctls(n.bridge, n.mtu).items():
+        for gateway in (s.gateway_interface for s in n.subnets):
+            if str(gateway) not in link.addresses:
+                drift.append(Drift("missing", subject, f"bridge {n.bridge} lacks its gateway {gateway}"))
+        drift += _link_drift(subject, f"bridge {n.bridge}", link, n.mtu, bridge_mac(n))
+        for key, value in bridge_sysctls(n).items():
             if observed.sysctls.get(key, value) != value:
                 drift.append(Drift("wrong", subject, f"sysctl {key} is {observed.sysctls[key]}, nsnet sets {value}"))
     return drift
@@ -172,10 +186,13 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
             drift += _port_drift(subject, e, link, network)
             drift += _link_drift(subject, f"veth {e.host_ifname}", link, network.mtu, None)
             drift += _link_drift(subject, f"{e.ifname}", peer, network.mtu, e.mac)
-            if str(e.address) not in peer.addresses:
-                drift.append(Drift("missing", subject, f"{e.ifname} lacks its address {e.address}"))
-            if e.default_route and observed.sandbox_routes.get(s.name) != (str(e.gateway), e.ifname):
-                drift.append(Drift("missing", subject, f"no default route via {e.gateway} on {e.ifname}"))
+            for address in e.addresses:
+                if str(address) not in peer.addresses:
+                    drift.append(Drift("missing", subject, f"{e.ifname} lacks its address {address}"))
+            routes = observed.sandbox_routes.get(s.name, {})
+            for gateway in e.gateways if e.default_route else ():
+                if routes.get(gateway.version) != (str(gateway), e.ifname):
+                    drift.append(Drift("missing", subject, f"no default route via {gateway} on {e.ifname}"))
     return drift
 
 

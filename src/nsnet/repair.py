@@ -18,13 +18,13 @@ import time
 
 from .apply import teardown
 from .errors import TeardownError
-from .firewall import render
 from .kernel import Kernel
 from .model import Network, Owner
-from .plan.network import bridge_sysctls, plan_repair_network, plan_replace_firewall
+from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
 from .plan.ops import DeleteLink, Operation, RemoveEtcFiles
 from .plan.sandbox import plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
-from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
+from .reconcile import (Drift, Observed, default_route_holder, default_route_wrong, desired_firewall,
+                        desired_skeleton, find_drift)
 from .store import Store
 
 # How long a removed sandbox's veth may linger (see observe).
@@ -37,7 +37,7 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
     The kernel destroys an unpinned namespace, and its veths, in deferred work: right after `rm`
     a veth can linger for some milliseconds, and would look like an orphan."""
     deadline = time.monotonic() + SETTLE_SECONDS
-    keys = [key for n in store.networks() for key in bridge_sysctls(n.bridge, n.mtu)]
+    keys = [*FORWARDING.values(), *(key for n in store.networks() for key in bridge_sysctls(n))]
     while True:
         sandboxes = store.sandboxes()
         observed = kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in sandboxes}, owner, keys)
@@ -51,7 +51,8 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
 
 def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
     observed = observe(store, kernel, owner)
-    expected = kernel.expected_ruleset(render.render_skeleton(owner), owner) if observed.ruleset is not None else None
+    skeleton = desired_skeleton(store.networks(), store.sandboxes(), owner)
+    expected = kernel.expected_ruleset(skeleton, owner) if observed.ruleset is not None else None
     return find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
 
 
@@ -84,8 +85,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
             repair.run([RemoveEtcFiles(sandbox.name)], f"removed /etc/netns/{sandbox.name}")
     _repair_default_routes(store, networks, repair)
     for network in networks.values():
-        ops = plan_repair_network(network, observed.links.get(network.bridge), observed.ip_forward,
-                                  observed.sysctls, owner)
+        ops = plan_repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
         if ops:
             repair.run(ops, f"repaired network {network.name}")
     for sandbox in store.sandboxes():
@@ -93,7 +93,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
         for endpoint in sandbox.endpoints:
             network = networks[endpoint.network]
             ops = plan_repair_endpoint(endpoint, network, observed.links.get(endpoint.host_ifname),
-                                       inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.name), owner)
+                                       inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.name, {}), owner)
             if ops:
                 repair.run(ops, f"repaired {sandbox.name}'s link to {network.name}")
     known = {n.bridge for n in networks.values()} | {e.host_ifname for s in store.sandboxes() for e in s.endpoints}

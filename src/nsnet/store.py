@@ -18,31 +18,40 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import NsnetError
-from .model import Endpoint, Network, Owner, PortMapping, Sandbox
+from .ipam import ula_prefix
+from .model import Endpoint, IPAddress, Network, Owner, PortMapping, Sandbox, Subnet
 from .publish import published_clash
 
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
 # Interface groups of nsnet's ledgers: 0x4e ('N') and 24 random bits.
 OWNER_GROUP_BASE = 0x4E000000
 
+# The tables as this release writes them. A network has one row of `subnets` per family, an
+# endpoint one row of `addresses` per family of its network.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     bridge TEXT NOT NULL UNIQUE,
-    subnet TEXT NOT NULL,
-    gateway TEXT NOT NULL,
-    ip_range TEXT,
     internal INTEGER NOT NULL,
     icc INTEGER NOT NULL,
     mtu INTEGER NOT NULL,
     labels TEXT NOT NULL,
-    last_ip TEXT,
+    ipv6_routed INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subnets (
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    subnet TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    ip_range TEXT,
+    last_ip TEXT,
+    PRIMARY KEY (network_id, version)
 );
 CREATE TABLE IF NOT EXISTS sandboxes (
     id TEXT PRIMARY KEY,
@@ -57,13 +66,19 @@ CREATE TABLE IF NOT EXISTS endpoints (
     ifname TEXT NOT NULL,
     host_ifname TEXT NOT NULL UNIQUE,
     mac TEXT NOT NULL,
-    ip TEXT NOT NULL,
     default_route INTEGER NOT NULL,
     state TEXT NOT NULL,
     created REAL NOT NULL,
-    UNIQUE (network_id, ip),
     UNIQUE (sandbox_id, network_id),
     UNIQUE (sandbox_id, ifname)
+);
+CREATE TABLE IF NOT EXISTS addresses (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    network_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    ip TEXT NOT NULL,
+    PRIMARY KEY (endpoint_id, version),
+    UNIQUE (network_id, ip)
 );
 CREATE TABLE IF NOT EXISTS ports (
     endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
@@ -80,7 +95,32 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 """
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+def _table_sql(name: str) -> str:
+    start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
+    return SCHEMA[start:SCHEMA.index(");", start) + 2]
+
+
+def _migrate_to_5(db: sqlite3.Connection) -> None:
+    """Subnets and addresses move to rows per family; networks and endpoints are rebuilt without
+    their IPv4 columns (SQLite's documented way: make the new table, copy, drop, rename), with
+    foreign keys off meanwhile so that dropping a table deletes nothing that refers to it."""
+    for name in ("subnets", "addresses"):
+        db.execute(_table_sql(name))
+    db.execute("INSERT INTO subnets (network_id, version, subnet, gateway, ip_range, last_ip)"
+               " SELECT id, 4, subnet, gateway, ip_range, last_ip FROM networks")
+    db.execute("INSERT INTO addresses (endpoint_id, network_id, version, ip) SELECT id, network_id, 4, ip FROM endpoints")
+    for name, columns in (("networks", "id, name, bridge, internal, icc, mtu, labels, 0, state, created"),
+                          ("endpoints", "id, sandbox_id, network_id, ifname, host_ifname, mac, default_route, state,"
+                                        " created")):
+        db.execute(_table_sql(name).replace(f"EXISTS {name} (", f"EXISTS {name}_v5 ("))
+        db.execute(f"INSERT INTO {name}_v5 SELECT {columns} FROM {name}")
+        db.execute(f"DROP TABLE {name}")
+        db.execute(f"ALTER TABLE {name}_v5 RENAME TO {name}")
+    broken = db.execute("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise sqlite3.IntegrityError(f"the migrated ledger has {len(broken)} dangling reference(s)")
 
 
 def state_dir() -> str:
@@ -88,25 +128,28 @@ def state_dir() -> str:
 
 
 class TakenAddresses:
-    """The addresses allocated on one network, as a Collection answered by indexed queries."""
+    """The addresses of one family allocated on one network, as a Collection answered by indexed
+    queries."""
 
-    def __init__(self, db: sqlite3.Connection, network_id: str) -> None:
+    def __init__(self, db: sqlite3.Connection, network_id: str, version: int) -> None:
         self._db = db
         self._network_id = network_id
+        self._version = version
 
     def __contains__(self, address: object) -> bool:
         row = self._db.execute(
-            "SELECT 1 FROM endpoints WHERE network_id = ? AND ip = ?", (self._network_id, str(address))
+            "SELECT 1 FROM addresses WHERE network_id = ? AND ip = ?", (self._network_id, str(address))
         ).fetchone()
         return row is not None
 
     def __len__(self) -> int:
-        query = "SELECT count(*) FROM endpoints WHERE network_id = ?"
-        return self._db.execute(query, (self._network_id,)).fetchone()[0]
+        query = "SELECT count(*) FROM addresses WHERE network_id = ? AND version = ?"
+        return self._db.execute(query, (self._network_id, self._version)).fetchone()[0]
 
-    def __iter__(self) -> Iterator[IPv4Address]:
-        rows = self._db.execute("SELECT ip FROM endpoints WHERE network_id = ?", (self._network_id,))
-        return (IPv4Address(ip) for (ip,) in rows)
+    def __iter__(self) -> Iterator[IPAddress]:
+        rows = self._db.execute("SELECT ip FROM addresses WHERE network_id = ? AND version = ?",
+                                (self._network_id, self._version))
+        return (ip_address(ip) for (ip,) in rows)
 
 
 class StoredPorts:
@@ -121,12 +164,12 @@ class StoredPorts:
         pending = published_clash(candidate, self._pending)
         if pending is not None:
             return pending
-        ip = str(candidate.host_ip) if candidate.host_ip else ""
-        row = self._db.execute(
-            "SELECT host_ip, host_port, sandbox_port, protocol FROM ports WHERE protocol = ? AND host_port = ?"
-            " AND (host_ip = '' OR ? = '' OR host_ip = ?) LIMIT 1", (candidate.protocol, candidate.host_port, ip, ip),
-        ).fetchone()
-        return PortMapping(IPv4Address(row[0]) if row[0] else None, row[1], row[2], row[3]) if row else None
+        rows = self._db.execute(
+            "SELECT host_ip, host_port, sandbox_port, protocol FROM ports WHERE protocol = ? AND host_port = ?",
+            (candidate.protocol, candidate.host_port),
+        )
+        return published_clash(candidate, (PortMapping(ip_address(ip) if ip else None, host_port, sandbox_port, proto)
+                                           for ip, host_port, sandbox_port, proto in rows))
 
     def append(self, mapping: PortMapping) -> None:
         self._pending.append(mapping)
@@ -190,8 +233,26 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            self.db.executescript(SCHEMA)  # idempotent; executescript runs outside our transactions
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a new or older ledger to SCHEMA_VERSION, once, whoever else opens it meanwhile."""
+        self.db.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before
+        try:
+            with self.transaction():
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if version >= SCHEMA_VERSION:
+                    return
+                # Releases 1 to 4 (IPv4 only) had the same networks and endpoints tables; 1 to 3
+                # lacked tables that SCHEMA makes below when they are missing.
+                if version < 5 and self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'networks'").fetchone():
+                    _migrate_to_5(self.db)
+                for statement in SCHEMA.split(";"):  # what is missing (all of it, for a new ledger)
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            self.db.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         self.db.close()
@@ -221,28 +282,58 @@ class Store:
                     self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows.items())
         return Owner(table=rows["table"], group=int(rows["group"]))
 
+    def ula_prefix(self) -> IPv6Network:
+        """This ledger's RFC 4193 /48 (ipam.ula_prefix), chosen at random the first time it is
+        needed; runs inside the caller's transaction."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'ula'").fetchone()
+        if row:
+            return IPv6Network(row[0])
+        prefix = ula_prefix(os.urandom(5))
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('ula', ?)", (str(prefix),))
+        return prefix
+
     # Networks
 
     def networks(self) -> list[Network]:
-        return [_network(r) for r in self.db.execute("SELECT * FROM networks ORDER BY created, name")]
+        return self._networks("1 = 1", ())
 
     def network(self, name: str) -> Network | None:
-        row = self.db.execute("SELECT * FROM networks WHERE name = ?", (name,)).fetchone()
-        return _network(row) if row else None
+        found = self._networks("n.name = ?", (name,))
+        return found[0] if found else None
 
     def network_by_id(self, network_id: str) -> Network | None:
-        row = self.db.execute("SELECT * FROM networks WHERE id = ?", (network_id,)).fetchone()
-        return _network(row) if row else None
+        found = self._networks("n.id = ?", (network_id,))
+        return found[0] if found else None
+
+    def _networks(self, where: str, args: tuple) -> list[Network]:
+        subnets: dict[str, list[Subnet]] = {}
+        for network_id, subnet, gateway, ip_range in self.db.execute(
+                "SELECT s.network_id, s.subnet, s.gateway, s.ip_range FROM subnets s JOIN networks n"
+                f" ON n.id = s.network_id WHERE {where} ORDER BY s.version", args):
+            subnets.setdefault(network_id, []).append(
+                Subnet(ip_network(subnet), ip_address(gateway), ip_network(ip_range) if ip_range else None))
+        rows = self.db.execute("SELECT n.id, n.name, n.bridge, n.internal, n.icc, n.mtu, n.labels, n.ipv6_routed,"
+                               f" n.state, n.created FROM networks n WHERE {where} ORDER BY n.created, n.name", args)
+        return [
+            Network(id=nid, name=name, bridge=bridge, subnets=tuple(subnets.get(nid, ())), internal=bool(internal),
+                    mtu=mtu, icc=bool(icc), labels=tuple(sorted(json.loads(labels).items())),
+                    ipv6_routed=bool(routed), created=created, state=state)
+            for nid, name, bridge, internal, icc, mtu, labels, routed, state, created in rows
+        ]
 
     def add_network(self, network: Network) -> None:
         self.db.execute(
-            "INSERT INTO networks (id, name, bridge, subnet, gateway, ip_range, internal, icc, mtu, labels,"
-            " last_ip, state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            "INSERT INTO networks (id, name, bridge, internal, icc, mtu, labels, ipv6_routed, state, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                network.id, network.name, network.bridge, str(network.subnet), str(network.gateway),
-                str(network.ip_range) if network.ip_range else None, int(network.internal), int(network.icc),
-                network.mtu, json.dumps(dict(network.labels)), network.state, network.created,
+                network.id, network.name, network.bridge, int(network.internal), int(network.icc), network.mtu,
+                json.dumps(dict(network.labels)), int(network.ipv6_routed), network.state, network.created,
             ),
+        )
+        self.db.executemany(
+            "INSERT INTO subnets (network_id, version, subnet, gateway, ip_range) VALUES (?, ?, ?, ?, ?)",
+            [(network.id, s.version, str(s.subnet), str(s.gateway), str(s.ip_range) if s.ip_range else None)
+             for s in network.subnets],
         )
 
     def set_network_state(self, network_id: str, state: str) -> None:
@@ -251,15 +342,21 @@ class Store:
     def delete_network(self, network_id: str) -> None:
         self.db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
 
-    def last_ip(self, network_id: str) -> IPv4Address | None:
-        row = self.db.execute("SELECT last_ip FROM networks WHERE id = ?", (network_id,)).fetchone()
-        return IPv4Address(row[0]) if row and row[0] else None
+    def last_ips(self, network_id: str) -> dict[int, IPAddress | None]:
+        """Where each family's round-robin allocation stopped."""
+        rows = self.db.execute("SELECT version, last_ip FROM subnets WHERE network_id = ?", (network_id,))
+        return {version: ip_address(last) if last else None for version, last in rows}
 
-    def set_last_ip(self, network_id: str, address: IPv4Address | None) -> None:
-        self.db.execute("UPDATE networks SET last_ip = ? WHERE id = ?", (str(address) if address else None, network_id))
+    def set_last_ip(self, network_id: str, version: int, address: IPAddress | None) -> None:
+        self.db.execute("UPDATE subnets SET last_ip = ? WHERE network_id = ? AND version = ?",
+                        (str(address) if address else None, network_id, version))
 
-    def taken(self, network_id: str) -> TakenAddresses:
-        return TakenAddresses(self.db, network_id)
+    def taken(self, network_id: str, version: int) -> TakenAddresses:
+        return TakenAddresses(self.db, network_id, version)
+
+    def mac_taken(self, network_id: str, mac: str) -> bool:
+        query = "SELECT 1 FROM endpoints WHERE network_id = ? AND mac = ?"
+        return self.db.execute(query, (network_id, mac)).fetchone() is not None
 
     def endpoint_count(self, network_id: str) -> int:
         return self.db.execute("SELECT count(*) FROM endpoints WHERE network_id = ?", (network_id,)).fetchone()[0]
@@ -286,17 +383,24 @@ class Store:
                        created=created, state=state)
 
     def _endpoints(self, where: str, args: tuple) -> list[Endpoint]:
+        joins = ("FROM endpoints e JOIN sandboxes s ON s.id = e.sandbox_id JOIN networks n ON n.id = e.network_id")
+        addresses: dict[str, list[tuple]] = {}
+        for endpoint_id, ip, subnet, gateway in self.db.execute(
+                f"SELECT a.endpoint_id, a.ip, sub.subnet, sub.gateway {joins} JOIN addresses a ON a.endpoint_id = e.id"
+                " JOIN subnets sub ON sub.network_id = e.network_id AND sub.version = a.version"
+                f" WHERE {where} ORDER BY a.version", args):
+            addresses.setdefault(endpoint_id, []).append(
+                (ip_interface(f"{ip}/{ip_network(subnet).prefixlen}"), ip_address(gateway)))
         rows = self.db.execute(
-            "SELECT e.id, s.name, n.name, e.ifname, e.host_ifname, e.mac, e.ip, n.subnet, n.gateway,"
-            " e.default_route, e.state FROM endpoints e JOIN sandboxes s ON s.id = e.sandbox_id"
-            f" JOIN networks n ON n.id = e.network_id WHERE {where} ORDER BY e.created, e.ifname",
+            f"SELECT e.id, s.name, n.name, e.ifname, e.host_ifname, e.mac, e.default_route, e.state {joins}"
+            f" WHERE {where} ORDER BY e.created, e.ifname",
             args,
         )
         endpoints = [
             Endpoint(id=i, sandbox=s, network=n, ifname=ifn, host_ifname=h, mac=m,
-                     address=IPv4Interface(f"{ip}/{IPv4Network(sub).prefixlen}"), gateway=IPv4Address(gw),
-                     default_route=bool(d), state=st)
-            for i, s, n, ifn, h, m, ip, sub, gw, d, st in rows
+                     addresses=tuple(a for a, _ in addresses.get(i, ())),
+                     gateways=tuple(g for _, g in addresses.get(i, ())), default_route=bool(d), state=st)
+            for i, s, n, ifn, h, m, d, st in rows
         ]
         ports = self._ports([e.id for e in endpoints])
         return [replace(e, ports=tuple(ports.get(e.id, ()))) if e.id in ports else e for e in endpoints]
@@ -312,7 +416,7 @@ class Store:
         )
         for endpoint_id, host_ip, protocol, host_port, sandbox_port in rows:
             found.setdefault(endpoint_id, []).append(
-                PortMapping(IPv4Address(host_ip) if host_ip else None, host_port, sandbox_port, protocol))
+                PortMapping(ip_address(host_ip) if host_ip else None, host_port, sandbox_port, protocol))
         return found
 
     def published_ports(self) -> StoredPorts:
@@ -347,12 +451,15 @@ class Store:
 
     def add_endpoint(self, sandbox_id: str, network_id: str, endpoint: Endpoint) -> None:
         self.db.execute(
-            "INSERT INTO endpoints (id, sandbox_id, network_id, ifname, host_ifname, mac, ip, default_route, state,"
-            " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO endpoints (id, sandbox_id, network_id, ifname, host_ifname, mac, default_route, state,"
+            " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (endpoint.id, sandbox_id, network_id, endpoint.ifname, endpoint.host_ifname, endpoint.mac,
-             str(endpoint.address.ip), int(endpoint.default_route), endpoint.state, time.time()),
+             int(endpoint.default_route), endpoint.state, time.time()),
         )
-        self.db.execute("UPDATE networks SET last_ip = ? WHERE id = ?", (str(endpoint.address.ip), network_id))
+        for address in endpoint.addresses:
+            self.db.execute("INSERT INTO addresses (endpoint_id, network_id, version, ip) VALUES (?, ?, ?, ?)",
+                            (endpoint.id, network_id, address.version, str(address.ip)))
+            self.set_last_ip(network_id, address.version, address.ip)
 
     def set_endpoints_state(self, sandbox_id: str, state: str) -> None:
         self.db.execute("UPDATE endpoints SET state = ? WHERE sandbox_id = ?", (state, sandbox_id))
@@ -365,12 +472,3 @@ class Store:
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self.db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
-
-
-def _network(row: tuple) -> Network:
-    (nid, name, bridge, subnet, gateway, ip_range, internal, icc, mtu, labels, _last, state, created) = row
-    return Network(
-        id=nid, name=name, bridge=bridge, subnet=IPv4Network(subnet), gateway=IPv4Address(gateway),
-        ip_range=IPv4Network(ip_range) if ip_range else None, internal=bool(internal), mtu=mtu, icc=bool(icc),
-        labels=tuple(sorted(json.loads(labels).items())), created=created, state=state,
-    )

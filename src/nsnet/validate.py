@@ -7,27 +7,33 @@ changes, so bad input leaves the machine as it was.
 from __future__ import annotations
 
 import re
-from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from . import ipam
 from .errors import InvalidInput
-from .model import DEFAULT_MTU, NetworkRequest
+from .model import DEFAULT_MTU, IPAddress, IPNetwork, NetworkRequest, SubnetRequest
 
 MAX_NAME = 63
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _DIGITS = re.compile(r"[0-9]{1,4}\Z")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]*\Z")
-# A subnet must hold a network address, a gateway, a sandbox and a broadcast address.
-MAX_PREFIX = 30
-# Ranges no bridge subnet may touch (RFC 6890): the kernel treats their addresses specially
-# (martians, loopback, multicast routing), so a bridge there breaks traffic, and a 0.0.0.0/0 or
-# 0.0.0.0/8 subnet would shadow every later network.
+# A subnet must hold a network address, a gateway, a sandbox and a last address.
+MAX_PREFIX = {4: 30, 6: 126}
+# Below this MTU the kernel gives an interface no IPv6 at all (RFC 8200's minimum link MTU).
+IPV6_MIN_MTU = 1280
+# Ranges no bridge subnet may touch (RFC 6890, RFC 4291): the kernel treats their addresses
+# specially (martians, loopback, multicast routing, link-local scope), so a bridge there breaks
+# traffic, and a 0.0.0.0/0 or 0.0.0.0/8 subnet would shadow every later network.
 RESERVED = (
     (IPv4Network("0.0.0.0/8"), "the 'this network' range 0.0.0.0/8"),
     (IPv4Network("127.0.0.0/8"), "the loopback range 127.0.0.0/8"),
     (IPv4Network("169.254.0.0/16"), "the link-local range 169.254.0.0/16"),
     (IPv4Network("224.0.0.0/4"), "the multicast range 224.0.0.0/4"),
     (IPv4Network("240.0.0.0/4"), "the reserved range 240.0.0.0/4 (class E and broadcast)"),
+    (IPv6Network("::/8"), "the reserved range ::/8 (unspecified, loopback, IPv4-mapped)"),
+    (IPv6Network("fe80::/10"), "the link-local range fe80::/10"),
+    (IPv6Network("fec0::/10"), "the deprecated site-local range fec0::/10"),
+    (IPv6Network("ff00::/8"), "the multicast range ff00::/8"),
 )
 
 
@@ -44,50 +50,47 @@ def name(field: str, value: str) -> str:
     return value
 
 
-def _is_ipv6(text: str) -> bool:
-    try:
-        return ip_address(text).version == 6
-    except ValueError:
-        return False
-
-
-def address(field: str, value: str) -> IPv4Address:
-    if _is_ipv6(value.partition("/")[0]):
-        raise InvalidInput(field, value, "IPv6 is not supported yet")
+def address(field: str, value: str, version: int | None = None) -> IPAddress:
+    """An IPv4 or IPv6 address (or one of `version` only)."""
+    want = f"IPv{version}" if version else "IP"
     try:
         parsed = ip_address(value)
     except ValueError:
-        raise InvalidInput(field, value, "is not an IPv4 address") from None
+        raise InvalidInput(field, value, f"is not an {want} address") from None
+    if parsed.version == 6 and parsed.scope_id:
+        raise InvalidInput(field, value, "must not carry a zone (%...): nsnet's addresses are global")
+    if version is not None and parsed.version != version:
+        raise InvalidInput(field, value, f"is an IPv{parsed.version} address, not an {want} one")
     return parsed
 
 
-def subnet(field: str, value: str) -> IPv4Network:
-    """Any IPv4 CIDR, strictly written; see usable_subnet for one a bridge may take."""
+def subnet(field: str, value: str) -> IPNetwork:
+    """Any IPv4 or IPv6 CIDR, strictly written; see usable_subnet for one a bridge may take."""
     addr, slash, prefix = value.partition("/")
-    if _is_ipv6(addr):  # before the prefix checks: fd00::/64 has a prefix too long for IPv4
-        raise InvalidInput(field, value, "IPv6 is not supported yet")
     if not slash:
-        raise InvalidInput(field, value, "is not a CIDR (expected A.B.C.D/N)")
+        raise InvalidInput(field, value, "is not a CIDR (expected A.B.C.D/N or X:X::X/N)")
+    try:
+        version = ip_address(addr).version
+    except ValueError:
+        raise InvalidInput(field, value, "is not an IP CIDR (expected A.B.C.D/N or X:X::X/N)") from None
     if not _DIGITS.match(prefix):  # str.isdigit() accepts '²', which int() refuses
         raise InvalidInput(field, value, "prefix length is not a number")
-    if int(prefix) > 32:
-        raise InvalidInput(field, value, "prefix length must be between 0 and 32")
-    try:
-        network = ip_network(value, strict=False)
-    except (ValueError, AddressValueError, NetmaskValueError):
-        raise InvalidInput(field, value, "is not an IPv4 CIDR (expected A.B.C.D/N)") from None
-    if str(network.network_address) != addr:
+    longest = 32 if version == 4 else 128
+    if int(prefix) > longest:
+        raise InvalidInput(field, value, f"prefix length must be between 0 and {longest} for IPv{version}")
+    network = ip_network(value, strict=False)
+    if network.network_address != ip_address(addr):
         raise InvalidInput(field, value, f"host bits are set (did you mean {network}?)")
     return network
 
 
-def refuse_reserved(field: str, value: object, network: IPv4Network) -> None:
+def refuse_reserved(field: str, value: object, network: IPNetwork) -> None:
     for reserved, what in RESERVED:
-        if network.overlaps(reserved):
+        if reserved.version == network.version and network.overlaps(reserved):
             raise InvalidInput(field, value, f"overlaps {what}")
 
 
-def usable_subnet(field: str, value: str) -> IPv4Network:
+def usable_subnet(field: str, value: str) -> IPNetwork:
     """A subnet a network may use: a valid CIDR outside every reserved range."""
     network = subnet(field, value)
     refuse_reserved(field, value, network)
@@ -110,58 +113,100 @@ def labels(values: list[str] | tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(parsed.items()))
 
 
+def _one_per_family(field: str, items: list[tuple[str, object]]) -> dict[int, tuple[str, object]]:
+    found: dict[int, tuple[str, object]] = {}
+    for text, parsed in items:
+        version = parsed.version  # type: ignore[attr-defined]
+        if version in found:
+            raise InvalidInput(field, text, f"is a second IPv{version} {field}: a network has at most one per family")
+        found[version] = (text, parsed)
+    return found
+
+
+def _subnet_request(version: int, net: tuple[str, IPNetwork] | None, gw: tuple[str, IPAddress] | None,
+                    rng: tuple[str, IPNetwork] | None) -> SubnetRequest:
+    if net is None:
+        for field, given in (("gateway", gw), ("ip-range", rng)):
+            if given is not None:
+                raise InvalidInput(field, given[0], f"requires an IPv{version} --subnet")
+        return SubnetRequest(version)
+    text, network = net
+    if network.prefixlen > MAX_PREFIX[version]:
+        raise InvalidInput("subnet", text, f"is too small: a network needs at least a /{MAX_PREFIX[version]}")
+    gateway = gw[1] if gw else None
+    if gw is not None:
+        if gateway not in network:
+            raise InvalidInput("gateway", gw[0], f"is outside the subnet {network}")
+        if gateway in (network.network_address, network.broadcast_address):
+            raise InvalidInput("gateway", gw[0], f"is the first or last address of {network}")
+    ip_range = rng[1] if rng else None
+    if rng is not None:
+        if not ip_range.subnet_of(network):  # type: ignore[arg-type]
+            raise InvalidInput("ip-range", rng[0], f"is not inside the subnet {network}")
+        if ipam.capacity(network, gateway or ipam.default_gateway(network), ip_range) == 0:
+            raise InvalidInput("ip-range", rng[0], "leaves no address for sandboxes")
+    return SubnetRequest(version, network, gateway, ip_range)
+
+
 def network_request(
     network_name: str,
     *,
-    subnet_cidr: str | None = None,
-    gateway: str | None = None,
-    ip_range: str | None = None,
+    subnets: list[str] | tuple[str, ...] = (),
+    gateways: list[str] | tuple[str, ...] = (),
+    ip_ranges: list[str] | tuple[str, ...] = (),
+    ipv4: bool = True,
+    ipv6: bool = False,
+    ipv6_routed: bool = False,
     internal: bool = False,
     mtu_value: int = DEFAULT_MTU,
     icc: bool = True,
     label_items: list[str] | tuple[str, ...] = (),
 ) -> NetworkRequest:
-    """Validate every field of `network create` against each other; IPAM fills what is left out."""
+    """Validate every field of `network create` against each other; IPAM fills what is left out.
+    A network has IPv4 unless --no-ipv4, and IPv6 with --ipv6 or an IPv6 --subnet."""
     name("network name", network_name)
-    net = usable_subnet("subnet", subnet_cidr) if subnet_cidr is not None else None
-    if net is not None and net.prefixlen > MAX_PREFIX:
-        raise InvalidInput("subnet", subnet_cidr, f"is too small: a network needs at least a /{MAX_PREFIX}")
-    gw = address("gateway", gateway) if gateway is not None else None
-    if gw is not None:
-        refuse_reserved("gateway", gateway, IPv4Network(gw))
-    rng = usable_subnet("ip-range", ip_range) if ip_range is not None else None
-    if (gw is not None or rng is not None) and net is None:
-        field = "gateway" if gw is not None else "ip-range"
-        raise InvalidInput(field, gateway if gw is not None else ip_range, "requires --subnet")
-    if net is not None and gw is not None:
-        if gw not in net:
-            raise InvalidInput("gateway", gateway, f"is outside the subnet {net}")
-        if gw in (net.network_address, net.broadcast_address):
-            raise InvalidInput("gateway", gateway, f"is the network or broadcast address of {net}")
-    if net is not None and rng is not None:
-        if not rng.subnet_of(net):
-            raise InvalidInput("ip-range", ip_range, f"is not inside the subnet {net}")
-        if ipam.capacity(net, gw or ipam.default_gateway(net), rng) == 0:
-            raise InvalidInput("ip-range", ip_range, "leaves no address for sandboxes")
+    nets = _one_per_family("subnet", [(v, usable_subnet("subnet", v)) for v in subnets])
+    gws = _one_per_family("gateway", [(v, address("gateway", v)) for v in gateways])
+    for text, gw in gws.values():
+        refuse_reserved("gateway", text, ip_network(gw))  # type: ignore[arg-type]
+    rngs = _one_per_family("ip-range", [(v, usable_subnet("ip-range", v)) for v in ip_ranges])
+    ipv6 = ipv6 or 6 in nets
+    if not ipv4 and 4 in nets:
+        raise InvalidInput("subnet", nets[4][0], "is IPv4, but the network has none (--no-ipv4)")
+    if not ipv4 and not ipv6:
+        raise InvalidInput("--no-ipv4", None, "a network needs IPv4 or IPv6: add --ipv6")
+    if ipv6_routed and not ipv6:
+        raise InvalidInput("--ipv6-routed", None, "needs IPv6 (--ipv6 or an IPv6 --subnet)")
+    if ipv6_routed and internal:
+        raise InvalidInput("--ipv6-routed", None, "an internal network has no egress to route")
+    if ipv6 and mtu_value < IPV6_MIN_MTU:
+        raise InvalidInput("mtu", mtu_value, f"IPv6 needs a link MTU of at least {IPV6_MIN_MTU} (RFC 8200)")
+    families = [v for v, on in ((4, ipv4), (6, ipv6)) if on]
+    for field, given in (("gateway", gws), ("ip-range", rngs)):
+        for version, (text, _) in given.items():
+            if version not in families:
+                raise InvalidInput(field, text, f"is IPv{version}, but the network has no IPv{version}")
     return NetworkRequest(
         name=network_name,
-        subnet=net,
-        gateway=gw,
-        ip_range=rng,
+        subnets=tuple(_subnet_request(v, nets.get(v), gws.get(v), rngs.get(v)) for v in families),
         internal=internal,
         mtu=mtu(mtu_value),
         icc=icc,
         labels=labels(label_items),
+        ipv6_routed=ipv6_routed,
     )
 
 
-def address_pool(value: str) -> tuple[IPv4Network, int]:
+def address_pool(value: str) -> tuple[IPNetwork, int]:
     """Docker's `default-address-pools` syntax: 'base=10.210.0.0/16,size=24'."""
     pairs = [part.partition("=")[::2] for part in value.split(",")]
     if sorted(key for key, _ in pairs) != ["base", "size"]:  # each once: a repeated key is not "the last wins"
         raise InvalidInput("address pool", value, "must be 'base=CIDR,size=PREFIX'")
     fields = dict(pairs)
     base = usable_subnet("address pool base", fields["base"])
-    if not _DIGITS.match(fields["size"]) or not base.prefixlen <= int(fields["size"]) <= MAX_PREFIX:
-        raise InvalidInput("address pool size", fields["size"], f"must be between /{base.prefixlen} and /{MAX_PREFIX}")
+    if base.version != 4:  # IPv6 subnets come from the ledger's unique local /48
+        raise InvalidInput("address pool base", fields["base"], "must be IPv4 (IPv6 networks take /64s of a ULA /48)")
+    longest = MAX_PREFIX[base.version]
+    if not _DIGITS.match(fields["size"]) or not base.prefixlen <= int(fields["size"]) <= longest:
+        raise InvalidInput("address pool size", fields["size"], f"must be between /{base.prefixlen} and /{longest}")
     return base, int(fields["size"])

@@ -22,6 +22,7 @@ from .net import ip_json, run
 
 NSNET = str(Path(sys.executable).with_name("nsnet"))
 WAN_HOST, WAN_PEER = "198.51.100.1", "198.51.100.2"
+WAN6_HOST, WAN6_PEER = "2001:db8:100::1", "2001:db8:100::2"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -73,16 +74,23 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def wan() -> Iterator[str]:
-    """Another machine: namespace `wan` at 198.51.100.2, linked to the host's wan0 at .1.
+    """Another machine: namespace `wan` at 198.51.100.2 and 2001:db8:100::2, linked to the host's
+    wan0 at .1 and ::1.
 
     It has no route back to any sandbox subnet, so only masquerade lets it answer a sandbox.
     """
     run("ip", "netns", "add", "wan")
     try:
         run("ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", "wan")
+        # No duplicate address detection on this link: a tentative link-local address delays the
+        # first neighbour solicitation by a second.
+        run("sysctl", "-qw", "net.ipv6.conf.wan0.accept_dad=0")
+        run("ip", "netns", "exec", "wan", "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
         run("ip", "addr", "add", f"{WAN_HOST}/24", "dev", "wan0")
+        run("ip", "addr", "add", f"{WAN6_HOST}/64", "dev", "wan0", "nodad")
         run("ip", "link", "set", "wan0", "up")
         run("ip", "-n", "wan", "addr", "add", f"{WAN_PEER}/24", "dev", "eth0")
+        run("ip", "-n", "wan", "addr", "add", f"{WAN6_PEER}/64", "dev", "eth0", "nodad")
         run("ip", "-n", "wan", "link", "set", "eth0", "up")
         run("ip", "-n", "wan", "link", "set", "lo", "up")
         yield "wan"

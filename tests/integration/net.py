@@ -16,7 +16,7 @@ TIMEOUT = 3.0
 _SERVER = r"""
 import json, socket, sys
 ip, port, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-server = socket.socket()
+server = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind((ip, port))
 server.listen(16)
@@ -117,9 +117,10 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 
 _UDP_SENDER = r"""
 import socket, sys
-sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+six = ":" in sys.argv[1]
+sender = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_DGRAM)
 if len(sys.argv) > 3:
-    sender.bind(("0.0.0.0", int(sys.argv[3])))
+    sender.bind(("::" if six else "0.0.0.0", int(sys.argv[3])))
 sender.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
 """
 
@@ -142,7 +143,7 @@ import json, selectors, socket, sys
 ip, ports, timeout = sys.argv[1], [int(p) for p in sys.argv[2].split(",")], float(sys.argv[3])
 selector = selectors.DefaultSelector()
 for port in ports:
-    server = socket.socket()
+    server = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((ip, port))
     server.listen(4)
@@ -170,7 +171,7 @@ def serve_ports(ns: str | None, ip: str, ports: list[int], timeout: float = TIME
 
 _UDP_ECHO = r"""
 import json, socket, sys
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((sys.argv[1], int(sys.argv[2])))
 sock.settimeout(float(sys.argv[3]))
 print("ready", flush=True)
@@ -184,7 +185,7 @@ except socket.timeout:
 
 _UDP_CLIENT = r"""
 import socket, sys
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 sock.settimeout(float(sys.argv[3]))
 sock.sendto(b"ping", (sys.argv[1], int(sys.argv[2])))
 try:

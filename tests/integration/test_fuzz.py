@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import ip_address, ip_network
 
 from nsnet import Engine, NsnetError
 from nsnet.portspec import parse
@@ -27,12 +27,20 @@ from .conftest import wait_clean
 # Mostly valid values, so that sequences build real state; some invalid, so refusals happen too.
 NETWORKS = st.sampled_from(["a", "a", "b", "b", "c", "../x"])
 SANDBOXES = st.sampled_from(["s1", "s2", "s2", "s3", "s3", "s4", "bad/name"])
+# A list is one subnet per family; an IPv6 one alone makes a dual-stack network (IPv4 from the pool).
 SUBNETS = st.sampled_from([None, None, None, "10.41.0.0/24", "10.40.0.0/16", "10.41.0.1/24", "10.42.0.0/31",
-                           "127.0.0.0/24", "fd00::/64"])
-NEVER_ACCEPTED = {"10.41.0.1/24", "10.42.0.0/31", "127.0.0.0/24", "fd00::/64"}
+                           "127.0.0.0/24", "fd00::/64", ("10.43.0.0/24", "fd00:43::/64"), "fe80::/64",
+                           ("fd00:44::/64", "fd00:45::/64")])
+NEVER_ACCEPTED = {"10.41.0.1/24", "10.42.0.0/31", "127.0.0.0/24", "fe80::/64", ("fd00:44::/64", "fd00:45::/64")}
 PORTS = st.one_of(st.just([]), st.just([]), st.lists(st.sampled_from(
     ["8080:80", "8081:81/udp", "127.0.0.1::90", "9000-9002:9000-9002", "80", "0:1", "[::1]:80:80"]), max_size=2))
-IPS = st.sampled_from([None, None, None, None, "10.40.0.9", "10.41.0.9", "10.99.0.1", "not-an-ip"])
+IPS = st.sampled_from([None, None, None, None, "10.40.0.9", "10.41.0.9", "10.99.0.1", "not-an-ip", "fd00::9",
+                       "fd00:43::9"])
+
+
+def by_family(ip: str | None) -> dict[str, str | None]:
+    """--ip for IPv4 (and nonsense), --ip6 for what looks like IPv6."""
+    return {"ip6": ip} if ip and ":" in ip else {"ip": ip}
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -74,9 +82,10 @@ class Lifecycle(RuleBasedStateMachine):
             return
         assert subnet not in NEVER_ACCEPTED and name not in networks_before
         assert (network.name, network.internal, network.icc, network.state) == (name, internal, icc, "ready")
-        if subnet is not None:
-            assert network.subnet == IPv4Network(subnet)
-        assert network.gateway == network.subnet.network_address + 1
+        asked = [ip_network(s) for s in ((subnet,) if isinstance(subnet, str) else subnet or ())]
+        assert [s.version for s in network.subnets] == [4] + [6] * any(a.version == 6 for a in asked)
+        assert all(a in [s.subnet for s in network.subnets] for a in asked)
+        assert all(s.gateway == s.subnet.network_address + 1 for s in network.subnets)
         assert self.engine.network(name) == network
         assert self.names()[0] == networks_before + [name]
 
@@ -90,7 +99,7 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(name=SANDBOXES, networks=st.lists(NETWORKS, max_size=2, unique=True), ip=IPS, ports=PORTS)
     def create_sandbox(self, name, networks, ip, ports) -> None:
         networks = networks or ["a"]
-        ok, sandbox = self.attempt(self.engine.create_sandbox, name, networks=networks, ip=ip, publish=ports)
+        ok, sandbox = self.attempt(self.engine.create_sandbox, name, networks=networks, publish=ports, **by_family(ip))
         if not ok:
             return
         assert [e.network for e in sandbox.endpoints] == networks
@@ -101,11 +110,12 @@ class Lifecycle(RuleBasedStateMachine):
 
     def assert_endpoint_as_asked(self, endpoint, ip, ports) -> None:
         network = self.engine.network(endpoint.network)
-        assert endpoint.address.ip in network.subnet and endpoint.address.network == network.subnet
-        assert endpoint.address.ip not in (network.gateway, network.subnet.network_address,
-                                           network.subnet.broadcast_address)
+        assert [a.version for a in endpoint.addresses] == [s.version for s in network.subnets]
+        for address, s in zip(endpoint.addresses, network.subnets):
+            assert address.ip in s.subnet and address.network == s.subnet
+            assert address.ip not in (s.gateway, s.subnet.network_address, s.subnet.broadcast_address)
         if ip is not None:
-            assert endpoint.address.ip == IPv4Address(ip)
+            assert ip_address(ip) in [a.ip for a in endpoint.addresses]
         pairs = [(r, port) for r in (parse(spec) for spec in ports) for port in r.sandbox_ports]
         assert [(m.sandbox_port, m.protocol, m.host_ip) for m in endpoint.ports] == [
             (port, r.protocol, r.host_ip) for r, port in pairs]
@@ -119,7 +129,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(network=NETWORKS, sandbox=SANDBOXES, ip=IPS, ports=PORTS)
     def connect(self, network, sandbox, ip, ports) -> None:
-        ok, endpoint = self.attempt(self.engine.connect, network, sandbox, ip=ip, publish=ports)
+        ok, endpoint = self.attempt(self.engine.connect, network, sandbox, publish=ports, **by_family(ip))
         if not ok:
             return
         assert (endpoint.sandbox, endpoint.network) == (sandbox, network)

@@ -74,16 +74,20 @@ def test_after_a_reboot_gc_restores_networks_and_forgets_sandboxes(state_dir: st
     assert exchange("fresh", wan, WAN_PEER, 9002) == (f"hello from {WAN_PEER}", [WAN_HOST])
 
 
-SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24"), ("network", "create", "side", "--subnet",
-         "10.32.0.0/24"), ("create", "web", "--network", "app", "-p", "8080:80"), ("create", "spare",
-         "--network", "side"), ("connect", "side", "web")]
+# Dual stack, so that every step of both families is a kill point (`#2`: the IPv6 one).
+SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "fd00:31::/64"),
+         ("network", "create", "side", "--subnet", "10.32.0.0/24", "--subnet", "fd00:32::/64"),
+         ("create", "web", "--network", "app", "-p", "8080:80"), ("create", "spare", "--network", "side"),
+         ("connect", "side", "web")]
 CRASHES = {
-    ("network", "create", "new", "--subnet", "10.33.0.0/24"):
-        ["reserved", "EnsureSysctl", "CreateBridge", "AddAddress", "ApplyFirewall", "applied"],
+    ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
+        ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
+         "ApplyFirewall", "applied"],
     ("create", "box", "--network", "app", "-p", "8081:81"):
-        ["reserved", "CreateNetns", "WriteEtcFiles", "ApplyFirewall", "CreateVeth", "AddAddress", "SetDefaultRoute",
-         "applied"],
-    ("connect", "app", "spare", "-p", "8082:82"): ["reserved", "ApplyFirewall", "CreateVeth", "AddAddress", "applied"],
+        ["reserved", "CreateNetns", "WriteEtcFiles", "ApplyFirewall", "CreateVeth", "EnableIPv6", "AddAddress",
+         "AddAddress#2", "SetDefaultRoute", "SetDefaultRoute#2", "applied"],
+    ("connect", "app", "spare", "-p", "8082:82"): ["reserved", "ApplyFirewall", "CreateVeth", "EnableIPv6",
+                                                   "AddAddress", "AddAddress#2", "applied"],
     ("disconnect", "side", "web"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
     ("rm", "-f", "web"): ["reserved", "KillProcesses", "DeleteNetns", "RemoveEtcFiles", "RemoveFirewallElements",
                           "applied"],
@@ -102,10 +106,12 @@ def test_a_kill_at_any_step_is_repaired_by_gc(state_dir: str, engine: Engine, ar
     assert cli("gc").returncode == 0
 
     assert check() == []
-    addresses = [e.address.ip for s in engine.sandboxes() for e in s.endpoints]
+    addresses = [a.ip for s in engine.sandboxes() for e in s.endpoints for a in e.addresses]
     assert len(addresses) == len(set(addresses))
     assert cli("create", "after", "--network", "app").returncode == 0
-    addresses.append(engine.sandbox("after").endpoint("app").address.ip)
+    after = engine.sandbox("after").endpoint("app")
+    assert [a.version for a in after.addresses] == [4, 6]
+    addresses += [a.ip for a in after.addresses]
     assert len(addresses) == len(set(addresses))
     assert check() == []
 

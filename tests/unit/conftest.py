@@ -151,10 +151,11 @@ def assert_matches_ledger() -> Callable[[Engine, FakeKernel], None]:
                                         kernel.links[(e.sandbox, e.ifname)]["mac"]) for e in endpoints} == {
             (e.sandbox, e.ifname): (True, e.mac) for e in endpoints}
         assert kernel.addresses == (
-            {(None, n.bridge, n.gateway_interface) for n in networks}
-            | {(e.sandbox, e.ifname, e.address) for e in endpoints}
+            {(None, n.bridge, s.gateway_interface) for n in networks for s in n.subnets}
+            | {(e.sandbox, e.ifname, a) for e in endpoints for a in e.addresses}
         )
-        assert kernel.routes == {e.sandbox: (e.gateway, e.ifname) for e in endpoints if e.default_route}
+        assert kernel.routes == {(e.sandbox, g.version): (g, e.ifname) for e in endpoints if e.default_route
+                                 for g in e.gateways}
         owner = engine.owner
         from_scratch = [render.render_add_network(owner, n) for n in networks] + [
             render.render_add_endpoint(owner, e, by_name[e.network]) for e in endpoints

@@ -16,11 +16,11 @@ from nsnet.catalog import Catalog
 from nsnet.engine import Engine
 from nsnet.errors import InvalidInput
 from nsnet.kernel.fake import FakeKernel
-from nsnet.model import Endpoint, Network, PortMapping
+from nsnet.model import Subnet, Endpoint, Network, PortMapping
 from nsnet.store import Store
 
 NETWORK_FIELDS = {"Id", "Name", "Driver", "Bridge", "Subnet", "Gateway", "IPRange", "Internal", "ICC", "MTU", "Labels",
-                  "Created", "State"}
+                  "Created", "State", "EnableIPv4", "EnableIPv6", "IPv6Routed", "IPAM"}
 
 
 @dataclass
@@ -94,13 +94,16 @@ def test_network_create_flags_reach_the_engine(nsnet):
          "nsnet: error: invalid subnet '10.0.0.1/24': host bits are set (did you mean 10.0.0.0/24?)"),
         (["network", "create", "app", "--mtu", "10"], "nsnet: error: invalid mtu '10': must be between 68 and 65535"),
         (["network", "create", "app", "--gateway", "10.0.0.1"], "nsnet: error: invalid gateway '10.0.0.1': requires"),
-        (["network", "create", "app", "--subnet", "fd00::/64"],
-         "nsnet: error: invalid subnet 'fd00::/64': IPv6 is not supported yet\n"),
+        (["network", "create", "app", "--subnet", "fe80::/64"],
+         "nsnet: error: invalid subnet 'fe80::/64': overlaps the link-local range fe80::/10\n"),
+        (["network", "create", "app", "--no-ipv4"],
+         "nsnet: error: invalid --no-ipv4: a network needs IPv4 or IPv6: add --ipv6\n"),
         (["network", "create", "app", "--subnet", "127.0.0.0/24"],
          "nsnet: error: invalid subnet '127.0.0.0/24': overlaps the loopback range 127.0.0.0/8\n"),
         (["network", "create", "app", "--subnet", "10.0.0.0/24", "--ip-range", "10.0.0.1/32"],
          "nsnet: error: invalid ip-range '10.0.0.1/32': leaves no address for sandboxes\n"),
-        (["create", "web", "--ip", "fd00::5"], "nsnet: error: invalid ip 'fd00::5': IPv6 is not supported yet\n"),
+        (["create", "web", "--ip", "fd00::5"], "nsnet: error: invalid ip 'fd00::5': is an IPv6 address, not an IPv4 one\n"),
+        (["create", "web", "--ip6", "10.0.0.5"], "nsnet: error: invalid ip6 '10.0.0.5': is an IPv4 address, not an IPv6 one\n"),
         (["network", "inspect", "nope"], "nsnet: error: no such network: 'nope'"),
         (["create", "web", "--network", "nope"], "nsnet: error: no such network: 'nope'"),
         (["create", "web", "--ip", "10.0.0"], "nsnet: error: invalid ip '10.0.0': is not an IPv4 address"),
@@ -212,9 +215,9 @@ def test_network_inspect_lists_the_attached_sandboxes(nsnet):
     (network,) = json.loads(nsnet.run("network", "inspect", "db").out)
     web_db, cache_db = web.endpoint("db"), cache.endpoint("db")
     assert network["Sandboxes"] == {
-        "web": {"EndpointId": web_db.id, "IPAddress": "10.32.0.2/24", "MacAddress": web_db.mac, "Interface": "eth1",
+        "web": {"EndpointId": web_db.id, "IPAddress": "10.32.0.2/24", "IPv6Address": "", "MacAddress": web_db.mac, "Interface": "eth1",
                 "HostInterface": web_db.host_ifname, "State": "ready"},
-        "cache": {"EndpointId": cache_db.id, "IPAddress": "10.32.0.9/24", "MacAddress": cache_db.mac,
+        "cache": {"EndpointId": cache_db.id, "IPAddress": "10.32.0.9/24", "IPv6Address": "", "MacAddress": cache_db.mac,
                   "Interface": "eth0", "HostInterface": cache_db.host_ifname, "State": "ready"},
     }
     assert nsnet.run("network", "inspect", "-f", "{{.Sandboxes.web.IPAddress}} {{json .Sandboxes.web.Interface}}",
@@ -410,11 +413,10 @@ def test_as_json_is_indented():
 
 def _ledger_with_a_network_and_a_sandbox(directory: str) -> None:
     """Rows written straight into the ledger, as a create would have left them: no engine, no root."""
-    network = Network(id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
-                      gateway=IPv4Address("10.31.0.1"), created=1.0)
+    network = Network(id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnets=(Subnet(IPv4Network("10.31.0.0/24"), IPv4Address("10.31.0.1")),), created=1.0)
     endpoint = Endpoint(id="e" * 64, sandbox="web", network="app", ifname="eth0", host_ifname="nsv0123456789a",
-                        mac="02:42:0a:1f:00:02", address=IPv4Interface("10.31.0.2/24"),
-                        gateway=IPv4Address("10.31.0.1"), default_route=True)
+                        mac="02:42:0a:1f:00:02", addresses=(IPv4Interface("10.31.0.2/24"),),
+                        gateways=(IPv4Address("10.31.0.1"),), default_route=True)
     store = Store(directory)
     try:
         with store.transaction():
@@ -453,7 +455,8 @@ def test_read_only_verbs_load_neither_the_engine_nor_netlink(tmp_path, argv, exp
     result = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, env=env,
                             timeout=60)
     *printed, loaded = result.stdout.splitlines()
-    assert (loaded, result.stderr) == ("LOADED 0 []", "")
+    note = "nsnet: network app has no IPv6: its ports are not published on the host's IPv6 addresses\n"
+    assert (loaded, result.stderr) == ("LOADED 0 []", note if argv[0] == "port" else "")
     if expected is None:  # JSON: the ledger's rows, whole
         store = Store(state)
         rows = store.networks() if argv[0] == "network" else store.sandboxes()
@@ -479,7 +482,8 @@ def test_unusable_state_dir_is_one_error_line(tmp_path, monkeypatch, capsys):
     [
         ("8080:80/icmp",
          "nsnet: error: invalid publish '8080:80/icmp': protocol 'icmp' is not one of tcp, udp, sctp\n"),
-        ("[::1]:80:80", "nsnet: error: invalid publish '[::1]:80:80': IPv6 host addresses are not supported yet\n"),
+        ("[::1]:80:80", "nsnet: error: invalid publish '[::1]:80:80': the kernel cannot forward IPv6 loopback ([::1]) "
+                        "traffic to a sandbox (IPv6 has no route_localnet); publish on 127.0.0.1 or on another address\n"),
         ("10.0.0:80:80", "nsnet: error: invalid publish host address '10.0.0': is not an IPv4 address\n"),
         ("８０", "nsnet: error: invalid publish '８０': sandbox port '８０' is not a port or a range of ports\n"),
     ],
@@ -502,7 +506,7 @@ def published(nsnet) -> Cli:
 
 def test_port_lists_mappings_as_docker_does(published):
     result = published.run("port", "web")
-    assert (result.code, result.err) == (0, "")
+    assert (result.code, result.err) == (0, "nsnet: network app has no IPv6: its ports are not published on the host's IPv6 addresses\n")
     assert result.out == "80/tcp -> 0.0.0.0:8080\n90/udp -> 127.0.0.1:32768\n"
 
 

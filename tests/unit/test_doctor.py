@@ -1,11 +1,10 @@
 from ipaddress import IPv4Address, IPv4Network
 
 from nsnet.doctor import BaseChain, HostFacts, diagnose
-from nsnet.model import Network, PortMapping
+from nsnet.model import Subnet, Network, PortMapping
 from nsnet.publish import Listener
 
-APP = Network(id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
-              gateway=IPv4Address("10.31.0.1"))
+APP = Network(id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnets=(Subnet(IPv4Network("10.31.0.0/24"), IPv4Address("10.31.0.1")),),)
 HEALTHY = HostFacts(ip_forward="1", bridge_nf_call_iptables=None,
                     base_chains=(BaseChain("inet", "nsnet", "forward", "forward", "accept"),),
                     routes=((IPv4Network("10.31.0.0/24"), "nsbr-aaaaaaaaaa"),))

@@ -158,7 +158,7 @@ def test_create_sandbox_on_two_networks(engine, kernel, assert_matches_ledger):
         ("front", "eth0", "10.1.0.50/24", True, "02:4e:0a:01:00:32"),
         ("back", "eth1", "10.2.0.2/24", False, "02:4e:0a:02:00:02"),
     ]
-    assert kernel.routes == {"web": (IPv4Address("10.1.0.1"), "eth0")}
+    assert kernel.routes == {("web", 4): (IPv4Address("10.1.0.1"), "eth0")}
     assert kernel.etc["web"]["hosts"].endswith("10.1.0.50\tweb\n")
     assert_matches_ledger(engine, kernel)
 
@@ -274,7 +274,7 @@ def test_force_remove_network_disconnects_its_sandboxes(engine, kernel, assert_m
     assert {s.name: [(e.network, e.ifname, e.default_route) for e in s.endpoints] for s in engine.sandboxes()} == {
         "web": [("back", "eth1", True)], "db": [],
     }
-    assert kernel.routes == {"web": (IPv4Address("10.32.0.1"), "eth1")}
+    assert kernel.routes == {("web", 4): (IPv4Address("10.32.0.1"), "eth1")}
     assert_matches_ledger(engine, kernel)
 
 
@@ -324,12 +324,12 @@ def test_connect_and_disconnect_bookkeeping(engine, kernel, assert_matches_ledge
 
     engine.disconnect("a", "web")
     assert layout() == [("b", "eth1", True), ("c", "eth2", False)]
-    assert kernel.routes == {"web": (IPv4Address("10.2.0.1"), "eth1")}
+    assert kernel.routes == {("web", 4): (IPv4Address("10.2.0.1"), "eth1")}
     assert_matches_ledger(engine, kernel)
 
     engine.connect("a", "web")
     assert layout() == [("b", "eth1", True), ("c", "eth2", False), ("a", "eth0", False)]
-    assert kernel.routes == {"web": (IPv4Address("10.2.0.1"), "eth1")}
+    assert kernel.routes == {("web", 4): (IPv4Address("10.2.0.1"), "eth1")}
     assert_matches_ledger(engine, kernel)
 
     engine.disconnect("c", "web")
@@ -434,6 +434,7 @@ def test_sandbox_to_dict(engine):
         "Networks": {"app": {
             "EndpointId": endpoint.id, "Network": "app", "Interface": "eth0", "HostInterface": endpoint.host_ifname,
             "MacAddress": "02:4e:0a:1f:00:02", "IPAddress": "10.31.0.2", "IPPrefixLen": 24, "Gateway": "10.31.0.1",
+            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
             "DefaultRoute": True, "Ports": [],
         }},
     }

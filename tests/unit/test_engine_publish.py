@@ -4,7 +4,7 @@ set elements go in and come out, and refusals that change nothing."""
 import json
 import sqlite3
 from contextlib import closing
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
@@ -14,8 +14,8 @@ from nsnet.model import PortMapping
 from nsnet.publish import Listener
 
 LOOPBACK = IPv4Address("127.0.0.1")
-PUBLISHED = ("published_any_ip", "published_any_port", "published_addr_ip", "published_addr_port",
-             "published_targets")
+PUBLISHED = tuple(name + suffix for suffix in ("", "6") for name in (
+    "published_any_ip", "published_any_port", "published_addr_ip", "published_addr_port", "published_targets"))
 
 
 def ports_table(engine: Engine) -> list[tuple]:
@@ -43,7 +43,8 @@ def published(engine, nft_tables):
     def read() -> dict[str, object]:
         inet = nft_tables()[("inet", engine.owner.table)]
         return {name: {plain(k): plain(v) for k, v in inet[name].items()} if isinstance(inet[name], dict)
-                else {plain(e) for e in inet[name]} for name in PUBLISHED}
+                else {plain(e) for e in inet[name]} for name in PUBLISHED
+                if inet[name] or not name.endswith("6")}  # the IPv6 ones when they hold something
 
     return read
 
@@ -149,7 +150,7 @@ def test_a_port_held_by_a_host_process_conflicts_and_changes_nothing(engine, ker
     engine.create_network("app", subnet="10.31.0.0/24")
     engine.create_network("back", subnet="10.32.0.0/24")
     engine.create_sandbox("web", networks=["app"])
-    kernel.host_listeners = [Listener("udp", None, 8080), Listener("tcp", None, 8080)]
+    kernel.host_listeners = [Listener("udp", IPv4Address(0), 8080), Listener("tcp", IPv4Address(0), 8080)]
     before = snapshot()
     with pytest.raises(Conflict) as caught:
         engine.create_sandbox("db", networks=["app"], publish=["127.0.0.1:8080:80"])
@@ -313,23 +314,18 @@ def test_rolled_back_create_releases_its_ports(engine, kernel, snapshot):
     assert engine.ports("web") == [PortMapping(None, 8080, 80)]
 
 
-def test_every_address_written_0_0_0_0_is_published_on_every_address(engine, published):
-    engine.create_network("app", subnet="10.31.0.0/24")
-    engine.create_sandbox("web", networks=["app"], publish=["0.0.0.0:8080:80"])
-    assert engine.ports("web") == [PortMapping(None, 8080, 80)]
-    assert published()["published_any_ip"] == {("tcp", 8080): "10.31.0.2"}
+def test_0_0_0_0_is_every_ipv4_address_and_brackets_every_ipv6_one(engine, published):
+    """As in Docker: on a dual-stack network, 0.0.0.0 publishes in IPv4 only, [::] in IPv6 only,
+    and no address in both; a v4 and a v6 wildcard on one port are two mappings, not a clash."""
+    engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"])
+    engine.create_sandbox("web", networks=["app"], publish=["0.0.0.0:8080:80", "9000:90"])
+    engine.create_sandbox("six", networks=["app"], publish=["[::]:8080:81"])
+    assert engine.ports("web") == [PortMapping(IPv4Address(0), 8080, 80), PortMapping(None, 9000, 90)]
+    assert engine.ports("six") == [PortMapping(IPv6Address(0), 8080, 81)]
+    assert published()["published_any_ip"] == {("tcp", 8080): "10.31.0.2", ("tcp", 9000): "10.31.0.2"}
+    assert published()["published_any_ip6"] == {("tcp", 8080): "fd00:31::3", ("tcp", 9000): "fd00:31::2"}
+    assert published()["published_any_port6"] == {("tcp", 8080): 81, ("tcp", 9000): 90}
+    with pytest.raises(Conflict):
+        engine.create_sandbox("db", networks=["app"], publish=["[::]:9000:90"])
     with pytest.raises(Conflict):
         engine.create_sandbox("db", networks=["app"], publish=["127.0.0.1:8080:80"])
-
-
-def test_a_ledger_from_before_published_ports_gains_the_ports_table(tmp_path, kernel):
-    with Engine(state_dir=str(tmp_path / "state"), kernel=kernel) as first:
-        first.create_network("app", subnet="10.31.0.0/24")
-        first.create_sandbox("web", networks=["app"])
-    with closing(sqlite3.connect(tmp_path / "state" / "state.db")) as db:  # as the schema without ports left it
-        db.execute("DROP TABLE ports")
-        db.execute("PRAGMA user_version = 0")
-    with Engine(state_dir=str(tmp_path / "state"), kernel=kernel) as second:
-        assert second.ports("web") == []
-        second.create_sandbox("db", networks=["app"], publish=["8080:80"])
-        assert second.ports("db") == [PortMapping(None, 8080, 80)]

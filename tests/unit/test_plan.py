@@ -4,7 +4,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import pytest
 
 from nsnet.firewall import render
-from nsnet.model import Endpoint, Network, Owner
+from nsnet.model import Subnet, Endpoint, Network, Owner
 from nsnet.plan.network import plan_create_network, plan_remove_network
 from nsnet.plan.ops import (
     AddAddress,
@@ -30,29 +30,26 @@ from nsnet.plan.ops import (
 from nsnet.plan.sandbox import hosts_file, plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
 
 APP = Network(
-    id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
-    gateway=IPv4Address("10.31.0.1"), mtu=1400,
+    id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnets=(Subnet(IPv4Network("10.31.0.0/24"), IPv4Address("10.31.0.1")),), mtu=1400,
 )
 DB = Network(
-    id="b" * 64, name="db", bridge="nsbr-bbbbbbbbbb", subnet=IPv4Network("10.32.0.0/16"),
-    gateway=IPv4Address("10.32.0.1"),
+    id="b" * 64, name="db", bridge="nsbr-bbbbbbbbbb", subnets=(Subnet(IPv4Network("10.32.0.0/16"), IPv4Address("10.32.0.1")),),
 )
 QUIET = Network(
-    id="e" * 64, name="quiet", bridge="nsbr-eeeeeeeeee", subnet=IPv4Network("10.33.0.0/24"),
-    gateway=IPv4Address("10.33.0.1"), icc=False,
+    id="e" * 64, name="quiet", bridge="nsbr-eeeeeeeeee", subnets=(Subnet(IPv4Network("10.33.0.0/24"), IPv4Address("10.33.0.1")),), icc=False,
 )
 WEB_APP = Endpoint(
     id="c" * 64, sandbox="web", network="app", ifname="eth0", host_ifname="nsvcccccccccccc",
-    mac="02:4e:0a:1f:00:02", address=IPv4Interface("10.31.0.2/24"), gateway=IPv4Address("10.31.0.1"),
+    mac="02:4e:0a:1f:00:02", addresses=(IPv4Interface("10.31.0.2/24"),), gateways=(IPv4Address("10.31.0.1"),),
     default_route=True,
 )
 WEB_DB = Endpoint(
     id="d" * 64, sandbox="web", network="db", ifname="eth1", host_ifname="nsvdddddddddddd",
-    mac="02:4e:0a:20:00:07", address=IPv4Interface("10.32.0.7/16"), gateway=IPv4Address("10.32.0.1"),
+    mac="02:4e:0a:20:00:07", addresses=(IPv4Interface("10.32.0.7/16"),), gateways=(IPv4Address("10.32.0.1"),),
 )
 WEB_QUIET = Endpoint(
     id="f" * 64, sandbox="web", network="quiet", ifname="eth2", host_ifname="nsvffffffffffff",
-    mac="02:4e:0a:21:00:02", address=IPv4Interface("10.33.0.2/24"), gateway=IPv4Address("10.33.0.1"),
+    mac="02:4e:0a:21:00:02", addresses=(IPv4Interface("10.33.0.2/24"),), gateways=(IPv4Address("10.33.0.1"),),
 )
 # Not the default owner: every plan must name the one it is given.
 OWNER = Owner(table="nsnet-4e123456", group=0x4E123456)

@@ -2,7 +2,7 @@
 is one InvalidInput line naming its reason."""
 
 import re
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 from hypothesis import example, given
@@ -45,8 +45,13 @@ def test_only_a_host_range_to_one_sandbox_port_picks_one():
     ]
 
 
-def test_every_address_is_written_0_0_0_0_as_docker_writes_it():
-    assert parse("0.0.0.0:8080:80") == parse("8080:80")
+def test_0_0_0_0_and_brackets_are_every_address_of_one_family_as_docker_writes_them():
+    assert parse("0.0.0.0:8080:80").host_ip == IPv4Address(0)
+    assert parse("[::]:8080:80").host_ip == IPv6Address(0)
+    assert parse("8080:80").host_ip is None  # every address of every family the network has
+    assert parse("[2001:db8::5]:8082:82/udp") == PortRequest(range(82, 83), "udp", IPv6Address("2001:db8::5"),
+                                                             range(8082, 8083))
+    assert parse("[fd00::5]::82") == PortRequest(range(82, 83), "tcp", IPv6Address("fd00::5"), None)
 
 
 def test_parse_all_keeps_the_order():
@@ -72,11 +77,19 @@ def test_parse_all_keeps_the_order():
         ("80/icmp", "publish", "invalid publish '80/icmp': protocol 'icmp' is not one of tcp, udp, sctp"),
         ("80/TCP", "publish", "invalid publish '80/TCP': protocol 'TCP' is not one of tcp, udp, sctp"),
         ("80/", "publish", "invalid publish '80/': protocol '' is not one of tcp, udp, sctp"),
-        ("1:2:3:4", "publish", "invalid publish '1:2:3:4': expected [HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTOCOL]"),
+        ("1:2:3:4", "publish", "invalid publish '1:2:3:4': expected [HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTOCOL] (an IPv6 address goes in brackets)"),
         ("::1:80:80", "publish",
-         "invalid publish '::1:80:80': expected [HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTOCOL]"),
-        ("[::1]:80:80", "publish", "invalid publish '[::1]:80:80': IPv6 host addresses are not supported yet"),
-        ("[::]::80/udp", "publish", "invalid publish '[::]::80/udp': IPv6 host addresses are not supported yet"),
+         "invalid publish '::1:80:80': expected [HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTOCOL] (an IPv6 address goes in brackets)"),
+        ("[::1]:80:80", "publish", "invalid publish '[::1]:80:80': the kernel cannot forward IPv6 loopback ([::1]) "
+                                   "traffic to a sandbox (IPv6 has no route_localnet); publish on 127.0.0.1 or on "
+                                   "another address"),
+        ("[::1:80:80", "publish", "invalid publish '[::1:80:80': expected [IPV6]:[HOST_PORT]:SANDBOX_PORT[/PROTOCOL]"),
+        ("[fd00::1]:80", "publish", "invalid publish '[fd00::1]:80': expected [IPV6]:[HOST_PORT]:SANDBOX_PORT[/PROTOCOL]"),
+        ("[]:80:80", "publish", "invalid publish '[]:80:80': expected [IPV6]:[HOST_PORT]:SANDBOX_PORT[/PROTOCOL]"),
+        ("[10.0.0.1]:80:80", "publish host address",
+         "invalid publish host address '10.0.0.1': is an IPv4 address, not an IPv6 one"),
+        ("[fe80::1%eth0]:80:80", "publish host address",
+         "invalid publish host address 'fe80::1%eth0': must not carry a zone (%...): nsnet's addresses are global"),
         ("http", "publish", "invalid publish 'http': sandbox port 'http' is not a port or a range of ports"),
         ("web:80", "publish", "invalid publish 'web:80': host port 'web' is not a port or a range of ports"),
         ("127.0.0.1:80", "publish",
@@ -131,12 +144,13 @@ def oracle(text: str) -> PortRequest | None:
         return None
     ip = match["ip"]
     return PortRequest(range(sandbox[0], sandbox[1] + 1), match["proto"] or "tcp",
-                       IPv4Address(ip) if ip and ip != "0.0.0.0" else None,
+                       IPv4Address(ip) if ip else None,
                        range(host[0], host[1] + 1) if host else None)
 
 
 SPEC_PIECES = st.lists(st.sampled_from(["80", "8080", "1", "65535", "65536", "0", "00080", "-", ":", "/tcp", "/udp",
-                                        "/sctp", "/icmp", "127.0.0.1", "0.0.0.0", "1.2.3", "[::1]", "9000-9002", " "]),
+                                        "/sctp", "/icmp", "127.0.0.1", "0.0.0.0", "1.2.3", "[::1]", "9000-9002", " ",
+                                        "[::]", "[fd00::5]"]),
                        max_size=6).map("".join)
 
 
@@ -148,6 +162,12 @@ SPEC_PIECES = st.lists(st.sampled_from(["80", "8080", "1", "65535", "65536", "0"
 @example("::80")
 @example("0.0.0.0::80-81")
 def test_arbitrary_text_parses_exactly_as_the_oracle_says(text):
+    if text.startswith("["):  # an IPv6 host address (the oracle speaks IPv4): IPv6 or refused
+        try:
+            assert parse(text).host_ip.version == 6
+        except InvalidInput as err:
+            assert err.field in ("publish", "publish host address") and len(str(err).splitlines()) == 1
+        return
     expected = oracle(text)
     if expected is None:
         with pytest.raises(InvalidInput) as caught:

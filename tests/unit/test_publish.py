@@ -141,7 +141,7 @@ def test_host_process_conflict_names_address_port_protocol_and_the_socket():
     with pytest.raises(Conflict) as caught:
         resolve(requests("127.0.0.1:9000-9001:9000-9001/sctp"), [], [Listener("sctp", None, 9001)], EPHEMERAL)
     assert str(caught.value) == (
-        "host port 127.0.0.1:9001/sctp is in use by a host process (bound to 0.0.0.0:9001)"
+        "host port 127.0.0.1:9001/sctp is in use by a host process (bound to [::]:9001)"
     )
 
 

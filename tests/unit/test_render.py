@@ -10,14 +10,15 @@ import importlib
 import json
 import sys
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 
 import pytest
 from conftest import nft_state
 
 from nsnet.firewall import names, render
-from nsnet.model import Endpoint, Network, Owner, PortMapping
+from nsnet.model import Subnet, Endpoint, Network, Owner, PortMapping
+from nsnet.naming import link_local
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 # The default ledger's owner in the golden files; the other tests use another one, so that a name
@@ -26,28 +27,48 @@ DEFAULT = Owner()
 OWNER = Owner(table="nsnet-4e123456", group=0x4E123456)
 
 APP = Network(
-    id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnet=IPv4Network("10.31.0.0/24"),
-    gateway=IPv4Address("10.31.0.1"),
+    id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnets=(Subnet(IPv4Network("10.31.0.0/24"), IPv4Address("10.31.0.1")),),
 )
 PRIVATE = Network(
-    id="b" * 64, name="private", bridge="nsbr-bbbbbbbbbb", subnet=IPv4Network("10.32.0.0/16"),
-    gateway=IPv4Address("10.32.0.1"), internal=True,
+    id="b" * 64, name="private", bridge="nsbr-bbbbbbbbbb", subnets=(Subnet(IPv4Network("10.32.0.0/16"), IPv4Address("10.32.0.1")),), internal=True,
 )
 
 QUIET = Network(
-    id="c" * 64, name="quiet", bridge="nsbr-cccccccccc", subnet=IPv4Network("10.33.0.0/24"),
-    gateway=IPv4Address("10.33.0.1"), icc=False,
+    id="c" * 64, name="quiet", bridge="nsbr-cccccccccc", subnets=(Subnet(IPv4Network("10.33.0.0/24"), IPv4Address("10.33.0.1")),), icc=False,
 )
 
 
 def endpoint(network: Network, letter: str, ports: tuple[PortMapping, ...] = ()) -> Endpoint:
     return Endpoint(
         id=letter * 64, sandbox="web", network=network.name, ifname="eth0", host_ifname="nsv" + letter * 12,
-        mac="02:4e:0a:00:00:02", address=IPv4Interface(f"{network.gateway + 1}/{network.subnet.prefixlen}"),
-        gateway=network.gateway, ports=ports,
+        mac="02:4e:0a:00:00:02", addresses=(IPv4Interface(f"{network.gateway + 1}/{network.subnet.prefixlen}"),),
+        gateways=(network.gateway,), ports=ports,
     )
 
 
+DUAL = Network(
+    id="d" * 64, name="dual", bridge="nsbr-dddddddddd", subnets=(
+        Subnet(IPv4Network("10.34.0.0/24"), IPv4Address("10.34.0.1")),
+        Subnet(IPv6Network("fd00:34::/64"), IPv6Address("fd00:34::1"))),
+)
+ROUTED = Network(
+    id="e" * 64, name="routed", bridge="nsbr-eeeeeeeeee", subnets=(
+        Subnet(IPv4Network("10.35.0.0/24"), IPv4Address("10.35.0.1")),
+        Subnet(IPv6Network("2001:db8:35::/64"), IPv6Address("2001:db8:35::1"))), ipv6_routed=True,
+)
+
+
+def dual_endpoint(letter: str, ports: tuple[PortMapping, ...] = ()) -> Endpoint:
+    return Endpoint(
+        id=letter * 64, sandbox="web", network="dual", ifname="eth0", host_ifname="nsv" + letter * 12,
+        mac="02:4e:0a:22:00:02", addresses=(IPv4Interface("10.34.0.2/24"), IPv6Interface("fd00:34::2/64")),
+        gateways=(IPv4Address("10.34.0.1"), IPv6Address("fd00:34::1")), ports=ports,
+    )
+
+
+# Every address of both families, of one family each, and one address of each.
+DUAL_PORTS = (PortMapping(None, 8080, 80), PortMapping(IPv4Address(0), 8081, 81), PortMapping(IPv6Address(0), 8082, 82),
+              PortMapping(IPv6Address("2001:db8::5"), 8083, 83), PortMapping(IPv4Address("192.0.2.5"), 8084, 84))
 LOOPBACK = IPv4Address("127.0.0.1")
 # Two host ports to sandbox port 80 share one published_targets element.
 PORTS = (PortMapping(None, 8080, 80), PortMapping(LOOPBACK, 8443, 443), PortMapping(None, 8081, 80),
@@ -70,6 +91,11 @@ CASES = {
     "render_add_endpoint_published": lambda: render.render_add_endpoint(DEFAULT, endpoint(APP, "d", PORTS), APP),
     "render_remove_endpoints_published": lambda: render.render_remove_endpoints(
         DEFAULT, [(endpoint(APP, "d", PORTS), APP), (endpoint(QUIET, "e", (PortMapping(None, 9090, 80),)), QUIET)]),
+    "render_add_network_dual": lambda: render.render_network_elements(DEFAULT, DUAL),
+    "render_add_network_routed": lambda: render.render_network_elements(DEFAULT, ROUTED),
+    "render_add_endpoint_dual": lambda: render.render_add_endpoint(DEFAULT, dual_endpoint("f", DUAL_PORTS), DUAL),
+    "render_remove_endpoints_dual": lambda: render.render_remove_endpoints(
+        DEFAULT, [(dual_endpoint("f", DUAL_PORTS), DUAL)]),
 }
 
 
@@ -113,8 +139,8 @@ def test_remove_network_deletes_exactly_what_add_network_added():
 def test_internal_network_is_not_masqueraded():
     elements = render.render_add_network(OWNER, PRIVATE)[len(render.render_skeleton(OWNER)):]
     assert [c["add"]["element"]["name"] for c in elements] == [
-        names.BRIDGES, names.WITHIN_NETWORK, names.TO_BRIDGE, names.FROM_BRIDGE, names.BRIDGE_SUBNETS,
-        names.INTERNAL_BRIDGES,
+        names.BRIDGES, names.WITHIN_NETWORK, names.TO_BRIDGE, names.FROM_BRIDGE, names.INTERNAL_BRIDGES,
+        names.BRIDGE_SUBNETS,
     ]
     verdicts = {c["add"]["element"]["name"]: c["add"]["element"]["elem"][0][1] for c in elements[1:4]}
     assert verdicts == {names.WITHIN_NETWORK: {"accept": None}, names.TO_BRIDGE: {"drop": None},
@@ -162,6 +188,7 @@ def test_chains_have_numeric_priorities():
         ("inet", "forward", "forward", 0), ("inet", "to_network", None, None),
         ("inet", "internal_input", None, None), ("inet", "input", "input", 0),
         ("inet", "prerouting_guard", "prerouting", -300), ("inet", "published_ports", None, None),
+        ("inet", "published_ports6", None, None),
         ("inet", "prerouting", "prerouting", -100), ("inet", "output", "output", -100),
         ("inet", "postrouting", "postrouting", 100),
         ("bridge", "prerouting", "prerouting", -200),
@@ -205,13 +232,22 @@ def test_published_map_elements_are_deleted_by_key_alone():
 
 def test_remove_endpoints_deletes_exactly_what_add_endpoint_added():
     pairs = [(endpoint(APP, "d", PORTS), APP), (endpoint(QUIET, "e", (PortMapping(LOOPBACK, 9443, 443),)), QUIET),
-             (replace(endpoint(APP, "f"), address=IPv4Interface("10.31.0.3/24")), APP)]
-    added = [c["add"]["element"] for e, n in pairs for c in render.render_add_endpoint(OWNER, e, n)]
-    deleted = [c["delete"]["element"] for c in render.render_remove_endpoints(OWNER, pairs)]
-    maps = {names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT}
+             (replace(endpoint(APP, "f"), addresses=(IPv4Interface("10.31.0.3/24"),)), APP),
+             (dual_endpoint("g", tuple(replace(p, host_port=p.host_port + 1000) for p in DUAL_PORTS)), DUAL)]
+    added = [c["add"]["element"] for e, n in pairs for c in render.render_add_endpoint(OWNER, e, n)
+             if "element" in c.get("add", {})]
+    deleted = [c["delete"]["element"] for c in render.render_remove_endpoints(OWNER, pairs)
+               if "element" in c["delete"]]
+    maps = {names.in_family(m, v) for v in (4, 6) for m in (names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT,
+                                                            names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT)}
+    maps.add(names.ND_TARGETS)
     by_key = [{**body, "elem": [key for key, _ in body["elem"]]} if body["name"] in maps else body for body in added]
     assert by_key == deleted
-    with_elements = [render.render_add_network(OWNER, APP), render.render_add_network(OWNER, QUIET)]
+    # ... and the IPv6 port's own chain goes with its map element.
+    chains = [c for c in render.render_remove_endpoints(OWNER, pairs) if "chain" in c.get("delete", {})]
+    assert chains == [{"delete": {"chain": {"family": "bridge", "table": OWNER.table, "name": "nd-nsvgggggggggggg"}}}]
+    with_elements = [render.render_add_network(OWNER, APP), render.render_add_network(OWNER, QUIET),
+                     render.render_add_network(OWNER, DUAL)]
     assert nft_state([*with_elements, [c for e, n in pairs for c in render.render_add_endpoint(OWNER, e, n)],
                       render.render_remove_endpoints(OWNER, pairs)]) == nft_state(with_elements)
 
@@ -253,7 +289,7 @@ def test_a_port_passes_only_its_own_ipv4_and_arp_and_drops_every_other_frame_of_
     frame's own (ether type sees a VLAN tag, meta protocol would not), and the drop is by the
     ledger's interface group, so it covers IPv6 and any other ethertype, whatever disable_ipv6
     says and whatever the port is named."""
-    ipv4, arp, drop = rules(OWNER, "bridge", "prerouting")
+    ipv4, arp, *ipv6, drop = rules(OWNER, "bridge", "prerouting")
     assert ipv4["expr"] == [
         {"match": {"op": "==", "left": payload("ether", "type"), "right": "ip"}},
         {"match": {"op": "==", "left": {"concat": [meta("iifname"), payload("ether", "saddr"), payload("ip", "saddr")]},
@@ -268,7 +304,52 @@ def test_a_port_passes_only_its_own_ipv4_and_arp_and_drops_every_other_frame_of_
         {"accept": None},
     ]
     assert drop["expr"] == [{"match": {"op": "==", "left": meta("iifgroup"), "right": OWNER.group}}, {"drop": None}]
-    assert rules(DEFAULT, "bridge", "prerouting")[2]["expr"][0]["match"]["right"] == 0x4E000001
+    assert rules(DEFAULT, "bridge", "prerouting")[-1]["expr"][0]["match"]["right"] == 0x4E000001
+
+
+def test_a_port_passes_ipv6_only_from_its_own_addresses_and_never_as_a_router_or_dhcp_server():
+    _, _, ra, dhcp_server, dhcp_client, nd, ipv6, _ = rules(OWNER, "bridge", "prerouting")
+    group = {"match": {"op": "==", "left": meta("iifgroup"), "right": OWNER.group}}
+    ip6 = {"match": {"op": "==", "left": payload("ether", "type"), "right": "ip6"}}
+    assert ra["expr"] == [group, ip6, {"match": {"op": "==", "left": payload("icmpv6", "type"),
+                                                 "right": {"set": ["nd-router-advert", "nd-redirect"]}}}, {"drop": None}]
+    assert dhcp_server["expr"] == [group, ip6, {"match": {"op": "==", "left": payload("udp", "sport"), "right": 547}},
+                                   {"drop": None}]
+    assert dhcp_client["expr"] == [group, ip6, {"match": {"op": "==", "left": payload("udp", "dport"), "right": 546}},
+                                   {"drop": None}]
+    assert nd["expr"] == [ip6, {"match": {"op": "==", "left": payload("icmpv6", "type"), "right": "nd-neighbor-advert"}},
+                          {"vmap": {"key": meta("iifname"), "data": "@nd_targets"}}]
+    assert ipv6["expr"] == [ip6, {"match": {"op": "==", "left": {"concat": [
+        meta("iifname"), payload("ether", "saddr"), payload("ip6", "saddr")]}, "right": "@port_identity6"}},
+        {"accept": None}]
+
+
+def test_an_ipv6_ports_chain_passes_advertisements_for_its_own_address_and_link_local_only():
+    commands = render.render_add_endpoint(OWNER, dual_endpoint("f"), DUAL)
+    chain = [c["add"]["rule"]["expr"] for c in commands if "rule" in c.get("add", {})]
+    target = {"payload": {"base": "th", "offset": 64, "len": 128}}
+    assert chain == [
+        [{"match": {"op": "==", "left": target, "right": "0xfd000034000000000000000000000002"}}, {"return": None}],
+        [{"match": {"op": "==", "left": target, "right": "0xfe80000000000000004e0afffe220002"}}, {"return": None}],
+        [{"drop": None}],
+    ]
+    assert str(link_local("02:4e:0a:22:00:02")) == "fe80::4e:aff:fe22:2"
+    identity = [c["add"]["element"]["elem"] for c in commands
+                if c.get("add", {}).get("element", {}).get("name") == "port_identity6"]
+    assert identity == [[{"concat": ["nsvffffffffffff", "02:4e:0a:22:00:02", "fd00:34::2"]},
+                         {"concat": ["nsvffffffffffff", "02:4e:0a:22:00:02", "fe80::4e:aff:fe22:2"]}]]
+
+
+def test_a_routed_network_is_not_masqueraded_in_ipv6_and_still_in_ipv4():
+    names_of = [c["add"]["element"]["name"] for c in render.render_network_elements(OWNER, ROUTED)]
+    assert names.MASQ_SUBNETS in names_of and "masq_subnets6" not in names_of
+    assert "masq_subnets6" in [c["add"]["element"]["name"] for c in render.render_network_elements(OWNER, DUAL)]
+
+
+def test_an_ipv4_only_endpoint_gets_no_ipv6_element():
+    commands = render.render_add_endpoint(OWNER, endpoint(APP, "d", PORTS), APP)
+    assert [c for c in commands if c["add"].get("element", {}).get("name", "").endswith("6")
+            or "chain" in c["add"]] == []
 
 
 def test_an_internal_networks_sandboxes_reach_nothing_on_the_host_but_replies():
@@ -283,6 +364,9 @@ def test_an_internal_networks_sandboxes_reach_nothing_on_the_host_but_replies():
     assert [r["expr"] for r in rules(OWNER, "inet", "internal_input")] == [
         [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": {"set": ["established", "related"]}}},
          {"accept": None}],
+        # Neighbour discovery is untracked: without it the host could not reach in either.
+        [{"match": {"op": "==", "left": payload("icmpv6", "type"),
+                    "right": {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}}}, {"accept": None}],
         [{"drop": None}],
     ]
 
@@ -292,8 +376,13 @@ def test_prerouting_never_translates_loopback_destinations_and_output_does():
     the host's own connections to 127.0.0.1 go through output."""
     not_loopback = {"match": {"op": "!=", "left": payload("ip", "daddr"),
                               "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}
-    (prerouting,) = rules(OWNER, "inet", "prerouting")
-    (output,) = rules(OWNER, "inet", "output")
+    prerouting, prerouting6 = rules(OWNER, "inet", "prerouting")
+    output, output6 = rules(OWNER, "inet", "output")
     assert prerouting["expr"][1] == not_loopback
     assert output["expr"] == [e for e in prerouting["expr"] if e != not_loopback]
     assert output["expr"][-1] == {"jump": {"target": "published_ports"}}
+    # IPv6: the kernel drops an arriving ::1 before any hook; the host's own [::1] is never translated
+    # (it cannot leave lo), so that its connection is refused rather than lost.
+    not_loopback6 = {"match": {"op": "!=", "left": payload("ip6", "daddr"), "right": "::1"}}
+    assert not_loopback6 not in prerouting6["expr"] and output6["expr"][1] == not_loopback6
+    assert output6["expr"][-1] == {"jump": {"target": "published_ports6"}}

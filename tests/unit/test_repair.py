@@ -22,7 +22,7 @@ from nsnet.engine import Engine
 from nsnet.firewall import render
 from nsnet.kernel.fake import FakeKernel
 from nsnet.kernel.state import Ruleset
-from nsnet.model import Endpoint, Network
+from nsnet.model import Subnet, Endpoint, Network
 from nsnet.naming import host_veth_name, mac_for, new_id
 from nsnet.reconcile import Drift, default_route_wrong, element_keys, ruleset_drift
 from nsnet.store import Store
@@ -82,7 +82,7 @@ def test_a_deleted_bridge_is_made_again_with_its_ports_on_it(engine, kernel):
     app = engine.network("app")
     pristine = state(kernel)
     del kernel.links[(None, app.bridge)]
-    kernel.addresses.discard((None, app.bridge, app.gateway_interface))
+    kernel.addresses.discard((None, app.bridge, app.subnets[0].gateway_interface))
     for key in [k for k in kernel.sysctls if f".{app.bridge}." in k]:
         del kernel.sysctls[key]  # an interface's sysctls go with it
     for link in kernel.links.values():
@@ -146,7 +146,7 @@ def test_a_sandbox_interface_set_down_is_brought_up_before_its_default_route_is_
     web = endpoint(engine, "web", "app")
     pristine = state(kernel)
     kernel.links[("web", "eth0")]["up"] = False
-    del kernel.routes["web"]
+    del kernel.routes[("web", 4)]
     assert drift(engine) == [
         "wrong: sandbox web: eth0 is down",
         "missing: sandbox web: no default route via 10.31.0.1 on eth0",
@@ -215,7 +215,7 @@ def test_a_host_veth_whose_mtu_changed_gets_it_back(engine, kernel):
 def test_a_removed_address_is_added_again_before_the_route_it_carried(engine, kernel):
     pristine = state(kernel)
     kernel.addresses.discard(("web", "eth0", IPv4Interface("10.31.0.2/24")))
-    del kernel.routes["web"]  # the kernel drops the routes whose gateway is no longer on a subnet
+    del kernel.routes[("web", 4)]  # the kernel drops the routes whose gateway is no longer on a subnet
     assert drift(engine) == [
         "missing: sandbox web: eth0 lacks its address 10.31.0.2/24",
         "missing: sandbox web: no default route via 10.31.0.1 on eth0",
@@ -226,7 +226,7 @@ def test_a_removed_address_is_added_again_before_the_route_it_carried(engine, ke
 
 def test_a_removed_default_route_is_added_again(engine, kernel):
     pristine = state(kernel)
-    del kernel.routes["web"]
+    del kernel.routes[("web", 4)]
     assert drift(engine) == ["missing: sandbox web: no default route via 10.31.0.1 on eth0"]
     assert [c for c in repaired(engine, kernel, pristine) if c[0] != "nft"] == [
         ("replace_default_route", "10.31.0.1", "eth0", "web")]
@@ -234,7 +234,7 @@ def test_a_removed_default_route_is_added_again(engine, kernel):
 
 def test_a_default_route_through_another_interface_is_put_back(engine, kernel):
     pristine = state(kernel)
-    kernel.routes["web"] = (IPv4Address("10.32.0.1"), "eth1")
+    kernel.routes[("web", 4)] = (IPv4Address("10.32.0.1"), "eth1")
     assert drift(engine) == ["missing: sandbox web: no default route via 10.31.0.1 on eth0"]
     assert [c for c in repaired(engine, kernel, pristine) if c[0] != "nft"] == [
         ("replace_default_route", "10.31.0.1", "eth0", "web")]
@@ -337,7 +337,7 @@ def test_a_sandbox_left_creating_is_undone(engine, kernel):
     app = engine.network("app")
     pristine = state(kernel)
     half = Endpoint(id=new_id(), sandbox="half", network="app", ifname="eth0", host_ifname="", mac="",
-                    address=IPv4Interface("10.31.0.50/24"), gateway=app.gateway, default_route=True, state="creating")
+                    addresses=(IPv4Interface("10.31.0.50/24"),), gateways=(app.gateway,), default_route=True, state="creating")
     half = replace(half, host_ifname=host_veth_name(half.id), mac=mac_for(half.address.ip))
     store = ledger(engine)
     with store.transaction():
@@ -379,7 +379,7 @@ def test_an_endpoint_left_creating_by_a_connect_is_undone(engine, kernel):
     back = engine.network("back")
     pristine = state(kernel)
     half = Endpoint(id=new_id(), sandbox="db", network="back", ifname="eth1", host_ifname="", mac="",
-                    address=IPv4Interface("10.32.0.50/24"), gateway=back.gateway, state="creating")
+                    addresses=(IPv4Interface("10.32.0.50/24"),), gateways=(back.gateway,), state="creating")
     half = replace(half, host_ifname=host_veth_name(half.id), mac=mac_for(half.address.ip))
     store = ledger(engine)
     with store.transaction():
@@ -416,7 +416,7 @@ def test_a_disconnect_of_the_default_route_endpoint_killed_half_way_ends_with_th
         store.set_default_route(successor.id, True)
         store.set_endpoint_state(old.id, "removing")
     store.close()
-    assert kernel.routes["web"] == (IPv4Address("10.31.0.1"), "eth0")
+    assert kernel.routes[("web", 4)] == (IPv4Address("10.31.0.1"), "eth0")
     stale = element_keys(render.render_add_endpoint(engine.owner, old, engine.network("app")))
     assert drift(engine) == [
         "half-done: sandbox web on app: endpoint left 'removing' by an interrupted command",
@@ -426,7 +426,7 @@ def test_a_disconnect_of_the_default_route_endpoint_killed_half_way_ends_with_th
     engine.gc()
     assert drift(engine) == []
     assert [(e.network, e.default_route) for e in engine.sandbox("web").endpoints] == [("back", True)]
-    assert kernel.routes["web"] == (IPv4Address("10.32.0.1"), "eth1")
+    assert kernel.routes[("web", 4)] == (IPv4Address("10.32.0.1"), "eth1")
     assert (None, old.host_ifname) not in kernel.links and ("web", "eth0") not in kernel.links
 
 
@@ -451,14 +451,14 @@ def test_a_ledger_giving_the_default_route_to_an_internal_network_is_set_right(t
         engine.create_network("private", subnet="10.33.0.0/24", internal=True)
         engine.create_network("app", subnet="10.31.0.0/24")
         engine.create_sandbox("web", networks=["private", "app"])
-        assert kernel.routes["web"] == (IPv4Address("10.31.0.1"), "eth1")
+        assert kernel.routes[("web", 4)] == (IPv4Address("10.31.0.1"), "eth1")
         pristine = state(kernel)
         store = ledger(engine)
         with store.transaction():
             store.set_default_route(endpoint(engine, "web", "private").id, True)
             store.set_default_route(endpoint(engine, "web", "app").id, False)
         store.close()
-        kernel.routes["web"] = (IPv4Address("10.33.0.1"), "eth0")
+        kernel.routes[("web", 4)] = (IPv4Address("10.33.0.1"), "eth0")
         assert drift(engine) == ["wrong: sandbox web: the ledger does not give the default route to exactly one "
                                  "endpoint on a network that is not internal"]
         assert [c for c in repaired(engine, kernel, pristine) if c[0] != "nft"] == [
@@ -472,8 +472,7 @@ def test_a_ledger_giving_the_default_route_to_an_internal_network_is_set_right(t
 
 def net(name: str, internal: bool = False) -> Network:
     index = {"a": 1, "b": 2, "i": 3, "j": 4}[name]
-    return Network(id=name * 64, name=name, bridge=f"nsbr-{name * 10}", subnet=IPv4Network(f"10.{index}.0.0/24"),
-                   gateway=IPv4Address(f"10.{index}.0.1"), internal=internal)
+    return Network(id=name * 64, name=name, bridge=f"nsbr-{name * 10}", subnets=(Subnet(IPv4Network(f"10.{index}.0.0/24"), IPv4Address(f"10.{index}.0.1")),), internal=internal)
 
 
 NETWORKS = {n.name: n for n in (net("a"), net("b"), net("i", internal=True), net("j", internal=True))}
@@ -483,7 +482,7 @@ def ep(network: str, default_route: bool = False) -> Endpoint:
     n = NETWORKS[network]
     return Endpoint(id=network * 64, sandbox="web", network=network, ifname=f"eth-{network}",
                     host_ifname=f"nsv{network * 12}", mac="02:4e:00:00:00:02",
-                    address=IPv4Interface(f"{n.gateway + 1}/24"), gateway=n.gateway, default_route=default_route)
+                    addresses=(IPv4Interface(f"{n.gateway + 1}/24"),), gateways=(n.gateway,), default_route=default_route)
 
 
 @pytest.mark.parametrize("endpoints, wrong", [

@@ -3,7 +3,7 @@ a real /proc/net/{tcp,tcp6,udp,udp6}; /proc/net/sctp/eps as net/sctp/proc.c prin
 
 import socket
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -72,6 +72,8 @@ def proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[
 
     return listeners
 
+ANY4 = IPv4Address(0)  # 0.0.0.0: every IPv4 address; None: [::], every address of both families
+
 
 def test_the_four_files_are_the_ones_read():
     assert sockets._FILES == (("tcp", "/proc/net/tcp", 4), ("tcp", "/proc/net/tcp6", 6),
@@ -85,7 +87,7 @@ def test_tcp_listening_sockets_count_and_established_ones_do_not(proc):
         tcp("0100007F:1F9A", "0100007F:CDE4", "01"),  # 127.0.0.1:8090 <- 127.0.0.1:52708, ESTABLISHED
         tcp("0100007F:CDE4", "0100007F:1F9A", "01"),  # the client end
         tcp("0100007F:1F9B", "0100007F:CDE5", "06"),  # TIME_WAIT
-    ]) == [Listener("tcp", LOOPBACK, 8090), Listener("tcp", None, 2024)]
+    ]) == [Listener("tcp", LOOPBACK, 8090), Listener("tcp", ANY4, 2024)]
 
 
 def test_ipv4_addresses_are_decoded_from_little_endian_hex(proc):
@@ -99,7 +101,7 @@ def test_udp_bound_sockets_count_in_any_state(proc):
         udp("00000000:14E9", "00000000:0000"),  # 0.0.0.0:5353
         udp("0100007F:14EA", "00000000:0000"),  # 127.0.0.1:5354
         udp("0100007F:D431", "0100007F:0035", "01"),  # a connected client socket still holds its port
-    ]) == [Listener("udp", None, 5353), Listener("udp", LOOPBACK, 5354), Listener("udp", LOOPBACK, 54321)]
+    ]) == [Listener("udp", ANY4, 5353), Listener("udp", LOOPBACK, 5354), Listener("udp", LOOPBACK, 54321)]
 
 
 def test_ipv6_wildcard_and_v4_mapped_sockets_take_ipv4_ports(proc):
@@ -111,11 +113,14 @@ def test_ipv6_wildcard_and_v4_mapped_sockets_take_ipv4_ports(proc):
     ]
 
 
-def test_real_ipv6_addresses_take_no_ipv4_port(proc):
+def test_real_ipv6_addresses_are_kept_as_ipv6(proc):
     assert proc(tcp6=[
         tcp("00000000000000000000000001000000:1F9D", f"{ANY6}:0000", "0A"),  # [::1]:8093
         tcp("000000FD000000000000000001000000:1F9E", f"{ANY6}:0000", "0A"),  # [fd00::1]:8094
-    ], udp6=[udp("000000FD000000000000000001000000:14EC", f"{ANY6}:0000")]) == []
+    ], udp6=[udp("000000FD000000000000000001000000:14EC", f"{ANY6}:0000")]) == [
+        Listener("tcp", IPv6Address("::1"), 8093), Listener("tcp", IPv6Address("fd00::1"), 8094),
+        Listener("udp", IPv6Address("fd00::1"), 5356),
+    ]
 
 
 def test_tcp6_established_sockets_do_not_count(proc):
@@ -124,20 +129,21 @@ def test_tcp6_established_sockets_do_not_count(proc):
 
 def test_files_are_read_in_order_and_missing_ones_skipped(proc):
     assert proc(tcp=[tcp("00000000:0016", "00000000:0000", "0A")], udp6=[udp(f"{ANY6}:0035", f"{ANY6}:0000")]) == [
-        Listener("tcp", None, 22), Listener("udp", None, 53),
+        Listener("tcp", ANY4, 22), Listener("udp", None, 53),
     ]
     assert proc() == []
 
 
 def test_sctp_endpoints_count_each_local_ipv4_address(proc):
     assert proc(sctp=[sctp(3868, "0.0.0.0"), sctp(9899, "127.0.0.1", "10.0.0.2")]) == [
-        Listener("sctp", None, 3868), Listener("sctp", LOOPBACK, 9899), Listener("sctp", IPv4Address("10.0.0.2"), 9899),
+        Listener("sctp", ANY4, 3868), Listener("sctp", LOOPBACK, 9899), Listener("sctp", IPv4Address("10.0.0.2"), 9899),
     ]
 
 
-def test_sctp_real_ipv6_addresses_take_no_ipv4_port(proc):
+def test_sctp_real_ipv6_addresses_are_kept_as_ipv6(proc):
     assert proc(sctp=[sctp(2905, "fd00:0000:0000:0000:0000:0000:0000:0001",
-                           "0000:0000:0000:0000:0000:0000:0000:0001")]) == []
+                           "0000:0000:0000:0000:0000:0000:0000:0001")]) == [
+        Listener("sctp", IPv6Address("fd00::1"), 2905), Listener("sctp", IPv6Address("::1"), 2905)]
 
 
 def test_sctp_ipv6_wildcard_takes_every_address_like_tcp6(proc):
@@ -147,7 +153,7 @@ def test_sctp_ipv6_wildcard_takes_every_address_like_tcp6(proc):
 
 def test_sctp_comes_after_the_other_files(proc):
     assert proc(tcp=[tcp("00000000:0B55", "00000000:0000", "0A")], sctp=[sctp(2901, "0.0.0.0")]) == [
-        Listener("tcp", None, 2901), Listener("sctp", None, 2901),
+        Listener("tcp", ANY4, 2901), Listener("sctp", ANY4, 2901),
     ]
 
 

@@ -1,13 +1,13 @@
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from nsnet import validate
 from nsnet.errors import InvalidInput
-from nsnet.model import NetworkRequest
+from nsnet.model import NetworkRequest, SubnetRequest
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
@@ -98,6 +98,13 @@ def request_oracle(name, subnet, gateway, ip_range):
     return net, gw, rng
 
 
+def request(name, subnet_cidr=None, gateway=None, ip_range=None, **kwargs) -> NetworkRequest:
+    """A `network create` with at most one --subnet, --gateway and --ip-range."""
+    listed = {key: [value] if value is not None else [] for key, value in
+              (("subnets", subnet_cidr), ("gateways", gateway), ("ip_ranges", ip_range))}
+    return validate.network_request(name, **listed, **kwargs)
+
+
 def invalid(call, *args, **kwargs) -> InvalidInput:
     with pytest.raises(InvalidInput) as caught:
         call(*args, **kwargs)
@@ -159,6 +166,8 @@ def test_accepted_names_are_exactly_safe_path_components(value):
         ("10.0.0.0/24", IPv4Network("10.0.0.0/24")),
         ("0.0.0.0/0", IPv4Network("0.0.0.0/0")),
         ("192.168.1.7/32", IPv4Network("192.168.1.7/32")),
+        ("fd00:40::/64", IPv6Network("fd00:40::/64")),
+        ("fd00:0040:0::/64", IPv6Network("fd00:40::/64")),
     ],
 )
 def test_subnet_parses_cidr(value, expected):
@@ -168,16 +177,17 @@ def test_subnet_parses_cidr(value, expected):
 @pytest.mark.parametrize(
     "value, reason",
     [
-        ("10.0.0.0", "is not a CIDR (expected A.B.C.D/N)"),
+        ("10.0.0.0", "is not a CIDR (expected A.B.C.D/N or X:X::X/N)"),
         ("10.0.0.0/", "prefix length is not a number"),
         ("10.0.0.0/x", "prefix length is not a number"),
         ("10.0.0.0/-1", "prefix length is not a number"),
-        ("10.0.0.0/33", "prefix length must be between 0 and 32"),
-        ("10.0.0.0/64", "prefix length must be between 0 and 32"),
-        ("10.0.0/24", "is not an IPv4 CIDR (expected A.B.C.D/N)"),
-        ("300.0.0.0/8", "is not an IPv4 CIDR (expected A.B.C.D/N)"),
-        ("/24", "is not an IPv4 CIDR (expected A.B.C.D/N)"),
-        ("fd00::/16", "IPv6 is not supported yet"),
+        ("10.0.0.0/33", "prefix length must be between 0 and 32 for IPv4"),
+        ("10.0.0.0/64", "prefix length must be between 0 and 32 for IPv4"),
+        ("fd00::/129", "prefix length must be between 0 and 128 for IPv6"),
+        ("10.0.0/24", "is not an IP CIDR (expected A.B.C.D/N or X:X::X/N)"),
+        ("300.0.0.0/8", "is not an IP CIDR (expected A.B.C.D/N or X:X::X/N)"),
+        ("/24", "is not an IP CIDR (expected A.B.C.D/N or X:X::X/N)"),
+        ("fd00::1/16", "host bits are set (did you mean fd00::/16?)"),
         ("10.0.0.1/24", "host bits are set (did you mean 10.0.0.0/24?)"),
     ],
 )
@@ -206,6 +216,12 @@ CIDR_SHAPED = st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4).map(str) |
 @example("010.0.0.0/8")
 @example("10.0.0.0/ 8")
 def test_subnet_accepts_exactly_what_the_oracle_accepts(value):
+    if ":" in value:  # IPv6 (the oracle speaks IPv4): refused with one line, or an IPv6 network
+        try:
+            assert isinstance(validate.subnet("subnet", value), IPv6Network)
+        except InvalidInput as err:
+            assert_one_line_naming(err, "subnet")
+        return
     expected = cidr_oracle(value)
     if expected is None:
         assert_one_line_naming(invalid(validate.subnet, "subnet", value), "subnet")
@@ -221,15 +237,18 @@ def test_subnet_round_trips_every_ipv4_network(address, prefix):
 
 @pytest.mark.parametrize("value", ["10.0.0.1", "0.0.0.0", "255.255.255.255"])
 def test_address_parses_ipv4(value):
+    assert validate.address("ip", value, 4) == IPv4Address(value)
     assert validate.address("ip", value) == IPv4Address(value)
 
 
 @pytest.mark.parametrize(
     "value, reason",
-    [("10.0.0", "is not an IPv4 address"), ("", "is not an IPv4 address"), ("fd00::1", "IPv6 is not supported yet")],
+    [("10.0.0", "is not an IPv4 address"), ("", "is not an IPv4 address"),
+     ("fd00::1", "is an IPv6 address, not an IPv4 one"), ("::ffff:10.0.0.1", "is an IPv6 address, not an IPv4 one"),
+     ("fe80::1%eth0", "must not carry a zone (%...): nsnet's addresses are global")],
 )
 def test_address_refuses_non_ipv4(value, reason):
-    err = invalid(validate.address, "ip", value)
+    err = invalid(validate.address, "ip", value, 4)
     assert_one_line_naming(err, "ip")
     assert err.reason == reason
 
@@ -260,22 +279,23 @@ def test_labels_refuse_malformed_items(item):
 
 
 def test_network_request_fills_defaults():
-    assert validate.network_request("app") == NetworkRequest(name="app")
+    assert request("app") == NetworkRequest(name="app")
 
 
 def test_network_request_parses_every_field():
-    request = validate.network_request(
+    parsed = request(
         "app", subnet_cidr="10.31.0.0/16", gateway="10.31.0.254", ip_range="10.31.1.0/24", internal=True,
         mtu_value=9000, icc=False, label_items=["tier=web"],
     )
-    assert request == NetworkRequest(
-        name="app", subnet=IPv4Network("10.31.0.0/16"), gateway=IPv4Address("10.31.0.254"),
-        ip_range=IPv4Network("10.31.1.0/24"), internal=True, mtu=9000, icc=False, labels=(("tier", "web"),),
+    assert parsed == NetworkRequest(
+        name="app", subnets=(SubnetRequest(4, IPv4Network("10.31.0.0/16"), IPv4Address("10.31.0.254"),
+                                           IPv4Network("10.31.1.0/24")),),
+        internal=True, mtu=9000, icc=False, labels=(("tier", "web"),),
     )
 
 
 def test_network_request_accepts_a_30():
-    assert validate.network_request("app", subnet_cidr="10.0.0.4/30").subnet == IPv4Network("10.0.0.4/30")
+    assert request("app", subnet_cidr="10.0.0.4/30").subnets[0].subnet == IPv4Network("10.0.0.4/30")
 
 
 @pytest.mark.parametrize(
@@ -284,14 +304,14 @@ def test_network_request_accepts_a_30():
         ({"subnet_cidr": "10.0.0.0/31"}, "subnet", "is too small: a network needs at least a /30"),
         ({"subnet_cidr": "10.0.0.1/32"}, "subnet", "is too small: a network needs at least a /30"),
         ({"subnet_cidr": "10.0.0.1/24"}, "subnet", "host bits are set (did you mean 10.0.0.0/24?)"),
-        ({"gateway": "10.0.0.1"}, "gateway", "requires --subnet"),
-        ({"ip_range": "10.0.0.0/25"}, "ip-range", "requires --subnet"),
+        ({"gateway": "10.0.0.1"}, "gateway", "requires an IPv4 --subnet"),
+        ({"ip_range": "10.0.0.0/25"}, "ip-range", "requires an IPv4 --subnet"),
         ({"subnet_cidr": "10.0.0.0/24", "gateway": "10.0.1.1"}, "gateway", "is outside the subnet 10.0.0.0/24"),
         ({"subnet_cidr": "10.0.0.0/24", "gateway": "10.0.0.0"}, "gateway",
-         "is the network or broadcast address of 10.0.0.0/24"),
+         "is the first or last address of 10.0.0.0/24"),
         ({"subnet_cidr": "10.0.0.0/24", "gateway": "10.0.0.255"}, "gateway",
-         "is the network or broadcast address of 10.0.0.0/24"),
-        ({"subnet_cidr": "10.0.0.0/24", "gateway": "fd00::1"}, "gateway", "IPv6 is not supported yet"),
+         "is the first or last address of 10.0.0.0/24"),
+        ({"subnet_cidr": "10.0.0.0/24", "gateway": "fd00::1"}, "gateway", "is IPv6, but the network has no IPv6"),
         ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.1.0/25"}, "ip-range", "is not inside the subnet 10.0.0.0/24"),
         ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.0/23"}, "ip-range", "is not inside the subnet 10.0.0.0/24"),
         ({"subnet_cidr": "10.0.0.0/24", "ip_range": "10.0.0.1/25"}, "ip-range",
@@ -301,13 +321,13 @@ def test_network_request_accepts_a_30():
     ],
 )
 def test_network_request_refuses_inconsistent_fields(kwargs, field, reason):
-    err = invalid(validate.network_request, "app", **kwargs)
+    err = invalid(request, "app", **kwargs)
     assert_one_line_naming(err, field)
     assert err.reason == reason
 
 
 def test_network_request_refuses_a_bad_name_first():
-    err = invalid(validate.network_request, "../etc", subnet_cidr="bogus")
+    err = invalid(request, "../etc", subnet_cidr="bogus")
     assert_one_line_naming(err, "network name")
 
 
@@ -355,9 +375,9 @@ POOLS = st.builds("base={},size={}".format, CIDRS, st.integers(0, 33)) | st.buil
 def test_address_accepts_exactly_what_the_oracle_accepts(value):
     expected = address_oracle(value)
     if expected is None:
-        assert_one_line_naming(invalid(validate.address, "ip", value), "ip")
+        assert_one_line_naming(invalid(validate.address, "ip", value, 4), "ip")
     else:
-        assert validate.address("ip", value) == IPv4Address(expected)
+        assert validate.address("ip", value, 4) == IPv4Address(expected)
 
 
 @given(ANY_TEXT | POOLS)
@@ -421,15 +441,16 @@ def test_requests_of_one_neighbourhood_are_accepted_exactly_when_the_oracle_acce
 
 
 def assert_request_matches_the_oracle(name, subnet, gateway, ip_range):
+    assume(not any(":" in v for v in (subnet, gateway, ip_range) if v))  # the oracle speaks IPv4
     expected = request_oracle(name, subnet, gateway, ip_range)
     if expected is None:
-        err = invalid(validate.network_request, name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range)
+        err = invalid(request, name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range)
         assert "\n" not in str(err)
         return
-    request = validate.network_request(name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range)
+    parsed = request(name, subnet_cidr=subnet, gateway=gateway, ip_range=ip_range)
     net, gw, rng = expected
-    assert request == NetworkRequest(name=name, subnet=net and IPv4Network(net), gateway=gw and IPv4Address(gw),
-                                     ip_range=rng and IPv4Network(rng))
+    assert parsed == NetworkRequest(name=name, subnets=(SubnetRequest(
+        4, net and IPv4Network(net), gw and IPv4Address(gw), rng and IPv4Network(rng)),))
 
 
 @pytest.mark.parametrize(
@@ -449,7 +470,7 @@ def assert_request_matches_the_oracle(name, subnet, gateway, ip_range):
     ],
 )
 def test_network_request_refuses_reserved_subnets(value, reason):
-    err = invalid(validate.network_request, "app", subnet_cidr=value)
+    err = invalid(request, "app", subnet_cidr=value)
     assert_one_line_naming(err, "subnet")
     assert err.reason == reason
 
@@ -457,7 +478,7 @@ def test_network_request_refuses_reserved_subnets(value, reason):
 @pytest.mark.parametrize("value", ["1.0.0.0/30", "126.255.255.252/30", "128.0.0.0/30", "169.253.255.252/30",
                                    "169.255.0.0/30", "223.255.255.252/30", "100.64.0.0/10", "10.0.0.0/8"])
 def test_network_request_accepts_subnets_next_to_the_reserved_ranges(value):
-    assert validate.network_request("app", subnet_cidr=value).subnet == IPv4Network(value)
+    assert request("app", subnet_cidr=value).subnets[0].subnet == IPv4Network(value)
 
 
 @pytest.mark.parametrize(
@@ -478,7 +499,7 @@ def test_network_request_accepts_subnets_next_to_the_reserved_ranges(value):
     ],
 )
 def test_network_request_refuses_reserved_gateways_and_empty_ranges(kwargs, field, reason):
-    err = invalid(validate.network_request, "app", **kwargs)
+    err = invalid(request, "app", **kwargs)
     assert_one_line_naming(err, field)
     assert err.reason == reason
 
@@ -492,7 +513,7 @@ def test_network_request_refuses_reserved_gateways_and_empty_ranges(kwargs, fiel
     ],
 )
 def test_network_request_accepts_a_range_with_one_address_left(kwargs, ip_range):
-    assert validate.network_request("app", **kwargs).ip_range == IPv4Network(ip_range)
+    assert request("app", **kwargs).subnets[0].ip_range == IPv4Network(ip_range)
 
 
 @pytest.mark.parametrize("base, reason", [("127.0.0.0/16", "overlaps the loopback range 127.0.0.0/8"),
@@ -504,21 +525,49 @@ def test_address_pool_refuses_a_reserved_base(base, reason):
     assert err.reason == reason
 
 
-@pytest.mark.parametrize("call, field, value", [
-    (lambda: validate.subnet("subnet", "fd00::/64"), "subnet", "fd00::/64"),
-    (lambda: validate.subnet("subnet", "fd00::/200"), "subnet", "fd00::/200"),
-    (lambda: validate.subnet("subnet", "::"), "subnet", "::"),
-    (lambda: validate.network_request("app", subnet_cidr="::/0"), "subnet", "::/0"),
-    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", ip_range="fd00::/120"), "ip-range",
-     "fd00::/120"),
-    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", gateway="fd00::1"), "gateway", "fd00::1"),
-    (lambda: validate.network_request("app", subnet_cidr="10.0.0.0/24", gateway="fd00::1/64"), "gateway",
-     "fd00::1/64"),
-    (lambda: validate.address("ip", "::ffff:10.0.0.1"), "ip", "::ffff:10.0.0.1"),
-    (lambda: validate.address("ip", "fe80::1%eth0"), "ip", "fe80::1%eth0"),
-    (lambda: validate.address_pool("base=fd00::/48,size=24"), "address pool base", "fd00::/48"),
+def test_network_request_takes_a_subnet_per_family():
+    parsed = validate.network_request("app", subnets=["fd00:40::/64", "10.40.0.0/24"], gateways=["fd00:40::fe"],
+                                      ip_ranges=["fd00:40::100/120"])
+    assert parsed.subnets == (SubnetRequest(4, IPv4Network("10.40.0.0/24")),
+                              SubnetRequest(6, IPv6Network("fd00:40::/64"), IPv6Address("fd00:40::fe"),
+                                            IPv6Network("fd00:40::100/120")))
+    assert validate.network_request("app", ipv6=True).subnets == (SubnetRequest(4), SubnetRequest(6))
+    assert validate.network_request("app", ipv4=False, ipv6=True).subnets == (SubnetRequest(6),)
+    assert validate.network_request("app", subnets=["fd00::/64"], ipv6_routed=True).ipv6_routed
+
+
+@pytest.mark.parametrize("kwargs, field, reason", [
+    ({"subnets": ["fd00::/64", "fd01::/64"]}, "subnet", "is a second IPv6 subnet: a network has at most one per family"),
+    ({"subnets": ["10.0.0.0/24", "10.1.0.0/24"]}, "subnet",
+     "is a second IPv4 subnet: a network has at most one per family"),
+    ({"gateways": ["10.0.0.1", "10.0.0.2"], "subnets": ["10.0.0.0/24"]}, "gateway",
+     "is a second IPv4 gateway: a network has at most one per family"),
+    ({"ipv4": False}, "--no-ipv4", "a network needs IPv4 or IPv6: add --ipv6"),
+    ({"ipv4": False, "subnets": ["10.0.0.0/24"], "ipv6": True}, "subnet",
+     "is IPv4, but the network has none (--no-ipv4)"),
+    ({"ipv6_routed": True}, "--ipv6-routed", "needs IPv6 (--ipv6 or an IPv6 --subnet)"),
+    ({"ipv6_routed": True, "ipv6": True, "internal": True}, "--ipv6-routed", "an internal network has no egress to route"),
+    ({"ipv6": True, "gateways": ["fd00::1"]}, "gateway", "requires an IPv6 --subnet"),
+    ({"subnets": ["10.0.0.0/24"], "ip_ranges": ["fd00::/120"]}, "ip-range", "is IPv6, but the network has no IPv6"),
+    ({"subnets": ["fd00::/64"], "gateways": ["fd01::1"]}, "gateway", "is outside the subnet fd00::/64"),
+    ({"subnets": ["fd00::/64"], "gateways": ["fd00::"]}, "gateway", "is the first or last address of fd00::/64"),
+    ({"subnets": ["fd00::/127"]}, "subnet", "is too small: a network needs at least a /126"),
+    ({"subnets": ["fd00::/64"], "ip_ranges": ["fd00::/128"]}, "ip-range", "leaves no address for sandboxes"),
+    ({"ipv6": True, "mtu_value": 1279}, "mtu", "IPv6 needs a link MTU of at least 1280 (RFC 8200)"),
+    ({"subnets": ["fe80::/64"]}, "subnet", "overlaps the link-local range fe80::/10"),
+    ({"subnets": ["ff02::/64"]}, "subnet", "overlaps the multicast range ff00::/8"),
+    ({"subnets": ["::/0"]}, "subnet", "overlaps the reserved range ::/8 (unspecified, loopback, IPv4-mapped)"),
+    ({"subnets": ["::ffff:10.0.0.0/120"]}, "subnet",
+     "overlaps the reserved range ::/8 (unspecified, loopback, IPv4-mapped)"),
+    ({"subnets": ["fec0::/64"]}, "subnet", "overlaps the deprecated site-local range fec0::/10"),
+    ({"subnets": ["fd00::/64"], "gateways": ["fe80::1"]}, "gateway", "overlaps the link-local range fe80::/10"),
 ])
-def test_ipv6_is_refused_as_not_supported_yet(call, field, value):
-    err = invalid(call)
-    assert_one_line_naming(err, field)
-    assert (err.value, err.reason) == (value, "IPv6 is not supported yet")
+def test_network_request_refuses_what_no_dual_stack_network_can_be(kwargs, field, reason):
+    err = invalid(validate.network_request, "app", **kwargs)
+    assert (err.field, err.reason) == (field, reason)
+    assert "\n" not in str(err)
+
+
+def test_an_ipv6_address_pool_is_refused():
+    err = invalid(validate.address_pool, "base=fd00::/48,size=64")
+    assert (err.field, err.reason) == ("address pool base", "must be IPv4 (IPv6 networks take /64s of a ULA /48)")

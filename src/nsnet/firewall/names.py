@@ -4,7 +4,16 @@ nsnet keeps everything in two tables, `inet nsnet` and `bridge nsnet`, and never
 table, chain or policy. Per-network and per-sandbox facts live in sets and maps, so the rules are
 fixed and a packet's lookup costs the same whatever the number of networks, sandboxes or
 published ports; a change is element inserts or deletes in one transaction.
+
+An nftables set holds addresses of one family: each set of addresses exists once per family,
+the IPv6 one named with a `6` after the IPv4 one's name (`in_family`).
 """
+
+
+def in_family(name: str, version: int) -> str:
+    return name if version == 4 else f"{name}6"
+
+
 
 FAMILY = "inet"
 TABLE = "nsnet"  # the default ledger's; another ledger's tables are named after it (model.Owner)
@@ -32,12 +41,21 @@ PUBLISHED_ANY_PORT = "published_any_port"
 PUBLISHED_ADDR_IP = "published_addr_ip"
 PUBLISHED_ADDR_PORT = "published_addr_port"
 PUBLISHED_TARGETS = "published_targets"  # sandbox ip . proto . port: reachable by direct routing
+# (Each exists per family: 0.0.0.0:8080 and [::]:8080 may go to two sandboxes.)
 
 # bridge sets
 PORT_IDENTITY = "port_identity"  # ifname . ether_addr . ipv4_addr: the one MAC and IPv4 source
 # ifname . ether_addr . ether_addr . ipv4_addr: the Ethernet source, and the ARP sender's MAC and
 # address, all the port's own
 PORT_ARP_IDENTITY = "port_arp_identity"
+# (PORT_IDENTITY6: ifname . ether_addr . ipv6_addr, the port's address and its link-local one.)
+# ifname: jump to the port's own ND_CHAIN, which checks the target of a neighbour advertisement
+# (the address it claims) against the port's addresses. libnftables 1.0.6 can match the target
+# only as raw payload (`@th,64,128`, no `icmpv6 taddr`), which a set lookup refuses as a
+# datatype mismatch, and JSON cannot declare a `typeof` set: so each IPv6 port gets a chain of
+# constant comparisons, reached by one map lookup, and paid for by advertisements only.
+ND_TARGETS = "nd_targets"
+ND_CHAIN_PREFIX = "nd-"
 
 # Chains, with numeric priorities: libnftables 1.0.6's JSON parser takes no priority names and
 # silently makes a regular, unhooked chain when given one.
@@ -56,7 +74,7 @@ INTERNAL_INPUT = "internal_input"  # a regular chain, jumped to from an internal
 # for packets arriving (prerouting) and for the host's own (output).
 PREROUTING_NAT = "prerouting"
 OUTPUT_NAT = "output"
-PUBLISHED_PORTS = "published_ports"  # a regular chain, jumped to for a local destination address
+PUBLISHED_PORTS = "published_ports"  # regular chains (one per family), jumped to for a local destination
 DSTNAT_PRIORITY = -100
 # Before anything else sees it (`raw`, -300), a packet from a sandbox to 127.0.0.0/8 is dropped:
 # route_localnet, which lets the host reach its published ports through 127.0.0.1, would

@@ -20,11 +20,16 @@ non-internal subnets, hairpin traffic (so the reply comes back through the host)
 127.0.0.1 connections to sandboxes.
 inet input: an internal network's sandboxes reach nothing on the host (replies to the host's own
 connections pass).
-bridge: a sandbox port passes IPv4 from its own MAC and address, and ARP from its own MAC naming its
-own MAC and address; every other frame from a port of this ledger (its interface group) is
-dropped, whatever its ethertype (IPv6, VLAN tags, ...): what a frame may do is decided by what it
-is, never by a sysctl root in the sandbox can change. (--no-icc at layer 2 is no rule: the bridge
-itself forwards nothing between two isolated ports.)
+bridge: a sandbox port passes IPv4 from its own MAC and address, ARP from its own MAC naming its
+own MAC and address, and IPv6 from its own MAC and its address or link-local one, but no router
+advertisement, redirect or DHCPv6 server message, and no neighbour advertisement claiming an
+address that is not the port's; every other frame from a port of this ledger (its interface
+group) is dropped, whatever its ethertype (VLAN tags, ...): what a frame may do is decided by what
+it is, never by a sysctl root in the sandbox can change. (--no-icc at layer 2 is no rule: the
+bridge itself forwards nothing between two isolated ports.)
+
+Both families go through the same rules: a rule that names addresses exists once per family
+(`Family`), with that family's sets; a network or sandbox gets elements in the families it has.
 
 Every function takes the ledger's Owner: its tables' name and its links' interface group.
 """
@@ -33,9 +38,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from ipaddress import ip_address
 from typing import Any
 
+from dataclasses import dataclass
+
 from ..model import Endpoint, Network, Owner, PortMapping
+from ..naming import link_local
 from . import names
 
 Command = dict[str, Any]
@@ -91,6 +100,23 @@ def _chain(owner: Owner, name: str, kind: str | None = None, hook: str | None = 
     return [{"add": {"chain": chain}}, {"flush": {"chain": ref}}]
 
 
+@dataclass(frozen=True)
+class Family:
+    """What differs between IPv4 and IPv6 in a rule: the protocol names and the address type."""
+
+    version: int
+    nfproto: str
+    payload: str  # the network header's name: `ip saddr`, `ip6 saddr`
+    address_type: str
+
+    def set(self, name: str) -> str:
+        return names.in_family(name, self.version)
+
+
+IPV4_FAMILY = Family(4, "ipv4", "ip", "ipv4_addr")
+IPV6_FAMILY = Family(6, "ipv6", "ip6", "ipv6_addr")
+FAMILIES = (IPV4_FAMILY, IPV6_FAMILY)
+BY_VERSION = {f.version: f for f in FAMILIES}
 IPV4 = _match(_meta("nfproto"), "ipv4")
 LOCAL_DESTINATION = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
 TO_SANDBOX = _in_set("oifname", names.BRIDGES)
@@ -100,7 +126,20 @@ ESTABLISHED = _match({"ct": {"key": "state"}}, {"set": ["established", "related"
 
 
 ANY_KEY = ["inet_proto", "inet_service"]
-ADDR_KEY = ["ipv4_addr", "inet_proto", "inet_service"]
+
+
+def _address_sets(o: Owner, f: Family) -> list[Command]:
+    addr_key = [f.address_type, "inet_proto", "inet_service"]
+    return [
+        _set(o, f.set(names.MASQ_SUBNETS), f.address_type, ["interval"]),
+        _set(o, f.set(names.BRIDGE_SUBNETS), ["ifname", f.address_type], ["interval"]),
+        _set(o, f.set(names.SANDBOX_ADDRESSES), ["ifname", f.address_type]),
+        _set(o, f.set(names.PUBLISHED_ANY_IP), ANY_KEY, data=f.address_type),
+        _set(o, f.set(names.PUBLISHED_ANY_PORT), ANY_KEY, data="inet_service"),
+        _set(o, f.set(names.PUBLISHED_ADDR_IP), addr_key, data=f.address_type),
+        _set(o, f.set(names.PUBLISHED_ADDR_PORT), addr_key, data="inet_service"),
+        _set(o, f.set(names.PUBLISHED_TARGETS), addr_key),
+    ]
 
 
 def _inet_sets(o: Owner) -> list[Command]:
@@ -110,14 +149,7 @@ def _inet_sets(o: Owner) -> list[Command]:
         _set(o, names.WITHIN_NETWORK, ["ifname", "ifname"], data="verdict"),
         _set(o, names.TO_BRIDGE, "ifname", data="verdict"),
         _set(o, names.FROM_BRIDGE, "ifname", data="verdict"),
-        _set(o, names.MASQ_SUBNETS, "ipv4_addr", ["interval"]),
-        _set(o, names.BRIDGE_SUBNETS, ["ifname", "ipv4_addr"], ["interval"]),
-        _set(o, names.SANDBOX_ADDRESSES, ["ifname", "ipv4_addr"]),
-        _set(o, names.PUBLISHED_ANY_IP, ANY_KEY, data="ipv4_addr"),
-        _set(o, names.PUBLISHED_ANY_PORT, ANY_KEY, data="inet_service"),
-        _set(o, names.PUBLISHED_ADDR_IP, ADDR_KEY, data="ipv4_addr"),
-        _set(o, names.PUBLISHED_ADDR_PORT, ADDR_KEY, data="inet_service"),
-        _set(o, names.PUBLISHED_TARGETS, ADDR_KEY),
+        *(command for f in FAMILIES for command in _address_sets(o, f)),
     ]
 
 
@@ -147,8 +179,9 @@ def _forward(o: Owner) -> list[Command]:
         _rule(o, to, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
         _rule(o, to, _match({"ct": {"key": "status"}}, "dnat", "in"), ACCEPT, comment="published ports"),
         _rule(o, to, FROM_SANDBOX, DROP, comment="isolation between networks"),
-        _rule(o, to, _match(_concat(_payload("ip", "daddr"), *L4_DESTINATION), f"@{names.PUBLISHED_TARGETS}"),
-              ACCEPT, comment="published sandbox ports, routed directly"),
+        *(_rule(o, to, _match(_concat(_payload(f.payload, "daddr"), *L4_DESTINATION),
+                              f"@{f.set(names.PUBLISHED_TARGETS)}"),
+                ACCEPT, comment="published sandbox ports, routed directly") for f in FAMILIES),
         _rule(o, to, DROP, comment="nothing else reaches a sandbox"),
     ]
 
@@ -159,6 +192,10 @@ def _input(o: Owner) -> list[Command]:
     return [
         *_chain(o, internal),
         _rule(o, internal, ESTABLISHED, ACCEPT, comment="replies to the host's own connections"),
+        # Neighbour discovery is not tracked (its state is `untracked`): without it the host could
+        # not reach the sandboxes it connects to.
+        _rule(o, internal, _match(_payload("icmpv6", "type"), {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
+              ACCEPT, comment="IPv6 neighbour discovery"),
         _rule(o, internal, DROP, comment="an internal network reaches nothing outside itself, the host included"),
         *_chain(o, chain, "filter", "input", names.FORWARD_PRIORITY),
         _rule(o, chain, _in_set("iifname", names.INTERNAL_BRIDGES), {"jump": {"target": internal}},
@@ -166,40 +203,66 @@ def _input(o: Owner) -> list[Command]:
     ]
 
 
-def _dnat_through(key: dict[str, Any], ip_map: str, port_map: str) -> dict[str, Any]:
-    return {"dnat": {"family": "ip", "addr": {"map": {"key": key, "data": f"@{ip_map}"}},
+def _dnat_through(f: Family, key: dict[str, Any], ip_map: str, port_map: str) -> dict[str, Any]:
+    return {"dnat": {"family": f.payload, "addr": {"map": {"key": key, "data": f"@{ip_map}"}},
                      "port": {"map": {"key": key, "data": f"@{port_map}"}}}}
 
 
-def _published_ports(o: Owner) -> list[Command]:
-    """Jumped to for a new IPv4 connection to a local address (one FIB lookup for both rules). A
-    key missing from a map ends the rule without a verdict, so the next rule is tried."""
-    chain = names.PUBLISHED_PORTS
-    by_address = _concat(_payload("ip", "daddr"), *L4_DESTINATION)
+def _published_ports(o: Owner, f: Family) -> list[Command]:
+    """Jumped to for a new connection of the family to a local address (one FIB lookup for both
+    rules). A key missing from a map ends the rule without a verdict, so the next rule is tried."""
+    chain = f.set(names.PUBLISHED_PORTS)
+    by_address = _concat(_payload(f.payload, "daddr"), *L4_DESTINATION)
     return [
         *_chain(o, chain),
-        _rule(o, chain, _dnat_through(by_address, names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT),
+        _rule(o, chain, _dnat_through(f, by_address, f.set(names.PUBLISHED_ADDR_IP),
+                                      f.set(names.PUBLISHED_ADDR_PORT)),
               comment="ports published on one address"),
-        _rule(o, chain, _dnat_through(_concat(*L4_DESTINATION), names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT),
+        _rule(o, chain, _dnat_through(f, _concat(*L4_DESTINATION), f.set(names.PUBLISHED_ANY_IP),
+                                      f.set(names.PUBLISHED_ANY_PORT)),
               comment="ports published on every address"),
     ]
 
 
 LOOPBACK = {"prefix": {"addr": "127.0.0.0", "len": 8}}
+LOOPBACK6 = "::1"
 
 
 def _dnat(o: Owner, chain: str, arriving: bool) -> list[Command]:
-    """`arriving`: prerouting, where a packet to 127.0.0.0/8 never comes from this host (its own
-    go through output and are translated there): DNAT runs before the kernel's martian check, so
-    without this a neighbour routing 127.0.0.1 to the host would reach ports published on it."""
-    not_loopback = [_match(_payload("ip", "daddr"), LOOPBACK, "!=")] if arriving else []
-    return [_rule(o, chain, IPV4, *not_loopback, LOCAL_DESTINATION, {"jump": {"target": names.PUBLISHED_PORTS}},
-                  comment="to this host: maybe a published port")]
+    """IPv4 `arriving`: prerouting, where a packet to 127.0.0.0/8 never comes from this host (its
+    own go through output and are translated there): DNAT runs before the kernel's martian check,
+    so without this a neighbour routing 127.0.0.1 to the host would reach ports published on it.
+    (The kernel drops an arriving packet to ::1 before any hook.) IPv6 leaving the host: [::1] is
+    never translated, as the kernel cannot send it anywhere but lo (no route_localnet for IPv6);
+    the host's connection to it is then refused, not lost."""
+    rules = []
+    for f in FAMILIES:
+        if f.version == 4:
+            not_loopback = [_match(_payload("ip", "daddr"), LOOPBACK, "!=")] if arriving else []
+        else:
+            not_loopback = [] if arriving else [_match(_payload("ip6", "daddr"), LOOPBACK6, "!=")]
+        rules.append(_rule(o, chain, _match(_meta("nfproto"), f.nfproto), *not_loopback, LOCAL_DESTINATION,
+                           {"jump": {"target": f.set(names.PUBLISHED_PORTS)}},
+                           comment="to this host: maybe a published port"))
+    return rules
+
+
+def _postrouting(o: Owner, f: Family) -> list[Command]:
+    saddr = _payload(f.payload, "saddr")
+    return [
+        _rule(o, names.POSTROUTING, _match(saddr, f"@{f.set(names.MASQ_SUBNETS)}"),
+              _in_set("oifname", names.BRIDGES, "!="), MASQUERADE, comment="egress"),
+        # Hairpin: a sandbox reached its own network through a published port. The source is on the
+        # bridge the packet leaves by (iifname is empty at postrouting, so the source address says
+        # where it came from), and without masquerade the reply would skip the host's un-NAT.
+        _rule(o, names.POSTROUTING, _match({"ct": {"key": "status"}}, "dnat", "in"),
+              _match(_concat(_meta("oifname"), saddr), f"@{f.set(names.BRIDGE_SUBNETS)}"), MASQUERADE,
+              comment="hairpin: replies must come back through the host"),
+    ]
 
 
 def _nat(o: Owner) -> list[Command]:
     loopback = LOOPBACK
-    saddr = _payload("ip", "saddr")
     return [
         *_chain(o, names.PREROUTING_FILTER, "filter", "prerouting", names.RAW_PRIORITY),
         _rule(o, names.PREROUTING_FILTER, _match(_payload("ip", "daddr"), loopback), FROM_SANDBOX, DROP,
@@ -207,25 +270,18 @@ def _nat(o: Owner) -> list[Command]:
         # Both ends sandboxes of the bridge the packet came by (so not the gateway: the host may
         # filter what reaches it by connection state): a hairpin, DNAT or egress always has one
         # address that is not a sandbox's of that bridge, so everything NAT needs stays tracked.
-        _rule(o, names.PREROUTING_FILTER,
-              _match(_concat(_meta("iifname"), _payload("ip", "saddr")), f"@{names.SANDBOX_ADDRESSES}"),
-              _match(_concat(_meta("iifname"), _payload("ip", "daddr")), f"@{names.SANDBOX_ADDRESSES}"),
-              {"notrack": None}, comment="traffic within one network needs no conntrack"),
-        *_published_ports(o),
+        *(_rule(o, names.PREROUTING_FILTER,
+                _match(_concat(_meta("iifname"), _payload(f.payload, "saddr")), f"@{f.set(names.SANDBOX_ADDRESSES)}"),
+                _match(_concat(_meta("iifname"), _payload(f.payload, "daddr")), f"@{f.set(names.SANDBOX_ADDRESSES)}"),
+                {"notrack": None}, comment="traffic within one network needs no conntrack") for f in FAMILIES),
+        *(command for f in FAMILIES for command in _published_ports(o, f)),
         *_chain(o, names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
         *_dnat(o, names.PREROUTING_NAT, arriving=True),
         *_chain(o, names.OUTPUT_NAT, "nat", "output", names.DSTNAT_PRIORITY),
         *_dnat(o, names.OUTPUT_NAT, arriving=False),
         *_chain(o, names.POSTROUTING, "nat", "postrouting", names.POSTROUTING_PRIORITY),
-        _rule(o, names.POSTROUTING, _match(saddr, f"@{names.MASQ_SUBNETS}"), _in_set("oifname", names.BRIDGES, "!="),
-              MASQUERADE, comment="egress"),
-        # Hairpin: a sandbox reached its own network through a published port. The source is on the
-        # bridge the packet leaves by (iifname is empty at postrouting, so the source address says
-        # where it came from), and without masquerade the reply would skip the host's un-NAT.
-        _rule(o, names.POSTROUTING, _match({"ct": {"key": "status"}}, "dnat", "in"),
-              _match(_concat(_meta("oifname"), saddr), f"@{names.BRIDGE_SUBNETS}"), MASQUERADE,
-              comment="hairpin: replies must come back through the host"),
-        _rule(o, names.POSTROUTING, TO_SANDBOX, _match(saddr, loopback), MASQUERADE,
+        *(command for f in FAMILIES for command in _postrouting(o, f)),
+        _rule(o, names.POSTROUTING, TO_SANDBOX, _match(_payload("ip", "saddr"), loopback), MASQUERADE,
               comment="the host's 127.0.0.1 connections to published ports"),
     ]
 
@@ -235,10 +291,14 @@ def _bridge_table(o: Owner) -> list[Command]:
     pre = names.BRIDGE_PREROUTING
     port = _meta("iifname")
     ether_source = _payload("ether", "saddr")
+    ip6 = _match(_payload("ether", "type"), "ip6")
+    from_port = _match(_meta("iifgroup"), o.group)
     return [
         {"add": {"table": {"family": family, "name": o.table}}},
         _set(o, names.PORT_IDENTITY, ["ifname", "ether_addr", "ipv4_addr"], family=family),
         _set(o, names.PORT_ARP_IDENTITY, ["ifname", "ether_addr", "ether_addr", "ipv4_addr"], family=family),
+        _set(o, names.in_family(names.PORT_IDENTITY, 6), ["ifname", "ether_addr", "ipv6_addr"], family=family),
+        _set(o, names.ND_TARGETS, "ifname", family=family, data="verdict"),
         *_chain(o, pre, "filter", "prerouting", names.BRIDGE_PREROUTING_PRIORITY, family),
         # A sandbox's own frames are accepted by one lookup; what is left from a port of this
         # ledger is forged or of another kind, or comes from a removed sandbox, whose namespace
@@ -256,7 +316,25 @@ def _bridge_table(o: Owner) -> list[Command]:
               _match(_concat(port, ether_source, _payload("arp", "saddr ether"), _payload("arp", "saddr ip")),
                      f"@{names.PORT_ARP_IDENTITY}"),
               ACCEPT, comment="a sandbox's ARP, from and for its own MAC and address", family=family),
-        _rule(o, pre, _match(_meta("iifgroup"), o.group), DROP,
+        # A sandbox is no router and no DHCPv6 server (rogue RA guard, RFC 6105).
+        _rule(o, pre, from_port, ip6,
+              _match(_payload("icmpv6", "type"), {"set": ["nd-router-advert", "nd-redirect"]}), DROP,
+              comment="router advertisements and redirects from a sandbox", family=family),
+        _rule(o, pre, from_port, ip6, _match(_payload("udp", "sport"), 547), DROP,
+              comment="DHCPv6 server messages from a sandbox", family=family),
+        _rule(o, pre, from_port, ip6, _match(_payload("udp", "dport"), 546), DROP,
+              comment="anything to DHCPv6 clients from a sandbox", family=family),
+        # A neighbour advertisement names the address it answers for in its target, not its
+        # source: the port's own chain drops one claiming another's (ND_TARGETS).
+        _rule(o, pre, ip6, _match(_payload("icmpv6", "type"), "nd-neighbor-advert"),
+              _vmap(port, names.ND_TARGETS),
+              comment="neighbour advertisements: only for the port's own addresses", family=family),
+        _rule(o, pre, ip6,
+              _match(_concat(port, ether_source, _payload("ip6", "saddr")),
+                     f"@{names.in_family(names.PORT_IDENTITY, 6)}"),
+              ACCEPT, comment="a sandbox's IPv6 frames, from its own MAC and address (or link-local)",
+              family=family),
+        _rule(o, pre, from_port, DROP,
               comment="anything else from a sandbox port: forged, another ethertype, or a removed sandbox's",
               family=family),
     ]
@@ -281,26 +359,36 @@ def _element(owner: Owner, verb: str, set_name: str, elements: Iterable[Any],
 
 def _network_elements(o: Owner, verb: str, network: Network) -> list[Command]:
     bridge = network.bridge
-    subnet = {"prefix": {"addr": str(network.subnet.network_address), "len": network.subnet.prefixlen}}
     internal = network.internal
 
     def entry(key: Any, verdict: dict[str, Any]) -> Any:
         return key if verb == "delete" else [key, verdict]  # a map element is deleted by its key
 
-    return [
+    commands = [
         _element(o, verb, names.BRIDGES, [bridge]),
         _element(o, verb, names.WITHIN_NETWORK, [entry(_concat(bridge, bridge), ACCEPT if network.icc else DROP)]),
         _element(o, verb, names.TO_BRIDGE,
                  [entry(bridge, DROP if internal else {"jump": {"target": names.TO_NETWORK}})]),
         _element(o, verb, names.FROM_BRIDGE, [entry(bridge, DROP if internal else ACCEPT)]),
-        _element(o, verb, names.BRIDGE_SUBNETS, [_concat(bridge, subnet)]),
-        _element(o, verb, names.INTERNAL_BRIDGES, [bridge]) if internal
-        else _element(o, verb, names.MASQ_SUBNETS, [subnet]),
     ]
+    if internal:
+        commands.append(_element(o, verb, names.INTERNAL_BRIDGES, [bridge]))
+    for s in network.subnets:
+        f = BY_VERSION[s.version]
+        subnet = {"prefix": {"addr": str(s.subnet.network_address), "len": s.subnet.prefixlen}}
+        commands.append(_element(o, verb, f.set(names.BRIDGE_SUBNETS), [_concat(bridge, subnet)]))
+        # Routed IPv6 leaves with the sandboxes' own addresses: no masquerade.
+        if not internal and not (s.version == 6 and network.ipv6_routed):
+            commands.append(_element(o, verb, f.set(names.MASQ_SUBNETS), [subnet]))
+    return commands
 
 
 def render_add_network(owner: Owner, network: Network) -> list[Command]:
     return [*render_skeleton(owner), *_network_elements(owner, "add", network)]
+
+
+def render_network_elements(owner: Owner, network: Network) -> list[Command]:
+    return _network_elements(owner, "add", network)
 
 
 def render_remove_network(owner: Owner, network: Network) -> list[Command]:
@@ -313,7 +401,8 @@ def render_remove_table(owner: Owner) -> list[Command]:
 
 
 def _published(o: Owner, verb: str, endpoint: Endpoint, mappings: Iterable[PortMapping]) -> list[Command]:
-    ip = str(endpoint.address.ip)
+    """A mapping on no host address is published on every address of each family the endpoint
+    has; one on 0.0.0.0 or [::] on every address of that family; one on an address, on that one."""
     elements: dict[str, dict[str, Any]] = {}  # set -> its elements, by JSON text: ordered and unique
 
     def put(set_name: str, key: Any, value: Any = None) -> None:
@@ -322,25 +411,55 @@ def _published(o: Owner, verb: str, endpoint: Endpoint, mappings: Iterable[PortM
         elements.setdefault(set_name, {}).setdefault(json.dumps(element), element)
 
     for m in mappings:
-        if m.host_ip is None:
-            key, ip_map, port_map = _concat(m.protocol, m.host_port), names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT
-        else:
-            key = _concat(str(m.host_ip), m.protocol, m.host_port)
-            ip_map, port_map = names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT
-        put(ip_map, key, ip)
-        put(port_map, key, m.sandbox_port)
-        put(names.PUBLISHED_TARGETS, _concat(ip, m.protocol, m.sandbox_port))
+        for address in endpoint.addresses:
+            f, ip = BY_VERSION[address.version], str(address.ip)
+            if m.host_ip is not None and m.host_ip.version != f.version:
+                continue
+            if m.host_ip is None or m.host_ip.is_unspecified:
+                key, ip_map, port_map = (_concat(m.protocol, m.host_port), f.set(names.PUBLISHED_ANY_IP),
+                                         f.set(names.PUBLISHED_ANY_PORT))
+            else:
+                key = _concat(str(m.host_ip), m.protocol, m.host_port)
+                ip_map, port_map = f.set(names.PUBLISHED_ADDR_IP), f.set(names.PUBLISHED_ADDR_PORT)
+            put(ip_map, key, ip)
+            put(port_map, key, m.sandbox_port)
+            put(f.set(names.PUBLISHED_TARGETS), _concat(ip, m.protocol, m.sandbox_port))
     return [_element(o, verb, set_name, items.values()) for set_name, items in elements.items()]
 
 
-def _endpoint_elements(o: Owner, verb: str, endpoint: Endpoint, network: Network) -> list[Command]:
-    port, mac, ip = endpoint.host_ifname, endpoint.mac, str(endpoint.address.ip)
-    family = names.BRIDGE_FAMILY
-    commands = [
-        _element(o, verb, names.SANDBOX_ADDRESSES, [_concat(network.bridge, ip)]),
-        _element(o, verb, names.PORT_IDENTITY, [_concat(port, mac, ip)], family),
-        _element(o, verb, names.PORT_ARP_IDENTITY, [_concat(port, mac, mac, ip)], family),
+def _nd_chain(o: Owner, verb: str, endpoint: Endpoint, addresses: list[str]) -> list[Command]:
+    """The port's check of neighbour advertisements' targets (names.ND_TARGETS): made before the
+    map element that jumps to it, deleted after."""
+    family, port = names.BRIDGE_FAMILY, endpoint.host_ifname
+    chain = names.ND_CHAIN_PREFIX + port
+    ref = {**_table(o, family), "name": chain}
+    if verb == "delete":
+        return [_element(o, verb, names.ND_TARGETS, [port], family), {"delete": {"chain": ref}}]
+    target = {"payload": {"base": "th", "offset": 64, "len": 128}}
+    return [
+        *_chain(o, chain, family=family),
+        *(_rule(o, chain, _match(target, "0x" + ip_address(a).packed.hex()), {"return": None},
+                comment="the port's own address", family=family) for a in addresses),
+        _rule(o, chain, DROP, comment="an advertisement for another's address", family=family),
+        _element(o, verb, names.ND_TARGETS, [[port, {"jump": {"target": chain}}]], family),
     ]
+
+
+def _endpoint_elements(o: Owner, verb: str, endpoint: Endpoint, network: Network) -> list[Command]:
+    port, mac = endpoint.host_ifname, endpoint.mac
+    family = names.BRIDGE_FAMILY
+    commands = []
+    for address in endpoint.addresses:
+        f, ip = BY_VERSION[address.version], str(address.ip)
+        commands.append(_element(o, verb, f.set(names.SANDBOX_ADDRESSES), [_concat(network.bridge, ip)]))
+        if f.version == 4:
+            commands += [_element(o, verb, names.PORT_IDENTITY, [_concat(port, mac, ip)], family),
+                         _element(o, verb, names.PORT_ARP_IDENTITY, [_concat(port, mac, mac, ip)], family)]
+        else:
+            own = [ip, str(link_local(mac))]
+            commands.append(_element(o, verb, f.set(names.PORT_IDENTITY), [_concat(port, mac, a) for a in own],
+                                     family))
+            commands += _nd_chain(o, verb, endpoint, own)
     return commands + _published(o, verb, endpoint, endpoint.ports)
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: a create must not pay for importing doctor and reconcile
     from ..doctor import HostFacts
-    from ..model import Owner
+    from ..model import IPAddress, IPInterface, IPNetwork, Owner
     from ..publish import HolderLookup, Listener
     from ..reconcile import Observed, Ruleset
 
@@ -56,6 +55,10 @@ class Kernel(ABC):
     def disable_ipv6(self, ifname: str) -> None:
         """On a host interface nsnet has just made (whose value is the kernel's default)."""
     @abstractmethod
+    def enable_ipv6(self, ifname: str, sandbox: str) -> None:
+        """On a sandbox's interface (down, just made): IPv6 on, no DAD, no router advertisements,
+        EUI-64 link-local."""
+    @abstractmethod
     def set_link_up(self, name: str, sandbox: str | None = None) -> None: ...
     @abstractmethod
     def set_mtu(self, name: str, mtu: int, sandbox: str | None = None) -> None: ...
@@ -68,13 +71,13 @@ class Kernel(ABC):
     @abstractmethod
     def attach_to_bridge(self, name: str, bridge: str) -> None: ...
     @abstractmethod
-    def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None: ...
+    def add_address(self, ifname: str, address: IPInterface, sandbox: str | None = None) -> None: ...
     @abstractmethod
-    def delete_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None: ...
+    def delete_address(self, ifname: str, address: IPInterface, sandbox: str | None = None) -> None: ...
     @abstractmethod
-    def replace_default_route(self, gateway: IPv4Address, ifname: str, sandbox: str) -> None: ...
+    def replace_default_route(self, gateway: IPAddress, ifname: str, sandbox: str) -> None: ...
     @abstractmethod
-    def delete_default_route(self, sandbox: str) -> None: ...
+    def delete_default_route(self, sandbox: str, version: int = 4) -> None: ...
 
     # Firewall and sysctls
     @abstractmethod
@@ -87,7 +90,14 @@ class Kernel(ABC):
 
     # Observation
     @abstractmethod
-    def host_routes(self) -> list[tuple[IPv4Network, str]]: ...
+    def host_routes(self) -> list[tuple[IPNetwork, str]]:
+        """(destination, device) of the host's routes in both families, but default, local,
+        link-local and multicast ones."""
+    @abstractmethod
+    def router_advertisement_takers(self) -> list[str]:
+        """The host's interfaces (and `default`) that take router advertisements only while IPv6
+        forwarding is off (accept_ra 1 and forwarding 0): switching forwarding on would cut them
+        off their IPv6 default route."""
     @abstractmethod
     def listeners(self) -> list[Listener]: ...
     @abstractmethod

@@ -11,11 +11,10 @@ import errno
 import json
 from dataclasses import replace
 from collections.abc import Iterable, Mapping
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..doctor import HostFacts
-from ..model import Owner
+from ..model import IPAddress, IPInterface, IPNetwork, Owner
 from .state import LinkState, Observed, Ruleset, element_key
 from ..errors import KernelError, PathError
 from ..publish import Listener, Listeners
@@ -24,13 +23,13 @@ from . import Kernel
 
 
 class FakeKernel(Kernel):
-    def __init__(self, fail_at: int | None = None, routes: list[tuple[IPv4Network, str]] | None = None) -> None:
+    def __init__(self, fail_at: int | None = None, routes: list[tuple[IPNetwork, str]] | None = None) -> None:
         self.fail_at = fail_at
         self.calls: list[tuple[Any, ...]] = []
         self.netns: set[str] = set()
         self.links: dict[tuple[str | None, str], dict[str, Any]] = {}
-        self.addresses: set[tuple[str | None, str, IPv4Interface]] = set()
-        self.routes: dict[str, tuple[IPv4Address, str]] = {}
+        self.addresses: set[tuple[str | None, str, IPInterface]] = set()
+        self.routes: dict[tuple[str, int], tuple[IPAddress, str]] = {}  # (sandbox, version)
         self.nft_log: list[list[dict[str, Any]]] = []
         self.sysctls: dict[str, str] = {}
         self.etc: dict[str, dict[str, str]] = {}
@@ -38,6 +37,7 @@ class FakeKernel(Kernel):
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])
         self.host_listeners: list[Listener] = []
+        self.ra_takers: list[str] = []  # host interfaces with accept_ra 1, forwarding 0
         self.ephemeral = range(32768, 61000)
         self.facts = HostFacts(ip_forward="1", bridge_nf_call_iptables=None)
         self.nft_tables: set[tuple[str, str]] = set()
@@ -74,7 +74,7 @@ class FakeKernel(Kernel):
         for key, link in list(self.links.items()):
             if key in self.links and (key[0] == sandbox or link.get("peer_ns") == sandbox):
                 self._drop_link(key)
-        self.routes.pop(sandbox, None)
+        self.routes = {k: v for k, v in self.routes.items() if k[0] != sandbox}
 
     def netns_exists(self, sandbox: str) -> bool:
         return sandbox in self.netns
@@ -113,8 +113,7 @@ class FakeKernel(Kernel):
             peer_key = (link["peer_ns"], link["peer"])
             self.links.pop(peer_key, None)
             self.addresses = {a for a in self.addresses if (a[0], a[1]) != peer_key}
-            if self.routes.get(link["peer_ns"], (None, None))[1] == link["peer"]:
-                self.routes.pop(link["peer_ns"])
+            self.routes = {k: v for k, v in self.routes.items() if (k[0], v[1]) != peer_key}
 
     def create_bridge(self, name: str, mtu: int, mac: str, group: int) -> None:
         self._mutating("create_bridge", name, mtu, mac)
@@ -150,6 +149,10 @@ class FakeKernel(Kernel):
         self._mutating("disable_ipv6", ifname)
         self._link(ifname, None, "disabling IPv6 on")
 
+    def enable_ipv6(self, ifname: str, sandbox: str) -> None:
+        self._mutating("enable_ipv6", ifname, sandbox)
+        self._link(ifname, sandbox, "enabling IPv6 on")["ipv6"] = True
+
     def set_link_up(self, name: str, sandbox: str | None = None) -> None:
         self._mutating("set_link_up", name, sandbox)
         self._link(name, sandbox, "bringing up")["up"] = True
@@ -183,27 +186,27 @@ class FakeKernel(Kernel):
         self.links[(None, name)].update(master=bridge, isolated=False, hairpin=False, learning=True, locked=False,
                                         static_macs=set())
 
-    def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
+    def add_address(self, ifname: str, address: IPInterface, sandbox: str | None = None) -> None:
         self._mutating("add_address", ifname, str(address), sandbox)
         self._need((sandbox, ifname) in self.links, f"adding {address} to {ifname}")
         self.addresses.add((sandbox, ifname, address))
 
-    def delete_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
+    def delete_address(self, ifname: str, address: IPInterface, sandbox: str | None = None) -> None:
         self._mutating("delete_address", ifname, str(address), sandbox)
         self._need((sandbox, ifname, address) in self.addresses, f"removing {address}")
         self.addresses.discard((sandbox, ifname, address))
 
-    def replace_default_route(self, gateway: IPv4Address, ifname: str, sandbox: str) -> None:
+    def replace_default_route(self, gateway: IPAddress, ifname: str, sandbox: str) -> None:
         self._mutating("replace_default_route", str(gateway), ifname, sandbox)
         self._need((sandbox, ifname) in self.links, f"default route in {sandbox}")
         if not self.links[(sandbox, ifname)].get("up", True):
             raise KernelError(f"default route in {sandbox}", errno.ENETUNREACH)
-        self.routes[sandbox] = (gateway, ifname)
+        self.routes[(sandbox, gateway.version)] = (gateway, ifname)
 
-    def delete_default_route(self, sandbox: str) -> None:
-        self._mutating("delete_default_route", sandbox)
-        self._need(sandbox in self.routes, f"removing the default route in {sandbox}")
-        del self.routes[sandbox]
+    def delete_default_route(self, sandbox: str, version: int = 4) -> None:
+        self._mutating("delete_default_route", sandbox, version)
+        self._need((sandbox, version) in self.routes, f"removing the default route in {sandbox}")
+        del self.routes[(sandbox, version)]
 
     # Firewall and sysctls
 
@@ -227,6 +230,10 @@ class FakeKernel(Kernel):
                     tables.discard(table)
                     elements = {k: v for k, v in elements.items() if k[0] != obj["family"]}
                     skeleton = {k: v for k, v in skeleton.items() if k[0] != obj["family"]}
+            elif kind in ("set", "map", "chain") and verb == "delete":
+                key = (obj["family"], f"{obj['family']} {kind} {obj['name']}")
+                if skeleton.pop(key, KeyError) is KeyError:
+                    raise KernelError("nftables transaction", errno.ENOENT, "No such file or directory")
             elif kind in ("set", "map", "chain"):
                 key = (obj["family"], f"{obj['family']} {kind} {obj['name']}")
                 declaration = {k: v for k, v in obj.items() if k != "elem"}
@@ -272,8 +279,11 @@ class FakeKernel(Kernel):
         self._mutating("write_sysctl", key, value)
         self.sysctls[key] = value
 
-    def host_routes(self) -> list[tuple[IPv4Network, str]]:
+    def host_routes(self) -> list[tuple[IPNetwork, str]]:
         return list(self.host_route_table)
+
+    def router_advertisement_takers(self) -> list[str]:
+        return list(self.ra_takers)
 
     def listeners(self) -> list[Listener]:
         return list(self.host_listeners)
@@ -299,7 +309,8 @@ class FakeKernel(Kernel):
         inside = {sandbox: {name: self._state(ns, name, link) for (ns, name), link in self.links.items()
                             if ns == sandbox}
                   for sandbox in sandboxes if sandbox in self.netns}
-        routes = {name: ((str(self.routes[name][0]), self.routes[name][1]) if name in self.routes else None)
+        routes = {name: {version: (str(gateway), ifname) for (ns, version), (gateway, ifname) in self.routes.items()
+                         if ns == name}
                   for name in inside}
         present = ("inet", owner.table) in self.nft_tables
         return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, sandbox_routes=routes,

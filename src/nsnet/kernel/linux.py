@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
@@ -13,7 +12,7 @@ from . import Kernel, netns, sysctl
 
 if TYPE_CHECKING:
     from ..doctor import HostFacts
-    from ..model import Owner
+    from ..model import IPAddress, IPInterface, IPNetwork, Owner
     from ..publish import HolderLookup, Listener
     from .state import Observed, Ruleset
 from .nft import Nft
@@ -60,11 +59,11 @@ class LinuxKernel(Kernel):
 
     def create_netns(self, sandbox: str) -> None:
         def inside() -> RtnlSocket:
-            # nsnet's networks are IPv4: interfaces added to the sandbox get no IPv6, as Docker
-            # does for networks without IPv6. Otherwise each new veth's duplicate address
-            # detection, router solicitations and MLD reports flood every port of the bridge (the
-            # main cost growth at 1,000 sandboxes), and link-local IPv6 would slip past the IPv4
-            # anti-spoofing rules. lo exists already and keeps ::1.
+            # Interfaces added to the sandbox start without IPv6, as Docker's on networks without
+            # IPv6; EnableIPv6 turns it on, without DAD or router advertisements, on a network
+            # that has it. Otherwise each new veth's duplicate address detection, router
+            # solicitations and MLD reports flood every port of the bridge (the main cost growth
+            # at 1,000 sandboxes). lo exists already and keeps ::1.
             sysctl.write("net.ipv6.conf.default.disable_ipv6", "1")  # a new namespace: the default is 0
             sock = RtnlSocket()
             sock.set_up(LOOPBACK_INDEX, "lo")
@@ -120,6 +119,17 @@ class LinuxKernel(Kernel):
             self._host_ipv6_conf = sysctl.open_directory("net.ipv6.conf")
         sysctl.write(f"net.ipv6.conf.{ifname}.disable_ipv6", "1", self._host_ipv6_conf)
 
+    def enable_ipv6(self, ifname: str, sandbox: str) -> None:
+        conf = f"net.ipv6.conf.{ifname}"
+
+        def inside() -> None:
+            # /proc/sys/net is the namespace of the thread that opens it.
+            for key, value in (("accept_ra", "0"), ("accept_dad", "0"), ("addr_gen_mode", "0"),
+                               ("disable_ipv6", "0")):
+                sysctl.write(f"{conf}.{key}", value)
+
+        netns.in_netns(netns.netns_path(sandbox), inside)
+
     def set_link_up(self, name: str, sandbox: str | None = None) -> None:
         sock = self._rtnl(sandbox)
         sock.set_up(sock.link_index(name), _where(name, sandbox))
@@ -140,20 +150,20 @@ class LinuxKernel(Kernel):
         host = self._rtnl(None)
         host.set_master(name, host.link_index(bridge))
 
-    def add_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
+    def add_address(self, ifname: str, address: IPInterface, sandbox: str | None = None) -> None:
         sock = self._rtnl(sandbox)
         sock.add_address(sock.link_index(ifname), address, _where(ifname, sandbox))
 
-    def delete_address(self, ifname: str, address: IPv4Interface, sandbox: str | None = None) -> None:
+    def delete_address(self, ifname: str, address: IPInterface, sandbox: str | None = None) -> None:
         sock = self._rtnl(sandbox)
         sock.delete_address(sock.link_index(ifname), address, _where(ifname, sandbox))
 
-    def replace_default_route(self, gateway: IPv4Address, ifname: str, sandbox: str) -> None:
+    def replace_default_route(self, gateway: IPAddress, ifname: str, sandbox: str) -> None:
         sock = self._rtnl(sandbox)
         sock.replace_default_route(gateway, sock.link_index(ifname), f"sandbox {sandbox}")
 
-    def delete_default_route(self, sandbox: str) -> None:
-        self._rtnl(sandbox).delete_default_route(f"sandbox {sandbox}")
+    def delete_default_route(self, sandbox: str, version: int = 4) -> None:
+        self._rtnl(sandbox).delete_default_route(version, f"sandbox {sandbox}")
 
     # Firewall and sysctls
 
@@ -166,10 +176,13 @@ class LinuxKernel(Kernel):
     def write_sysctl(self, key: str, value: str) -> None:
         sysctl.write(key, value)
 
-    def host_routes(self) -> list[tuple[IPv4Network, str]]:
+    def host_routes(self) -> list[tuple[IPNetwork, str]]:
         from .observe import host_routes
 
         return host_routes()
+
+    def router_advertisement_takers(self) -> list[str]:
+        return _accept_ra_1(forwarding="0")
 
     def listeners(self) -> list[Listener]:
         from .sockets import listeners
@@ -184,13 +197,13 @@ class LinuxKernel(Kernel):
         pinned = frozenset(n for n in os.listdir(netns.NETNS_DIR) if netns.exists(n)) \
             if os.path.isdir(netns.NETNS_DIR) else frozenset()
         inside: dict[str, dict] = {}
-        routes: dict[str, tuple[str, str] | None] = {}
+        routes: dict[str, dict[int, tuple[str, str]]] = {}
         for name in sandboxes:
             if name in pinned:
                 try:
                     inside[name], routes[name] = observe.sandbox_interfaces(netns.netns_path(name))
                 except (KernelError, OSError):  # pinned, but not a usable namespace
-                    inside[name], routes[name] = {}, None
+                    inside[name], routes[name] = {}, {}
         values = {}
         for key in sysctls:
             try:
@@ -225,6 +238,8 @@ class LinuxKernel(Kernel):
             listeners=tuple(listeners()),
             routes=tuple(observe.host_routes()),
             missing_features=tuple(observe.missing_features()),
+            ipv6_forwarding=_read_or("net.ipv6.conf.all.forwarding", "0"),
+            ra_ignored=tuple(_accept_ra_1(forwarding="1")),
         )
 
     def port_holders(self) -> HolderLookup:
@@ -248,6 +263,22 @@ class LinuxKernel(Kernel):
         if self._host_ipv6_conf is not None:
             os.close(self._host_ipv6_conf[1])
             self._host_ipv6_conf = None
+
+
+def _accept_ra_1(forwarding: str) -> list[str]:
+    """`default` and the interfaces with IPv6 on, accept_ra 1 and this forwarding value."""
+    names = ["default"] + sorted(set(os.listdir("/proc/sys/net/ipv6/conf")) - {"all", "default", "lo"})
+    return [name for name in names
+            if _read_or(f"net.ipv6.conf.{name}.accept_ra", "") == "1"
+            and _read_or(f"net.ipv6.conf.{name}.forwarding", "") == forwarding
+            and _read_or(f"net.ipv6.conf.{name}.disable_ipv6", "0") != "1"]
+
+
+def _read_or(key: str, missing: str) -> str:
+    try:
+        return sysctl.read(key)
+    except OSError:
+        return missing
 
 
 def _where(ifname: str, sandbox: str | None) -> str:

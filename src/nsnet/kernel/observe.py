@@ -7,28 +7,32 @@ from __future__ import annotations
 
 import json
 import socket
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any
 
 RT_TABLE_LOCAL = 255
+# Routes every IPv6 interface has, which no subnet of nsnet's may take anyway (validate.RESERVED).
+_IPV6_SCOPED = (IPv6Network("fe80::/10"), IPv6Network("ff00::/8"))
 
 
-def host_routes() -> list[tuple[IPv4Network, str]]:
-    """(destination, device) of every IPv4 route of the host but default and local-table ones."""
+def host_routes() -> list[tuple[Any, str]]:
+    """(destination, device) of every route of the host in both families, but default,
+    local-table, link-local and multicast ones."""
     from pyroute2 import IPRoute
 
     found = []
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for route in ipr.get_routes(family=socket.AF_INET):
-            table = route.get_attr("RTA_TABLE") or route["table"]
-            if table == RT_TABLE_LOCAL or route["dst_len"] == 0:
-                continue
-            dst = route.get_attr("RTA_DST")
-            if dst is None:
-                continue
-            oif = route.get_attr("RTA_OIF")
-            found.append((IPv4Network(f"{dst}/{route['dst_len']}", strict=False), names.get(oif, "")))
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for route in ipr.get_routes(family=family):
+                table = route.get_attr("RTA_TABLE") or route["table"]
+                dst = route.get_attr("RTA_DST")
+                if table == RT_TABLE_LOCAL or route["dst_len"] == 0 or dst is None:
+                    continue
+                network = ip_network(f"{dst}/{route['dst_len']}", strict=False)
+                if any(network.subnet_of(scoped) for scoped in _IPV6_SCOPED if network.version == 6):
+                    continue
+                found.append((network, names.get(route.get_attr("RTA_OIF"), "")))
     return found
 
 
@@ -56,7 +60,7 @@ def legacy_iptables_tables() -> list[str]:
 def missing_features() -> list[str]:
     """Try what nsnet needs in a throwaway namespace (a helper thread's), and report refusals."""
     from ..firewall import render
-    from ..model import Network, Owner
+    from ..model import Network, Owner, Subnet
     from . import netns
     from .nft import Nft
     from .rtnl import RtnlSocket
@@ -71,8 +75,9 @@ def missing_features() -> list[str]:
                 sock.create_bridge("probe-br", 1500, "02:4e:00:00:00:01", owner.group)
             except Exception as exc:
                 missing.append(f"bridge: {exc}")
-            probe_network = Network(id="0" * 64, name="probe", bridge="probe-br",
-                                    subnet=IPv4Network("192.0.2.0/24"), gateway=IPv4Address("192.0.2.1"))
+            probe_network = Network(id="0" * 64, name="probe", bridge="probe-br", subnets=(
+                Subnet(IPv4Network("192.0.2.0/24"), IPv4Address("192.0.2.1")),
+                Subnet(IPv6Network("2001:db8::/64"), IPv6Address("2001:db8::1"))))
             try:
                 Nft().transaction(render.render_add_network(owner, probe_network))
             except Exception as exc:
@@ -90,13 +95,14 @@ NUD_NOARP = 0x40  # a static entry
 
 def _link_states(ipr: Any, static_macs: dict[int, set[str]] | None = None) -> dict[str, Any]:
     """Every link of the namespace ipr is bound to, with its kind, master, state, MTU, MAC, group,
-    bridge port flags and IPv4 addresses."""
+    bridge port flags and addresses (both families)."""
     from .state import LinkState
 
     links = list(ipr.get_links())
     addresses: dict[int, set[str]] = {}
-    for addr in ipr.get_addr(family=socket.AF_INET):
-        addresses.setdefault(addr["index"], set()).add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for addr in ipr.get_addr(family=family):
+            addresses.setdefault(addr["index"], set()).add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
     names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
     found = {}
     for link in links:
@@ -175,20 +181,23 @@ def ruleset_made_of(commands: list[dict[str, Any]], table: str) -> Any:
     return netns.in_thread(probe)
 
 
-def sandbox_interfaces(path: str) -> tuple[dict[str, Any], tuple[str, str] | None]:
-    """Inside one sandbox: each interface's state, and the default route (gateway, device). Read in
-    a helper thread that enters the namespace, pyroute2 and all."""
+def sandbox_interfaces(path: str) -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
+    """Inside one sandbox: each interface's state, and the default route of each family that has
+    one, as (gateway, device). Read in a helper thread that enters the namespace, pyroute2 and all."""
     from pyroute2 import IPRoute
 
     from . import netns
 
-    def inside() -> tuple[dict[str, Any], tuple[str, str] | None]:
+    def inside() -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
+        defaults: dict[int, tuple[str, str]] = {}
         with IPRoute() as ipr:
             links = _link_states(ipr)
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-            defaults = [(str(r.get_attr("RTA_GATEWAY")), names.get(r.get_attr("RTA_OIF"), ""))
-                        for r in ipr.get_routes(family=socket.AF_INET)
-                        if r["dst_len"] == 0 and (r.get_attr("RTA_TABLE") or r["table"]) == 254]
-        return links, (defaults[0] if defaults else None)
+            for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+                for r in ipr.get_routes(family=family):
+                    if r["dst_len"] == 0 and (r.get_attr("RTA_TABLE") or r["table"]) == 254 \
+                            and r.get_attr("RTA_GATEWAY") and version not in defaults:
+                        defaults[version] = (str(r.get_attr("RTA_GATEWAY")), names.get(r.get_attr("RTA_OIF"), ""))
+        return links, defaults
 
     return netns.in_netns(path, inside)

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import socket
 import struct
-from ipaddress import IPv4Address, IPv4Interface
+from typing import TYPE_CHECKING
 
 from ..errors import KernelError
+
+if TYPE_CHECKING:
+    from ..model import IPAddress, IPInterface
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -47,6 +50,7 @@ NTF_MASTER, NTF_STICKY = 0x04, 0x40
 NUD_NOARP = 0x40  # `bridge fdb add ... static`
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 NLA_F_NESTED = 0x8000
 
@@ -206,8 +210,13 @@ class RtnlSocket:
 
     # Addresses and routes
 
-    def _addr_body(self, index: int, iface: IPv4Interface) -> bytes:
+    def _addr_body(self, index: int, iface: IPInterface) -> bytes:
         ip = iface.ip.packed
+        if iface.version == 6:
+            # No duplicate address detection: the address is usable the moment this returns
+            # (nsnet's IPAM is what keeps addresses unique on its bridges).
+            header = _IFADDRMSG.pack(socket.AF_INET6, iface.network.prefixlen, IFA_F_NODAD, RT_SCOPE_UNIVERSE, index)
+            return header + attr(IFA_ADDRESS, ip)
         return (
             _IFADDRMSG.pack(socket.AF_INET, iface.network.prefixlen, 0, RT_SCOPE_UNIVERSE, index)
             + attr(IFA_LOCAL, ip)
@@ -215,27 +224,29 @@ class RtnlSocket:
             + attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
         )
 
-    def add_address(self, index: int, iface: IPv4Interface, where: str) -> None:
+    def add_address(self, index: int, iface: IPInterface, where: str) -> None:
         body = self._addr_body(index, iface)
         self.request(f"adding {iface} to {where}", RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def delete_address(self, index: int, iface: IPv4Interface, where: str) -> None:
+    def delete_address(self, index: int, iface: IPInterface, where: str) -> None:
         self.request(f"removing {iface} from {where}", RTM_DELADDR, 0, self._addr_body(index, iface))
 
-    def _default_route_body(self, gateway: IPv4Address | None, index: int | None) -> bytes:
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+    def _default_route_body(self, version: int, gateway: IPAddress | None, index: int | None) -> bytes:
+        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
         if gateway is not None:
             body += attr(RTA_GATEWAY, gateway.packed)
         if index is not None:
             body += u32(RTA_OIF, index)
         return body
 
-    def replace_default_route(self, gateway: IPv4Address, index: int, where: str) -> None:
-        body = self._default_route_body(gateway, index)
+    def replace_default_route(self, gateway: IPAddress, index: int, where: str) -> None:
+        body = self._default_route_body(gateway.version, gateway, index)
         self.request(f"default route via {gateway} in {where}", RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
 
-    def delete_default_route(self, where: str) -> None:
-        self.request(f"removing the default route in {where}", RTM_DELROUTE, 0, self._default_route_body(None, None))
+    def delete_default_route(self, version: int, where: str) -> None:
+        body = self._default_route_body(version, None, None)
+        self.request(f"removing the IPv{version} default route in {where}", RTM_DELROUTE, 0, body)
 
 
 def _ext_ack_message(payload: bytes, flags: int) -> str:

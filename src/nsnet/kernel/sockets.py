@@ -1,7 +1,8 @@
 """Sockets bound in the host namespace, read from /proc/net (what `ss -ltun` shows).
 
 TCP counts when listening, UDP when bound; an IPv6 socket on [::] also takes IPv4 unless it is
-v6only, which /proc does not say, so it is counted as taking every address.
+v6only, which /proc does not say, so it is counted as taking every address of both families
+(Listener address None); 0.0.0.0 takes every IPv4 address.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from ..errors import InvalidInput
-from ..model import PortMapping
+from ..model import IPAddress, PortMapping
 from ..publish import Listener, listener_clash
 
 TCP_LISTEN = "0A"
@@ -20,19 +21,19 @@ _FILES = (("tcp", "/proc/net/tcp", 4), ("tcp", "/proc/net/tcp6", 6), ("udp", "/p
           ("udp", "/proc/net/udp6", 6))
 
 
-def _address(hex_address: str, family: int) -> IPv4Address | None:
-    """None for a wildcard; IPv6 addresses other than the wildcard and v4-mapped ones are skipped."""
+def _address(hex_address: str, family: int) -> IPAddress | None:
+    """/proc's address (32-bit words in host order); None for [::], a v4-mapped one as IPv4."""
     raw = bytes.fromhex(hex_address)
     if family == 4:
-        ip = IPv4Address(struct.pack("<I", struct.unpack(">I", raw)[0]))
-        return None if ip == IPv4Address(0) else ip
+        return IPv4Address(struct.pack("<I", struct.unpack(">I", raw)[0]))
     words = struct.unpack(">4I", raw)
-    host_order = b"".join(struct.pack("<I", w) for w in words)
-    if host_order == bytes(16):
+    return _unmapped(IPv6Address(b"".join(struct.pack("<I", w) for w in words)))
+
+
+def _unmapped(address: IPv6Address) -> IPAddress | None:
+    if address == IPv6Address(0):
         return None
-    if host_order[:12] == b"\0" * 10 + b"\xff\xff":
-        return IPv4Address(host_order[12:])
-    return IPv4Address(0)  # an IPv6 address: it takes no IPv4 port
+    return address.ipv4_mapped or address
 
 
 def listeners() -> list[Listener]:
@@ -49,9 +50,7 @@ def listeners() -> list[Listener]:
             if protocol == "tcp" and state != TCP_LISTEN:
                 continue
             hex_address, hex_port = local.split(":")
-            address = _address(hex_address, family)
-            if address != IPv4Address(0):
-                found.append(Listener(protocol, address, int(hex_port, 16)))
+            found.append(Listener(protocol, _address(hex_address, family), int(hex_port, 16)))
     found += _sctp()
     return found
 
@@ -72,15 +71,7 @@ def _sctp() -> list[Listener]:
                 parsed = ip_address(text)
             except ValueError:
                 continue
-            if parsed.version == 6:  # like tcp6: the wildcard takes every address, v4-mapped one
-                if parsed.ipv4_mapped is not None:
-                    parsed = parsed.ipv4_mapped
-                elif parsed == IPv6Address(0):
-                    found.append(Listener("sctp", None, port))
-                    continue
-                else:
-                    continue
-            found.append(Listener("sctp", None if parsed == IPv4Address(0) else parsed, port))
+            found.append(Listener("sctp", _unmapped(parsed) if parsed.version == 6 else parsed, port))
     return found
 
 
@@ -98,23 +89,36 @@ class BindProbe:
     _TYPES = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0), "sctp": (socket.SOCK_STREAM, 132)}
 
     def holder(self, candidate: PortMapping) -> Listener | None:
+        """No host address (every address of both families) is probed in both: 0.0.0.0 and [::]."""
+        if candidate.host_ip is None:
+            probes = [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]
+        else:
+            family = socket.AF_INET6 if candidate.host_ip.version == 6 else socket.AF_INET
+            probes = [(family, str(candidate.host_ip))]
+        for family, address in probes:
+            if self._refused(candidate, family, address):
+                return self._holder_in_proc(candidate)
+        return None
+
+    def _refused(self, candidate: PortMapping, family: int, address: str) -> bool:
         kind, proto = self._TYPES[candidate.protocol]
-        address = str(candidate.host_ip) if candidate.host_ip is not None else "0.0.0.0"
         try:
-            probe = socket.socket(socket.AF_INET, kind, proto)
-        except OSError:  # no SCTP in this kernel: then no host process can hold an SCTP port
-            return None
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # no SCTP (or no IPv6) in this kernel: then no host process can hold that port
+            return False
         try:
             if candidate.protocol == "tcp":
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # [::] alone, not the IPv4 addresses too
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             probe.bind((address, candidate.host_port))
-            return None
+            return False
         except OSError as exc:
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise InvalidInput("publish host address", address, "is not an address of this host") from None
             if exc.errno != errno.EADDRINUSE:
                 raise
-            return self._holder_in_proc(candidate)
+            return True
         finally:
             probe.close()
 

@@ -38,9 +38,9 @@ class Observed:
     links: Mapping[str, LinkState]  # the host's links, by name
     netns: frozenset[str]  # names pinned under /run/netns
     # Per sandbox whose namespace exists: each interface's state (addresses included), and the
-    # default route as (gateway, device) or None.
+    # default route of each family that has one, as (gateway, device).
     sandbox_links: Mapping[str, Mapping[str, LinkState]]
-    sandbox_routes: Mapping[str, tuple[str, str] | None]
+    sandbox_routes: Mapping[str, Mapping[int, tuple[str, str]]]
     nft: frozenset[str] | None  # the owner's set and map elements (element_key); None: its tables are absent
     ip_forward: str
     sysctls: Mapping[str, str] = field(default_factory=dict)  # the per-bridge ones asked for

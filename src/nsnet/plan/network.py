@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..firewall import render
 from ..model import Network, Owner
-from ..naming import mac_for
+from ..naming import bridge_mac
+from ..validate import IPV6_MIN_MTU  # below it, an interface has no net.ipv6.conf.<name> to write
 from .ops import (
     AddAddress,
     ApplyFirewall,
@@ -26,35 +27,59 @@ if TYPE_CHECKING:
     from ..kernel.state import LinkState
 
 IP_FORWARD = "net.ipv4.ip_forward"
-# Below this MTU the kernel gives an interface no IPv6 at all (RFC 8200's minimum link MTU), and
-# with it no net.ipv6.conf.<name> directory to write.
-IPV6_MIN_MTU = 1280
+IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
+FORWARDING = {4: IP_FORWARD, 6: IPV6_FORWARD}
 
 
-def bridge_sysctls(bridge: str, mtu: int) -> dict[str, str]:
+def bridge_sysctls(network: Network) -> dict[str, str]:
     """What nsnet sets on each of its bridges; they go away with the bridge.
 
-    route_localnet lets the host reach its ports published on 127.0.0.1: a packet from 127.0.0.1
-    may then leave through the bridge (masqueraded to the gateway on its way); sandboxes' packets
-    to 127.0.0.0/8 are dropped by nsnet's prerouting guard. IPv6 is off, as on the sandboxes'
-    veths (see kernel.linux.create_netns): nsnet's networks are IPv4."""
-    found = {f"net.ipv4.conf.{bridge}.route_localnet": "1"}
-    if mtu >= IPV6_MIN_MTU:
+    route_localnet (IPv4) lets the host reach its ports published on 127.0.0.1: a packet from
+    127.0.0.1 may then leave through the bridge (masqueraded to the gateway on its way);
+    sandboxes' packets to 127.0.0.0/8 are dropped by nsnet's prerouting guard. A bridge of a
+    network without IPv6 has IPv6 off, as the sandboxes' veths do (see kernel.linux.create_netns);
+    one with IPv6 has it on (the host's default may be off), takes no router advertisements from
+    sandboxes, and does no duplicate address detection: a bridge gets its link-local address when
+    its first port comes, and until DAD ends (a second) the kernel sends no neighbour
+    solicitation from it (ndisc_send_ns needs a link-local source that is not tentative), so
+    nothing forwarded reaches a new sandbox for that second. Set before any port exists."""
+    bridge = network.bridge
+    found = {f"net.ipv4.conf.{bridge}.route_localnet": "1"} if network.ipv4 else {}
+    if network.ipv6:
+        found[f"net.ipv6.conf.{bridge}.disable_ipv6"] = "0"
+        found[f"net.ipv6.conf.{bridge}.accept_ra"] = "0"
+        found[f"net.ipv6.conf.{bridge}.accept_dad"] = "0"
+    elif network.mtu >= IPV6_MIN_MTU:
         found[f"net.ipv6.conf.{bridge}.disable_ipv6"] = "1"
     return found
 
 
-def plan_create_network(network: Network, others: int, owner: Owner) -> list[Operation]:
+def forwarding(network: Network, ra_takers: Sequence[str] = ()) -> list[Operation]:
+    """Forwarding on in each family the network has. Switching IPv6 forwarding on makes every host
+    interface ignore router advertisements (accept_ra 1 means "only when not forwarding"), which
+    can cut a real host off its IPv6 default route: the interfaces that take them now
+    (`ra_takers`, `default` for ones made later) are set to accept_ra 2 first, "even when
+    forwarding"."""
+    ops: list[Operation] = []
+    if network.ipv4:
+        ops.append(EnsureSysctl(IP_FORWARD, "1"))
+    if network.ipv6:
+        ops += [EnsureSysctl(f"net.ipv6.conf.{name}.accept_ra", "2") for name in ra_takers]
+        ops.append(EnsureSysctl(IPV6_FORWARD, "1"))
+    return ops
+
+
+def plan_create_network(network: Network, others: int, owner: Owner, ra_takers: Sequence[str] = ()) -> list[Operation]:
     """`others` is how many nsnet networks exist besides this one: undoing the first one's rules
     removes nsnet's table altogether."""
     reverse = render.render_remove_network(owner, network) if others else render.render_remove_table(owner)
     return [
-        EnsureSysctl(IP_FORWARD, "1"),
+        *forwarding(network, ra_takers),
         # The bridge's MAC is pinned: otherwise it takes the lowest MAC among its ports and changes
         # as sandboxes come and go, and every sandbox's ARP entry for the gateway goes stale.
-        CreateBridge(network.bridge, network.mtu, mac_for(network.gateway), owner.group),
-        *(EnsureSysctl(key, value) for key, value in bridge_sysctls(network.bridge, network.mtu).items()),
-        AddAddress(network.bridge, network.gateway_interface),
+        CreateBridge(network.bridge, network.mtu, bridge_mac(network), owner.group),
+        *(EnsureSysctl(key, value) for key, value in bridge_sysctls(network).items()),
+        *(AddAddress(network.bridge, subnet.gateway_interface) for subnet in network.subnets),
         ApplyFirewall(
             tuple(render.render_add_network(owner, network)), tuple(reverse), f"rules of network {network.name}"
         ),
@@ -71,13 +96,14 @@ def plan_remove_network(network: Network, others: int, owner: Owner) -> list[Ope
     return [rules, DeleteLink(network.bridge)]
 
 
-def plan_repair_network(network: Network, bridge: LinkState | None, ip_forward: str,
-                        sysctls: Mapping[str, str], owner: Owner) -> list[Operation]:
+def plan_repair_network(network: Network, bridge: LinkState | None, sysctls: Mapping[str, str],
+                        owner: Owner) -> list[Operation]:
     """What a network needs back after a reboot or out-of-band damage (nothing when it is whole);
     its rules are rebuilt with the whole firewall (see plan_replace_firewall). `sysctls` are the
-    observed values of the bridge's own (bridge_sysctls)."""
-    ops: list[Operation] = [] if ip_forward == "1" else [EnsureSysctl(IP_FORWARD, "1")]
-    mac = mac_for(network.gateway)
+    observed values of the forwarding switches and the bridge's own (bridge_sysctls)."""
+    ops: list[Operation] = [EnsureSysctl(FORWARDING[s.version], "1") for s in network.subnets
+                            if sysctls.get(FORWARDING[s.version], "0") != "1"]
+    mac = bridge_mac(network)
     if bridge is None:
         ops.append(CreateBridge(network.bridge, network.mtu, mac, owner.group))
     else:
@@ -89,10 +115,10 @@ def plan_repair_network(network: Network, bridge: LinkState | None, ip_forward: 
             ops.append(SetGroup(network.bridge, owner.group))
         if not bridge.up:
             ops.append(SetLinkUp(network.bridge))
-    ops += [EnsureSysctl(key, value) for key, value in bridge_sysctls(network.bridge, network.mtu).items()
+    ops += [EnsureSysctl(key, value) for key, value in bridge_sysctls(network).items()
             if bridge is None or sysctls.get(key, value) != value]
-    if bridge is None or str(network.gateway_interface) not in bridge.addresses:
-        ops.append(AddAddress(network.bridge, network.gateway_interface))
+    ops += [AddAddress(network.bridge, s.gateway_interface) for s in network.subnets
+            if bridge is None or str(s.gateway_interface) not in bridge.addresses]
     return ops
 
 

@@ -6,11 +6,13 @@ removal, which teardown never reverses).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
 from ..kernel import Kernel
+
+if TYPE_CHECKING:
+    from ..model import IPAddress, IPInterface
 
 
 class Operation:
@@ -123,6 +125,20 @@ class DisableIPv6(Operation):
 
 
 @dataclass(frozen=True)
+class EnableIPv6(Operation):
+    """On a sandbox's end of a veth on a network with IPv6 (a sandbox's interfaces start without
+    it): its link-local address (EUI-64 of its MAC, which the bridge filter expects) and its
+    addresses usable at once, without duplicate address detection, and no router advertisements
+    taken. Done while the interface is still down. Goes with the veth."""
+
+    ifname: str
+    sandbox: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.enable_ipv6(self.ifname, self.sandbox)
+
+
+@dataclass(frozen=True)
 class SetLinkUp(Operation):
     name: str
     sandbox: str | None = None
@@ -165,7 +181,7 @@ class SetMac(Operation):
 @dataclass(frozen=True)
 class AddAddress(Operation):
     ifname: str
-    address: IPv4Interface
+    address: IPInterface
     sandbox: str | None = None
 
     def run(self, kernel: Kernel) -> None:
@@ -178,7 +194,7 @@ class AddAddress(Operation):
 @dataclass(frozen=True)
 class DeleteAddress(Operation):
     ifname: str
-    address: IPv4Interface
+    address: IPInterface
     sandbox: str | None = None
 
     def run(self, kernel: Kernel) -> None:
@@ -299,19 +315,20 @@ class CreateVeth(Operation):
 @dataclass(frozen=True)
 class SetDefaultRoute(Operation):
     sandbox: str
-    gateway: IPv4Address
+    gateway: IPAddress
     ifname: str
 
     def run(self, kernel: Kernel) -> None:
         kernel.replace_default_route(self.gateway, self.ifname, self.sandbox)
 
     def undo(self) -> Operation:
-        return DeleteDefaultRoute(self.sandbox)
+        return DeleteDefaultRoute(self.sandbox, self.gateway.version)
 
 
 @dataclass(frozen=True)
 class DeleteDefaultRoute(Operation):
     sandbox: str
+    version: int = 4
 
     def run(self, kernel: Kernel) -> None:
-        kernel.delete_default_route(self.sandbox)
+        kernel.delete_default_route(self.sandbox, self.version)

@@ -3,6 +3,7 @@ and each endpoint's firewall elements (identity, icc, published ports)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..firewall import render
@@ -18,6 +19,7 @@ from .ops import (
     DeleteLink,
     DeleteNetns,
     DisableIPv6,
+    EnableIPv6,
     KillProcesses,
     Operation,
     RemoveEtcFiles,
@@ -39,7 +41,7 @@ Attachment = tuple[Endpoint, Network]
 
 def hosts_file(name: str, endpoints: list[Endpoint]) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += [f"{e.address.ip}\t{name}" for e in endpoints[:1]]
+    lines += [f"{address.ip}\t{name}" for e in endpoints[:1] for address in e.addresses]
     return "\n".join(lines) + "\n"
 
 
@@ -67,16 +69,22 @@ def _port(endpoint: Endpoint, network: Network) -> list[Operation]:
     return ops
 
 
+def _default_routes(endpoint: Endpoint) -> list[Operation]:
+    return [SetDefaultRoute(endpoint.sandbox, gateway, endpoint.ifname) for gateway in endpoint.gateways]
+
+
 def _attach(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
     ops: list[Operation] = [
         CreateVeth(endpoint.host_ifname, network.bridge, endpoint.sandbox, endpoint.ifname, network.mtu, endpoint.mac,
                    owner.group),
         *_port(endpoint, network),
-        SetLinkUp(endpoint.ifname, endpoint.sandbox),
-        AddAddress(endpoint.ifname, endpoint.address, endpoint.sandbox),
     ]
+    if endpoint.family(6):
+        ops.append(EnableIPv6(endpoint.ifname, endpoint.sandbox))
+    ops.append(SetLinkUp(endpoint.ifname, endpoint.sandbox))
+    ops += [AddAddress(endpoint.ifname, address, endpoint.sandbox) for address in endpoint.addresses]
     if endpoint.default_route:
-        ops.append(SetDefaultRoute(endpoint.sandbox, endpoint.gateway, endpoint.ifname))
+        ops += _default_routes(endpoint)
     return ops
 
 
@@ -103,7 +111,7 @@ def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | 
     ops: list[Operation] = [DeleteLink(endpoint.host_ifname)]
     ops += _remove_rules([(endpoint, network)], endpoint.host_ifname, owner)
     if successor is not None:
-        ops.append(SetDefaultRoute(successor.sandbox, successor.gateway, successor.ifname))
+        ops += _default_routes(successor)
     return ops
 
 
@@ -115,7 +123,7 @@ def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment], o
 
 
 def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkState | None,
-                         inside: LinkState | None, default_route: tuple[str, str] | None,
+                         inside: LinkState | None, default_routes: Mapping[int, tuple[str, str]],
                          owner: Owner) -> list[Operation]:
     """A veth gone (either end) is made again; otherwise each wrong property is set back: the
     bridge it sits on (re-made by gc), its port flags and static FDB entry, each end's state,
@@ -141,10 +149,13 @@ def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkSta
         ops.append(SetMtu(peer, network.mtu, sandbox))
     if inside.mac != endpoint.mac:
         ops.append(SetMac(peer, endpoint.mac, sandbox))
+    missing = [a for a in endpoint.addresses if str(a) not in inside.addresses]
+    if any(a.version == 6 for a in missing):  # IPv6 switched off takes the addresses with it
+        ops.append(EnableIPv6(peer, sandbox))
     if not inside.up:
         ops.append(SetLinkUp(peer, sandbox))
-    if str(endpoint.address) not in inside.addresses:
-        ops.append(AddAddress(peer, endpoint.address, sandbox))
-    if endpoint.default_route and (not inside.up or default_route != (str(endpoint.gateway), peer)):
-        ops.append(SetDefaultRoute(sandbox, endpoint.gateway, peer))
+    ops += [AddAddress(peer, address, sandbox) for address in missing]
+    if endpoint.default_route:
+        ops += [SetDefaultRoute(sandbox, gateway, peer) for gateway in endpoint.gateways
+                if not inside.up or default_routes.get(gateway.version) != (str(gateway), peer)]
     return ops
