@@ -5,7 +5,8 @@
 It types the same `nsnet` commands a user would, then proves each promise: an HTTP exchange
 between sandboxes, the source address a peer on the "outside" saw (masquerade), a published port
 reached from outside and by hairpin, isolation, a live connect/disconnect, a sandbox that cannot
-pass for another, an internal network that reaches neither the outside nor the host, a one-shot
+pass for another, an internal network that reaches neither the outside nor the host, a dual-stack
+network (IPv6 egress through NAT66, a port published on the host's IPv6 address), a one-shot
 `run`, and a teardown that leaves nothing.
 """
 
@@ -23,6 +24,7 @@ from nsnet.lab import isolation_problem
 NSNET = str(Path(sys.executable).with_name("nsnet"))
 PYTHON = sys.executable
 WAN_HOST, WAN_PEER = "198.51.100.1", "198.51.100.2"
+WAN6_HOST, WAN6_PEER = "2001:db8:100::1", "2001:db8:100::2"
 started: list[subprocess.Popen] = []
 
 
@@ -87,9 +89,13 @@ def make_wan() -> None:
     for argv in (
         ["ip", "netns", "add", "wan"],
         ["ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", "wan"],
+        ["sysctl", "-qw", "net.ipv6.conf.wan0.accept_dad=0"],
+        ["ip", "netns", "exec", "wan", "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"],
         ["ip", "addr", "add", f"{WAN_HOST}/24", "dev", "wan0"],
+        ["ip", "addr", "add", f"{WAN6_HOST}/64", "dev", "wan0"],
         ["ip", "link", "set", "wan0", "up"],
         ["ip", "-n", "wan", "addr", "add", f"{WAN_PEER}/24", "dev", "eth0"],
+        ["ip", "-n", "wan", "addr", "add", f"{WAN6_PEER}/64", "dev", "eth0"],
         ["ip", "-n", "wan", "link", "set", "eth0", "up"],
         ["ip", "-n", "wan", "link", "set", "lo", "up"],
     ):
@@ -102,8 +108,8 @@ def main() -> None:
         raise SystemExit(f"demo: run me in an isolated host ({problem}):"
                          " .venv/bin/nsnet lab -- .venv/bin/python examples/demo.py")
     make_wan()
-    print(f"An isolated host: a private network namespace with `lo`, plus `wan0` ({WAN_HOST}) leading to")
-    print(f"a machine 'wan' ({WAN_PEER}) that stands for the outside world.")
+    print(f"An isolated host: a private network namespace with `lo`, plus `wan0` ({WAN_HOST}, {WAN6_HOST})")
+    print(f"leading to a machine 'wan' ({WAN_PEER}, {WAN6_PEER}) that stands for the outside world.")
 
     step("1. A network: a bridge holding the gateway address, forwarding on, NAT rules")
     nsnet("network", "create", "app", "--subnet", "10.31.0.0/24")
@@ -189,7 +195,27 @@ def main() -> None:
     proved("while web (a regular network) can, through its own", fetch("web", "http://10.31.0.1:8082/"))
     client_seen_by(server)
 
-    step("10. A one-shot sandbox")
+    step("10. Dual stack: IPv6 beside IPv4, NAT66 out, a port published on IPv6 too")
+    nsnet("network", "create", "dual", "--ipv6", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64")
+    nsnet("create", "six", "--network", "dual", "-p", "8090:8000")
+    print(nsnet("exec", "six", "--", "ip", "-brief", "address", "show", "eth0").rstrip())
+    print(nsnet("port", "six").rstrip())
+    proved("six has an address in each family, and a default route in each",
+           nsnet("inspect", "six", "--format", "{{.Networks.dual.GlobalIPv6Address}}", show=False).strip()
+           == "fd00:33::2" and "default via fd00:33::1" in nsnet("exec", "six", "--", "ip", "-6", "route",
+                                                                  show=False))
+    server = http_server(["ip", "netns", "exec", "wan"], WAN6_PEER, 8083)
+    print(f"$ nsnet exec six -- curl http://[{WAN6_PEER}]:8083/")
+    proved("six reached the outside over IPv6", fetch("six", f"http://[{WAN6_PEER}]:8083/"))
+    seen = client_seen_by(server)
+    proved(f"the outside saw the host's IPv6 address {WAN6_HOST} (NAT66; it saw {seen})", seen == WAN6_HOST)
+    server = http_server([NSNET, "exec", "six", "--"], "fd00:33::2", 8000)
+    print(f"$ curl http://[{WAN6_HOST}]:8090/     (from the 'wan' machine)")
+    proved("wan fetched a page from six through the host's IPv6 address",
+           fetch_from(["ip", "netns", "exec", "wan"], f"http://[{WAN6_HOST}]:8090/"))
+    proved(f"six saw the outside's own IPv6 address {WAN6_PEER}", client_seen_by(server) == WAN6_PEER)
+
+    step("11. A one-shot sandbox")
     result = subprocess.run([NSNET, "run", "--rm", "--network", "app", "--", "sh", "-c",
                              "ip -brief address show eth0; exit 3"], capture_output=True, text=True)
     print("$ nsnet run --rm --network app -- sh -c 'ip -brief address show eth0; exit 3'")
@@ -197,9 +223,9 @@ def main() -> None:
     proved("its exit code (3) came back and the sandbox is gone",
            result.returncode == 3 and "run-" not in nsnet("ps", show=False))
 
-    step("11. Teardown leaves nothing behind")
-    nsnet("rm", "-f", "web", "client", "api", "x", "vault")
-    nsnet("network", "rm", "app", "other", "sealed")
+    step("12. Teardown leaves nothing behind")
+    nsnet("rm", "-f", "web", "client", "api", "x", "vault", "six")
+    nsnet("network", "rm", "app", "other", "sealed", "dual")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
     links = sh("ip", "-brief", "link").rstrip()
     print(links)
