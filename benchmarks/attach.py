@@ -14,7 +14,10 @@ For each mode and each N, on ONE network (10.40.0.0/16) that starts empty:
 - growth: median of the last N/10 attaches over the median of the first N/10 (100 vs 100 at N=1000).
 
 Modes: `api` uses one in-process `Engine`; `cli` runs one `nsnet create` (and one `nsnet rm -f`)
-process per sandbox and times each process's wall time, startup included. Every run gets a fresh
+process per sandbox and times each process's wall time, startup included. `api6` and `cli6` do
+the same on a dual-stack network (SUBNET and SUBNET6: an address, a default route and anti-spoofing
+elements in each family); `--dual-stack` runs each of them right after its IPv4-only twin at the
+same N and prints dual/v4 ratios measured in that run (target: attach p50 <= 1.2x). Every run gets a fresh
 state directory and a fresh network, and everything is removed (and checked gone) before the next.
 """
 
@@ -44,6 +47,8 @@ from harness import host, leftovers, nsnet_executable, nsnet_links, percentile, 
 
 NETWORK = "bench"
 SUBNET = "10.40.0.0/16"
+SUBNET6 = "fd00:40::/64"
+TARGET_DUAL_STACK_RATIO = 1.2
 DEFAULT_COUNTS = "1,100,1000"
 CLI_COUNT_LIMIT = 100  # one process per sandbox: N above this is only run when --cli-n asks for it
 QUICK_CLI_COUNTS = "1,20"
@@ -116,7 +121,18 @@ class CliDriver:
         pass
 
 
-DRIVERS = {"api": ApiDriver, "cli": CliDriver}
+class DualStackApiDriver(ApiDriver):
+    def create_network(self) -> None:
+        self._engine.create_network(NETWORK, subnet=[SUBNET, SUBNET6])
+
+
+class DualStackCliDriver(CliDriver):
+    def create_network(self) -> None:
+        self._run("network", "create", NETWORK, "--subnet", SUBNET, "--subnet", SUBNET6)
+
+
+DRIVERS = {"api": ApiDriver, "cli": CliDriver, "api6": DualStackApiDriver, "cli6": DualStackCliDriver}
+DUAL_STACK_TWIN = {"api": "api6", "cli": "cli6"}
 
 
 # One run
@@ -272,10 +288,31 @@ def anchor_line(run: Run) -> str:
             f"({NETAVARK_DETACH_P50_MS:.0f} ms), {detach / CNI_DETACH_P50_MS:.2f}x CNI ({CNI_DETACH_P50_MS:.0f} ms)")
 
 
+def dual_stack_lines(runs: Sequence[Run]) -> list[str]:
+    """Each dual-stack run against its IPv4-only twin at the same N, from the same run."""
+    by_key = {(run.mode, run.n): summary(run) for run in runs}
+    lines = []
+    for (mode, n), dual in by_key.items():
+        if mode not in DUAL_STACK_TWIN.values():
+            continue
+        v4 = by_key.get((mode[:-1], n))
+        if v4 is None:
+            continue
+        ratio = dual["attach_p50_ms"] / v4["attach_p50_ms"]
+        line = (f"{mode} / {mode[:-1]} at N={n}: attach p50 {dual['attach_p50_ms']:.2f} / {v4['attach_p50_ms']:.2f} ms"
+                f" = {ratio:.2f}x (<= {TARGET_DUAL_STACK_RATIO}x: {verdict(ratio <= TARGET_DUAL_STACK_RATIO)}), "
+                f"detach p50 {dual['detach_p50_ms']:.2f} / {v4['detach_p50_ms']:.2f} ms = "
+                f"{dual['detach_p50_ms'] / v4['detach_p50_ms']:.2f}x")
+        if dual["attach_growth"] is not None and v4["attach_growth"] is not None:
+            line += f", growth {dual['attach_growth']:.2f}x / {v4['attach_growth']:.2f}x"
+        lines.append(line)
+    return lines
+
+
 def print_targets(runs: Sequence[Run]) -> None:
     print("\nTargets and anchors (the anchors' attach also publishes one port; this one does not):")
-    anchored = [run for run in (closest_to_anchor(runs, mode) for mode in DRIVERS) if run is not None]
-    for line in target_lines(runs) + [anchor_line(run) for run in anchored]:
+    anchored = [run for run in (closest_to_anchor(runs, mode) for mode in ("api", "cli")) if run is not None]
+    for line in target_lines(runs) + [anchor_line(run) for run in anchored] + dual_stack_lines(runs):
         print(f"  {line}")
 
 
@@ -425,8 +462,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"sandbox counts for the API (default {DEFAULT_COUNTS})")
     parser.add_argument("--cli-n", type=counts, metavar="N,...",
                         help=f"sandbox counts for the CLI (default: the --n values up to {CLI_COUNT_LIMIT})")
-    parser.add_argument("--modes", type=modes, default=list(DRIVERS), metavar="api,cli",
-                        help="which ways of attaching to measure (default both)")
+    parser.add_argument("--modes", type=modes, default=["api", "cli"], metavar="api,cli",
+                        help="which ways of attaching to measure (default api,cli; also api6, cli6: dual stack)")
+    parser.add_argument("--dual-stack", action="store_true",
+                        help="run each mode on a dual-stack network too, right after it, and print the ratios")
     parser.add_argument("--quick", action="store_true",
                         help=f"CLI at N={QUICK_CLI_COUNTS} only (the API runs take seconds; for debugging)")
     parser.add_argument("--json", metavar="PATH", help="write every sample and the summaries as JSON")
@@ -443,7 +482,10 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, int]]:
     cli_counts = args.cli_n or [n for n in args.n if n <= CLI_COUNT_LIMIT]
     plan = []
     for mode in args.modes:
-        plan += [(mode, n) for n in (cli_counts if mode == "cli" else args.n)]
+        for n in cli_counts if mode.startswith("cli") else args.n:
+            plan.append((mode, n))
+            if args.dual_stack and mode in DUAL_STACK_TWIN:
+                plan.append((DUAL_STACK_TWIN[mode], n))
     if "cli" in args.modes:
         how = ("from --cli-n" if args.cli_n
                else f"default: the --n values up to {CLI_COUNT_LIMIT}; ask for more with --cli-n")

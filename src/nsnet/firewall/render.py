@@ -436,8 +436,9 @@ def _nd_chain(o: Owner, verb: str, endpoint: Endpoint, addresses: list[str]) -> 
     if verb == "delete":
         return [_element(o, verb, names.ND_TARGETS, [port], family), {"delete": {"chain": ref}}]
     target = {"payload": {"base": "th", "offset": 64, "len": 128}}
+    # No flush: the chain is named after a new endpoint (or rebuilt in a table gc just deleted).
     return [
-        *_chain(o, chain, family=family),
+        {"add": {"chain": ref}},
         *(_rule(o, chain, _match(target, "0x" + ip_address(a).packed.hex()), {"return": None},
                 comment="the port's own address", family=family) for a in addresses),
         _rule(o, chain, DROP, comment="an advertisement for another's address", family=family),

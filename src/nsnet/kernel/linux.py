@@ -29,7 +29,7 @@ SANDBOX_SOCKETS = 8
 class LinuxKernel(Kernel):
     def __init__(self) -> None:
         self._host: RtnlSocket | None = None
-        self._sandboxes: OrderedDict[str, RtnlSocket] = OrderedDict()
+        self._sandboxes: OrderedDict[str, _Inside] = OrderedDict()
         self._nft = Nft()
         self._host_ipv6_conf: sysctl.Directory | None = None  # see sysctl.Directory
 
@@ -38,36 +38,39 @@ class LinuxKernel(Kernel):
             if self._host is None:
                 self._host = RtnlSocket()
             return self._host
-        sock = self._sandboxes.get(sandbox)
-        if sock is None:
-            sock = netns.in_netns(netns.netns_path(sandbox), RtnlSocket)
-            self._keep(sandbox, sock)
-        self._sandboxes.move_to_end(sandbox)
-        return sock
+        return self._inside(sandbox).sock
 
-    def _keep(self, sandbox: str, sock: RtnlSocket) -> None:
-        self._sandboxes[sandbox] = sock
+    def _inside(self, sandbox: str) -> _Inside:
+        inside = self._sandboxes.get(sandbox)
+        if inside is None:
+            inside = netns.in_netns(netns.netns_path(sandbox), _Inside.open)
+            self._keep(sandbox, inside)
+        self._sandboxes.move_to_end(sandbox)
+        return inside
+
+    def _keep(self, sandbox: str, inside: _Inside) -> None:
+        self._sandboxes[sandbox] = inside
         while len(self._sandboxes) > SANDBOX_SOCKETS:
             self._sandboxes.popitem(last=False)[1].close()
 
     def _forget(self, sandbox: str) -> None:
-        sock = self._sandboxes.pop(sandbox, None)
-        if sock is not None:
-            sock.close()
+        inside = self._sandboxes.pop(sandbox, None)
+        if inside is not None:
+            inside.close()
 
     # Namespaces
 
     def create_netns(self, sandbox: str) -> None:
-        def inside() -> RtnlSocket:
+        def inside() -> _Inside:
             # Interfaces added to the sandbox start without IPv6, as Docker's on networks without
             # IPv6; EnableIPv6 turns it on, without DAD or router advertisements, on a network
             # that has it. Otherwise each new veth's duplicate address detection, router
             # solicitations and MLD reports flood every port of the bridge (the main cost growth
             # at 1,000 sandboxes). lo exists already and keeps ::1.
             sysctl.write("net.ipv6.conf.default.disable_ipv6", "1")  # a new namespace: the default is 0
-            sock = RtnlSocket()
-            sock.set_up(LOOPBACK_INDEX, "lo")
-            return sock
+            made = _Inside.open()
+            made.sock.set_up(LOOPBACK_INDEX, "lo")
+            return made
 
         self._forget(sandbox)
         self._keep(sandbox, netns.create(sandbox, inside))
@@ -120,15 +123,12 @@ class LinuxKernel(Kernel):
         sysctl.write(f"net.ipv6.conf.{ifname}.disable_ipv6", "1", self._host_ipv6_conf)
 
     def enable_ipv6(self, ifname: str, sandbox: str) -> None:
-        conf = f"net.ipv6.conf.{ifname}"
-
-        def inside() -> None:
-            # /proc/sys/net is the namespace of the thread that opens it.
-            for key, value in (("accept_ra", "0"), ("accept_dad", "0"), ("addr_gen_mode", "0"),
-                               ("disable_ipv6", "0")):
-                sysctl.write(f"{conf}.{key}", value)
-
-        netns.in_netns(netns.netns_path(sandbox), inside)
+        # Below the sandbox's own net.ipv6.conf, opened inside it (with its netlink socket), so
+        # no thread has to enter the namespace again: /proc/sys/net is the namespace of the
+        # thread that opened it.
+        under = self._inside(sandbox).ipv6_conf
+        for key, value in (("accept_ra", "0"), ("accept_dad", "0"), ("addr_gen_mode", "0"), ("disable_ipv6", "0")):
+            sysctl.write(f"net.ipv6.conf.{ifname}.{key}", value, under)
 
     def set_link_up(self, name: str, sandbox: str | None = None) -> None:
         sock = self._rtnl(sandbox)
@@ -263,6 +263,23 @@ class LinuxKernel(Kernel):
         if self._host_ipv6_conf is not None:
             os.close(self._host_ipv6_conf[1])
             self._host_ipv6_conf = None
+
+
+class _Inside:
+    """What nsnet keeps of a sandbox it works in: a netlink socket and its net.ipv6.conf
+    directory, both opened by a thread inside its namespace."""
+
+    def __init__(self, sock: RtnlSocket, ipv6_conf: sysctl.Directory) -> None:
+        self.sock = sock
+        self.ipv6_conf = ipv6_conf
+
+    @classmethod
+    def open(cls) -> _Inside:
+        return cls(RtnlSocket(), sysctl.open_directory("net.ipv6.conf"))
+
+    def close(self) -> None:
+        self.sock.close()
+        os.close(self.ipv6_conf[1])
 
 
 def _accept_ra_1(forwarding: str) -> list[str]:
