@@ -293,3 +293,27 @@ def test_path_mtu_discovery_works_in_ipv6(engine: Engine, wan: str) -> None:
     route = subprocess.run(["ip", "-n", "web", "-6", "route", "get", WAN6_PEER], capture_output=True, text=True,
                            check=True).stdout
     assert "mtu 1280" in route
+
+
+def test_after_a_reboot_gc_restores_a_dual_stack_network(state_dir: str, engine: Engine, wan: str) -> None:
+    app = engine.create_network("app", subnet=DUAL)
+    engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
+    # What a reboot leaves: the ledger, and none of the kernel objects.
+    run("ip", "netns", "del", "web")
+    run("ip", "link", "del", app.bridge)
+    run("nft", "delete", "table", "inet", engine.owner.table)
+    run("nft", "delete", "table", "bridge", engine.owner.table)
+    run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
+
+    assert cli("gc").returncode == 0
+    assert cli("check").stdout == ""
+    assert sysctl("net.ipv6.conf.all.forwarding") == "1"
+    assert sysctl(f"net.ipv6.conf.{app.bridge}.accept_dad") == "0"
+    engine.create_sandbox("fresh", networks=["app"], publish=["8080:80"])
+    assert exchange("fresh", wan, WAN6_PEER, 9010) == (f"hello from {WAN6_PEER}", [WAN6_HOST])
+    server = serve("fresh", "::", 80)
+    try:
+        assert connect(wan, WAN6_HOST, 8080) == "hello from ::"
+        assert server.peers() == [WAN6_PEER]
+    finally:
+        server.stop()
