@@ -11,7 +11,10 @@ Issue 5 part 3. Four paths, each between two namespaces made here (client -> ser
 - bridge: sandbox `peer` -> sandbox `web`, both on nsnet network `app` (10.31.0.0/24);
 - nat:    sandbox `web` -> namespace `wan` at 198.51.100.2, through the lab host's masquerade
           (the host's `wan0` is 198.51.100.1, as the integration tests' `wan` fixture);
-- dnat:   `wan` -> 198.51.100.1:<published port> -> `web` (`publish=["8080:5201", ...]`).
+- dnat:   `wan` -> 198.51.100.1:<published port> -> `web` (`publish=["8080:5201", ...]`);
+- dnat6:  the same in IPv6: `wan` (2001:db8:100::2) -> [2001:db8:100::1]:<published port> -> `web`
+          (the network is dual stack, `fd00:31::/64` beside its IPv4 subnet); read against dnat
+          (`dnat6 / dnat` below the table), the IPv4 path measured in the same round.
 
 And a reference for each of the last three, so that one run tells the kernel's own cost on this
 machine (what any runtime pays for a bridge, conntrack and NAT) from the cost of nsnet's rules. The
@@ -81,7 +84,8 @@ from ports import (  # noqa: E402
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/dataplane.py"
 
-NETWORK, SUBNET = "app", "10.31.0.0/24"
+NETWORK, SUBNET, SUBNET6 = "app", "10.31.0.0/24", "fd00:31::/64"
+WAN6_HOST, WAN6_PEER = "2001:db8:100::1", "2001:db8:100::2"
 WEB, PEER = "web", "peer"
 IPERF_PORT, PING_PORT, CONN_PORT = 5201, 7001, 7002
 # Host port -> web's port, for the dnat path.
@@ -90,7 +94,7 @@ BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
 # A measure -> the prefix of its ratios' keys in the summary.
 MEASURES = {"gbit_s": "gbit", "rtt_p50_us": "rtt", "conn_s": "conn"}
 # Each nsnet path next to its reference, so that both see the same noise of the machine.
-PATHS = ("direct", "bridge", "ref-bridge", "nat", "ref-nat", "dnat", "ref-dnat")
+PATHS = ("direct", "bridge", "ref-bridge", "nat", "ref-nat", "dnat", "dnat6", "ref-dnat")
 REFERENCE = {"bridge": "ref-bridge", "nat": "ref-nat", "dnat": "ref-dnat"}
 CONN_CLIENTS = 2
 # The ping-pong's client and server both run on this CPU (a veth delivers on the sending CPU, so the
@@ -131,12 +135,12 @@ QUICK = Settings(rounds=1, iperf_seconds=1, pings=500, conn_seconds=1.0)
 
 SERVER = r"""
 import signal, socket, sys
-port, mode, lifetime = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+port, mode, lifetime, six = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "6"
 signal.alarm(lifetime)
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-s.bind(("0.0.0.0", port))
+s.bind(("::" if six else "0.0.0.0", port))
 s.listen(4096)
 if mode == "echo":
     while True:
@@ -185,7 +189,7 @@ ok = errors = 0
 start = time.monotonic()
 end = start + seconds
 while time.monotonic() < end:
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     c.settimeout(2)
     try:
@@ -209,6 +213,10 @@ class Path:
     def port(self, port: int) -> int:
         return PUBLISH[port] if self.published else port
 
+    @property
+    def family(self) -> str:
+        return "6" if ":" in self.target else "4"
+
 
 def netns_name(sandbox: Any) -> str:
     """The name `ip netns exec` takes (the store keeps the path under /run/netns)."""
@@ -223,6 +231,7 @@ def make_paths(engine: Engine) -> dict[str, Path]:
         "bridge": Path("bridge", netns_name(peer), netns_name(web), web_ip, False),
         "nat": Path("nat", netns_name(web), WAN_NS, WAN_PEER, False),
         "dnat": Path("dnat", WAN_NS, netns_name(web), WAN_HOST, True),
+        "dnat6": Path("dnat6", WAN_NS, netns_name(web), WAN6_HOST, True),
         "ref-bridge": Path("ref-bridge", REF_A, REF_B, REF_B_IP, False),
         "ref-nat": Path("ref-nat", REF_B, REF_WAN, REF_WAN_PEER, False),
         "ref-dnat": Path("ref-dnat", REF_WAN, REF_B, REF_WAN_HOST, True),
@@ -303,7 +312,7 @@ def measure_iperf(path: Path, seconds: int) -> float:
 
 def measure_ping(path: Path, count: int) -> float:
     """p50 of count TCP round trips of one byte, in microseconds."""
-    server = popen(path.server_ns, SERVER, PING_PORT, "echo", 120, cpu=PING_CPU, stdout=subprocess.DEVNULL)
+    server = popen(path.server_ns, SERVER, PING_PORT, "echo", 120, path.family, cpu=PING_CPU, stdout=subprocess.DEVNULL)
     with started(server):
         wait_listening(server.pid, PING_PORT)
         client = popen(path.client_ns, PING_CLIENT, path.target, path.port(PING_PORT), count, 60, cpu=PING_CPU,
@@ -313,7 +322,7 @@ def measure_ping(path: Path, count: int) -> float:
 
 def measure_conn(path: Path, seconds: float) -> dict[str, float]:
     """New connections per second, all clients together, and the failed attempts."""
-    servers = [popen(path.server_ns, SERVER, CONN_PORT, "accept", 120, stdout=subprocess.DEVNULL)
+    servers = [popen(path.server_ns, SERVER, CONN_PORT, "accept", 120, path.family, stdout=subprocess.DEVNULL)
                for _ in range(CONN_CLIENTS)]
     try:
         for server in servers:
@@ -437,6 +446,14 @@ def print_table(summary: dict[str, dict[str, dict[str, float]]], rounds: int) ->
           "its x direct is this kernel's floor for the path")
     for row in rows:
         print("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def print_ipv6(summary: dict[str, dict[str, dict[str, float]]]) -> None:
+    """The IPv6 published-port path over the IPv4 one, measured in the same rounds."""
+    for value, by_path in summary.items():
+        six, four = by_path["dnat6"], by_path["dnat"]
+        print(f"dnat6 / dnat ({BRIDGE_NF}={value}): throughput {six['gbit_s'] / four['gbit_s']:.2f}x, "
+              f"RTT {six['rtt_p50_us'] / four['rtt_p50_us']:.2f}x, new connections {six['conn_s'] / four['conn_s']:.2f}x")
 
 
 def print_targets(results: list[dict[str, Any]]) -> None:
@@ -587,10 +604,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     original_nf = None
     try:
         make_wan()
+        for argv in (["sysctl", "-qw", "net.ipv6.conf.wan0.accept_dad=0"],
+                     [*in_netns(WAN_NS, ["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"])],
+                     ["ip", "addr", "add", f"{WAN6_HOST}/64", "dev", "wan0", "nodad"],
+                     ["ip", "-n", WAN_NS, "addr", "add", f"{WAN6_PEER}/64", "dev", "eth0", "nodad"]):
+            run(*argv)
         make_direct_pair()
         make_reference(directory)
         with Engine(state_dir=directory) as engine:
-            engine.create_network(NETWORK, subnet=SUBNET)
+            engine.create_network(NETWORK, subnet=[SUBNET, SUBNET6])
             original_nf = host_sysctl(BRIDGE_NF)  # br_netfilter may be loaded by the network's creation
             nf_settings = [original_nf] if original_nf is not None else []
             if original_nf != "0":
@@ -619,6 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = verdicts(summary)
     print()
     print_table(summary, settings.rounds)
+    print_ipv6(summary)
     print_targets(results)
     if args.json:
         document = {

@@ -587,7 +587,8 @@ def iperf_gbit(start: Callable[..., subprocess.Popen], server_at: str, client_at
     listen_port, a client at client_at sending to target:connect_port. start(place, argv, **popen
     keywords) starts a process in a place (a namespace, or a sandbox through the engine)."""
     lifetime = seconds + 30
-    server = start(server_at, ["iperf3", "-s", "-1", "-4", "-p", str(listen_port)],
+    family = "-6" if ":" in target else "-4"
+    server = start(server_at, ["iperf3", "-s", "-1", family, "-p", str(listen_port)],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with started(server):
         wait_listening(server.pid, listen_port)
