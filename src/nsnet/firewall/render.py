@@ -117,7 +117,6 @@ IPV4_FAMILY = Family(4, "ipv4", "ip", "ipv4_addr")
 IPV6_FAMILY = Family(6, "ipv6", "ip6", "ipv6_addr")
 FAMILIES = (IPV4_FAMILY, IPV6_FAMILY)
 BY_VERSION = {f.version: f for f in FAMILIES}
-IPV4 = _match(_meta("nfproto"), "ipv4")
 LOCAL_DESTINATION = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
 TO_SANDBOX = _in_set("oifname", names.BRIDGES)
 FROM_SANDBOX = _in_set("iifname", names.BRIDGES)
