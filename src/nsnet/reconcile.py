@@ -21,7 +21,7 @@ from .model import Endpoint, Network, Owner, Sandbox
 from .plan.network import FORWARDING, bridge_sysctls
 from .naming import bridge_mac
 
-__all__ = ["Drift", "LinkState", "Observed", "Ruleset", "desired_firewall", "desired_skeleton", "element_key",
+__all__ = ["Drift", "LinkState", "Observed", "Ruleset", "desired_firewall", "element_key",
            "element_keys",
            "find_drift", "default_route_holder", "default_route_wrong"]
 
@@ -66,12 +66,6 @@ def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: O
             if endpoint.state == "ready" and endpoint.network in by_name:
                 commands += render.render_add_endpoint(owner, endpoint, by_name[endpoint.network])
     return commands
-
-
-def desired_skeleton(networks: list[Network], sandboxes: list[Sandbox], owner: Owner) -> list[dict[str, Any]]:
-    """The owner's tables without their elements: the skeleton, and each IPv6 port's own chain."""
-    return render.render_skeleton(owner) + [c for c in desired_firewall(networks, sandboxes, owner, skeleton=False)
-                                            if "element" not in next(iter(c.values()))]
 
 
 def default_route_holder(endpoints: Iterable[Endpoint], networks: dict[str, Network]) -> Endpoint | None:

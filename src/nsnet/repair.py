@@ -18,13 +18,13 @@ import time
 
 from .apply import teardown
 from .errors import TeardownError
+from .firewall import render
 from .kernel import Kernel
 from .model import Network, Owner
 from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
 from .plan.ops import DeleteLink, Operation, RemoveEtcFiles
 from .plan.sandbox import plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
-from .reconcile import (Drift, Observed, default_route_holder, default_route_wrong, desired_firewall,
-                        desired_skeleton, find_drift)
+from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
 from .store import Store
 
 # How long a removed sandbox's veth may linger (see observe).
@@ -51,8 +51,7 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
 
 def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
     observed = observe(store, kernel, owner)
-    skeleton = desired_skeleton(store.networks(), store.sandboxes(), owner)
-    expected = kernel.expected_ruleset(skeleton, owner) if observed.ruleset is not None else None
+    expected = kernel.expected_ruleset(render.render_skeleton(owner), owner) if observed.ruleset is not None else None
     return find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
 
 
@@ -102,7 +101,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
             repair.run([DeleteLink(name)], f"deleted orphan link {name}")
     firewall = desired_firewall(store.networks(), store.sandboxes(), owner)
     if firewall or observed.nft is not None:
-        repair.run(plan_replace_firewall(firewall, owner), "rebuilt nsnet's nftables tables from the ledger")
+        repair.run(plan_replace_firewall(firewall, owner, observed.ruleset), "rebuilt nsnet's nftables tables from the ledger")
     if repair.failures:
         raise TeardownError("gc", repair.failures)
     return repair.done

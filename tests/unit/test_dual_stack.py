@@ -3,6 +3,8 @@ check and gc of IPv6 damage, and doctor's IPv6 findings."""
 
 from __future__ import annotations
 
+import json
+
 from ipaddress import IPv4Address, IPv6Address, IPv6Interface, IPv6Network
 
 import pytest
@@ -136,14 +138,14 @@ def test_ipv6_damage_is_reported_and_repaired(engine, kernel):
     assert kernel.routes[("web", 6)] == (IPv6Address("fd00:31::1"), "eth0")
 
 
-def test_a_removed_ipv6_ports_chain_is_reported_and_rebuilt(engine, kernel):
+def test_a_removed_neighbour_advertisement_claim_is_reported_and_restored(engine, kernel):
     engine.create_network("app", subnet=DUAL)
     web = engine.create_sandbox("web", networks=["app"]).endpoint("app")
-    chain = ("bridge", f"bridge chain nd-{web.host_ifname}")
-    del kernel.nft_skeleton[chain]
-    assert [str(d) for d in engine.check()] == [f"missing: nftables: bridge chain nd-{web.host_ifname}"]
+    claim = ("bridge", "nd_claims", json.dumps({"concat": [web.host_ifname, "0xfd000031000000000000000000000002"]}))
+    del kernel.nft_elements[claim]
+    assert [d.kind for d in engine.check()] == ["missing"]
     engine.gc()
-    assert engine.check() == [] and chain in kernel.nft_skeleton
+    assert engine.check() == [] and claim in kernel.nft_elements
 
 
 def test_doctor_reports_ipv6_forwarding_off_and_ignored_router_advertisements(engine):

@@ -240,12 +240,8 @@ def test_remove_endpoints_deletes_exactly_what_add_endpoint_added():
                if "element" in c["delete"]]
     maps = {names.in_family(m, v) for v in (4, 6) for m in (names.PUBLISHED_ANY_IP, names.PUBLISHED_ANY_PORT,
                                                             names.PUBLISHED_ADDR_IP, names.PUBLISHED_ADDR_PORT)}
-    maps.add(names.ND_TARGETS)
     by_key = [{**body, "elem": [key for key, _ in body["elem"]]} if body["name"] in maps else body for body in added]
     assert by_key == deleted
-    # ... and the IPv6 port's own chain goes with its map element.
-    chains = [c for c in render.render_remove_endpoints(OWNER, pairs) if "chain" in c.get("delete", {})]
-    assert chains == [{"delete": {"chain": {"family": "bridge", "table": OWNER.table, "name": "nd-nsvgggggggggggg"}}}]
     with_elements = [render.render_add_network(OWNER, APP), render.render_add_network(OWNER, QUIET),
                      render.render_add_network(OWNER, DUAL)]
     assert nft_state([*with_elements, [c for e, n in pairs for c in render.render_add_endpoint(OWNER, e, n)],
@@ -308,7 +304,7 @@ def test_a_port_passes_only_its_own_ipv4_and_arp_and_drops_every_other_frame_of_
 
 
 def test_a_port_passes_ipv6_only_from_its_own_addresses_and_never_as_a_router_or_dhcp_server():
-    _, _, ra, dhcp_server, dhcp_client, nd, ipv6, _ = rules(OWNER, "bridge", "prerouting")
+    _, _, ra, dhcp_server, dhcp_client, mld, nd, ipv6, _ = rules(OWNER, "bridge", "prerouting")
     group = {"match": {"op": "==", "left": meta("iifgroup"), "right": OWNER.group}}
     ip6 = {"match": {"op": "==", "left": payload("ether", "type"), "right": "ip6"}}
     assert ra["expr"] == [group, ip6, {"match": {"op": "==", "left": payload("icmpv6", "type"),
@@ -317,22 +313,27 @@ def test_a_port_passes_ipv6_only_from_its_own_addresses_and_never_as_a_router_or
                                    {"drop": None}]
     assert dhcp_client["expr"] == [group, ip6, {"match": {"op": "==", "left": payload("udp", "dport"), "right": 546}},
                                    {"drop": None}]
-    assert nd["expr"] == [ip6, {"match": {"op": "==", "left": payload("icmpv6", "type"), "right": "nd-neighbor-advert"}},
-                          {"vmap": {"key": meta("iifname"), "data": "@nd_targets"}}]
+    assert mld["expr"] == [group, ip6, {"match": {"op": "==", "left": payload("icmpv6", "type"), "right": {"set": [
+        "mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report"]}}}, {"drop": None}]
+    target = {"payload": {"base": "th", "offset": 64, "len": 128}}
+    assert nd["expr"] == [group, ip6,
+                          {"match": {"op": "==", "left": payload("icmpv6", "type"), "right": "nd-neighbor-advert"}},
+                          {"match": {"op": "!=", "left": {"concat": [meta("iifname"), target]}, "right": "@nd_claims"}},
+                          {"drop": None}]
     assert ipv6["expr"] == [ip6, {"match": {"op": "==", "left": {"concat": [
         meta("iifname"), payload("ether", "saddr"), payload("ip6", "saddr")]}, "right": "@port_identity6"}},
         {"accept": None}]
 
 
-def test_an_ipv6_ports_chain_passes_advertisements_for_its_own_address_and_link_local_only():
+def test_an_ipv6_port_may_advertise_its_own_address_and_link_local_only():
     commands = render.render_add_endpoint(OWNER, dual_endpoint("f"), DUAL)
-    chain = [c["add"]["rule"]["expr"] for c in commands if "rule" in c.get("add", {})]
-    target = {"payload": {"base": "th", "offset": 64, "len": 128}}
-    assert chain == [
-        [{"match": {"op": "==", "left": target, "right": "0xfd000034000000000000000000000002"}}, {"return": None}],
-        [{"match": {"op": "==", "left": target, "right": "0xfe80000000000000004e0afffe220002"}}, {"return": None}],
-        [{"drop": None}],
-    ]
+    claims = [c["add"]["element"]["elem"] for c in commands
+              if c.get("add", {}).get("element", {}).get("name") == "nd_claims"]
+    assert claims == [[{"concat": ["nsvffffffffffff", "0xfd000034000000000000000000000002"]},
+                       {"concat": ["nsvffffffffffff", "0xfe80000000000000004e0afffe220002"]}]]
+    assert not [c for c in commands if "rule" in c.get("add", {}) or "chain" in c.get("add", {})]
+    assert render.nd_target("64:ff9b::1") == "0x64ff9b000000000000000000000001"  # as nft lists it back
+    assert render.nd_target("::1") == 1
     assert str(link_local("02:4e:0a:22:00:02")) == "fe80::4e:aff:fe22:2"
     identity = [c["add"]["element"]["elem"] for c in commands
                 if c.get("add", {}).get("element", {}).get("name") == "port_identity6"]

@@ -49,13 +49,13 @@ PORT_IDENTITY = "port_identity"  # ifname . ether_addr . ipv4_addr: the one MAC 
 # address, all the port's own
 PORT_ARP_IDENTITY = "port_arp_identity"
 # (PORT_IDENTITY6: ifname . ether_addr . ipv6_addr, the port's address and its link-local one.)
-# ifname: jump to the port's own ND_CHAIN, which checks the target of a neighbour advertisement
-# (the address it claims) against the port's addresses. libnftables 1.0.6 can match the target
-# only as raw payload (`@th,64,128`, no `icmpv6 taddr`), which a set lookup refuses as a
-# datatype mismatch, and JSON cannot declare a `typeof` set: so each IPv6 port gets a chain of
-# constant comparisons, reached by one map lookup, and paid for by advertisements only.
-ND_TARGETS = "nd_targets"
-ND_CHAIN_PREFIX = "nd-"
+# ifname . the target of a neighbour advertisement (the address it claims): the port's own
+# addresses, global and link-local. libnftables 1.0.6 reads the target only as raw payload
+# (`@th,64,128`, no `icmpv6 taddr`), whose type (a 128-bit integer) only a `typeof` set can
+# hold, and its JSON cannot declare one: so this set is declared in text (`Nft`), and its
+# elements are integers as the listing prints them (`render.nd_target`).
+ND_CLAIMS = "nd_claims"
+ND_CLAIMS_TYPEOF = "iifname . @th,64,128"
 
 # Chains, with numeric priorities: libnftables 1.0.6's JSON parser takes no priority names and
 # silently makes a regular, unhooked chain when given one.

@@ -22,8 +22,8 @@ inet input: an internal network's sandboxes reach nothing on the host (replies t
 connections pass).
 bridge: a sandbox port passes IPv4 from its own MAC and address, ARP from its own MAC naming its
 own MAC and address, and IPv6 from its own MAC and its address or link-local one, but no router
-advertisement, redirect or DHCPv6 server message, and no neighbour advertisement claiming an
-address that is not the port's; every other frame from a port of this ledger (its interface
+advertisement, redirect, DHCPv6 server message or MLD message, and no neighbour advertisement
+claiming an address that is not the port's; every other frame from a port of this ledger (its interface
 group) is dropped, whatever its ethertype (VLAN tags, ...): what a frame may do is decided by what
 it is, never by a sysctl root in the sandbox can change. (--no-icc at layer 2 is no rule: the
 bridge itself forwards nothing between two isolated ports.)
@@ -121,6 +121,7 @@ LOCAL_DESTINATION = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "loc
 TO_SANDBOX = _in_set("oifname", names.BRIDGES)
 FROM_SANDBOX = _in_set("iifname", names.BRIDGES)
 L4_DESTINATION = (_meta("l4proto"), _payload("th", "dport"))
+ND_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}  # after type, code, checksum, flags
 ESTABLISHED = _match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "in")
 
 
@@ -297,7 +298,7 @@ def _bridge_table(o: Owner) -> list[Command]:
         _set(o, names.PORT_IDENTITY, ["ifname", "ether_addr", "ipv4_addr"], family=family),
         _set(o, names.PORT_ARP_IDENTITY, ["ifname", "ether_addr", "ether_addr", "ipv4_addr"], family=family),
         _set(o, names.in_family(names.PORT_IDENTITY, 6), ["ifname", "ether_addr", "ipv6_addr"], family=family),
-        _set(o, names.ND_TARGETS, "ifname", family=family, data="verdict"),
+        {"add": {"set": {**_table(o, family), "name": names.ND_CLAIMS, "typeof": names.ND_CLAIMS_TYPEOF}}},
         *_chain(o, pre, "filter", "prerouting", names.BRIDGE_PREROUTING_PRIORITY, family),
         # A sandbox's own frames are accepted by one lookup; what is left from a port of this
         # ledger is forged or of another kind, or comes from a removed sandbox, whose namespace
@@ -323,10 +324,17 @@ def _bridge_table(o: Owner) -> list[Command]:
               comment="DHCPv6 server messages from a sandbox", family=family),
         _rule(o, pre, from_port, ip6, _match(_payload("udp", "dport"), 546), DROP,
               comment="anything to DHCPv6 clients from a sandbox", family=family),
+        # MLD: a sandbox is no multicast router (queries), and its listener reports, which the
+        # bridge floods to every port, would cost each attach one delivery per sandbox on the
+        # network (benchmarks/attach.py --breakdown --dual-stack). Without them the bridge knows
+        # no listener and floods multicast to every port, as to a network without snooping.
+        _rule(o, pre, from_port, ip6, _match(_payload("icmpv6", "type"), {"set": [
+            "mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report"]}), DROP,
+              comment="multicast listener queries and reports from a sandbox", family=family),
         # A neighbour advertisement names the address it answers for in its target, not its
-        # source: the port's own chain drops one claiming another's (ND_TARGETS).
-        _rule(o, pre, ip6, _match(_payload("icmpv6", "type"), "nd-neighbor-advert"),
-              _vmap(port, names.ND_TARGETS),
+        # source: one claiming an address that is not the port's own is dropped.
+        _rule(o, pre, from_port, ip6, _match(_payload("icmpv6", "type"), "nd-neighbor-advert"),
+              _match(_concat(port, ND_TARGET), f"@{names.ND_CLAIMS}", "!="), DROP,
               comment="neighbour advertisements: only for the port's own addresses", family=family),
         _rule(o, pre, ip6,
               _match(_concat(port, ether_source, _payload("ip6", "saddr")),
@@ -426,23 +434,11 @@ def _published(o: Owner, verb: str, endpoint: Endpoint, mappings: Iterable[PortM
     return [_element(o, verb, set_name, items.values()) for set_name, items in elements.items()]
 
 
-def _nd_chain(o: Owner, verb: str, endpoint: Endpoint, addresses: list[str]) -> list[Command]:
-    """The port's check of neighbour advertisements' targets (names.ND_TARGETS): made before the
-    map element that jumps to it, deleted after."""
-    family, port = names.BRIDGE_FAMILY, endpoint.host_ifname
-    chain = names.ND_CHAIN_PREFIX + port
-    ref = {**_table(o, family), "name": chain}
-    if verb == "delete":
-        return [_element(o, verb, names.ND_TARGETS, [port], family), {"delete": {"chain": ref}}]
-    target = {"payload": {"base": "th", "offset": 64, "len": 128}}
-    # No flush: the chain is named after a new endpoint (or rebuilt in a table gc just deleted).
-    return [
-        {"add": {"chain": ref}},
-        *(_rule(o, chain, _match(target, "0x" + ip_address(a).packed.hex()), {"return": None},
-                comment="the port's own address", family=family) for a in addresses),
-        _rule(o, chain, DROP, comment="an advertisement for another's address", family=family),
-        _element(o, verb, names.ND_TARGETS, [[port, {"jump": {"target": chain}}]], family),
-    ]
+def nd_target(address: str) -> str | int:
+    """An IPv6 address as an element of names.ND_CLAIMS, written as nft lists it back (a number
+    when it fits in 64 bits, else hex), so `check` compares like with like."""
+    value = int(ip_address(address))
+    return value if value < 2**64 else hex(value)
 
 
 def _endpoint_elements(o: Owner, verb: str, endpoint: Endpoint, network: Network) -> list[Command]:
@@ -459,7 +455,7 @@ def _endpoint_elements(o: Owner, verb: str, endpoint: Endpoint, network: Network
             own = [ip, str(link_local(mac))]
             commands.append(_element(o, verb, f.set(names.PORT_IDENTITY), [_concat(port, mac, a) for a in own],
                                      family))
-            commands += _nd_chain(o, verb, endpoint, own)
+            commands.append(_element(o, verb, names.ND_CLAIMS, [_concat(port, nd_target(a)) for a in own], family))
     return commands + _published(o, verb, endpoint, endpoint.ports)
 
 

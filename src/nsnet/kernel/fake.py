@@ -234,6 +234,9 @@ class FakeKernel(Kernel):
                 key = (obj["family"], f"{obj['family']} {kind} {obj['name']}")
                 if skeleton.pop(key, KeyError) is KeyError:
                     raise KernelError("nftables transaction", errno.ENOENT, "No such file or directory")
+                elements = {k: v for k, v in elements.items() if k[:2] != (obj["family"], obj["name"])}
+            elif kind in ("set", "map") and verb == "flush":
+                elements = {k: v for k, v in elements.items() if k[:2] != (obj["family"], obj["name"])}
             elif kind in ("set", "map", "chain"):
                 key = (obj["family"], f"{obj['family']} {kind} {obj['name']}")
                 declaration = {k: v for k, v in obj.items() if k != "elem"}
@@ -313,11 +316,12 @@ class FakeKernel(Kernel):
                          if ns == name}
                   for name in inside}
         present = ("inet", owner.table) in self.nft_tables
+        any_table = present or ("bridge", owner.table) in self.nft_tables
         return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, sandbox_routes=routes,
                         nft=self._observed_elements() if present else None,
                         ip_forward=self.sysctls.get("net.ipv4.ip_forward", "0"),
                         sysctls={k: self.sysctls[k] for k in sysctls if k in self.sysctls},
-                        ruleset=self.ruleset if present else None)
+                        ruleset=self.ruleset if any_table else None)
 
     def host_facts(self) -> HostFacts:
         return replace(self.facts, listeners=tuple(self.host_listeners), routes=tuple(self.host_route_table))

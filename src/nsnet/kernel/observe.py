@@ -156,15 +156,16 @@ def _normalised(listing: list[dict[str, Any]], table: str) -> tuple[frozenset[st
 
 
 def nft_tables(table: str) -> tuple[frozenset[str] | None, Any]:
-    """The elements and the skeleton of the owner's tables; (None, None) when its inet table does
-    not exist."""
+    """The elements and the skeleton of the owner's tables: no elements (None) when its inet table
+    does not exist, and no skeleton either when neither table does."""
     from .nft import Nft
 
     listing = Nft().list_ruleset()
-    present = {(t["table"]["family"], t["table"]["name"]) for t in listing if "table" in t}
-    if ("inet", table) not in present:
+    present = {t["table"]["family"] for t in listing if t.get("table", {}).get("name") == table}
+    if not present:
         return None, None
-    return _normalised(listing, table)
+    elements, ruleset = _normalised(listing, table)
+    return (elements if "inet" in present else None), ruleset
 
 
 def ruleset_made_of(commands: list[dict[str, Any]], table: str) -> Any:

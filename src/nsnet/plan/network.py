@@ -24,7 +24,7 @@ from .ops import (
 )
 
 if TYPE_CHECKING:
-    from ..kernel.state import LinkState
+    from ..kernel.state import LinkState, Ruleset
 
 IP_FORWARD = "net.ipv4.ip_forward"
 IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
@@ -122,11 +122,23 @@ def plan_repair_network(network: Network, bridge: LinkState | None, sysctls: Map
     return ops
 
 
-def plan_replace_firewall(commands: list[dict], owner: Owner) -> list[Operation]:
+def plan_replace_firewall(commands: list[dict], owner: Owner, present: Ruleset | None) -> list[Operation]:
     """The owner's tables replaced, atomically, by what the ledger implies (commands: skeleton and
     elements), or removed when it implies nothing. Adding a table before deleting it makes the
-    delete safe whether or not the table exists."""
-    tables = [{"family": family, "name": owner.table} for family in (render.names.FAMILY,
-                                                                      render.names.BRIDGE_FAMILY)]
-    reset = [{"add": {"table": t}} for t in tables] + [{"delete": {"table": t}} for t in tables]
+    delete safe whether or not the table exists. The bridge table is kept when the ledger implies
+    one, for the set a JSON transaction cannot declare (`Nft`): everything else in it (`present`)
+    is deleted and that set emptied, so the skeleton and elements that follow make it anew."""
+    family, bridge_family = render.names.FAMILY, render.names.BRIDGE_FAMILY
+    inet, bridge = ({"family": f, "name": owner.table} for f in (family, bridge_family))
+    reset: list[dict] = [{"add": {"table": inet}}, {"delete": {"table": inet}}]
+    if not commands:
+        reset += [{"add": {"table": bridge}}, {"delete": {"table": bridge}}]
+    else:
+        found = [key.split(" ", 2) for key in [*(present.chains if present else ()), *(present.sets if present else ())]]
+        owned = [(kind, {"family": f, "table": owner.table, "name": name}) for f, kind, name in found
+                 if f == bridge_family and name != render.names.ND_CLAIMS]
+        chains = [ref for kind, ref in owned if kind == "chain"]
+        reset += [{"flush": {"chain": ref}} for ref in chains]  # no rule may name what is deleted next
+        reset += [{"delete": {kind: ref}} for kind, ref in owned]
+        reset += [{"flush": {"set": {"family": bridge_family, "table": owner.table, "name": render.names.ND_CLAIMS}}}]
     return [ApplyFirewall(tuple(reset + commands), description="rebuilding nsnet's tables from the ledger")]
