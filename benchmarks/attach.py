@@ -388,16 +388,18 @@ def timed_calls(targets: list[tuple[Any, str, Any]]) -> Iterator[dict[str, list[
             setattr(obj, name, original)
 
 
-def breakdown_attach(count: int = BREAKDOWN_COUNT) -> None:
+def breakdown_attach(count: int = BREAKDOWN_COUNT, dual_stack: bool = False) -> None:
     """Each kernel step of an API attach timed on its own, first tenth of `count` attaches against
-    the last: which steps grow with the number of sandboxes on one bridge."""
+    the last: which steps grow with the number of sandboxes on one bridge (a dual-stack one with
+    `dual_stack`)."""
     from nsnet.kernel import linux, rtnl, sysctl
 
     def sysctl_label(key: str, *_: Any) -> str:
         return "sysctl: default.disable_ipv6 (new netns)" if ".default." in key else "sysctl: host veth disable_ipv6"
 
     targets = [(linux.LinuxKernel, name, f"kernel.{name}") for name in
-               ("create_netns", "write_etc_files", "nft", "create_veth", "add_address", "replace_default_route")]
+               ("create_netns", "write_etc_files", "nft", "create_veth", "enable_ipv6", "add_address",
+                "replace_default_route")]
     targets += [(rtnl.RtnlSocket, "create_veth", "  rtnl: RTM_NEWLINK veth (+ peer, master, up)"),
                 (rtnl.RtnlSocket, "set_port_flags", "  rtnl: bridge port flags (hairpin, isolated)"),
                 (rtnl.RtnlSocket, "set_up", "  rtnl: set up (lo, peer)"),
@@ -407,7 +409,7 @@ def breakdown_attach(count: int = BREAKDOWN_COUNT) -> None:
     totals: list[float] = []
     try:
         with Engine(state_dir=directory) as engine:
-            engine.create_network(NETWORK, subnet=SUBNET)
+            engine.create_network(NETWORK, subnet=[SUBNET, SUBNET6] if dual_stack else SUBNET)
             with timed_calls(targets) as times:
                 for name in names:
                     start = time.perf_counter()
@@ -501,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_attach()
         return 0
     if args.breakdown:
-        breakdown_attach()
+        breakdown_attach(dual_stack=args.dual_stack)
         return 0
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     runs = []

@@ -111,6 +111,17 @@ def ip_json(*args: str, ns: str | None = None) -> list[dict]:
     return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout or "[]")
 
 
+def reboot(table: str, sandboxes: list[str], bridges: list[str], sysctl: str) -> None:
+    """What a reboot leaves: the ledger, and none of the kernel objects (the sysctl back to 0)."""
+    for name in sandboxes:
+        run("ip", "netns", "del", name)
+    for name in bridges:
+        run("ip", "link", "del", name)
+    run("nft", "delete", "table", "inet", table)
+    run("nft", "delete", "table", "bridge", table)
+    run("sysctl", "-qw", f"{sysctl}=0")
+
+
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), capture_output=True, text=True, check=check)
 

@@ -71,11 +71,17 @@ def test_an_edited_ruleset_is_reported_and_rebuilt(state_dir: str, engine: Engin
     run("nft", "flush", "chain", "inet", table, "to_network")
     run("nft", "flush", "chain", "bridge", table, "prerouting")
     run("nft", "add", "chain", "inet", table, "intruder")
+    # In the bridge table, which gc rebuilds in place (its typeof set cannot be re-declared in
+    # JSON): a foreign chain, and a claim letting a port advertise an address it does not have.
+    run("nft", "add", "chain", "bridge", table, "intruder")
+    run("nft", "add", "element", "bridge", table, "nd_claims", '{ "eve" . 0xfd000000000000000000000000000001 }')
 
     assert check() == sorted([
         ("wrong", "nftables", "bridge chain prerouting differs from nsnet's (its rules)"),
         ("wrong", "nftables", "inet chain to_network differs from nsnet's (its rules)"),
         ("orphan", "nftables", "inet chain intruder is not nsnet's"),
+        ("orphan", "nftables", "bridge chain intruder is not nsnet's"),
+        ("orphan", "nftables element", 'bridge nd_claims {"concat": ["eve", "0xfd000000000000000000000000000001"]}'),
     ])
     # With to_network flushed, isolation is gone: the damage check reports is real.
     assert exchange("x", "web", "10.31.0.2", 8001) == ("hello from 10.31.0.2", ["10.32.0.2"])

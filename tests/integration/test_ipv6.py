@@ -16,7 +16,7 @@ from nsnet import Engine
 from nsnet.naming import link_local
 
 from .conftest import WAN6_HOST, WAN6_PEER, WAN_HOST, WAN_PEER, cli
-from .net import blocked, connect, datagram_arrives, exchange, ip_json, run, serve, udp_exchange
+from .net import blocked, connect, datagram_arrives, exchange, ip_json, reboot, run, serve, udp_exchange
 
 DUAL = ["10.31.0.0/24", "fd00:31::/64"]
 
@@ -298,12 +298,7 @@ def test_path_mtu_discovery_works_in_ipv6(engine: Engine, wan: str) -> None:
 def test_after_a_reboot_gc_restores_a_dual_stack_network(state_dir: str, engine: Engine, wan: str) -> None:
     app = engine.create_network("app", subnet=DUAL)
     engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
-    # What a reboot leaves: the ledger, and none of the kernel objects.
-    run("ip", "netns", "del", "web")
-    run("ip", "link", "del", app.bridge)
-    run("nft", "delete", "table", "inet", engine.owner.table)
-    run("nft", "delete", "table", "bridge", engine.owner.table)
-    run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
+    reboot(engine.owner.table, ["web"], [app.bridge], "net.ipv6.conf.all.forwarding")
 
     assert cli("gc").returncode == 0
     assert cli("check").stdout == ""

@@ -12,7 +12,7 @@ import pytest
 from nsnet import Engine
 
 from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
-from .net import blocked, exchange, ip_json, run
+from .net import blocked, exchange, ip_json, reboot, run
 
 
 def nsnet_env(**extra: str) -> dict[str, str]:
@@ -59,12 +59,7 @@ def test_after_a_reboot_gc_restores_networks_and_forgets_sandboxes(state_dir: st
                                                                     wan: str) -> None:
     app = engine.create_network("app", subnet="10.31.0.0/24")
     engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
-    # What a reboot leaves: the ledger, and none of the kernel objects.
-    run("ip", "netns", "del", "web")
-    run("ip", "link", "del", app.bridge)
-    run("nft", "delete", "table", "inet", engine.owner.table)
-    run("nft", "delete", "table", "bridge", engine.owner.table)
-    run("sysctl", "-qw", "net.ipv4.ip_forward=0")
+    reboot(engine.owner.table, ["web"], [app.bridge], "net.ipv4.ip_forward")
 
     assert cli("gc").returncode == 0
 

@@ -14,7 +14,8 @@ from nsnet import Engine
 from nsnet.naming import link_local
 
 from .conftest import WAN_HOST, WAN_PEER, cli
-from .frames import (ALL_DHCP_AGENTS, DHCPV6_ADVERTISE, DHCPV6_REPLY, arp_reply, capture, dhcpv6, ethernet,
+from .frames import (ALL_DHCP_AGENTS, DHCPV6_ADVERTISE, DHCPV6_REPLY, arp_reply, capture, dhcpv6, ethernet, icmpv6,
+                     ip6_bytes,
                      ipv6_udp, multicast_mac, neighbour_advertisement, receive6, redirect, router_advertisement,
                      seen, send, tcp_syn, udp, udp6)
 from .net import blocked, exchange, ip_json, run
@@ -376,6 +377,34 @@ def test_router_advertisements_and_redirects_from_a_sandbox_reach_no_one(engine:
                       and ("default", str(link_local(bridge_mac))) in routes6("victim"))
     slaac = IPv6Address(int(IPv6Address("2001:db8:900d::")) | int(link_local(victim.mac)) & (1 << 64) - 1)
     assert eventually(lambda: slaac in addresses6("victim"))
+
+
+def test_a_sandboxs_multicast_listener_messages_reach_no_one_and_its_groups_still_get_traffic(
+        engine: Engine) -> None:
+    """A sandbox joining a group sends MLD reports, which the bridge would flood to every port
+    (one delivery per sandbox on the network, for every attach too); as root it could also send
+    queries, making every neighbour answer. Both stop at its port; the group's traffic still
+    reaches a listener, flooded as on a network without snooping."""
+    app = engine.create_network("app", subnet=DUAL)
+    engine.create_sandbox("listener", networks=["app"])
+    engine.create_sandbox("neighbour", networks=["app"])
+    sender = engine.create_sandbox("sender", networks=["app"]).endpoints[0]
+    group = "ff02::1:2:3"
+    # The groups they name spell the markers: "QUER", "REPO" (an MLDv2 report's one record).
+    query = icmpv6(ll(sender), ALL_NODES, 130, 0, bytes(4) + ip6_bytes("ff02::5155:4552") + bytes(4))
+    report = icmpv6(ll(sender), "ff02::16", 143, 0, bytes(2) + (1).to_bytes(2, "big")
+                    + bytes([4, 0, 0, 0]) + ip6_bytes("ff02::5245:504f"))
+    at_neighbour = capture("neighbour", "eth0", 2.5, "QUER", "REPO", "TO-GROUP")
+    at_host = capture(None, app.bridge, 2.5, "QUER", "REPO", "TO-GROUP")
+    server = receive6("listener", 4000, 2.5, group)  # joining sends the listener's own reports
+    send("sender", "eth0", [ethernet(ALL_NODES_MAC, sender.mac, 0x86DD, query),
+                            ethernet(multicast_mac("ff02::16"), sender.mac, 0x86DD, report)], repeat=2, gap=0.05)
+    send("sender", "eth0", [ethernet(multicast_mac(group), sender.mac, 0x86DD,
+                                     udp6(ll(sender), group, 4000, 4000, b"TO-GROUP"))], repeat=3, gap=0.05)
+
+    assert seen(server) == ["TO-GROUP"] * 3
+    assert seen(at_neighbour) == ["TO-GROUP"] * 3
+    assert seen(at_host) == ["TO-GROUP"] * 3
 
 
 def test_dhcpv6_server_messages_from_a_sandbox_are_dropped(engine: Engine) -> None:
