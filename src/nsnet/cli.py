@@ -82,8 +82,8 @@ def network_create(args: argparse.Namespace) -> int:
     with _engine() as engine:
         network = engine.create_network(
             args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range, ipv4=not args.no_ipv4,
-            ipv6=args.ipv6, ipv6_routed=args.ipv6_routed, internal=args.internal, mtu=args.mtu, icc=not args.no_icc,
-            labels=args.label,
+            ipv6=args.ipv6, ipv6_routed=args.ipv6_routed, ipv4_routed=args.ipv4_routed, internal=args.internal,
+            mtu=args.mtu, icc=not args.no_icc, labels=args.label,
         )
     print(network.id)
     return 0
@@ -243,7 +243,7 @@ def exec_(args: argparse.Namespace) -> int:
 
     argv = _command(args.command)
     with _engine() as engine:
-        engine.sandbox(args.name)
+        engine.own_sandbox(args.name)
     enter_sandbox(args.name)
     try:
         os.execvp(argv[0], argv)
@@ -359,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-ipv4", action="store_true", help="no IPv4: an IPv6-only network (with --ipv6)")
     sub.add_argument("--ipv6-routed", action="store_true",
                      help="route the IPv6 subnet without NAT66; inbound stays limited to published ports")
+    sub.add_argument("--ipv4-routed", action="store_true",
+                     help="route the IPv4 subnet without masquerade; inbound stays limited to published ports")
     sub.add_argument("--internal", action="store_true", help="no traffic in or out of the network")
     sub.add_argument("--mtu", type=int, default=1500, help="MTU of the bridge and its veths (default: 1500)")
     sub.add_argument("--no-icc", action="store_true", help="sandboxes on it may not talk to each other")

@@ -82,11 +82,12 @@ class Engine(Catalog):
     def create_network(self, name: str, *, subnet: str | Sequence[str] = (), gateway: str | Sequence[str] = (),
                        ip_range: str | Sequence[str] = (), ipv4: bool = True, ipv6: bool = False,
                        ipv6_routed: bool = False, internal: bool = False, mtu: int = 1500, icc: bool = True,
-                       labels: Sequence[str] = ()) -> Network:
+                       labels: Sequence[str] = (), ipv4_routed: bool = False, bridge: str | None = None) -> Network:
         """`subnet`, `gateway` and `ip_range` take one value or one per family (a list)."""
         request = validate.network_request(
             name, subnets=_listed(subnet), gateways=_listed(gateway), ip_ranges=_listed(ip_range), ipv4=ipv4,
             ipv6=ipv6, ipv6_routed=ipv6_routed, internal=internal, mtu_value=mtu, icc=icc, label_items=tuple(labels),
+            ipv4_routed=ipv4_routed, bridge=bridge,
         )
         return self._create_network(request)
 
@@ -105,12 +106,16 @@ class Engine(Catalog):
                 routes = [(dst, dev) for dst, dev in host_routes if dev not in ours]
                 if any(n.name == request.name for n in existing):
                     raise Conflict(f"network {request.name!r} already exists")
+                taken = next((n for n in existing if n.bridge == request.bridge), None)
+                if taken is not None:
+                    raise Conflict(f"bridge {request.bridge!r} is network {taken.name!r}'s")
                 subnets = tuple(self._subnet(r, existing, routes) for r in request.subnets)
                 network_id = new_id()
                 network = Network(
-                    id=network_id, name=request.name, bridge=bridge_name(network_id), subnets=subnets,
-                    internal=request.internal, mtu=request.mtu, icc=request.icc, labels=request.labels,
-                    ipv6_routed=request.ipv6_routed, created=time.time(), state="creating",
+                    id=network_id, name=request.name, bridge=request.bridge or bridge_name(network_id),
+                    subnets=subnets, internal=request.internal, mtu=request.mtu, icc=request.icc,
+                    labels=request.labels, ipv6_routed=request.ipv6_routed, ipv4_routed=request.ipv4_routed,
+                    created=time.time(), state="creating",
                 )
                 self._store.add_network(network)
             self._build(plan_create_network(network, len(existing), self.owner, ra_takers),
@@ -203,12 +208,13 @@ class Engine(Catalog):
                 if force:
                     return
                 raise NotFound("sandbox", name)
+            self.own_sandbox(name)
             if not force:
                 pids = self.kernel.pids_in_netns(name)
                 if pids:
                     raise Conflict(f"sandbox {name!r} has {len(pids)} running process(es); stop them or use -f")
             with self._store.transaction():
-                sandbox = self.sandbox(name)
+                sandbox = self.own_sandbox(name)
                 attachments = [(e, self.network(e.network)) for e in sandbox.endpoints]
                 self._store.set_sandbox_state(name, "removing")
             self._remove(plan_remove_sandbox(name, force, attachments, self.owner), f"removing sandbox {name!r}")
@@ -268,6 +274,90 @@ class Engine(Catalog):
             with self._store.transaction():
                 self._store.delete_endpoint(endpoint.id)
 
+    # Containers: namespaces a runtime owns (CNI)
+
+    def attach_container(self, container_id: str, netns: str, ifname: str, network: str, *,
+                         ip: str | None = None, ip6: str | None = None, mac: str | None = None,
+                         publish: Sequence[str] = (), default_route: bool = True) -> Endpoint:
+        """The container's namespace (a path its runtime made and keeps) joins `network` through
+        a veth whose peer is born there as `ifname`: everything `connect` does, with the
+        runtime's names. The container's first attachment records it as a sandbox named
+        `cni-<id>`; nsnet never creates, enters or deletes its namespace."""
+        validate.name("container id", container_id)
+        validate.interface_name("interface name", ifname)
+        validate.name("network", network)
+        if not netns.startswith("/"):
+            raise InvalidInput("netns", netns, "must be an absolute path")
+        requested = _requested(ip, ip6)
+        wanted_mac = validate.mac("mac", mac) if mac is not None else None
+        port_requests = portspec.parse_all(publish)
+        with self._locks.ledger():
+            existing = self._store.sandbox_of_container(container_id)
+            name = existing.name if existing else self._container_name(container_id)
+            with self._locks.sandbox(name), self._store.transaction():
+                net = self._ready_network(network)
+                if existing is None:
+                    sandbox_id = new_id()
+                    self._store.add_sandbox(sandbox_id, name, "ready", container_id, netns)
+                else:
+                    sandbox_id = existing.id
+                    if existing.netns != netns:
+                        raise Conflict(f"container {container_id!r} is attached in namespace {existing.netns},"
+                                       f" not {netns}")
+                    if existing.endpoint(network) is not None:
+                        raise Conflict(f"container {container_id!r} is already attached to network {network!r}")
+                    if any(e.ifname == ifname for e in existing.endpoints):
+                        raise Conflict(f"container {container_id!r} already has an interface {ifname!r}")
+                pointers = {net.id: self._store.last_ips(net.id)}
+                endpoint = self._allocate(sandbox_id, name, net, ifname, default_route and not net.internal,
+                                          requested, port_requests, mac=wanted_mac, netns=netns)
+
+            def forget() -> None:
+                self._store.delete_endpoint(endpoint.id)
+                if existing is None:
+                    self._store.delete_sandbox(name)
+                self._restore_pointers(pointers)
+
+            self._build(plan_connect(endpoint, net, self.owner), forget)
+            with self._store.transaction():
+                self._store.set_endpoint_state(endpoint.id, "ready")
+        return replace(endpoint, state="ready")
+
+    def detach_container(self, container_id: str, network: str, ifname: str | None = None) -> bool:
+        """The container's attachment to `network` (with that interface name, when given) undone:
+        its veth, address, ports and rules released at once; the container is forgotten with its
+        last attachment. Idempotent: False when there was nothing to undo (an unknown container,
+        a second call), also when the runtime deleted the namespace first (the veth went with it)."""
+        with self._locks.ledger():
+            existing = self._store.sandbox_of_container(container_id)
+            if existing is None:
+                return False
+            with self._locks.sandbox(existing.name):
+                with self._store.transaction():
+                    current = self._store.sandbox_of_container(container_id)
+                    endpoint = current.endpoint(network) if current else None
+                    if endpoint is None or (ifname is not None and endpoint.ifname != ifname):
+                        return False
+                    self._store.set_endpoint_state(endpoint.id, "removing")
+                plan = plan_disconnect(endpoint, self.network(network), None, self.owner)
+                self._remove(plan, f"detaching container {container_id!r} from {network!r}")
+                with self._store.transaction():
+                    self._store.delete_endpoint(endpoint.id)
+                    if not [e for e in current.endpoints if e.id != endpoint.id]:
+                        self._store.delete_sandbox(current.name)
+        return True
+
+    def container(self, container_id: str) -> Sandbox | None:
+        return self._store.sandbox_of_container(container_id)
+
+    def _container_name(self, container_id: str) -> str:
+        """`cni-` and the id's first 12 characters (a runtime's short id), longer when taken."""
+        for length in (12, 20, len(container_id)):
+            name = f"cni-{container_id[:length]}"[:validate.MAX_NAME]
+            if self._store.sandbox_id(name) is None:
+                return name
+        raise Conflict(f"no free sandbox name for container {container_id!r}")
+
     # Ledger against kernel
 
     def check(self) -> list[Drift]:
@@ -299,7 +389,7 @@ class Engine(Catalog):
 
         from .kernel.netns import enter_sandbox
 
-        self.sandbox(name)
+        self.own_sandbox(name)
         try:
             return subprocess.Popen(list(argv), preexec_fn=lambda: enter_sandbox(name), **kwargs)
         except subprocess.SubprocessError as exc:  # raised in the child by enter_sandbox
@@ -347,9 +437,17 @@ class Engine(Catalog):
     # whose removal failed half-way.
 
     def _ready_sandbox(self, name: str) -> Sandbox:
-        sandbox = self.sandbox(name)
+        sandbox = self.own_sandbox(name)
         if sandbox.state != "ready":
             raise Conflict(f"sandbox {name!r} was left {sandbox.state} by a command that did not finish; run nsnet gc")
+        return sandbox
+
+    def own_sandbox(self, name: str) -> Sandbox:
+        """The sandbox, refused when it is a container's (its runtime owns it)."""
+        sandbox = self.sandbox(name)
+        if sandbox.container_id:
+            raise Conflict(f"sandbox {name!r} is container {sandbox.container_id[:12]}'s: its runtime owns it"
+                           " (CNI); remove or reconnect it there (podman rm, crictl rmp, ...)")
         return sandbox
 
     def _ready_network(self, name: str) -> Network:
@@ -359,7 +457,8 @@ class Engine(Catalog):
         return network
 
     def _allocate(self, sandbox_id: str, sandbox: str, network: Network, ifname: str, default_route: bool,
-                  requested: dict[int, IPAddress], port_requests: Sequence[PortRequest]) -> Endpoint:
+                  requested: dict[int, IPAddress], port_requests: Sequence[PortRequest], mac: str | None = None,
+                  netns: str | None = None) -> Endpoint:
         """Pick (or check) an address in each family of the network, and the host ports, and
         record the endpoint; runs inside the caller's transaction."""
         if self._store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS:
@@ -385,13 +484,19 @@ class Engine(Catalog):
                 address = ipam.allocate(s.subnet, s.gateway, taken, last.get(s.version), s.ip_range)
             addresses.append(ip_interface(f"{address}/{s.subnet.prefixlen}"))
         endpoint_id = new_id()
-        mac = mac_for(addresses[0].ip)
-        while addresses[0].version == 6 and self._store.mac_taken(network.id, mac):  # random: 1 in 2**32
-            mac = mac_for(None)
+        if mac is not None:
+            if self._store.mac_taken(network.id, mac):
+                raise Conflict(f"MAC address {mac} is taken on network {network.name!r}")
+        else:
+            mac = mac_for(addresses[0].ip)
+            # Random for IPv6 (1 in 2**32), or when a container's chosen MAC took the derived one.
+            while self._store.mac_taken(network.id, mac):
+                mac = mac_for(None)
         endpoint = Endpoint(
             id=endpoint_id, sandbox=sandbox, network=network.name, ifname=ifname,
             host_ifname=host_veth_name(endpoint_id), mac=mac, addresses=tuple(addresses),
             gateways=tuple(s.gateway for s in network.subnets), default_route=default_route, state="creating",
+            netns=netns,
         )
         self._store.add_endpoint(sandbox_id, network.id, endpoint)
         if port_requests:

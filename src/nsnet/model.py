@@ -40,6 +40,8 @@ class NetworkRequest:
     icc: bool = True
     labels: tuple[tuple[str, str], ...] = ()
     ipv6_routed: bool = False
+    ipv4_routed: bool = False
+    bridge: str | None = None  # nsnet names it (nsbr-<id>) unless asked to (CNI's `bridge`)
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,13 @@ class Network:
     labels: tuple[tuple[str, str], ...] = ()
     created: float = 0.0
     state: str = "ready"
-    # IPv6 egress routed without NAT66 (Docker's routed gateway mode); inbound stays limited to
-    # published ports.
+    # Egress routed without NAT (Docker's routed gateway mode, per family); inbound stays limited
+    # to published ports.
     ipv6_routed: bool = False
+    ipv4_routed: bool = False
+
+    def routed(self, version: int) -> bool:
+        return self.ipv4_routed if version == 4 else self.ipv6_routed
 
     def family(self, version: int) -> Subnet | None:
         return next((s for s in self.subnets if s.version == version), None)
@@ -119,6 +125,7 @@ class Network:
             "IPRange": str(v4.ip_range) if v4 and v4.ip_range else None,
             "EnableIPv4": v4 is not None,
             "EnableIPv6": v6 is not None,
+            "IPv4Routed": self.ipv4_routed,
             "IPv6Routed": self.ipv6_routed,
             "IPAM": {"Config": [s.to_dict() for s in self.subnets]},
             "Internal": self.internal,
@@ -183,6 +190,13 @@ class Endpoint:
     default_route: bool = False
     state: str = "ready"
     ports: tuple[PortMapping, ...] = ()
+    netns: str | None = None  # the runtime's namespace path of a container's endpoint (Sandbox.container_id)
+
+    @property
+    def where(self) -> str:
+        """The namespace of the sandbox end, as the kernel layer takes it: the sandbox's name for a
+        namespace nsnet pinned, the path of one a container runtime owns."""
+        return self.netns or self.sandbox
 
     def family(self, version: int) -> IPInterface | None:
         return next((a for a in self.addresses if a.version == version), None)
@@ -232,20 +246,32 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Sandbox:
+    """A network namespace with endpoints: one nsnet made and pinned (netns /run/netns/NAME), or a
+    container's that a runtime made and owns (`container_id` set, netns its path; CNI), which
+    nsnet attaches to and detaches from but never creates, enters for processes or deletes."""
+
     id: str
     name: str
     netns: str
     endpoints: tuple[Endpoint, ...] = field(default=())
     created: float = 0.0
     state: str = "ready"
+    container_id: str | None = None
+
+    @property
+    def handle(self) -> str:
+        """Its namespace as the kernel layer takes it (Endpoint.where)."""
+        return self.netns if self.container_id else self.name
 
     def endpoint(self, network: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network == network), None)
 
     def to_dict(self) -> dict[str, Any]:
+        container = {"ContainerID": self.container_id} if self.container_id else {}
         return {
             "Id": self.id,
             "Name": self.name,
+            **container,
             "NetNS": self.netns,
             "Created": self.created,
             "State": self.state,

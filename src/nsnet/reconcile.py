@@ -163,10 +163,10 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
     drift = []
     for s in sandboxes:
         subject = f"sandbox {s.name}"
-        if s.name not in observed.netns:
-            drift.append(Drift("missing", subject, f"its namespace /run/netns/{s.name} is gone"))
+        if s.handle not in observed.netns:
+            drift.append(Drift("missing", subject, f"its namespace {s.netns} is gone"))
             continue
-        inside = observed.sandbox_links.get(s.name, {})
+        inside = observed.sandbox_links.get(s.handle, {})
         endpoints = [e for e in s.endpoints if e.state == "ready" and e.network in by_name]
         if default_route_wrong(endpoints, by_name):
             drift.append(Drift("wrong", subject, "the ledger does not give the default route to exactly one "
@@ -183,7 +183,7 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
             for address in e.addresses:
                 if str(address) not in peer.addresses:
                     drift.append(Drift("missing", subject, f"{e.ifname} lacks its address {address}"))
-            routes = observed.sandbox_routes.get(s.name, {})
+            routes = observed.sandbox_routes.get(s.handle, {})
             for gateway in e.gateways if e.default_route else ():
                 if routes.get(gateway.version) != (str(gateway), e.ifname):
                     drift.append(Drift("missing", subject, f"no default route via {gateway} on {e.ifname}"))

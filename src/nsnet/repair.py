@@ -40,7 +40,7 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
     keys = [*FORWARDING.values(), *(key for n in store.networks() for key in bridge_sysctls(n))]
     while True:
         sandboxes = store.sandboxes()
-        observed = kernel.observe({s.name: [e.ifname for e in s.endpoints] for s in sandboxes}, owner, keys)
+        observed = kernel.observe({s.handle: [e.ifname for e in s.endpoints] for s in sandboxes}, owner, keys)
         known = {e.host_ifname for s in sandboxes for e in s.endpoints}
         lingering = [n for n, link in observed.links.items()
                      if link.group == owner.group and link.kind == "veth" and n not in known]
@@ -77,22 +77,23 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     _finish_interrupted(store, networks, repair, owner)
     observed = observe(store, kernel, owner)
     for sandbox in store.sandboxes():
-        if sandbox.name not in observed.netns:
+        if sandbox.handle not in observed.netns:
             with store.transaction():
                 store.delete_sandbox(sandbox.name)
             repair.done.append(f"forgot sandbox {sandbox.name}: its namespace is gone")
-            repair.run([RemoveEtcFiles(sandbox.name)], f"removed /etc/netns/{sandbox.name}")
+            if not sandbox.container_id:  # a runtime's container has no /etc/netns files of nsnet's
+                repair.run([RemoveEtcFiles(sandbox.name)], f"removed /etc/netns/{sandbox.name}")
     _repair_default_routes(store, networks, repair)
     for network in networks.values():
         ops = plan_repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
         if ops:
             repair.run(ops, f"repaired network {network.name}")
     for sandbox in store.sandboxes():
-        inside = observed.sandbox_links.get(sandbox.name, {})
+        inside = observed.sandbox_links.get(sandbox.handle, {})
         for endpoint in sandbox.endpoints:
             network = networks[endpoint.network]
             ops = plan_repair_endpoint(endpoint, network, observed.links.get(endpoint.host_ifname),
-                                       inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.name, {}), owner)
+                                       inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.handle, {}), owner)
             if ops:
                 repair.run(ops, f"repaired {sandbox.name}'s link to {network.name}")
     known = {n.bridge for n in networks.values()} | {e.host_ifname for s in store.sandboxes() for e in s.endpoints}
@@ -126,7 +127,7 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
     it here only needs the link gone; repair then gives the route to that endpoint."""
     for sandbox in store.sandboxes():
         attachments = [(e, networks[e.network]) for e in sandbox.endpoints]
-        if sandbox.state != "ready":
+        if sandbox.state != "ready" and not sandbox.container_id:  # a runtime's stays 'ready': never deleted here
             repair.run(plan_remove_sandbox(sandbox.name, True, attachments, owner),
                        f"finished removing sandbox {sandbox.name}")
             with store.transaction():

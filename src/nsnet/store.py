@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS networks (
     mtu INTEGER NOT NULL,
     labels TEXT NOT NULL,
     ipv6_routed INTEGER NOT NULL DEFAULT 0,
+    ipv4_routed INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL,
     created REAL NOT NULL
 );
@@ -57,7 +58,9 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     state TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    container_id TEXT,  -- a container runtime's (CNI), whose namespace nsnet does not own
+    netns TEXT  -- that namespace's path (NULL for nsnet's own, /run/netns/NAME)
 );
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY,
@@ -92,10 +95,11 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_by_container ON sandboxes (container_id);
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 """
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -111,16 +115,31 @@ def _migrate_to_5(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO subnets (network_id, version, subnet, gateway, ip_range, last_ip)"
                " SELECT id, 4, subnet, gateway, ip_range, last_ip FROM networks")
     db.execute("INSERT INTO addresses (endpoint_id, network_id, version, ip) SELECT id, network_id, 4, ip FROM endpoints")
-    for name, columns in (("networks", "id, name, bridge, internal, icc, mtu, labels, 0, state, created"),
-                          ("endpoints", "id, sandbox_id, network_id, ifname, host_ifname, mac, default_route, state,"
-                                        " created")):
+    # (Made with today's columns: what later releases added takes its default.)
+    for name, targets, columns in (
+            ("networks", "id, name, bridge, internal, icc, mtu, labels, ipv6_routed, state, created",
+             "id, name, bridge, internal, icc, mtu, labels, 0, state, created"),
+            ("endpoints", "id, sandbox_id, network_id, ifname, host_ifname, mac, default_route, state, created",
+             "id, sandbox_id, network_id, ifname, host_ifname, mac, default_route, state, created")):
         db.execute(_table_sql(name).replace(f"EXISTS {name} (", f"EXISTS {name}_v5 ("))
-        db.execute(f"INSERT INTO {name}_v5 SELECT {columns} FROM {name}")
+        db.execute(f"INSERT INTO {name}_v5 ({targets}) SELECT {columns} FROM {name}")
         db.execute(f"DROP TABLE {name}")
         db.execute(f"ALTER TABLE {name}_v5 RENAME TO {name}")
     broken = db.execute("PRAGMA foreign_key_check").fetchall()
     if broken:
         raise sqlite3.IntegrityError(f"the migrated ledger has {len(broken)} dangling reference(s)")
+
+
+def _migrate_to_6(db: sqlite3.Connection) -> None:
+    """Sandboxes gain the container and namespace path of a runtime's (CNI) attachments; networks
+    an IPv4 routed mode."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sandboxes)")}
+    for column in ("container_id", "netns"):
+        if columns and column not in columns:
+            db.execute(f"ALTER TABLE sandboxes ADD COLUMN {column} TEXT")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(networks)")}
+    if columns and "ipv4_routed" not in columns:
+        db.execute("ALTER TABLE networks ADD COLUMN ipv4_routed INTEGER NOT NULL DEFAULT 0")
 
 
 def state_dir() -> str:
@@ -247,6 +266,8 @@ class Store:
                 # lacked tables that SCHEMA makes below when they are missing.
                 if version < 5 and self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'networks'").fetchone():
                     _migrate_to_5(self.db)
+                if version < 6:
+                    _migrate_to_6(self.db)
                 for statement in SCHEMA.split(";"):  # what is missing (all of it, for a new ledger)
                     if statement.strip():
                         self.db.execute(statement)
@@ -313,21 +334,23 @@ class Store:
             subnets.setdefault(network_id, []).append(
                 Subnet(ip_network(subnet), ip_address(gateway), ip_network(ip_range) if ip_range else None))
         rows = self.db.execute("SELECT n.id, n.name, n.bridge, n.internal, n.icc, n.mtu, n.labels, n.ipv6_routed,"
-                               f" n.state, n.created FROM networks n WHERE {where} ORDER BY n.created, n.name", args)
+                               f" n.state, n.created, n.ipv4_routed FROM networks n WHERE {where}"
+                               " ORDER BY n.created, n.name", args)
         return [
             Network(id=nid, name=name, bridge=bridge, subnets=tuple(subnets.get(nid, ())), internal=bool(internal),
                     mtu=mtu, icc=bool(icc), labels=tuple(sorted(json.loads(labels).items())),
-                    ipv6_routed=bool(routed), created=created, state=state)
-            for nid, name, bridge, internal, icc, mtu, labels, routed, state, created in rows
+                    ipv6_routed=bool(routed), created=created, state=state, ipv4_routed=bool(routed4))
+            for nid, name, bridge, internal, icc, mtu, labels, routed, state, created, routed4 in rows
         ]
 
     def add_network(self, network: Network) -> None:
         self.db.execute(
-            "INSERT INTO networks (id, name, bridge, internal, icc, mtu, labels, ipv6_routed, state, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO networks (id, name, bridge, internal, icc, mtu, labels, ipv6_routed, state, created,"
+            " ipv4_routed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 network.id, network.name, network.bridge, int(network.internal), int(network.icc), network.mtu,
                 json.dumps(dict(network.labels)), int(network.ipv6_routed), network.state, network.created,
+                int(network.ipv4_routed),
             ),
         )
         self.db.executemany(
@@ -363,24 +386,27 @@ class Store:
 
     # Sandboxes and endpoints
 
+    _SANDBOX_COLUMNS = "id, name, state, created, container_id, netns"
+
     def sandbox(self, name: str) -> Sandbox | None:
-        row = self.db.execute("SELECT id, name, state, created FROM sandboxes WHERE name = ?", (name,)).fetchone()
-        return self._sandbox(row) if row else None
+        row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?", (name,)).fetchone()
+        return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
+
+    def sandbox_of_container(self, container_id: str) -> Sandbox | None:
+        row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE container_id = ?",
+                              (container_id,)).fetchone()
+        return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
 
     def sandboxes(self) -> list[Sandbox]:
-        rows = self.db.execute("SELECT id, name, state, created FROM sandboxes ORDER BY created, name").fetchall()
+        rows = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes ORDER BY created, name").fetchall()
         endpoints = self._endpoints("1 = 1", ())
-        return [
-            Sandbox(id=i, name=n, netns=f"/run/netns/{n}", endpoints=tuple(e for e in endpoints if e.sandbox == n),
-                    created=c, state=s)
-            for i, n, s, c in rows
-        ]
+        return [self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]) for row in rows]
 
-    def _sandbox(self, row: tuple) -> Sandbox:
-        sandbox_id, name, state, created = row
-        endpoints = self._endpoints("e.sandbox_id = ?", (sandbox_id,))
-        return Sandbox(id=sandbox_id, name=name, netns=f"/run/netns/{name}", endpoints=tuple(endpoints),
-                       created=created, state=state)
+    @staticmethod
+    def _sandbox(row: tuple, endpoints: list[Endpoint]) -> Sandbox:
+        sandbox_id, name, state, created, container_id, netns = row
+        return Sandbox(id=sandbox_id, name=name, netns=netns or f"/run/netns/{name}", endpoints=tuple(endpoints),
+                       created=created, state=state, container_id=container_id)
 
     def _endpoints(self, where: str, args: tuple) -> list[Endpoint]:
         joins = ("FROM endpoints e JOIN sandboxes s ON s.id = e.sandbox_id JOIN networks n ON n.id = e.network_id")
@@ -392,15 +418,15 @@ class Store:
             addresses.setdefault(endpoint_id, []).append(
                 (ip_interface(f"{ip}/{ip_network(subnet).prefixlen}"), ip_address(gateway)))
         rows = self.db.execute(
-            f"SELECT e.id, s.name, n.name, e.ifname, e.host_ifname, e.mac, e.default_route, e.state {joins}"
+            f"SELECT e.id, s.name, n.name, e.ifname, e.host_ifname, e.mac, e.default_route, e.state, s.netns {joins}"
             f" WHERE {where} ORDER BY e.created, e.ifname",
             args,
         )
         endpoints = [
             Endpoint(id=i, sandbox=s, network=n, ifname=ifn, host_ifname=h, mac=m,
                      addresses=tuple(a for a, _ in addresses.get(i, ())),
-                     gateways=tuple(g for _, g in addresses.get(i, ())), default_route=bool(d), state=st)
-            for i, s, n, ifn, h, m, d, st in rows
+                     gateways=tuple(g for _, g in addresses.get(i, ())), default_route=bool(d), state=st, netns=ns)
+            for i, s, n, ifn, h, m, d, st, ns in rows
         ]
         ports = self._ports([e.id for e in endpoints])
         return [replace(e, ports=tuple(ports.get(e.id, ()))) if e.id in ports else e for e in endpoints]
@@ -432,11 +458,11 @@ class Store:
     def endpoints_of_network(self, network_id: str) -> list[Endpoint]:
         return self._endpoints("e.network_id = ?", (network_id,))
 
-    def add_sandbox(self, sandbox_id: str, name: str, state: str) -> float:
+    def add_sandbox(self, sandbox_id: str, name: str, state: str, container_id: str | None = None,
+                    netns: str | None = None) -> float:
         created = time.time()
-        self.db.execute(
-            "INSERT INTO sandboxes (id, name, state, created) VALUES (?, ?, ?, ?)", (sandbox_id, name, state, created)
-        )
+        self.db.execute("INSERT INTO sandboxes (id, name, state, created, container_id, netns) VALUES (?, ?, ?, ?, ?, ?)",
+                        (sandbox_id, name, state, created, container_id, netns))
         return created
 
     def sandbox_id(self, name: str) -> str | None:

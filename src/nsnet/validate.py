@@ -50,6 +50,31 @@ def name(field: str, value: str) -> str:
     return value
 
 
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+IFNAMSIZ = 16  # with the terminating NUL
+
+
+def mac(field: str, value: str) -> str:
+    """A unicast Ethernet address, in the kernel's lower-case spelling."""
+    text = value.strip().lower().replace("-", ":")
+    if not _MAC.match(text):
+        raise InvalidInput(field, value, "is not a MAC address (six hex pairs: 0a:58:0a:1f:00:05)")
+    if int(text[:2], 16) & 1:
+        raise InvalidInput(field, value, "is a multicast address; an interface needs a unicast one")
+    if text == "00:00:00:00:00:00":
+        raise InvalidInput(field, value, "is the zero address")
+    return text
+
+
+def interface_name(field: str, value: str) -> str:
+    """A Linux interface name, as the kernel's dev_valid_name accepts it."""
+    if not value or len(value) >= IFNAMSIZ:
+        raise InvalidInput(field, value, f"must be 1 to {IFNAMSIZ - 1} characters")
+    if value in (".", "..") or any(c in value for c in "/:") or any(c.isspace() for c in value):
+        raise InvalidInput(field, value, "may not be '.' or '..' nor hold '/', ':' or whitespace")
+    return value
+
+
 def address(field: str, value: str, version: int | None = None) -> IPAddress:
     """An IPv4 or IPv6 address (or one of `version` only)."""
     want = f"IPv{version}" if version else "IP"
@@ -161,6 +186,8 @@ def network_request(
     mtu_value: int = DEFAULT_MTU,
     icc: bool = True,
     label_items: list[str] | tuple[str, ...] = (),
+    ipv4_routed: bool = False,
+    bridge: str | None = None,
 ) -> NetworkRequest:
     """Validate every field of `network create` against each other; IPAM fills what is left out.
     A network has IPv4 unless --no-ipv4, and IPv6 with --ipv6 or an IPv6 --subnet."""
@@ -179,6 +206,12 @@ def network_request(
         raise InvalidInput("--ipv6-routed", None, "needs IPv6 (--ipv6 or an IPv6 --subnet)")
     if ipv6_routed and internal:
         raise InvalidInput("--ipv6-routed", None, "an internal network has no egress to route")
+    if ipv4_routed and not ipv4:
+        raise InvalidInput("--ipv4-routed", None, "needs IPv4")
+    if ipv4_routed and internal:
+        raise InvalidInput("--ipv4-routed", None, "an internal network has no egress to route")
+    if bridge is not None:
+        interface_name("bridge", bridge)
     if ipv6 and mtu_value < IPV6_MIN_MTU:
         raise InvalidInput("mtu", mtu_value, f"IPv6 needs a link MTU of at least {IPV6_MIN_MTU} (RFC 8200)")
     families = [v for v, on in ((4, ipv4), (6, ipv6)) if on]
@@ -194,6 +227,8 @@ def network_request(
         icc=icc,
         labels=labels(label_items),
         ipv6_routed=ipv6_routed,
+        ipv4_routed=ipv4_routed,
+        bridge=bridge,
     )
 
 

@@ -153,3 +153,31 @@ def test_a_second_open_does_not_migrate_again(tmp_path):
         assert store.db.execute("SELECT count(*) FROM subnets").fetchone()[0] == 2
     finally:
         store.close()
+
+
+def test_a_release_5_ledger_gains_the_container_columns(tmp_path):
+    """Release 5 (IPv6) had sandboxes without a container id or namespace path (CNI), networks
+    without an IPv4 routed mode."""
+    state = tmp_path / "state"
+    with Engine(state_dir=str(state), kernel=FakeKernel()) as engine:
+        engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"])
+        engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
+    with closing(sqlite3.connect(state / "state.db")) as db:
+        db.execute("DROP INDEX sandboxes_by_container")
+        db.execute("ALTER TABLE sandboxes DROP COLUMN container_id")
+        db.execute("ALTER TABLE sandboxes DROP COLUMN netns")
+        db.execute("ALTER TABLE networks DROP COLUMN ipv4_routed")
+        db.execute("PRAGMA user_version = 5")
+        db.commit()
+    store = Store(str(state))
+    try:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        (app,) = store.networks()
+        assert (app.ipv4_routed, app.ipv6_routed) == (False, False)
+        (web,) = store.sandboxes()
+        assert (web.name, web.netns, web.container_id, web.handle) == ("web", "/run/netns/web", None, "web")
+        assert [str(a) for a in web.endpoint("app").addresses] == ["10.31.0.2/24", "fd00:31::2/64"]
+        assert web.endpoint("app").ports == (PortMapping(None, 8080, 80),)
+        assert [r[1] for r in store.db.execute("PRAGMA index_list(sandboxes)")].count("sandboxes_by_container") == 1
+    finally:
+        store.close()

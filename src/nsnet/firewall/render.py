@@ -385,7 +385,7 @@ def _network_elements(o: Owner, verb: str, network: Network) -> list[Command]:
         subnet = {"prefix": {"addr": str(s.subnet.network_address), "len": s.subnet.prefixlen}}
         commands.append(_element(o, verb, f.set(names.BRIDGE_SUBNETS), [_concat(bridge, subnet)]))
         # Routed IPv6 leaves with the sandboxes' own addresses: no masquerade.
-        if not internal and not (s.version == 6 and network.ipv6_routed):
+        if not internal and not network.routed(s.version):
             commands.append(_element(o, verb, f.set(names.MASQ_SUBNETS), [subnet]))
     return commands
 

@@ -43,7 +43,7 @@ class LinuxKernel(Kernel):
     def _inside(self, sandbox: str) -> _Inside:
         inside = self._sandboxes.get(sandbox)
         if inside is None:
-            inside = netns.in_netns(netns.netns_path(sandbox), _Inside.open)
+            inside = netns.in_netns(netns.path_of(sandbox), _Inside.open)
             self._keep(sandbox, inside)
         self._sandboxes.move_to_end(sandbox)
         return inside
@@ -104,7 +104,8 @@ class LinuxKernel(Kernel):
 
     def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
         host = self._rtnl(None)
-        fd = os.open(netns.netns_path(sandbox), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # A runtime's path may be /proc/PID/ns/net, a link to follow; nsnet's own are never links.
+        fd = os.open(netns.path_of(sandbox), os.O_RDONLY | os.O_CLOEXEC | (0 if sandbox.startswith("/") else os.O_NOFOLLOW))
         try:
             host.create_veth(name, host.link_index(bridge), mtu, peer, fd, mac, group)
         finally:
@@ -196,12 +197,13 @@ class LinuxKernel(Kernel):
         # A link under /run/netns is no sandbox's namespace (netns.exists): gc must not repair through it.
         pinned = frozenset(n for n in os.listdir(netns.NETNS_DIR) if netns.exists(n)) \
             if os.path.isdir(netns.NETNS_DIR) else frozenset()
+        pinned |= {h for h in sandboxes if h.startswith("/") and netns.is_namespace(h)}  # runtimes' namespaces
         inside: dict[str, dict] = {}
         routes: dict[str, dict[int, tuple[str, str]]] = {}
         for name in sandboxes:
             if name in pinned:
                 try:
-                    inside[name], routes[name] = observe.sandbox_interfaces(netns.netns_path(name))
+                    inside[name], routes[name] = observe.sandbox_interfaces(netns.path_of(name))
                 except (KernelError, OSError):  # pinned, but not a usable namespace
                     inside[name], routes[name] = {}, {}
         values = {}

@@ -205,6 +205,21 @@ def exists(name: str) -> bool:
     return _pinned_stat(netns_path(name)) is not None
 
 
+def path_of(handle: str) -> str:
+    """A sandbox's namespace: its name (pinned by nsnet under /run/netns) or, for a container
+    runtime's, the absolute path the runtime gave (model.Sandbox.handle)."""
+    return handle if handle.startswith("/") else netns_path(handle)
+
+
+def is_namespace(path: str) -> bool:
+    """Whether path (a runtime's: a bind mount or /proc/PID/ns/net, followed) is a network
+    namespace, which lives on the nsfs filesystem as this process's own does."""
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
 def inode(name: str) -> int:
     status = _pinned_stat(netns_path(name))
     if status is None:

@@ -70,19 +70,19 @@ def _port(endpoint: Endpoint, network: Network) -> list[Operation]:
 
 
 def _default_routes(endpoint: Endpoint) -> list[Operation]:
-    return [SetDefaultRoute(endpoint.sandbox, gateway, endpoint.ifname) for gateway in endpoint.gateways]
+    return [SetDefaultRoute(endpoint.where, gateway, endpoint.ifname) for gateway in endpoint.gateways]
 
 
 def _attach(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
     ops: list[Operation] = [
-        CreateVeth(endpoint.host_ifname, network.bridge, endpoint.sandbox, endpoint.ifname, network.mtu, endpoint.mac,
+        CreateVeth(endpoint.host_ifname, network.bridge, endpoint.where, endpoint.ifname, network.mtu, endpoint.mac,
                    owner.group),
         *_port(endpoint, network),
     ]
     if endpoint.family(6):
-        ops.append(EnableIPv6(endpoint.ifname, endpoint.sandbox))
-    ops.append(SetLinkUp(endpoint.ifname, endpoint.sandbox))
-    ops += [AddAddress(endpoint.ifname, address, endpoint.sandbox) for address in endpoint.addresses]
+        ops.append(EnableIPv6(endpoint.ifname, endpoint.where))
+    ops.append(SetLinkUp(endpoint.ifname, endpoint.where))
+    ops += [AddAddress(endpoint.ifname, address, endpoint.where) for address in endpoint.addresses]
     if endpoint.default_route:
         ops += _default_routes(endpoint)
     return ops
@@ -132,7 +132,7 @@ def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkSta
     if host_end is None or inside is None:
         ops: list[Operation] = [DeleteLink(endpoint.host_ifname)] if host_end is not None else []
         return ops + _attach(endpoint, network, owner)
-    host, peer, sandbox = endpoint.host_ifname, endpoint.ifname, endpoint.sandbox
+    host, peer, sandbox = endpoint.host_ifname, endpoint.ifname, endpoint.where
     ops = [] if host_end.master == network.bridge else [AttachToBridge(host, network.bridge)]
     flags = (host_end.hairpin, host_end.learning, host_end.locked, host_end.isolated)
     if ops or flags != (True, False, True, not network.icc):
