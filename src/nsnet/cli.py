@@ -163,6 +163,13 @@ def create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cni_install(args: argparse.Namespace) -> int:
+    from .cni.install import install
+
+    print(install(args.bin_dir))
+    return 0
+
+
 def ps(args: argparse.Namespace) -> int:
     with _catalog() as catalog:
         items = [s.to_dict() for s in catalog.sandboxes()]
@@ -344,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     def naming(sub: argparse.ArgumentParser, what: str) -> None:
         sub.add_argument("name", help=what)
 
+    cni = verbs.add_parser("cni", help="nsnet as a CNI plugin for container runtimes").add_subparsers(
+        dest="cni_verb", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = verb("install", cni_install, "write the plugin executable `nsnet` into a runtime's CNI plugin directory",
+               cni)
+    sub.add_argument("--bin-dir", default="/opt/cni/bin", help="the plugin directory (default /opt/cni/bin)")
+
     network = verbs.add_parser("network", help="manage networks").add_subparsers(
         dest="network_verb", metavar="COMMAND", required=True, parser_class=_Parser)
     sub = verb("create", network_create, "create a network: a bridge, its subnet and its rules", network)
@@ -437,7 +450,12 @@ def entry() -> NoReturn:
     """The `nsnet` console script: main(), then a prompt exit. Interpreter teardown would free the
     libnftables context (~13 ms, as much as the rest of an `rm`); everything is flushed and
     closed by then, so there is nothing left for it to do."""
-    code = main()
+    if len(sys.argv) == 1 and "CNI_COMMAND" in os.environ:  # run by a container runtime as its CNI plugin
+        from .cni.plugin import main as cni_main
+
+        code = cni_main()
+    else:
+        code = main()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
