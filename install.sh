@@ -9,7 +9,11 @@ cd "$(dirname "$0")"
 # nft backend): the coexistence test installs a foreign iptables rule. conntrack: a test reads the
 # connection table. iperf3: the benchmarks.
 # python3-venv: a venv made by Debian's python3, with system site packages, can import nftables.
-packages="nftables libnftables1 python3-nftables python3-venv iproute2 iptables conntrack iperf3 procps"
+# podman, runc, containernetworking-plugins, busybox-static: the CNI tests run containers through
+# nsnet with Podman (runc: crun refuses hybrid cgroups), chain a reference plugin after it, and
+# make their image from busybox (no registry is reached).
+packages="nftables libnftables1 python3-nftables python3-venv iproute2 iptables conntrack iperf3 procps
+podman runc containernetworking-plugins busybox-static"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"

@@ -165,8 +165,9 @@ def create(args: argparse.Namespace) -> int:
 
 def cni_install(args: argparse.Namespace) -> int:
     from .cni.install import install
+    from .store import state_dir
 
-    print(install(args.bin_dir))
+    print(install(args.bin_dir, state_dir()))
     return 0
 
 
@@ -353,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cni = verbs.add_parser("cni", help="nsnet as a CNI plugin for container runtimes").add_subparsers(
         dest="cni_verb", metavar="COMMAND", required=True, parser_class=_Parser)
-    sub = verb("install", cni_install, "write the plugin executable `nsnet` into a runtime's CNI plugin directory",
-               cni)
+    sub = verb("install", cni_install, "write the plugin executable `nsnet` into a runtime's CNI plugin directory;"
+                                       " it serves this ledger (NSNET_STATE_DIR or the default)", cni)
     sub.add_argument("--bin-dir", default="/opt/cni/bin", help="the plugin directory (default /opt/cni/bin)")
 
     network = verbs.add_parser("network", help="manage networks").add_subparsers(

@@ -283,7 +283,7 @@ class Engine(Catalog):
         a veth whose peer is born there as `ifname`: everything `connect` does, with the
         runtime's names. The container's first attachment records it as a sandbox named
         `cni-<id>`; nsnet never creates, enters or deletes its namespace."""
-        validate.name("container id", container_id)
+        validate.container_id("container id", container_id)
         validate.interface_name("interface name", ifname)
         validate.name("network", network)
         if not netns.startswith("/"):

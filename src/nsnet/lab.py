@@ -13,8 +13,9 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import tempfile
 
-from .kernel.netns import CLONE_NEWNET, CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, umount, unshare
+from .kernel.netns import CLONE_NEWNET, CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, mount, umount, unshare
 from .kernel.rtnl import RtnlSocket
 from .naming import ETC_NETNS_DIR, NETNS_DIR
 from .store import state_dir
@@ -25,6 +26,8 @@ INIT_NETNS_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO: the inode of the machine's f
 INIT_PIDNS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO: the same for pid namespaces
 PR_SET_PDEATHSIG = 1
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+MS_MOVE = 0x2000
+CGROUP_DIR = "/sys/fs/cgroup"
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -39,9 +42,16 @@ def enter() -> None:
     for directory, mode in ((NETNS_DIR, "0755"), (ETC_NETNS_DIR, "0755"), (state_dir(), "0700")):
         os.makedirs(directory, mode=0o755, exist_ok=True)
         mount("tmpfs", directory, "tmpfs", 0, f"mode={mode}")
-    # sysfs shows the interfaces of the namespace that mounted it; remount it for this one.
+    # sysfs shows the interfaces of the namespace that mounted it; remount it for this one. The
+    # cgroup hierarchies mounted below it are carried over (container runtimes need them).
+    cgroups = os.path.ismount(CGROUP_DIR) and tempfile.mkdtemp(prefix="nsnet-lab-cgroup-")
+    if cgroups:
+        mount(CGROUP_DIR, cgroups, None, MS_BIND | MS_REC)
     umount("/sys")
     mount("sysfs", "/sys", "sysfs", 0)
+    if cgroups:
+        mount(cgroups, CGROUP_DIR, None, MS_MOVE)
+        os.rmdir(cgroups)
     lo = RtnlSocket()
     lo.set_up(1, "lo")
     lo.close()

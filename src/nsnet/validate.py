@@ -66,6 +66,17 @@ def mac(field: str, value: str) -> str:
     return text
 
 
+def container_id(field: str, value: str) -> str:
+    """A runtime's container id, as the CNI spec allows it (a name's characters, any length up
+    to what a runtime plausibly makes: Podman's are 64 hex digits)."""
+    if not value:
+        raise InvalidInput(field, value, "must not be empty")
+    if len(value) > 1024 or not _NAME.match(value):
+        raise InvalidInput(field, value[:80], "must start with a letter or digit and hold only letters, digits,"
+                           " '_', '.' and '-' (at most 1024)")
+    return value
+
+
 def interface_name(field: str, value: str) -> str:
     """A Linux interface name, as the kernel's dev_valid_name accepts it."""
     if not value or len(value) >= IFNAMSIZ:

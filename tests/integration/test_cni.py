@@ -283,3 +283,18 @@ def test_nsnet_shows_an_attachment_and_leaves_it_to_the_runtime(runtime: Runtime
         refused = cli(*argv)
         assert refused.returncode == 1 and "its runtime owns it" in refused.stderr, refused
     assert ip_json("link", "show", "net1", ns="ctrshown")
+
+
+def test_a_restarted_container_in_a_new_namespace_replaces_its_stale_attachment(runtime: Runtime) -> None:
+    """Podman restarts a container in a new namespace; its cleanup (DEL) of the old one runs apart
+    and may not have reached nsnet. An old namespace that is gone means a stale attachment; one
+    that still exists means two namespaces for one container, refused."""
+    conf = conflist_plugin()
+    runtime.add(conf, "restarted", runtime.netns("ctrold"))
+    live = runtime.call("ADD", conf, "restarted", runtime.netns("ctrother"))
+    assert live.out["code"] == 100 and "is attached in namespace /run/netns/ctrold" in live.out["msg"]
+    run("ip", "netns", "del", "ctrold")
+    result = runtime.add(conf, "restarted", "/run/netns/ctrother")
+    assert result["interfaces"][2]["sandbox"] == "/run/netns/ctrother"
+    (item,) = json.loads(cli("ps", "--format", "json").stdout)
+    assert item["NetNS"] == "/run/netns/ctrother" and cli("check").stdout == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 
@@ -132,3 +133,16 @@ def test_version_and_environment_errors_need_no_kernel():
     assert (code, error["code"], error["cniVersion"]) == (1, spec.DECODING_FAILURE, "1.1.0")
     code, error = run_plugin({"CNI_COMMAND": "ADD"}, json.dumps({**PODMAN, "vlan": 3}).encode())
     assert (code, error["code"], error["cniVersion"]) == (1, spec.UNSUPPORTED_FIELD, "0.4.0")
+
+
+def test_the_installed_plugin_serves_the_ledger_it_was_installed_for(tmp_path):
+    """Podman runs DEL from a cleanup process with another environment: the ledger is written in."""
+    from nsnet.cni.install import install
+
+    path = install(str(tmp_path / "bin"), str(tmp_path / "state"))
+    text = open(path).read()
+    assert path == str(tmp_path / "bin" / "nsnet") and os.access(path, os.X_OK)
+    assert text.splitlines()[0].endswith(" -IS")
+    assert f"sys.exit(main(state_dir={str(tmp_path / 'state')!r}))" in text
+    with pytest.raises(Exception, match="must be an absolute path"):
+        install("relative/bin", str(tmp_path / "state"))

@@ -1,9 +1,10 @@
 """`nsnet cni install`: the executable a runtime runs, named `nsnet` (a CNI plugin's type is its
 file name), in the runtime's plugin directory.
 
-It starts this interpreter with -IS (isolated, and no site: its .pth scanning is a tenth of the start-up)
-and the import path of this installation written in, so a runtime's environment cannot change
-which nsnet it runs.
+It starts this interpreter with -IS (isolated, and no site: its .pth scanning is a tenth of the
+start-up) with the import path of this installation and its ledger (the state directory) written
+in: a runtime's environment decides neither which nsnet runs nor which ledger it serves (Podman
+runs DEL from a cleanup process whose environment is not the one `podman run` had).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..errors import NsnetError
 PLUGIN_NAME = "nsnet"
 
 
-def script() -> str:
+def script(state_dir: str) -> str:
     # sys.path[0] is the running script's directory (or the working one): not nsnet's.
     paths = [p for p in sys.path[1:] if p and os.path.isdir(p)]
     return (f"#!{sys.executable} -IS\n"
@@ -24,18 +25,19 @@ def script() -> str:
             "import sys\n"
             f"sys.path[:0] = {paths!r}\n"
             "from nsnet.cni.plugin import main\n"
-            "sys.exit(main())\n")
+            f"sys.exit(main(state_dir={state_dir!r}))\n")
 
 
-def install(bin_dir: str) -> str:
-    """Write the plugin into bin_dir (made if missing), atomically; return its path."""
+def install(bin_dir: str, state_dir: str) -> str:
+    """Write the plugin serving the ledger in state_dir into bin_dir (made if missing),
+    atomically; return its path."""
     if not os.path.isabs(bin_dir):
         raise NsnetError(f"invalid --bin-dir {bin_dir!r}: must be an absolute path")
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
     path = os.path.join(bin_dir, PLUGIN_NAME)
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "w") as out:
-        out.write(script())
+        out.write(script(os.path.abspath(state_dir)))
     os.chmod(temporary, 0o755)
     os.replace(temporary, path)
     return path

@@ -25,7 +25,9 @@ COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 
 
 def main(environ: Mapping[str, str] | None = None, stdin: IO[bytes] | None = None,
-         stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+         stdout: IO[str] | None = None, stderr: IO[str] | None = None, state_dir: str | None = None) -> int:
+    """One command; `state_dir` is the ledger the installed plugin serves (NSNET_STATE_DIR, or
+    nsnet's default, when not given)."""
     environ = os.environ if environ is None else environ
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     version = spec.CURRENT_VERSION
@@ -44,7 +46,7 @@ def main(environ: Mapping[str, str] | None = None, stdin: IO[bytes] | None = Non
         netconf = parse(conf, command, environ.get("CNI_ARGS", ""))
         for note in netconf.notes:
             print(f"nsnet: {note}", file=stderr)
-        answer = _run(command, netconf, environ)
+        answer = _run(command, netconf, environ, state_dir or environ.get("NSNET_STATE_DIR") or None)
     except CniError as exc:
         json.dump(exc.to_json(version), stdout)
         stdout.write("\n")
@@ -73,12 +75,12 @@ def _required(environ: Mapping[str, str], *names: str) -> list[str]:
     return [environ[n] for n in names]
 
 
-def _run(command: str, conf: NetConf, environ: Mapping[str, str]) -> dict[str, Any] | None:
+def _run(command: str, conf: NetConf, environ: Mapping[str, str], state_dir: str | None) -> dict[str, Any] | None:
     from ..engine import Engine
     from ..errors import Conflict, Exhausted, InvalidInput, KernelError, NotFound, NsnetError, PathError
 
     try:
-        with Engine(state_dir=environ.get("NSNET_STATE_DIR") or None) as engine:
+        with Engine(state_dir=state_dir) as engine:
             if command == "ADD":
                 return _add(engine, conf, *_required(environ, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"))
             if command == "DEL":
@@ -177,6 +179,12 @@ def _add(engine: Engine, conf: NetConf, container: str, netns: str, ifname: str)
         raise CniError(spec.INVALID_ENVIRONMENT, f"CNI_NETNS {netns} is not a network namespace")
 
     network = _network(engine, conf)
+    stale = engine.container(container)
+    if stale is not None and stale.netns != netns and not is_namespace(stale.netns):
+        # The runtime made the container a new namespace (a restart) and deleted the old one
+        # without a DEL reaching nsnet (Podman's cleanup runs apart): those attachments are gone.
+        for endpoint in stale.endpoints:
+            engine.detach_container(container, endpoint.network, endpoint.ifname)
     ips = {6 if ":" in ip else 4: ip for ip in conf.ips}
     endpoint = engine.attach_container(container, netns, ifname, network.name, ip=ips.get(4), ip6=ips.get(6),
                                        mac=conf.mac, publish=conf.ports, default_route=conf.default_route)
