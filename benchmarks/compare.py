@@ -15,6 +15,10 @@ The contenders, per sandbox i (name sbNNNN, host port 10000+i to sandbox port 80
   /usr/lib/cni/bridge ADD (isGateway, ipMasq, hairpinMode, host-local IPAM on 10.41.0.0/16 with its
   dataDir in a private temporary directory), then /usr/lib/cni/portmap ADD with the bridge's result
   as prevResult and runtimeConfig.portMappings; detach is portmap DEL, bridge DEL, `ip netns delete`.
+- plugin: nsnet's CNI plugin (`nsnet cni install`), run as a runtime runs it in place of the cni
+  chain below: `ip netns add NAME`, one ADD (the reference bridge keys, host-local's format on
+  10.43.0.0/16, runtimeConfig.portMappings), then DEL and `ip netns delete`. Its first ADD makes the
+  network, as the bridge plugin's first ADD makes its bridge.
 - netavark: netavark 1.4.0 (iptables driver, as 1.4 has no other on a host without firewalld):
   `ip netns add NAME`, then `netavark --config DIR setup /run/netns/NAME` with the network options
   JSON on stdin (network 10.42.0.0/16 on bridge nvbr0, a static IP allocated here, one port
@@ -79,7 +83,7 @@ from harness import (
 )
 
 LAB_COMMAND = ".venv/bin/nsnet lab -- .venv/bin/python benchmarks/compare.py"
-CONTENDERS = ("api", "cli", "cni", "netavark")
+CONTENDERS = ("api", "cli", "plugin", "cni", "netavark")
 DEFAULT_COUNTS = "1,100,250"
 DEFAULT_API_COUNTS = "1000"  # nsnet's API only: the others would take minutes per phase
 QUICK_COUNTS = "1,20"
@@ -96,6 +100,7 @@ NETAVARK = "/usr/lib/podman/netavark"
 NSNET_NET, NSNET_SUBNET = "bench", "10.40.0.0/16"
 CNI_NET, CNI_SUBNET, CNI_BRIDGE = "cnibench", "10.41.0.0/16", "cnibr0"
 NETAVARK_NET, NETAVARK_SUBNET, NETAVARK_BRIDGE = "nvbench", "10.42.0.0/16", "nvbr0"
+PLUGIN_NET, PLUGIN_SUBNET, PLUGIN_BRIDGE = "plbench", "10.43.0.0/16", "plbr0"
 
 # Reference figures (DESIGN.md "Measured anchors" and issue 5, this VM, measured earlier), at N=100.
 REFERENCE = {
@@ -246,6 +251,49 @@ class Cni(Contender):
         del self._ids[index]
 
 
+class Plugin(Contender):
+    """nsnet's CNI plugin (`nsnet cni install`) in place of the bridge -> portmap chain: one ADD
+    with runtimeConfig.portMappings, one DEL, the runtime's part (the netns) done here as for cni."""
+
+    name = "plugin"
+
+    def __init__(self, workdir: str) -> None:
+        super().__init__(workdir)
+        from nsnet.cni.install import install
+
+        self._ip = tool("ip")
+        self._plugin = install(os.path.join(workdir, "cni-bin"), workdir)
+        self._ids: dict[int, str] = {}
+        self._conf = {"cniVersion": "1.0.0", "name": PLUGIN_NET, "type": "nsnet", "bridge": PLUGIN_BRIDGE,
+                      "isGateway": True, "ipMasq": True, "hairpinMode": True,
+                      "ipam": {"type": "host-local", "ranges": [[{"subnet": PLUGIN_SUBNET}]],
+                               "routes": [{"dst": "0.0.0.0/0"}]},
+                      "capabilities": {"portMappings": True}}
+
+    def _call(self, command: str, index: int) -> str:
+        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=self._ids[index],
+                   CNI_NETNS=f"/run/netns/{sandbox_name(index)}", CNI_IFNAME="eth0", CNI_PATH=CNI_DIR)
+        conf = {**self._conf, "runtimeConfig": {"portMappings": [
+            {"hostPort": host_port(index), "containerPort": SANDBOX_PORT, "protocol": "tcp"}]}}
+        return self.run(f"nsnet {command}", [self._plugin], json.dumps(conf), env)
+
+    def attach(self, index: int) -> None:
+        self._ids[index] = os.urandom(32).hex()
+        self.run("ip netns add", [self._ip, "netns", "add", sandbox_name(index)])
+        self._call("ADD", index)
+
+    def detach(self, index: int) -> None:
+        self._call("DEL", index)
+        self.run("ip netns delete", [self._ip, "netns", "delete", sandbox_name(index)])
+        del self._ids[index]
+
+    def teardown(self) -> None:
+        from nsnet import Engine
+
+        with Engine(state_dir=self.workdir) as engine:
+            engine.remove_network(PLUGIN_NET, force=True)
+
+
 class Netavark(Contender):
     """netavark 1.4: the caller (Podman) allocates the address and passes it as static_ips."""
 
@@ -291,7 +339,8 @@ class Netavark(Contender):
         self.run("ip netns delete", [self._ip, "netns", "delete", name])
 
 
-DRIVERS: dict[str, Callable[[str], Contender]] = {"api": Api, "cli": Cli, "cni": Cni, "netavark": Netavark}
+DRIVERS: dict[str, Callable[[str], Contender]] = {"api": Api, "cli": Cli, "plugin": Plugin, "cni": Cni,
+                                                  "netavark": Netavark}
 
 
 def cli_environment(env: dict[str, str]) -> dict[str, str]:
@@ -743,7 +792,7 @@ def print_references(summaries: dict[tuple[str, int], dict[str, Any]]) -> None:
                       f"{s['detach_p50_ms']:.1f} ms; attach {pair[0]:.1f} -> {pair[1]:.1f} ms over {n}")
     print("\nnsnet against the others, same run, same N (p50 ratio; < 1 means nsnet is faster):")
     for (contender, n), s in sorted(summaries.items()):
-        if contender not in ("api", "cli"):
+        if contender not in ("api", "cli", "plugin"):
             continue
         for other in ("netavark", "cni"):
             o = summaries.get((other, n))
@@ -813,7 +862,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         f"{DEFAULT_COUNTS}; --quick {QUICK_COUNTS})")
     parser.add_argument("--api-n", type=counts, metavar="N,...", help=f"extra counts for nsnet's API only "
                         f"(default {DEFAULT_API_COUNTS}; --quick {QUICK_API_COUNTS}; '' for none)")
-    parser.add_argument("--contenders", type=contenders, default=list(CONTENDERS), metavar="api,cli,cni,netavark")
+    parser.add_argument("--contenders", type=contenders, default=list(CONTENDERS),
+                        metavar="api,cli,plugin,cni,netavark")
     parser.add_argument("--rounds", type=int, metavar="R",
                         help="runs per contender and N (default: 5 at N=1, 2 up to N=100, 1 above)")
     parser.add_argument("--cli-bytecode", choices=("cached", "as-is"), default="cached",

@@ -146,3 +146,13 @@ def test_the_installed_plugin_serves_the_ledger_it_was_installed_for(tmp_path):
     assert f"sys.exit(main(state_dir={str(tmp_path / 'state')!r}))" in text
     with pytest.raises(Exception, match="must be an absolute path"):
         install("relative/bin", str(tmp_path / "state"))
+
+
+def test_version_reads_its_one_field_without_a_parser_and_answers_valid_json():
+    from nsnet.cni.plugin import version_answer
+
+    for raw, version in ((b'{"cniVersion": "0.3.1"}', "0.3.1"), (b'{\n  "name": "x",\n  "cniVersion" :"1.0.0"}', "1.0.0"),
+                         (b'{"cniVersion": "9.9.9"}', "1.1.0"), (b"", "1.1.0"), (b"garbage", "1.1.0"),
+                         (b'{"cniVersion": 4}', "1.1.0"), (b'{"cniVersion": "0.4.0', "1.1.0"), (b'{"cniVersion"', "1.1.0")):
+        assert json.loads(version_answer(raw)) == {"cniVersion": version,
+                                                   "supportedVersions": list(spec.SUPPORTED_VERSIONS)}, raw

@@ -3,8 +3,9 @@ result of ADD as each version spells it. Pure: no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+TYPE_CHECKING = False  # typing and dataclasses cost a CNI VERSION more than the rest of it
+if TYPE_CHECKING:
+    from typing import Any
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
@@ -58,15 +59,13 @@ def checked_version(version: Any, command: str) -> str:
     return version
 
 
-@dataclass(frozen=True)
 class Result:
-    """What ADD made: interfaces (each a dict of name, mac, sandbox), addresses with the index of
-    their interface, routes and DNS, in the spec's own keys."""
+    """What ADD made: interfaces (each a dict of name, mac, sandbox), addresses (CIDR, gateway,
+    the index of their interface), routes and DNS, in the spec's own keys."""
 
-    interfaces: list[dict[str, Any]] = field(default_factory=list)
-    ips: list[dict[str, Any]] = field(default_factory=list)  # address (CIDR), gateway, interface
-    routes: list[dict[str, Any]] = field(default_factory=list)
-    dns: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, interfaces: list[dict[str, Any]], ips: list[dict[str, Any]],
+                 routes: list[dict[str, Any]], dns: dict[str, Any]) -> None:
+        self.interfaces, self.ips, self.routes, self.dns = interfaces, ips, routes, dns
 
     def after(self, previous: dict[str, Any] | None) -> Result:
         """This result appended to an earlier plugin's (prevResult), interface indexes shifted."""
