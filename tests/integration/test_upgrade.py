@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from nsnet import Engine
+from nsnet.store import SCHEMA_VERSION
 
 from .conftest import WAN_HOST, WAN_PEER, cli
 from .net import connect, exchange, serve
@@ -68,7 +69,7 @@ def test_a_ledger_of_the_previous_release_is_migrated_and_keeps_working(tmp_path
         # Round robin goes on where it stopped: the next address is not one handed out before.
         assert str(engine.create_sandbox("next", networks=["app"]).endpoint("app").address) == "10.31.0.3/24"
     with sqlite3.connect(os.path.join(state_dir, "state.db")) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
     server = serve("web", "0.0.0.0", 80)
     try:
