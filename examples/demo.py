@@ -7,15 +7,18 @@ between sandboxes, the source address a peer on the "outside" saw (masquerade), 
 reached from outside and by hairpin, isolation, a live connect/disconnect, a sandbox that cannot
 pass for another, an internal network that reaches neither the outside nor the host, a dual-stack
 network (IPv6 egress through NAT66, a port published on the host's IPv6 address), a one-shot
-`run`, and a teardown that leaves nothing.
+`run`, nsnet as the CNI plugin of a container runtime (ADD with a published port, DEL), and a
+teardown that leaves nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -223,13 +226,38 @@ def main() -> None:
     proved("its exit code (3) came back and the sandbox is gone",
            result.returncode == 3 and "run-" not in nsnet("ps", show=False))
 
-    step("12. Teardown leaves nothing behind")
+    step("12. As a container runtime's CNI plugin: ADD with a published port, then DEL")
+    plugin = nsnet("cni", "install", "--bin-dir", tempfile.mkdtemp(prefix="nsnet-demo-cni-")).strip()
+    sh("ip", "netns", "add", "ctr1")  # the runtime's part: the container's namespace is its own
+    conf = {"cniVersion": "1.0.0", "name": "cnidemo", "type": "nsnet", "bridge": "cni-demo", "ipMasq": True,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]},
+            "runtimeConfig": {"portMappings": [{"hostPort": 8095, "containerPort": 8000, "protocol": "tcp"}]}}
+    env = dict(os.environ, CNI_CONTAINERID="ctr1", CNI_NETNS="/run/netns/ctr1", CNI_IFNAME="eth0")
+    print("$ CNI_COMMAND=ADD CNI_CONTAINERID=ctr1 CNI_NETNS=/run/netns/ctr1 CNI_IFNAME=eth0 nsnet < conf.json")
+    added = subprocess.run([plugin], input=json.dumps(conf), env={**env, "CNI_COMMAND": "ADD"},
+                           capture_output=True, text=True)
+    print(added.stdout.rstrip())
+    proved("ADD answered with the container's interface and address",
+           added.returncode == 0 and json.loads(added.stdout)["ips"][0]["address"] == "10.88.0.2/24")
+    print(nsnet("ps").rstrip())
+    server = http_server(["ip", "netns", "exec", "ctr1"], "10.88.0.2", 8000)
+    print(f"$ curl http://{WAN_HOST}:8095/     (from the 'wan' machine)")
+    proved("wan fetched a page from the container through its published port",
+           fetch_from(["ip", "netns", "exec", "wan"], f"http://{WAN_HOST}:8095/"))
+    server.kill()
+    deleted = subprocess.run([plugin], input=json.dumps(conf), env={**env, "CNI_COMMAND": "DEL"},
+                             capture_output=True, text=True)
+    print("$ CNI_COMMAND=DEL ... nsnet < conf.json")
+    proved("DEL detached it: nsnet lists no container", deleted.returncode == 0 and "cni-" not in nsnet("ps", show=False))
+    sh("ip", "netns", "del", "ctr1")
+
+    step("13. Teardown leaves nothing behind")
     nsnet("rm", "-f", "web", "client", "api", "x", "vault", "six")
-    nsnet("network", "rm", "app", "other", "sealed", "dual")
+    nsnet("network", "rm", "app", "other", "sealed", "dual", "cnidemo")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
     links = sh("ip", "-brief", "link").rstrip()
     print(links)
-    ours = [l for l in links.splitlines() if l.startswith(("nsbr-", "nsv"))]
+    ours = [l for l in links.splitlines() if l.startswith(("nsbr-", "nsv", "cni-"))]
     proved("no nsnet bridge or veth is left", ours == [])
     proved("no sandbox namespace is left", sorted(os.listdir("/run/netns")) == ["wan"])
     proved("nsnet's nftables table is gone", "nsnet" not in sh("nft", "list", "tables"))

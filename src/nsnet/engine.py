@@ -337,6 +337,8 @@ class Engine(Catalog):
                     current = self._store.sandbox_of_container(container_id)
                     endpoint = current.endpoint(network) if current else None
                     if endpoint is None or (ifname is not None and endpoint.ifname != ifname):
+                        if current is not None and not current.endpoints:  # left by an attach that died
+                            self._store.delete_sandbox(current.name)
                         return False
                     self._store.set_endpoint_state(endpoint.id, "removing")
                 plan = plan_disconnect(endpoint, self.network(network), None, self.owner)

@@ -139,6 +139,11 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
                            f"finished disconnecting {sandbox.name} from {network.name}")
                 with store.transaction():
                     store.delete_endpoint(endpoint.id)
+    for sandbox in store.sandboxes():
+        if sandbox.container_id and not sandbox.endpoints:  # its last attach died half-way
+            with store.transaction():
+                store.delete_sandbox(sandbox.name)
+            repair.done.append(f"forgot container {sandbox.container_id[:12]}: it has no attachment left")
     for network in list(networks.values()):
         if network.state != "ready" and not store.endpoint_count(network.id):
             repair.run([DeleteLink(network.bridge)], f"finished removing network {network.name}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 TIMEOUT = 3.0
@@ -109,6 +111,16 @@ def blocked(client_ns: str | None, server_ns: str | None, ip: str, port: int) ->
 def ip_json(*args: str, ns: str | None = None) -> list[dict]:
     argv = ["ip", "-j"] + (["-n", ns] if ns else []) + list(args)
     return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout or "[]")
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.05) -> bool:
+    """Whether predicate comes true within timeout (the kernel and runtimes finish some work apart)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def reboot(table: str, sandboxes: list[str], bridges: list[str], sysctl: str) -> None:

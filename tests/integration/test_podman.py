@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
-from .net import in_ns, ip_json, serve
+from .net import eventually, in_ns, ip_json, serve
 
 BUSYBOX = "/usr/bin/busybox"  # Debian's busybox-static
 IMAGE = "localhost/nsnet-test-busybox"
@@ -75,14 +74,9 @@ def sandboxes() -> list[dict]:
     return json.loads(cli("ps", "--format", "json").stdout)
 
 
-def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+def settles(predicate: Callable[[], bool]) -> bool:
     """Podman's network cleanup (DEL) runs in a process of its own after a container stops."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    return eventually(predicate, timeout=10.0, interval=0.1)
 
 
 def http_from(ns: str | None, url: str) -> str | None:
@@ -101,7 +95,7 @@ def test_podman_runs_containers_through_nsnet(podman: Podman, wan: str) -> None:
     assert [l["ifname"] for l in ip_json("link", "show", "master", "cni-app")] == [
         web["Networks"]["app"]["HostInterface"]]
     # The published port answers from outside (the wan peer, through the host's address) ...
-    assert eventually(lambda: http_from(wan, f"http://{WAN_HOST}:8080/") == "hello from a podman container\n")
+    assert settles(lambda: http_from(wan, f"http://{WAN_HOST}:8080/") == "hello from a podman container\n")
     assert http_from(None, "http://127.0.0.1:8080/") == "hello from a podman container\n"
     # ... another container reaches it on the network ...
     assert podman("run", "--rm", "--network", "app", IMAGE, "wget", "-qO-", "http://10.88.0.2/").stdout == \
@@ -114,17 +108,17 @@ def test_podman_runs_containers_through_nsnet(podman: Podman, wan: str) -> None:
         assert server.peers() == [WAN_HOST]
     finally:
         server.stop()
-    assert eventually(lambda: len(sandboxes()) == 1), [(s["Name"], s["NetNS"], list(s["Networks"])) for s in sandboxes()]  # the --rm containers' DEL came
+    assert settles(lambda: len(sandboxes()) == 1), [(s["Name"], s["NetNS"], list(s["Networks"])) for s in sandboxes()]  # the --rm containers' DEL came
 
     # Stop and start: DEL, then ADD in a new namespace; the port works again.
     podman("stop", "-t", "0", "web")
-    assert eventually(lambda: sandboxes() == [])
+    assert settles(lambda: sandboxes() == [])
     podman("start", "web")
     (again,) = sandboxes()
     assert again["ContainerID"] == cid and again["NetNS"] != web["NetNS"]
-    assert eventually(lambda: http_from(wan, f"http://{WAN_HOST}:8080/") == "hello from a podman container\n")
+    assert settles(lambda: http_from(wan, f"http://{WAN_HOST}:8080/") == "hello from a podman container\n")
 
     podman("rm", "-f", "web")
-    assert eventually(lambda: sandboxes() == [])
+    assert settles(lambda: sandboxes() == [])
     assert cli("check").stdout == ""
     assert ip_json("link", "show", "master", "cni-app") == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 
 from nsnet import Engine
@@ -18,7 +17,7 @@ from .frames import (ALL_DHCP_AGENTS, DHCPV6_ADVERTISE, DHCPV6_REPLY, arp_reply,
                      ip6_bytes,
                      ipv6_udp, multicast_mac, neighbour_advertisement, receive6, redirect, router_advertisement,
                      seen, send, tcp_syn, udp, udp6)
-from .net import blocked, exchange, ip_json, run
+from .net import blocked, eventually, exchange, ip_json, run
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 DUAL = ["10.31.0.0/24", "fd00:31::/64"]
@@ -197,13 +196,6 @@ def neighbours(ns: str | None, dev: str) -> dict[str, str]:
     return {n["dst"]: n["lladdr"] for n in ip_json("-6", "neigh", "show", "dev", dev, ns=ns) if "lladdr" in n}
 
 
-def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def datagrams(ns: str | None, targets: list[tuple[str, bytes]], repeat: int, gap: float = 0.05) -> None:

@@ -150,3 +150,23 @@ def test_a_failed_attach_leaves_nothing(engine, kernel, runtime_netns, kernel_st
     kernel.fail_at = None
     assert engine.sandboxes() == [] and kernel_state(kernel) == pristine
     assert str(engine.attach_container(CID, NETNS, "eth0", "app").address) == "10.31.0.2/24"
+
+
+def test_a_container_whose_only_attach_died_half_way_is_forgotten(engine, kernel, runtime_netns):
+    """kill -9 during a container's first ADD leaves its sandbox row with an endpoint 'creating':
+    gc undoes the endpoint and forgets the container."""
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.attach_container(CID, NETNS, "eth0", "app")
+    with engine._store.transaction():
+        (endpoint,) = engine.sandboxes()[0].endpoints
+        engine._store.set_endpoint_state(endpoint.id, "creating")
+    assert "forgot container 7f3a9c2e51d0: it has no attachment left" in engine.gc()
+    assert engine.sandboxes() == [] and engine.check() == [] and NETNS in kernel.netns
+
+
+def test_the_runtimes_del_forgets_a_container_left_without_attachments(engine, kernel, runtime_netns):
+    engine.create_network("app", subnet="10.31.0.0/24")
+    with engine._store.transaction():
+        engine._store.add_sandbox("row", "cni-7f3a9c2e51d0", "ready", CID, NETNS)
+    assert engine.detach_container(CID, "app", "eth0") is False
+    assert engine.sandboxes() == []
