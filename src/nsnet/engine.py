@@ -295,6 +295,9 @@ class Engine(Catalog):
             existing = self._store.sandbox_of_container(container_id)
             name = existing.name if existing else self._container_name(container_id)
             with self._locks.sandbox(name), self._store.transaction():
+                # Again under the container's lock: a concurrent first ADD (another network) may
+                # have recorded it meanwhile.
+                existing = self._store.sandbox_of_container(container_id)
                 net = self._ready_network(network)
                 if existing is None:
                     sandbox_id = new_id()

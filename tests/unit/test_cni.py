@@ -156,3 +156,18 @@ def test_version_reads_its_one_field_without_a_parser_and_answers_valid_json():
                          (b'{"cniVersion": 4}', "1.1.0"), (b'{"cniVersion": "0.4.0', "1.1.0"), (b'{"cniVersion"', "1.1.0")):
         assert json.loads(version_answer(raw)) == {"cniVersion": version,
                                                    "supportedVersions": list(spec.SUPPORTED_VERSIONS)}, raw
+
+
+def test_a_defect_still_answers_cni_json(monkeypatch):
+    import nsnet.cni.plugin as plugin
+
+    def broken(*_args):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(plugin, "_run", broken)
+    err = io.StringIO()
+    out = io.StringIO()
+    code = main({"CNI_COMMAND": "ADD"}, io.BytesIO(json.dumps(PODMAN).encode()), out, err)
+    assert (code, json.loads(out.getvalue())) == (1, {"cniVersion": "0.4.0", "code": spec.INTERNAL,
+                                                      "msg": "nsnet failed: ZeroDivisionError: boom"})
+    assert "Traceback" in err.getvalue()

@@ -170,3 +170,21 @@ def test_the_runtimes_del_forgets_a_container_left_without_attachments(engine, k
         engine._store.add_sandbox("row", "cni-7f3a9c2e51d0", "ready", CID, NETNS)
     assert engine.detach_container(CID, "app", "eth0") is False
     assert engine.sandboxes() == []
+
+
+def test_two_first_attaches_of_one_container_record_it_once(engine, kernel, runtime_netns, monkeypatch):
+    """Two ADDs (two networks) racing for a new container: the second finds the first's record
+    under the container's lock instead of failing on the sandbox name."""
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_network("side", subnet="10.32.0.0/24")
+    real = engine._store.sandbox_of_container
+    engine.attach_container(CID, NETNS, "eth0", "app")
+    stale = [None]  # the second ADD's unlocked read, made before the first ADD committed
+
+    def read(container_id):
+        return stale.pop() if stale else real(container_id)
+
+    monkeypatch.setattr(engine._store, "sandbox_of_container", read)
+    engine.attach_container(CID, NETNS, "eth1", "side")
+    (sandbox,) = engine.sandboxes()
+    assert [(e.network, e.ifname) for e in sandbox.endpoints] == [("app", "eth0"), ("side", "eth1")]

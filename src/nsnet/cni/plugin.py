@@ -52,15 +52,24 @@ def main(environ: Mapping[str, str] | None = None, stdin: IO[bytes] | None = Non
             print(f"nsnet: {note}", file=stderr)
         answer = _run(command, netconf, environ, state_dir or environ.get("NSNET_STATE_DIR") or None)
     except CniError as exc:
-        import json
+        return _failed(exc, version, stdout)
+    except Exception as exc:  # noqa: BLE001 - the runtime must get CNI JSON whatever happens
+        import traceback
 
-        json.dump(exc.to_json(version), stdout)
-        stdout.write("\n")
-        return 1
+        traceback.print_exc(file=stderr)
+        return _failed(CniError(spec.INTERNAL, f"nsnet failed: {type(exc).__name__}: {exc}"), version, stdout)
     if answer is not None:
         json.dump(answer, stdout)
         stdout.write("\n")
     return 0
+
+
+def _failed(error: CniError, version: str, stdout: IO[str]) -> int:
+    import json
+
+    json.dump(error.to_json(version), stdout)
+    stdout.write("\n")
+    return 1
 
 
 def version_answer(raw: bytes) -> str:

@@ -23,6 +23,7 @@ NOT_AVAILABLE = 50  # STATUS: the plugin cannot serve ADD
 REFUSED = 100  # the ledger refused the request (a conflict, a full network, a taken port)
 KERNEL_FAILURE = 101  # the kernel refused a change; nothing of it is left
 DRIFTED = 102  # CHECK: the attachment is not what the ledger says
+INTERNAL = 199  # a defect of nsnet's: the traceback goes to stderr, the runtime still gets JSON
 
 
 class CniError(Exception):
