@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address, ip_interface, ip_network, summarize_address_range
 from typing import Any
 
-from .spec import INVALID_CONFIG, UNSUPPORTED_FIELD, CniError, checked_version
+from .spec import DECODING_FAILURE, INVALID_CONFIG, UNSUPPORTED_FIELD, CniError, checked_version
 
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 DEFAULT_ROUTES = {"0.0.0.0/0": 4, "::/0": 6}
@@ -46,8 +46,6 @@ class NetConf:
 
 
 def decode(raw: bytes) -> dict[str, Any]:
-    from .spec import DECODING_FAILURE
-
     try:
         conf = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
