@@ -3,7 +3,9 @@ the CNI plugin, inside the isolated host, with an image made from busybox (no re
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -18,6 +20,7 @@ from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
 from .net import eventually, in_ns, ip_json, serve
 
 BUSYBOX = "/usr/bin/busybox"  # Debian's busybox-static
+PODMAN_CGROUPS = "/sys/fs/cgroup/*/libpod_parent"  # cgroupfs manager: conmon's and containers' cgroups
 IMAGE = "localhost/nsnet-test-busybox"
 CONFLIST = {"cniVersion": "1.0.0", "name": "app", "plugins": [
     {"type": "nsnet", "bridge": "cni-app", "isGateway": True, "ipMasq": True, "hairpinMode": True,
@@ -59,6 +62,7 @@ def podman(tmp_path: Path, state_dir: str) -> Iterator[Podman]:
     (rootfs / "www" / "index.html").write_text("hello from a podman container\n")
     with tarfile.open(tmp_path / "rootfs.tar", "w") as tar:
         tar.add(rootfs, arcname=".")
+    cgroups_before = set(glob.glob(PODMAN_CGROUPS))
     run("import", str(tmp_path / "rootfs.tar"), IMAGE)
     try:
         yield run
@@ -67,6 +71,14 @@ def podman(tmp_path: Path, state_dir: str) -> Iterator[Podman]:
         run("system", "reset", "--force", check=False)
         shutil.rmtree(runroot, ignore_errors=True)
         cli("network", "rm", "-f", "app")
+        # Podman's cgroups live in the machine's hierarchies (the lab shares them): the empty
+        # ones it made here go, deepest first; what was there before is left alone.
+        for made in set(glob.glob(PODMAN_CGROUPS)) - cgroups_before:
+            for directory, _, _ in sorted(os.walk(made), key=lambda entry: -entry[0].count("/")):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    pass
     assert wait_clean() == {"links": [], "netns": [], "tables": []}
 
 
