@@ -17,22 +17,24 @@ _IPV6_SCOPED = (IPv6Network("fe80::/10"), IPv6Network("ff00::/8"))
 
 def host_routes() -> list[tuple[Any, str]]:
     """(destination, device) of every route of the host in both families, but default,
-    local-table, link-local and multicast ones."""
-    from pyroute2 import IPRoute
+    local-table, link-local and multicast ones. Through nsnet's own rtnetlink (two dumps and a
+    link dump): `network create`, and a CNI plugin's first ADD, would otherwise import pyroute2."""
+    from .rtnl import RtnlSocket
 
     found = []
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+    sock = RtnlSocket()
+    try:
+        names = sock.link_names()
         for family in (socket.AF_INET, socket.AF_INET6):
-            for route in ipr.get_routes(family=family):
-                table = route.get_attr("RTA_TABLE") or route["table"]
-                dst = route.get_attr("RTA_DST")
-                if table == RT_TABLE_LOCAL or route["dst_len"] == 0 or dst is None:
+            for table, dst_len, dst, oif in sock.routes(family):
+                if table == RT_TABLE_LOCAL or dst_len == 0 or dst is None:
                     continue
-                network = ip_network(f"{dst}/{route['dst_len']}", strict=False)
+                network = ip_network((dst, dst_len), strict=False)
                 if any(network.subnet_of(scoped) for scoped in _IPV6_SCOPED if network.version == 6):
                     continue
-                found.append((network, names.get(route.get_attr("RTA_OIF"), "")))
+                found.append((network, names.get(oif, "") if oif is not None else ""))
+    finally:
+        sock.close()
     return found
 
 

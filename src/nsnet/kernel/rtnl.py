@@ -38,7 +38,8 @@ NLMSGERR_ATTR_MSG = 1
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR = 20, 21
-RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+NLM_F_DUMP = 0x300
 RTM_NEWNEIGH = 28
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
@@ -51,7 +52,7 @@ NUD_NOARP = 0x40  # `bridge fdb add ... static`
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 IFA_F_NODAD = 0x02
-RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 NLA_F_NESTED = 0x8000
 
 IFF_UP = 0x1
@@ -87,6 +88,18 @@ def u32(kind: int, value: int) -> bytes:
 
 def mac_bytes(mac: str) -> bytes:
     return bytes(int(part, 16) for part in mac.split(":"))
+
+
+def attributes(payload: bytes, offset: int) -> dict[int, bytes]:
+    """A message's attributes from offset on, by type (nested ones left packed)."""
+    found = {}
+    while offset + 4 <= len(payload):
+        length, kind = struct.unpack_from("=HH", payload, offset)
+        if length < 4 or offset + length > len(payload):
+            break
+        found[kind & ~NLA_F_NESTED] = payload[offset + 4:offset + length]
+        offset += (length + 3) & ~3
+    return found
 
 
 def ifinfomsg(index: int = 0, up: bool = False) -> bytes:
@@ -135,6 +148,28 @@ class RtnlSocket:
                 answers.append((kind, payload))
 
     # Links
+
+    def link_names(self) -> dict[int, str]:
+        """Every link's name, by index (one dump)."""
+        names = {}
+        for _, payload in self.request("dump of links", RTM_GETLINK, NLM_F_DUMP, ifinfomsg()):
+            index = _IFINFOMSG.unpack_from(payload)[2]
+            name = attributes(payload, _IFINFOMSG.size).get(IFLA_IFNAME, b"")
+            names[index] = name.rstrip(b"\0").decode()
+        return names
+
+    def routes(self, family: int) -> list[tuple[int, int, bytes | None, int | None]]:
+        """Every route of a family, as (table, prefix length, destination, output interface)."""
+        found = []
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for _, payload in self.request("dump of routes", RTM_GETROUTE, NLM_F_DUMP, body):
+            _, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(payload)
+            attrs = attributes(payload, _RTMSG.size)
+            if RTA_TABLE in attrs:
+                table = struct.unpack("=I", attrs[RTA_TABLE])[0]
+            oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else None
+            found.append((table, dst_len, attrs.get(RTA_DST), oif))
+        return found
 
     def link_index(self, name: str) -> int:
         answers = self.request(f"lookup of link {name}", RTM_GETLINK, 0, ifinfomsg() + string(IFLA_IFNAME, name))
@@ -256,7 +291,7 @@ def _ext_ack_message(payload: bytes, flags: int) -> str:
     offset = 4 + _NLMSGHDR.size
     while offset + 4 <= len(payload):
         length, kind = struct.unpack_from("=HH", payload, offset)
-        if length < 4:
+        if length < 4 or offset + length > len(payload):
             break
         if kind & ~NLA_F_NESTED == NLMSGERR_ATTR_MSG:
             return payload[offset + 4 : offset + length].rstrip(b"\0").decode(errors="replace")
