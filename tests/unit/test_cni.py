@@ -138,6 +138,7 @@ def test_version_and_environment_errors_need_no_kernel():
 def test_the_installed_plugin_serves_the_ledger_it_was_installed_for(tmp_path):
     """Podman runs DEL from a cleanup process with another environment: the ledger is written in."""
     from nsnet.cni.install import install
+    from nsnet.errors import NsnetError
 
     path = install(str(tmp_path / "bin"), str(tmp_path / "state"))
     text = open(path).read()
@@ -146,6 +147,18 @@ def test_the_installed_plugin_serves_the_ledger_it_was_installed_for(tmp_path):
     assert f"sys.exit(main(state_dir={str(tmp_path / 'state')!r}))" in text
     with pytest.raises(Exception, match="must be an absolute path"):
         install("relative/bin", str(tmp_path / "state"))
+    # A link at the plugin's name is replaced, never written through.
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    os.remove(path)
+    os.symlink(victim, path)
+    install(str(tmp_path / "bin"), str(tmp_path / "state"))
+    assert victim.read_text() == "untouched" and not os.path.islink(path)
+    # A link planted at the temporary name stops the install; nothing is written through it.
+    os.symlink(victim, f"{path}.{os.getpid()}.tmp")
+    with pytest.raises(NsnetError, match=r"\.tmp exists \(nsnet makes it new\); remove it"):
+        install(str(tmp_path / "bin"), str(tmp_path / "state"))
+    assert victim.read_text() == "untouched"
 
 
 def test_version_reads_its_one_field_without_a_parser_and_answers_valid_json():

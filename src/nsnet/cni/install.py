@@ -36,8 +36,13 @@ def install(bin_dir: str, state_dir: str) -> str:
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
     path = os.path.join(bin_dir, PLUGIN_NAME)
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as out:
+    # Made new (never through a link planted there), then renamed over the plugin: a link at its
+    # name is replaced, not followed.
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755)
+    except FileExistsError:
+        raise NsnetError(f"cannot install the plugin: {temporary} exists (nsnet makes it new); remove it") from None
+    with os.fdopen(fd, "w") as out:
         out.write(script(os.path.abspath(state_dir)))
-    os.chmod(temporary, 0o755)
     os.replace(temporary, path)
     return path
