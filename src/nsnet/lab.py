@@ -44,7 +44,7 @@ def enter() -> None:
         mount("tmpfs", directory, "tmpfs", 0, f"mode={mode}")
     # sysfs shows the interfaces of the namespace that mounted it; remount it for this one. The
     # cgroup hierarchies mounted below it are carried over (container runtimes need them).
-    cgroups = os.path.ismount(CGROUP_DIR) and tempfile.mkdtemp(prefix="nsnet-lab-cgroup-")
+    cgroups = tempfile.mkdtemp(prefix="nsnet-lab-cgroup-") if os.path.ismount(CGROUP_DIR) else None
     if cgroups:
         mount(CGROUP_DIR, cgroups, None, MS_BIND | MS_REC)
     umount("/sys")
