@@ -17,8 +17,10 @@ import pytest
 from nsnet.cni.spec import SUPPORTED_VERSIONS
 
 from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
+from .frames import arp_reply, capture, ethernet, seen, send, udp
 from .net import connect, exchange, ip_json, run, serve
 
+BROADCAST = "ff:ff:ff:ff:ff:ff"
 TUNING = "/usr/lib/cni/tuning"  # a reference plugin, to run after nsnet in a chain
 
 
@@ -298,3 +300,51 @@ def test_a_restarted_container_in_a_new_namespace_replaces_its_stale_attachment(
     assert result["interfaces"][2]["sandbox"] == "/run/netns/ctrother"
     (item,) = json.loads(cli("ps", "--format", "json").stdout)
     assert item["NetNS"] == "/run/netns/ctrother" and cli("check").stdout == ""
+
+
+def test_a_container_sends_nothing_but_its_own_addresses(runtime: Runtime) -> None:
+    """The runtime's container gets the anti-spoofing nsnet's own sandboxes get: root in it forges
+    frames from another address or MAC, and they go nowhere; its honest frame arrives."""
+    conf = conflist_plugin()
+    receiver = runtime.add(conf, "receiver", runtime.netns("ctrrecv"))["interfaces"][2]["mac"]
+    attacker = runtime.add(conf, "attacker", runtime.netns("ctrattack"))["interfaces"][2]["mac"]
+    frames = {
+        "GOOD": ethernet(receiver, attacker, 0x0800, udp("10.88.0.3", "10.88.0.2", 5000, 5000, b"GOOD")),
+        "FORGED-IP": ethernet(receiver, attacker, 0x0800, udp("10.88.0.99", "10.88.0.2", 5000, 5000, b"FORGED-IP")),
+        "FORGED-MAC": ethernet(receiver, "02:4e:0a:58:00:63", 0x0800,
+                               udp("10.88.0.3", "10.88.0.2", 5000, 5000, b"FORGED-MAC")),
+        "FORGED-ARP": ethernet(BROADCAST, attacker, 0x0806, arp_reply(attacker, "10.88.0.1", receiver, "10.88.0.2")
+                               + b"FORGED-ARP"),
+    }
+    at_receiver = capture("ctrrecv", "eth0", 2.0, *frames)
+    send("ctrattack", "eth0", list(frames.values()), repeat=3, gap=0.05)
+    assert sorted(set(seen(at_receiver))) == ["GOOD"]
+
+
+def test_adds_and_dels_racing_gc_lose_nothing(runtime: Runtime) -> None:
+    """`nsnet gc` and `nsnet check` loop while a runtime ADDs, then DELs, ten containers at once:
+    gc leaves work in flight alone, every ADD gets its own address, every DEL leaves nothing."""
+    conf = conflist_plugin()
+    spaces = {f"ctrrace{i}": runtime.netns(f"ctrrace{i}") for i in range(10)}
+    for command in ("ADD", "DEL"):
+        replies: dict[str, Reply] = {}
+        threads = [threading.Thread(target=lambda n=name: replies.__setitem__(n, runtime.call(command, conf, n,
+                                                                                               spaces[n])))
+                   for name in spaces]
+        for thread in threads:
+            thread.start()
+        repairs = 0
+        while any(thread.is_alive() for thread in threads) or repairs < 2:
+            gc = cli("gc")
+            assert gc.returncode == 0 and gc.stderr == "", gc
+            repairs += 1
+        for thread in threads:
+            thread.join()
+        assert [r.code for r in replies.values()] == [0] * 10, replies
+        if command == "ADD":
+            assert len({r.out["ips"][0]["address"] for r in replies.values()}) == 10
+            assert len(json.loads(cli("ps", "--format", "json").stdout)) == 10
+        else:
+            assert json.loads(cli("ps", "--format", "json").stdout) == []
+            assert all([l["ifname"] for l in ip_json("link", ns=ns)] == ["lo"] for ns in spaces)
+        assert cli("check").stdout == ""
