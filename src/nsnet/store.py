@@ -288,6 +288,20 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One consistent view for a read made of several statements: without it a writer can
+        commit between them (a network read with its subnets missing, an endpoint without its ports).
+        Inside a transaction the transaction is the view."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def owner(self) -> Owner:
         """What marks this ledger's kernel objects (model.Owner), chosen when the ledger is new: a
         random interface group, and tables named `nsnet` for the default state directory or after
@@ -327,6 +341,10 @@ class Store:
         return found[0] if found else None
 
     def _networks(self, where: str, args: tuple) -> list[Network]:
+        with self.snapshot():
+            return self._networks_in_snapshot(where, args)
+
+    def _networks_in_snapshot(self, where: str, args: tuple) -> list[Network]:
         subnets: dict[str, list[Subnet]] = {}
         for network_id, subnet, gateway, ip_range in self.db.execute(
                 "SELECT s.network_id, s.subnet, s.gateway, s.ip_range FROM subnets s JOIN networks n"
@@ -389,17 +407,20 @@ class Store:
     _SANDBOX_COLUMNS = "id, name, state, created, container_id, netns"
 
     def sandbox(self, name: str) -> Sandbox | None:
-        row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?", (name,)).fetchone()
-        return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
+        with self.snapshot():
+            row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?", (name,)).fetchone()
+            return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
 
     def sandbox_of_container(self, container_id: str) -> Sandbox | None:
-        row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE container_id = ?",
-                              (container_id,)).fetchone()
-        return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
+        with self.snapshot():
+            row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE container_id = ?",
+                                  (container_id,)).fetchone()
+            return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
 
     def sandboxes(self) -> list[Sandbox]:
-        rows = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes ORDER BY created, name").fetchall()
-        endpoints = self._endpoints("1 = 1", ())
+        with self.snapshot():
+            rows = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes ORDER BY created, name").fetchall()
+            endpoints = self._endpoints("1 = 1", ())
         return [self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]) for row in rows]
 
     @staticmethod
@@ -409,6 +430,10 @@ class Store:
                        created=created, state=state, container_id=container_id)
 
     def _endpoints(self, where: str, args: tuple) -> list[Endpoint]:
+        with self.snapshot():
+            return self._endpoints_in_snapshot(where, args)
+
+    def _endpoints_in_snapshot(self, where: str, args: tuple) -> list[Endpoint]:
         joins = ("FROM endpoints e JOIN sandboxes s ON s.id = e.sandbox_id JOIN networks n ON n.id = e.network_id")
         addresses: dict[str, list[tuple]] = {}
         for endpoint_id, ip, subnet, gateway in self.db.execute(
