@@ -452,11 +452,10 @@ def entry() -> NoReturn:
     libnftables context (~13 ms, as much as the rest of an `rm`); everything is flushed and
     closed by then, so there is nothing left for it to do."""
     if len(sys.argv) == 1 and "CNI_COMMAND" in os.environ:  # run by a container runtime as its CNI plugin
-        from .cni.plugin import main as cni_main
+        from .cni.plugin import run
 
-        code = cni_main()
-    else:
-        code = main()
+        run()
+    code = main()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -28,9 +28,8 @@ from .plan.ops import Operation
 from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
-from .reconcile import default_route_holder
 
-if TYPE_CHECKING:  # subprocess, check, gc and doctor load these on first use
+if TYPE_CHECKING:  # subprocess, check, gc, doctor and reconcile load these on first use
     import subprocess
 
     from .doctor import Finding
@@ -263,6 +262,8 @@ class Engine(Catalog):
                                    "command that did not finish; run nsnet gc")
                 successor = None
                 if endpoint.default_route:
+                    from .reconcile import default_route_holder
+
                     nets = {n.name: n for n in self._store.networks()}
                     successor = default_route_holder([e for e in current.endpoints if e.id != endpoint.id], nets)
                     self._store.set_default_route(endpoint.id, False)

@@ -144,7 +144,7 @@ def test_the_installed_plugin_serves_the_ledger_it_was_installed_for(tmp_path):
     text = open(path).read()
     assert path == str(tmp_path / "bin" / "nsnet") and os.access(path, os.X_OK)
     assert text.splitlines()[0].endswith(" -IS")
-    assert f"sys.exit(main(state_dir={str(tmp_path / 'state')!r}))" in text
+    assert f"run(state_dir={str(tmp_path / 'state')!r})" in text
     with pytest.raises(Exception, match="must be an absolute path"):
         install("relative/bin", str(tmp_path / "state"))
     # A link at the plugin's name is replaced, never written through.

@@ -24,8 +24,8 @@ def script(state_dir: str) -> str:
             "# nsnet's CNI plugin, written by `nsnet cni install`; run again after moving nsnet.\n"
             "import sys\n"
             f"sys.path[:0] = {paths!r}\n"
-            "from nsnet.cni.plugin import main\n"
-            f"sys.exit(main(state_dir={state_dir!r}))\n")
+            "from nsnet.cni.plugin import run\n"
+            f"run(state_dir={state_dir!r})\n")
 
 
 def install(bin_dir: str, state_dir: str) -> str:
