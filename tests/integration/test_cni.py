@@ -18,7 +18,7 @@ from nsnet.cni.spec import SUPPORTED_VERSIONS
 
 from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
 from .frames import arp_reply, capture, ethernet, seen, send, udp
-from .net import connect, exchange, ip_json, run, serve
+from .net import connect, exchange, ip_json, reboot, run, serve
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 TUNING = "/usr/lib/cni/tuning"  # a reference plugin, to run after nsnet in a chain
@@ -105,6 +105,7 @@ def test_version_lists_every_version_and_add_answers_in_each(runtime: Runtime) -
         assert result["ips"] == [ip]
         bridge, host, container = result["interfaces"]
         assert bridge["name"] == "cni-app" and host["name"].startswith("nsv")
+        assert host["mac"] == ip_json("link", "show", host["name"])[0]["address"]
         assert container == {"name": "eth0", "mac": f"02:4e:0a:58:00:{i + 2:02x}", "sandbox": netns}
         assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.88.0.1"}]
         addresses = ip_json("-4", "address", "show", "eth0", ns=ns_of(netns))[0]["addr_info"]
@@ -300,6 +301,22 @@ def test_a_restarted_container_in_a_new_namespace_replaces_its_stale_attachment(
     assert result["interfaces"][2]["sandbox"] == "/run/netns/ctrother"
     (item,) = json.loads(cli("ps", "--format", "json").stdout)
     assert item["NetNS"] == "/run/netns/ctrother" and cli("check").stdout == ""
+
+
+def test_after_a_reboot_the_next_add_restores_the_network(runtime: Runtime, wan: str) -> None:
+    """A reboot leaves the ledger and takes the bridge, the rules, the forwarding sysctl and the
+    runtime's namespaces; the runtime's next ADD must work without anyone running `nsnet gc`."""
+    conf = conflist_plugin()
+    runtime.add(conf, "before", runtime.netns("ctrbefore"))
+    (table,) = [line.split()[-1] for line in run("nft", "list", "tables", "inet").stdout.splitlines()
+                if "nsnet" in line]
+    reboot(table, ["ctrbefore"], ["cni-app"], "net.ipv4.ip_forward")
+    reply = runtime.call("ADD", conf, "after", runtime.netns("ctrafter"))
+    assert reply.code == 0 and "had no bridge cni-app (a reboot?); restoring it" in reply.err, reply
+    assert reply.out["ips"][0]["address"] == "10.88.0.3/16"  # round robin goes on past the forgotten .2
+    assert [item["ContainerID"] for item in json.loads(cli("ps", "--format", "json").stdout)] == ["after"]
+    assert exchange("ctrafter", wan, WAN_PEER, 9000) == (f"hello from {WAN_PEER}", [WAN_HOST])
+    assert cli("check").stdout == ""
 
 
 def test_a_container_sends_nothing_but_its_own_addresses(runtime: Runtime) -> None:

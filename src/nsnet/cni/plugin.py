@@ -50,7 +50,7 @@ def main(environ: Mapping[str, str] | None = None, stdin: IO[bytes] | None = Non
         netconf = parse(conf, command, environ.get("CNI_ARGS", ""))
         for note in netconf.notes:
             print(f"nsnet: {note}", file=stderr)
-        answer = _run(command, netconf, environ, state_dir or environ.get("NSNET_STATE_DIR") or None)
+        answer = _run(command, netconf, environ, state_dir or environ.get("NSNET_STATE_DIR") or None, stderr)
     except CniError as exc:
         return _failed(exc, version, stdout)
     except Exception as exc:  # noqa: BLE001 - the runtime must get CNI JSON whatever happens
@@ -103,14 +103,15 @@ def _required(environ: Mapping[str, str], *names: str) -> list[str]:
     return [environ[n] for n in names]
 
 
-def _run(command: str, conf: NetConf, environ: Mapping[str, str], state_dir: str | None) -> dict[str, Any] | None:
+def _run(command: str, conf: NetConf, environ: Mapping[str, str], state_dir: str | None,
+         stderr: IO[str]) -> dict[str, Any] | None:
     from ..engine import Engine
     from ..errors import Conflict, Exhausted, InvalidInput, KernelError, NotFound, NsnetError, PathError
 
     try:
         with Engine(state_dir=state_dir) as engine:
             if command == "ADD":
-                return _add(engine, conf, *_required(environ, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"))
+                return _add(engine, conf, *_required(environ, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"), stderr)
             if command == "DEL":
                 container, ifname = _required(environ, "CNI_CONTAINERID", "CNI_IFNAME")
                 _delete(engine, conf, container, ifname)
@@ -199,7 +200,8 @@ def _differences(network: Network, conf: NetConf) -> list[str]:
     return found
 
 
-def _add(engine: Engine, conf: NetConf, container: str, netns: str, ifname: str) -> dict[str, Any]:
+def _add(engine: Engine, conf: NetConf, container: str, netns: str, ifname: str,
+         stderr: IO[str]) -> dict[str, Any]:
     from ..kernel.netns import is_namespace
     from ..naming import bridge_mac
 
@@ -207,6 +209,13 @@ def _add(engine: Engine, conf: NetConf, container: str, netns: str, ifname: str)
         raise CniError(spec.INVALID_ENVIRONMENT, f"CNI_NETNS {netns} is not a network namespace")
 
     network = _network(engine, conf)
+    if network.state == "ready" and engine.kernel.link_mac(network.bridge) is None:
+        # A reboot (or a hand) took the bridge: restore the ledger's networks as `nsnet gc` does,
+        # instead of failing every container until someone runs it. gc also forgets the
+        # containers whose namespaces went with the reboot.
+        print(f"nsnet: network {network.name!r} had no bridge {network.bridge} (a reboot?); restoring it (nsnet gc)",
+              file=stderr)
+        engine.gc()
     stale = engine.container(container)
     if stale is not None and stale.netns != netns and not is_namespace(stale.netns):
         # The runtime made the container a new namespace (a restart) and deleted the old one
@@ -216,7 +225,9 @@ def _add(engine: Engine, conf: NetConf, container: str, netns: str, ifname: str)
     ips = {6 if ":" in ip else 4: ip for ip in conf.ips}
     endpoint = engine.attach_container(container, netns, ifname, network.name, ip=ips.get(4), ip6=ips.get(6),
                                        mac=conf.mac, publish=conf.ports, default_route=conf.default_route)
-    interfaces = [{"name": network.bridge, "mac": bridge_mac(network)}, {"name": endpoint.host_ifname},
+    host_mac = engine.kernel.link_mac(endpoint.host_ifname)  # the kernel's pick, as the bridge plugin reports
+    interfaces = [{"name": network.bridge, "mac": bridge_mac(network)},
+                  {"name": endpoint.host_ifname, **({"mac": host_mac} if host_mac else {})},
                   {"name": endpoint.ifname, "mac": endpoint.mac, "sandbox": netns}]
     ips_out = [{"address": str(a), "gateway": str(g), "interface": 2}
                for a, g in zip(endpoint.addresses, endpoint.gateways)]

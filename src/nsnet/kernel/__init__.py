@@ -46,6 +46,9 @@ class Kernel(ABC):
     def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
         """The pair, its host end up on the bridge, its peer (down) inside the sandbox."""
     @abstractmethod
+    def link_mac(self, name: str) -> str | None:
+        """A host link's hardware address; None when there is no such link."""
+    @abstractmethod
     def set_port_flags(self, name: str, isolated: bool) -> None:
         """A sandbox port's bridge flags: hairpin, no learning, locked, and isolation (--no-icc)."""
     @abstractmethod

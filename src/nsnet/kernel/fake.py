@@ -131,6 +131,10 @@ class FakeKernel(Kernel):
                                     "static_macs": set()}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
 
+    def link_mac(self, name: str) -> str | None:
+        link = self.links.get((None, name))
+        return link["mac"] if link else None
+
     def _link(self, name: str, sandbox: str | None, what: str) -> dict[str, Any]:
         self._need((sandbox, name) in self.links, f"{what} {name}")
         return self.links[(sandbox, name)]

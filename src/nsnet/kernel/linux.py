@@ -111,6 +111,9 @@ class LinuxKernel(Kernel):
         finally:
             os.close(fd)
 
+    def link_mac(self, name: str) -> str | None:
+        return self._rtnl(None).link_mac(name)
+
     def set_port_flags(self, name: str, isolated: bool) -> None:
         self._rtnl(None).set_port_flags(name, isolated)
 

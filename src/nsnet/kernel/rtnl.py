@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from errno import ENODEV
 from typing import TYPE_CHECKING
 
 from ..errors import KernelError
@@ -174,6 +175,16 @@ class RtnlSocket:
     def link_index(self, name: str) -> int:
         answers = self.request(f"lookup of link {name}", RTM_GETLINK, 0, ifinfomsg() + string(IFLA_IFNAME, name))
         return _IFINFOMSG.unpack_from(answers[0][1])[2]
+
+    def link_mac(self, name: str) -> str | None:
+        """A link's hardware address; None when no link has that name."""
+        try:
+            answers = self.request(f"lookup of link {name}", RTM_GETLINK, 0, ifinfomsg() + string(IFLA_IFNAME, name))
+        except KernelError as exc:
+            if exc.errno == ENODEV:
+                return None
+            raise
+        return attributes(answers[0][1], _IFINFOMSG.size).get(IFLA_ADDRESS, b"").hex(":")
 
     def create_bridge(self, name: str, mtu: int, mac: str, group: int) -> None:
         body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu) + u32(IFLA_GROUP, group)
