@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
+from .conftest import NSNET, WAN6_HOST, WAN_HOST, WAN_PEER, cli, wait_clean
 from .net import eventually, in_ns, ip_json, serve
 
 BUSYBOX = "/usr/bin/busybox"  # Debian's busybox-static
@@ -25,6 +25,11 @@ IMAGE = "localhost/nsnet-test-busybox"
 CONFLIST = {"cniVersion": "1.0.0", "name": "app", "plugins": [
     {"type": "nsnet", "bridge": "cni-app", "isGateway": True, "ipMasq": True, "hairpinMode": True,
      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]},
+     "capabilities": {"portMappings": True}}]}
+DUAL_CONFLIST = {"cniVersion": "1.0.0", "name": "dual", "plugins": [
+    {"type": "nsnet", "bridge": "cni-dual", "isGateway": True, "ipMasq": True,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.0.0/24"}], [{"subnet": "fd00:89::/64"}]],
+              "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]},
      "capabilities": {"portMappings": True}}]}
 
 Podman = Callable[..., subprocess.CompletedProcess]
@@ -38,6 +43,7 @@ def podman(tmp_path: Path, state_dir: str) -> Iterator[Podman]:
     subprocess.run([NSNET, "cni", "install", "--bin-dir", str(plugins)], check=True, capture_output=True)
     net_d.mkdir()
     (net_d / "20-app.conflist").write_text(json.dumps(CONFLIST))
+    (net_d / "30-dual.conflist").write_text(json.dumps(DUAL_CONFLIST))
     conf = tmp_path / "containers.conf"
     # cgroupfs and a file event log: no systemd in the lab; runc: crun refuses this machine's
     # hybrid cgroups.
@@ -71,6 +77,7 @@ def podman(tmp_path: Path, state_dir: str) -> Iterator[Podman]:
         run("system", "reset", "--force", check=False)
         shutil.rmtree(runroot, ignore_errors=True)
         cli("network", "rm", "-f", "app")
+        cli("network", "rm", "-f", "dual")
         # Podman's cgroups live in the machine's hierarchies (the lab shares them): the empty
         # ones it made here go, deepest first; what was there before is left alone.
         for made in set(glob.glob(PODMAN_CGROUPS)) - cgroups_before:
@@ -134,3 +141,24 @@ def test_podman_runs_containers_through_nsnet(podman: Podman, wan: str) -> None:
     assert settles(lambda: sandboxes() == [])
     assert cli("check").stdout == ""
     assert ip_json("link", "show", "master", "cni-app") == []
+
+
+def test_podman_runs_a_dual_stack_container_through_nsnet(podman: Podman, wan: str) -> None:
+    podman("run", "-d", "--name", "web6", "--network", "dual", "-p", "8086:80", IMAGE,
+           "httpd", "-f", "-p", "80", "-h", "/www")
+    (web,) = sandboxes()
+    assert (web["Networks"]["dual"]["IPAddress"], web["Networks"]["dual"]["GlobalIPv6Address"]) == \
+        ("10.89.0.2", "fd00:89::2")
+    # Podman read both families from nsnet's result.
+    seen = podman("inspect", "web6", "--format",
+                  "{{.NetworkSettings.Networks.dual.IPAddress}} {{.NetworkSettings.Networks.dual.GlobalIPv6Address}}")
+    assert seen.stdout.split() == ["10.89.0.2", "fd00:89::2"]
+    # The published port answers from outside on both of the host's families ...
+    assert settles(lambda: http_from(wan, f"http://[{WAN6_HOST}]:8086/") == "hello from a podman container\n")
+    assert http_from(wan, f"http://{WAN_HOST}:8086/") == "hello from a podman container\n"
+    # ... and another container reaches it over IPv6.
+    assert podman("run", "--rm", "--network", "dual", IMAGE, "wget", "-qO-", "http://[fd00:89::2]/").stdout == \
+        "hello from a podman container\n"
+    podman("rm", "-f", "web6")
+    assert settles(lambda: sandboxes() == [])
+    assert cli("check").stdout == ""
