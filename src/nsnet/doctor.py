@@ -8,14 +8,14 @@ or will be, a `warning` when it may be or is slowed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .model import IPNetwork, Network, PortMapping
 from .publish import Listener, listener_clash, listening_on
+from .record import record, values
 
 
-@dataclass(frozen=True)
+@record
 class BaseChain:
     """A chain hooked into the packet path by some table, nsnet's or another's."""
 
@@ -26,7 +26,7 @@ class BaseChain:
     policy: str
 
 
-@dataclass(frozen=True)
+@record
 class HostFacts:
     ip_forward: str
     bridge_nf_call_iptables: str | None  # None: br_netfilter is not there
@@ -41,16 +41,16 @@ class HostFacts:
     ra_ignored: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     check: str
     severity: str  # "problem" or "warning"
     reason: str
     fix: str
-    details: tuple[str, ...] = field(default=())
+    details: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "details": list(self.details)}
+        return {**values(self), "details": list(self.details)}
 
 
 def _foreign(chains: Iterable[BaseChain]) -> list[BaseChain]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from ipaddress import ip_interface
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from .plan.ops import Operation
 from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
+from .record import replace
 
 if TYPE_CHECKING:  # subprocess, check, gc, doctor and reconcile load these on first use
     import subprocess

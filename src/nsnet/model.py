@@ -1,14 +1,15 @@
 """The plain data nsnet works with: what a user asks for and what exists.
 
-Every object here is a frozen dataclass with no behaviour beyond describing itself; the engine
+Every object here is a frozen record (nsnet.record) with no behaviour beyond describing itself; the engine
 returns them, the planner reads them, the store persists them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
 from typing import Any
+
+from .record import record
 
 DEFAULT_NETWORK = "nsnet"
 DEFAULT_MTU = 1500
@@ -19,7 +20,7 @@ IPInterface = IPv4Interface | IPv6Interface
 FAMILIES = (4, 6)
 
 
-@dataclass(frozen=True)
+@record
 class SubnetRequest:
     """One family of a `network create`: what is not given is left to IPAM."""
 
@@ -29,7 +30,7 @@ class SubnetRequest:
     ip_range: IPNetwork | None = None
 
 
-@dataclass(frozen=True)
+@record
 class NetworkRequest:
     """A validated `network create`: one SubnetRequest per family it has (IPv4, IPv6 or both)."""
 
@@ -44,7 +45,7 @@ class NetworkRequest:
     bridge: str | None = None  # nsnet names it (nsbr-<id>) unless asked to (CNI's `bridge`)
 
 
-@dataclass(frozen=True)
+@record
 class Subnet:
     """A network's addressing in one family: the subnet, the gateway the bridge holds, and the
     range sandboxes' addresses are taken from."""
@@ -66,7 +67,7 @@ class Subnet:
                 "IPRange": str(self.ip_range) if self.ip_range else None}
 
 
-@dataclass(frozen=True)
+@record
 class Network:
     """A bridge and its subnets: at most one per family, IPv4 first."""
 
@@ -137,7 +138,7 @@ class Network:
         }
 
 
-@dataclass(frozen=True)
+@record
 class PortMapping:
     """One published port: host address (None: all of them) and port, to the sandbox's port."""
 
@@ -173,7 +174,7 @@ class PortMapping:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Endpoint:
     """One sandbox attached to one network: a veth pair, its MAC, and an address (with the
     network's gateway) in each family of the network, IPv4 first. The endpoint that carries the
@@ -244,7 +245,7 @@ class Endpoint:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Sandbox:
     """A network namespace with endpoints: one nsnet made and pinned (netns /run/netns/NAME), or a
     container's that a runtime made and owns (`container_id` set, netns its path; CNI), which
@@ -253,7 +254,7 @@ class Sandbox:
     id: str
     name: str
     netns: str
-    endpoints: tuple[Endpoint, ...] = field(default=())
+    endpoints: tuple[Endpoint, ...] = ()
     created: float = 0.0
     state: str = "ready"
     container_id: str | None = None
@@ -279,7 +280,7 @@ class Sandbox:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Owner:
     """What marks a ledger's kernel objects as its own, so two ledgers on one host (two state
     directories) never take each other's: its nftables tables' name, and the interface group

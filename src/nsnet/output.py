@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidInput
+from .record import record
 
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _PATH = r"(\.|(?:\.[A-Za-z0-9_-]+)+)"
@@ -33,7 +33,7 @@ def as_json(data: Any) -> str:
     return json.dumps(data, indent=2)
 
 
-@dataclass(frozen=True)
+@record
 class _Action:
     path: tuple[str, ...]  # () is `.`, the whole object
     as_json: bool

@@ -14,18 +14,18 @@ is no route_localnet for IPv6).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from .errors import InvalidInput
 from .model import IPAddress
+from .record import record
 from .validate import address
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 _RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
 
 
-@dataclass(frozen=True)
+@record
 class PortRequest:
     """One -p spec: sandbox ports, and host ports unless IPAM-like allocation picks them."""
 

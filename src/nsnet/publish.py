@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import Conflict, Exhausted
 from .model import IPAddress, PortMapping
 from .portspec import PortRequest
+from .record import record
 
 
-@dataclass(frozen=True)
+@record
 class Listener:
     """A host socket bound to a port: address None means every address of both families ([::],
     which takes IPv4 too unless v6only, which /proc does not say); 0.0.0.0 every IPv4 one."""

@@ -12,7 +12,6 @@ in its tables, that no row describes). Links are this ledger's by their interfac
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from .firewall import render
@@ -20,13 +19,14 @@ from .kernel.state import LinkState, Observed, Ruleset, element_key
 from .model import Endpoint, Network, Owner, Sandbox
 from .plan.network import FORWARDING, bridge_sysctls
 from .naming import bridge_mac
+from .record import record
 
 __all__ = ["Drift", "LinkState", "Observed", "Ruleset", "desired_firewall", "element_key",
            "element_keys",
            "find_drift", "default_route_holder", "default_route_wrong"]
 
 
-@dataclass(frozen=True)
+@record
 class Drift:
     kind: str  # half-done, missing, wrong, orphan
     subject: str

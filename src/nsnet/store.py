@@ -17,13 +17,13 @@ import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import NsnetError
 from .ipam import ula_prefix
 from .model import Endpoint, IPAddress, Network, Owner, PortMapping, Sandbox, Subnet
 from .publish import published_clash
+from .record import replace
 
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
 # Interface groups of nsnet's ledgers: 0x4e ('N') and 24 random bits.

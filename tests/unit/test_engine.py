@@ -1,6 +1,5 @@
 import os
 import stat
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
@@ -10,6 +9,7 @@ from nsnet.engine import Engine
 from nsnet.errors import Conflict, Exhausted, InvalidInput, KernelError, NotFound, NsnetError, TeardownError
 from nsnet.firewall import render
 from nsnet.kernel.fake import FakeKernel
+from nsnet.record import replace
 
 
 @pytest.fixture

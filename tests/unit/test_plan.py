@@ -1,4 +1,3 @@
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
@@ -28,6 +27,7 @@ from nsnet.plan.ops import (
     WriteEtcFiles,
 )
 from nsnet.plan.sandbox import hosts_file, plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
+from nsnet.record import replace
 
 APP = Network(
     id="a" * 64, name="app", bridge="nsbr-aaaaaaaaaa", subnets=(Subnet(IPv4Network("10.31.0.0/24"), IPv4Address("10.31.0.1")),), mtu=1400,

@@ -9,7 +9,6 @@ reads them. After an intended change to the rules, regenerate them by hand and r
 import importlib
 import json
 import sys
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from conftest import nft_state
 from nsnet.firewall import names, render
 from nsnet.model import Subnet, Endpoint, Network, Owner, PortMapping
 from nsnet.naming import link_local
+from nsnet.record import replace
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 # The default ledger's owner in the golden files; the other tests use another one, so that a name

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
@@ -25,6 +24,7 @@ from nsnet.kernel.state import Ruleset
 from nsnet.model import Subnet, Endpoint, Network
 from nsnet.naming import host_veth_name, mac_for, new_id
 from nsnet.reconcile import Drift, default_route_wrong, element_keys, ruleset_drift
+from nsnet.record import replace
 from nsnet.store import Store
 
 MAC = "02:00:00:00:00:99"  # a MAC nsnet never gives (nsnet's are 02:4e:...)

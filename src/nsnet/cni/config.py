@@ -10,10 +10,10 @@ spec lets a plugin do.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from ipaddress import ip_address, ip_interface, ip_network, summarize_address_range
 from typing import Any
 
+from ..record import record
 from .spec import DECODING_FAILURE, INVALID_CONFIG, UNSUPPORTED_FIELD, CniError, checked_version
 
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
@@ -21,7 +21,7 @@ DEFAULT_ROUTES = {"0.0.0.0/0": 4, "::/0": 6}
 JSON_TYPES = {str: "a string", bool: "a boolean", int: "an integer", list: "a list", dict: "an object"}
 
 
-@dataclass(frozen=True)
+@record
 class NetConf:
     version: str
     name: str

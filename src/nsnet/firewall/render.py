@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from ipaddress import ip_address
 from typing import Any
 
-from dataclasses import dataclass
+from ..record import record
 
 from ..model import Endpoint, Network, Owner, PortMapping
 from ..naming import link_local
@@ -100,7 +100,7 @@ def _chain(owner: Owner, name: str, kind: str | None = None, hook: str | None = 
     return [{"add": {"chain": chain}}, {"flush": {"chain": ref}}]
 
 
-@dataclass(frozen=True)
+@record
 class Family:
     """What differs between IPv4 and IPv6 in a rule: the protocol names and the address type."""
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import errno
 import json
-from dataclasses import replace
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..doctor import HostFacts
 from ..model import IPAddress, IPInterface, IPNetwork, Owner
+from ..record import replace
 from .state import LinkState, Observed, Ruleset, element_key
 from ..errors import KernelError, PathError
 from ..publish import Listener, Listeners

@@ -4,11 +4,13 @@ nsnet.reconcile. It lives here so that the kernel layer imports nothing above it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
+from ..record import record
 
-@dataclass(frozen=True)
+
+@record
 class LinkState:
     kind: str
     master: str | None
@@ -24,7 +26,7 @@ class LinkState:
     static_macs: frozenset[str] = frozenset()  # a bridge port's static FDB entries
 
 
-@dataclass(frozen=True)
+@record
 class Ruleset:
     """An owner's nftables skeleton, elements left out: each set's declaration, each chain's hook
     and its rules in order, normalised (no handles) so two listings compare with ==."""
@@ -33,7 +35,7 @@ class Ruleset:
     chains: Mapping[str, Any]  # "family chain name" -> (declaration, rules)
 
 
-@dataclass(frozen=True)
+@record
 class Observed:
     links: Mapping[str, LinkState]  # the host's links, by name
     netns: frozenset[str]  # names pinned under /run/netns
@@ -43,7 +45,7 @@ class Observed:
     sandbox_routes: Mapping[str, Mapping[int, tuple[str, str]]]
     nft: frozenset[str] | None  # the owner's set and map elements (element_key); None: its tables are absent
     ip_forward: str
-    sysctls: Mapping[str, str] = field(default_factory=dict)  # the per-bridge ones asked for
+    sysctls: Mapping[str, str] = MappingProxyType({})  # the per-bridge ones asked for
     ruleset: Ruleset | None = None  # the owner's skeleton as the kernel has it; None: tables absent
 
 

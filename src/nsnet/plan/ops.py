@@ -5,11 +5,11 @@ removal, which teardown never reverses).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
 from ..kernel import Kernel
+from ..record import record
 
 if TYPE_CHECKING:
     from ..model import IPAddress, IPInterface
@@ -29,7 +29,7 @@ class Operation:
         return self.undo()
 
 
-@dataclass(frozen=True)
+@record
 class EnsureSysctl(Operation):
     """A setting others may rely on (ip_forward): left in place on removal, as Docker does, but a
     failed command puts back the value it found."""
@@ -45,7 +45,7 @@ class EnsureSysctl(Operation):
         return WriteSysctl(self.key, previous) if previous is not None else None
 
 
-@dataclass(frozen=True)
+@record
 class WriteSysctl(Operation):
     key: str
     value: str
@@ -54,7 +54,7 @@ class WriteSysctl(Operation):
         kernel.write_sysctl(self.key, self.value)
 
 
-@dataclass(frozen=True)
+@record
 class CreateBridge(Operation):
     name: str
     mtu: int
@@ -68,7 +68,7 @@ class CreateBridge(Operation):
         return DeleteLink(self.name)
 
 
-@dataclass(frozen=True)
+@record
 class DeleteLink(Operation):
     name: str
     sandbox: str | None = None
@@ -77,7 +77,7 @@ class DeleteLink(Operation):
         kernel.delete_link(self.name, self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class AttachToBridge(Operation):
     """A veth whose bridge was re-made (gc) goes back on it; SetPortFlags follows."""
 
@@ -88,7 +88,7 @@ class AttachToBridge(Operation):
         kernel.attach_to_bridge(self.name, self.bridge)
 
 
-@dataclass(frozen=True)
+@record
 class SetPortFlags(Operation):
     """Hairpin, no learning, locked, and isolation on a --no-icc network (see rtnl.set_port_flags);
     set while the sandbox end is still down, so no frame crosses the port before. What it changes
@@ -101,7 +101,7 @@ class SetPortFlags(Operation):
         kernel.set_port_flags(self.name, self.isolated)
 
 
-@dataclass(frozen=True)
+@record
 class AddFdbEntry(Operation):
     """The sandbox's MAC, static and sticky on its port: with learning off, the bridge knows where
     to send its frames, and no other port can take the MAC. Goes with the veth."""
@@ -113,7 +113,7 @@ class AddFdbEntry(Operation):
         kernel.add_fdb_entry(self.port, self.mac)
 
 
-@dataclass(frozen=True)
+@record
 class DisableIPv6(Operation):
     """On the host end of a veth: no duplicate address detection, router solicitations or MLD
     reports flooding the bridge. Goes with the veth."""
@@ -124,7 +124,7 @@ class DisableIPv6(Operation):
         kernel.disable_ipv6(self.ifname)
 
 
-@dataclass(frozen=True)
+@record
 class EnableIPv6(Operation):
     """On a sandbox's end of a veth on a network with IPv6 (a sandbox's interfaces start without
     it): its link-local address (EUI-64 of its MAC, which the bridge filter expects) and its
@@ -138,7 +138,7 @@ class EnableIPv6(Operation):
         kernel.enable_ipv6(self.ifname, self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class SetLinkUp(Operation):
     name: str
     sandbox: str | None = None
@@ -147,7 +147,7 @@ class SetLinkUp(Operation):
         kernel.set_link_up(self.name, self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class SetMtu(Operation):
     name: str
     mtu: int
@@ -157,7 +157,7 @@ class SetMtu(Operation):
         kernel.set_mtu(self.name, self.mtu, self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class SetGroup(Operation):
     """Marks a host link as the ledger's (model.Owner): for links an older nsnet made."""
 
@@ -168,7 +168,7 @@ class SetGroup(Operation):
         kernel.set_group(self.name, self.group)
 
 
-@dataclass(frozen=True)
+@record
 class SetMac(Operation):
     name: str
     mac: str
@@ -178,7 +178,7 @@ class SetMac(Operation):
         kernel.set_mac(self.name, self.mac, self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class AddAddress(Operation):
     ifname: str
     address: IPInterface
@@ -191,7 +191,7 @@ class AddAddress(Operation):
         return DeleteAddress(self.ifname, self.address, self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class DeleteAddress(Operation):
     ifname: str
     address: IPInterface
@@ -201,7 +201,7 @@ class DeleteAddress(Operation):
         kernel.delete_address(self.ifname, self.address, self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class ApplyFirewall(Operation):
     """One atomic nftables transaction; its undo is the transaction that reverses it."""
 
@@ -216,7 +216,7 @@ class ApplyFirewall(Operation):
         return ApplyFirewall(self.reverse, description=f"undo {self.description}") if self.reverse else None
 
 
-@dataclass(frozen=True)
+@record
 class RemoveFirewallElements(Operation):
     """Element deletes for teardown. nft aborts a whole transaction when one element is already
     gone (libnftables 1.0.6 has no `destroy`), so on that error each delete is retried alone and
@@ -239,7 +239,7 @@ class RemoveFirewallElements(Operation):
                         raise
 
 
-@dataclass(frozen=True)
+@record
 class CreateNetns(Operation):
     sandbox: str
 
@@ -250,7 +250,7 @@ class CreateNetns(Operation):
         return DeleteNetns(self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class DeleteNetns(Operation):
     """Unpinning the namespace lets the kernel destroy it with every veth end inside: 0.07 ms,
     where deleting each veth explicitly costs ~30 ms (it waits for RCU grace periods)."""
@@ -261,7 +261,7 @@ class DeleteNetns(Operation):
         kernel.delete_netns(self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class KillProcesses(Operation):
     """`rm -f`: end what still runs in the sandbox, so its namespace (and veths) can go."""
 
@@ -271,7 +271,7 @@ class KillProcesses(Operation):
         kernel.kill(kernel.pids_in_netns(self.sandbox))
 
 
-@dataclass(frozen=True)
+@record
 class WriteEtcFiles(Operation):
     """Files under /etc/netns/NAME, bound over /etc by `nsnet exec` (as `ip netns exec` does)."""
 
@@ -285,7 +285,7 @@ class WriteEtcFiles(Operation):
         return RemoveEtcFiles(self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class RemoveEtcFiles(Operation):
     sandbox: str
 
@@ -293,7 +293,7 @@ class RemoveEtcFiles(Operation):
         kernel.remove_etc_files(self.sandbox)
 
 
-@dataclass(frozen=True)
+@record
 class CreateVeth(Operation):
     """The pair, in one message: its host end up on the bridge, its peer (down) in the sandbox."""
 
@@ -312,7 +312,7 @@ class CreateVeth(Operation):
         return DeleteLink(self.name)
 
 
-@dataclass(frozen=True)
+@record
 class SetDefaultRoute(Operation):
     sandbox: str
     gateway: IPAddress
@@ -325,7 +325,7 @@ class SetDefaultRoute(Operation):
         return DeleteDefaultRoute(self.sandbox, self.gateway.version)
 
 
-@dataclass(frozen=True)
+@record
 class DeleteDefaultRoute(Operation):
     sandbox: str
     version: int = 4
