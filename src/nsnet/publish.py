@@ -11,12 +11,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from typing import Protocol
 
 from .errors import Conflict, Exhausted
 from .model import IPAddress, PortMapping
 from .portspec import PortRequest
 from .record import record
+
+TYPE_CHECKING = False  # typing's import is 5 ms of a CNI plugin's start-up
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class PortLookup(Protocol):
+        def clash(self, candidate: PortMapping) -> PortMapping | None: ...
+        def append(self, mapping: PortMapping) -> None: ...
+
+    class HolderLookup(Protocol):
+        def holder(self, candidate: PortMapping) -> Listener | None: ...
 
 
 @record
@@ -79,15 +89,6 @@ class Listeners:
 
     def holder(self, candidate: PortMapping) -> Listener | None:
         return listener_clash(candidate, self._by_port.get((candidate.protocol, candidate.host_port), ()))
-
-
-class PortLookup(Protocol):
-    def clash(self, candidate: PortMapping) -> PortMapping | None: ...
-    def append(self, mapping: PortMapping) -> None: ...
-
-
-class HolderLookup(Protocol):
-    def holder(self, candidate: PortMapping) -> Listener | None: ...
 
 
 class _Cursor:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 from ipaddress import ip_address, ip_interface, ip_network, summarize_address_range
-from typing import Any
 
 from ..record import record
 from .spec import DECODING_FAILURE, INVALID_CONFIG, UNSUPPORTED_FIELD, CniError, checked_version
+
+TYPE_CHECKING = False  # typing's import is 5 ms of a CNI plugin's start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 DEFAULT_ROUTES = {"0.0.0.0/0": 4, "::/0": 6}

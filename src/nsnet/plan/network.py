@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from ..firewall import render
 from ..model import Network, Owner
@@ -23,6 +22,7 @@ from .ops import (
     SetMtu,
 )
 
+TYPE_CHECKING = False  # typing's import is 5 ms of a CNI plugin's start-up
 if TYPE_CHECKING:
     from ..kernel.state import LinkState, Ruleset
 
