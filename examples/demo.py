@@ -226,7 +226,21 @@ def main() -> None:
     proved("its exit code (3) came back and the sandbox is gone",
            result.returncode == 3 and "run-" not in nsnet("ps", show=False))
 
-    step("12. As a container runtime's CNI plugin: ADD with a published port, then DEL")
+    step("12. Names: sandboxes find each other by name and alias (nsnet's resolver on the gateway)")
+    print(sh("cat", "/etc/netns/client/resolv.conf").rstrip())
+    proved("client resolves web through glibc",
+           nsnet("exec", "client", "--", "getent", "hosts", "web").split()[:1] == ["10.31.0.2"])
+    nsnet("create", "cache", "--network", "app", "--alias", "redis")
+    cache = json.loads(nsnet("inspect", "cache", show=False))[0]["Networks"]["app"]["IPAddress"]
+    proved(f"a new sandbox's alias resolves as soon as `create` returns ({cache})",
+           nsnet("exec", "client", "--", "getent", "hosts", "redis").split()[:1] == [cache])
+    proved("NAME.NETWORK resolves too", nsnet("exec", "client", "--", "getent", "hosts", "cache.app").split()[:1]
+           == [cache])
+    nsnet("rm", "cache")
+    proved("and a removed one is gone at once",
+           subprocess.run([NSNET, "exec", "client", "--", "getent", "hosts", "redis"]).returncode == 2)
+
+    step("13. As a container runtime's CNI plugin: ADD with a published port, then DEL")
     plugin = nsnet("cni", "install", "--bin-dir", tempfile.mkdtemp(prefix="nsnet-demo-cni-")).strip()
     sh("ip", "netns", "add", "ctr1")  # the runtime's part: the container's namespace is its own
     conf = {"cniVersion": "1.0.0", "name": "cnidemo", "type": "nsnet", "bridge": "cni-demo", "ipMasq": True,
@@ -251,7 +265,7 @@ def main() -> None:
     proved("DEL detached it: nsnet lists no container", deleted.returncode == 0 and "cni-" not in nsnet("ps", show=False))
     sh("ip", "netns", "del", "ctr1")
 
-    step("13. Teardown leaves nothing behind")
+    step("14. Teardown leaves nothing behind")
     nsnet("rm", "-f", "web", "client", "api", "x", "vault", "six")
     nsnet("network", "rm", "app", "other", "sealed", "dual", "cnidemo")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
@@ -261,6 +275,8 @@ def main() -> None:
     proved("no nsnet bridge or veth is left", ours == [])
     proved("no sandbox namespace is left", sorted(os.listdir("/run/netns")) == ["wan"])
     proved("nsnet's nftables table is gone", "nsnet" not in sh("nft", "list", "tables"))
+    proved("nsnet's resolver exited with the last network",
+           "nsnet.dns.server" not in sh("ps", "-eo", "args", show=False))
     print("\nDone: every step above was checked with real traffic in real namespaces.")
 
 

@@ -6,9 +6,8 @@ load neither the planner, the firewall renderer nor the kernel layer.
 
 from __future__ import annotations
 
-
-from .errors import NotFound
-from .model import Network, PortMapping, Sandbox
+from .errors import InvalidInput, NotFound
+from .model import IPAddress, Network, PortMapping, Sandbox
 from .store import Store
 
 TYPE_CHECKING = False  # typing's import is 5 ms of a CNI plugin's start-up
@@ -61,3 +60,17 @@ class Catalog:
     def ports(self, name: str) -> list[PortMapping]:
         """Every port the sandbox publishes, on all its networks."""
         return [port for endpoint in self.sandbox(name).endpoints for port in endpoint.ports]
+
+    def resolve(self, name: str, network: str | None = None) -> list[IPAddress]:
+        """What nsnet's resolver answers the host for `name` (a sandbox or an alias, on `network`
+        only when given), read from the ledger: no DNS on the way."""
+        from .dns.ledger import read_table
+
+        if network is not None and not self.network(network).dns:
+            raise InvalidInput("network", network, "has no DNS (--no-dns): its sandboxes have no names")
+        table, _ = read_table(self._store.db)
+        asked = name.lower().rstrip(".")
+        found = table.lookup(f"{asked}.{network.lower()}" if network else asked, None)
+        if not found.known:
+            raise NotFound(f"name on network {network!r}" if network else "name", name)
+        return sorted(found.addresses, key=lambda a: (a.version, a))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from .errors import InvalidInput, NsnetError
@@ -63,10 +64,16 @@ def _formatted(items: list[dict[str, Any]], fmt: Format | None, headers: Sequenc
     return table(headers, [row(item) for item in items])
 
 
-def _engine() -> Any:
+@contextmanager
+def _engine() -> Iterator[Any]:
+    """The engine, and its notes on stderr once the command is done (a resolver that did not
+    start: the command's own work stands)."""
     from .engine import Engine
 
-    return Engine()
+    with Engine() as engine:
+        yield engine
+    for note in engine.notes:
+        print(f"nsnet: warning: {note}", file=sys.stderr)
 
 
 def _catalog() -> Any:
@@ -83,7 +90,7 @@ def network_create(args: argparse.Namespace) -> int:
         network = engine.create_network(
             args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range, ipv4=not args.no_ipv4,
             ipv6=args.ipv6, ipv6_routed=args.ipv6_routed, ipv4_routed=args.ipv4_routed, internal=args.internal,
-            mtu=args.mtu, icc=not args.no_icc, labels=args.label,
+            mtu=args.mtu, icc=not args.no_icc, labels=args.label, dns=not args.no_dns, dns_servers=args.dns,
         )
     print(network.id)
     return 0
@@ -158,7 +165,7 @@ def network_prune(args: argparse.Namespace) -> int:
 def create(args: argparse.Namespace) -> int:
     with _engine() as engine:
         sandbox = engine.create_sandbox(args.name, networks=args.network, ip=args.ip, ip6=args.ip6,
-                                        publish=args.publish)
+                                        publish=args.publish, aliases=args.alias)
     print(sandbox.id)
     return 0
 
@@ -212,9 +219,16 @@ def port(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve(args: argparse.Namespace) -> int:
+    with _catalog() as catalog:
+        for address in catalog.resolve(args.name, args.network):
+            print(address)
+    return 0
+
+
 def connect(args: argparse.Namespace) -> int:
     with _engine() as engine:
-        engine.connect(args.network, args.name, ip=args.ip, ip6=args.ip6, publish=args.publish)
+        engine.connect(args.network, args.name, ip=args.ip, ip6=args.ip6, publish=args.publish, aliases=args.alias)
     return 0
 
 
@@ -265,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
     argv = _command(args.command)
     name = args.name or f"run-{os.urandom(4).hex()}"
     with _engine() as engine:
-        engine.create_sandbox(name, networks=args.network, ip=args.ip, ip6=args.ip6, publish=args.publish)
+        engine.create_sandbox(name, networks=args.network, ip=args.ip, ip6=args.ip6, publish=args.publish,
+                              aliases=args.alias)
         try:
             if not args.rm:  # stdout is the command's; the name of what is kept goes to stderr
                 print(f"nsnet: sandbox {name}", file=sys.stderr, flush=True)
@@ -380,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-icc", action="store_true", help="sandboxes on it may not talk to each other")
     sub.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                      help="metadata shown by inspect (repeatable)")
+    sub.add_argument("--no-dns", action="store_true", help="no name resolution on it (default: its sandboxes "
+                     "resolve each other by name through nsnet's resolver on the gateway)")
+    sub.add_argument("--dns", action="append", default=[], metavar="IP",
+                     help="an upstream server for names not nsnet's (repeatable; default: the host's resolvers)")
     listing(verb("ls", network_ls, "list networks", network))
     inspecting(verb("inspect", network_inspect, "show networks and their sandboxes as JSON", network), "network")
     sub = verb("rm", network_rm, "remove networks", network)
@@ -394,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-p", "--publish", action="append", default=[],
                          metavar="[HOST_IP:][HOST_PORT:]SANDBOX_PORT[/PROTO]",
                          help="publish a port (repeatable; an IPv6 HOST_IP in brackets: [2001:db8::5]:8080:80)")
+        sub.add_argument("--alias", action="append", default=[], metavar="NAME",
+                         help=f"another name it answers to {where} (repeatable)")
 
     def command(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
@@ -417,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("network", help="the network to attach to")
     naming(sub, "the sandbox")
     attaching(sub, "on that network")
+    sub = verb("resolve", resolve, "the addresses nsnet's resolver gives a name (a sandbox or an alias)")
+    sub.add_argument("name", help="the name, as a sandbox would ask it: NAME, NAME.NETWORK, NAME.nsnet")
+    sub.add_argument("--network", help="only that network's sandboxes")
     sub = verb("port", port, "list a sandbox's published ports")
     naming(sub, "the sandbox")
     json_only(sub)

@@ -56,6 +56,7 @@ class Engine(Catalog):
         self._kernel = kernel
         self._locks = Locks(self._store.directory)
         self._owner: Owner | None = None
+        self.notes: list[str] = []  # what a caller should hear of though the call succeeded
         self._pool = validate.address_pool(address_pool or os.environ.get("NSNET_ADDRESS_POOL") or DEFAULT_ADDRESS_POOL)
 
     @property
@@ -82,12 +83,15 @@ class Engine(Catalog):
     def create_network(self, name: str, *, subnet: str | Sequence[str] = (), gateway: str | Sequence[str] = (),
                        ip_range: str | Sequence[str] = (), ipv4: bool = True, ipv6: bool = False,
                        ipv6_routed: bool = False, internal: bool = False, mtu: int = 1500, icc: bool = True,
-                       labels: Sequence[str] = (), ipv4_routed: bool = False, bridge: str | None = None) -> Network:
-        """`subnet`, `gateway` and `ip_range` take one value or one per family (a list)."""
+                       labels: Sequence[str] = (), ipv4_routed: bool = False, bridge: str | None = None,
+                       dns: bool = True, dns_servers: Sequence[str] = ()) -> Network:
+        """`subnet`, `gateway` and `ip_range` take one value or one per family (a list). With
+        `dns`, nsnet's resolver answers the network's sandboxes by name (nsnet.dns), forwarding
+        other names to `dns_servers` or, without them, to the host's resolvers."""
         request = validate.network_request(
             name, subnets=_listed(subnet), gateways=_listed(gateway), ip_ranges=_listed(ip_range), ipv4=ipv4,
             ipv6=ipv6, ipv6_routed=ipv6_routed, internal=internal, mtu_value=mtu, icc=icc, label_items=tuple(labels),
-            ipv4_routed=ipv4_routed, bridge=bridge,
+            ipv4_routed=ipv4_routed, bridge=bridge, dns=dns, dns_servers=tuple(dns_servers),
         )
         return self._create_network(request)
 
@@ -115,13 +119,15 @@ class Engine(Catalog):
                     id=network_id, name=request.name, bridge=request.bridge or bridge_name(network_id),
                     subnets=subnets, internal=request.internal, mtu=request.mtu, icc=request.icc,
                     labels=request.labels, ipv6_routed=request.ipv6_routed, ipv4_routed=request.ipv4_routed,
-                    created=time.time(), state="creating",
+                    dns=request.dns, dns_servers=request.dns_servers, created=time.time(), state="creating",
                 )
                 self._store.add_network(network)
             self._build(plan_create_network(network, len(existing), self.owner, ra_takers),
                         forget=lambda: self._store.delete_network(network.id))
             with self._store.transaction():
                 self._store.set_network_state(network.id, "ready")
+        if network.dns:
+            self._serve_names()
         return replace(network, state="ready")
 
     def remove_network(self, name: str, *, force: bool = False) -> None:
@@ -143,6 +149,8 @@ class Engine(Catalog):
             self._remove(plan_remove_network(network, others, self.owner), f"removing network {name!r}")
             with self._store.transaction():
                 self._store.delete_network(network.id)
+        if network.dns:
+            self._serve_names()
 
     def prune_networks(self) -> list[str]:
         """Remove every network no sandbox is attached to; returns their names."""
@@ -157,14 +165,16 @@ class Engine(Catalog):
     # Sandboxes and endpoints
 
     def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None,
-                       ip6: str | None = None, publish: Sequence[str] = ()) -> Sandbox:
-        """A sandbox attached to each network (default: `nsnet`); `ip`, `ip6` and `publish` apply
-        to the first network, as Docker applies them to the network a container is created on.
+                       ip6: str | None = None, publish: Sequence[str] = (), aliases: Sequence[str] = ()) -> Sandbox:
+        """A sandbox attached to each network (default: `nsnet`); `ip`, `ip6`, `publish` and
+        `aliases` apply to the first network, as Docker applies them to the network a container is
+        created on.
         The default route (of each family the network has) goes via the first network that is not
         internal."""
         validate.name("sandbox name", name)
         requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
+        names = validate.aliases(tuple(aliases))
         wanted = list(networks)
         for net in wanted:
             validate.name("network", net)
@@ -187,7 +197,8 @@ class Engine(Catalog):
                 created = self._store.add_sandbox(sandbox_id, name, "creating")
                 attachments = [
                     (self._allocate(sandbox_id, name, net, f"eth{i}", net.id == route_via,
-                                    requested if i == 0 else {}, port_requests if i == 0 else []), net)
+                                    requested if i == 0 else {}, port_requests if i == 0 else [],
+                                    aliases=names if i == 0 else ()), net)
                     for i, net in enumerate(nets)
                 ]
 
@@ -195,10 +206,12 @@ class Engine(Catalog):
                 self._store.delete_sandbox(name)
                 self._restore_pointers(pointers)
 
-            self._build(plan_create_sandbox(name, attachments, self.owner), forget)
+            self._build(plan_create_sandbox(name, attachments, self.owner, self._resolv_conf(nets)), forget)
             with self._store.transaction():
                 self._store.set_sandbox_state(name, "ready")
                 self._store.set_endpoints_state(sandbox_id, "ready")
+        if any(net.dns for net in nets):
+            self._serve_names()
         return Sandbox(id=sandbox_id, name=name, netns=netns_path(name),
                        endpoints=tuple(replace(e, state="ready") for e, _ in attachments), created=created)
 
@@ -220,13 +233,16 @@ class Engine(Catalog):
             self._remove(plan_remove_sandbox(name, force, attachments, self.owner), f"removing sandbox {name!r}")
             with self._store.transaction():
                 self._store.delete_sandbox(name)
+        if any(net.dns for _, net in attachments):
+            self._serve_names()
 
     def connect(self, network: str, sandbox: str, *, ip: str | None = None, ip6: str | None = None,
-                publish: Sequence[str] = ()) -> Endpoint:
+                publish: Sequence[str] = (), aliases: Sequence[str] = ()) -> Endpoint:
         validate.name("network", network)
         validate.name("sandbox name", sandbox)
         requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
+        names = validate.aliases(tuple(aliases))
         with self._locks.ledger(), self._locks.sandbox(sandbox):
             with self._store.transaction():
                 current = self._ready_sandbox(sandbox)
@@ -236,7 +252,8 @@ class Engine(Catalog):
                 ifname = sandbox_ifname({e.ifname for e in current.endpoints})
                 default_route = not net.internal and not any(e.default_route for e in current.endpoints)
                 pointers = {net.id: self._store.last_ips(net.id)}
-                endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests)
+                endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests,
+                                          aliases=names)
 
             def forget() -> None:
                 self._store.delete_endpoint(endpoint.id)
@@ -245,6 +262,8 @@ class Engine(Catalog):
             self._build(plan_connect(endpoint, net, self.owner), forget)
             with self._store.transaction():
                 self._store.set_endpoint_state(endpoint.id, "ready")
+        if net.dns:
+            self._serve_names()
         return replace(endpoint, state="ready")
 
     def disconnect(self, network: str, sandbox: str) -> None:
@@ -271,10 +290,13 @@ class Engine(Catalog):
                     if successor is not None:
                         self._store.set_default_route(successor.id, True)
                 self._store.set_endpoint_state(endpoint.id, "removing")
-            self._remove(plan_disconnect(endpoint, self.network(network), successor, self.owner),
+            net = self.network(network)
+            self._remove(plan_disconnect(endpoint, net, successor, self.owner),
                          f"disconnecting {sandbox!r} from {network!r}")
             with self._store.transaction():
                 self._store.delete_endpoint(endpoint.id)
+        if net.dns:
+            self._serve_names()
 
     # Containers: namespaces a runtime owns (CNI)
 
@@ -326,6 +348,8 @@ class Engine(Catalog):
             self._build(plan_connect(endpoint, net, self.owner), forget)
             with self._store.transaction():
                 self._store.set_endpoint_state(endpoint.id, "ready")
+        if net.dns:
+            self._serve_names()
         return replace(endpoint, state="ready")
 
     def detach_container(self, container_id: str, network: str, ifname: str | None = None) -> bool:
@@ -379,7 +403,11 @@ class Engine(Catalog):
         from . import repair
 
         with self._locks.ledger(exclusive=True):
-            return repair.gc(self._store, self.kernel, self.owner)
+            done = repair.gc(self._store, self.kernel, self.owner)
+        if any(n.dns for n in self._store.networks()) and self.kernel.resolver_status(self._store.directory) is None:
+            done.append("started the resolver")
+        self._serve_names()
+        return done
 
     def doctor(self) -> list[Finding]:
         """What on this host would break nsnet's traffic (see nsnet.doctor)."""
@@ -419,6 +447,30 @@ class Engine(Catalog):
                 self.remove_sandbox(name, force=True)
 
     # Helpers
+
+    def _serve_names(self) -> None:
+        """After a change to what the resolver answers: it serves the new truth before the
+        command returns (nsnet.dns.supervise)."""
+        wanted = any(n.dns for n in self._store.networks())
+        try:
+            self.kernel.sync_resolver(self._store.directory, wanted)
+        except NsnetError as exc:
+            self.notes.append(f"names are not served: {exc}; the next nsnet command (or nsnet gc) starts it again")
+
+    def _resolv_conf(self, networks: Sequence[Network]) -> str | None:
+        """A sandbox's resolv.conf naming nsnet's resolver on its DNS networks' gateways; None
+        without one (it then sees the host's, as before DNS)."""
+        from .dns import resolvconf
+
+        servers = [str(g) for n in networks if n.dns for g in (s.gateway for s in n.subnets)]
+        if not servers:
+            return None
+        try:
+            with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
+                host = resolvconf.parse(f.read(65536))
+        except OSError:
+            host = resolvconf.parse("")
+        return resolvconf.render(servers, host)
 
     def _resolve_ports(self, port_requests: Sequence[PortRequest]) -> list[PortMapping]:
         return resolve_ports(port_requests, self._store.published_ports(), self.kernel.port_holders(),
@@ -465,7 +517,7 @@ class Engine(Catalog):
 
     def _allocate(self, sandbox_id: str, sandbox: str, network: Network, ifname: str, default_route: bool,
                   requested: dict[int, IPAddress], port_requests: Sequence[PortRequest], mac: str | None = None,
-                  netns: str | None = None) -> Endpoint:
+                  netns: str | None = None, aliases: tuple[str, ...] = ()) -> Endpoint:
         """Pick (or check) an address in each family of the network, and the host ports, and
         record the endpoint; runs inside the caller's transaction."""
         if self._store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS:
@@ -503,7 +555,7 @@ class Engine(Catalog):
             id=endpoint_id, sandbox=sandbox, network=network.name, ifname=ifname,
             host_ifname=host_veth_name(endpoint_id), mac=mac, addresses=tuple(addresses),
             gateways=tuple(s.gateway for s in network.subnets), default_route=default_route, state="creating",
-            netns=netns,
+            netns=netns, aliases=aliases,
         )
         self._store.add_endpoint(sandbox_id, network.id, endpoint)
         if port_requests:

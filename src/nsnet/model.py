@@ -46,6 +46,8 @@ class NetworkRequest:
     ipv6_routed: bool = False
     ipv4_routed: bool = False
     bridge: str | None = None  # nsnet names it (nsbr-<id>) unless asked to (CNI's `bridge`)
+    dns: bool = True
+    dns_servers: tuple[str, ...] = ()
 
 
 @record
@@ -88,6 +90,10 @@ class Network:
     # to published ports.
     ipv6_routed: bool = False
     ipv4_routed: bool = False
+    # nsnet's resolver answers its sandboxes' names on its gateways (nsnet.dns), forwarding the
+    # rest to dns_servers, or the host's resolvers when there are none.
+    dns: bool = False
+    dns_servers: tuple[str, ...] = ()
 
     def routed(self, version: int) -> bool:
         return self.ipv4_routed if version == 4 else self.ipv6_routed
@@ -135,6 +141,8 @@ class Network:
             "Internal": self.internal,
             "ICC": self.icc,
             "MTU": self.mtu,
+            "DNS": self.dns,
+            "DNSServers": list(self.dns_servers),
             "Labels": dict(self.labels),
             "Created": self.created,
             "State": self.state,
@@ -195,6 +203,7 @@ class Endpoint:
     state: str = "ready"
     ports: tuple[PortMapping, ...] = ()
     netns: str | None = None  # the runtime's namespace path of a container's endpoint (Sandbox.container_id)
+    aliases: tuple[str, ...] = ()  # more names of the sandbox on this network (nsnet.dns)
 
     @property
     def where(self) -> str:
@@ -243,6 +252,7 @@ class Endpoint:
             "GlobalIPv6PrefixLen": v6.network.prefixlen if v6 else 0,
             "IPv6Gateway": str(gateways[6]) if v6 else "",
             "DefaultRoute": self.default_route,
+            "Aliases": list(self.aliases),
             "Ports": [p.to_dict() for p in self.bindings()],
             **note,
         }

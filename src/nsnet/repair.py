@@ -52,7 +52,12 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
 def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
     observed = observe(store, kernel, owner)
     expected = kernel.expected_ruleset(render.render_skeleton(owner), owner) if observed.ruleset is not None else None
-    return find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
+    drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
+    dns = [n.name for n in store.networks() if n.dns and n.state == "ready"]
+    if dns and kernel.resolver_status(store.directory) is None:
+        drift.append(Drift("missing", "resolver", f"nothing answers names on {', '.join(dns)}; the next nsnet "
+                                                  "command or nsnet gc starts it"))
+    return drift
 
 
 class _Repair:

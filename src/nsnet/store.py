@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS networks (
     labels TEXT NOT NULL,
     ipv6_routed INTEGER NOT NULL DEFAULT 0,
     ipv4_routed INTEGER NOT NULL DEFAULT 0,
+    dns INTEGER NOT NULL DEFAULT 0,
+    dns_servers TEXT NOT NULL DEFAULT '[]',
     state TEXT NOT NULL,
     created REAL NOT NULL
 );
@@ -91,6 +93,11 @@ CREATE TABLE IF NOT EXISTS ports (
     sandbox_port INTEGER NOT NULL,
     UNIQUE (host_ip, protocol, host_port)
 );
+CREATE TABLE IF NOT EXISTS aliases (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    alias TEXT NOT NULL,
+    PRIMARY KEY (endpoint_id, alias)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -99,7 +106,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_by_container ON sandboxes (container
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 """
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -140,6 +147,16 @@ def _migrate_to_6(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(networks)")}
     if columns and "ipv4_routed" not in columns:
         db.execute("ALTER TABLE networks ADD COLUMN ipv4_routed INTEGER NOT NULL DEFAULT 0")
+
+
+def _migrate_to_7(db: sqlite3.Connection) -> None:
+    """Networks gain DNS (off for the ones made before it: their sandboxes have no resolv.conf
+    naming the resolver) and their own upstream servers; endpoints aliases (a table of its own)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(networks)")}
+    if columns and "dns" not in columns:
+        db.execute("ALTER TABLE networks ADD COLUMN dns INTEGER NOT NULL DEFAULT 0")
+    if columns and "dns_servers" not in columns:
+        db.execute("ALTER TABLE networks ADD COLUMN dns_servers TEXT NOT NULL DEFAULT '[]'")
 
 
 def state_dir() -> str:
@@ -268,6 +285,8 @@ class Store:
                     _migrate_to_5(self.db)
                 if version < 6:
                     _migrate_to_6(self.db)
+                if version < 7:
+                    _migrate_to_7(self.db)
                 for statement in SCHEMA.split(";"):  # what is missing (all of it, for a new ledger)
                     if statement.strip():
                         self.db.execute(statement)
@@ -352,23 +371,24 @@ class Store:
             subnets.setdefault(network_id, []).append(
                 Subnet(ip_network(subnet), ip_address(gateway), ip_network(ip_range) if ip_range else None))
         rows = self.db.execute("SELECT n.id, n.name, n.bridge, n.internal, n.icc, n.mtu, n.labels, n.ipv6_routed,"
-                               f" n.state, n.created, n.ipv4_routed FROM networks n WHERE {where}"
+                               f" n.state, n.created, n.ipv4_routed, n.dns, n.dns_servers FROM networks n WHERE {where}"
                                " ORDER BY n.created, n.name", args)
         return [
             Network(id=nid, name=name, bridge=bridge, subnets=tuple(subnets.get(nid, ())), internal=bool(internal),
                     mtu=mtu, icc=bool(icc), labels=tuple(sorted(json.loads(labels).items())),
-                    ipv6_routed=bool(routed), created=created, state=state, ipv4_routed=bool(routed4))
-            for nid, name, bridge, internal, icc, mtu, labels, routed, state, created, routed4 in rows
+                    ipv6_routed=bool(routed), created=created, state=state, ipv4_routed=bool(routed4), dns=bool(dns),
+                    dns_servers=tuple(json.loads(servers)))
+            for nid, name, bridge, internal, icc, mtu, labels, routed, state, created, routed4, dns, servers in rows
         ]
 
     def add_network(self, network: Network) -> None:
         self.db.execute(
             "INSERT INTO networks (id, name, bridge, internal, icc, mtu, labels, ipv6_routed, state, created,"
-            " ipv4_routed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ipv4_routed, dns, dns_servers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 network.id, network.name, network.bridge, int(network.internal), int(network.icc), network.mtu,
                 json.dumps(dict(network.labels)), int(network.ipv6_routed), network.state, network.created,
-                int(network.ipv4_routed),
+                int(network.ipv4_routed), int(network.dns), json.dumps(list(network.dns_servers)),
             ),
         )
         self.db.executemany(
@@ -454,7 +474,19 @@ class Store:
             for i, s, n, ifn, h, m, d, st, ns in rows
         ]
         ports = self._ports([e.id for e in endpoints])
-        return [replace(e, ports=tuple(ports.get(e.id, ()))) if e.id in ports else e for e in endpoints]
+        aliases = self._aliases([e.id for e in endpoints])
+        return [replace(e, ports=tuple(ports.get(e.id, ())), aliases=tuple(aliases.get(e.id, ())))
+                if e.id in ports or e.id in aliases else e for e in endpoints]
+
+    def _aliases(self, endpoint_ids: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        if not endpoint_ids:
+            return found
+        marks = ",".join("?" * len(endpoint_ids))
+        for endpoint_id, alias in self.db.execute(
+                f"SELECT endpoint_id, alias FROM aliases WHERE endpoint_id IN ({marks}) ORDER BY rowid", endpoint_ids):
+            found.setdefault(endpoint_id, []).append(alias)
+        return found
 
     def _ports(self, endpoint_ids: list[str]) -> dict[str, list[PortMapping]]:
         found: dict[str, list[PortMapping]] = {}
@@ -507,6 +539,8 @@ class Store:
             (endpoint.id, sandbox_id, network_id, endpoint.ifname, endpoint.host_ifname, endpoint.mac,
              int(endpoint.default_route), endpoint.state, time.time()),
         )
+        self.db.executemany("INSERT INTO aliases (endpoint_id, alias) VALUES (?, ?)",
+                            [(endpoint.id, alias) for alias in endpoint.aliases])
         for address in endpoint.addresses:
             self.db.execute("INSERT INTO addresses (endpoint_id, network_id, version, ip) VALUES (?, ?, ?, ?)",
                             (endpoint.id, network_id, address.version, str(address.ip)))

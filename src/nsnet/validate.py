@@ -199,6 +199,8 @@ def network_request(
     label_items: list[str] | tuple[str, ...] = (),
     ipv4_routed: bool = False,
     bridge: str | None = None,
+    dns: bool = True,
+    dns_servers: list[str] | tuple[str, ...] = (),
 ) -> NetworkRequest:
     """Validate every field of `network create` against each other; IPAM fills what is left out.
     A network has IPv4 unless --no-ipv4, and IPv6 with --ipv6 or an IPv6 --subnet."""
@@ -225,6 +227,9 @@ def network_request(
         interface_name("bridge", bridge)
     if ipv6 and mtu_value < IPV6_MIN_MTU:
         raise InvalidInput("mtu", mtu_value, f"IPv6 needs a link MTU of at least {IPV6_MIN_MTU} (RFC 8200)")
+    servers = tuple(dict.fromkeys(str(address("dns", v)) for v in dns_servers))
+    if servers and not dns:
+        raise InvalidInput("dns", dns_servers[0], "names an upstream server, but the network has no DNS (--no-dns)")
     families = [v for v, on in ((4, ipv4), (6, ipv6)) if on]
     for field, given in (("gateway", gws), ("ip-range", rngs)):
         for version, (text, _) in given.items():
@@ -240,7 +245,21 @@ def network_request(
         ipv6_routed=ipv6_routed,
         ipv4_routed=ipv4_routed,
         bridge=bridge,
+        dns=dns,
+        dns_servers=servers,
     )
+
+
+_ALIAS = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+
+
+def aliases(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """More names for a sandbox on a network: DNS labels (letters, digits, inner hyphens, at most
+    63), kept lowercase since names are asked for in any case; a repeat counts once."""
+    for value in values:
+        if not _ALIAS.match(value):
+            raise InvalidInput("alias", value, "must be a DNS label: letters, digits and inner '-', 1 to 63 of them")
+    return tuple(dict.fromkeys(v.lower() for v in values))
 
 
 def address_pool(value: str) -> tuple[IPNetwork, int]:

@@ -44,7 +44,23 @@ def nsnet_objects() -> dict[str, list[str]]:
     links = [l["ifname"] for l in ip_json("link") if l["ifname"].startswith(("nsbr-", "nsv", "cni-"))]
     netns = sorted(n for n in os.listdir("/run/netns") if n != "wan") if os.path.isdir("/run/netns") else []
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    return {"links": links, "netns": netns, "tables": [t for t in tables.splitlines() if "nsnet" in t]}
+    left = {"links": links, "netns": netns, "tables": [t for t in tables.splitlines() if "nsnet" in t]}
+    resolvers = resolver_processes()
+    return {**left, "resolvers": resolvers} if resolvers else left
+
+
+def resolver_processes() -> list[str]:
+    """nsnet's resolvers still running in the lab (one exits with its ledger's last DNS network)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"nsnet.dns.server" in argv:
+            found.append(" ".join(a.decode(errors="replace") for a in argv if a))
+    return found
 
 
 def wait_clean(timeout: float = 3.0) -> dict[str, list[str]]:

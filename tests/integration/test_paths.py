@@ -112,11 +112,11 @@ def test_create_refuses_a_link_at_run_netns_name(app: str, etc_netns: Path, tmp_
 def test_rm_keeps_what_a_user_added_under_etc_netns_and_still_removes_the_sandbox(
         app: str, etc_netns: Path) -> None:
     assert cli("create", "web", "--network", app).returncode == 0
-    assert (etc_netns / "web" / "hosts").is_file()
-    (etc_netns / "web" / "resolv.conf").write_bytes(b"nameserver 192.0.2.53\n")
+    assert (etc_netns / "web" / "hosts").is_file() and (etc_netns / "web" / "resolv.conf").is_file()
+    (etc_netns / "web" / "nsswitch.conf").write_bytes(b"hosts: files\n")
     (etc_netns / "web" / "extra").mkdir()
     (etc_netns / "web" / "extra" / "notes").write_bytes(b"mine\n")
-    added = {p: e for p, e in tree(etc_netns / "web").items() if p != "hosts"}
+    added = {p: e for p, e in tree(etc_netns / "web").items() if p not in ("hosts", "resolv.conf")}
 
     result = cli("rm", "web")
 

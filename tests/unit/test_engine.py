@@ -435,7 +435,7 @@ def test_sandbox_to_dict(engine):
             "EndpointId": endpoint.id, "Network": "app", "Interface": "eth0", "HostInterface": endpoint.host_ifname,
             "MacAddress": "02:4e:0a:1f:00:02", "IPAddress": "10.31.0.2", "IPPrefixLen": 24, "Gateway": "10.31.0.1",
             "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
-            "DefaultRoute": True, "Ports": [],
+            "DefaultRoute": True, "Aliases": [], "Ports": [],
         }},
     }
     assert endpoint.address == IPv4Interface("10.31.0.2/24")

@@ -126,7 +126,7 @@ def test_remove_takes_away_what_write_made(base: Path) -> None:
 
 def test_remove_keeps_what_a_user_added_and_the_directory_holding_it(base: Path) -> None:
     netns.write_etc_files("web", {"hosts": HOSTS}, base=str(base))
-    (base / "web" / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+    (base / "web" / "nsswitch.conf").write_text("hosts: files\n")
     (base / "web" / "sub").mkdir()
     (base / "web" / "sub" / "f").write_text("kept\n")
     added = {path: entry for path, entry in tree(base).items() if path != "web/hosts"}
@@ -134,7 +134,7 @@ def test_remove_keeps_what_a_user_added_and_the_directory_holding_it(base: Path)
     netns.remove_etc_files("web", base=str(base))
 
     assert tree(base) == added
-    assert sorted(added) == ["web", "web/resolv.conf", "web/sub", "web/sub/f"]
+    assert sorted(added) == ["web", "web/nsswitch.conf", "web/sub", "web/sub/f"]
 
 
 def test_remove_leaves_a_link_in_place_of_a_file_and_its_target(base: Path, victim: Path) -> None:

@@ -31,6 +31,7 @@ APP = Network(
 )
 PRIVATE = Network(
     id="b" * 64, name="private", bridge="nsbr-bbbbbbbbbb", subnets=(Subnet(IPv4Network("10.32.0.0/16"), IPv4Address("10.32.0.1")),), internal=True,
+    dns=True,
 )
 
 QUIET = Network(
@@ -140,7 +141,7 @@ def test_internal_network_is_not_masqueraded():
     elements = render.render_add_network(OWNER, PRIVATE)[len(render.render_skeleton(OWNER)):]
     assert [c["add"]["element"]["name"] for c in elements] == [
         names.BRIDGES, names.WITHIN_NETWORK, names.TO_BRIDGE, names.FROM_BRIDGE, names.INTERNAL_BRIDGES,
-        names.BRIDGE_SUBNETS,
+        names.DNS_BRIDGES, names.BRIDGE_SUBNETS,
     ]
     verdicts = {c["add"]["element"]["name"]: c["add"]["element"]["elem"][0][1] for c in elements[1:4]}
     assert verdicts == {names.WITHIN_NETWORK: {"accept": None}, names.TO_BRIDGE: {"drop": None},
@@ -368,6 +369,12 @@ def test_an_internal_networks_sandboxes_reach_nothing_on_the_host_but_replies():
         # Neighbour discovery is untracked: without it the host could not reach in either.
         [{"match": {"op": "==", "left": payload("icmpv6", "type"),
                     "right": {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}}}, {"accept": None}],
+        # DNS to the resolver on the gateway of the bridge it came in on, and nothing else.
+        [{"match": {"op": "==", "left": meta("iifname"), "right": "@dns_bridges"}},
+         {"match": {"op": "==", "left": meta("l4proto"), "right": {"set": ["tcp", "udp"]}}},
+         {"match": {"op": "==", "left": payload("th", "dport"), "right": 53}},
+         {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr", "iif"]}}, "right": "local"}},
+         {"accept": None}],
         [{"drop": None}],
     ]
 

@@ -148,7 +148,7 @@ def _network(engine: Engine, conf: NetConf) -> Network:
                 ipv4_routed=not conf.masquerade and not conf.internal and any(":" not in s for s in conf.subnets),
                 ipv6_routed=not conf.masquerade and not conf.internal and any(":" in s for s in conf.subnets),
                 internal=conf.internal, mtu=conf.mtu, icc=conf.icc, bridge=conf.bridge,
-                labels=["cni=true"])
+                labels=["cni=true"], dns=False)  # the runtime gives its containers their resolver
         except Conflict:  # another ADD made it first
             network = _existing(engine, conf.name)
             if network is None:

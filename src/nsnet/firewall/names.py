@@ -25,6 +25,7 @@ BRIDGE_FAMILY = "bridge"
 # inet sets and maps
 BRIDGES = "bridges"  # every nsnet bridge
 INTERNAL_BRIDGES = "internal_bridges"  # bridges of --internal networks
+DNS_BRIDGES = "dns_bridges"  # bridges of --internal networks with DNS: their questions reach the resolver
 # Verdict maps, so a forwarded packet costs one lookup per question whatever the number of networks:
 WITHIN_NETWORK = "within_network"  # ifname . ifname (br, br): accept, or drop on a --no-icc network
 TO_BRIDGE = "to_bridge"  # oifname: jump to the to_network chain, or drop for an internal network

@@ -148,6 +148,7 @@ def _inet_sets(o: Owner) -> list[Command]:
     return [
         _set(o, names.BRIDGES, "ifname"),
         _set(o, names.INTERNAL_BRIDGES, "ifname"),
+        _set(o, names.DNS_BRIDGES, "ifname"),
         _set(o, names.WITHIN_NETWORK, ["ifname", "ifname"], data="verdict"),
         _set(o, names.TO_BRIDGE, "ifname", data="verdict"),
         _set(o, names.FROM_BRIDGE, "ifname", data="verdict"),
@@ -198,6 +199,12 @@ def _input(o: Owner) -> list[Command]:
         # not reach the sandboxes it connects to.
         _rule(o, internal, _match(_payload("icmpv6", "type"), {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
               ACCEPT, comment="IPv6 neighbour discovery"),
+        # The resolver listens on each gateway: `fib daddr . iif type local` is an address of the
+        # bridge the question came in on, so no other host service is reached this way.
+        _rule(o, internal, _in_set("iifname", names.DNS_BRIDGES), _match(_meta("l4proto"), {"set": ["tcp", "udp"]}),
+              _match(_payload("th", "dport"), 53), _match({"fib": {"result": "type", "flags": ["daddr", "iif"]}},
+                                                          "local"),
+              ACCEPT, comment="DNS questions to nsnet's resolver on the network's own gateway"),
         _rule(o, internal, DROP, comment="an internal network reaches nothing outside itself, the host included"),
         *_chain(o, chain, "filter", "input", names.FORWARD_PRIORITY),
         _rule(o, chain, _in_set("iifname", names.INTERNAL_BRIDGES), {"jump": {"target": internal}},
@@ -382,6 +389,8 @@ def _network_elements(o: Owner, verb: str, network: Network) -> list[Command]:
     ]
     if internal:
         commands.append(_element(o, verb, names.INTERNAL_BRIDGES, [bridge]))
+    if internal and network.dns:
+        commands.append(_element(o, verb, names.DNS_BRIDGES, [bridge]))
     for s in network.subnets:
         f = BY_VERSION[s.version]
         subnet = {"prefix": {"addr": str(s.subnet.network_address), "len": s.subnet.prefixlen}}

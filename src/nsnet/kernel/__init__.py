@@ -47,6 +47,14 @@ class Kernel(ABC):
     @abstractmethod
     def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
         """The pair, its host end up on the bridge, its peer (down) inside the sandbox."""
+    # The resolver (nsnet.dns), a process of this namespace.
+    @abstractmethod
+    def sync_resolver(self, state_dir: str, wanted: bool) -> None:
+        """Have the ledger's resolver serve it as it is now: reload a running one, start one when
+        none runs and `wanted` (the ledger has DNS networks)."""
+    @abstractmethod
+    def resolver_status(self, state_dir: str) -> str | None:
+        """A running resolver's status line (`ok GENERATION PID ADDRESSES...`); None: none runs."""
     @abstractmethod
     def link_mac(self, name: str) -> str | None:
         """A host link's hardware address; None when there is no such link."""

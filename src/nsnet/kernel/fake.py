@@ -34,6 +34,8 @@ class FakeKernel(Kernel):
         self.sysctls: dict[str, str] = {}
         self.etc: dict[str, dict[str, str]] = {}
         self.foreign_paths: set[str] = set()  # files a user made where a sandbox's would go
+        self.resolver_syncs: list[bool] = []  # each sync_resolver's `wanted`
+        self.resolver: str | None = None
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])
         self.host_listeners: list[Listener] = []
@@ -130,6 +132,13 @@ class FakeKernel(Kernel):
                                     "group": group, "up": True, "mac": "02:00:00:00:00:01", "learning": True,
                                     "static_macs": set()}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
+
+    def sync_resolver(self, state_dir: str, wanted: bool) -> None:
+        self.resolver_syncs.append(wanted)
+        self.resolver = "ok 1 1" if wanted else None
+
+    def resolver_status(self, state_dir: str) -> str | None:
+        return self.resolver
 
     def link_mac(self, name: str) -> str | None:
         link = self.links.get((None, name))

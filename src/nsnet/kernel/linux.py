@@ -116,6 +116,16 @@ class LinuxKernel(Kernel):
     def link_mac(self, name: str) -> str | None:
         return self._rtnl(None).link_mac(name)
 
+    def sync_resolver(self, state_dir: str, wanted: bool) -> None:
+        from ..dns import supervise
+
+        supervise.sync(state_dir, wanted)
+
+    def resolver_status(self, state_dir: str) -> str | None:
+        from ..dns import supervise
+
+        return supervise.ask(state_dir, "status")
+
     def set_port_flags(self, name: str, isolated: bool) -> None:
         self._rtnl(None).set_port_flags(name, isolated)
 

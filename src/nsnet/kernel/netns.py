@@ -38,7 +38,7 @@ MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
 # The files nsnet writes under /etc/netns/NAME: the only ones it ever removes there.
-ETC_FILES = ("hosts",)
+ETC_FILES = ("hosts", "resolv.conf")
 NOT_A_LINK = "it is a symbolic link, and nsnet follows no link it did not make"
 
 # The C library the interpreter already has loaded; ctypes.util.find_library costs ~10 ms.

@@ -92,11 +92,13 @@ def plan_connect(endpoint: Endpoint, network: Network, owner: Owner) -> list[Ope
     return [_add_rules([(endpoint, network)], owner), *_attach(endpoint, network, owner)]
 
 
-def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner) -> list[Operation]:
-    ops: list[Operation] = [
-        CreateNetns(name),
-        WriteEtcFiles(name, (("hosts", hosts_file(name, [e for e, _ in attachments])),)),
-    ]
+def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner,
+                        resolv_conf: str | None = None) -> list[Operation]:
+    """`resolv_conf`: the file naming nsnet's resolver, when a network has DNS."""
+    files = [("hosts", hosts_file(name, [e for e, _ in attachments]))]
+    if resolv_conf is not None:
+        files.append(("resolv.conf", resolv_conf))
+    ops: list[Operation] = [CreateNetns(name), WriteEtcFiles(name, tuple(files))]
     if attachments:
         ops.append(_add_rules(attachments, owner))
     for endpoint, network in attachments:

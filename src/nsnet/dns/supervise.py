@@ -1,0 +1,114 @@
+"""Keeping a ledger's resolver (nsnet.dns.server) alive and current, from the commands that change
+what it serves.
+
+After a change the engine calls `sync`: a running resolver is asked to reload, and answers once
+the new names are served, so the command returns only when they resolve. When none answers and the
+ledger has DNS networks, one is started (again, after a kill -9): a new session, the starter waiting
+for it to report ready, or why it could not. A resolver exits by itself once no DNS network is
+left; a `flock` on dns.lock, held for its life, keeps it single. Under systemd it could run as a
+unit; nsnet starts it itself, so it runs the same everywhere (the lab included), and `nsnet
+check` reports it when it is down.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from ..errors import NsnetError
+from . import LOCK, LOG, SOCKET
+
+REPLY_TIMEOUT_S = 5.0
+
+
+def ask(state_dir: str, request: str) -> str | None:
+    """The resolver's answer to a control request; None when no resolver answers."""
+    path = os.path.join(state_dir, SOCKET)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(REPLY_TIMEOUT_S)
+            sock.connect(path)
+            sock.sendall(f"{request}\n".encode())
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    except (FileNotFoundError, ConnectionRefusedError, socket.timeout, OSError):
+        return None
+    return answer.decode("ascii", "replace").strip() or None
+
+
+def running(state_dir: str) -> bool:
+    """Whether a resolver holds this ledger's lock."""
+    try:
+        fd = os.open(os.path.join(state_dir, LOCK), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def sync(state_dir: str, wanted: bool) -> None:
+    """Make the resolver serve the ledger as it is now: reload a running one (which exits if no
+    DNS network is left), start one when there is none and `wanted`."""
+    answer = ask(state_dir, "reload")
+    if answer is not None and answer.startswith("ok"):
+        return
+    if wanted:
+        start(state_dir)
+
+
+def start(state_dir: str) -> None:
+    """Start the resolver and wait until it serves (or another one does)."""
+    import subprocess
+
+    import nsnet
+
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    log = os.open(os.path.join(state_dir, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
+                  0o600)
+    source = os.path.dirname(os.path.dirname(nsnet.__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        # The server forks once more and this parent exits: the resolver is nobody's child here.
+        subprocess.run([sys.executable, "-m", "nsnet.dns.server", state_dir, str(write_end)], pass_fds=(write_end,),
+                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
+                       cwd="/", check=False)
+    finally:
+        os.close(write_end)
+        os.close(log)
+    try:
+        answer = _read_line(read_end, REPLY_TIMEOUT_S)
+    finally:
+        os.close(read_end)
+    if answer.startswith(("ready", "running")):
+        if answer.startswith("running"):  # another command started it meanwhile: it reads the ledger anew
+            ask(state_dir, "reload")
+        return
+    reason = answer.removeprefix("error ").strip() or "it exited without a word"
+    raise NsnetError(f"nsnet's resolver did not start: {reason} (see {os.path.join(state_dir, LOG)})")
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    import select
+
+    data = b""
+    while not data.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace")

@@ -1,0 +1,295 @@
+"""Names: nsnet's resolver answers sandboxes through glibc (`getent` inside them), forwards what is
+not nsnet's to an upstream stand-in in the lab's `wan` namespace (never past an internal network),
+follows every change before the command returns, and survives kill -9 and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from nsnet import Engine
+from nsnet.kernel.netns import MS_BIND, mount, umount
+
+from .conftest import WAN_HOST, WAN_PEER, cli
+from .net import Server, eventually, start
+
+# A stand-in for the outside's DNS: answers example.org (and www.example.org) with 192.0.2.80,
+# NXDOMAIN for the rest, and prints every question's name and source.
+_UPSTREAM = r"""
+import json, socket, sys
+import dns.message, dns.rrset, dns.rcode
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 53))
+sock.settimeout(30)
+print("ready", flush=True)
+while True:
+    try:
+        data, peer = sock.recvfrom(4096)
+    except socket.timeout:
+        break
+    query = dns.message.from_wire(data)
+    name = query.question[0].name.to_text().lower()
+    print(json.dumps([name, peer[0]]), flush=True)
+    reply = dns.message.make_response(query)
+    if name in ("example.org.", "www.example.org."):
+        reply.answer.append(dns.rrset.from_text(name, 300, "IN", "A", "192.0.2.80"))
+    else:
+        reply.set_rcode(dns.rcode.NXDOMAIN)
+    sock.sendto(reply.to_wire(), peer)
+"""
+
+
+def getent(sandbox: str, *args: str) -> list[list[str]]:
+    """`getent ARGS` inside the sandbox (glibc, its resolv.conf): the lines, split; [] on failure."""
+    done = cli("exec", sandbox, "--", "getent", *args)
+    return [line.split() for line in done.stdout.splitlines()] if done.returncode == 0 else []
+
+
+def addresses(sandbox: str, name: str) -> list[str]:
+    return sorted({line[0] for line in getent(sandbox, "ahosts", name)})
+
+
+def resolver_pid(state_dir: str) -> int | None:
+    done = subprocess.run([sys.executable, "-c", "import sys; from nsnet.dns.supervise import ask;"
+                           " print(ask(sys.argv[1], 'status') or '')", state_dir], capture_output=True, text=True)
+    words = done.stdout.split()
+    return int(words[2]) if words[:1] == ["ok"] else None
+
+
+def ask(server: str, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int = -1) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, use_edns=edns)
+    return (dns.query.tcp if tcp else dns.query.udp)(query, server, timeout=3)
+
+
+@pytest.fixture
+def upstream(wan: str) -> Iterator[Server]:
+    """The stand-in, named by the lab's resolv.conf (bound over /etc/resolv.conf in the lab's own
+    mount namespace, never the machine's)."""
+    server = start(wan, _UPSTREAM, WAN_PEER)
+    with tempfile.NamedTemporaryFile("w", suffix=".resolv.conf", delete=False) as conf:
+        conf.write(f"nameserver {WAN_PEER}\nsearch corp.example\noptions edns0\n")
+    mount(conf.name, "/etc/resolv.conf", None, MS_BIND)
+    try:
+        yield server
+    finally:
+        umount("/etc/resolv.conf")
+        os.unlink(conf.name)
+        server.stop()
+
+
+def questions(server: Server) -> list[list[str]]:
+    server.stop()
+    return [json.loads(line) for line in server.process.stdout.read().splitlines()]
+
+
+def test_sandboxes_resolve_names_aliases_and_network_names_in_both_families(engine: Engine) -> None:
+    engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"])
+    engine.create_sandbox("web", networks=["app"], aliases=["www", "API"])
+    engine.create_sandbox("client", networks=["app"])
+    both = ["10.31.0.2", "fd00:31::2"]
+    for name in ("web", "WEB", "www", "api", "web.app", "api.app", "web.nsnet", "web.app.nsnet"):
+        assert addresses("client", name) == both, name
+    assert getent("client", "ahostsv4", "web")[0][0] == "10.31.0.2"
+    assert getent("client", "hosts", "10.31.0.2") == [["10.31.0.2", "web.app.nsnet"]]  # PTR
+    assert getent("client", "hosts", "nobody") == [] and getent("client", "hosts", "nobody.app") == []
+    with open("/etc/netns/client/resolv.conf") as f:
+        assert [line for line in f.read().splitlines() if line.startswith("nameserver")] == [
+            "nameserver 10.31.0.1", "nameserver fd00:31::1"]
+    # Straight to the resolver: authoritative, TTL 0, NODATA for another type of a known name,
+    # NXDOMAIN with the zone's SOA for an unknown one in it.
+    answer = ask("10.31.0.1", "web.app.nsnet", "A")
+    assert answer.flags & dns.flags.AA and answer.answer[0].ttl == 0
+    assert [r.address for r in answer.answer[0]] == ["10.31.0.2"]
+    nodata = ask("fd00:31::1", "web", "MX")
+    assert (nodata.rcode(), nodata.answer, nodata.authority[0].name.to_text()) == (dns.rcode.NOERROR, [], "nsnet.")
+    assert ask("10.31.0.1", "nobody.nsnet").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_a_sandbox_sees_only_names_on_networks_it_shares(engine: Engine) -> None:
+    engine.create_network("front", subnet="10.31.0.0/24")
+    engine.create_network("back", subnet="10.32.0.0/24", internal=True)
+    engine.create_sandbox("web", networks=["front", "back"])
+    engine.create_sandbox("client", networks=["front"])
+    engine.create_sandbox("db", networks=["back"], aliases=["store"])
+    assert addresses("client", "web") == ["10.31.0.2"]
+    assert addresses("client", "db") == [] and addresses("client", "store.back") == []
+    # db is on an internal network: its questions still reach the resolver on its gateway.
+    assert addresses("db", "web") == ["10.32.0.2"]
+    assert addresses("web", "store") == ["10.32.0.3"] and addresses("web", "db.back") == ["10.32.0.3"]
+    # The host sees every network.
+    assert [r.address for r in ask("10.31.0.1", "store").answer[0]] == ["10.32.0.3"]
+
+
+def test_names_follow_every_change_before_the_command_returns(engine: Engine) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_network("side", subnet="10.33.0.0/24")
+    engine.create_sandbox("client", networks=["app"])
+    for i in range(10):
+        assert cli("create", f"sb{i}", "--network", "app").returncode == 0
+        assert addresses("client", f"sb{i}") == [f"10.31.0.{i + 3}"], i
+        assert cli("rm", f"sb{i}").returncode == 0
+        assert addresses("client", f"sb{i}") == [], i
+    engine.create_sandbox("late", networks=["side"])
+    assert addresses("client", "late") == []
+    assert cli("connect", "app", "late", "--alias", "legacy").returncode == 0
+    assert addresses("client", "late") == addresses("client", "legacy") == ["10.31.0.13"]
+    assert cli("disconnect", "app", "late").returncode == 0
+    assert addresses("client", "legacy") == []
+
+
+def test_forwarding_from_the_host_and_never_past_an_internal_network(engine: Engine, upstream: Server) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_network("vault", subnet="10.34.0.0/24", internal=True)
+    engine.create_sandbox("client", networks=["app"])
+    engine.create_sandbox("safe", networks=["vault"])
+    engine.create_sandbox("peer", networks=["vault"])
+    with open("/etc/netns/client/resolv.conf") as f:
+        assert "search nsnet corp.example\noptions edns0\n" in f.read()
+    assert addresses("client", "example.org") == ["192.0.2.80"]
+    assert addresses("safe", "peer") == ["10.34.0.3"]  # its own names resolve ...
+    assert addresses("safe", "www.example.org") == []  # ... the outside's never leave
+    asked = questions(upstream)
+    # Every forwarded question left from the host's own address; none for the internal sandbox.
+    assert {source for _, source in asked} == {WAN_HOST}
+    assert "example.org." in [name for name, _ in asked]
+    assert not [name for name, _ in asked if name.startswith("www.example.org")]
+
+
+def test_an_upstream_that_does_not_answer_gives_servfail_in_bounded_time(engine: Engine, wan: str) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".resolv.conf", delete=False) as conf:
+        conf.write(f"nameserver {WAN_PEER}\n")  # nothing listens there
+    mount(conf.name, "/etc/resolv.conf", None, MS_BIND)
+    try:
+        engine.create_network("app", subnet="10.31.0.0/24")
+        started = time.monotonic()
+        answer = ask("10.31.0.1", "example.org")
+        assert answer.rcode() == dns.rcode.SERVFAIL and time.monotonic() - started < 8
+    finally:
+        umount("/etc/resolv.conf")
+        os.unlink(conf.name)
+
+
+def test_kill_9_loses_nothing_and_check_reports_the_resolver_down(engine: Engine, state_dir: str) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    engine.create_sandbox("client", networks=["app"])
+    pid = resolver_pid(state_dir)
+    assert pid is not None
+    os.kill(pid, 9)
+    assert eventually(lambda: resolver_pid(state_dir) is None)
+    drift = json.loads(cli("check", "--format", "json").stdout)
+    assert [(d["kind"], d["subject"]) for d in drift] == [("missing", "resolver")]
+    assert addresses("client", "web") == []
+    assert cli("create", "more", "--network", "app").returncode == 0  # the next command starts it again
+    assert resolver_pid(state_dir) not in (None, pid)
+    assert addresses("client", "web") == ["10.31.0.2"] and addresses("client", "more") == ["10.31.0.4"]
+    os.kill(resolver_pid(state_dir), 9)
+    assert eventually(lambda: resolver_pid(state_dir) is None)
+    assert "started the resolver" in cli("gc").stdout
+    assert cli("check").stdout == "" and addresses("client", "web") == ["10.31.0.2"]
+
+
+def test_the_resolver_exits_with_the_last_dns_network(engine: Engine, state_dir: str) -> None:
+    engine.create_network("quiet", subnet="10.35.0.0/24", dns=False)
+    engine.create_sandbox("alone", networks=["quiet"])
+    assert resolver_pid(state_dir) is None and not os.path.exists("/etc/netns/alone/resolv.conf")
+    engine.create_network("app", subnet="10.31.0.0/24")
+    assert resolver_pid(state_dir) is not None
+    engine.remove_network("app")
+    assert eventually(lambda: resolver_pid(state_dir) is None)
+
+
+def test_bad_input_never_stops_it(engine: Engine) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for junk in (b"", b"\x00", b"\x12\x34" + b"\xff" * 10, b"\x00\x01\x01\x00\x00\x01" + b"\x00" * 6 + b"\xc0\x0c",
+                 os.urandom(512), b"\x00\x01" + b"\x00" * 4000):
+        udp.sendto(junk, ("10.31.0.1", 53))
+    udp.settimeout(2)
+    udp.sendto(b"\x12\x34\x01\x00\x00\x01" + b"\x00" * 6 + b"\xc0\x0c\x00\x01\x00\x01", ("10.31.0.1", 53))
+    reply = udp.recv(4096)
+    while reply[:2] != b"\x12\x34":  # answers to earlier junk with a header come first
+        reply = udp.recv(4096)
+    assert reply[3] & 0x0F == dns.rcode.FORMERR
+    udp.close()
+    # TCP: a zero length, a length with nothing after it, a slow client holding a connection open.
+    for junk in (b"\x00\x00", b"\xff\xff", b"\x00\x10abc"):
+        with socket.create_connection(("10.31.0.1", 53), timeout=5) as conn:
+            conn.sendall(junk)
+    slow = [socket.create_connection(("10.31.0.1", 53), timeout=5) for _ in range(70)]
+    try:
+        assert [r.address for r in ask("10.31.0.1", "web").answer[0]] == ["10.31.0.2"]
+    finally:
+        for conn in slow:
+            conn.close()
+    assert [r.address for r in ask("10.31.0.1", "web", tcp=True).answer[0]] == ["10.31.0.2"]
+
+
+def test_an_answer_too_large_for_udp_is_truncated_and_whole_over_tcp(engine: Engine) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    for i in range(40):
+        engine.create_sandbox(f"pool{i}", networks=["app"], aliases=["pool"])
+    small = ask("10.31.0.1", "pool")
+    assert small.flags & dns.flags.TC and small.answer == []
+    whole = ask("10.31.0.1", "pool", tcp=True)
+    assert sorted(r.address for r in whole.answer[0]) == sorted(f"10.31.0.{i + 2}" for i in range(40))
+    assert len(ask("10.31.0.1", "pool", edns=0).answer[0]) == 40  # 1232 bytes of EDNS hold them
+
+
+def test_the_host_resolves_from_the_ledger_and_bad_names_are_refused(engine: Engine, state_dir: str) -> None:
+    engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"])
+    engine.create_network("back", subnet="10.32.0.0/24")
+    engine.create_sandbox("web", networks=["app", "back"], aliases=["www"])
+    assert cli("resolve", "web").stdout.split() == ["10.31.0.2", "10.32.0.2", "fd00:31::2"]
+    assert cli("resolve", "WWW", "--network", "app").stdout.split() == ["10.31.0.2", "fd00:31::2"]
+    missing = cli("resolve", "www", "--network", "back")
+    assert (missing.returncode, missing.stderr) == (1, "nsnet: error: no such name on network 'back': 'www'\n")
+    refused = {
+        ("create", "x", "--network", "app", "--alias", "bad_name"):
+            "nsnet: error: invalid alias 'bad_name': must be a DNS label: letters, digits and inner '-', 1 to 63 of them\n",
+        ("network", "create", "n", "--dns", "nope"): "nsnet: error: invalid dns 'nope': is not an IP address\n",
+        ("network", "create", "n", "--no-dns", "--dns", "10.0.0.53"):
+            "nsnet: error: invalid dns '10.0.0.53': names an upstream server, but the network has no DNS (--no-dns)\n",
+        ("connect", "back", "web", "--alias", "-x"): None,
+    }
+    for argv, message in refused.items():
+        done = cli(*argv)
+        assert done.returncode != 0, argv
+        assert message is None or done.stderr == message, done.stderr
+    assert [s.name for s in engine.sandboxes()] == ["web"] and [n.name for n in engine.networks()] == ["app", "back"]
+    assert [e.aliases for e in engine.sandbox("web").endpoints] == [("www",), ()]
+
+
+def test_an_internal_network_forwards_to_its_own_dns_server_only(engine: Engine, upstream: Server) -> None:
+    """--dns inside the internal network's own subnet is on-net (moby/moby#47822); the host's
+    servers stay out of reach."""
+    engine.create_network("vault", subnet="10.34.0.0/24", internal=True, dns_servers=["10.34.0.53"])
+    engine.create_sandbox("ns1", networks=["vault"], ip="10.34.0.53")
+    engine.create_sandbox("safe", networks=["vault"])
+    inside = start_in_sandbox("ns1", "10.34.0.53")
+    try:
+        assert addresses("safe", "example.org") == ["192.0.2.80"]  # answered by ns1, on the network
+        assert json.loads(inside.process.stdout.readline()) == ["example.org.", "10.34.0.1"]
+    finally:
+        inside.stop()
+    assert questions(upstream) == []  # and nothing reached the outside
+
+
+def start_in_sandbox(sandbox: str, address: str) -> Server:
+    process = subprocess.Popen(["ip", "netns", "exec", sandbox, sys.executable, "-c", _UPSTREAM, address],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    return Server(process)
