@@ -1,7 +1,8 @@
 """An isolated host: throwaway network, mount and pid namespaces to run nsnet in.
 
 Inside, nsnet sees an empty host (only `lo`), and /run/netns, /etc/netns and its state directory
-are private tmpfs mounts, so nothing it makes can touch the real machine. Every process of the lab
+are private tmpfs mounts, so nothing it makes can touch the real machine; /etc/resolv.conf is the
+lab's own and names no server, so its resolver forwards nowhere the lab did not make. Every process of the lab
 lives in its pid namespace, whatever network namespace it moves to (a sandbox's, one made with
 `unshare -n`): when the command exits, the lab's init exits and the kernel ends them all, and with
 the last of them every namespace, link and rule made inside. Tests, benchmarks and the demo all
@@ -52,10 +53,32 @@ def enter() -> None:
     if cgroups:
         mount(cgroups, CGROUP_DIR, None, MS_MOVE)
         os.rmdir(cgroups)
+    _private_resolv_conf()
     lo = RtnlSocket()
     lo.set_up(1, "lo")
     lo.close()
     os.environ[LAB_ENV] = str(_ns_inode("pid"))
+
+
+def _private_resolv_conf() -> None:
+    """The lab's own /etc/resolv.conf, naming no server: a resolver started inside (nsnet.dns)
+    forwards nowhere unless a test binds an upstream of its own over it. The file lives on a
+    tmpfs that is detached at once: the bind mount alone keeps it, for the lab's life."""
+    if not os.path.exists("/etc/resolv.conf"):
+        return  # nothing to cover: the lab has no route out either way
+    directory = tempfile.mkdtemp(prefix="nsnet-lab-etc-")
+    try:
+        mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k")
+        try:
+            path = os.path.join(directory, "resolv.conf")
+            with open(path, "w") as f:
+                f.write("# nsnet lab: no upstream resolver (a test binds its own over this file)\n")
+            os.chmod(path, 0o644)
+            mount(path, "/etc/resolv.conf", None, MS_BIND)
+        finally:
+            umount(directory)
+    finally:
+        os.rmdir(directory)
 
 
 def run(argv: list[str]) -> int:

@@ -82,3 +82,11 @@ def test_isolation_is_proven_by_the_labs_pid_namespace_not_by_the_variable_alone
         "NSNET_LAB=1 does not name this process's pid namespace",
         "NSNET_LAB is not set",
     ]
+
+
+def test_the_lab_has_a_resolv_conf_of_its_own_naming_no_server() -> None:
+    from nsnet.dns import resolvconf
+
+    with open("/etc/resolv.conf") as f:
+        text = f.read()
+    assert text.startswith("# nsnet lab: no upstream resolver") and resolvconf.parse(text).servers == ()
