@@ -259,7 +259,9 @@ class Engine(Catalog):
                 self._store.delete_endpoint(endpoint.id)
                 self._restore_pointers(pointers)
 
-            self._build(plan_connect(endpoint, net, self.owner), forget)
+            others = [self.network(e.network) for e in current.endpoints]
+            resolv = (self._resolv_conf(others), self._resolv_conf([*others, net]))
+            self._build(plan_connect(endpoint, net, self.owner, resolv), forget)
             with self._store.transaction():
                 self._store.set_endpoint_state(endpoint.id, "ready")
         if net.dns:
@@ -291,7 +293,9 @@ class Engine(Catalog):
                         self._store.set_default_route(successor.id, True)
                 self._store.set_endpoint_state(endpoint.id, "removing")
             net = self.network(network)
-            self._remove(plan_disconnect(endpoint, net, successor, self.owner),
+            others = [self.network(e.network) for e in current.endpoints if e.id != endpoint.id]
+            resolv = (self._resolv_conf([*others, net]), self._resolv_conf(others))
+            self._remove(plan_disconnect(endpoint, net, successor, self.owner, resolv),
                          f"disconnecting {sandbox!r} from {network!r}")
             with self._store.transaction():
                 self._store.delete_endpoint(endpoint.id)
@@ -345,7 +349,7 @@ class Engine(Catalog):
                     self._store.delete_sandbox(name)
                 self._restore_pointers(pointers)
 
-            self._build(plan_connect(endpoint, net, self.owner), forget)
+            self._build(plan_connect(endpoint, net, self.owner), forget)  # its runtime writes its /etc files
             with self._store.transaction():
                 self._store.set_endpoint_state(endpoint.id, "ready")
         if net.dns:

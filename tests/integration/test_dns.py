@@ -293,3 +293,28 @@ def start_in_sandbox(sandbox: str, address: str) -> Server:
                                stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ready"
     return Server(process)
+
+
+def test_resolv_conf_follows_connect_and_disconnect(engine: Engine) -> None:
+    engine.create_network("quiet", subnet="10.35.0.0/24", dns=False)
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_network("back", subnet="10.32.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    engine.create_sandbox("lone", networks=["quiet"])
+    conf = "/etc/netns/lone/resolv.conf"
+
+    def nameservers() -> list[str] | None:
+        if not os.path.exists(conf):
+            return None
+        with open(conf) as f:
+            return [line.split()[1] for line in f if line.startswith("nameserver")]
+
+    assert nameservers() is None and addresses("lone", "web") == []
+    engine.connect("app", "lone")
+    assert nameservers() == ["10.31.0.1"] and addresses("lone", "web") == ["10.31.0.2"]
+    engine.connect("back", "lone")
+    assert nameservers() == ["10.31.0.1", "10.32.0.1"]
+    engine.disconnect("app", "lone")
+    assert nameservers() == ["10.32.0.1"] and addresses("lone", "web") == []
+    engine.disconnect("back", "lone")
+    assert nameservers() is None

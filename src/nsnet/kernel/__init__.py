@@ -37,6 +37,9 @@ class Kernel(ABC):
     @abstractmethod
     def remove_etc_files(self, sandbox: str) -> None: ...
     @abstractmethod
+    def replace_etc_file(self, sandbox: str, filename: str, text: str | None) -> None:
+        """One of the sandbox's files under /etc/netns replaced at once, or removed (None)."""
+    @abstractmethod
     def sandbox_paths_taken(self, sandbox: str) -> list[str]:
         """The paths a new sandbox needs (/run/netns/NAME, /etc/netns/NAME) that exist already."""
 

@@ -99,6 +99,14 @@ class FakeKernel(Kernel):
         self._mutating("remove_etc_files", sandbox)
         self.etc.pop(sandbox, None)
 
+    def replace_etc_file(self, sandbox: str, filename: str, text: str | None) -> None:
+        self._mutating("replace_etc_file", sandbox, filename)
+        self._need(sandbox in self.etc, f"writing {filename} of")
+        if text is None:
+            self.etc[sandbox].pop(filename, None)
+        else:
+            self.etc[sandbox][filename] = text
+
     def sandbox_paths_taken(self, sandbox: str) -> list[str]:
         paths = [netns_path(sandbox)] if sandbox in self.netns else []
         paths += [etc_netns_dir(sandbox)] if sandbox in self.etc else []

@@ -96,6 +96,9 @@ class LinuxKernel(Kernel):
     def remove_etc_files(self, sandbox: str) -> None:
         netns.remove_etc_files(sandbox)
 
+    def replace_etc_file(self, sandbox: str, filename: str, text: str | None) -> None:
+        netns.replace_etc_file(sandbox, filename, text)
+
     def sandbox_paths_taken(self, sandbox: str) -> list[str]:
         return netns.paths_taken(sandbox)
 

@@ -359,6 +359,40 @@ def _write_new_files(base_fd: int, name: str, files: dict[str, str], directory: 
         os.close(dir_fd)
 
 
+def replace_etc_file(name: str, filename: str, text: str | None, base: str = ETC_NETNS_DIR) -> None:
+    """Put text in base/NAME/filename in one step (a new file renamed over it), or remove the
+    file when text is None; following no link, and writing only into the directory nsnet made."""
+    if filename not in ETC_FILES:
+        raise ValueError(f"{filename} is not among the files nsnet owns under {base}")
+    directory = os.path.join(base, name)
+    base_fd = _open_directory(base)
+    try:
+        dir_fd = _open_directory(name, base_fd, directory)
+    finally:
+        os.close(base_fd)
+    path = os.path.join(directory, filename)
+    try:
+        if text is None:
+            _unlink_regular(dir_fd, filename, path)
+            return
+        temporary = f".{filename}.{os.getpid()}.new"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=dir_fd)
+        except OSError as exc:
+            raise PathError("create", os.path.join(directory, temporary), exc.errno or 0) from None
+        try:
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.rename(temporary, filename, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            _unlink_regular(dir_fd, temporary, os.path.join(directory, temporary))
+            raise PathError("write", path, exc.errno or 0) from None
+    finally:
+        os.close(dir_fd)
+
+
 def remove_etc_files(name: str, base: str = ETC_NETNS_DIR) -> None:
     """Remove the files nsnet writes (ETC_FILES) from base/NAME, and the directory if that leaves
     it empty. Files a user added there, and the directory holding them, stay; a symbolic link

@@ -288,6 +288,23 @@ class WriteEtcFiles(Operation):
 
 
 @record
+class ReplaceEtcFile(Operation):
+    """One file under /etc/netns/NAME rewritten (or removed: None) as the sandbox's networks
+    change; undone by putting back what was there."""
+
+    sandbox: str
+    filename: str
+    text: str | None
+    previous: str | None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.replace_etc_file(self.sandbox, self.filename, self.text)
+
+    def undo(self) -> Operation:
+        return ReplaceEtcFile(self.sandbox, self.filename, self.previous, self.text)
+
+
+@record
 class RemoveEtcFiles(Operation):
     sandbox: str
 

@@ -23,6 +23,7 @@ from .ops import (
     Operation,
     RemoveEtcFiles,
     RemoveFirewallElements,
+    ReplaceEtcFile,
     SetDefaultRoute,
     SetGroup,
     SetLinkUp,
@@ -88,8 +89,18 @@ def _attach(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operatio
     return ops
 
 
-def plan_connect(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
-    return [_add_rules([(endpoint, network)], owner), *_attach(endpoint, network, owner)]
+def _resolv_conf(sandbox: str, change: tuple[str | None, str | None] | None) -> list[Operation]:
+    """The sandbox's resolv.conf rewritten (before, after) when its DNS networks changed."""
+    if change is None or change[0] == change[1]:
+        return []
+    before, after = change
+    return [ReplaceEtcFile(sandbox, "resolv.conf", after, before)]
+
+
+def plan_connect(endpoint: Endpoint, network: Network, owner: Owner,
+                 resolv_conf: tuple[str | None, str | None] | None = None) -> list[Operation]:
+    return [_add_rules([(endpoint, network)], owner), *_attach(endpoint, network, owner),
+            *_resolv_conf(endpoint.sandbox, resolv_conf)]
 
 
 def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner,
@@ -106,7 +117,8 @@ def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner,
     return ops
 
 
-def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | None, owner: Owner) -> list[Operation]:
+def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | None, owner: Owner,
+                    resolv_conf: tuple[str | None, str | None] | None = None) -> list[Operation]:
     """Deleting the host end deletes the pair, and with the peer its address and routes. When the
     endpoint carried the default route, `successor` (chosen, and marked in the ledger, by the
     caller) takes it over."""
@@ -114,7 +126,7 @@ def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | 
     ops += _remove_rules([(endpoint, network)], endpoint.host_ifname, owner)
     if successor is not None:
         ops += _default_routes(successor)
-    return ops
+    return ops + _resolv_conf(endpoint.sandbox, resolv_conf)
 
 
 def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment], owner: Owner) -> list[Operation]:
