@@ -6,7 +6,7 @@ Run it from the repository root, inside a throwaway isolated host (it refuses to
     .venv/bin/nsnet lab -- .venv/bin/python -m benchmarks --quick
 
 It checks isolation, installs the contenders and tools that are missing (containernetworking-plugins,
-netavark, iperf3, strace, linux-perf; through apt-get, which works in the lab because its filesystem is the
+netavark, iperf3, strace, linux-perf, dnsperf, dnsmasq-base; through apt-get, which works in the lab because its filesystem is the
 host's) and, when that is impossible, says what is missing and skips what needs it. Then it runs
 each benchmark script as its own process, with `--json benchmarks/results/<name>.json` (ignored by
 git), streaming and capturing what it prints, and writes benchmarks/RESULTS.md: the date, the
@@ -56,6 +56,8 @@ PACKAGES = {
     "iperf3": lambda: shutil.which("iperf3") is not None,
     "strace": lambda: shutil.which("strace") is not None,
     "linux-perf": perf_works,
+    "dnsperf": lambda: shutil.which("dnsperf") is not None,
+    "dnsmasq-base": lambda: shutil.which("dnsmasq") is not None,
 }
 
 
@@ -127,11 +129,14 @@ def plan(quick: bool, missing: set[str]) -> list[Benchmark]:
         Benchmark("dataplane", "Data plane: throughput, latency and connection rate per path", [*q]),
         Benchmark("dataplane_perf", "Data plane: where each path's CPU goes (perf)", [*q, "--perf"],
                   script="dataplane"),
+        Benchmark("dns", "Names: nsnet's resolver against dnsmasq, its reload, DNS's cost to create", [*q]),
     ]
+    if missing & {"dnsperf", "dnsmasq-base"}:
+        benchmarks[-1].skipped = "dnsperf or dnsmasq is missing"
     if "iperf3" in missing:
-        benchmarks[-2].skipped = benchmarks[-1].skipped = "iperf3 is missing"
+        benchmarks[-3].skipped = benchmarks[-2].skipped = "iperf3 is missing"
     elif "linux-perf" in missing:
-        benchmarks[-1].skipped = "perf is missing (Debian: linux-perf)"
+        benchmarks[-2].skipped = "perf is missing (Debian: linux-perf)"
     return benchmarks
 
 

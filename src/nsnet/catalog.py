@@ -7,12 +7,14 @@ load neither the planner, the firewall renderer nor the kernel layer.
 from __future__ import annotations
 
 from .errors import InvalidInput, NotFound
-from .model import IPAddress, Network, PortMapping, Sandbox
+from .model import Network, PortMapping, Sandbox
 from .store import Store
 
 TYPE_CHECKING = False  # typing's import is 5 ms of a CNI plugin's start-up
 if TYPE_CHECKING:
     from typing import Any, Self
+
+    from .dns.table import Addr
 
 
 class Catalog:
@@ -61,7 +63,7 @@ class Catalog:
         """Every port the sandbox publishes, on all its networks."""
         return [port for endpoint in self.sandbox(name).endpoints for port in endpoint.ports]
 
-    def resolve(self, name: str, network: str | None = None) -> list[IPAddress]:
+    def resolve(self, name: str, network: str | None = None) -> list[Addr]:
         """What nsnet's resolver answers the host for `name` (a sandbox or an alias, on `network`
         only when given), read from the ledger: no DNS on the way."""
         from .dns.ledger import read_table
@@ -70,7 +72,7 @@ class Catalog:
             raise InvalidInput("network", network, "has no DNS (--no-dns): its sandboxes have no names")
         table, _ = read_table(self._store.db)
         asked = name.lower().rstrip(".")
-        found = table.lookup(f"{asked}.{network.lower()}" if network else asked, None)
+        found = table.lookup(f"{asked}.{network.lower()}" if network else asked, table.everything)
         if not found.known:
             raise NotFound(f"name on network {network!r}" if network else "name", name)
-        return sorted(found.addresses, key=lambda a: (a.version, a))
+        return sorted(found.addresses, key=lambda a: (a.version, a.packed))

@@ -524,6 +524,11 @@ class Engine(Catalog):
                   netns: str | None = None, aliases: tuple[str, ...] = ()) -> Endpoint:
         """Pick (or check) an address in each family of the network, and the host ports, and
         record the endpoint; runs inside the caller's transaction."""
+        flood = self.kernel.flood_limit()
+        if flood is not None and flood < BRIDGE_MAX_PORTS and self._store.endpoint_count(network.id) >= flood:
+            raise Exhausted(f"network {network.name!r} is full: this host floods a broadcast to at most {flood} ports "
+                            "of a bridge (net.core.netdev_max_backlog); more sandboxes would not all be reachable; "
+                            "create another network")
         if self._store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS:
             raise Exhausted(f"network {network.name!r} is full: a Linux bridge holds at most {BRIDGE_MAX_PORTS} "
                             "sandboxes; create another network")

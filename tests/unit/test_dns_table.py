@@ -27,7 +27,7 @@ def table() -> Table:
 
 
 def addresses(t: Table, name: str, source: str | None) -> list[str] | None:
-    answer = t.lookup(name, ip(source) if source else None)
+    answer = t.lookup(name, t.scope(source))
     return sorted(str(a) for a in answer.addresses) if answer.known else None
 
 
@@ -51,18 +51,22 @@ def test_names_aliases_and_network_qualified_names_within_shared_networks() -> N
     # names no question can ask for are skipped; networks without DNS are not in the table
     assert sorted(t.skipped) == ["bad_name", "under_score"]
     assert addresses(t, "ghost", None) is None and addresses(t, "nobody.nsnet", None) is None
-    assert t.lookup("nobody.nsnet", None).in_zone and not t.lookup("example.org", None).in_zone
+    assert t.lookup("nobody.nsnet", t.scope(None)).in_zone and not t.lookup("example.org", t.scope(None)).in_zone
+    # an address as recvfrom gives it, any spelling of an IPv6 one, a link's scope id
+    assert t.scope("fd00:31:0::2").networks == t.scope("fd00:31::2%eth0").networks == frozenset({"app", "back"})
+    assert t.scope("not an address") is t.scope("192.0.2.9") is t.everything
     assert dns_label("web-1") and not dns_label("-web") and not dns_label("a.b") and not dns_label("x" * 64)
 
 
 def test_forwarding_rights_upstreams_and_pointers() -> None:
     t = table()
-    assert t.may_forward(ip("10.31.0.3")) and t.may_forward(None) and t.may_forward(ip("10.31.0.2"))
-    assert not t.may_forward(ip("10.32.0.3"))  # every network of db is internal
-    assert t.upstreams(ip("10.33.0.2")) == ("10.33.0.53",) and t.upstreams(ip("10.31.0.3")) == ()
-    assert t.pointer(ip("10.31.0.2"), ip("10.31.0.3")) == "web.app.nsnet"
-    assert t.pointer(ip("10.32.0.3"), ip("10.31.0.3")) is None
-    assert t.owns_reverse(ip("10.31.0.200"), ip("10.31.0.3")) and not t.owns_reverse(ip("10.32.0.200"), ip("10.31.0.3"))
+    client, web, db, safe = (t.scope(a) for a in ("10.31.0.3", "10.31.0.2", "10.32.0.3", "10.33.0.2"))
+    assert client.forwards and t.scope(None).forwards and web.forwards
+    assert not db.forwards and not safe.forwards  # every network of theirs is internal
+    assert safe.servers == ("10.33.0.53",) and client.servers == ()
+    assert t.pointer(ip("10.31.0.2"), client) == "web.app.nsnet"
+    assert t.pointer(ip("10.32.0.3"), client) is None
+    assert t.owns_reverse(ip("10.31.0.200"), client) and not t.owns_reverse(ip("10.32.0.200"), client)
     assert [str(a) for a in t.listen_addresses()] == ["10.31.0.1", "10.32.0.1", "10.33.0.1", "fd00:31::1"]
 
 

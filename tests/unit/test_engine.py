@@ -552,6 +552,17 @@ def test_a_network_is_full_at_the_bridge_port_limit(engine, kernel, monkeypatch)
     assert [s.name for s in engine.sandboxes()] == ["a", "b"]
 
 
+def test_a_network_is_full_at_the_hosts_broadcast_limit(engine, kernel, monkeypatch):
+    monkeypatch.setattr(kernel, "flood_limit", lambda: 2)
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("a", networks=["app"])
+    engine.create_sandbox("b", networks=["app"])
+
+    with pytest.raises(Exhausted, match="network 'app' is full: this host floods a broadcast to at most 2 ports"):
+        engine.create_sandbox("c", networks=["app"])
+    assert [s.name for s in engine.sandboxes()] == ["a", "b"]
+
+
 @pytest.mark.parametrize("fail_at", range(2, 7))
 @pytest.mark.parametrize("forwarding", ["0", "1"])
 def test_a_failed_network_create_leaves_ip_forward_as_it_found_it(tmp_path, fail_at, forwarding):

@@ -29,7 +29,7 @@ from ipaddress import ip_address, ip_network
 from . import LOCK, SOCKET, codec, resolvconf
 from .codec import A, AAAA, PTR, FormatError
 from .ledger import read_table
-from .table import ZONE, Table
+from .table import ZONE, Scope, Table
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -134,8 +134,7 @@ class Resolver:
                 return
             except OSError:
                 return
-            source = _source(peer[0])
-            reply = self.respond(packet, source, udp=True)
+            reply = self.respond(packet, peer[0], udp=True)
             if isinstance(reply, bytes):
                 _send(sock, reply, peer)
             elif reply is not None:
@@ -151,7 +150,7 @@ class Resolver:
             writer.close()
             return
         self.tcp_clients += 1
-        source = _source(writer.get_extra_info("peername")[0])
+        source = writer.get_extra_info("peername")[0]
         try:
             while True:
                 size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_S))[0]
@@ -171,16 +170,17 @@ class Resolver:
             self.tcp_clients -= 1
             writer.close()
 
-    def respond(self, packet: bytes, source: Address | None, *, udp: bool) -> bytes | asyncio.Task | None:
-        """The answer, or a task that will have it (a forwarded question), or None to stay silent
-        (a message without even a header)."""
+    def respond(self, packet: bytes, source: str | None, *, udp: bool) -> bytes | asyncio.Task | None:
+        """The answer to a question from `source` (its address as text), or a task that will have
+        it (a forwarded question), or None to stay silent (a message without even a header)."""
         try:
             query = codec.parse_query(packet)
         except FormatError:
             ident = codec.query_id(packet)
             return codec.format_error(ident) if ident is not None else None
         table = self.table
-        forwarding = table.may_forward(source)
+        scope = table.scope(source)
+        forwarding = scope.forwards
         if query.flags & codec.OPCODE_MASK:
             return codec.error_answer(query, codec.NOTIMP, recursion_available=forwarding)
         if query.qclass != codec.CLASS_IN:
@@ -189,23 +189,24 @@ class Resolver:
         if query.qtype == PTR:
             address = codec.reverse_address(query.name)
             if address is not None:
-                target = table.pointer(address, source)
+                target = table.pointer(address, scope)
                 if target is not None:
                     return codec.pointer_answer(query, target, recursion_available=forwarding)
-                if table.owns_reverse(address, source):
+                if table.owns_reverse(address, scope):
                     return codec.negative_answer(query, codec.NXDOMAIN, query.name, recursion_available=forwarding)
         else:
-            found = table.lookup(query.name, source)
+            found = table.lookup(query.name, scope)
             if found.known:
                 version = {A: 4, AAAA: 6}.get(query.qtype)
                 addresses = [a for a in found.addresses if a.version == version]
                 if not addresses:
                     return codec.negative_answer(query, codec.NOERROR, ZONE, recursion_available=forwarding)
-                random.shuffle(addresses)
+                if len(addresses) > 1:
+                    random.shuffle(addresses)
                 return codec.addresses_answer(query, addresses, recursion_available=forwarding, limit=limit)
             if found.in_zone:
                 return codec.negative_answer(query, codec.NXDOMAIN, ZONE, recursion_available=forwarding)
-        servers = self._upstreams(source)
+        servers = self._upstreams(scope)
         if not servers:
             # An internal-only sandbox's question goes nowhere (and says so at once).
             rcode = codec.NXDOMAIN if not forwarding else codec.SERVFAIL
@@ -216,14 +217,11 @@ class Resolver:
 
     # Forwarding
 
-    def _upstreams(self, source: Address | None) -> tuple[str, ...]:
-        table = self.table
-        servers = table.upstreams(source) or self._host_resolvers()
-        if not table.may_forward(source):
+    def _upstreams(self, scope: Scope) -> tuple[str, ...]:
+        servers = scope.servers or self._host_resolvers()
+        if not scope.forwards:
             # Only to a server inside one of its own (internal) networks, never past them.
-            seen = table.visible(source) or frozenset()
-            subnets = [s for n in seen for s in table.networks[n].subnets]
-            servers = tuple(s for s in servers if any(_address(s) in net for net in subnets))
+            servers = tuple(s for s in servers if any(_address(s) in net for net in scope.subnets))
         listening = {str(a) for a in self.udp}
         return tuple(s for s in servers if s.split("%", 1)[0] not in listening)
 
@@ -345,15 +343,6 @@ class Resolver:
 
 def _address(text: str) -> Address:
     return ip_address(text.split("%", 1)[0])
-
-
-def _source(text: str) -> Address | None:
-    try:
-        address = ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
 
 
 def _send(sock: socket.socket, reply: bytes, peer: tuple) -> None:

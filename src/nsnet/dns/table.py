@@ -2,14 +2,18 @@
 reload builds a new Table and swaps it in with one assignment, so no query sees half of one.
 
 Scoping: a sandbox sees the names of the DNS networks it is attached to, and nothing else; any
-other source (the host, a gateway) sees every DNS network. Names are the sandbox's name and its
-aliases on each network, asked as NAME, NAME.NETWORK, or either under the zone (NAME.nsnet,
-NAME.NETWORK.nsnet); letter case never matters.
+other source (the host, a gateway) sees every DNS network. Each asker's Scope is made once per
+table (on its first question), and each lookup is remembered, so a question costs a few dictionary
+lookups. Names are the sandbox's name and its aliases on each network, asked as NAME, NAME.NETWORK,
+or either under the zone (NAME.nsnet, NAME.NETWORK.nsnet); letter case never matters. Addresses
+stay text and wire bytes (Addr): parsing a thousand of them into ipaddress objects was half of a
+reload.
 """
 
 from __future__ import annotations
 
 import re
+import socket
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 TYPE_CHECKING = False
@@ -19,6 +23,7 @@ if TYPE_CHECKING:
     Address = IPv4Address | IPv6Address
 
 ZONE = "nsnet"
+MAX_REMEMBERED = 65536  # lookups kept per table: a flood of random names cannot grow it further
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
@@ -40,6 +45,24 @@ class NetworkRow:
         self.servers = tuple(servers)
 
 
+class Addr:
+    """An address as the ledger writes it (`text`, also how recvfrom gives a peer's) and as an
+    answer carries it (`packed`)."""
+
+    __slots__ = ("version", "packed", "text")
+
+    def __init__(self, text: str) -> None:
+        self.version = 6 if ":" in text else 4
+        self.packed = socket.inet_pton(socket.AF_INET6 if self.version == 6 else socket.AF_INET, text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Addr({self.text!r})"
+
+
 class EndpointRow:
     """One sandbox's attachment to a DNS network: its addresses and its aliases there."""
 
@@ -47,7 +70,7 @@ class EndpointRow:
 
     def __init__(self, sandbox: str, network: str, addresses: Iterable[str], aliases: Iterable[str]) -> None:
         self.sandbox, self.network = sandbox.lower(), network.lower()
-        self.addresses = tuple(ip_address(a) for a in addresses)
+        self.addresses = tuple(Addr(a) for a in addresses)
         self.aliases = tuple(a.lower() for a in aliases)
 
 
@@ -57,91 +80,113 @@ class Answer:
 
     __slots__ = ("known", "addresses", "in_zone")
 
-    def __init__(self, known: bool, addresses: tuple[Address, ...] = (), in_zone: bool = False) -> None:
+    def __init__(self, known: bool, addresses: tuple[Addr, ...] = (), in_zone: bool = False) -> None:
         self.known, self.addresses, self.in_zone = known, addresses, in_zone
+
+
+class Scope:
+    """What one asker sees: its DNS networks (None: all of them, for the host or any address not
+    a sandbox's), whether its questions may leave, and its networks' own upstream servers."""
+
+    __slots__ = ("key", "networks", "forwards", "servers", "subnets")
+
+    def __init__(self, key: str, networks: frozenset[str] | None, all_networks: dict[str, NetworkRow]) -> None:
+        self.key, self.networks = key, networks
+        seen = sorted(networks) if networks is not None else sorted(all_networks)
+        # False for a sandbox whose DNS networks are all internal: its questions never leave
+        # (Docker's CVE-2024-29018).
+        self.forwards = networks is None or any(not all_networks[n].internal for n in networks)
+        self.servers = tuple(dict.fromkeys(s for n in seen for s in all_networks[n].servers))
+        self.subnets = tuple(subnet for n in seen for subnet in all_networks[n].subnets)
+
+    def sees(self, network: str) -> bool:
+        return self.networks is None or network in self.networks
 
 
 class Table:
     def __init__(self, networks: Iterable[NetworkRow], endpoints: Iterable[EndpointRow]) -> None:
         self.networks = {n.name: n for n in networks}
         # name -> network -> addresses, for sandbox names and aliases alike
-        self.names: dict[str, dict[str, tuple[Address, ...]]] = {}
-        self.sandbox_of: dict[Address, str] = {}
-        self.networks_of: dict[str, frozenset[str]] = {}
-        self.pointers: dict[tuple[Address, str], str] = {}  # (address, network) -> the name it points to
+        self.names: dict[str, dict[str, tuple[Addr, ...]]] = {}
+        self.pointers: dict[tuple[str, str], str] = {}  # (address, network) -> the name it points to
         self.skipped: list[str] = []  # names no DNS question can ask for
+        sandbox_of: dict[str, str] = {}  # an address as recvfrom gives it -> its sandbox
         attached: dict[str, set[str]] = {}
         for e in endpoints:
             if e.network not in self.networks:
                 continue
             attached.setdefault(e.sandbox, set()).add(e.network)
             for address in e.addresses:
-                self.sandbox_of[address] = e.sandbox
-                self.pointers[(address, e.network)] = f"{e.sandbox}.{e.network}.{ZONE}"
+                sandbox_of[address.text] = e.sandbox
+                self.pointers[(address.text, e.network)] = f"{e.sandbox}.{e.network}.{ZONE}"
             for name in (e.sandbox, *e.aliases):
                 if not dns_label(name):
                     self.skipped.append(name)
                     continue
                 on = self.names.setdefault(name, {})
                 on[e.network] = on.get(e.network, ()) + e.addresses
-        self.networks_of = {s: frozenset(n) for s, n in attached.items()}
+        self.everything = Scope("", None, self.networks)
+        self._sandbox_of = sandbox_of
+        self._attached = attached
+        self._scopes: dict[str, Scope] = {}  # by sandbox, made on its first question
+        self._answers: dict[tuple[str, str], Answer] = {}  # lookups made, per scope (the table never changes)
 
-    def visible(self, source: Address | None) -> frozenset[str] | None:
-        """The networks a source sees; None: all of them (not a sandbox's address)."""
-        sandbox = self.sandbox_of.get(source) if source is not None else None
-        return self.networks_of.get(sandbox) if sandbox is not None else None
+    def scope(self, source: str | None) -> Scope:
+        """The scope of an asker, by its address as text (a scope id, `%eth0`, ignored)."""
+        if source is None:
+            return self.everything
+        sandbox = self._sandbox_of.get(source)
+        if sandbox is None and ("%" in source or ":" in source):
+            try:
+                sandbox = self._sandbox_of.get(str(ip_address(source.split("%", 1)[0])))
+            except ValueError:
+                return self.everything
+        if sandbox is None:
+            return self.everything
+        scope = self._scopes.get(sandbox)
+        if scope is None:
+            scope = self._scopes[sandbox] = Scope(sandbox, frozenset(self._attached[sandbox]), self.networks)
+        return scope
 
-    def may_forward(self, source: Address | None) -> bool:
-        """False for a sandbox whose DNS networks are all internal: its questions never leave
-        (Docker's CVE-2024-29018)."""
-        seen = self.visible(source)
-        return seen is None or any(not self.networks[n].internal for n in seen)
+    def lookup(self, qname: str, scope: Scope) -> Answer:
+        key = (scope.key, qname)
+        answer = self._answers.get(key)
+        if answer is None:
+            in_zone = qname == ZONE or qname.endswith("." + ZONE)
+            name = qname[:-len(ZONE) - 1] if qname.endswith("." + ZONE) else qname
+            found = self._find(name, scope)
+            answer = Answer(False, in_zone=in_zone) if found is None else Answer(True, found, in_zone)
+            if len(self._answers) < MAX_REMEMBERED:
+                self._answers[key] = answer
+        return answer
 
-    def upstreams(self, source: Address | None) -> tuple[str, ...]:
-        """The servers its networks name (--dns); empty: the host's."""
-        seen = self.visible(source)
-        names = sorted(seen) if seen is not None else sorted(self.networks)
-        return tuple(dict.fromkeys(s for n in names for s in self.networks[n].servers))
-
-    def lookup(self, qname: str, source: Address | None) -> Answer:
-        in_zone = qname == ZONE or qname.endswith("." + ZONE)
-        name = qname[:-len(ZONE) - 1] if qname.endswith("." + ZONE) else qname
-        seen = self.visible(source)
-        found = self._find(name, seen)
-        if found is None:
-            return Answer(False, in_zone=in_zone)
-        return Answer(True, found, in_zone)
-
-    def _find(self, name: str, seen: frozenset[str] | None) -> tuple[Address, ...] | None:
+    def _find(self, name: str, scope: Scope) -> tuple[Addr, ...] | None:
         on = self.names.get(name)
         if on is not None:
-            networks = [n for n in on if seen is None or n in seen]
+            networks = [n for n in on if scope.sees(n)]
             if networks:
                 return tuple(a for n in sorted(networks) for a in on[n])
         # NAME.NETWORK, the network's name possibly holding dots itself
         for cut in [i for i, c in enumerate(name) if c == "."]:
             head, network = name[:cut], name[cut + 1:]
-            if network in self.networks and (seen is None or network in seen):
+            if network in self.networks and scope.sees(network):
                 addresses = self.names.get(head, {}).get(network)
                 if addresses is not None:
                     return addresses
         return None
 
-    def pointer(self, address: Address, source: Address | None) -> str | None:
-        seen = self.visible(source)
+    def pointer(self, address: Address, scope: Scope) -> str | None:
         for network in sorted(self.networks):
-            if seen is None or network in seen:
-                target = self.pointers.get((address, network))
+            if scope.sees(network):
+                target = self.pointers.get((str(address), network))
                 if target is not None:
                     return target
         return None
 
-    def owns_reverse(self, address: Address, source: Address | None) -> bool:
-        """Whether the address lies in a subnet of a network the source sees: a PTR for it that
+    def owns_reverse(self, address: Address, scope: Scope) -> bool:
+        """Whether the address lies in a subnet of a network the asker sees: a PTR for it that
         nsnet cannot answer is nobody else's either, so it is not forwarded."""
-        seen = self.visible(source)
-        return any(address in subnet for n in self.networks.values() if seen is None or n.name in seen
-                   for subnet in n.subnets)
+        return any(address in subnet for subnet in scope.subnets)
 
     def listen_addresses(self) -> list[Address]:
         return sorted({g for n in self.networks.values() for g in n.gateways}, key=lambda a: (a.version, a))

@@ -50,6 +50,11 @@ class Kernel(ABC):
     @abstractmethod
     def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
         """The pair, its host end up on the bridge, its peer (down) inside the sandbox."""
+    def flood_limit(self) -> int | None:
+        """How many ports of one bridge a broadcast can reach before the kernel drops copies;
+        None: no limit beyond the bridge's own."""
+        return None
+
     # The resolver (nsnet.dns), a process of this namespace.
     @abstractmethod
     def sync_resolver(self, state_dir: str, wanted: bool) -> None:

@@ -28,6 +28,8 @@ LOOPBACK_INDEX = 1
 SANDBOX_SOCKETS = 8
 
 
+DEFAULT_NETDEV_MAX_BACKLOG = 1000  # the kernel's
+
 class LinuxKernel(Kernel):
     def __init__(self) -> None:
         self._host: RtnlSocket | None = None
@@ -118,6 +120,17 @@ class LinuxKernel(Kernel):
 
     def link_mac(self, name: str) -> str | None:
         return self._rtnl(None).link_mac(name)
+
+    def flood_limit(self) -> int | None:
+        # A veth hands each frame it carries to the per-CPU backlog, which holds at most
+        # netdev_max_backlog frames: a bridge flooding an ARP request to more ports than that in
+        # one go drops the last copies (softnet_stat's dropped count), and the sandboxes on
+        # those ports stop being reachable. The setting is the whole machine's, shown only in its
+        # first network namespace: elsewhere (a lab) it is taken to be the kernel's default.
+        try:
+            return int(_read_or("net.core.netdev_max_backlog", str(DEFAULT_NETDEV_MAX_BACKLOG)))
+        except ValueError:
+            return None
 
     def sync_resolver(self, state_dir: str, wanted: bool) -> None:
         from ..dns import supervise
