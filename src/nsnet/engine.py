@@ -408,9 +408,10 @@ class Engine(Catalog):
 
         with self._locks.ledger(exclusive=True):
             done = repair.gc(self._store, self.kernel, self.owner)
-        if any(n.dns for n in self._store.networks()) and self.kernel.resolver_status(self._store.directory) is None:
-            done.append("started the resolver")
+        down = any(n.dns for n in self._store.networks()) and self.kernel.resolver_status(self._store.directory) is None
         self._serve_names()
+        if down and self.kernel.resolver_status(self._store.directory) is not None:
+            done.append("started the resolver")
         return done
 
     def doctor(self) -> list[Finding]:

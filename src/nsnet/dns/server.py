@@ -24,7 +24,7 @@ import socket
 import sqlite3
 import struct
 import sys
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 
 from . import LOCK, SOCKET, codec, resolvconf
 from .codec import A, AAAA, PTR, FormatError
