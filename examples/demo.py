@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ PYTHON = sys.executable
 WAN_HOST, WAN_PEER = "198.51.100.1", "198.51.100.2"
 WAN6_HOST, WAN6_PEER = "2001:db8:100::1", "2001:db8:100::2"
 started: list[subprocess.Popen] = []
+made: list[str] = []  # temporary directories, removed at the end
 
 
 def step(title: str) -> None:
@@ -241,7 +243,9 @@ def main() -> None:
            subprocess.run([NSNET, "exec", "client", "--", "getent", "hosts", "redis"]).returncode == 2)
 
     step("13. As a container runtime's CNI plugin: ADD with a published port, then DEL")
-    plugin = nsnet("cni", "install", "--bin-dir", tempfile.mkdtemp(prefix="nsnet-demo-cni-")).strip()
+    bin_dir = tempfile.mkdtemp(prefix="nsnet-demo-cni-")
+    made.append(bin_dir)
+    plugin = nsnet("cni", "install", "--bin-dir", bin_dir).strip()
     sh("ip", "netns", "add", "ctr1")  # the runtime's part: the container's namespace is its own
     conf = {"cniVersion": "1.0.0", "name": "cnidemo", "type": "nsnet", "bridge": "cni-demo", "ipMasq": True,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]},
@@ -288,3 +292,5 @@ if __name__ == "__main__":
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        for directory in made:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 Inside, nsnet sees an empty host (only `lo`), and /run/netns, /etc/netns and its state directory
 are private tmpfs mounts, so nothing it makes can touch the real machine; /etc/resolv.conf is the
-lab's own and names no server, so its resolver forwards nowhere the lab did not make. Every process of the lab
+lab's own and names no reachable server, so its resolver forwards nowhere the lab did not make. Every process of the lab
 lives in its pid namespace, whatever network namespace it moves to (a sandbox's, one made with
 `unshare -n`): when the command exits, the lab's init exits and the kernel ends them all, and with
 the last of them every namespace, link and rule made inside. Tests, benchmarks and the demo all
@@ -21,7 +21,9 @@ from .kernel.rtnl import RtnlSocket
 from .naming import ETC_NETNS_DIR, NETNS_DIR
 from .store import state_dir
 
-LAB_ENV = "NSNET_LAB"  # the inode of the lab's pid namespace
+LAB_ENV = "NSNET_LAB"
+LAB_RESOLV_CONF = ("# nsnet lab: no upstream resolver (a test binds its own over this file)\n"
+                   "nameserver 192.0.2.53\noptions timeout:1 attempts:1\n")  # the inode of the lab's pid namespace
 CLONE_NEWPID = 0x20000000
 INIT_NETNS_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO: the inode of the machine's first network namespace
 INIT_PIDNS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO: the same for pid namespaces
@@ -61,9 +63,11 @@ def enter() -> None:
 
 
 def _private_resolv_conf() -> None:
-    """The lab's own /etc/resolv.conf, naming no server: a resolver started inside (nsnet.dns)
-    forwards nowhere unless a test binds an upstream of its own over it. The file lives on a
-    tmpfs that is detached at once: the bind mount alone keeps it, for the lab's life."""
+    """The lab's own /etc/resolv.conf, naming only a documentation address (RFC 5737) that no
+    route in a lab leads to: a lookup fails at once (with no server at all, glibc would wait 10 s
+    on 127.0.0.1, down in a fresh namespace), and nsnet's resolver forwards nowhere unless a test
+    binds an upstream of its own over it. The file lives on a tmpfs detached at once: the bind
+    mount alone keeps it, for the lab's life."""
     if not os.path.exists("/etc/resolv.conf"):
         return  # nothing to cover: the lab has no route out either way
     directory = tempfile.mkdtemp(prefix="nsnet-lab-etc-")
@@ -72,7 +76,7 @@ def _private_resolv_conf() -> None:
         try:
             path = os.path.join(directory, "resolv.conf")
             with open(path, "w") as f:
-                f.write("# nsnet lab: no upstream resolver (a test binds its own over this file)\n")
+                f.write(LAB_RESOLV_CONF)
             os.chmod(path, 0o644)
             mount(path, "/etc/resolv.conf", None, MS_BIND)
         finally:
