@@ -318,3 +318,19 @@ def test_resolv_conf_follows_connect_and_disconnect(engine: Engine) -> None:
     assert nameservers() == ["10.32.0.1"] and addresses("lone", "web") == []
     engine.disconnect("back", "lone")
     assert nameservers() is None
+
+
+def test_a_network_made_while_the_resolver_exits_is_served(engine: Engine, state_dir: str) -> None:
+    """Two admins: one removes the last DNS network (the resolver exits), the other makes one."""
+    import threading
+
+    for i in range(5):
+        assert cli("network", "create", "old", "--subnet", "10.31.0.0/24").returncode == 0
+        removed = threading.Thread(target=cli, args=("network", "rm", "old"))
+        removed.start()
+        assert cli("network", "create", f"new{i}", "--subnet", "10.36.0.0/24").returncode == 0
+        assert cli("create", f"sb{i}", "--network", f"new{i}").returncode == 0
+        removed.join()
+        assert [r.address for r in ask("10.36.0.1", f"sb{i}").answer[0]] == ["10.36.0.2"], i
+        assert cli("rm", f"sb{i}").returncode == 0 and cli("network", "rm", f"new{i}").returncode == 0
+        assert eventually(lambda: resolver_pid(state_dir) is None)

@@ -305,7 +305,7 @@ class Resolver:
             writer.close()
 
     async def _poll(self) -> None:
-        while not self.done.is_set():
+        while True:  # cancelled when the resolver stops
             await asyncio.sleep(POLL_S)
             try:
                 if self.db.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
@@ -330,7 +330,12 @@ class Resolver:
             os.write(ready, f"ready {os.getpid()}\n".encode())
             os.close(ready)
         poll = asyncio.get_running_loop().create_task(self._poll())
-        await self.done.wait()
+        while True:
+            await self.done.wait()
+            self.done.clear()
+            await self.reload()  # the last word: a DNS network made meanwhile keeps it serving
+            if not self.udp:
+                break
         poll.cancel()
         control.close()
         for address in list(self.udp):

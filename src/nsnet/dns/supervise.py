@@ -60,16 +60,20 @@ def running(state_dir: str) -> bool:
 
 def sync(state_dir: str, wanted: bool) -> None:
     """Make the resolver serve the ledger as it is now: reload a running one (which exits if no
-    DNS network is left), start one when there is none and `wanted`."""
-    answer = ask(state_dir, "reload")
-    if answer is not None and answer.startswith("ok"):
-        return
-    if wanted:
-        start(state_dir)
+    DNS network is left), start one when there is none and `wanted`. A resolver may be exiting
+    while another command adds a DNS network: then the start finds it still holding the lock
+    ("running"), and the next round asks again or starts anew."""
+    for _ in range(3):
+        answer = ask(state_dir, "reload")
+        if answer is not None and answer.startswith("ok"):
+            return
+        if not wanted or start(state_dir):
+            return
+    raise NsnetError("nsnet's resolver neither answers nor starts (another one holds its lock)")
 
 
-def start(state_dir: str) -> None:
-    """Start the resolver and wait until it serves (or another one does)."""
+def start(state_dir: str) -> bool:
+    """Start the resolver and wait until it serves: True; False when another one held the lock."""
     import subprocess
 
     import nsnet
@@ -91,10 +95,10 @@ def start(state_dir: str) -> None:
         answer = _read_line(read_end, REPLY_TIMEOUT_S)
     finally:
         os.close(read_end)
-    if answer.startswith(("ready", "running")):
-        if answer.startswith("running"):  # another command started it meanwhile: it reads the ledger anew
-            ask(state_dir, "reload")
-        return
+    if answer.startswith("ready"):
+        return True
+    if answer.startswith("running"):
+        return False
     reason = answer.removeprefix("error ").strip() or "it exited without a word"
     raise NsnetError(f"nsnet's resolver did not start: {reason} (see {os.path.join(state_dir, LOG)})")
 
