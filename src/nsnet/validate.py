@@ -250,14 +250,19 @@ def network_request(
     )
 
 
-_ALIAS = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+
+
+def dns_label(name: str) -> bool:
+    """Whether a name can be asked for in DNS: letters, digits and inner hyphens, 1 to 63."""
+    return bool(_DNS_LABEL.match(name))
 
 
 def aliases(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """More names for a sandbox on a network: DNS labels (letters, digits, inner hyphens, at most
     63), kept lowercase since names are asked for in any case; a repeat counts once."""
     for value in values:
-        if not _ALIAS.match(value):
+        if not dns_label(value):
             raise InvalidInput("alias", value, "must be a DNS label: letters, digits and inner '-', 1 to 63 of them")
     return tuple(dict.fromkeys(v.lower() for v in values))
 

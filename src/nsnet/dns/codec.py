@@ -229,7 +229,3 @@ def reverse_address(name: str) -> IPv4Address | IPv6Address | None:
             hexits = "".join(reversed(nibbles))
             return ip_address(":".join(hexits[i:i + 4] for i in range(0, 32, 4)))
     return None
-
-
-def reverse_name(address: IPv4Address | IPv6Address) -> str:
-    return address.reverse_pointer

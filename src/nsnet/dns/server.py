@@ -130,9 +130,7 @@ class Resolver:
         while True:
             try:
                 packet, peer = sock.recvfrom(codec.MAX_MESSAGE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # nothing more waiting (EAGAIN), or the socket went with a reload
                 return
             reply = self.respond(packet, peer[0], udp=True)
             if isinstance(reply, bytes):

@@ -17,7 +17,7 @@ import socket
 import sys
 
 from ..errors import NsnetError
-from . import LOCK, LOG, SOCKET
+from . import LOG, SOCKET
 
 REPLY_TIMEOUT_S = 5.0
 
@@ -39,23 +39,6 @@ def ask(state_dir: str, request: str) -> str | None:
     except (FileNotFoundError, ConnectionRefusedError, socket.timeout, OSError):
         return None
     return answer.decode("ascii", "replace").strip() or None
-
-
-def running(state_dir: str) -> bool:
-    """Whether a resolver holds this ledger's lock."""
-    try:
-        fd = os.open(os.path.join(state_dir, LOCK), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def sync(state_dir: str, wanted: bool) -> None:

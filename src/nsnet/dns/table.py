@@ -12,9 +12,10 @@ reload.
 
 from __future__ import annotations
 
-import re
 import socket
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+
+from ..validate import dns_label
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,14 +25,6 @@ if TYPE_CHECKING:
 
 ZONE = "nsnet"
 MAX_REMEMBERED = 65536  # lookups kept per table: a flood of random names cannot grow it further
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
-
-
-def dns_label(name: str) -> bool:
-    """Whether a name (sandbox, alias) can be asked for: letters, digits and inner hyphens."""
-    return bool(_LABEL.match(name.lower()))
-
-
 class NetworkRow:
     """A DNS network as the ledger has it."""
 
