@@ -287,3 +287,35 @@ def test_refusals_of_netlink_and_nftables_still_say_kernel_refused() -> None:
         "kernel refused creation of bridge br0: File exists (EEXIST)")
     assert str(KernelError("nftables transaction", errno.ENOENT, "No such file or directory")) == (
         "kernel refused nftables transaction: No such file or directory (ENOENT)")
+
+
+# Replacing one file (a sandbox's resolv.conf follows its networks)
+
+
+def test_replace_puts_new_text_in_one_step_and_removes_with_none(base: Path) -> None:
+    netns.write_etc_files("web", {"hosts": HOSTS, "resolv.conf": "nameserver 10.31.0.1\n"}, base=str(base))
+    netns.replace_etc_file("web", "resolv.conf", "nameserver 10.32.0.1\n", base=str(base))
+    assert tree(base)["web/resolv.conf"] == ("file", 0o644, "nameserver 10.32.0.1\n")
+    assert sorted(tree(base)) == ["web", "web/hosts", "web/resolv.conf"]  # no temporary file left
+    netns.replace_etc_file("web", "resolv.conf", None, base=str(base))
+    assert sorted(tree(base)) == ["web", "web/hosts"]
+    with pytest.raises(ValueError, match="not among the files nsnet owns"):
+        netns.replace_etc_file("web", "passwd", "x", base=str(base))
+
+
+def test_replace_writes_through_no_link(base: Path, victim: Path) -> None:
+    netns.write_etc_files("web", {"hosts": HOSTS}, base=str(base))
+    (base / "web" / "resolv.conf").symlink_to(victim / "hosts")
+    outside = tree(victim)
+
+    netns.replace_etc_file("web", "resolv.conf", "nameserver 10.31.0.1\n", base=str(base))  # the link is replaced
+    assert tree(victim) == outside and tree(base)["web/resolv.conf"][0] == "file"
+    (base / "web" / "resolv.conf").unlink()
+    (base / "web" / "resolv.conf").symlink_to(victim / "hosts")
+    netns.replace_etc_file("web", "resolv.conf", None, base=str(base))  # a link is not nsnet's to remove
+    assert tree(victim) == outside and (base / "web" / "resolv.conf").is_symlink()
+
+    (base / "other").symlink_to(victim)  # a link in place of the sandbox's directory
+    with pytest.raises(PathError) as caught:
+        netns.replace_etc_file("other", "resolv.conf", "nameserver 10.31.0.1\n", base=str(base))
+    assert caught.value.errno == errno.ELOOP and tree(victim) == outside
