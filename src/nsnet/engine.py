@@ -259,9 +259,7 @@ class Engine(Catalog):
                 self._store.delete_endpoint(endpoint.id)
                 self._restore_pointers(pointers)
 
-            others = [self.network(e.network) for e in current.endpoints]
-            resolv = (self._resolv_conf(others), self._resolv_conf([*others, net]))
-            self._build(plan_connect(endpoint, net, self.owner, resolv), forget)
+            self._build(plan_connect(endpoint, net, self.owner, self._resolv_conf_change(current, net, True)), forget)
             with self._store.transaction():
                 self._store.set_endpoint_state(endpoint.id, "ready")
         if net.dns:
@@ -293,9 +291,8 @@ class Engine(Catalog):
                         self._store.set_default_route(successor.id, True)
                 self._store.set_endpoint_state(endpoint.id, "removing")
             net = self.network(network)
-            others = [self.network(e.network) for e in current.endpoints if e.id != endpoint.id]
-            resolv = (self._resolv_conf([*others, net]), self._resolv_conf(others))
-            self._remove(plan_disconnect(endpoint, net, successor, self.owner, resolv),
+            self._remove(plan_disconnect(endpoint, net, successor, self.owner,
+                                         self._resolv_conf_change(current, net, False)),
                          f"disconnecting {sandbox!r} from {network!r}")
             with self._store.transaction():
                 self._store.delete_endpoint(endpoint.id)
@@ -461,6 +458,16 @@ class Engine(Catalog):
             self.kernel.sync_resolver(self._store.directory, wanted)
         except NsnetError as exc:
             self.notes.append(f"names are not served: {exc}; the next nsnet command (or nsnet gc) starts it again")
+
+    def _resolv_conf_change(self, sandbox: Sandbox, network: Network,
+                            joining: bool) -> tuple[str | None, str | None] | None:
+        """The sandbox's resolv.conf (before, after) as `network` joins or leaves it; None for a
+        network without DNS, which changes nothing there."""
+        if not network.dns:
+            return None
+        others = [self.network(e.network) for e in sandbox.endpoints if e.network != network.name]
+        without, joined = self._resolv_conf(others), self._resolv_conf([*others, network])
+        return (without, joined) if joining else (joined, without)
 
     def _resolv_conf(self, networks: Sequence[Network]) -> str | None:
         """A sandbox's resolv.conf naming nsnet's resolver on its DNS networks' gateways; None
