@@ -1,0 +1,43 @@
+"""The resolver's reads of a real ledger (an engine on a FakeKernel): what a table holds after
+creates, aliases, connects and removals, and that a reread reuses the rows that did not change."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from nsnet.dns.ledger import LedgerReader
+from nsnet.engine import Engine
+
+
+def names(reader: LedgerReader, source: str | None = None) -> dict[str, list[str]]:
+    table, _ = reader.read()
+    scope = table.scope(source)
+    return {name: sorted(a.text for a in table.lookup(name, scope).addresses)
+            for name in sorted(table.names) if table.lookup(name, scope).known}
+
+
+def test_a_reader_follows_the_ledger_and_reuses_unchanged_rows(engine: Engine) -> None:
+    engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"], ipv6=True)
+    engine.create_network("back", subnet="10.32.0.0/24", internal=True)
+    engine.create_network("quiet", subnet="10.33.0.0/24", dns=False)
+    engine.create_sandbox("web", networks=["app"], aliases=["www"])
+    engine.create_sandbox("db", networks=["back"])
+    engine.create_sandbox("hidden", networks=["quiet"])
+    db = sqlite3.connect(f"file:{os.path.join(engine._store.directory, 'state.db')}?mode=ro", uri=True,
+                         isolation_level=None)
+    reader = LedgerReader(db)
+    assert names(reader) == {"db": ["10.32.0.2"], "web": ["10.31.0.2", "fd00:31::2"],
+                             "www": ["10.31.0.2", "fd00:31::2"]}
+    table, _ = reader.read()
+    assert sorted(str(a) for a in table.listen_addresses()) == ["10.31.0.1", "10.32.0.1", "fd00:31::1"]
+    assert table.networks["back"].internal and not table.networks["app"].internal
+    web_row = next(row for row in reader._endpoints.values() if row.sandbox == "web")
+
+    engine.connect("back", "web", aliases=["legacy"])
+    engine.remove_sandbox("db", force=True)
+    assert names(reader) == {"legacy": ["10.32.0.3"], "web": ["10.31.0.2", "10.32.0.3", "fd00:31::2"],
+                             "www": ["10.31.0.2", "fd00:31::2"]}
+    assert web_row in reader._endpoints.values()  # web on app did not change: not parsed again
+    assert {(row.sandbox, row.network) for row in reader._endpoints.values()} == {("web", "app"), ("web", "back")}
+    db.close()
