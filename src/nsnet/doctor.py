@@ -24,6 +24,12 @@ class BaseChain:
     name: str
     hook: str
     policy: str
+    # Its last rule drops or rejects whatever reaches it (firewalld ends its input so, with an
+    # accept policy): a drop by default all the same.
+    ends_in_drop: bool = False
+
+    def drops_by_default(self) -> bool:
+        return self.policy == "drop" or self.ends_in_drop
 
 
 @record
@@ -71,6 +77,42 @@ def _forward_drops(facts: HostFacts) -> list[Finding]:
         "add accept rules for nsnet's bridges (iifname/oifname \"nsbr-*\") to that chain, or set its policy to "
         "accept (Docker installs such a policy: its DOCKER-USER chain is the place for the rules)",
         names,
+    )]
+
+
+def _dns_input_drops(facts: HostFacts, networks: list[Network]) -> list[Finding]:
+    """Sandboxes ask nsnet's resolver on their gateway: an input chain of another table that
+    drops by default drops their questions, and lookups time out (20 s with search domains)."""
+    served = [n for n in networks if n.dns]
+    drops = [c for c in _foreign(facts.base_chains) if c.hook == "input" and c.drops_by_default()]
+    if not served or not drops:
+        return []
+    bridges = ", ".join(f'"{n.bridge}"' for n in served)
+    ports = ", ".join(str(p) for p in sorted({53, *(n.dns_port for n in served)}))
+    rule = f"iifname {{ {bridges} }} meta l4proto {{ tcp, udp }} th dport {{ {ports} }} accept"
+    return [Finding(
+        "dns-input", "problem",
+        "another table drops packets to this host by default: sandboxes' DNS questions to nsnet's resolver on "
+        f"their gateway ({', '.join(n.name for n in served)}) are dropped there whatever nsnet accepts, and lookups "
+        "time out",
+        "accept them before that table's drop (nsnet changes no table but its own), for each chain below",
+        tuple(f"nft insert rule {c.family} {c.table} {c.name} {rule}" for c in drops),
+    )]
+
+
+def _dns_ports(networks: list[Network]) -> list[Finding]:
+    moved = [n for n in networks if n.dns and n.dns_port != 53]
+    if not moved:
+        return []
+    return [Finding(
+        "dns-port", "warning",
+        "another program held port 53 on these networks' gateways when they were made: nsnet's resolver answers on "
+        "another port there and the firewall redirects the sandboxes' questions to it; the host's own questions to "
+        "a gateway's port 53 reach the other program",
+        "nothing is needed for sandboxes; to give port 53 back to nsnet, bind the other server to the host's own "
+        "addresses only (dnsmasq: --bind-interfaces --except-interface=nsbr-*), then recreate the networks",
+        tuple(f"network {n.name}: answers on port {n.dns_port} of {', '.join(str(s.gateway) for s in n.subnets)}"
+              for n in moved),
     )]
 
 
@@ -186,6 +228,8 @@ def diagnose(facts: HostFacts, networks: list[Network], published: list[tuple[st
         *_ipv6_forward(facts, networks),
         *_router_advertisements(facts),
         *_forward_drops(facts),
+        *_dns_input_drops(facts, networks),
+        *_dns_ports(networks),
         *_legacy(facts),
         *_br_netfilter(facts),
         *_port_listeners(facts, published),

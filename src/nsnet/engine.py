@@ -114,12 +114,14 @@ class Engine(Catalog):
                 if taken is not None:
                     raise Conflict(f"bridge {request.bridge!r} is network {taken.name!r}'s")
                 subnets = tuple(self._subnet(r, existing, routes) for r in request.subnets)
+                dns_port = self._dns_port(request.name, subnets) if request.dns else 53
                 network_id = new_id()
                 network = Network(
                     id=network_id, name=request.name, bridge=request.bridge or bridge_name(network_id),
                     subnets=subnets, internal=request.internal, mtu=request.mtu, icc=request.icc,
                     labels=request.labels, ipv6_routed=request.ipv6_routed, ipv4_routed=request.ipv4_routed,
-                    dns=request.dns, dns_servers=request.dns_servers, created=time.time(), state="creating",
+                    dns=request.dns, dns_servers=request.dns_servers, dns_port=dns_port, created=time.time(),
+                    state="creating",
                 )
                 self._store.add_network(network)
             self._build(plan_create_network(network, len(existing), self.owner, ra_takers),
@@ -129,6 +131,17 @@ class Engine(Catalog):
         if network.dns:
             self._serve_names()
         return replace(network, state="ready")
+
+    def _dns_port(self, name: str, subnets: tuple[Subnet, ...]) -> int:
+        gateways = [str(s.gateway) for s in subnets]
+        port = self.kernel.dns_port(gateways)
+        if port is None:
+            raise Conflict(f"network {name!r}: port 53 and every alternate port are taken on {', '.join(gateways)}"
+                           " by other programs; free one or create the network with --no-dns")
+        if port != 53:
+            self.notes.append(f"network {name!r}: another program holds port 53 on {', '.join(gateways)}; nsnet's"
+                              f" resolver answers on port {port} there and sandboxes' questions are redirected to it")
+        return port
 
     def remove_network(self, name: str, *, force: bool = False) -> None:
         with self._locks.ledger(exclusive=True):

@@ -94,6 +94,9 @@ class Network:
     # rest to dns_servers, or the host's resolvers when there are none.
     dns: bool = False
     dns_servers: tuple[str, ...] = ()
+    # The port the resolver listens on at the gateways: 53, or another when a program of the
+    # host holds 53 there, the firewall then redirecting the sandboxes' questions to GW:53 to it.
+    dns_port: int = 53
 
     def routed(self, version: int) -> bool:
         return self.ipv4_routed if version == 4 else self.ipv6_routed
@@ -143,6 +146,7 @@ class Network:
             "MTU": self.mtu,
             "DNS": self.dns,
             "DNSServers": list(self.dns_servers),
+            "DNSPort": self.dns_port,
             "Labels": dict(self.labels),
             "Created": self.created,
             "State": self.state,

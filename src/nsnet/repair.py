@@ -53,11 +53,28 @@ def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
     observed = observe(store, kernel, owner)
     expected = kernel.expected_ruleset(render.render_skeleton(owner), owner) if observed.ruleset is not None else None
     drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
-    dns = [n.name for n in store.networks() if n.dns and n.state == "ready"]
-    if dns and kernel.resolver_status(store.directory) is None:
-        drift.append(Drift("missing", "resolver", f"nothing answers names on {', '.join(dns)}; the next nsnet "
-                                                  "command or nsnet gc starts it"))
-    return drift
+    return drift + _resolver_drift(store, kernel)
+
+
+def _resolver_drift(store: Store, kernel: Kernel) -> list[Drift]:
+    """The resolver runs, in this namespace, and listens where each DNS network's sandboxes ask."""
+    from .dns import listen, supervise
+
+    served = [n for n in store.networks() if n.dns and n.state == "ready"]
+    if not served:
+        return []
+    status = kernel.resolver_status(store.directory)
+    if status is None:
+        return [Drift("missing", "resolver", f"nothing answers names on {', '.join(n.name for n in served)}; the next"
+                                             " nsnet command or nsnet gc starts it")]
+    stranger = supervise.foreign(status)
+    if stranger:
+        return [Drift("wrong", "resolver", f"the one answering {stranger}")]
+    listening = set(status.split()[4:])
+    return [Drift("missing", f"resolver on {where}", f"network {n.name}'s questions go unanswered: another program "
+                                                     "may hold the port (see nsnet doctor and dns.log)")
+            for n in served for s in n.subnets for where in [listen.text(s.gateway, n.dns_port)]
+            if where not in listening]
 
 
 class _Repair:

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS networks (
     ipv4_routed INTEGER NOT NULL DEFAULT 0,
     dns INTEGER NOT NULL DEFAULT 0,
     dns_servers TEXT NOT NULL DEFAULT '[]',
+    dns_port INTEGER NOT NULL DEFAULT 53,
     state TEXT NOT NULL,
     created REAL NOT NULL
 );
@@ -106,7 +107,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_by_container ON sandboxes (container
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 """
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -157,6 +158,13 @@ def _migrate_to_7(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE networks ADD COLUMN dns INTEGER NOT NULL DEFAULT 0")
     if columns and "dns_servers" not in columns:
         db.execute("ALTER TABLE networks ADD COLUMN dns_servers TEXT NOT NULL DEFAULT '[]'")
+
+
+def _migrate_to_8(db: sqlite3.Connection) -> None:
+    """Networks gain the port their resolver listens on."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(networks)")}
+    if columns and "dns_port" not in columns:
+        db.execute("ALTER TABLE networks ADD COLUMN dns_port INTEGER NOT NULL DEFAULT 53")
 
 
 def state_dir() -> str:
@@ -287,6 +295,8 @@ class Store:
                     _migrate_to_6(self.db)
                 if version < 7:
                     _migrate_to_7(self.db)
+                if version < 8:
+                    _migrate_to_8(self.db)
                 for statement in SCHEMA.split(";"):  # what is missing (all of it, for a new ledger)
                     if statement.strip():
                         self.db.execute(statement)
@@ -371,24 +381,26 @@ class Store:
             subnets.setdefault(network_id, []).append(
                 Subnet(ip_network(subnet), ip_address(gateway), ip_network(ip_range) if ip_range else None))
         rows = self.db.execute("SELECT n.id, n.name, n.bridge, n.internal, n.icc, n.mtu, n.labels, n.ipv6_routed,"
-                               f" n.state, n.created, n.ipv4_routed, n.dns, n.dns_servers FROM networks n WHERE {where}"
+                               f" n.state, n.created, n.ipv4_routed, n.dns, n.dns_servers, n.dns_port FROM networks n"
+                               f" WHERE {where}"
                                " ORDER BY n.created, n.name", args)
         return [
             Network(id=nid, name=name, bridge=bridge, subnets=tuple(subnets.get(nid, ())), internal=bool(internal),
                     mtu=mtu, icc=bool(icc), labels=tuple(sorted(json.loads(labels).items())),
                     ipv6_routed=bool(routed), created=created, state=state, ipv4_routed=bool(routed4), dns=bool(dns),
-                    dns_servers=tuple(json.loads(servers)))
-            for nid, name, bridge, internal, icc, mtu, labels, routed, state, created, routed4, dns, servers in rows
+                    dns_servers=tuple(json.loads(servers)), dns_port=dns_port)
+            for (nid, name, bridge, internal, icc, mtu, labels, routed, state, created, routed4, dns, servers,
+                 dns_port) in rows
         ]
 
     def add_network(self, network: Network) -> None:
         self.db.execute(
             "INSERT INTO networks (id, name, bridge, internal, icc, mtu, labels, ipv6_routed, state, created,"
-            " ipv4_routed, dns, dns_servers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ipv4_routed, dns, dns_servers, dns_port) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 network.id, network.name, network.bridge, int(network.internal), int(network.icc), network.mtu,
                 json.dumps(dict(network.labels)), int(network.ipv6_routed), network.state, network.created,
-                int(network.ipv4_routed), int(network.dns), json.dumps(list(network.dns_servers)),
+                int(network.ipv4_routed), int(network.dns), json.dumps(list(network.dns_servers)), network.dns_port,
             ),
         )
         self.db.executemany(

@@ -359,3 +359,117 @@ def test_a_sandbox_cannot_ask_in_another_ones_name(engine: Engine) -> None:
                             question("forgedprobe.nsnet", str(web.endpoints[0].address.ip))], repeat=3, gap=0.05)
     assert set(seen(honest)) == {"honestprobe"}  # the resolver answers a question from its asker ...
     assert seen(forged) == []  # ... and never got the forged one
+
+
+# Another DNS server of the host, bound to port 53 on every address (UDP and TCP, both families):
+# it answers every question with 192.0.2.66 and prints each asker. (It waits for the resolver of
+# the test before, which exits once its networks are gone, to free its sockets.)
+_HOST_DNS = r"""
+import json, select, socket, sys, time
+import dns.message, dns.rrset
+socks = []
+for family, any_address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    for s in (udp, tcp):
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for attempt in range(100):
+            try:
+                s.bind((any_address, 53))
+                break
+            except OSError:
+                time.sleep(0.05)
+    tcp.listen(8)
+    socks.append(udp)
+print("ready", flush=True)
+while select.select(socks, [], [], 30)[0]:
+    for sock in select.select(socks, [], [], 0)[0]:
+        data, peer = sock.recvfrom(4096)
+        query = dns.message.from_wire(data)
+        print(json.dumps(peer[0]), flush=True)
+        reply = dns.message.make_response(query)
+        reply.answer.append(dns.rrset.from_text(query.question[0].name, 0, "IN", "A", "192.0.2.66"))
+        sock.sendto(reply.to_wire(), peer)
+"""
+
+
+def test_port_53_held_by_another_program_moves_the_resolver_and_redirects_questions(engine: Engine,
+                                                                                      state_dir: str) -> None:
+    """podman#15452's case: a host DNS server on *:53. nsnet listens on an alternate port of its
+    gateways and redirects its sandboxes' questions there, internal networks included; the other
+    server keeps port 53 and never hears a sandbox."""
+    other = start(None, _HOST_DNS)
+    try:
+        app = engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"])
+        vault = engine.create_network("vault", subnet="10.32.0.0/24", internal=True)
+        assert (app.dns_port, vault.dns_port) == (10053, 10053)
+        assert any("another program holds port 53" in note for note in engine.notes)
+        engine.create_sandbox("web", networks=["app"], aliases=["www"])
+        engine.create_sandbox("client", networks=["app"])
+        engine.create_sandbox("safe", networks=["vault"])
+        engine.create_sandbox("box", networks=["vault"])
+        assert addresses("client", "www") == ["10.31.0.2", "fd00:31::2"]
+        assert [line[0] for line in getent("client", "ahostsv6", "web")][:1] == ["fd00:31::2"]
+        assert cli("exec", "client", "--", "getent", "hosts", "10.31.0.2").stdout.split() == ["10.31.0.2",
+                                                                                            "web.app.nsnet"]
+        assert addresses("box", "safe") == ["10.32.0.2"]
+        for how, server, rdtype, expected in (("udp", "fd00:31::1", "AAAA", "fd00:31::2"),
+                                              ("tcp", "10.31.0.1", "A", "10.31.0.2"),
+                                              ("tcp", "fd00:31::1", "A", "10.31.0.2")):
+            asked = cli("exec", "client", "--", sys.executable, "-c",
+                        f"import dns.message, dns.query; print(dns.query.{how}(dns.message.make_query('web',"
+                        f" '{rdtype}'), '{server}', timeout=3).answer[0][0].address)")
+            assert asked.stdout.strip() == expected, (how, server, asked.stderr)
+        status = (supervise.ask(state_dir, "status") or "").split()[4:]
+        assert status == ["10.31.0.1:10053", "10.32.0.1:10053", "[fd00:31::1]:10053"]
+        doctor = cli("doctor")
+        assert "answers on port 10053" in doctor.stdout and "app" in doctor.stdout, doctor.stdout
+    finally:
+        other.stop()
+    assert questions(other) == []  # no sandbox's question reached the other server
+
+
+def test_doctor_finds_another_tables_input_drop_and_its_fix_lets_questions_through(engine: Engine) -> None:
+    """nftables runs every base chain: an accept in nsnet's table cannot undo another table's drop
+    (the lab's own, removed at the end). doctor names it and prints the rule that fixes it."""
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    engine.create_sandbox("client", networks=["app"])
+    subprocess.run(["nft", "add table inet hostfw; add chain inet hostfw input { type filter hook input priority 0;"
+                    " policy accept; }; add rule inet hostfw input ct state established accept;"
+                    " add rule inet hostfw input counter reject"], check=True)
+    try:
+        assert addresses("client", "web") == []  # rejected by the other table
+        doctor = json.loads(cli("doctor", "--format", "json").stdout)
+        (finding,) = [f for f in doctor if f["check"] == "dns-input"]
+        (fix,) = finding["details"]
+        assert fix.startswith("nft insert rule inet hostfw input iifname")
+        subprocess.run(["nft", fix.removeprefix("nft ")], check=True)
+        assert addresses("client", "web") == ["10.31.0.2"]
+    finally:
+        subprocess.run(["nft", "delete table inet hostfw"], check=True)
+
+
+def test_a_resolver_of_another_namespace_on_the_same_state_is_reported_not_trusted(engine: Engine,
+                                                                                   state_dir: str) -> None:
+    """One state directory used from two network namespaces (podman#20396's wrong-netns resolver):
+    the resolver answering its control socket serves the other namespace's gateways, so a command
+    here says so instead of taking its `ok`, and check reports it."""
+    engine.create_network("app", subnet="10.31.0.0/24")
+    os.kill(resolver_pid(state_dir), 9)
+    assert eventually(lambda: resolver_pid(state_dir) is None)
+    stranger = subprocess.Popen(["unshare", "--net", sys.executable, "-m", "nsnet.dns.server", state_dir],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert eventually(lambda: resolver_pid(state_dir) == stranger.pid, timeout=10)
+        engine.notes.clear()
+        engine.create_sandbox("web", networks=["app"])
+        assert any(f"(pid {stranger.pid}) runs in another network namespace" in note for note in engine.notes)
+        drift = json.loads(cli("check", "--format", "json").stdout)
+        assert [(d["kind"], d["subject"]) for d in drift] == [("wrong", "resolver")]
+    finally:
+        stranger.kill()
+        stranger.wait()
+    assert cli("create", "client", "--network", "app").returncode == 0  # starts this namespace's own
+    assert addresses("client", "web") == ["10.31.0.2"] and cli("check").stdout == ""

@@ -20,7 +20,8 @@ from nsnet.model import Subnet, Endpoint, Network, PortMapping
 from nsnet.store import Store
 
 NETWORK_FIELDS = {"Id", "Name", "Driver", "Bridge", "Subnet", "Gateway", "IPRange", "Internal", "ICC", "MTU", "Labels",
-                  "Created", "State", "EnableIPv4", "EnableIPv6", "IPv4Routed", "IPv6Routed", "IPAM", "DNS", "DNSServers"}
+                  "Created", "State", "EnableIPv4", "EnableIPv6", "IPv4Routed", "IPv6Routed", "IPAM", "DNS", "DNSServers",
+                  "DNSPort"}
 
 
 @dataclass

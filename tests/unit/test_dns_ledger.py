@@ -30,7 +30,8 @@ def test_a_reader_follows_the_ledger_and_reuses_unchanged_rows(engine: Engine) -
     assert names(reader) == {"db": ["10.32.0.2"], "web": ["10.31.0.2", "fd00:31::2"],
                              "www": ["10.31.0.2", "fd00:31::2"]}
     table, _ = reader.read()
-    assert sorted(str(a) for a in table.listen_addresses()) == ["10.31.0.1", "10.32.0.1", "fd00:31::1"]
+    assert [(str(a), port) for a, port in table.listeners()] == [("10.31.0.1", 53), ("10.32.0.1", 53),
+                                                                 ("fd00:31::1", 53)]
     assert table.networks["back"].internal and not table.networks["app"].internal
     web_row = next(row for row in reader._endpoints.values() if row.sandbox == "web")
 
@@ -41,3 +42,27 @@ def test_a_reader_follows_the_ledger_and_reuses_unchanged_rows(engine: Engine) -
     assert web_row in reader._endpoints.values()  # web on app did not change: not parsed again
     assert {(row.sandbox, row.network) for row in reader._endpoints.values()} == {("web", "app"), ("web", "back")}
     db.close()
+
+
+def test_check_reports_a_resolver_down_deaf_on_a_gateway_or_in_another_namespace(engine: Engine, kernel) -> None:
+    from nsnet.dns import supervise
+    from nsnet.kernel.fake import SERVING
+
+    engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"], ipv6=True)
+    kernel.dns_ports_taken = {53}
+    engine.create_network("vault", subnet="10.32.0.0/24", internal=True)
+    assert engine.check() == []  # the fake resolver serves the ledger as it is
+    assert kernel.resolver_status(engine._store.directory).split()[4:] == [
+        "10.31.0.1:53", "10.32.0.1:10053", "[fd00:31::1]:53"]
+
+    kernel.resolver = f"ok 1 42 {supervise.namespace()} 10.31.0.1:53"
+    assert sorted((d.kind, d.subject) for d in engine.check()) == [
+        ("missing", "resolver on 10.32.0.1:10053"), ("missing", "resolver on [fd00:31::1]:53")]
+    kernel.resolver = "ok 1 42 net:[1] 10.31.0.1:53 10.32.0.1:10053 [fd00:31::1]:53"
+    (drift,) = engine.check()
+    assert (drift.kind, drift.subject) == ("wrong", "resolver") and "(pid 42) runs in another network namespace" in \
+        drift.detail
+    kernel.resolver = None
+    assert [(d.kind, d.subject) for d in engine.check()] == [("missing", "resolver")]
+    kernel.resolver = SERVING
+    assert engine.check() == []

@@ -14,7 +14,7 @@ ip = ip_address
 def table() -> Table:
     networks = [NetworkRow("app", ["10.31.0.1", "fd00:31::1"], ["10.31.0.0/24", "fd00:31::/64"], False, []),
                 NetworkRow("back", ["10.32.0.1"], ["10.32.0.0/24"], True, []),
-                NetworkRow("vault", ["10.33.0.1"], ["10.33.0.0/24"], True, ["10.33.0.53"])]
+                NetworkRow("vault", ["10.33.0.1"], ["10.33.0.0/24"], True, ["10.33.0.53"], 10053)]
     endpoints = [EndpointRow("Web", "app", ["10.31.0.2", "fd00:31::2"], ["www", "API"]),
                  EndpointRow("web", "back", ["10.32.0.2"], ["db-front"]),
                  EndpointRow("client", "app", ["10.31.0.3"], []),
@@ -67,7 +67,8 @@ def test_forwarding_rights_upstreams_and_pointers() -> None:
     assert t.pointer(ip("10.31.0.2"), client) == "web.app.nsnet"
     assert t.pointer(ip("10.32.0.3"), client) is None
     assert t.owns_reverse(ip("10.31.0.200"), client) and not t.owns_reverse(ip("10.32.0.200"), client)
-    assert [str(a) for a in t.listen_addresses()] == ["10.31.0.1", "10.32.0.1", "10.33.0.1", "fd00:31::1"]
+    assert [(str(a), port) for a, port in t.listeners()] == [("10.31.0.1", 53), ("10.32.0.1", 53), ("10.33.0.1", 10053),
+                                                           ("fd00:31::1", 53)]
 
 
 def test_resolv_conf_read_and_written() -> None:

@@ -84,3 +84,32 @@ def test_every_finding_has_a_reason_and_a_fix_on_one_line():
         assert finding.reason and finding.fix
         assert "\n" not in finding.reason + finding.fix
         assert finding.to_dict()["details"] == list(finding.details)
+
+
+def test_a_foreign_input_drop_is_a_problem_for_dns_networks_with_the_rule_that_fixes_it():
+    from nsnet.record import replace
+
+    named = replace(APP, dns=True)
+    moved = replace(APP, id="b" * 64, name="vault", bridge="nsbr-bbbbbbbbbb", dns=True, dns_port=10053,
+                    subnets=(Subnet(IPv4Network("10.32.0.0/24"), IPv4Address("10.32.0.1")),))
+    firewalld = BaseChain("inet", "firewalld", "filter_INPUT", "input", "accept", ends_in_drop=True)
+    ufw = BaseChain("ip", "filter", "INPUT", "input", "drop")
+    facts = replace(HEALTHY, base_chains=(firewalld, ufw, BaseChain("inet", "other", "in", "input", "accept")))
+    findings = {f.check: f for f in diagnose(facts, [named, moved], [])}
+    assert set(findings) == {"dns-input", "dns-port"}
+    rule = ('iifname { "nsbr-aaaaaaaaaa", "nsbr-bbbbbbbbbb" } meta l4proto { tcp, udp } th dport { 53, 10053 } '
+            "accept")
+    assert findings["dns-input"].details == (f"nft insert rule inet firewalld filter_INPUT {rule}",
+                                             f"nft insert rule ip filter INPUT {rule}")
+    assert findings["dns-port"].details == ("network vault: answers on port 10053 of 10.32.0.1",)
+    assert diagnose(facts, [APP], []) == []  # no DNS network: nothing asks the host
+
+
+def test_a_chain_ends_in_a_drop_only_when_its_last_rule_drops_everything():
+    from nsnet.kernel.observe import _drops_everything
+
+    assert _drops_everything([{"counter": None}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}])
+    assert _drops_everything([{"drop": None}])
+    assert not _drops_everything([{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
+                                  {"drop": None}])
+    assert not _drops_everything([{"accept": None}]) and not _drops_everything([])

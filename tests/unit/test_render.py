@@ -141,7 +141,7 @@ def test_internal_network_is_not_masqueraded():
     elements = render.render_add_network(OWNER, PRIVATE)[len(render.render_skeleton(OWNER)):]
     assert [c["add"]["element"]["name"] for c in elements] == [
         names.BRIDGES, names.WITHIN_NETWORK, names.TO_BRIDGE, names.FROM_BRIDGE, names.INTERNAL_BRIDGES,
-        names.DNS_BRIDGES, names.BRIDGE_SUBNETS,
+        names.DNS_LISTENERS, names.BRIDGE_SUBNETS,
     ]
     verdicts = {c["add"]["element"]["name"]: c["add"]["element"]["elem"][0][1] for c in elements[1:4]}
     assert verdicts == {names.WITHIN_NETWORK: {"accept": None}, names.TO_BRIDGE: {"drop": None},
@@ -370,13 +370,37 @@ def test_an_internal_networks_sandboxes_reach_nothing_on_the_host_but_replies():
         [{"match": {"op": "==", "left": payload("icmpv6", "type"),
                     "right": {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}}}, {"accept": None}],
         # DNS to the resolver on the gateway of the bridge it came in on, and nothing else.
-        [{"match": {"op": "==", "left": meta("iifname"), "right": "@dns_bridges"}},
-         {"match": {"op": "==", "left": meta("l4proto"), "right": {"set": ["tcp", "udp"]}}},
-         {"match": {"op": "==", "left": payload("th", "dport"), "right": 53}},
-         {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr", "iif"]}}, "right": "local"}},
-         {"accept": None}],
+        *([{"match": {"op": "==", "left": meta("l4proto"), "right": {"set": ["tcp", "udp"]}}},
+           {"match": {"op": "==", "left": {"concat": [meta("iifname"), payload(ip, "daddr"), payload("th", "dport")]},
+                      "right": f"@{listeners}"}},
+           {"accept": None}] for ip, listeners in (("ip", "dns_listeners"), ("ip6", "dns_listeners6"))),
         [{"drop": None}],
     ]
+
+
+def test_a_gateway_whose_port_53_is_taken_gets_its_questions_redirected_to_the_resolvers_port():
+    moved = replace(PRIVATE, dns_port=10053)
+    elements = {c["add"]["element"]["name"]: c["add"]["element"]["elem"]
+                for c in render.render_add_network(OWNER, moved)[len(render.render_skeleton(OWNER)):]}
+    assert elements[names.DNS_PORTS] == [[{"concat": [PRIVATE.bridge, "10.32.0.1"]}, 10053]]
+    assert elements[names.DNS_LISTENERS] == [{"concat": [PRIVATE.bridge, "10.32.0.1", 10053]}]
+    assert names.DNS_PORTS not in {c["add"]["element"]["name"]
+                                   for c in render.render_add_network(OWNER, PRIVATE)[len(render.render_skeleton(OWNER)):]}
+    deleted = {c["delete"]["element"]["name"]: c["delete"]["element"]["elem"]
+               for c in render.render_remove_network(OWNER, moved)}
+    assert deleted[names.DNS_PORTS] == [{"concat": [PRIVATE.bridge, "10.32.0.1"]}]
+    # Before the published ports' jump: a port 53 published on every address must not take it.
+    redirect, redirect6, *published = rules(OWNER, "inet", "prerouting")
+    assert redirect["expr"] == [
+        {"match": {"op": "==", "left": meta("nfproto"), "right": "ipv4"}},
+        {"match": {"op": "==", "left": meta("l4proto"), "right": {"set": ["tcp", "udp"]}}},
+        {"match": {"op": "==", "left": payload("th", "dport"), "right": 53}},
+        {"redirect": {"port": {"map": {"key": {"concat": [meta("iifname"), payload("ip", "daddr")]},
+                                       "data": "@dns_ports"}}}},
+    ]
+    assert redirect6["expr"][-1]["redirect"]["port"]["map"]["data"] == "@dns_ports6"
+    assert [r["expr"][-1] for r in published] == [{"jump": {"target": "published_ports"}},
+                                                  {"jump": {"target": "published_ports6"}}]
 
 
 def test_prerouting_never_translates_loopback_destinations_and_output_does():
@@ -384,7 +408,7 @@ def test_prerouting_never_translates_loopback_destinations_and_output_does():
     the host's own connections to 127.0.0.1 go through output."""
     not_loopback = {"match": {"op": "!=", "left": payload("ip", "daddr"),
                               "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}
-    prerouting, prerouting6 = rules(OWNER, "inet", "prerouting")
+    *_, prerouting, prerouting6 = rules(OWNER, "inet", "prerouting")
     output, output6 = rules(OWNER, "inet", "output")
     assert prerouting["expr"][1] == not_loopback
     assert output["expr"] == [e for e in prerouting["expr"] if e != not_loopback]

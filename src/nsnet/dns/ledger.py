@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 SEPARATOR = "\x1f"  # in no address and no DNS label
 
-NETWORKS = ("SELECT n.name, n.internal, n.dns_servers, group_concat(s.subnet, char(31)),"
+NETWORKS = ("SELECT n.name, n.internal, n.dns_servers, n.dns_port, group_concat(s.subnet, char(31)),"
             " group_concat(s.gateway, char(31)) FROM networks n JOIN subnets s ON s.network_id = n.id"
             " WHERE n.dns = 1 GROUP BY n.id")
 # Plain scans joined here, cheaper than SQLite's grouping over text ids. No order: answers are
@@ -71,5 +71,6 @@ def _grouped(rows: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
 
 
 def _network(row: tuple) -> NetworkRow:
-    name, internal, servers, subnets, gateways = row
-    return NetworkRow(name, gateways.split(SEPARATOR), subnets.split(SEPARATOR), bool(internal), json.loads(servers))
+    name, internal, servers, port, subnets, gateways = row
+    return NetworkRow(name, gateways.split(SEPARATOR), subnets.split(SEPARATOR), bool(internal), json.loads(servers),
+                      port)

@@ -27,16 +27,15 @@ import struct
 import sys
 from ipaddress import ip_address
 
-from . import LOCK, SOCKET, codec, resolvconf
+from . import LOCK, SOCKET, codec, listen, resolvconf
 from .codec import A, AAAA, PTR, FormatError
 from .ledger import LedgerReader
 from .table import ZONE, Scope, Table
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .table import Address
+    from .table import Address, Listener
 
-PORT = 53
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 FORWARD_BUDGET_S = 4.0  # all upstream tries of one question: inside glibc's 5 s per attempt
 MAX_FORWARDS = 256  # questions forwarded at once; more are REFUSED
@@ -44,7 +43,6 @@ MAX_TCP_CLIENTS = 64
 TCP_IDLE_S = 3.0
 POLL_S = 1.0
 SWEEP_TICKS = 60  # polls between full garbage collections
-IP_FREEBIND = 15
 
 
 class Resolver:
@@ -54,10 +52,11 @@ class Resolver:
         self.db = sqlite3.connect(f"file:{os.path.join(state_dir, 'state.db')}?mode=ro", uri=True,
                                   isolation_level=None, check_same_thread=False)
         self.reader = LedgerReader(self.db)
+        self.namespace = os.readlink("/proc/self/ns/net")  # told to every command, which checks it is its own
         self.table = Table([], [])
         self.generation = 0
-        self.udp: dict[Address, socket.socket] = {}
-        self.tcp: dict[Address, asyncio.base_events.Server] = {}
+        self.udp: dict[Listener, socket.socket] = {}
+        self.tcp: dict[Listener, asyncio.base_events.Server] = {}
         self.forwarding = 0
         self.tcp_clients = 0
         self._host_servers: tuple[tuple[int, int, float] | None, tuple[str, ...]] = (None, ())
@@ -83,11 +82,11 @@ class Resolver:
     async def reload(self) -> int:
         """Serve the ledger as it is now; the new generation. Listeners follow the gateways."""
         table = self._read()
-        wanted = set(table.listen_addresses())
-        for address in sorted(set(self.udp) - wanted, key=str):
-            self._stop_listening(address)
-        for address in sorted(wanted - set(self.udp), key=str):
-            await self._listen(address)
+        wanted = set(table.listeners())
+        for listener in set(self.udp) - wanted:
+            self._stop_listening(listener)
+        for listener in sorted(wanted - set(self.udp), key=_order):
+            await self._listen(listener)
         self.table = table
         self.generation += 1
         if not wanted:
@@ -96,43 +95,29 @@ class Resolver:
 
     # Listening
 
-    def _socket(self, address: Address, kind: int) -> socket.socket:
-        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    async def _listen(self, listener: Listener) -> None:
+        address, port = str(listener[0]), listener[1]
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # The gateway may not be on its bridge yet (an IPv6 one is tentative for a moment).
-            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((str(address), PORT))
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    async def _listen(self, address: Address) -> None:
-        try:
-            udp = self._socket(address, socket.SOCK_DGRAM)
+            udp = listen.bind(address, port, socket.SOCK_DGRAM)
         except OSError as exc:
-            print(f"nsnet-dns: cannot listen on {address} port {PORT}: {exc}", file=sys.stderr, flush=True)
+            print(f"nsnet-dns: cannot listen on {address} port {port}: {exc}", file=sys.stderr, flush=True)
             return
         try:
-            tcp = self._socket(address, socket.SOCK_STREAM)
+            tcp = listen.bind(address, port, socket.SOCK_STREAM)
         except OSError as exc:
             udp.close()
-            print(f"nsnet-dns: cannot listen on {address} TCP port {PORT}: {exc}", file=sys.stderr, flush=True)
+            print(f"nsnet-dns: cannot listen on {address} TCP port {port}: {exc}", file=sys.stderr, flush=True)
             return
         tcp.listen(64)
-        self.udp[address] = udp
+        self.udp[listener] = udp
         asyncio.get_running_loop().add_reader(udp.fileno(), self._datagrams, udp)
-        self.tcp[address] = await asyncio.start_server(self._stream, sock=tcp, limit=codec.MAX_MESSAGE + 2)
+        self.tcp[listener] = await asyncio.start_server(self._stream, sock=tcp, limit=codec.MAX_MESSAGE + 2)
 
-    def _stop_listening(self, address: Address) -> None:
-        udp = self.udp.pop(address)
+    def _stop_listening(self, listener: Listener) -> None:
+        udp = self.udp.pop(listener)
         asyncio.get_running_loop().remove_reader(udp.fileno())
         udp.close()
-        server = self.tcp.pop(address, None)
+        server = self.tcp.pop(listener, None)
         if server is not None:
             server.close()
 
@@ -233,7 +218,7 @@ class Resolver:
         if not scope.forwards:
             # Only to a server inside one of its own (internal) networks, never past them.
             servers = tuple(s for s in servers if any(_address(s) in net for net in scope.subnets))
-        listening = {str(a) for a in self.udp}
+        listening = {str(address) for address, _ in self.udp}
         return tuple(s for s in servers if s.split("%", 1)[0] not in listening)
 
     def _host_resolvers(self) -> tuple[str, ...]:
@@ -273,7 +258,7 @@ class Resolver:
         loop = asyncio.get_running_loop()
         ident = random.getrandbits(16)
         message = codec.with_id(packet, ident)
-        info = socket.getaddrinfo(server, PORT, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)[0]
+        info = socket.getaddrinfo(server, listen.PORT, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)[0]
         if udp:
             with socket.socket(info[0], socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC) as sock:
                 await loop.sock_connect(sock, info[4])
@@ -284,7 +269,7 @@ class Resolver:
                         break
             if not codec.truncated(reply):
                 return reply
-        reader, writer = await asyncio.open_connection(info[4][0], PORT)
+        reader, writer = await asyncio.open_connection(info[4][0], listen.PORT)
         try:
             writer.write(struct.pack("!H", len(message)) + message)
             await writer.drain()
@@ -303,10 +288,10 @@ class Resolver:
             line = (await asyncio.wait_for(reader.readline(), 5.0)).decode("ascii", "replace").split()
             if line[:1] == ["reload"]:
                 generation = await self.reload()
-                writer.write(f"ok {generation}\n".encode())
+                writer.write(f"ok {generation} {os.getpid()} {self.namespace}\n".encode())
             elif line[:1] == ["status"]:
-                listening = " ".join(str(a) for a in sorted(self.udp, key=lambda a: (a.version, a)))
-                writer.write(f"ok {self.generation} {os.getpid()} {listening}\n".encode())
+                listening = " ".join(listen.text(a, port) for a, port in sorted(self.udp, key=_order))
+                writer.write(f"ok {self.generation} {os.getpid()} {self.namespace} {listening}\n".encode())
             else:
                 writer.write(b"error unknown request\n")
             await writer.drain()
@@ -357,12 +342,16 @@ class Resolver:
                 break
         poll.cancel()
         control.close()
-        for address in list(self.udp):
-            self._stop_listening(address)
+        for listener in list(self.udp):
+            self._stop_listening(listener)
         try:
             os.unlink(control_path)
         except FileNotFoundError:
             pass
+
+
+def _order(listener: Listener) -> tuple:
+    return listener[0].version, listener[0], listener[1]
 
 
 def _address(text: str) -> Address:

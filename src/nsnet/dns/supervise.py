@@ -49,10 +49,28 @@ def sync(state_dir: str, wanted: bool) -> None:
     for _ in range(3):
         answer = ask(state_dir, "reload")
         if answer is not None and answer.startswith("ok"):
+            stranger = foreign(answer)
+            if stranger:
+                raise NsnetError(f"the resolver of {state_dir} {stranger}")
             return
         if not wanted or start(state_dir):
             return
     raise NsnetError("nsnet's resolver neither answers nor starts (another one holds its lock)")
+
+
+def namespace() -> str:
+    return os.readlink("/proc/self/ns/net")
+
+
+def foreign(answer: str) -> str | None:
+    """What is wrong with a resolver whose answer (`ok GENERATION PID NAMESPACE ...`) says it
+    runs in another network namespace than this process (one state directory used from two);
+    None when it is this one's."""
+    words = answer.split()
+    if len(words) < 4 or words[3] == namespace():
+        return None
+    return (f"(pid {words[2]}) runs in another network namespace ({words[3]}, not {namespace()}): it serves "
+            "that namespace's gateways; one state directory is for one namespace (NSNET_STATE_DIR)")
 
 
 def start(state_dir: str) -> bool:

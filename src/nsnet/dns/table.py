@@ -22,17 +22,18 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     Address = IPv4Address | IPv6Address
+    Listener = tuple[Address, int]  # an address and port the resolver answers on
 
 ZONE = "nsnet"
 MAX_REMEMBERED = 65536  # lookups kept per table: a flood of random names cannot grow it further
 class NetworkRow:
     """A DNS network as the ledger has it."""
 
-    __slots__ = ("name", "gateways", "subnets", "internal", "servers")
+    __slots__ = ("name", "gateways", "subnets", "internal", "servers", "port")
 
     def __init__(self, name: str, gateways: Iterable[str], subnets: Iterable[str], internal: bool,
-                 servers: Iterable[str]) -> None:
-        self.name, self.internal = name.lower(), internal
+                 servers: Iterable[str], port: int = 53) -> None:
+        self.name, self.internal, self.port = name.lower(), internal, port
         self.gateways = tuple(ip_address(g) for g in gateways)
         self.subnets = tuple(ip_network(s) for s in subnets)
         self.servers = tuple(servers)
@@ -181,5 +182,8 @@ class Table:
         nsnet cannot answer is nobody else's either, so it is not forwarded."""
         return any(address in subnet for subnet in scope.subnets)
 
-    def listen_addresses(self) -> list[Address]:
-        return sorted({g for n in self.networks.values() for g in n.gateways}, key=lambda a: (a.version, a))
+    def listeners(self) -> list[Listener]:
+        """Each gateway with the port its network's questions come to (53, or the one the
+        firewall redirects them to)."""
+        return sorted({(g, n.port) for n in self.networks.values() for g in n.gateways},
+                      key=lambda listener: (listener[0].version, *listener))

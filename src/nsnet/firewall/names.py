@@ -25,7 +25,10 @@ BRIDGE_FAMILY = "bridge"
 # inet sets and maps
 BRIDGES = "bridges"  # every nsnet bridge
 INTERNAL_BRIDGES = "internal_bridges"  # bridges of --internal networks
-DNS_BRIDGES = "dns_bridges"  # bridges of --internal networks with DNS: their questions reach the resolver
+# bridge . gateway . port where the resolver answers an --internal network (its only way to the host)
+DNS_LISTENERS = "dns_listeners"
+# bridge . gateway: the port the resolver listens on when another program holds 53 there
+DNS_PORTS = "dns_ports"
 # Verdict maps, so a forwarded packet costs one lookup per question whatever the number of networks:
 WITHIN_NETWORK = "within_network"  # ifname . ifname (br, br): accept, or drop on a --no-icc network
 TO_BRIDGE = "to_bridge"  # oifname: jump to the to_network chain, or drop for an internal network

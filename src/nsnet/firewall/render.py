@@ -141,6 +141,8 @@ def _address_sets(o: Owner, f: Family) -> list[Command]:
         _set(o, f.set(names.PUBLISHED_ADDR_IP), addr_key, data=f.address_type),
         _set(o, f.set(names.PUBLISHED_ADDR_PORT), addr_key, data="inet_service"),
         _set(o, f.set(names.PUBLISHED_TARGETS), addr_key),
+        _set(o, f.set(names.DNS_LISTENERS), ["ifname", f.address_type, "inet_service"]),
+        _set(o, f.set(names.DNS_PORTS), ["ifname", f.address_type], data="inet_service"),
     ]
 
 
@@ -148,7 +150,6 @@ def _inet_sets(o: Owner) -> list[Command]:
     return [
         _set(o, names.BRIDGES, "ifname"),
         _set(o, names.INTERNAL_BRIDGES, "ifname"),
-        _set(o, names.DNS_BRIDGES, "ifname"),
         _set(o, names.WITHIN_NETWORK, ["ifname", "ifname"], data="verdict"),
         _set(o, names.TO_BRIDGE, "ifname", data="verdict"),
         _set(o, names.FROM_BRIDGE, "ifname", data="verdict"),
@@ -199,12 +200,11 @@ def _input(o: Owner) -> list[Command]:
         # not reach the sandboxes it connects to.
         _rule(o, internal, _match(_payload("icmpv6", "type"), {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
               ACCEPT, comment="IPv6 neighbour discovery"),
-        # The resolver listens on each gateway: `fib daddr . iif type local` is an address of the
-        # bridge the question came in on, so no other host service is reached this way.
-        _rule(o, internal, _in_set("iifname", names.DNS_BRIDGES), _match(_meta("l4proto"), {"set": ["tcp", "udp"]}),
-              _match(_payload("th", "dport"), 53), _match({"fib": {"result": "type", "flags": ["daddr", "iif"]}},
-                                                          "local"),
-              ACCEPT, comment="DNS questions to nsnet's resolver on the network's own gateway"),
+        # The resolver's socket on the network's own gateway, and no other host service.
+        *(_rule(o, internal, _match(_meta("l4proto"), {"set": ["tcp", "udp"]}),
+                _match(_concat(_meta("iifname"), _payload(f.payload, "daddr"), _payload("th", "dport")),
+                       f"@{f.set(names.DNS_LISTENERS)}"),
+                ACCEPT, comment="DNS questions to nsnet's resolver on the network's own gateway") for f in FAMILIES),
         _rule(o, internal, DROP, comment="an internal network reaches nothing outside itself, the host included"),
         *_chain(o, chain, "filter", "input", names.FORWARD_PRIORITY),
         _rule(o, chain, _in_set("iifname", names.INTERNAL_BRIDGES), {"jump": {"target": internal}},
@@ -256,6 +256,17 @@ def _dnat(o: Owner, chain: str, arriving: bool) -> list[Command]:
     return rules
 
 
+def _dns_redirect(o: Owner, f: Family) -> Command:
+    """A sandbox's question to its gateway's port 53, when another program holds that port there,
+    goes to the resolver's port instead (before published ports: a port 53 published on every
+    address must not take it)."""
+    return _rule(o, names.PREROUTING_NAT, _match(_meta("nfproto"), f.nfproto),
+                 _match(_meta("l4proto"), {"set": ["tcp", "udp"]}), _match(_payload("th", "dport"), 53),
+                 {"redirect": {"port": {"map": {"key": _concat(_meta("iifname"), _payload(f.payload, "daddr")),
+                                                "data": f"@{f.set(names.DNS_PORTS)}"}}}},
+                 comment="DNS questions to a gateway whose port 53 another program holds")
+
+
 def _postrouting(o: Owner, f: Family) -> list[Command]:
     saddr = _payload(f.payload, "saddr")
     return [
@@ -285,6 +296,7 @@ def _nat(o: Owner) -> list[Command]:
                 {"notrack": None}, comment="traffic within one network needs no conntrack") for f in FAMILIES),
         *(command for f in FAMILIES for command in _published_ports(o, f)),
         *_chain(o, names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
+        *(_dns_redirect(o, f) for f in FAMILIES),
         *_dnat(o, names.PREROUTING_NAT, arriving=True),
         *_chain(o, names.OUTPUT_NAT, "nat", "output", names.DSTNAT_PRIORITY),
         *_dnat(o, names.OUTPUT_NAT, arriving=False),
@@ -389,10 +401,14 @@ def _network_elements(o: Owner, verb: str, network: Network) -> list[Command]:
     ]
     if internal:
         commands.append(_element(o, verb, names.INTERNAL_BRIDGES, [bridge]))
-    if internal and network.dns:
-        commands.append(_element(o, verb, names.DNS_BRIDGES, [bridge]))
     for s in network.subnets:
         f = BY_VERSION[s.version]
+        if network.dns and internal:
+            commands.append(_element(o, verb, f.set(names.DNS_LISTENERS),
+                                     [_concat(bridge, str(s.gateway), network.dns_port)]))
+        if network.dns and network.dns_port != 53:
+            commands.append(_element(o, verb, f.set(names.DNS_PORTS),
+                                     [entry(_concat(bridge, str(s.gateway)), network.dns_port)]))
         subnet = {"prefix": {"addr": str(s.subnet.network_address), "len": s.subnet.prefixlen}}
         commands.append(_element(o, verb, f.set(names.BRIDGE_SUBNETS), [_concat(bridge, subnet)]))
         # Routed IPv6 leaves with the sandboxes' own addresses: no masquerade.

@@ -57,6 +57,10 @@ class Kernel(ABC):
 
     # The resolver (nsnet.dns), a process of this namespace.
     @abstractmethod
+    def dns_port(self, gateways: list[str]) -> int | None:
+        """The port a network's resolver can listen on at all its gateways: 53 unless another
+        program holds it there, then an alternate one; None when none is free."""
+    @abstractmethod
     def sync_resolver(self, state_dir: str, wanted: bool) -> None:
         """Have the ledger's resolver serve it as it is now: reload a running one, start one when
         none runs and `wanted` (the ledger has DNS networks)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ from ..errors import KernelError, PathError
 from ..publish import Listener, Listeners
 from ..naming import etc_netns_dir, netns_path
 from . import Kernel
+
+SERVING = "serving"  # FakeKernel.resolver: a resolver that serves the ledger as it is
 
 
 class FakeKernel(Kernel):
@@ -36,6 +39,7 @@ class FakeKernel(Kernel):
         self.foreign_paths: set[str] = set()  # files a user made where a sandbox's would go
         self.resolver_syncs: list[bool] = []  # each sync_resolver's `wanted`
         self.resolver: str | None = None
+        self.dns_ports_taken: set[int] = set()  # ports another program holds on every gateway
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])
         self.host_listeners: list[Listener] = []
@@ -141,12 +145,31 @@ class FakeKernel(Kernel):
                                     "static_macs": set()}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
 
+    def dns_port(self, gateways: list[str]) -> int | None:
+        from ..dns.listen import ALTERNATE_PORTS, PORT
+
+        return next((p for p in (PORT, *ALTERNATE_PORTS) if p not in self.dns_ports_taken), None)
+
     def sync_resolver(self, state_dir: str, wanted: bool) -> None:
         self.resolver_syncs.append(wanted)
-        self.resolver = "ok 1 1" if wanted else None
+        self.resolver = SERVING if wanted else None
 
     def resolver_status(self, state_dir: str) -> str | None:
-        return self.resolver
+        """A test's own line, or what a resolver serving the ledger as it is would say."""
+        if self.resolver != SERVING:
+            return self.resolver
+        import sqlite3
+
+        from ..dns import listen, supervise
+        from ..dns.ledger import read_table
+
+        db = sqlite3.connect(f"file:{os.path.join(state_dir, 'state.db')}?mode=ro", uri=True, isolation_level=None)
+        try:
+            table, _ = read_table(db)
+        finally:
+            db.close()
+        return " ".join(["ok", "1", str(os.getpid()), supervise.namespace(),
+                         *(listen.text(address, port) for address, port in table.listeners())])
 
     def link_mac(self, name: str) -> str | None:
         link = self.links.get((None, name))

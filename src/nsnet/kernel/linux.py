@@ -132,6 +132,11 @@ class LinuxKernel(Kernel):
         except ValueError:
             return None
 
+    def dns_port(self, gateways: list[str]) -> int | None:
+        from ..dns import listen
+
+        return listen.port_for(gateways)
+
     def sync_resolver(self, state_dir: str, wanted: bool) -> None:
         from ..dns import supervise
 

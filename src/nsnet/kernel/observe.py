@@ -44,10 +44,22 @@ def base_chains() -> list[Any]:
     from .nft import Nft
 
     listing = Nft().list_ruleset()
+    last_rule: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for item in listing:
+        rule = item.get("rule")
+        if rule:
+            last_rule[(rule["family"], rule["table"], rule["chain"])] = rule.get("expr", [])
     return [
-        BaseChain(c["family"], c["table"], c["name"], c["hook"], c.get("policy", "accept"))
+        BaseChain(c["family"], c["table"], c["name"], c["hook"], c.get("policy", "accept"),
+                  _drops_everything(last_rule.get((c["family"], c["table"], c["name"]), [])))
         for item in listing for c in [item.get("chain")] if c and "hook" in c
     ]
+
+
+def _drops_everything(expr: list[dict[str, Any]]) -> bool:
+    """A rule that matches nothing and drops or rejects (counting or logging on the way)."""
+    kinds = {key for statement in expr for key in statement}
+    return bool(kinds & {"drop", "reject"}) and kinds <= {"drop", "reject", "counter", "log", "limit"}
 
 
 def legacy_iptables_tables() -> list[str]:
