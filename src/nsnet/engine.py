@@ -23,7 +23,8 @@ from .model import (DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Network, Ne
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
 from .plan.ops import Operation
-from .plan.sandbox import plan_connect, plan_create_sandbox, plan_disconnect, plan_remove_sandbox
+from .plan.sandbox import (EtcChange, hosts_file, plan_connect, plan_create_sandbox, plan_disconnect,
+                           plan_remove_sandbox)
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
 from .record import replace
@@ -272,7 +273,7 @@ class Engine(Catalog):
                 self._store.delete_endpoint(endpoint.id)
                 self._restore_pointers(pointers)
 
-            self._build(plan_connect(endpoint, net, self.owner, self._resolv_conf_change(current, net, True)), forget)
+            self._build(plan_connect(endpoint, net, self.owner, self._etc_changes(current, endpoint, net, True)), forget)
             with self._store.transaction():
                 self._store.set_endpoint_state(endpoint.id, "ready")
         if net.dns:
@@ -305,7 +306,7 @@ class Engine(Catalog):
                 self._store.set_endpoint_state(endpoint.id, "removing")
             net = self.network(network)
             self._remove(plan_disconnect(endpoint, net, successor, self.owner,
-                                         self._resolv_conf_change(current, net, False)),
+                                         self._etc_changes(current, endpoint, net, False)),
                          f"disconnecting {sandbox!r} from {network!r}")
             with self._store.transaction():
                 self._store.delete_endpoint(endpoint.id)
@@ -472,15 +473,17 @@ class Engine(Catalog):
         except NsnetError as exc:
             self.notes.append(f"names are not served: {exc}; the next nsnet command (or nsnet gc) starts it again")
 
-    def _resolv_conf_change(self, sandbox: Sandbox, network: Network,
-                            joining: bool) -> tuple[str | None, str | None] | None:
-        """The sandbox's resolv.conf (before, after) as `network` joins or leaves it; None for a
-        network without DNS, which changes nothing there."""
-        if not network.dns:
-            return None
-        others = [self.network(e.network) for e in sandbox.endpoints if e.network != network.name]
-        without, joined = self._resolv_conf(others), self._resolv_conf([*others, network])
-        return (without, joined) if joining else (joined, without)
+    def _etc_changes(self, sandbox: Sandbox, endpoint: Endpoint, network: Network,
+                     joining: bool) -> list[EtcChange]:
+        """The sandbox's /etc/netns files (file, before, after) as `endpoint` on `network` joins
+        or leaves it: its hosts file names it on its addresses, its resolv.conf the resolver on
+        its DNS networks' gateways."""
+        others = [e for e in sandbox.endpoints if e.network != network.name]
+        changes = [("hosts", hosts_file(sandbox.name, others), hosts_file(sandbox.name, [*others, endpoint]))]
+        if network.dns:
+            networks = [self.network(e.network) for e in others]
+            changes.append(("resolv.conf", self._resolv_conf(networks), self._resolv_conf([*networks, network])))
+        return changes if joining else [(filename, after, before) for filename, before, after in changes]
 
     def _resolv_conf(self, networks: Sequence[Network]) -> str | None:
         """A sandbox's resolv.conf naming nsnet's resolver on its DNS networks' gateways; None

@@ -295,7 +295,7 @@ def start_in_sandbox(sandbox: str, address: str) -> Server:
     return Server(process)
 
 
-def test_resolv_conf_follows_connect_and_disconnect(engine: Engine) -> None:
+def test_resolv_conf_and_hosts_follow_connect_and_disconnect(engine: Engine) -> None:
     engine.create_network("quiet", subnet="10.35.0.0/24", dns=False)
     engine.create_network("app", subnet="10.31.0.0/24")
     engine.create_network("back", subnet="10.32.0.0/24")
@@ -309,15 +309,21 @@ def test_resolv_conf_follows_connect_and_disconnect(engine: Engine) -> None:
         with open(conf) as f:
             return [line.split()[1] for line in f if line.startswith("nameserver")]
 
-    assert nameservers() is None and addresses("lone", "web") == []
+    def own() -> list[str]:  # its own name's addresses, from its hosts file through glibc
+        return sorted({line[0] for line in getent("lone", "ahostsv4", "lone")})
+
+    assert nameservers() is None and addresses("lone", "web") == [] and own() == ["10.35.0.2"]
     engine.connect("app", "lone")
     assert nameservers() == ["10.31.0.1"] and addresses("lone", "web") == ["10.31.0.2"]
     engine.connect("back", "lone")
     assert nameservers() == ["10.31.0.1", "10.32.0.1"]
+    with open("/etc/netns/lone/hosts") as f:
+        assert f.read().splitlines()[2:] == ["10.35.0.2\tlone", "10.31.0.3\tlone", "10.32.0.2\tlone"]
     engine.disconnect("app", "lone")
     assert nameservers() == ["10.32.0.1"] and addresses("lone", "web") == []
+    assert own() == ["10.32.0.2", "10.35.0.2"]
     engine.disconnect("back", "lone")
-    assert nameservers() is None
+    assert nameservers() is None and own() == ["10.35.0.2"]
 
 
 def test_a_network_made_while_the_resolver_exits_is_served(engine: Engine, state_dir: str) -> None:

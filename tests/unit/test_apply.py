@@ -51,8 +51,9 @@ STEPS = [
 # A network: ip_forward, bridge, its two sysctls, gateway address, rules. A sandbox: netns, /etc
 # files, rules (published ports are elements of that one transaction: they add no call), then per
 # endpoint veth, port flags, FDB entry, IPv6 off, peer up, address, and the default route once. A
-# connect to a DNS network rewrites the sandbox's resolv.conf, which then names both gateways.
-STEP_CALLS = [6, 6, 3 + 6 + 1 + 6, 3 + 6 + 1, 1 + 6 + 1]
+# connect rewrites the sandbox's hosts file (its name on the new address too) and, to a DNS
+# network, its resolv.conf, which then names both gateways.
+STEP_CALLS = [6, 6, 3 + 6 + 1 + 6, 3 + 6 + 1, 1 + 6 + 1 + 1]
 ADDRESSES = {"web": {"front": "10.1.0.2", "back": "10.2.0.2"}, "db": {"back": "10.2.0.3", "front": "10.1.0.3"}}
 PORTS = {"web": ["80/tcp -> 0.0.0.0:8080", "90/udp -> 127.0.0.1:32768"], "db": ["81/tcp -> 0.0.0.0:8081"]}
 

@@ -159,7 +159,7 @@ def test_create_sandbox_on_two_networks(engine, kernel, assert_matches_ledger):
         ("back", "eth1", "10.2.0.2/24", False, "02:4e:0a:02:00:02"),
     ]
     assert kernel.routes == {("web", 4): (IPv4Address("10.1.0.1"), "eth0")}
-    assert kernel.etc["web"]["hosts"].endswith("10.1.0.50\tweb\n")
+    assert kernel.etc["web"]["hosts"].endswith("10.1.0.50\tweb\n10.2.0.2\tweb\n")
     assert_matches_ledger(engine, kernel)
 
 

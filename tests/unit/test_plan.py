@@ -54,7 +54,7 @@ WEB_QUIET = Endpoint(
 # Not the default owner: every plan must name the one it is given.
 OWNER = Owner(table="nsnet-4e123456", group=0x4E123456)
 GROUP = OWNER.group
-HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.31.0.2\tweb\n"
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.31.0.2\tweb\n10.32.0.7\tweb\n"
 
 
 def test_plan_create_first_network():
@@ -184,7 +184,7 @@ def test_plan_create_sandbox_undos_are_inverses():
     ]
 
 
-def test_hosts_file_names_the_first_address():
+def test_hosts_file_names_the_sandbox_on_every_address():
     assert hosts_file("web", [WEB_APP, WEB_DB]) == HOSTS
     assert hosts_file("web", []) == "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 

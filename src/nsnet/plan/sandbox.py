@@ -3,7 +3,7 @@ and each endpoint's firewall elements (identity, icc, published ports)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ..firewall import render
 from ..model import Endpoint, Network, Owner
@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from ..kernel.state import LinkState
 
 Attachment = tuple[Endpoint, Network]
+EtcChange = tuple[str, "str | None", "str | None"]  # a file under /etc/netns/NAME: before, after (None: none)
 
 
-def hosts_file(name: str, endpoints: list[Endpoint]) -> str:
+def hosts_file(name: str, endpoints: Iterable[Endpoint]) -> str:
+    """localhost, and the sandbox's name on each of its addresses (on every network, as Docker's)."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += [f"{address.ip}\t{name}" for e in endpoints[:1] for address in e.addresses]
+    lines += [f"{address.ip}\t{name}" for e in endpoints for address in e.addresses]
     return "\n".join(lines) + "\n"
 
 
@@ -89,18 +91,15 @@ def _attach(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operatio
     return ops
 
 
-def _resolv_conf(sandbox: str, change: tuple[str | None, str | None] | None) -> list[Operation]:
-    """The sandbox's resolv.conf rewritten (before, after) when its DNS networks changed."""
-    if change is None or change[0] == change[1]:
-        return []
-    before, after = change
-    return [ReplaceEtcFile(sandbox, "resolv.conf", after, before)]
+def _etc_files(sandbox: str, changes: Iterable[EtcChange]) -> list[Operation]:
+    """The sandbox's files under /etc/netns that its networks changed, rewritten."""
+    return [ReplaceEtcFile(sandbox, filename, after, before) for filename, before, after in changes if before != after]
 
 
-def plan_connect(endpoint: Endpoint, network: Network, owner: Owner,
-                 resolv_conf: tuple[str | None, str | None] | None = None) -> list[Operation]:
+def plan_connect(endpoint: Endpoint, network: Network, owner: Owner, etc: Iterable[EtcChange] = ()) -> list[Operation]:
+    """`etc`: (file, before, after) of the sandbox's /etc/netns files the new network changes."""
     return [_add_rules([(endpoint, network)], owner), *_attach(endpoint, network, owner),
-            *_resolv_conf(endpoint.sandbox, resolv_conf)]
+            *_etc_files(endpoint.sandbox, etc)]
 
 
 def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner,
@@ -118,7 +117,7 @@ def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner,
 
 
 def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | None, owner: Owner,
-                    resolv_conf: tuple[str | None, str | None] | None = None) -> list[Operation]:
+                    etc: Iterable[EtcChange] = ()) -> list[Operation]:
     """Deleting the host end deletes the pair, and with the peer its address and routes. When the
     endpoint carried the default route, `successor` (chosen, and marked in the ledger, by the
     caller) takes it over."""
@@ -126,7 +125,7 @@ def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | 
     ops += _remove_rules([(endpoint, network)], endpoint.host_ifname, owner)
     if successor is not None:
         ops += _default_routes(successor)
-    return ops + _resolv_conf(endpoint.sandbox, resolv_conf)
+    return ops + _etc_files(endpoint.sandbox, etc)
 
 
 def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment], owner: Owner) -> list[Operation]:
