@@ -23,7 +23,7 @@ from .model import (DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Network, Ne
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
 from .plan.ops import Operation
-from .plan.sandbox import (EtcChange, hosts_file, plan_connect, plan_create_sandbox, plan_disconnect,
+from .plan.sandbox import (EtcChange, etc_files, plan_connect, plan_create_sandbox, plan_disconnect,
                            plan_remove_sandbox)
 from .portspec import PortRequest
 from .publish import resolve as resolve_ports
@@ -220,7 +220,8 @@ class Engine(Catalog):
                 self._store.delete_sandbox(name)
                 self._restore_pointers(pointers)
 
-            self._build(plan_create_sandbox(name, attachments, self.owner, self._resolv_conf(nets)), forget)
+            files = etc_files(name, [e for e, _ in attachments], {n.name: n for n in nets})
+            self._build(plan_create_sandbox(name, attachments, self.owner, files), forget)
             with self._store.transaction():
                 self._store.set_sandbox_state(name, "ready")
                 self._store.set_endpoints_state(sandbox_id, "ready")
@@ -479,26 +480,11 @@ class Engine(Catalog):
         or leaves it: its hosts file names it on its addresses, its resolv.conf the resolver on
         its DNS networks' gateways."""
         others = [e for e in sandbox.endpoints if e.network != network.name]
-        changes = [("hosts", hosts_file(sandbox.name, others), hosts_file(sandbox.name, [*others, endpoint]))]
-        if network.dns:
-            networks = [self.network(e.network) for e in others]
-            changes.append(("resolv.conf", self._resolv_conf(networks), self._resolv_conf([*networks, network])))
+        networks = {n.name: n for n in [*(self.network(e.network) for e in others), network]}
+        without = etc_files(sandbox.name, others, networks)
+        joined = etc_files(sandbox.name, [*others, endpoint], networks)
+        changes = [(filename, without[filename], joined[filename]) for filename in without]
         return changes if joining else [(filename, after, before) for filename, before, after in changes]
-
-    def _resolv_conf(self, networks: Sequence[Network]) -> str | None:
-        """A sandbox's resolv.conf naming nsnet's resolver on its DNS networks' gateways; None
-        without one (it then sees the host's, as before DNS)."""
-        from .dns import resolvconf
-
-        servers = [str(g) for n in networks if n.dns for g in (s.gateway for s in n.subnets)]
-        if not servers:
-            return None
-        try:
-            with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
-                host = resolvconf.parse(f.read(65536))
-        except OSError:
-            host = resolvconf.parse("")
-        return resolvconf.render(servers, host)
 
     def _resolve_ports(self, port_requests: Sequence[PortRequest]) -> list[PortMapping]:
         return resolve_ports(port_requests, self._store.published_ports(), self.kernel.port_holders(),

@@ -22,8 +22,8 @@ from .firewall import render
 from .kernel import Kernel
 from .model import Network, Owner
 from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
-from .plan.ops import DeleteLink, Operation, RemoveEtcFiles
-from .plan.sandbox import plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
+from .plan.ops import DeleteLink, Operation, RemoveEtcFiles, ReplaceEtcFile
+from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
 from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
 from .store import Store
 
@@ -53,7 +53,31 @@ def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
     observed = observe(store, kernel, owner)
     expected = kernel.expected_ruleset(render.render_skeleton(owner), owner) if observed.ruleset is not None else None
     drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
-    return drift + _resolver_drift(store, kernel)
+    return drift + _etc_drift(store, kernel, observed) + _resolver_drift(store, kernel)
+
+
+def _etc_rewrites(store: Store, kernel: Kernel, observed: Observed) -> list[tuple[str, str, str | None, str | None]]:
+    """(sandbox, file, now, wanted) of each /etc/netns file nsnet writes for its sandboxes that is
+    not what it writes for their networks now (a runtime's container has none of nsnet's; a file
+    nsnet would not write, such as a resolv.conf of the user's own without a DNS network, is the
+    user's). The host's search domains and options are part of a resolv.conf: a sandbox made
+    before they changed is told so too."""
+    networks = {n.name: n for n in store.networks()}
+    found = []
+    for sandbox in store.sandboxes():
+        if sandbox.container_id or sandbox.handle not in observed.netns or sandbox.state != "ready":
+            continue
+        for filename, wanted in etc_files(sandbox.name, sandbox.endpoints, networks).items():
+            now = kernel.read_etc_file(sandbox.name, filename)
+            if wanted is not None and now != wanted:
+                found.append((sandbox.name, filename, now, wanted))
+    return found
+
+
+def _etc_drift(store: Store, kernel: Kernel, observed: Observed) -> list[Drift]:
+    return [Drift("missing" if now is None else "wrong", f"/etc/netns/{name}/{filename}",
+                  "not what nsnet writes for the sandbox's networks (gc writes it again)")
+            for name, filename, now, wanted in _etc_rewrites(store, kernel, observed)]
 
 
 def _resolver_drift(store: Store, kernel: Kernel) -> list[Drift]:
@@ -106,6 +130,8 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
             if not sandbox.container_id:  # a runtime's container has no /etc/netns files of nsnet's
                 repair.run([RemoveEtcFiles(sandbox.name)], f"removed /etc/netns/{sandbox.name}")
     _repair_default_routes(store, networks, repair)
+    for name, filename, now, wanted in _etc_rewrites(store, kernel, observed):
+        repair.run([ReplaceEtcFile(name, filename, wanted, now)], f"rewrote /etc/netns/{name}/{filename}")
     for network in networks.values():
         ops = plan_repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
         if ops:

@@ -66,3 +66,21 @@ def test_check_reports_a_resolver_down_deaf_on_a_gateway_or_in_another_namespace
     assert [(d.kind, d.subject) for d in engine.check()] == [("missing", "resolver")]
     kernel.resolver = SERVING
     assert engine.check() == []
+
+
+def test_check_reports_etc_files_that_differ_and_gc_writes_them_again(engine: Engine, kernel) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_network("quiet", subnet="10.35.0.0/24", dns=False)
+    engine.create_sandbox("web", networks=["app"])
+    engine.create_sandbox("lone", networks=["quiet"])
+    written = {name: dict(files) for name, files in kernel.etc.items()}
+    assert engine.check() == []
+    kernel.etc["web"]["resolv.conf"] = "nameserver 192.0.2.1\n"  # someone's edit
+    del kernel.etc["web"]["hosts"]
+    kernel.etc["lone"]["resolv.conf"] = "nameserver 192.0.2.1\n"  # the user's own: nsnet writes none there
+    assert sorted((d.kind, d.subject) for d in engine.check()) == [
+        ("missing", "/etc/netns/web/hosts"), ("wrong", "/etc/netns/web/resolv.conf")]
+    done = engine.gc()
+    assert "rewrote /etc/netns/web/resolv.conf" in done and "rewrote /etc/netns/web/hosts" in done
+    assert kernel.etc["web"] == written["web"] and kernel.etc["lone"]["resolv.conf"] == "nameserver 192.0.2.1\n"
+    assert engine.check() == []

@@ -1,5 +1,6 @@
 """resolv.conf read (the host's, for upstream servers, search domains and options) and written
-(a sandbox's, naming nsnet's resolver). Pure text in, text out."""
+(a sandbox's, naming nsnet's resolver). Pure text in, text out, but for_networks, which reads the
+host's file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ..model import Network
+
 MAX_SERVERS = 3  # what glibc reads (MAXNS)
+HOST_RESOLV_CONF = "/etc/resolv.conf"
 
 
 class HostResolvConf:
@@ -56,3 +60,18 @@ def render(nameservers: Sequence[str], host: HostResolvConf) -> str:
     if options:
         lines.append("options " + " ".join(options))
     return "\n".join(lines) + "\n"
+
+
+def for_networks(networks: Sequence[Network], host_path: str = HOST_RESOLV_CONF) -> str | None:
+    """A sandbox's resolv.conf naming nsnet's resolver on its DNS networks' gateways, with the
+    host's search domains and options as they are now; None without a DNS network (the sandbox
+    then sees the host's, as before DNS)."""
+    servers = [str(s.gateway) for n in networks if n.dns for s in n.subnets]
+    if not servers:
+        return None
+    try:
+        with open(host_path, encoding="utf-8", errors="replace") as f:
+            host = parse(f.read(65536))
+    except OSError:
+        host = parse("")
+    return render(servers, host)

@@ -40,6 +40,9 @@ class Kernel(ABC):
     def replace_etc_file(self, sandbox: str, filename: str, text: str | None) -> None:
         """One of the sandbox's files under /etc/netns replaced at once, or removed (None)."""
     @abstractmethod
+    def read_etc_file(self, sandbox: str, filename: str) -> str | None:
+        """One of the sandbox's files under /etc/netns; None when it is not there."""
+    @abstractmethod
     def sandbox_paths_taken(self, sandbox: str) -> list[str]:
         """The paths a new sandbox needs (/run/netns/NAME, /etc/netns/NAME) that exist already."""
 

@@ -111,6 +111,9 @@ class FakeKernel(Kernel):
         else:
             self.etc[sandbox][filename] = text
 
+    def read_etc_file(self, sandbox: str, filename: str) -> str | None:
+        return self.etc.get(sandbox, {}).get(filename)
+
     def sandbox_paths_taken(self, sandbox: str) -> list[str]:
         paths = [netns_path(sandbox)] if sandbox in self.netns else []
         paths += [etc_netns_dir(sandbox)] if sandbox in self.etc else []

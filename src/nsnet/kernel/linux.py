@@ -101,6 +101,9 @@ class LinuxKernel(Kernel):
     def replace_etc_file(self, sandbox: str, filename: str, text: str | None) -> None:
         netns.replace_etc_file(sandbox, filename, text)
 
+    def read_etc_file(self, sandbox: str, filename: str) -> str | None:
+        return netns.read_etc_file(sandbox, filename)
+
     def sandbox_paths_taken(self, sandbox: str) -> list[str]:
         return netns.paths_taken(sandbox)
 

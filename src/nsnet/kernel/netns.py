@@ -393,6 +393,28 @@ def replace_etc_file(name: str, filename: str, text: str | None, base: str = ETC
         os.close(dir_fd)
 
 
+def read_etc_file(name: str, filename: str, base: str = ETC_NETNS_DIR, limit: int = 1 << 20) -> str | None:
+    """base/NAME/filename's text, following no link; None when it is not there (or not a file)."""
+    try:
+        base_fd = _open_directory(base)
+        try:
+            dir_fd = _open_directory(name, base_fd)
+        finally:
+            os.close(base_fd)
+    except PathError:
+        return None
+    try:
+        fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read(limit).decode("utf-8", "replace")
+
+
 def remove_etc_files(name: str, base: str = ETC_NETNS_DIR) -> None:
     """Remove the files nsnet writes (ETC_FILES) from base/NAME, and the directory if that leaves
     it empty. Files a user added there, and the directory holding them, stay; a symbolic link

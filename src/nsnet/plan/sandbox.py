@@ -48,6 +48,16 @@ def hosts_file(name: str, endpoints: Iterable[Endpoint]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def etc_files(name: str, endpoints: Iterable[Endpoint], networks: Mapping[str, Network]) -> dict[str, str | None]:
+    """What nsnet writes under /etc/netns/NAME for a sandbox with these endpoints (None: no such
+    file): its hosts file, and a resolv.conf naming the resolver when a network has DNS."""
+    from ..dns.resolvconf import for_networks
+
+    endpoints = list(endpoints)
+    return {"hosts": hosts_file(name, endpoints),
+            "resolv.conf": for_networks([networks[e.network] for e in endpoints])}
+
+
 def _add_rules(attachments: list[Attachment], owner: Owner) -> Operation:
     """One transaction for every endpoint's elements, made before any veth exists, so no frame
     ever crosses a port unfiltered."""
@@ -103,12 +113,12 @@ def plan_connect(endpoint: Endpoint, network: Network, owner: Owner, etc: Iterab
 
 
 def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner,
-                        resolv_conf: str | None = None) -> list[Operation]:
-    """`resolv_conf`: the file naming nsnet's resolver, when a network has DNS."""
-    files = [("hosts", hosts_file(name, [e for e, _ in attachments]))]
-    if resolv_conf is not None:
-        files.append(("resolv.conf", resolv_conf))
-    ops: list[Operation] = [CreateNetns(name), WriteEtcFiles(name, tuple(files))]
+                        files: Mapping[str, str | None] | None = None) -> list[Operation]:
+    """`files`: its /etc/netns files (etc_files); by default its hosts file alone."""
+    if files is None:
+        files = {"hosts": hosts_file(name, [e for e, _ in attachments])}
+    written = tuple((filename, text) for filename, text in files.items() if text is not None)
+    ops: list[Operation] = [CreateNetns(name), WriteEtcFiles(name, written)]
     if attachments:
         ops.append(_add_rules(attachments, owner))
     for endpoint, network in attachments:
