@@ -131,6 +131,7 @@ class Engine(Catalog):
                 self._store.set_network_state(network.id, "ready")
         if network.dns:
             self._serve_names()
+            self._tell_host(network)
         return replace(network, state="ready")
 
     def _dns_port(self, name: str, subnets: tuple[Subnet, ...]) -> int:
@@ -422,6 +423,9 @@ class Engine(Catalog):
             done = repair.gc(self._store, self.kernel, self.owner)
         down = any(n.dns for n in self._store.networks()) and self.kernel.resolver_status(self._store.directory) is None
         self._serve_names()
+        for network in self._store.networks():
+            if network.dns:
+                self._tell_host(network)  # a rebuilt bridge lost what the host's resolver was told
         if down and self.kernel.resolver_status(self._store.directory) is not None:
             done.append("started the resolver")
         return done
@@ -473,6 +477,22 @@ class Engine(Catalog):
             self.kernel.sync_resolver(self._store.directory, wanted)
         except NsnetError as exc:
             self.notes.append(f"names are not served: {exc}; the next nsnet command (or nsnet gc) starts it again")
+
+    def _tell_host(self, network: Network) -> None:
+        """With NSNET_HOST_DNS=resolved, systemd-resolved sends the host's own questions for names
+        under `nsnet` to the network's resolver, through its bridge, and no other question (a
+        routing domain; not the default route): a setting of the bridge, gone with it."""
+        if os.environ.get("NSNET_HOST_DNS") != "resolved":
+            return
+        from .dns.listen import text
+        from .dns.table import ZONE
+
+        servers = [str(s.gateway) if network.dns_port == 53 else text(s.gateway, network.dns_port)
+                   for s in network.subnets]
+        try:
+            self.kernel.set_link_dns(network.bridge, servers, [f"~{ZONE}"])
+        except NsnetError as exc:
+            self.notes.append(f"the host's resolver does not know network {network.name!r}'s names: {exc}")
 
     def _etc_changes(self, sandbox: Sandbox, endpoint: Endpoint, network: Network,
                      joining: bool) -> list[EtcChange]:

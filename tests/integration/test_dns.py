@@ -479,3 +479,61 @@ def test_a_resolver_of_another_namespace_on_the_same_state_is_reported_not_trust
         stranger.wait()
     assert cli("create", "client", "--network", "app").returncode == 0  # starts this namespace's own
     assert addresses("client", "web") == ["10.31.0.2"] and cli("check").stdout == ""
+
+
+# systemd-run as far as nsnet uses it: records its arguments, then starts the command with the
+# environment given, in a session of its own, and returns (systemd runs no machine here).
+_SYSTEMD_RUN = r"""#!{python}
+import json, os, subprocess, sys
+args = sys.argv[1:]
+with open({record!r}, "a") as f:
+    f.write(json.dumps(args) + "\n")
+env = dict(os.environ)
+while args[0].startswith("-"):
+    option = args.pop(0)
+    if option == "--unit":
+        args.pop(0)
+    elif option.startswith("--setenv="):
+        key, value = option.removeprefix("--setenv=").split("=", 1)
+        env[key] = value
+subprocess.Popen(args, env=env, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
+"""
+
+
+def test_under_systemd_the_resolver_is_a_transient_unit_that_systemd_restarts(engine: Engine, state_dir: str,
+                                                                              tmp_path, monkeypatch) -> None:
+    record = tmp_path / "systemd-run.json"
+    tool = tmp_path / "systemd-run"
+    tool.write_text(_SYSTEMD_RUN.format(python=sys.executable, record=str(record)))
+    tool.chmod(0o755)
+    monkeypatch.setattr(supervise, "systemd_run", lambda: str(tool))
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web", networks=["app"])
+    engine.create_sandbox("client", networks=["app"])
+    assert addresses("client", "web") == ["10.31.0.2"]
+    (args,) = [json.loads(line) for line in record.read_text().splitlines()]
+    assert args[:6] == ["--unit", supervise.unit_name(state_dir), "--collect", "--quiet",
+                        "--property=Restart=on-failure", "--property=RestartSec=200ms"]
+    assert args[-3:] == ["-m", "nsnet.dns.server", state_dir]
+    assert supervise.unit_name(state_dir) != supervise.unit_name(state_dir + "-other")
+
+
+def test_host_dns_resolved_tells_resolvectl_of_each_dns_bridge(engine: Engine, tmp_path, monkeypatch) -> None:
+    """NSNET_HOST_DNS=resolved: per-link DNS through resolvectl (a stand-in here, which records
+    its arguments: no systemd-resolved runs in a lab, and the machine's must not be touched)."""
+    record = tmp_path / "resolvectl.txt"
+    tool = tmp_path / "resolvectl"
+    tool.write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("NSNET_HOST_DNS", "resolved")
+    app = engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"])
+    assert record.read_text().splitlines() == [f"dns {app.bridge} 10.31.0.1 fd00:31::1", f"domain {app.bridge} ~nsnet",
+                                               f"default-route {app.bridge} false"]
+    tool.write_text("#!/bin/sh\necho 'Failed to set DNS configuration: Link nsbr is not managed.' >&2\nexit 1\n")
+    engine.notes.clear()
+    engine.create_network("back", subnet="10.32.0.0/24")
+    assert engine.notes == ["the host's resolver does not know network 'back''s names: `resolvectl dns "
+                            f"{engine.network('back').bridge} 10.32.0.1` failed: Failed to set DNS configuration: "
+                            "Link nsbr is not managed."]

@@ -84,3 +84,19 @@ def test_check_reports_etc_files_that_differ_and_gc_writes_them_again(engine: En
     assert "rewrote /etc/netns/web/resolv.conf" in done and "rewrote /etc/netns/web/hosts" in done
     assert kernel.etc["web"] == written["web"] and kernel.etc["lone"]["resolv.conf"] == "nameserver 192.0.2.1\n"
     assert engine.check() == []
+
+
+def test_host_dns_resolved_is_opt_in_and_names_each_dns_bridge_with_a_routing_domain(engine: Engine, kernel,
+                                                                                       monkeypatch) -> None:
+    engine.create_network("before", subnet="10.30.0.0/24")
+    assert kernel.link_dns == {}  # not asked for
+    monkeypatch.setenv("NSNET_HOST_DNS", "resolved")
+    app = engine.create_network("app", subnet=["10.31.0.0/24", "fd00:31::/64"], ipv6=True)
+    kernel.dns_ports_taken = {53}
+    moved = engine.create_network("moved", subnet="10.32.0.0/24")
+    engine.create_network("quiet", subnet="10.33.0.0/24", dns=False)
+    assert kernel.link_dns == {app.bridge: (["10.31.0.1", "fd00:31::1"], ["~nsnet"]),
+                               moved.bridge: (["10.32.0.1:10053"], ["~nsnet"])}
+    kernel.link_dns.clear()
+    engine.gc()  # after a reboot the bridges, and what resolved was told of them, come back
+    assert set(kernel.link_dns) == {app.bridge, moved.bridge, engine.network("before").bridge}

@@ -5,9 +5,13 @@ After a change the engine calls `sync`: a running resolver is asked to reload, a
 the new names are served, so the command returns only when they resolve. When none answers and the
 ledger has DNS networks, one is started (again, after a kill -9): a new session, the starter waiting
 for it to report ready, or why it could not. A resolver exits by itself once no DNS network is
-left; a `flock` on dns.lock, held for its life, keeps it single. Under systemd it could run as a
-unit; nsnet starts it itself, so it runs the same everywhere (the lab included), and `nsnet
-check` reports it when it is down.
+left; a `flock` on dns.lock, held for its life, keeps it single.
+
+Where systemd runs the machine and nsnet runs in its namespaces (not in a lab), the resolver is a
+transient unit (`systemd-run`, one per state directory): its log is in the journal, and systemd
+restarts it at once if it dies (Restart=on-failure), before any nsnet command would. Elsewhere it
+is a process of its own, started again by the next nsnet command or `nsnet gc`; `nsnet check`
+reports it down either way.
 """
 
 from __future__ import annotations
@@ -73,17 +77,67 @@ def foreign(answer: str) -> str | None:
             "that namespace's gateways; one state directory is for one namespace (NSNET_STATE_DIR)")
 
 
+def systemd_run() -> str | None:
+    """systemd-run, when systemd runs the machine (sd_booted) and this process shares its first
+    process's network and mount namespaces: a unit would run there, not in a lab."""
+    import shutil
+
+    try:
+        if not os.path.isdir("/run/systemd/system") or any(
+                os.readlink(f"/proc/1/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}") for kind in ("net", "mnt")):
+            return None
+    except OSError:
+        return None
+    return shutil.which("systemd-run")
+
+
+def unit_name(state_dir: str) -> str:
+    import hashlib
+
+    return "nsnet-dns-" + hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:12]
+
+
 def start(state_dir: str) -> bool:
     """Start the resolver and wait until it serves: True; False when another one held the lock."""
-    import subprocess
+    tool = systemd_run()
+    return _start_unit(tool, state_dir) if tool else _start_process(state_dir)
 
+
+def _source_path() -> str:
     import nsnet
+
+    return os.path.dirname(os.path.dirname(nsnet.__file__))
+
+
+def _start_unit(tool: str, state_dir: str) -> bool:
+    import subprocess
+    import time
+
+    unit = unit_name(state_dir)
+    done = subprocess.run([tool, "--unit", unit, "--collect", "--quiet", "--property=Restart=on-failure",
+                           "--property=RestartSec=200ms", f"--setenv=PYTHONPATH={_source_path()}", sys.executable,
+                           "-m", "nsnet.dns.server", state_dir], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        if "already" in done.stderr:  # the unit is there: a resolver starting, or one leaving
+            return False
+        raise NsnetError(f"nsnet's resolver did not start: systemd-run: {' '.join(done.stderr.split())}")
+    deadline = time.monotonic() + REPLY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if ask(state_dir, "status") is not None:
+            return True
+        time.sleep(0.01)
+    raise NsnetError(f"nsnet's resolver did not start in {REPLY_TIMEOUT_S:.0f} s (see journalctl -u {unit})")
+
+
+def _start_process(state_dir: str) -> bool:
+    import subprocess
 
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     log = os.open(os.path.join(state_dir, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
                   0o600)
-    source = os.path.dirname(os.path.dirname(nsnet.__file__))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([_source_path(), *filter(None, [os.environ.get("PYTHONPATH")])])}
     try:
         # The server forks once more and this parent exits: the resolver is nobody's child here.
         subprocess.run([sys.executable, "-m", "nsnet.dns.server", state_dir, str(write_end)], pass_fds=(write_end,),

@@ -60,6 +60,11 @@ class Kernel(ABC):
 
     # The resolver (nsnet.dns), a process of this namespace.
     @abstractmethod
+    def set_link_dns(self, link: str, servers: list[str], domains: list[str]) -> None:
+        """The host's own resolver (systemd-resolved) asks `servers` for names under `domains`
+        through this link, and nothing else: a setting of the link, gone with it."""
+
+    @abstractmethod
     def dns_port(self, gateways: list[str]) -> int | None:
         """The port a network's resolver can listen on at all its gateways: 53 unless another
         program holds it there, then an alternate one; None when none is free."""

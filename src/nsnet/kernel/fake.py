@@ -39,6 +39,7 @@ class FakeKernel(Kernel):
         self.foreign_paths: set[str] = set()  # files a user made where a sandbox's would go
         self.resolver_syncs: list[bool] = []  # each sync_resolver's `wanted`
         self.resolver: str | None = None
+        self.link_dns: dict[str, tuple[list[str], list[str]]] = {}  # what resolved was told, by link
         self.dns_ports_taken: set[int] = set()  # ports another program holds on every gateway
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])
@@ -147,6 +148,9 @@ class FakeKernel(Kernel):
                                     "group": group, "up": True, "mac": "02:00:00:00:00:01", "learning": True,
                                     "static_macs": set()}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
+
+    def set_link_dns(self, link: str, servers: list[str], domains: list[str]) -> None:
+        self.link_dns[link] = (servers, domains)
 
     def dns_port(self, gateways: list[str]) -> int | None:
         from ..dns.listen import ALTERNATE_PORTS, PORT

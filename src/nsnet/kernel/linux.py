@@ -6,7 +6,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
-from ..errors import KernelError
+from ..errors import KernelError, NsnetError
 from . import Kernel, netns, sysctl
 
 TYPE_CHECKING = False  # typing's import is 5 ms of a CNI plugin's start-up
@@ -134,6 +134,18 @@ class LinuxKernel(Kernel):
             return int(_read_or("net.core.netdev_max_backlog", str(DEFAULT_NETDEV_MAX_BACKLOG)))
         except ValueError:
             return None
+
+    def set_link_dns(self, link: str, servers: list[str], domains: list[str]) -> None:
+        import subprocess
+
+        for argv in (["resolvectl", "dns", link, *servers], ["resolvectl", "domain", link, *domains],
+                     ["resolvectl", "default-route", link, "false"]):
+            try:
+                done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+            except FileNotFoundError:
+                raise NsnetError("resolvectl (systemd-resolved) is not installed") from None
+            if done.returncode != 0:
+                raise NsnetError(f"`{' '.join(argv)}` failed: {' '.join(done.stderr.split()) or f'exit {done.returncode}'}")
 
     def dns_port(self, gateways: list[str]) -> int | None:
         from ..dns import listen
