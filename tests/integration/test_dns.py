@@ -537,3 +537,19 @@ def test_host_dns_resolved_tells_resolvectl_of_each_dns_bridge(engine: Engine, t
     assert engine.notes == ["the host's resolver does not know network 'back''s names: `resolvectl dns "
                             f"{engine.network('back').bridge} 10.32.0.1` failed: Failed to set DNS configuration: "
                             "Link nsbr is not managed."]
+
+
+def test_the_resolvers_own_sockets_are_not_another_programs(engine: Engine) -> None:
+    """A network removed and another made on its gateway before the resolver let go: the probe
+    must not take nsnet's own socket for another program's (and move the new network's port)."""
+    from nsnet.dns import listen
+
+    held = [listen.bind("10.31.0.1", 53, kind) for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)]
+    held[1].listen(1)
+    try:
+        assert listen.port_for(["10.31.0.1"]) == 10053
+        assert listen.port_for(["10.31.0.1"], {"10.31.0.1:53"}) == 53
+    finally:
+        for sock in held:
+            sock.close()
+    assert listen.port_for(["10.31.0.1"]) == 53

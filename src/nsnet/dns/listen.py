@@ -48,7 +48,10 @@ def free(address: str, port: int) -> bool:
     return True
 
 
-def port_for(gateways: list[str]) -> int | None:
+def port_for(gateways: list[str], ours: set[str] = frozenset()) -> int | None:
     """The port the resolver can listen on at every gateway of a network: 53, or else the first
-    alternate port free on all; None when every one is taken."""
-    return next((port for port in (PORT, *ALTERNATE_PORTS) if all(free(g, port) for g in gateways)), None)
+    alternate port free on all; None when every one is taken. `ours`: what nsnet's resolver
+    listens on now (`text`), which it may be about to let go (a network just removed with the
+    same gateway): not another program's."""
+    return next((port for port in (PORT, *ALTERNATE_PORTS)
+                 if all(text(g, port) in ours or free(g, port) for g in gateways)), None)

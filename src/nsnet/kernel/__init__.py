@@ -65,9 +65,10 @@ class Kernel(ABC):
         through this link, and nothing else: a setting of the link, gone with it."""
 
     @abstractmethod
-    def dns_port(self, gateways: list[str]) -> int | None:
+    def dns_port(self, gateways: list[str], ours: set[str]) -> int | None:
         """The port a network's resolver can listen on at all its gateways: 53 unless another
-        program holds it there, then an alternate one; None when none is free."""
+        program holds it there, then an alternate one; None when none is free. `ours`: the
+        resolver's own listeners (ADDRESS:PORT), which are not another program's."""
     @abstractmethod
     def sync_resolver(self, state_dir: str, wanted: bool) -> None:
         """Have the ledger's resolver serve it as it is now: reload a running one, start one when

@@ -152,7 +152,7 @@ class FakeKernel(Kernel):
     def set_link_dns(self, link: str, servers: list[str], domains: list[str]) -> None:
         self.link_dns[link] = (servers, domains)
 
-    def dns_port(self, gateways: list[str]) -> int | None:
+    def dns_port(self, gateways: list[str], ours: set[str]) -> int | None:
         from ..dns.listen import ALTERNATE_PORTS, PORT
 
         return next((p for p in (PORT, *ALTERNATE_PORTS) if p not in self.dns_ports_taken), None)

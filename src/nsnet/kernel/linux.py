@@ -147,10 +147,10 @@ class LinuxKernel(Kernel):
             if done.returncode != 0:
                 raise NsnetError(f"`{' '.join(argv)}` failed: {' '.join(done.stderr.split()) or f'exit {done.returncode}'}")
 
-    def dns_port(self, gateways: list[str]) -> int | None:
+    def dns_port(self, gateways: list[str], ours: set[str]) -> int | None:
         from ..dns import listen
 
-        return listen.port_for(gateways)
+        return listen.port_for(gateways, ours)
 
     def sync_resolver(self, state_dir: str, wanted: bool) -> None:
         from ..dns import supervise
