@@ -160,6 +160,36 @@ def network_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# Interception
+
+def intercept_add(args: argparse.Namespace) -> int:
+    from .intercept import spec
+
+    made = spec(outbound_port=args.outbound_port, inbound_port=args.inbound_port, exclude_uids=args.exclude_uid,
+                exclude_ports=args.exclude_port, exclude_inbound_ports=args.exclude_inbound_port,
+                exclude_cidrs=args.exclude_cidr, dns_port=args.dns_port)
+    with _engine() as engine:
+        engine.intercept(args.name, made)
+    return 0
+
+
+def intercept_rm(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        return _each(args.names, engine.stop_intercepting)
+
+
+def intercept_ls(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        items = [{"Sandbox": name, **spec.to_dict()} for name, spec in engine.interceptions()]
+    if args.format == "json":
+        print(as_json(items))
+        return 0
+    print(_formatted(items, None, ("SANDBOX", "OUTBOUND", "INBOUND", "DNS", "EXCLUDED USERS"),
+                     lambda i: (i["Sandbox"], str(i["OutboundPort"] or "-"), str(i["InboundPort"] or "-"),
+                                str(i["DNSPort"] or "-"), ",".join(map(str, i["ExcludeUIDs"])) or "-")))
+    return 0
+
+
 # Sandboxes
 
 def create(args: argparse.Namespace) -> int:
@@ -419,6 +449,27 @@ def build_parser() -> argparse.ArgumentParser:
     def command(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
                          help="the command and its arguments, after --")
+
+    intercept = verbs.add_parser("intercept", help="send a sandbox's traffic through a local proxy").add_subparsers(
+        dest="intercept_verb", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = verb("add", intercept_add, "redirect a sandbox's outbound and inbound TCP to local ports (Istio's sidecar"
+                                     " capture), in a table of nsnet's inside its namespace", intercept)
+    naming(sub, "the sandbox")
+    sub.add_argument("--outbound-port", metavar="PORT", help="outbound TCP goes to 127.0.0.1:PORT (Istio: 15001)")
+    sub.add_argument("--inbound-port", metavar="PORT", help="inbound TCP goes to PORT (Istio: 15006)")
+    sub.add_argument("--exclude-uid", action="append", default=[], metavar="UID",
+                     help="this user's traffic is never captured: the proxy's own (repeatable; needed with "
+                          "--outbound-port)")
+    sub.add_argument("--exclude-port", action="append", default=[], metavar="PORT",
+                     help="outbound TCP to this port flows directly (repeatable)")
+    sub.add_argument("--exclude-inbound-port", action="append", default=[], metavar="PORT",
+                     help="inbound TCP to this port flows directly (repeatable)")
+    sub.add_argument("--exclude-cidr", action="append", default=[], metavar="CIDR",
+                     help="outbound traffic to these addresses flows directly (repeatable)")
+    sub.add_argument("--dns-port", metavar="PORT", help="DNS (UDP and TCP 53) goes to 127.0.0.1:PORT")
+    sub = verb("rm", intercept_rm, "send a sandbox's traffic directly again, at once", intercept)
+    sub.add_argument("names", nargs="+", metavar="NAME", help="the sandboxes")
+    json_only(verb("ls", intercept_ls, "list intercepted sandboxes", intercept))
 
     networks_help = "attach to this network (repeatable; default: nsnet)"
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")

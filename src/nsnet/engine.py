@@ -22,7 +22,7 @@ from .model import (DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Network, Ne
                     Sandbox, Subnet, SubnetRequest)
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
-from .plan.ops import Operation
+from .plan.ops import ApplySandboxFirewall, Operation
 from .plan.sandbox import (EtcChange, etc_files, plan_connect, plan_create_sandbox, plan_disconnect,
                            plan_remove_sandbox)
 from .portspec import PortRequest
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # subprocess, check, gc, doctor and reconcile load these on f
     from typing import Any
 
     from .doctor import Finding
+    from .intercept import Interception
     from .reconcile import Drift
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
@@ -439,6 +440,50 @@ class Engine(Catalog):
 
         published = [(s.name, p) for s in self._store.sandboxes() for e in s.endpoints for p in e.ports]
         return diagnose(self.kernel.host_facts(), self._store.networks(), published)
+
+    # Interception (nsnet.intercept)
+
+    def intercept(self, sandbox: str, spec: Interception) -> Interception:
+        """Redirect the sandbox's traffic as `spec` says (intercept.spec), through a table of
+        nsnet's in its own namespace, made in one transaction."""
+        from .intercept.render import render_removal, render_table
+
+        validate.name("sandbox name", sandbox)
+        with self._locks.ledger(), self._locks.sandbox(sandbox):
+            with self._store.transaction():
+                current = self._ready_sandbox(sandbox)
+                if any(name == sandbox for name, *_ in self._store.interceptions()):
+                    raise Conflict(f"sandbox {sandbox!r} is intercepted already; `nsnet intercept rm {sandbox}` first")
+                self._store.add_interception(current.id, spec.to_dict(), "creating")
+            table = self.owner.table
+            self._build([ApplySandboxFirewall(current.handle, tuple(render_table(table, spec)),
+                                              tuple(render_removal(table)), f"interception of {sandbox}")],
+                        forget=lambda: self._store.delete_interception(current.id))
+            with self._store.transaction():
+                self._store.set_interception_state(current.id, "ready")
+        return spec
+
+    def stop_intercepting(self, sandbox: str) -> None:
+        """Direct traffic again, at once (the table goes in one transaction)."""
+        from .intercept.render import render_removal
+
+        validate.name("sandbox name", sandbox)
+        with self._locks.ledger(), self._locks.sandbox(sandbox):
+            with self._store.transaction():
+                current = self._ready_sandbox(sandbox)
+                if not any(name == sandbox for name, *_ in self._store.interceptions()):
+                    raise Conflict(f"sandbox {sandbox!r} is not intercepted")
+                self._store.set_interception_state(current.id, "removing")
+            self._remove([ApplySandboxFirewall(current.handle, tuple(render_removal(self.owner.table)))],
+                         f"removing the interception of {sandbox!r}")
+            with self._store.transaction():
+                self._store.delete_interception(current.id)
+
+    def interceptions(self) -> list[tuple[str, Interception]]:
+        from .intercept import Interception
+
+        return [(name, Interception.from_dict(spec)) for name, _, state, spec in self._store.interceptions()
+                if state == "ready"]
 
     # Processes
 

@@ -22,10 +22,14 @@ from .firewall import render
 from .kernel import Kernel
 from .model import Network, Owner
 from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
-from .plan.ops import DeleteLink, Operation, RemoveEtcFiles, ReplaceEtcFile
+from .plan.ops import ApplySandboxFirewall, DeleteLink, Operation, RemoveEtcFiles, ReplaceEtcFile
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
 from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
 from .store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .intercept import Interception
 
 # How long a removed sandbox's veth may linger (see observe).
 SETTLE_SECONDS = 2.0
@@ -53,7 +57,56 @@ def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
     observed = observe(store, kernel, owner)
     expected = kernel.expected_ruleset(render.render_skeleton(owner), owner) if observed.ruleset is not None else None
     drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
-    return drift + _etc_drift(store, kernel, observed) + _resolver_drift(store, kernel)
+    return (drift + _etc_drift(store, kernel, observed) + _interception_drift(store, kernel, observed, owner)
+            + _resolver_drift(store, kernel))
+
+
+def _interceptions(store: Store, kernel: Kernel, observed: Observed,
+                   owner: Owner) -> list[tuple[str, str, str, Interception, str | None]]:
+    """(sandbox, handle, state, spec, what is wrong: None when its table is as rendered) of each
+    interception whose sandbox's namespace is there (the others go with their sandbox)."""
+    from .intercept import Interception
+    from .intercept.render import as_listing, render_table, summary
+
+    found = []
+    for name, handle, state, data in store.interceptions():
+        if handle not in observed.netns:
+            continue
+        spec = Interception.from_dict(data)
+        listing = kernel.sandbox_table(handle, owner.table) if state == "ready" else None
+        if state != "ready":
+            wrong: str | None = f"left {state} by a command that did not finish"
+        elif listing is None:
+            wrong = "its table is gone: the sandbox's traffic flows directly"
+        elif summary(listing) != summary(as_listing(render_table(owner.table, spec))):
+            wrong = "its table's rules or sets are not what nsnet made"
+        else:
+            wrong = None
+        found.append((name, handle, state, spec, wrong))
+    return found
+
+
+def _interception_drift(store: Store, kernel: Kernel, observed: Observed, owner: Owner) -> list[Drift]:
+    return [Drift("half-done" if state != "ready" else "wrong", f"interception of {name}", f"{wrong} (gc repairs it)")
+            for name, _, state, _, wrong in _interceptions(store, kernel, observed, owner) if wrong]
+
+
+def _repair_interceptions(store: Store, kernel: Kernel, observed: Observed, owner: Owner, repair: _Repair) -> None:
+    """An interception left half-way is undone (its table and row go); a damaged table is made
+    again from the ledger."""
+    from .intercept.render import render_removal, render_table
+
+    for name, handle, state, spec, wrong in _interceptions(store, kernel, observed, owner):
+        if wrong is None:
+            continue
+        if state != "ready":
+            repair.run([ApplySandboxFirewall(handle, tuple(render_removal(owner.table)))],
+                       f"undid the interception of {name}")
+            with store.transaction():
+                store.delete_interception(store.sandbox(name).id)
+        else:
+            repair.run([ApplySandboxFirewall(handle, tuple(render_table(owner.table, spec)))],
+                       f"made the interception of {name} again")
 
 
 def _etc_rewrites(store: Store, kernel: Kernel, observed: Observed) -> list[tuple[str, str, str | None, str | None]]:
@@ -132,6 +185,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     _repair_default_routes(store, networks, repair)
     for name, filename, now, wanted in _etc_rewrites(store, kernel, observed):
         repair.run([ReplaceEtcFile(name, filename, wanted, now)], f"rewrote /etc/netns/{name}/{filename}")
+    _repair_interceptions(store, kernel, observed, owner, repair)
     for network in networks.values():
         ops = plan_repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
         if ops:

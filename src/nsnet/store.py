@@ -99,6 +99,12 @@ CREATE TABLE IF NOT EXISTS aliases (
     alias TEXT NOT NULL,
     PRIMARY KEY (endpoint_id, alias)
 );
+-- A sandbox's interception (nsnet.intercept): its spec as JSON, and whether its table is made.
+CREATE TABLE IF NOT EXISTS interceptions (
+    sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -107,7 +113,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_by_container ON sandboxes (container
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 """
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -540,6 +546,24 @@ class Store:
 
     def set_sandbox_state(self, name: str, state: str) -> None:
         self.db.execute("UPDATE sandboxes SET state = ? WHERE name = ?", (state, name))
+
+    # Interceptions (the table `interceptions` is made by SCHEMA when missing)
+
+    def interceptions(self) -> list[tuple[str, str, str, dict]]:
+        """(sandbox name, its handle, state, spec as JSON) of every interception."""
+        rows = self.db.execute("SELECT s.name, s.netns, i.state, i.spec FROM interceptions i JOIN sandboxes s"
+                               " ON s.id = i.sandbox_id ORDER BY s.name").fetchall()
+        return [(name, netns or name, state, json.loads(spec)) for name, netns, state, spec in rows]
+
+    def add_interception(self, sandbox_id: str, spec: dict, state: str) -> None:
+        self.db.execute("INSERT INTO interceptions (sandbox_id, spec, state) VALUES (?, ?, ?)",
+                        (sandbox_id, json.dumps(spec), state))
+
+    def set_interception_state(self, sandbox_id: str, state: str) -> None:
+        self.db.execute("UPDATE interceptions SET state = ? WHERE sandbox_id = ?", (state, sandbox_id))
+
+    def delete_interception(self, sandbox_id: str) -> None:
+        self.db.execute("DELETE FROM interceptions WHERE sandbox_id = ?", (sandbox_id,))
 
     def delete_sandbox(self, name: str) -> None:
         self.db.execute("DELETE FROM sandboxes WHERE name = ?", (name,))

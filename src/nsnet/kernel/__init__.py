@@ -117,6 +117,12 @@ class Kernel(ABC):
     @abstractmethod
     def nft(self, commands: list[dict[str, Any]]) -> None: ...
     @abstractmethod
+    def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:
+        """One atomic nftables transaction inside the sandbox's namespace."""
+    @abstractmethod
+    def sandbox_table(self, sandbox: str, table: str) -> list[dict[str, Any]] | None:
+        """The JSON listing of one inet table inside the sandbox's namespace; None: no such table."""
+    @abstractmethod
     def ensure_sysctl(self, key: str, value: str) -> str | None:
         """Set key to value; the value it had when it had to change, None when it had it already."""
     @abstractmethod

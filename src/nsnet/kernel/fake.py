@@ -39,7 +39,8 @@ class FakeKernel(Kernel):
         self.foreign_paths: set[str] = set()  # files a user made where a sandbox's would go
         self.resolver_syncs: list[bool] = []  # each sync_resolver's `wanted`
         self.resolver: str | None = None
-        self.link_dns: dict[str, tuple[list[str], list[str]]] = {}  # what resolved was told, by link
+        self.link_dns: dict[str, tuple[list[str], list[str]]] = {}
+        self.sandbox_tables: dict[str, dict[str, list[dict[str, Any]]]] = {}  # sandbox -> table -> rules, elements  # what resolved was told, by link
         self.dns_ports_taken: set[int] = set()  # ports another program holds on every gateway
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])
@@ -78,6 +79,7 @@ class FakeKernel(Kernel):
         if sandbox not in self.netns:
             raise PathError("delete", netns_path(sandbox), errno.ENOENT, "no namespace is pinned there")
         self.netns.discard(sandbox)
+        self.sandbox_tables.pop(sandbox, None)
         for key, link in list(self.links.items()):
             if key in self.links and (key[0] == sandbox or link.get("peer_ns") == sandbox):
                 self._drop_link(key)
@@ -148,6 +150,42 @@ class FakeKernel(Kernel):
                                     "group": group, "up": True, "mac": "02:00:00:00:00:01", "learning": True,
                                     "static_macs": set()}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
+
+    def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:
+        """A table per sandbox as the commands that made it (enough for nsnet.intercept)."""
+        self._mutating("sandbox_nft", sandbox, len(commands))
+        self._need(sandbox in self.netns, "the firewall of")
+        tables = self.sandbox_tables.setdefault(sandbox, {})
+        for command in commands:
+            ((verb, body),) = command.items()
+            if "table" in body and isinstance(body["table"], dict):
+                name = body["table"]["name"]
+                if verb == "add":
+                    tables.setdefault(name, [])
+                elif verb == "delete":
+                    tables.pop(name, None)
+            elif verb in ("add", "flush"):
+                ((kind, item),) = body.items()
+                if verb == "flush":
+                    tables[item["table"]] = [c for c in tables[item["table"]]
+                                             if not (kind == "chain" and c.get("chain") == item["name"])
+                                             and not (kind == "set" and c.get("set") == item["name"])]
+                elif kind == "rule":
+                    tables[item["table"]].append({"chain": item["chain"], "rule": item})
+                elif kind == "element":
+                    tables[item["table"]] += [{"set": item["name"], "element": e} for e in item["elem"]]
+
+    def sandbox_table(self, sandbox: str, table: str) -> list[dict[str, Any]] | None:
+        """In nft's listing's shape: rules, and each set with its elements."""
+        made = self.sandbox_tables.get(sandbox, {}).get(table)
+        if made is None:
+            return None
+        sets: dict[str, list[Any]] = {}
+        for item in made:
+            if "set" in item:
+                sets.setdefault(item["set"], []).append(item["element"])
+        return [*({"set": {"name": name, "elem": elements}} for name, elements in sets.items()),
+                *({"rule": item["rule"]} for item in made if "rule" in item)]
 
     def set_link_dns(self, link: str, servers: list[str], domains: list[str]) -> None:
         self.link_dns[link] = (servers, domains)

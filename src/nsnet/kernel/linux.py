@@ -222,6 +222,13 @@ class LinuxKernel(Kernel):
     def nft(self, commands: list[dict[str, Any]]) -> None:
         self._nft.transaction(commands)
 
+    def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:
+        # A context of its own, made in the namespace: its netlink socket is that namespace's.
+        netns.in_netns(netns.path_of(sandbox), lambda: Nft().transaction(commands))
+
+    def sandbox_table(self, sandbox: str, table: str) -> list[dict[str, Any]] | None:
+        return netns.in_netns(netns.path_of(sandbox), lambda: Nft().list_table("inet", table))
+
     def ensure_sysctl(self, key: str, value: str) -> str | None:
         return sysctl.ensure(key, value)
 

@@ -54,6 +54,14 @@ class Nft:
             code = errno.ENOENT if "No such file or directory" in error else 0
             raise KernelError("nftables transaction", code, " ".join(error.split()) or f"exit code {rc}")
 
+    def list_table(self, family: str, name: str) -> list[dict[str, Any]] | None:
+        rc, output, error = self._context().cmd(f"list table {family} {name}")
+        if rc != 0:
+            if "No such file or directory" in error:
+                return None
+            raise KernelError(f"listing table {family} {name}", 0, " ".join(error.split()))
+        return json.loads(output)["nftables"] if output.strip() else []
+
     def list_ruleset(self) -> list[dict[str, Any]]:
         rc, output, error = self._context().cmd("list ruleset")
         if rc != 0:

@@ -219,6 +219,24 @@ class ApplyFirewall(Operation):
 
 
 @record
+class ApplySandboxFirewall(Operation):
+    """One atomic nftables transaction inside a sandbox's namespace; undone by its reverse."""
+
+    sandbox: str
+    commands: tuple[Any, ...]
+    reverse: tuple[Any, ...] = ()
+    description: str = ""
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.sandbox_nft(self.sandbox, list(self.commands))
+
+    def undo(self) -> Operation | None:
+        if not self.reverse:
+            return None
+        return ApplySandboxFirewall(self.sandbox, self.reverse, description=f"undo {self.description}")
+
+
+@record
 class RemoveFirewallElements(Operation):
     """Element deletes for teardown. nft aborts a whole transaction when one element is already
     gone (libnftables 1.0.6 has no `destroy`), so on that error each delete is retried alone and
