@@ -445,20 +445,37 @@ class Engine(Catalog):
 
     def intercept(self, sandbox: str, spec: Interception) -> Interception:
         """Redirect the sandbox's traffic as `spec` says (intercept.spec), through a table of
-        nsnet's in its own namespace, made in one transaction."""
+        nsnet's in its own namespace, made in one transaction. On an intercepted sandbox the
+        table is replaced, in one transaction too (as Istio re-runs its setup)."""
+        from .intercept import Interception
         from .intercept.render import render_removal, render_table
 
         validate.name("sandbox name", sandbox)
+        table = self.owner.table
         with self._locks.ledger(), self._locks.sandbox(sandbox):
             with self._store.transaction():
                 current = self._ready_sandbox(sandbox)
-                if any(name == sandbox for name, *_ in self._store.interceptions()):
-                    raise Conflict(f"sandbox {sandbox!r} is intercepted already; `nsnet intercept rm {sandbox}` first")
-                self._store.add_interception(current.id, spec.to_dict(), "creating")
-            table = self.owner.table
-            self._build([ApplySandboxFirewall(current.handle, tuple(render_table(table, spec)),
-                                              tuple(render_removal(table)), f"interception of {sandbox}")],
-                        forget=lambda: self._store.delete_interception(current.id))
+                found = [(state, data) for name, _, state, data in self._store.interceptions() if name == sandbox]
+                if found and found[0][0] != "ready":
+                    raise Conflict(f"sandbox {sandbox!r}'s interception was left {found[0][0]} by a command that "
+                                   "did not finish; run nsnet gc")
+                before = Interception.from_dict(found[0][1]) if found else None
+                if before == spec:
+                    return spec
+                if before is None:
+                    self._store.add_interception(current.id, spec.to_dict(), "creating")
+                else:
+                    self._store.update_interception(current.id, spec.to_dict())
+
+            def forget() -> None:
+                if before is None:
+                    self._store.delete_interception(current.id)
+                else:
+                    self._store.update_interception(current.id, before.to_dict())
+
+            undo = render_removal(table) if before is None else render_table(table, before)
+            self._build([ApplySandboxFirewall(current.handle, tuple(render_table(table, spec)), tuple(undo),
+                                              f"interception of {sandbox}")], forget)
             with self._store.transaction():
                 self._store.set_interception_state(current.id, "ready")
         return spec

@@ -559,6 +559,9 @@ class Store:
         self.db.execute("INSERT INTO interceptions (sandbox_id, spec, state) VALUES (?, ?, ?)",
                         (sandbox_id, json.dumps(spec), state))
 
+    def update_interception(self, sandbox_id: str, spec: dict) -> None:
+        self.db.execute("UPDATE interceptions SET spec = ? WHERE sandbox_id = ?", (json.dumps(spec), sandbox_id))
+
     def set_interception_state(self, sandbox_id: str, state: str) -> None:
         self.db.execute("UPDATE interceptions SET state = ? WHERE sandbox_id = ?", (state, sandbox_id))
 

@@ -162,6 +162,8 @@ def test_check_finds_a_damaged_table_and_gc_makes_it_again(app: Engine) -> None:
     assert "made the interception of client again" in cli("gc").stdout
     assert cli("check").stdout == ""
     web = serve("web", "0.0.0.0", 80)
+    # No proxy listening: the connection is refused (fails closed), it never goes past it.
+    assert connect("client", "10.31.0.2", 80, timeout=1.0) is None
     relay = proxy("client", 15001, 1)
     try:
         assert connect("client", "10.31.0.2", 80) == "proxy 10.31.0.2 80 | hello from 0.0.0.0"
@@ -184,9 +186,8 @@ def test_bad_input_is_one_line_and_changes_nothing(app: Engine) -> None:
     assert subprocess.run(["ip", "netns", "exec", "client", "nft", "list", "ruleset"], capture_output=True,
                           text=True).stdout == ""
     assert cli("intercept", "add", "client", "--inbound-port", "15006").returncode == 0
-    again = cli("intercept", "add", "client", "--inbound-port", "15007")
-    assert again.returncode == 1 and "intercepted already" in again.stderr
+    assert cli("intercept", "add", "client", "--inbound-port", "15007").returncode == 0  # replaces it
     listed = json.loads(cli("intercept", "ls", "--format", "json").stdout)
-    assert [(i["Sandbox"], i["InboundPort"]) for i in listed] == [("client", 15006)]
+    assert [(i["Sandbox"], i["InboundPort"]) for i in listed] == [("client", 15007)]
     assert cli("intercept", "rm", "client").returncode == 0
     assert cli("intercept", "ls", "--format", "json").stdout.strip() == "[]"

@@ -58,8 +58,19 @@ def test_intercept_rm_check_gc_and_rollback(engine: Engine, kernel) -> None:
     assert engine.interceptions() == [("client", made)]
     table = engine.owner.table
     assert summary(kernel.sandbox_table("client", table)) == summary(as_listing(render_table(table, made)))
-    with pytest.raises(Conflict, match="intercepted already"):
+    calls = len(kernel.calls)
+    engine.intercept("client", made)  # the same again: nothing to do
+    assert len(kernel.calls) == calls
+    wider = spec(outbound_port=15001, exclude_uids=[1337], exclude_ports=[22])
+    engine.intercept("client", wider)  # another: the table is replaced
+    assert engine.interceptions() == [("client", wider)]
+    assert summary(kernel.sandbox_table("client", table)) == summary(as_listing(render_table(table, wider)))
+    kernel.fail_at = len(kernel.calls) + 1  # a replacement that fails leaves the one before, ledger and kernel
+    with pytest.raises(KernelError):
         engine.intercept("client", made)
+    kernel.fail_at = None
+    assert engine.interceptions() == [("client", wider)] and engine.check() == []
+    engine.intercept("client", made)
     assert engine.check() == []
 
     kernel.sandbox_tables["client"].clear()  # someone deleted the table inside the sandbox
