@@ -160,6 +160,49 @@ def network_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# Services
+
+def service_create(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        service = engine.create_service(args.name, network=args.network, ports=args.publish, backends=args.backend,
+                                        selector=args.selector, vip=args.vip)
+    print(service.vip)
+    return 0
+
+
+def _services() -> list[dict[str, Any]]:
+    with _engine() as engine:
+        return [service.to_dict(backends) for service, backends in engine.services()]
+
+
+def service_ls(args: argparse.Namespace) -> int:
+    items = _services()
+    if args.quiet:
+        for item in items:
+            print(item["Name"])
+        return 0
+    print(_formatted(items, args.format, ("NAME", "NETWORK", "VIP", "PORTS", "BACKENDS"),
+                     lambda i: (i["Name"], i["Network"], i["VIP"],
+                                ",".join(f"{p['Port']}:{p['TargetPort']}/{p['Protocol']}" for p in i["Ports"]),
+                                ",".join(b["Sandbox"] for b in i["Backends"]) or "-")))
+    return 0
+
+
+def service_inspect(args: argparse.Namespace) -> int:
+    items = {item["Name"]: item for item in _services()}
+    found = [items[name] for name in args.names if name in items]
+    for name in args.names:
+        if name not in items:
+            print(f"nsnet: error: no such service: {name!r}", file=sys.stderr)
+    print(as_json(found) if args.format in (None, "json") else _rendered(args.format, found))
+    return 0 if len(found) == len(args.names) else 1
+
+
+def service_rm(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        return _each(args.names, engine.remove_service)
+
+
 # Interception
 
 def intercept_add(args: argparse.Namespace) -> int:
@@ -195,7 +238,7 @@ def intercept_ls(args: argparse.Namespace) -> int:
 def create(args: argparse.Namespace) -> int:
     with _engine() as engine:
         sandbox = engine.create_sandbox(args.name, networks=args.network, ip=args.ip, ip6=args.ip6,
-                                        publish=args.publish, aliases=args.alias)
+                                        publish=args.publish, aliases=args.alias, labels=args.label)
     print(sandbox.id)
     return 0
 
@@ -310,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or f"run-{os.urandom(4).hex()}"
     with _engine() as engine:
         engine.create_sandbox(name, networks=args.network, ip=args.ip, ip6=args.ip6, publish=args.publish,
-                              aliases=args.alias)
+                              aliases=args.alias, labels=args.label)
         try:
             if not args.rm:  # stdout is the command's; the name of what is kept goes to stderr
                 print(f"nsnet: sandbox {name}", file=sys.stderr, flush=True)
@@ -446,9 +489,32 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--alias", action="append", default=[], metavar="NAME",
                          help=f"another name it answers to {where} (repeatable)")
 
+    def labelling(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                         help="metadata services select sandboxes by (repeatable)")
+
     def command(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
                          help="the command and its arguments, after --")
+
+    service = verbs.add_parser("service", help="virtual addresses spread over sandboxes (Kubernetes Services)"
+                               ).add_subparsers(dest="service_verb", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = verb("create", service_create, "create a service: a VIP whose ports the kernel spreads over backends; prints"
+                                         " the VIP", service)
+    naming(sub, "the service's name")
+    sub.add_argument("--network", required=True, help="the network its VIP serves and its backends are on")
+    sub.add_argument("-p", "--publish", action="append", default=[], metavar="PORT[:TARGET_PORT][/tcp|udp|sctp]",
+                     help="a port of the VIP and the backends' port it goes to (repeatable)")
+    sub.add_argument("--backend", action="append", default=[], metavar="SANDBOX", help="a backend (repeatable)")
+    sub.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE",
+                     help="every sandbox of the network with this label serves it, as they come and go (repeatable:"
+                          " all must hold)")
+    sub.add_argument("--vip", help="its address (default: the next free one of the service range, NSNET_SERVICE_RANGE,"
+                                   " 10.211.0.0/16)")
+    listing(verb("ls", service_ls, "list services", service))
+    inspecting(verb("inspect", service_inspect, "show services and their backends as JSON", service), "service")
+    sub = verb("rm", service_rm, "remove services", service)
+    sub.add_argument("names", nargs="+", metavar="NAME", help="the services to remove")
 
     intercept = verbs.add_parser("intercept", help="send a sandbox's traffic through a local proxy").add_subparsers(
         dest="intercept_verb", metavar="COMMAND", required=True, parser_class=_Parser)
@@ -475,11 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")
     naming(sub, "the sandbox's name")
     sub.add_argument("--network", action="append", default=[], help=networks_help)
+    labelling(sub)
     attaching(sub, "on the first network")
     sub = verb("run", run, "run a command in a new sandbox")
     sub.add_argument("--name", help="the sandbox's name (default: run-<8 hex digits>, printed on stderr)")
     sub.add_argument("--rm", action="store_true", help="remove the sandbox when the command exits")
     sub.add_argument("--network", action="append", default=[], help=networks_help)
+    labelling(sub)
     attaching(sub, "on the first network")
     command(sub)
     sub = verb("exec", exec_, "run a command inside a sandbox")

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from ipaddress import ip_interface
 
 from . import faults, ipam, portspec, validate
 from .apply import apply, teardown
 from .catalog import Catalog
 from .errors import Conflict, Exhausted, InvalidInput, NotFound, NsnetError
+from .firewall import render
 from .kernel import Kernel, default_kernel
 from .locks import Locks
 from .model import (DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Network, NetworkRequest, Owner, PortMapping,
-                    Sandbox, Subnet, SubnetRequest)
+                    Sandbox, Service, Subnet, SubnetRequest)
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
-from .plan.ops import ApplySandboxFirewall, Operation
+from .plan.ops import ApplyFirewall, ApplySandboxFirewall, Operation, RemoveFirewallElements
 from .plan.sandbox import (EtcChange, etc_files, plan_connect, plan_create_sandbox, plan_disconnect,
                            plan_remove_sandbox)
 from .portspec import PortRequest
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # subprocess, check, gc, doctor and reconcile load these on f
     from .reconcile import Drift
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
+SERVICE_RANGE_KEY = "service_range"  # the ledger's meta: the range its services' VIPs are in
 # The kernel numbers bridge ports in 10 bits and refuses more (EXFULL): BR_MAX_PORTS - 1.
 BRIDGE_MAX_PORTS = 1023
 
@@ -160,6 +163,11 @@ class Engine(Catalog):
             if endpoints and not force:
                 users = ", ".join(sorted(e.sandbox for e in endpoints))
                 raise Conflict(f"network {name!r} has sandboxes attached ({users}); disconnect them or use -f")
+            services = self._store.has_services(network.id)
+            if services and not force:
+                raise Conflict(f"network {name!r} has services ({', '.join(services)}); remove them or use -f")
+            for service in services:
+                self.remove_service(service)
             for endpoint in endpoints:
                 self.disconnect(name, endpoint.sandbox)
             with self._store.transaction():
@@ -184,7 +192,8 @@ class Engine(Catalog):
     # Sandboxes and endpoints
 
     def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None,
-                       ip6: str | None = None, publish: Sequence[str] = (), aliases: Sequence[str] = ()) -> Sandbox:
+                       ip6: str | None = None, publish: Sequence[str] = (), aliases: Sequence[str] = (),
+                       labels: Sequence[str] = ()) -> Sandbox:
         """A sandbox attached to each network (default: `nsnet`); `ip`, `ip6`, `publish` and
         `aliases` apply to the first network, as Docker applies them to the network a container is
         created on.
@@ -194,6 +203,7 @@ class Engine(Catalog):
         requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
         names = validate.aliases(tuple(aliases))
+        tags = validate.labels(list(labels))
         wanted = list(networks)
         for net in wanted:
             validate.name("network", net)
@@ -206,34 +216,36 @@ class Engine(Catalog):
             if port_requests:
                 self._resolve_ports(port_requests)
             self._ensure_default_network()
-        with self._locks.ledger(), self._locks.sandbox(name):
+        with self._locks.ledger(), self._locks.sandbox(name), self._serving(wanted):
             with self._store.transaction():
                 self._refuse_taken_name(name)
                 nets = [self._ready_network(n) for n in wanted]
                 route_via = next((net.id for net in nets if not net.internal), None)
                 pointers = {net.id: self._store.last_ips(net.id) for net in nets}
                 sandbox_id = new_id()
-                created = self._store.add_sandbox(sandbox_id, name, "creating")
+                created = self._store.add_sandbox(sandbox_id, name, "creating", labels=tags)
                 attachments = [
                     (self._allocate(sandbox_id, name, net, f"eth{i}", net.id == route_via,
                                     requested if i == 0 else {}, port_requests if i == 0 else [],
                                     aliases=names if i == 0 else ()), net)
                     for i, net in enumerate(nets)
                 ]
+                made = Sandbox(id=sandbox_id, name=name, netns=netns_path(name), labels=tags,
+                               endpoints=tuple(replace(e, state="ready") for e, _ in attachments))
+                serving = self._backend_changes(wanted, lambda boxes: [*(b for b in boxes if b.id != sandbox_id), made])
 
             def forget() -> None:
                 self._store.delete_sandbox(name)
                 self._restore_pointers(pointers)
 
             files = etc_files(name, [e for e, _ in attachments], {n.name: n for n in nets})
-            self._build(plan_create_sandbox(name, attachments, self.owner, files), forget)
+            self._build([*plan_create_sandbox(name, attachments, self.owner, files), *serving], forget)
             with self._store.transaction():
                 self._store.set_sandbox_state(name, "ready")
                 self._store.set_endpoints_state(sandbox_id, "ready")
         if any(net.dns for net in nets):
             self._serve_names()
-        return Sandbox(id=sandbox_id, name=name, netns=netns_path(name),
-                       endpoints=tuple(replace(e, state="ready") for e, _ in attachments), created=created)
+        return replace(made, created=created)
 
     def remove_sandbox(self, name: str, *, force: bool = False) -> None:
         with self._locks.ledger(), self._locks.sandbox(name):
@@ -249,8 +261,14 @@ class Engine(Catalog):
             with self._store.transaction():
                 sandbox = self.own_sandbox(name)
                 attachments = [(e, self.network(e.network)) for e in sandbox.endpoints]
-                self._store.set_sandbox_state(name, "removing")
-            self._remove(plan_remove_sandbox(name, force, attachments, self.owner), f"removing sandbox {name!r}")
+            with self._serving([e.network for e in sandbox.endpoints]):
+                with self._store.transaction():
+                    # Backends go first: no new connection goes to a sandbox on its way out.
+                    serving = self._backend_changes([e.network for e in sandbox.endpoints],
+                                                    lambda boxes: [b for b in boxes if b.name != name])
+                    self._store.set_sandbox_state(name, "removing")
+                self._remove([*serving, *plan_remove_sandbox(name, force, attachments, self.owner)],
+                             f"removing sandbox {name!r}")
             with self._store.transaction():
                 self._store.delete_sandbox(name)
         if any(net.dns for _, net in attachments):
@@ -263,7 +281,7 @@ class Engine(Catalog):
         requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
         names = validate.aliases(tuple(aliases))
-        with self._locks.ledger(), self._locks.sandbox(sandbox):
+        with self._locks.ledger(), self._locks.sandbox(sandbox), self._serving([network]):
             with self._store.transaction():
                 current = self._ready_sandbox(sandbox)
                 net = self._ready_network(network)
@@ -274,12 +292,17 @@ class Engine(Catalog):
                 pointers = {net.id: self._store.last_ips(net.id)}
                 endpoint = self._allocate(current.id, sandbox, net, ifname, default_route, requested, port_requests,
                                           aliases=names)
+                joined = replace(endpoint, state="ready")
+                serving = self._backend_changes([network], lambda boxes: [
+                    replace(b, endpoints=(*(e for e in b.endpoints if e.id != joined.id), joined)) if b.name == sandbox
+                    else b for b in boxes])
 
             def forget() -> None:
                 self._store.delete_endpoint(endpoint.id)
                 self._restore_pointers(pointers)
 
-            self._build(plan_connect(endpoint, net, self.owner, self._etc_changes(current, endpoint, net, True)), forget)
+            self._build([*plan_connect(endpoint, net, self.owner, self._etc_changes(current, endpoint, net, True)),
+                         *serving], forget)
             with self._store.transaction():
                 self._store.set_endpoint_state(endpoint.id, "ready")
         if net.dns:
@@ -290,7 +313,7 @@ class Engine(Catalog):
         """When the endpoint carried the default route, the first other one on a network that is
         not internal takes it over: the ledger says so before the kernel changes, so a crash
         half-way leaves a state gc completes."""
-        with self._locks.ledger(), self._locks.sandbox(sandbox):
+        with self._locks.ledger(), self._locks.sandbox(sandbox), self._serving([network]):
             with self._store.transaction():
                 current = self._ready_sandbox(sandbox)
                 endpoint = current.endpoint(network)
@@ -309,10 +332,13 @@ class Engine(Catalog):
                     self._store.set_default_route(endpoint.id, False)
                     if successor is not None:
                         self._store.set_default_route(successor.id, True)
+                serving = self._backend_changes([network], lambda boxes: [
+                    replace(b, endpoints=tuple(e for e in b.endpoints if e.id != endpoint.id)) if b.name == sandbox
+                    else b for b in boxes])
                 self._store.set_endpoint_state(endpoint.id, "removing")
             net = self.network(network)
-            self._remove(plan_disconnect(endpoint, net, successor, self.owner,
-                                         self._etc_changes(current, endpoint, net, False)),
+            self._remove([*serving, *plan_disconnect(endpoint, net, successor, self.owner,
+                                                     self._etc_changes(current, endpoint, net, False))],
                          f"disconnecting {sandbox!r} from {network!r}")
             with self._store.transaction():
                 self._store.delete_endpoint(endpoint.id)
@@ -440,6 +466,152 @@ class Engine(Catalog):
 
         published = [(s.name, p) for s in self._store.sandboxes() for e in s.endpoints for p in e.ports]
         return diagnose(self.kernel.host_facts(), self._store.networks(), published)
+
+    # Services (nsnet.services)
+
+    def create_service(self, name: str, *, network: str, ports: Sequence[str], backends: Sequence[str] = (),
+                       selector: Sequence[str] = (), vip: str | None = None) -> Service:
+        """A VIP on `network` whose ports the kernel spreads over the backends: the sandboxes
+        named, and the network's sandboxes whose labels hold the selector, followed as they come
+        and go. The VIP is the next free address of the service range unless `vip` names one."""
+        from . import services
+
+        validate.name("service name", name)
+        validate.name("--network", network)
+        wanted_ports = services.ports(list(ports))
+        wanted_selector = services.selector(list(selector))
+        named = tuple(dict.fromkeys(validate.name("--backend", b) for b in backends))
+        if not named and not wanted_selector:
+            raise InvalidInput("--backend", None, "or --selector is needed: who serves the service")
+        with self._locks.ledger(exclusive=True):
+            with self._store.transaction():
+                if self._store.service(name) is not None:
+                    raise Conflict(f"service {name!r} already exists")
+                net = self._ready_network(network)
+                if not any(s.version == 4 for s in net.subnets):
+                    raise InvalidInput("--network", network, "has no IPv4 subnet (VIPs are IPv4)")
+                sandboxes = self._store.sandboxes()
+                for backend in named:
+                    found = next((s for s in sandboxes if s.name == backend), None)
+                    if found is None:
+                        raise NotFound("sandbox", backend)
+                    if found.endpoint(network) is None:
+                        raise InvalidInput("--backend", backend, f"is not on network {network!r}")
+                within, first = self._service_range()
+                taken = self._store.vips()
+                if vip is not None:
+                    address = services.vip(vip, within)
+                    if str(address) in taken:
+                        raise Conflict(f"VIP {address} is another service's")
+                else:
+                    address = services.free_vip(within, taken)
+                    if address is None:
+                        raise Exhausted(f"the service range {within} has no free address")
+                service = Service(id=new_id(), name=name, network=network, vip=address, ports=wanted_ports,
+                                  backends=named, selector=wanted_selector, created=time.time(), state="creating")
+                self._store.add_service(service, net.id)
+                if first:
+                    self._store.set_meta(SERVICE_RANGE_KEY, str(within))
+                chosen = [ip for _, ip in services.backends(service, sandboxes, network)]
+            commands = [*(render.render_dispatch(self.owner, len(chosen)) if chosen else []),
+                        *render.render_service(self.owner, "add", service, chosen),
+                        *(render.render_service_range(self.owner, "add", within) if first else [])]
+            reverse = [*render.render_service(self.owner, "delete", service, chosen),
+                       *(render.render_service_range(self.owner, "delete", within) if first else [])]
+
+            def forget() -> None:
+                self._store.delete_service(service.id)
+                if first:
+                    self._store.delete_meta(SERVICE_RANGE_KEY)
+
+            self._build([ApplyFirewall(tuple(commands), tuple(reverse), f"service {name}")], forget)
+            with self._store.transaction():
+                self._store.set_service_state(service.id, "ready")
+        return replace(service, state="ready")
+
+    def remove_service(self, name: str) -> None:
+        from . import services
+
+        validate.name("service name", name)
+        with self._locks.ledger(exclusive=True):
+            with self._store.transaction():
+                service = self._store.service(name)
+                if service is None:
+                    raise NotFound("service", name)
+                chosen = [ip for _, ip in services.backends(service, self._store.sandboxes(), service.network)]
+                last = len(self._store.vips()) == 1
+                within = self._service_range()[0]
+                self._store.set_service_state(service.id, "removing")
+            commands = [*render.render_service(self.owner, "delete", service, chosen),
+                        *(render.render_service_range(self.owner, "delete", within) if last else [])]
+            self._remove([RemoveFirewallElements(tuple(commands), f"service {name}")], f"removing service {name!r}")
+            with self._store.transaction():
+                self._store.delete_service(service.id)
+                if last:
+                    self._store.delete_meta(SERVICE_RANGE_KEY)
+
+    def services(self) -> list[tuple[Service, list[tuple[str, str]]]]:
+        """Each service with its backends now: (sandbox, address)."""
+        from . import services
+
+        with self._store.snapshot():
+            sandboxes = self._store.sandboxes()
+            return [(s, services.backends(s, sandboxes, s.network)) for s in self._store.services()]
+
+    def _service_range(self) -> tuple[Any, bool]:
+        """The service range, and whether it is chosen now (no service holds an address yet): the
+        one the first service was made in, else NSNET_SERVICE_RANGE or the default, which must
+        overlap no network and no route of the host."""
+        from . import services
+
+        recorded = self._store.meta(SERVICE_RANGE_KEY)
+        if recorded is not None:
+            return services.service_range(recorded), False
+        within = services.service_range(os.environ.get("NSNET_SERVICE_RANGE") or services.DEFAULT_RANGE)
+        clash = services.overlaps(within, [s.subnet for n in self._store.networks() for s in n.subnets])
+        if clash is not None:
+            raise InvalidInput("NSNET_SERVICE_RANGE", str(within), f"overlaps a network's subnet {clash}")
+        ours = {n.bridge for n in self._store.networks()}
+        routed = services.overlaps(within, [dst for dst, dev in self.kernel.host_routes() if dev not in ours])
+        if routed is not None:
+            raise InvalidInput("NSNET_SERVICE_RANGE", str(within), f"overlaps the host's route {routed}")
+        return within, True
+
+    @contextmanager
+    def _serving(self, networks: Sequence[str]) -> Iterator[None]:
+        """The services lock (nsnet.locks) when a service lives on one of these networks."""
+        if any(s.network in networks for s in self._store.services()):
+            with self._locks.services():
+                yield
+        else:
+            yield
+
+    def _backend_changes(self, networks: Sequence[str], change: Callable[[list[Sandbox]], list[Sandbox]]
+                         ) -> list[Operation]:
+        """The firewall change that follows the services of these networks from their backends
+        now to those after `change` (the ledger's sandboxes as a command leaves them), with its
+        undo; none when no service's backends change."""
+        from . import services
+
+        affected = [s for s in self._store.services() if s.network in networks and s.state == "ready"]
+        if not affected:
+            return []
+        before = self._store.sandboxes()
+        after = change(before)
+        commands: list[dict[str, Any]] = []
+        reverse: list[dict[str, Any]] = []
+        for service in affected:
+            old = [ip for _, ip in services.backends(service, before, service.network)]
+            new = [ip for _, ip in services.backends(service, after, service.network)]
+            if old != new:
+                commands += self._move_backends(service, old, new)
+                reverse += self._move_backends(service, new, old)
+        return [ApplyFirewall(tuple(commands), tuple(reverse), "services' backends")] if commands else []
+
+    def _move_backends(self, service: Service, old: list[str], new: list[str]) -> list[dict[str, Any]]:
+        return [*render.render_service(self.owner, "delete", service, old, vip=False),
+                *(render.render_dispatch(self.owner, len(new)) if new else []),
+                *render.render_service(self.owner, "add", service, new, vip=False)]
 
     # Interception (nsnet.intercept)
 

@@ -12,7 +12,12 @@ lock is an owner that can be checked.
   that sandbox, so two commands on the same sandbox run one after the other and the second sees
   what the first left. Two names sharing a byte only wait for each other.
 
-Always in that order (ledger, then sandbox), so two processes cannot wait for each other.
+- One byte for services (after the sandboxes' range): held exclusively by every command that
+  changes who serves a service (a sandbox made, connected, disconnected or removed on a network
+  with services), from reading the backends to programming them, so two such commands cannot
+  program from the same old list.
+
+Always in that order (ledger, sandbox, services), so two processes cannot wait for each other.
 """
 
 from __future__ import annotations
@@ -64,8 +69,17 @@ class Locks:
             self._lock(fcntl.F_UNLCK, 0)
 
     @contextmanager
+    def services(self) -> Iterator[None]:
+        with self._slot(1 + SANDBOX_SLOTS):
+            yield
+
+    @contextmanager
     def sandbox(self, name: str) -> Iterator[None]:
-        slot = 1 + zlib.crc32(name.encode()) % SANDBOX_SLOTS
+        with self._slot(1 + zlib.crc32(name.encode()) % SANDBOX_SLOTS):
+            yield
+
+    @contextmanager
+    def _slot(self, slot: int) -> Iterator[None]:
         depth = self._sandboxes.get(slot, 0)
         if depth == 0:
             self._lock(fcntl.F_WRLCK, slot)

@@ -275,6 +275,7 @@ class Sandbox:
     created: float = 0.0
     state: str = "ready"
     container_id: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # what services select it by (--label KEY=VALUE)
 
     @property
     def handle(self) -> str:
@@ -293,6 +294,7 @@ class Sandbox:
             "NetNS": self.netns,
             "Created": self.created,
             "State": self.state,
+            "Labels": dict(self.labels),
             "Networks": {e.network: e.to_dict() for e in self.endpoints},
         }
 
@@ -305,3 +307,41 @@ class Owner:
 
     table: str = "nsnet"
     group: int = 0x4E000001
+
+
+@record
+class ServicePort:
+    """A port of a service's VIP and the backends' port it goes to."""
+
+    protocol: str
+    port: int
+    target: int
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol} -> {self.target}"
+
+
+@record
+class Service:
+    """A virtual address on a network, spread by the kernel over backends: sandboxes named, and
+    sandboxes of the network whose labels hold the selector (Kubernetes' Service, nsnet.services)."""
+
+    id: str
+    name: str
+    network: str
+    vip: IPAddress
+    ports: tuple[ServicePort, ...]
+    backends: tuple[str, ...] = ()  # named with --backend
+    selector: tuple[tuple[str, str], ...] = ()
+    created: float = 0.0
+    state: str = "ready"
+
+    def selects(self, name: str, labels: tuple[tuple[str, str], ...]) -> bool:
+        return name in self.backends or (bool(self.selector) and set(self.selector) <= set(labels))
+
+    def to_dict(self, serving: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        found = {"Backends": [{"Sandbox": n, "IPAddress": ip} for n, ip in serving]} if serving is not None else {}
+        return {"Id": self.id, "Name": self.name, "Network": self.network, "VIP": str(self.vip),
+                "Ports": [{"Protocol": p.protocol, "Port": p.port, "TargetPort": p.target} for p in self.ports],
+                "NamedBackends": list(self.backends), "Selector": dict(self.selector), **found,
+                "Created": self.created, "State": self.state}

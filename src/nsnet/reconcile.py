@@ -11,12 +11,12 @@ in its tables, that no row describes). Links are this ledger's by their interfac
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .firewall import render
 from .kernel.state import LinkState, Observed, Ruleset, element_key
-from .model import Endpoint, Network, Owner, Sandbox
+from .model import Endpoint, Network, Owner, Sandbox, Service
 from .plan.network import FORWARDING, bridge_sysctls
 from .naming import bridge_mac
 from .record import record
@@ -53,10 +53,24 @@ def ready(networks: list[Network], sandboxes: list[Sandbox]) -> tuple[list[Netwo
     return [n for n in networks if n.state == "ready"], [s for s in sandboxes if s.state == "ready"]
 
 
+def service_firewall(owner: Owner, services: Sequence[Service], sandboxes: list[Sandbox],
+                     within: Any) -> list[dict[str, Any]]:
+    """What the ledger's services imply: a dispatch chain per number of backends in use, each
+    service's elements, and the range (`within`) while there is a service."""
+    from .services import backends
+
+    chosen = [(s, [ip for _, ip in backends(s, sandboxes, s.network)]) for s in services if s.state == "ready"]
+    counts = sorted({len(ips) for _, ips in chosen if ips})
+    return [*(c for n in counts for c in render.render_dispatch(owner, n)),
+            *(c for s, ips in chosen for c in render.render_service(owner, "add", s, ips)),
+            *(render.render_service_range(owner, "add", within) if chosen and within is not None else [])]
+
+
 def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: Owner,
-                     skeleton: bool = True) -> list[dict[str, Any]]:
+                     skeleton: bool = True, services: Sequence[Service] = (),
+                     service_range: Any = None) -> list[dict[str, Any]]:
     """The owner's whole ruleset as the ledger implies it: the skeleton and every element (with
-    `skeleton` False, the networks' and endpoints' commands only)."""
+    `skeleton` False, the networks' and endpoints' commands only), services' included."""
     nets, boxes = ready(networks, sandboxes)
     by_name = {n.name: n for n in nets}
     render_network = render.render_add_network if skeleton else render.render_network_elements
@@ -65,7 +79,7 @@ def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: O
         for endpoint in sandbox.endpoints:
             if endpoint.state == "ready" and endpoint.network in by_name:
                 commands += render.render_add_endpoint(owner, endpoint, by_name[endpoint.network])
-    return commands
+    return commands + service_firewall(owner, services, boxes, service_range)
 
 
 def default_route_holder(endpoints: Iterable[Endpoint], networks: dict[str, Network]) -> Endpoint | None:
@@ -84,7 +98,8 @@ def default_route_wrong(endpoints: list[Endpoint], networks: dict[str, Network])
 
 
 def find_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner,
-               expected_ruleset: Ruleset | None = None) -> list[Drift]:
+               expected_ruleset: Ruleset | None = None, services: Sequence[Service] = (),
+               service_range: Any = None) -> list[Drift]:
     drift: list[Drift] = []
     for n in networks:
         if n.state != "ready":
@@ -101,7 +116,9 @@ def find_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Obse
     drift += _sandbox_drift(nets, boxes, observed)
     drift += _unmarked(nets, boxes, observed, owner)
     drift += _orphans(networks, sandboxes, observed, owner)
-    drift += _firewall_drift(networks, sandboxes, observed, owner, expected_ruleset)
+    drift += _firewall_drift(networks, sandboxes, observed, owner, expected_ruleset, services, service_range)
+    drift += [Drift("half-done", f"service {s.name}", f"left '{s.state}' by an interrupted command")
+              for s in services if s.state != "ready"]
     return drift
 
 
@@ -205,8 +222,9 @@ def _orphans(networks: list[Network], sandboxes: list[Sandbox], observed: Observ
 
 
 def _firewall_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner,
-                    expected_ruleset: Ruleset | None) -> list[Drift]:
-    desired = desired_firewall(networks, sandboxes, owner)
+                    expected_ruleset: Ruleset | None, services: Sequence[Service],
+                    service_range: Any) -> list[Drift]:
+    desired = desired_firewall(networks, sandboxes, owner, services=services, service_range=service_range)
     if observed.nft is None:
         return [Drift("missing", "nftables", f"nsnet's tables ({owner.table}) are gone")] if desired else []
     expected = element_keys(desired)

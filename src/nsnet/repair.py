@@ -29,7 +29,10 @@ from .store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .intercept import Interception
+    from .model import Service
 
 # How long a removed sandbox's veth may linger (see observe).
 SETTLE_SECONDS = 2.0
@@ -55,8 +58,12 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
 
 def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
     observed = observe(store, kernel, owner)
-    expected = kernel.expected_ruleset(render.render_skeleton(owner), owner) if observed.ruleset is not None else None
-    drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected)
+    services, within = store.services(), _service_range(store)
+    expected = None
+    if observed.ruleset is not None:
+        expected = kernel.expected_ruleset([*render.render_skeleton(owner),
+                                            *_dispatch_chains(owner, store, services, observed)], owner)
+    drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected, services, within)
     return (drift + _etc_drift(store, kernel, observed) + _interception_drift(store, kernel, observed, owner)
             + _resolver_drift(store, kernel))
 
@@ -107,6 +114,29 @@ def _repair_interceptions(store: Store, kernel: Kernel, observed: Observed, owne
         else:
             repair.run([ApplySandboxFirewall(handle, tuple(render_table(owner.table, spec)))],
                        f"made the interception of {name} again")
+
+
+def _service_range(store: Store) -> Any:
+    from .engine import SERVICE_RANGE_KEY
+    from .services import service_range
+
+    recorded = store.meta(SERVICE_RANGE_KEY)
+    return service_range(recorded) if recorded else None
+
+
+def _dispatch_chains(owner: Owner, store: Store, services: list[Service], observed: Observed) -> list[dict]:
+    """The dispatch chains the skeleton holds now: one per number of backends a service has, and
+    any made for a number no service has any more (made on demand, left until the next gc
+    rebuild), each with its one rule."""
+    from .firewall.names import dispatch_chain
+    from .services import backends
+
+    sandboxes = store.sandboxes()
+    counts = {len(backends(s, sandboxes, s.network)) for s in services if s.state == "ready"} - {0}
+    present = {int(name.rsplit("_", 1)[1]) for key in (observed.ruleset.chains if observed.ruleset else ())
+               for family, _, name in [key.split(" ", 2)]
+               if family == "inet" and name.startswith(dispatch_chain(0)[:-1]) and name.rsplit("_", 1)[1].isdigit()}
+    return [c for n in sorted(counts | present) for c in render.render_dispatch(owner, n)]
 
 
 def _etc_rewrites(store: Store, kernel: Kernel, observed: Observed) -> list[tuple[str, str, str | None, str | None]]:
@@ -202,7 +232,18 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     for name, link in sorted(observed.links.items()):
         if link.group == owner.group and name not in known:
             repair.run([DeleteLink(name)], f"deleted orphan link {name}")
-    firewall = desired_firewall(store.networks(), store.sandboxes(), owner)
+    for service in store.services():
+        if service.state != "ready":  # its elements go with the rebuild below
+            with store.transaction():
+                store.delete_service(service.id)
+            repair.done.append(f"forgot service {service.name}, left {service.state}")
+    if not store.vips():
+        from .engine import SERVICE_RANGE_KEY
+
+        with store.transaction():
+            store.delete_meta(SERVICE_RANGE_KEY)
+    firewall = desired_firewall(store.networks(), store.sandboxes(), owner, services=store.services(),
+                                service_range=_service_range(store))
     if firewall or observed.nft is not None:
         repair.run(plan_replace_firewall(firewall, owner, observed.ruleset), "rebuilt nsnet's nftables tables from the ledger")
     if repair.failures:

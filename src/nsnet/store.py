@@ -21,7 +21,7 @@ from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import NsnetError
 from .ipam import ula_prefix
-from .model import Endpoint, IPAddress, Network, Owner, PortMapping, Sandbox, Subnet
+from .model import Endpoint, IPAddress, Network, Owner, PortMapping, Sandbox, Service, ServicePort, Subnet
 from .publish import published_clash
 from .record import replace
 
@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     state TEXT NOT NULL,
     created REAL NOT NULL,
     container_id TEXT,  -- a container runtime's (CNI), whose namespace nsnet does not own
-    netns TEXT  -- that namespace's path (NULL for nsnet's own, /run/netns/NAME)
+    netns TEXT,  -- that namespace's path (NULL for nsnet's own, /run/netns/NAME)
+    labels TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY,
@@ -98,6 +99,18 @@ CREATE TABLE IF NOT EXISTS aliases (
     endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
     alias TEXT NOT NULL,
     PRIMARY KEY (endpoint_id, alias)
+);
+-- A service (nsnet.services): a VIP on a network, with its ports, named backends and label selector as JSON.
+CREATE TABLE IF NOT EXISTS services (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    network_id TEXT NOT NULL REFERENCES networks(id),
+    vip TEXT NOT NULL UNIQUE,
+    ports TEXT NOT NULL,
+    backends TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL
 );
 -- A sandbox's interception (nsnet.intercept): its spec as JSON, and whether its table is made.
 CREATE TABLE IF NOT EXISTS interceptions (
@@ -171,6 +184,13 @@ def _migrate_to_8(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(networks)")}
     if columns and "dns_port" not in columns:
         db.execute("ALTER TABLE networks ADD COLUMN dns_port INTEGER NOT NULL DEFAULT 53")
+
+
+def _migrate_to_9(db: sqlite3.Connection) -> None:
+    """Sandboxes gain labels (services select them by their labels)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sandboxes)")}
+    if columns and "labels" not in columns:
+        db.execute("ALTER TABLE sandboxes ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
 
 
 def state_dir() -> str:
@@ -303,6 +323,8 @@ class Store:
                     _migrate_to_7(self.db)
                 if version < 8:
                     _migrate_to_8(self.db)
+                if version < 9:
+                    _migrate_to_9(self.db)
                 for statement in SCHEMA.split(";"):  # what is missing (all of it, for a new ledger)
                     if statement.strip():
                         self.db.execute(statement)
@@ -442,7 +464,7 @@ class Store:
 
     # Sandboxes and endpoints
 
-    _SANDBOX_COLUMNS = "id, name, state, created, container_id, netns"
+    _SANDBOX_COLUMNS = "id, name, state, created, container_id, netns, labels"
 
     def sandbox(self, name: str) -> Sandbox | None:
         with self.snapshot():
@@ -463,9 +485,10 @@ class Store:
 
     @staticmethod
     def _sandbox(row: tuple, endpoints: list[Endpoint]) -> Sandbox:
-        sandbox_id, name, state, created, container_id, netns = row
+        sandbox_id, name, state, created, container_id, netns, labels = row
         return Sandbox(id=sandbox_id, name=name, netns=netns or f"/run/netns/{name}", endpoints=tuple(endpoints),
-                       created=created, state=state, container_id=container_id)
+                       created=created, state=state, container_id=container_id,
+                       labels=tuple(sorted(json.loads(labels).items())))
 
     def _endpoints(self, where: str, args: tuple) -> list[Endpoint]:
         with self.snapshot():
@@ -534,10 +557,11 @@ class Store:
         return self._endpoints("e.network_id = ?", (network_id,))
 
     def add_sandbox(self, sandbox_id: str, name: str, state: str, container_id: str | None = None,
-                    netns: str | None = None) -> float:
+                    netns: str | None = None, labels: tuple[tuple[str, str], ...] = ()) -> float:
         created = time.time()
-        self.db.execute("INSERT INTO sandboxes (id, name, state, created, container_id, netns) VALUES (?, ?, ?, ?, ?, ?)",
-                        (sandbox_id, name, state, created, container_id, netns))
+        self.db.execute("INSERT INTO sandboxes (id, name, state, created, container_id, netns, labels)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (sandbox_id, name, state, created, container_id, netns, json.dumps(dict(labels))))
         return created
 
     def sandbox_id(self, name: str) -> str | None:
@@ -546,6 +570,53 @@ class Store:
 
     def set_sandbox_state(self, name: str, state: str) -> None:
         self.db.execute("UPDATE sandboxes SET state = ? WHERE name = ?", (state, name))
+
+    # Services (the table `services` is made by SCHEMA when missing)
+
+    _SERVICE_COLUMNS = ("SELECT v.id, v.name, n.name, v.vip, v.ports, v.backends, v.selector, v.created, v.state"
+                        " FROM services v JOIN networks n ON n.id = v.network_id")
+
+    def services(self, network_id: str | None = None) -> list[Service]:
+        where, args = (" WHERE v.network_id = ?", (network_id,)) if network_id else ("", ())
+        rows = self.db.execute(f"{self._SERVICE_COLUMNS}{where} ORDER BY v.name", args).fetchall()
+        return [Service(id=sid, name=name, network=network, vip=ip_address(vip),
+                        ports=tuple(ServicePort(*p) for p in json.loads(ports)), backends=tuple(json.loads(backends)),
+                        selector=tuple(tuple(kv) for kv in json.loads(selector)), created=created, state=state)
+                for sid, name, network, vip, ports, backends, selector, created, state in rows]
+
+    def service(self, name: str) -> Service | None:
+        return next((s for s in self.services() if s.name == name), None)
+
+    def has_services(self, network_id: str) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT name FROM services WHERE network_id = ? ORDER BY name",
+                                                  (network_id,))]
+
+    def add_service(self, service: Service, network_id: str) -> None:
+        self.db.execute("INSERT INTO services (id, name, network_id, vip, ports, backends, selector, state, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (service.id, service.name, network_id, str(service.vip),
+                         json.dumps([[p.protocol, p.port, p.target] for p in service.ports]),
+                         json.dumps(list(service.backends)), json.dumps([list(kv) for kv in service.selector]),
+                         service.state, service.created))
+
+    def set_service_state(self, service_id: str, state: str) -> None:
+        self.db.execute("UPDATE services SET state = ? WHERE id = ?", (state, service_id))
+
+    def delete_service(self, service_id: str) -> None:
+        self.db.execute("DELETE FROM services WHERE id = ?", (service_id,))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def delete_meta(self, key: str) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def vips(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT vip FROM services")}
 
     # Interceptions (the table `interceptions` is made by SCHEMA when missing)
 

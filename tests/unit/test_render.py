@@ -189,7 +189,7 @@ def test_chains_have_numeric_priorities():
         ("inet", "forward", "forward", 0), ("inet", "to_network", None, None),
         ("inet", "internal_input", None, None), ("inet", "input", "input", 0),
         ("inet", "prerouting_guard", "prerouting", -300), ("inet", "published_ports", None, None),
-        ("inet", "published_ports6", None, None),
+        ("inet", "published_ports6", None, None), ("inet", "service_reject", None, None),
         ("inet", "prerouting", "prerouting", -100), ("inet", "output", "output", -100),
         ("inet", "postrouting", "postrouting", 100),
         ("bridge", "prerouting", "prerouting", -200),
@@ -390,7 +390,8 @@ def test_a_gateway_whose_port_53_is_taken_gets_its_questions_redirected_to_the_r
                for c in render.render_remove_network(OWNER, moved)}
     assert deleted[names.DNS_PORTS] == [{"concat": [PRIVATE.bridge, "10.32.0.1"]}]
     # Before the published ports' jump: a port 53 published on every address must not take it.
-    redirect, redirect6, *published = rules(OWNER, "inet", "prerouting")
+    redirect, redirect6, *_services, published, published6 = rules(OWNER, "inet", "prerouting")
+    published = [published, published6]
     assert redirect["expr"] == [
         {"match": {"op": "==", "left": meta("nfproto"), "right": "ipv4"}},
         {"match": {"op": "==", "left": meta("l4proto"), "right": {"set": ["tcp", "udp"]}}},
@@ -409,7 +410,7 @@ def test_prerouting_never_translates_loopback_destinations_and_output_does():
     not_loopback = {"match": {"op": "!=", "left": payload("ip", "daddr"),
                               "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}
     *_, prerouting, prerouting6 = rules(OWNER, "inet", "prerouting")
-    output, output6 = rules(OWNER, "inet", "output")
+    *_, output, output6 = rules(OWNER, "inet", "output")
     assert prerouting["expr"][1] == not_loopback
     assert output["expr"] == [e for e in prerouting["expr"] if e != not_loopback]
     assert output["expr"][-1] == {"jump": {"target": "published_ports"}}

@@ -25,6 +25,24 @@ BRIDGE_FAMILY = "bridge"
 # inet sets and maps
 BRIDGES = "bridges"  # every nsnet bridge
 INTERNAL_BRIDGES = "internal_bridges"  # bridges of --internal networks
+# Services (nsnet.services), IPv4: one lookup of VIP . protocol . port gives the service's verdict,
+# a goto to the dispatch chain for its number of backends (which picks one at random and DNATs to
+# it through the two maps below), or to SERVICE_REJECT when it has none. The pick's number is part
+# of the backends map's key, a type only a `typeof` declaration can give (declared in text, `Nft`).
+SERVICE_IPS = "service_ips"  # vip . proto . port : verdict
+SERVICE_BACKENDS = "service_backends"  # vip . proto . port . pick : backend address
+SERVICE_BACKENDS_TYPEOF = "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr"
+SERVICE_PORTS = "service_ports"  # vip . proto . port : the backends' port
+SERVICE_VIPS = "service_vips"  # every VIP: its other ports are refused, and it is no other network's
+SERVICE_RANGE = "service_range"  # interval: the range's addresses no service holds are dropped
+SERVICE_REJECT = "service_reject"  # a regular chain: TCP reset, else ICMP port unreachable
+
+
+def dispatch_chain(backends: int) -> str:
+    """The chain that picks one of `backends` backends, shared by every service with that many."""
+    return f"service_dispatch_{backends}"
+
+
 # bridge . gateway . port where the resolver answers an --internal network (its only way to the host)
 DNS_LISTENERS = "dns_listeners"
 # bridge . gateway: the port the resolver listens on when another program holds 53 there

@@ -37,10 +37,10 @@ Every function takes the ledger's Owner: its tables' name and its links' interfa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from ipaddress import ip_address
 
-from ..model import Endpoint, Network, Owner, PortMapping
+from ..model import Endpoint, Network, Owner, PortMapping, Service
 from ..naming import link_local
 from ..record import record
 from . import names
@@ -146,8 +146,20 @@ def _address_sets(o: Owner, f: Family) -> list[Command]:
     ]
 
 
+def _service_sets(o: Owner) -> list[Command]:
+    key = ["ipv4_addr", "inet_proto", "inet_service"]
+    return [
+        _set(o, names.SERVICE_IPS, key, data="verdict"),
+        {"add": {"map": {**_table(o), "name": names.SERVICE_BACKENDS, "typeof": names.SERVICE_BACKENDS_TYPEOF}}},
+        _set(o, names.SERVICE_PORTS, key, data="inet_service"),
+        _set(o, names.SERVICE_VIPS, "ipv4_addr"),
+        _set(o, names.SERVICE_RANGE, "ipv4_addr", ["interval"]),
+    ]
+
+
 def _inet_sets(o: Owner) -> list[Command]:
     return [
+        *_service_sets(o),
         _set(o, names.BRIDGES, "ifname"),
         _set(o, names.INTERNAL_BRIDGES, "ifname"),
         _set(o, names.WITHIN_NETWORK, ["ifname", "ifname"], data="verdict"),
@@ -181,6 +193,8 @@ def _forward(o: Owner) -> list[Command]:
         _rule(o, f, _vmap(_meta("iifname"), names.FROM_BRIDGE), comment="egress (internal: drop)"),
         *_chain(o, to),
         _rule(o, to, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
+        _rule(o, to, _match({"ct": {"key": "ip daddr", "dir": "original"}}, f"@{names.SERVICE_VIPS}"),
+              DROP, comment="a service is reached from its own network and the host only"),
         _rule(o, to, _match({"ct": {"key": "status"}}, "dnat", "in"), ACCEPT, comment="published ports"),
         _rule(o, to, FROM_SANDBOX, DROP, comment="isolation between networks"),
         *(_rule(o, to, _match(_concat(_payload(f.payload, "daddr"), *L4_DESTINATION),
@@ -267,6 +281,75 @@ def _dns_redirect(o: Owner, f: Family) -> Command:
                  comment="DNS questions to a gateway whose port 53 another program holds")
 
 
+def _service_key(*more: Any) -> dict[str, Any]:
+    return _concat(_payload("ip", "daddr"), *L4_DESTINATION, *more)
+
+
+def _services(o: Owner, chain: str) -> list[Command]:
+    """A new connection to a VIP (from a sandbox, arriving, or from the host, leaving) goes to its
+    service's dispatch chain, or is refused; before published ports, so no port published on
+    every address takes it. Nothing answers in the range but services' ports."""
+    ipv4 = _match(_meta("nfproto"), "ipv4")
+    return [
+        _rule(o, chain, ipv4, _vmap(_service_key(), names.SERVICE_IPS),
+              comment="services: a backend picked at random, or refused without one"),
+        _rule(o, chain, ipv4, _match(_payload("ip", "daddr"), f"@{names.SERVICE_VIPS}"),
+              {"reject": {"type": "icmpx", "expr": "port-unreachable"}}, comment="a service's VIP, another port"),
+        _rule(o, chain, ipv4, _match(_payload("ip", "daddr"), f"@{names.SERVICE_RANGE}"), DROP,
+              comment="an address of the service range no service holds"),
+    ]
+
+
+def _service_reject(o: Owner) -> list[Command]:
+    chain = names.SERVICE_REJECT
+    return [
+        *_chain(o, chain),
+        _rule(o, chain, _match(_meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}},
+              comment="a service without backends: refused at once"),
+        _rule(o, chain, {"reject": {"type": "icmpx", "expr": "port-unreachable"}},
+              comment="a service without backends: refused at once"),
+    ]
+
+
+def render_dispatch(owner: Owner, backends: int) -> list[Command]:
+    """The chain that picks one of `backends` (one random number for the address; the port is the
+    service's): declared, emptied and filled, so making it again changes nothing."""
+    chain = names.dispatch_chain(backends)
+    pick = {"numgen": {"mode": "random", "mod": backends, "offset": 0}}
+    dnat = {"dnat": {"family": "ip", "addr": {"map": {"key": _service_key(pick), "data": f"@{names.SERVICE_BACKENDS}"}},
+                     "port": {"map": {"key": _service_key(), "data": f"@{names.SERVICE_PORTS}"}}}}
+    return [*_chain(owner, chain), _rule(owner, chain, dnat, comment=f"one of {backends} backends")]
+
+
+def render_service(owner: Owner, verb: str, service: Service, backends: Sequence[str] | None,
+                   vip: bool = True) -> list[Command]:
+    """A service's elements with these backends' addresses (None: its VIP and ports only, as for
+    a backend change's other half): its verdict per port (its dispatch chain, or refusal), the
+    backends by their place in the pick, its ports' targets, its VIP."""
+    vip_text = str(service.vip)
+    commands = []
+    if backends is not None:
+        target = {"goto": {"target": names.dispatch_chain(len(backends)) if backends else names.SERVICE_REJECT}}
+        keys = [_concat(vip_text, p.protocol, p.port) for p in service.ports]
+        commands.append(_element(owner, verb, names.SERVICE_IPS, [k if verb == "delete" else [k, target] for k in keys]))
+        picks = [(_concat(vip_text, p.protocol, p.port, i), address) for p in service.ports
+                 for i, address in enumerate(backends)]
+        if picks:
+            commands.append(_element(owner, verb, names.SERVICE_BACKENDS,
+                                     [k if verb == "delete" else [k, a] for k, a in picks]))
+    if vip:
+        ports = [_concat(vip_text, p.protocol, p.port) for p in service.ports]
+        commands.append(_element(owner, verb, names.SERVICE_PORTS,
+                                 [k if verb == "delete" else [k, p.target] for k, p in zip(ports, service.ports)]))
+        commands.append(_element(owner, verb, names.SERVICE_VIPS, [vip_text]))
+    return commands
+
+
+def render_service_range(owner: Owner, verb: str, within: Any) -> list[Command]:
+    prefix = {"prefix": {"addr": str(within.network_address), "len": within.prefixlen}}
+    return [_element(owner, verb, names.SERVICE_RANGE, [prefix])]
+
+
 def _postrouting(o: Owner, f: Family) -> list[Command]:
     saddr = _payload(f.payload, "saddr")
     return [
@@ -295,10 +378,13 @@ def _nat(o: Owner) -> list[Command]:
                 _match(_concat(_meta("iifname"), _payload(f.payload, "daddr")), f"@{f.set(names.SANDBOX_ADDRESSES)}"),
                 {"notrack": None}, comment="traffic within one network needs no conntrack") for f in FAMILIES),
         *(command for f in FAMILIES for command in _published_ports(o, f)),
+        *_service_reject(o),
         *_chain(o, names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
         *(_dns_redirect(o, f) for f in FAMILIES),
+        *_services(o, names.PREROUTING_NAT),
         *_dnat(o, names.PREROUTING_NAT, arriving=True),
         *_chain(o, names.OUTPUT_NAT, "nat", "output", names.DSTNAT_PRIORITY),
+        *_services(o, names.OUTPUT_NAT),
         *_dnat(o, names.OUTPUT_NAT, arriving=False),
         *_chain(o, names.POSTROUTING, "nat", "postrouting", names.POSTROUTING_PRIORITY),
         *(command for f in FAMILIES for command in _postrouting(o, f)),

@@ -3,10 +3,10 @@
 One call is one atomic transaction: the kernel applies every command of it or none. An
 in-process transaction costs ~0.06 ms where forking `nft` costs 10-20 ms.
 
-One exception, forced by libnftables 1.0.6: its JSON cannot declare a `typeof` set, so a set
-command carrying "typeof" (nsnet's own key) is declared first, in a text transaction of its own.
-That declares an empty set at most (idempotently), which no packet sees until a rule of the JSON
-transaction names it.
+One exception, forced by libnftables 1.0.6: its JSON cannot declare a `typeof` set or map, so a
+set or map command carrying "typeof" (nsnet's own key) is declared first, in a text transaction of
+its own. That declares an empty set at most (idempotently), which no packet sees until a rule of
+the JSON transaction names it.
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ class Nft:
         return self._ctx
 
     def transaction(self, commands: list[dict[str, Any]]) -> None:
-        typed = [c["add"]["set"] for c in commands if "typeof" in c.get("add", {}).get("set", {})]
+        typed = [(kind, c["add"][kind]) for c in commands for kind in ("set", "map")
+                 if "typeof" in c.get("add", {}).get(kind, {})]
         if typed:
             self._run(self._context().cmd, "; ".join(
                 f"add table {s['family']} {s['table']}; "
-                f"add set {s['family']} {s['table']} {s['name']} {{ typeof {s['typeof']}; }}" for s in typed))
-            commands = [c for c in commands if "typeof" not in c.get("add", {}).get("set", {})]
+                f"add {kind} {s['family']} {s['table']} {s['name']} {{ typeof {s['typeof']}; }}" for kind, s in typed))
+            commands = [c for c in commands
+                        if not any("typeof" in c.get("add", {}).get(kind, {}) for kind in ("set", "map"))]
         if commands:
             self._run(self._context().json_cmd, {"nftables": commands})
 

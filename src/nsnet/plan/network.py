@@ -125,20 +125,22 @@ def plan_repair_network(network: Network, bridge: LinkState | None, sysctls: Map
 def plan_replace_firewall(commands: list[dict], owner: Owner, present: Ruleset | None) -> list[Operation]:
     """The owner's tables replaced, atomically, by what the ledger implies (commands: skeleton and
     elements), or removed when it implies nothing. Adding a table before deleting it makes the
-    delete safe whether or not the table exists. The bridge table is kept when the ledger implies
-    one, for the set a JSON transaction cannot declare (`Nft`): everything else in it (`present`)
-    is deleted and that set emptied, so the skeleton and elements that follow make it anew."""
+    delete safe whether or not the table exists. Tables the ledger implies are kept, for the sets
+    and maps a JSON transaction cannot declare (`typeof`, `Nft`): everything else in them
+    (`present`) is deleted and those emptied, so the skeleton and elements that follow make it
+    all anew (maps before chains: a verdict map's elements name chains)."""
     family, bridge_family = render.names.FAMILY, render.names.BRIDGE_FAMILY
-    inet, bridge = ({"family": f, "name": owner.table} for f in (family, bridge_family))
-    reset: list[dict] = [{"add": {"table": inet}}, {"delete": {"table": inet}}]
+    tables = [{"family": f, "name": owner.table} for f in (family, bridge_family)]
     if not commands:
-        reset += [{"add": {"table": bridge}}, {"delete": {"table": bridge}}]
-    else:
-        found = [key.split(" ", 2) for key in [*(present.chains if present else ()), *(present.sets if present else ())]]
-        owned = [(kind, {"family": f, "table": owner.table, "name": name}) for f, kind, name in found
-                 if f == bridge_family and name != render.names.ND_CLAIMS]
-        chains = [ref for kind, ref in owned if kind == "chain"]
-        reset += [{"flush": {"chain": ref}} for ref in chains]  # no rule may name what is deleted next
-        reset += [{"delete": {kind: ref}} for kind, ref in owned]
-        reset += [{"flush": {"set": {"family": bridge_family, "table": owner.table, "name": render.names.ND_CLAIMS}}}]
+        reset: list[dict] = [c for t in tables for c in ({"add": {"table": t}}, {"delete": {"table": t}})]
+        return [ApplyFirewall(tuple(reset), description="rebuilding nsnet's tables from the ledger")]
+    typed = {(bridge_family, render.names.ND_CLAIMS), (family, render.names.SERVICE_BACKENDS)}
+    found = [key.split(" ", 2) for key in [*(present.chains if present else ()), *(present.sets if present else ())]]
+    owned = [(f, kind, {"family": f, "table": owner.table, "name": name}) for f, kind, name in found]
+    chains = [ref for _, kind, ref in owned if kind == "chain"]
+    reset = [{"add": {"table": t}} for t in tables]
+    reset += [{"flush": {"chain": ref}} for ref in chains]  # no rule may name what is deleted next
+    reset += [{"delete": {kind: ref}} for f, kind, ref in owned if kind != "chain" and (f, ref["name"]) not in typed]
+    reset += [{"delete": {"chain": ref}} for ref in chains]
+    reset += [{"flush": {kind: ref}} for f, kind, ref in owned if kind != "chain" and (f, ref["name"]) in typed]
     return [ApplyFirewall(tuple(reset + commands), description="rebuilding nsnet's tables from the ledger")]

@@ -1,0 +1,211 @@
+"""Services with real sockets: a VIP spreads new connections over its backends evenly (chi-square),
+follows sandboxes as they come and go, answers a backend calling its own VIP, refuses at once
+without backends, is its own network's and the host's only, and survives check/gc."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from nsnet import Engine
+
+from .conftest import WAN_PEER, cli
+from .net import Server, start
+
+# Greets every connection with its name until idle for `timeout` seconds.
+_NAMED = r"""
+import socket, sys
+name, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", port))
+server.listen(256)
+server.settimeout(timeout)
+print("ready", flush=True)
+while True:
+    try:
+        conn, _ = server.accept()
+    except socket.timeout:
+        break
+    conn.sendall(name.encode())
+    conn.close()
+"""
+# N connections one after the other; prints the count of each greeting (or error) as JSON.
+_CLIENT = r"""
+import collections, json, socket, sys
+ip, port, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+seen = collections.Counter()
+for _ in range(count):
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as conn:
+            seen[conn.recv(100).decode() or "empty"] += 1
+    except OSError as exc:
+        seen[type(exc).__name__] += 1
+print(json.dumps(seen))
+"""
+
+
+def named(sandbox: str, port: int = 8080, timeout: float = 5.0) -> Server:
+    return start(sandbox, _NAMED, sandbox, port, timeout)
+
+
+def ask(sandbox: str | None, ip: str, port: int = 80, count: int = 1, timeout: float = 2.0) -> Counter:
+    argv = [sys.executable, "-c", _CLIENT, ip, str(port), str(count), str(timeout)]
+    done = subprocess.run((["ip", "netns", "exec", sandbox] if sandbox else []) + argv, capture_output=True,
+                          text=True, timeout=count * timeout + 10, check=True)
+    return Counter(json.loads(done.stdout))
+
+
+@pytest.fixture
+def app(engine: Engine) -> Engine:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    for name in ("web1", "web2", "web3"):
+        engine.create_sandbox(name, networks=["app"], labels=["app=web"])
+    engine.create_sandbox("client", networks=["app"])
+    return engine
+
+
+def test_connections_spread_evenly_over_the_backends(app: Engine) -> None:
+    service = app.create_service("web", network="app", ports=["80:8080"], selector=["app=web"])
+    assert str(service.vip) == "10.211.0.1"
+    servers = [named(f"web{i}", timeout=20) for i in (1, 2, 3)]
+    try:
+        seen = ask("client", "10.211.0.1", count=1200)
+    finally:
+        for server in servers:
+            server.stop()
+    assert set(seen) == {"web1", "web2", "web3"} and sum(seen.values()) == 1200, seen
+    # Chi-square against an even spread, 2 degrees of freedom: above 13.8 happens by chance once
+    # in a thousand runs.
+    chi2 = sum((seen[n] - 400) ** 2 / 400 for n in ("web1", "web2", "web3"))
+    assert chi2 < 13.8, seen
+
+
+def test_a_backend_reaches_its_own_vip_and_the_host_reaches_it_too(app: Engine, wan: str) -> None:
+    app.create_service("one", network="app", ports=["80:8080"], backends=["web1"])
+    server = named("web1")
+    # The host reaches a VIP as any address it has no network for: by its default route, which
+    # the translation then overrides (a host without one gets "network unreachable").
+    subprocess.run(["ip", "route", "add", "default", "via", WAN_PEER], check=True)
+    try:
+        assert ask("web1", "10.211.0.1") == {"web1": 1}  # hairpin: to itself through its VIP
+        assert ask(None, "10.211.0.1") == {"web1": 1}  # the host
+        assert ask("client", "10.211.0.1") == {"web1": 1}
+    finally:
+        subprocess.run(["ip", "route", "del", "default"], check=True)
+        server.stop()
+
+
+def test_backends_follow_sandboxes_and_an_empty_service_refuses_at_once(app: Engine) -> None:
+    app.create_service("api", network="app", ports=["80:8080", "53/udp"], selector=["tier=api"])
+    assert ask("client", "10.211.0.1") == {"ConnectionRefusedError": 1}  # refused, not a silent timeout
+    refused = subprocess.run(["ip", "netns", "exec", "client", sys.executable, "-c",
+                              "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2);"
+                              " s.connect(('10.211.0.1', 53)); s.send(b'x');\n"
+                              "try:\n s.recv(10)\nexcept OSError as e: print(type(e).__name__)"],
+                             capture_output=True, text=True, check=True)
+    assert refused.stdout.strip() == "ConnectionRefusedError"  # ICMP port unreachable
+    app.create_sandbox("api1", networks=["app"], labels=["tier=api", "x=y"])
+    server = named("api1", timeout=10)
+    try:
+        assert ask("client", "10.211.0.1") == {"api1": 1}
+        app.disconnect("app", "api1")
+        assert ask("client", "10.211.0.1") == {"ConnectionRefusedError": 1}
+        app.connect("app", "api1")
+    finally:
+        server.stop()
+    server = named("api1", timeout=10)
+    try:
+        assert ask("client", "10.211.0.1") == {"api1": 1}
+    finally:
+        server.stop()
+    app.remove_sandbox("api1", force=True)
+    assert ask("client", "10.211.0.1") == {"ConnectionRefusedError": 1}
+    listed = json.loads(cli("service", "inspect", "api").stdout)
+    assert [(s["Name"], s["VIP"], s["Backends"]) for s in listed] == [("api", "10.211.0.1", [])]
+
+
+def test_an_established_connection_survives_backend_changes(app: Engine) -> None:
+    app.create_service("one", network="app", ports=["80:8080"], backends=["web1"], selector=["app=none"])
+    echo = start("web1", r"""
+import socket
+s = socket.socket(); s.bind(("0.0.0.0", 8080)); s.listen(1); print("ready", flush=True)
+s.settimeout(20); c, _ = s.accept(); c.settimeout(20)
+while True:
+    data = c.recv(100)
+    if not data: break
+    c.sendall(data)
+""")
+    client = subprocess.Popen(["ip", "netns", "exec", "client", sys.executable, "-u", "-c", r"""
+import socket, sys
+c = socket.create_connection(("10.211.0.1", 80), timeout=20)
+for line in sys.stdin:
+    c.sendall(line.encode()); print(c.recv(100).decode().strip(), flush=True)
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        client.stdin.write("one\n"); client.stdin.flush()
+        assert client.stdout.readline().strip() == "one"
+        for i in range(5):  # the service's backends change under the open connection
+            app.create_sandbox(f"extra{i}", networks=["app"], labels=["app=none"])
+            client.stdin.write(f"after {i}\n"); client.stdin.flush()
+            assert client.stdout.readline().strip() == f"after {i}"
+        for i in range(5):
+            app.remove_sandbox(f"extra{i}")
+        client.stdin.write("end\n"); client.stdin.flush()
+        assert client.stdout.readline().strip() == "end"
+    finally:
+        client.kill()
+        client.wait()
+        echo.stop()
+
+
+def test_a_vip_is_its_networks_and_the_rest_of_the_range_is_closed(app: Engine) -> None:
+    app.create_network("other", subnet="10.32.0.0/24")
+    app.create_sandbox("stranger", networks=["other"])
+    app.create_service("web", network="app", ports=["80:8080"], selector=["app=web"])
+    server = named("web1", timeout=10)
+    try:
+        assert ask("stranger", "10.211.0.1", timeout=1.0) == {"TimeoutError": 1}  # isolation holds for VIPs
+        assert ask("client", "10.211.0.1", port=81) == {"ConnectionRefusedError": 1}  # a port it does not serve
+        assert ask("client", "10.211.0.9", timeout=1.0) == {"TimeoutError": 1}  # no service holds it: dropped
+    finally:
+        server.stop()
+
+
+def test_check_and_gc_cover_services_and_bad_input_changes_nothing(app: Engine) -> None:
+    table = app.owner.table
+    app.create_service("web", network="app", ports=["80:8080"], selector=["app=web"])
+    assert cli("check").stdout == ""
+    subprocess.run(["nft", "flush", "map", "inet", table, "service_ips"], check=True)
+    subprocess.run(["nft", "flush", "chain", "inet", table, "service_dispatch_3"], check=True)
+    drift = json.loads(cli("check", "--format", "json").stdout)
+    assert {d["kind"] for d in drift} == {"missing", "wrong"} and len(drift) == 2, drift
+    assert cli("gc").returncode == 0 and cli("check").stdout == ""
+    server = named("web2", timeout=10)
+    try:
+        assert ask("client", "10.211.0.1", count=30)["web2"] > 0
+    finally:
+        server.stop()
+
+    before = subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True, text=True).stdout
+    for args, message in (
+            (["x", "--network", "app", "-p", "80", "--backend", "ghost"], "no such sandbox: 'ghost'"),
+            (["x", "--network", "app", "-p", "80", "--backend", "web1", "--vip", "10.211.0.1"],
+             "VIP 10.211.0.1 is another service's"),
+            (["x", "--network", "app", "-p", "70000", "--backend", "web1"], "must have ports from 1 to 65535"),
+            (["x", "--network", "app", "-p", "80", "--selector", "app"], "invalid --selector 'app'"),
+            (["x", "--network", "app", "-p", "80"], "--selector is needed"),
+            (["x", "--network", "app", "-p", "80", "--backend", "web1", "--vip", "10.9.9.9"],
+             "must be an address of the service range 10.211.0.0/16"),
+            (["web", "--network", "app", "-p", "80", "--backend", "web1"], "service 'web' already exists")):
+        done = cli("service", "create", *args)
+        assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True,
+                          text=True).stdout == before
+    assert cli("service", "ls", "-q").stdout.split() == ["web"]
+    assert cli("network", "rm", "app").returncode == 1  # its sandboxes and service first
+    assert cli("service", "rm", "web").returncode == 0 and cli("check").stdout == ""
