@@ -1,0 +1,112 @@
+"""Services: what a user may ask (one-line errors naming the field), who serves, and the engine's
+ledger, firewall elements, rollback and gc around them (on a FakeKernel that keeps nft's state)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+
+import pytest
+
+from nsnet import services
+from nsnet.engine import Engine
+from nsnet.errors import Conflict, InvalidInput, KernelError, NotFound
+from nsnet.model import ServicePort
+
+
+def test_ports_selectors_and_vips_are_validated() -> None:
+    assert services.ports(["80:8080", "53/udp", "9000/sctp"]) == (
+        ServicePort("tcp", 80, 8080), ServicePort("udp", 53, 53), ServicePort("sctp", 9000, 9000))
+    for specs, reason in ((["80/icmp"], "must be one of tcp, udp, sctp"), (["0"], "from 1 to 65535"),
+                          (["80:70000"], "from 1 to 65535"), (["http"], "PORT[:TARGET_PORT]"),
+                          (["80", "80:81"], "repeats port 80/tcp"), ([], "at least one port")):
+        with pytest.raises(InvalidInput) as caught:
+            services.ports(specs)
+        assert caught.value.field == "-p" and reason in caught.value.reason, specs
+    assert services.selector(["app=web", "tier=front"]) == (("app", "web"), ("tier", "front"))
+    with pytest.raises(InvalidInput, match="--selector"):
+        services.selector(["app"])
+    within = IPv4Network("10.211.0.0/16")
+    assert str(services.vip("10.211.3.4", within)) == "10.211.3.4"
+    for text in ("10.211.0.0", "10.211.255.255", "10.9.0.1", "fd00::1", "nope"):
+        with pytest.raises(InvalidInput, match="--vip"):
+            services.vip(text, within)
+    assert str(services.free_vip(IPv4Network("10.211.0.0/30"), {"10.211.0.1"})) == "10.211.0.2"
+    assert services.free_vip(IPv4Network("10.211.0.0/30"), {"10.211.0.1", "10.211.0.2"}) is None
+
+
+def test_services_follow_their_backends_in_the_ledger_and_the_firewall(engine: Engine, kernel) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web1", networks=["app"], labels=["app=web"])
+    engine.create_sandbox("web2", networks=["app"], labels=["app=web"])
+    engine.create_sandbox("db", networks=["app"])
+    web = engine.create_service("web", network="app", ports=["80:8080"], selector=["app=web"])
+    named = engine.create_service("data", network="app", ports=["5432"], backends=["db"])
+    assert (str(web.vip), str(named.vip)) == ("10.211.0.1", "10.211.0.2")
+    assert [(s.name, b) for s, b in engine.services()] == [
+        ("data", [("db", "10.31.0.4")]), ("web", [("web1", "10.31.0.2"), ("web2", "10.31.0.3")])]
+    assert engine.check() == []
+    engine.create_sandbox("web3", networks=["app"], labels=["app=web", "extra=1"])
+    engine.disconnect("app", "web1")
+    engine.remove_sandbox("db")
+    assert [(s.name, b) for s, b in engine.services()] == [
+        ("data", []), ("web", [("web2", "10.31.0.3"), ("web3", "10.31.0.5")])]
+    assert engine.check() == []  # the kernel followed every change
+    engine.connect("app", "web1")
+    assert [b for _, b in engine.services()][1][0][0] == "web1" and engine.check() == []
+
+    with pytest.raises(Conflict, match="already exists"):
+        engine.create_service("web", network="app", ports=["80"], backends=["web2"])
+    with pytest.raises(Conflict, match="another service's"):
+        engine.create_service("x", network="app", ports=["80"], backends=["web2"], vip="10.211.0.1")
+    with pytest.raises(NotFound):
+        engine.create_service("x", network="app", ports=["80"], backends=["ghost"])
+    engine.create_network("other", subnet="10.32.0.0/24")
+    with pytest.raises(InvalidInput, match="is not on network"):
+        engine.create_service("x", network="other", ports=["80"], backends=["web2"])
+    engine.create_service("idle", network="other", ports=["80"], selector=["app=idle"])  # none yet: refused
+    with pytest.raises(Conflict, match=r"has services \(idle\)"):
+        engine.remove_network("other")
+    engine.remove_network("other", force=True)  # takes its services
+    assert [s.name for s, _ in engine.services()] == ["data", "web"] and engine.check() == []
+
+    engine.remove_service("web")
+    engine.remove_service("data")
+    assert engine.services() == [] and engine.check() == []
+    with pytest.raises(NotFound):
+        engine.remove_service("web")
+
+
+def test_a_failed_service_or_backend_change_leaves_nothing(engine: Engine, kernel, kernel_state) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web1", networks=["app"], labels=["app=web"])
+    before = kernel_state(kernel)
+    kernel.fail_at = len(kernel.calls) + 1
+    with pytest.raises(KernelError):
+        engine.create_service("web", network="app", ports=["80"], selector=["app=web"])
+    kernel.fail_at = None
+    assert engine.services() == [] and kernel_state(kernel) == before and engine.check() == []
+    engine.create_service("web", network="app", ports=["80"], selector=["app=web"])
+    before = kernel_state(kernel)
+    for step in range(1, 40):  # a sandbox that would serve it fails at every step: all undone
+        kernel.fail_at = len(kernel.calls) + step
+        try:
+            engine.create_sandbox("web2", networks=["app"], labels=["app=web"])
+        except KernelError:
+            kernel.fail_at = None
+            assert kernel_state(kernel) == before and [b for _, b in engine.services()] == [[("web1", "10.31.0.2")]]
+            continue
+        kernel.fail_at = None
+        break
+    assert [b for _, b in engine.services()] == [[("web1", "10.31.0.2"), ("web2", "10.31.0.3")]]
+    assert engine.check() == []
+
+
+def test_gc_forgets_a_service_left_half_way(engine: Engine, kernel) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("web1", networks=["app"], labels=["app=web"])
+    web = engine.create_service("web", network="app", ports=["80"], selector=["app=web"])
+    with engine._store.transaction():
+        engine._store.set_service_state(web.id, "removing")  # a `service rm` killed half-way
+    assert ("half-done", "service web") in [(d.kind, d.subject) for d in engine.check()]
+    assert "forgot service web, left removing" in engine.gc()
+    assert engine.services() == [] and engine.check() == []
