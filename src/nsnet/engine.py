@@ -62,6 +62,7 @@ class Engine(Catalog):
         self._locks = Locks(self._store.directory)
         self._owner: Owner | None = None
         self.notes: list[str] = []  # what a caller should hear of though the call succeeded
+        self._flows_to_forget: list[tuple[str, list[int], set[str]]] = []  # (VIP, UDP ports, backends kept)
         self._pool = validate.address_pool(address_pool or os.environ.get("NSNET_ADDRESS_POOL") or DEFAULT_ADDRESS_POOL)
 
     @property
@@ -544,6 +545,9 @@ class Engine(Catalog):
                 self._store.set_service_state(service.id, "removing")
             commands = [*render.render_service(self.owner, "delete", service, chosen),
                         *(render.render_service_range(self.owner, "delete", within) if last else [])]
+            udp = [p.port for p in service.ports if p.protocol == "udp"]
+            if udp:
+                self._flows_to_forget.append((str(service.vip), udp, set()))
             self._remove([RemoveFirewallElements(tuple(commands), f"service {name}")], f"removing service {name!r}")
             with self._store.transaction():
                 self._store.delete_service(service.id)
@@ -590,7 +594,9 @@ class Engine(Catalog):
                          ) -> list[Operation]:
         """The firewall change that follows the services of these networks from their backends
         now to those after `change` (the ledger's sandboxes as a command leaves them), with its
-        undo; none when no service's backends change."""
+        undo; none when no service's backends change. A UDP port's flows to a backend that goes
+        are forgotten once the command is done (`_forget_flows`): a client's socket would
+        otherwise keep sending to it for as long as it sends (kube-proxy's #19029, #139629)."""
         from . import services
 
         affected = [s for s in self._store.services() if s.network in networks and s.state == "ready"]
@@ -606,7 +612,19 @@ class Engine(Catalog):
             if old != new:
                 commands += self._move_backends(service, old, new)
                 reverse += self._move_backends(service, new, old)
+                udp = [p.port for p in service.ports if p.protocol == "udp"]
+                if udp and set(old) - set(new):
+                    self._flows_to_forget.append((str(service.vip), udp, set(new)))
         return [ApplyFirewall(tuple(commands), tuple(reverse), "services' backends")] if commands else []
+
+    def _forget_flows(self) -> None:
+        """After a command: the UDP flows to backends it took away (see _backend_changes)."""
+        pending, self._flows_to_forget = self._flows_to_forget, []
+        for vip, ports, keep in pending:
+            try:
+                self.kernel.forget_udp_flows(vip, ports, keep)
+            except (NsnetError, OSError) as exc:
+                self.notes.append(f"UDP flows to service {vip}'s old backends were not forgotten: {exc}")
 
     def _move_backends(self, service: Service, old: list[str], new: list[str]) -> list[dict[str, Any]]:
         return [*render.render_service(self.owner, "delete", service, old, vip=False),
@@ -861,11 +879,13 @@ class Engine(Catalog):
         try:
             apply(plan, self.kernel)
         except BaseException:
+            self._flows_to_forget.clear()
             with self._store.transaction():
                 forget()
             raise
         finally:
             self.kernel.release_sandboxes()
+        self._forget_flows()
         faults.point("applied")
 
     def _remove(self, plan: Sequence[Operation], what: str) -> None:
@@ -875,6 +895,7 @@ class Engine(Catalog):
             teardown(plan, self.kernel, what)
         finally:
             self.kernel.release_sandboxes()
+            self._forget_flows()
         faults.point("applied")
 
     def _restore_pointers(self, pointers: dict[str, dict[int, Any]]) -> None:

@@ -209,3 +209,57 @@ def test_check_and_gc_cover_services_and_bad_input_changes_nothing(app: Engine) 
     assert cli("service", "ls", "-q").stdout.split() == ["web"]
     assert cli("network", "rm", "app").returncode == 1  # its sandboxes and service first
     assert cli("service", "rm", "web").returncode == 0 and cli("check").stdout == ""
+
+
+_UDP_NAMED = r"""
+import socket, sys
+name = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+s.settimeout(15)
+print("ready", flush=True)
+while True:
+    try:
+        data, peer = s.recvfrom(100)
+    except socket.timeout:
+        break
+    s.sendto(name.encode(), peer)
+"""
+
+
+def test_a_removed_backends_udp_flows_are_forgotten(app: Engine) -> None:
+    """One UDP socket keeps one conntrack entry, so one backend; when that backend goes, its entry
+    goes with it and the same socket's next datagram reaches another (kube-proxy's #19029)."""
+    app.create_sandbox("dns1", networks=["app"], labels=["app=dns"])
+    app.create_sandbox("dns2", networks=["app"], labels=["app=dns"])
+    app.create_service("dns", network="app", ports=["53:5353/udp"], selector=["app=dns"])
+    responders = {name: start(name, _UDP_NAMED, name) for name in ("dns1", "dns2")}
+    client = subprocess.Popen(["ip", "netns", "exec", "client", sys.executable, "-u", "-c", r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("10.211.0.1", 53))
+s.settimeout(1)
+for line in sys.stdin:
+    s.send(b"?")
+    try:
+        print(s.recv(100).decode(), flush=True)
+    except OSError as exc:
+        print(type(exc).__name__, flush=True)
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def asked() -> str:
+        client.stdin.write("?\n")
+        client.stdin.flush()
+        return client.stdout.readline().strip()
+
+    try:
+        first = asked()
+        assert first in responders and [asked() for _ in range(5)] == [first] * 5  # one flow, one backend
+        app.remove_sandbox(first, force=True)
+        other = "dns2" if first == "dns1" else "dns1"
+        assert asked() == other
+    finally:
+        client.kill()
+        client.wait()
+        for responder in responders.values():
+            responder.stop()

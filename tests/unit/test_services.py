@@ -110,3 +110,18 @@ def test_gc_forgets_a_service_left_half_way(engine: Engine, kernel) -> None:
     assert ("half-done", "service web") in [(d.kind, d.subject) for d in engine.check()]
     assert "forgot service web, left removing" in engine.gc()
     assert engine.services() == [] and engine.check() == []
+
+
+def test_udp_flows_are_forgotten_for_backends_that_go_and_tcp_ones_are_left(engine: Engine, kernel) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    for name in ("a", "b"):
+        engine.create_sandbox(name, networks=["app"], labels=["app=dns"])
+    engine.create_service("dns", network="app", ports=["53/udp", "53/tcp", "5353/udp"], selector=["app=dns"])
+    engine.create_service("web", network="app", ports=["80"], selector=["app=dns"])
+    engine.create_sandbox("c", networks=["app"], labels=["app=dns"])  # one more: nothing to forget
+    assert kernel.forgotten_flows == []
+    engine.disconnect("app", "a")
+    assert kernel.forgotten_flows == [("10.211.0.1", [53, 5353], ["10.31.0.3", "10.31.0.4"])]
+    engine.remove_service("dns")  # deleted: every flow to its VIP
+    assert kernel.forgotten_flows[-1] == ("10.211.0.1", [53, 5353], [])
+    assert len(kernel.forgotten_flows) == 2  # never for the TCP-only service

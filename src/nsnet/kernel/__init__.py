@@ -117,6 +117,10 @@ class Kernel(ABC):
     @abstractmethod
     def nft(self, commands: list[dict[str, Any]]) -> None: ...
     @abstractmethod
+    def forget_udp_flows(self, address: str, ports: list[int], keep: set[str]) -> int:
+        """Delete the UDP conntrack entries to address:port (one of ports) whose replies come from
+        an address not in `keep` (a backend gone); how many."""
+    @abstractmethod
     def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:
         """One atomic nftables transaction inside the sandbox's namespace."""
     @abstractmethod

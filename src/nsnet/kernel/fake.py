@@ -40,6 +40,7 @@ class FakeKernel(Kernel):
         self.resolver_syncs: list[bool] = []  # each sync_resolver's `wanted`
         self.resolver: str | None = None
         self.link_dns: dict[str, tuple[list[str], list[str]]] = {}
+        self.forgotten_flows: list[tuple[str, list[int], list[str]]] = []  # forget_udp_flows' calls
         self.sandbox_tables: dict[str, dict[str, list[dict[str, Any]]]] = {}  # sandbox -> table -> rules, elements  # what resolved was told, by link
         self.dns_ports_taken: set[int] = set()  # ports another program holds on every gateway
         self.pids: dict[str, list[int]] = {}
@@ -150,6 +151,10 @@ class FakeKernel(Kernel):
                                     "group": group, "up": True, "mac": "02:00:00:00:00:01", "learning": True,
                                     "static_macs": set()}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
+
+    def forget_udp_flows(self, address: str, ports: list[int], keep: set[str]) -> int:
+        self.forgotten_flows.append((address, sorted(ports), sorted(keep)))
+        return 0
 
     def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:
         """A table per sandbox as the commands that made it (enough for nsnet.intercept)."""

@@ -222,6 +222,22 @@ class LinuxKernel(Kernel):
     def nft(self, commands: list[dict[str, Any]]) -> None:
         self._nft.transaction(commands)
 
+    def forget_udp_flows(self, address: str, ports: list[int], keep: set[str]) -> int:
+        import socket
+
+        from pyroute2 import Conntrack
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+        removed = 0
+        with Conntrack() as conntrack:
+            for entry in list(conntrack.dump_entries(tuple_orig=NFCTAttrTuple(proto=socket.IPPROTO_UDP,
+                                                                                daddr=address))):
+                original, reply = entry.tuple_orig, entry.tuple_reply
+                if original.daddr == address and original.dport in ports and reply.saddr not in keep:
+                    conntrack.delete(entry)
+                    removed += 1
+        return removed
+
     def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:
         # A context of its own, made in the namespace: its netlink socket is that namespace's.
         netns.in_netns(netns.path_of(sandbox), lambda: Nft().transaction(commands))
