@@ -528,6 +528,8 @@ class Engine(Catalog):
             self._build([ApplyFirewall(tuple(commands), tuple(reverse), f"service {name}")], forget)
             with self._store.transaction():
                 self._store.set_service_state(service.id, "ready")
+        if net.dns:
+            self._serve_names()  # its name answers with its VIP
         return replace(service, state="ready")
 
     def remove_service(self, name: str) -> None:
@@ -553,6 +555,8 @@ class Engine(Catalog):
                 self._store.delete_service(service.id)
                 if last:
                     self._store.delete_meta(SERVICE_RANGE_KEY)
+        if self.network(service.network).dns:
+            self._serve_names()
 
     def services(self) -> list[tuple[Service, list[tuple[str, str]]]]:
         """Each service with its backends now: (sandbox, address)."""

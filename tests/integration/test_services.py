@@ -263,3 +263,16 @@ for line in sys.stdin:
         client.wait()
         for responder in responders.values():
             responder.stop()
+
+
+def test_a_service_answers_by_name_on_its_network(app: Engine) -> None:
+    app.create_service("web", network="app", ports=["80:8080"], selector=["app=web"])
+    assert cli("exec", "client", "--", "getent", "hosts", "web").stdout.split() == ["10.211.0.1", "web.nsnet"]
+    assert cli("exec", "client", "--", "getent", "hosts", "web.app.nsnet").stdout.split()[:1] == ["10.211.0.1"]
+    server = named("web3")  # one backend of three listening: (2/3)^30 that 30 connections all miss it
+    try:
+        assert ask("client", "web", count=30)["web3"] > 0  # by name, through the VIP
+    finally:
+        server.stop()
+    app.remove_service("web")
+    assert cli("exec", "client", "--", "getent", "hosts", "web").returncode == 2

@@ -58,12 +58,14 @@ class Addr:
 
 
 class EndpointRow:
-    """One sandbox's attachment to a DNS network: its addresses and its aliases there."""
+    """One sandbox's attachment to a DNS network: its addresses and its aliases there; or a
+    service's name and VIP on its network (`service`: no asker ever has that address)."""
 
-    __slots__ = ("sandbox", "network", "addresses", "aliases")
+    __slots__ = ("sandbox", "network", "addresses", "aliases", "service")
 
-    def __init__(self, sandbox: str, network: str, addresses: Iterable[str], aliases: Iterable[str]) -> None:
-        self.sandbox, self.network = sandbox.lower(), network.lower()
+    def __init__(self, sandbox: str, network: str, addresses: Iterable[str], aliases: Iterable[str],
+                 service: bool = False) -> None:
+        self.sandbox, self.network, self.service = sandbox.lower(), network.lower(), service
         self.addresses = tuple(Addr(a) for a in addresses)
         self.aliases = tuple(a.lower() for a in aliases)
 
@@ -109,9 +111,11 @@ class Table:
         for e in endpoints:
             if e.network not in self.networks:
                 continue
-            attached.setdefault(e.sandbox, set()).add(e.network)
+            if not e.service:
+                attached.setdefault(e.sandbox, set()).add(e.network)
             for address in e.addresses:
-                sandbox_of[address.text] = e.sandbox
+                if not e.service:
+                    sandbox_of[address.text] = e.sandbox
                 self.pointers[(address.text, e.network)] = f"{e.sandbox}.{e.network}.{ZONE}"
             for name in (e.sandbox, *e.aliases):
                 if not dns_label(name):
