@@ -588,7 +588,7 @@ class Engine(Catalog):
     @contextmanager
     def _serving(self, networks: Sequence[str]) -> Iterator[None]:
         """The services lock (nsnet.locks) when a service lives on one of these networks."""
-        if any(s.network in networks for s in self._store.services()):
+        if networks and self._store.serves(networks):
             with self._locks.services():
                 yield
         else:
@@ -603,7 +603,7 @@ class Engine(Catalog):
         otherwise keep sending to it for as long as it sends (kube-proxy's #19029, #139629)."""
         from . import services
 
-        affected = [s for s in self._store.services() if s.network in networks and s.state == "ready"]
+        affected = [s for s in self._store.services(networks) if s.state == "ready"]
         if not affected:
             return []
         before = self._store.sandboxes()

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
@@ -125,6 +125,7 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_by_container ON sandboxes (container_id);
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
+CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 """
 SCHEMA_VERSION = 9
 
@@ -576,8 +577,14 @@ class Store:
     _SERVICE_COLUMNS = ("SELECT v.id, v.name, n.name, v.vip, v.ports, v.backends, v.selector, v.created, v.state"
                         " FROM services v JOIN networks n ON n.id = v.network_id")
 
-    def services(self, network_id: str | None = None) -> list[Service]:
-        where, args = (" WHERE v.network_id = ?", (network_id,)) if network_id else ("", ())
+    def services(self, networks: Sequence[str] | None = None, name: str | None = None) -> list[Service]:
+        """Every service; or those of these networks (by name); or the one named."""
+        if name is not None:
+            where, args = " WHERE v.name = ?", (name,)
+        elif networks is not None:
+            where, args = f" WHERE n.name IN ({', '.join('?' for _ in networks)})", tuple(networks)
+        else:
+            where, args = "", ()
         rows = self.db.execute(f"{self._SERVICE_COLUMNS}{where} ORDER BY v.name", args).fetchall()
         return [Service(id=sid, name=name, network=network, vip=ip_address(vip),
                         ports=tuple(ServicePort(*p) for p in json.loads(ports)), backends=tuple(json.loads(backends)),
@@ -585,7 +592,13 @@ class Store:
                 for sid, name, network, vip, ports, backends, selector, created, state in rows]
 
     def service(self, name: str) -> Service | None:
-        return next((s for s in self.services() if s.name == name), None)
+        found = self.services(name=name)
+        return found[0] if found else None
+
+    def serves(self, networks: Sequence[str]) -> bool:
+        """Whether any service lives on these networks (one indexed look)."""
+        return self.db.execute("SELECT 1 FROM services v JOIN networks n ON n.id = v.network_id WHERE n.name IN"
+                               f" ({', '.join('?' for _ in networks)}) LIMIT 1", tuple(networks)).fetchone() is not None
 
     def has_services(self, network_id: str) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT name FROM services WHERE network_id = ? ORDER BY name",

@@ -1,0 +1,191 @@
+"""Services: what a VIP costs a new connection, and how that grows with the number of services.
+
+Run it from the repository root, inside a throwaway isolated host (it refuses to run anywhere else):
+
+    .venv/bin/nsnet lab -- .venv/bin/python benchmarks/services.py
+    .venv/bin/nsnet lab -- .venv/bin/python benchmarks/services.py --quick
+
+Setup (not timed): a fresh state directory, network `bench` (10.41.0.0/24), a backend sandbox
+`web` (10.41.0.2, labelled app=web) whose server accepts on 8080, and a sandbox `client` that
+connects. For each S (default 10, 1,000 and 5,000, growing), services are made through the API
+until there are S, each with port 80 -> 8080 and a selector none of the sandboxes has, but the
+last one's, which selects `web`: its VIP is the one measured, the last a linear scan would reach.
+
+Timed, per S, interleaved round by round (vip, direct, linear, then the reverse order):
+- vip: 1,000 sequential new connections from `client` to the measured VIP (connect, one byte
+  back, RST close), each timed in the client process; p50 and p95;
+- direct: the same to web's own address and port: the anchor, what the service hop adds to;
+- linear: kube-proxy's iptables-mode shape, one `ip daddr VIP tcp dport 80 dnat` rule per service
+  in a nat prerouting chain of this benchmark's own table (priority -110, VIPs in 10.212.0.0/16
+  that no nsnet service holds), connecting to the last rule's VIP;
+- create: one more `service create` through the API at S services (what programming a service
+  costs as their number grows: kube-proxy's #139513 is there, not in packets).
+
+Targets (issue 13): the VIP's p50 flat within 5 % from 10 to 5,000 services; its ratio to direct
+and to the linear chain printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import percentile, refuse_outside_lab, save_json, source_state
+
+from nsnet import Engine
+
+SUBNET, WEB_IP, PORT, TARGET = "10.41.0.0/24", "10.41.0.2", 80, 8080
+LINEAR_TABLE = "bench_linear_services"
+LINEAR_RANGE = ipaddress.ip_network("10.212.0.0/16")
+
+_SERVER = r"""
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", int(sys.argv[1])))
+server.listen(512)
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.sendall(b"x")
+    conn.close()
+"""
+# Sequential connections, each timed; RST close (SO_LINGER 0) so no TIME_WAIT piles up.
+_CLIENT = r"""
+import socket, struct, sys, time
+ip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+linger = struct.pack("ii", 1, 0)
+samples = []
+for _ in range(count):
+    start = time.perf_counter_ns()
+    s = socket.create_connection((ip, port), timeout=3)
+    s.recv(1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.close()
+    samples.append((time.perf_counter_ns() - start) / 1000)
+print(" ".join(f"{x:.1f}" for x in samples))
+"""
+
+
+def in_client(argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", "client", *argv]
+
+
+def connect_times(ip: str, port: int, count: int) -> list[float]:
+    done = subprocess.run(in_client([sys.executable, "-c", _CLIENT, ip, str(port), str(count)]),
+                          capture_output=True, text=True, timeout=count * 3 + 30, check=True)
+    return [float(x) for x in done.stdout.split()]
+
+
+def linear_vip(i: int) -> str:
+    return str(LINEAR_RANGE.network_address + 1 + i)
+
+
+def load_linear(services: int, directory: str) -> None:
+    """One DNAT rule per service, the measured VIP's last."""
+    rules = "\n".join(f"    ip daddr {linear_vip(i)} tcp dport {PORT} dnat ip to {WEB_IP}:{TARGET}"
+                      for i in range(services))
+    path = os.path.join(directory, "linear.nft")
+    with open(path, "w") as handle:
+        handle.write(f"table inet {LINEAR_TABLE} {{\n  chain prerouting {{\n"
+                     f"    type nat hook prerouting priority -110; policy accept;\n{rules}\n  }}\n}}\n")
+    subprocess.run(["nft", "-f", path], check=True)
+
+
+def delete_linear() -> None:
+    subprocess.run(["nft", "delete", "table", "inet", LINEAR_TABLE], capture_output=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 and 200 services, 200 connections: to debug")
+    parser.add_argument("--json", help="write the samples and summaries here")
+    args = parser.parse_args()
+    refuse_outside_lab()
+    scales = (10, 200) if args.quick else (10, 1000, 5000)
+    count = 200 if args.quick else 1000
+    rounds = 2 if args.quick else 4
+
+    state = tempfile.mkdtemp(prefix="nsnet-bench-services-")
+    work = tempfile.mkdtemp(prefix="nsnet-bench-services-work-")
+    print(f"nsnet {source_state()}", flush=True)
+    results: dict[str, dict] = {}
+    server = None
+    try:
+        with Engine(state_dir=state) as engine:
+            engine.create_network("bench", subnet=SUBNET)
+            engine.create_sandbox("web", networks=["bench"], labels=["app=web"])
+            engine.create_sandbox("client", networks=["bench"])
+            server = subprocess.Popen(["ip", "netns", "exec", "web", sys.executable, "-c", _SERVER, str(TARGET)],
+                                      stdout=subprocess.PIPE, text=True)
+            assert server.stdout.readline().strip() == "ready"
+            made = 0
+            measured = None
+            for scale in scales:
+                start = time.perf_counter()
+                if measured is not None:  # the measured service stays the last one
+                    engine.remove_service(measured)
+                    made -= 1
+                while made < scale - 1:
+                    engine.create_service(f"s{made:05d}", network="bench", ports=[f"{PORT}:{TARGET}"],
+                                          selector=["app=none"])
+                    made += 1
+                created = time.perf_counter()
+                vip = str(engine.create_service("measured", network="bench", ports=[f"{PORT}:{TARGET}"],
+                                                selector=["app=web"]).vip)
+                create_ms = (time.perf_counter() - created) * 1000
+                measured = "measured"
+                made += 1
+                load_linear(scale, work)
+                print(f"S={scale:,}: {made:,} services ready in {time.perf_counter() - start:.1f} s", flush=True)
+                samples: dict[str, list[float]] = {"vip": [], "direct": [], "linear": []}
+                targets = {"vip": (vip, PORT), "direct": (WEB_IP, TARGET), "linear": (linear_vip(scale - 1), PORT)}
+                for r in range(rounds):
+                    order = list(targets) if r % 2 == 0 else list(reversed(targets))
+                    for kind in order:
+                        samples[kind] += connect_times(*targets[kind], count)
+                delete_linear()
+                p50 = {k: statistics.median(v) for k, v in samples.items()}
+                results[str(scale)] = {"samples_us": samples, "p50_us": p50, "create_ms": create_ms}
+                print(f"  p50 us: vip {p50['vip']:.0f}, direct {p50['direct']:.0f}, linear {p50['linear']:.0f};"
+                      f" p95 vip {percentile(samples['vip'], 0.95):.0f}; one more service created in"
+                      f" {create_ms:.1f} ms", flush=True)
+            for sandbox in engine.sandboxes():
+                engine.remove_sandbox(sandbox.name, force=True)
+            for service, _ in engine.services():
+                engine.remove_service(service.name)
+            engine.remove_network("bench")
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        delete_linear()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+    print(f"\nNew TCP connections from a sandbox, p50 (us), {rounds} rounds of {count} per kind, interleaved")
+    print(f"{'services':>9} {'vip':>7} {'direct':>7} {'linear':>7} {'vip/direct':>11} {'vip/linear':>11}"
+          f" {'create ms':>10}")
+    for scale, r in results.items():
+        p = r["p50_us"]
+        print(f"{int(scale):>9,} {p['vip']:>7.0f} {p['direct']:>7.0f} {p['linear']:>7.0f}"
+              f" {p['vip'] / p['direct']:>10.2f}x {p['vip'] / p['linear']:>10.2f}x {r['create_ms']:>10.1f}")
+    first, last = results[str(scales[0])]["p50_us"]["vip"], results[str(scales[-1])]["p50_us"]["vip"]
+    growth = last / first - 1
+    print("\nTargets (issue 13):")
+    print(f"  VIP p50 from {scales[0]:,} to {scales[-1]:,} services: {growth * 100:+.1f} % (within 5 %):"
+          f" {'meets' if abs(growth) <= 0.05 else 'MISSES'}")
+    if args.json:
+        save_json(args.json, {"results": results, "growth": growth})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
