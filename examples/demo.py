@@ -30,6 +30,21 @@ PYTHON = sys.executable
 WAN_HOST, WAN_PEER = "198.51.100.1", "198.51.100.2"
 WAN6_HOST, WAN6_PEER = "2001:db8:100::1", "2001:db8:100::2"
 started: list[subprocess.Popen] = []
+# A sidecar proxy, run as uid 1337: answers one HTTP request with where it was going.
+SIDECAR = r"""
+import socket, struct
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", 15001))
+server.listen(1)
+print("ready", flush=True)
+conn, _ = server.accept()
+raw = conn.getsockopt(socket.SOL_IP, 80, 16)  # SO_ORIGINAL_DST
+where = f"{socket.inet_ntoa(raw[4:8])}:{struct.unpack('!H', raw[2:4])[0]}"
+conn.recv(4096)
+conn.sendall(f"HTTP/1.0 200 OK\r\n\r\nproxied to {where}".encode())
+conn.close()
+"""
 made: list[str] = []  # temporary directories, removed at the end
 
 
@@ -242,7 +257,39 @@ def main() -> None:
     proved("and a removed one is gone at once",
            subprocess.run([NSNET, "exec", "client", "--", "getent", "hosts", "redis"]).returncode == 2)
 
-    step("13. As a container runtime's CNI plugin: ADD with a published port, then DEL")
+    step("13. A service: one virtual address spread over sandboxes selected by label")
+    for name in ("shop1", "shop2"):
+        nsnet("create", name, "--network", "app", "--label", "app=shop")
+    shops = [http_server([NSNET, "exec", name, "--"], "0.0.0.0", 8080) for name in ("shop1", "shop2")]
+    vip = nsnet("service", "create", "shop", "--network", "app", "-p", "80:8080", "--selector", "app=shop").strip()
+    print(nsnet("service", "ls").rstrip())
+    proved(f"client fetched http://shop/ (the VIP {vip}, by name) 20 times",
+           all(fetch("client", "http://shop/") for _ in range(20)))
+    logs = [client_log(server) for server in shops]
+    proved(f"the kernel spread them over both backends ({len(logs[0])} and {len(logs[1])})",
+           all(logs) and len(logs[0]) + len(logs[1]) == 20)
+    nsnet("create", "shop3", "--network", "app", "--label", "app=shop")
+    proved("a new sandbox with the label serves at once",
+           "shop3" in nsnet("service", "inspect", "shop", "--format", "{{json .Backends}}", show=False))
+    nsnet("service", "rm", "shop")
+    nsnet("rm", "shop1", "shop2", "shop3")
+
+    step("14. Interception: a sidecar proxy gets the sandbox's outbound TCP (Istio's capture)")
+    nsnet("intercept", "add", "client", "--outbound-port", "15001", "--exclude-uid", "1337")
+    proxy = subprocess.Popen(["ip", "netns", "exec", "client", "setpriv", "--reuid=1337", "--regid=1337",
+                              "--clear-groups", PYTHON, "-c", SIDECAR], stdout=subprocess.PIPE, text=True)
+    started.append(proxy)
+    proxy.stdout.readline()
+    code = "import urllib.request; print(urllib.request.urlopen('http://10.31.0.2:8080/', timeout=3).read().decode())"
+    print("$ nsnet exec client -- python3 -c \"urllib.request.urlopen('http://10.31.0.2:8080/')\"")
+    answer = nsnet("exec", "client", "--", PYTHON, "-c", code, show=False).strip()
+    print(f"  {answer}")
+    proved("the proxy (uid 1337) received it and found the original destination (SO_ORIGINAL_DST)",
+           answer == "proxied to 10.31.0.2:8080")
+    nsnet("intercept", "rm", "client")
+    proxy.kill()
+
+    step("15. As a container runtime's CNI plugin: ADD with a published port, then DEL")
     bin_dir = tempfile.mkdtemp(prefix="nsnet-demo-cni-")
     made.append(bin_dir)
     plugin = nsnet("cni", "install", "--bin-dir", bin_dir).strip()
@@ -269,7 +316,7 @@ def main() -> None:
     proved("DEL detached it: nsnet lists no container", deleted.returncode == 0 and "cni-" not in nsnet("ps", show=False))
     sh("ip", "netns", "del", "ctr1")
 
-    step("14. Teardown leaves nothing behind")
+    step("16. Teardown leaves nothing behind")
     nsnet("rm", "-f", "web", "client", "api", "x", "vault", "six")
     nsnet("network", "rm", "app", "other", "sealed", "dual", "cnidemo")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
