@@ -61,13 +61,16 @@ class EndpointRow:
     """One sandbox's attachment to a DNS network: its addresses and its aliases there; or a
     service's name and VIP on its network (`service`: no asker ever has that address)."""
 
-    __slots__ = ("sandbox", "network", "addresses", "aliases", "service")
+    __slots__ = ("sandbox", "network", "addresses", "aliases", "service", "names", "unaskable")
 
     def __init__(self, sandbox: str, network: str, addresses: Iterable[str], aliases: Iterable[str],
                  service: bool = False) -> None:
         self.sandbox, self.network, self.service = sandbox.lower(), network.lower(), service
         self.addresses = tuple(Addr(a) for a in addresses)
         self.aliases = tuple(a.lower() for a in aliases)
+        # Checked once per row, not per reload: a row is kept across reloads (dns.ledger).
+        self.names = tuple(n for n in (self.sandbox, *self.aliases) if dns_label(n))
+        self.unaskable = tuple(n for n in (self.sandbox, *self.aliases) if n not in self.names)
 
 
 class Answer:
@@ -117,10 +120,8 @@ class Table:
                 if not e.service:
                     sandbox_of[address.text] = e.sandbox
                 self.pointers[(address.text, e.network)] = f"{e.sandbox}.{e.network}.{ZONE}"
-            for name in (e.sandbox, *e.aliases):
-                if not dns_label(name):
-                    self.skipped.append(name)
-                    continue
+            self.skipped += e.unaskable
+            for name in e.names:
                 on = self.names.setdefault(name, {})
                 on[e.network] = on.get(e.network, ()) + e.addresses
         self.everything = Scope("", None, self.networks)
