@@ -11,7 +11,7 @@ connects. For each S (default 10, 1,000 and 5,000, growing), services are made t
 until there are S, each with port 80 -> 8080 and a selector none of the sandboxes has, but the
 last one's, which selects `web`: its VIP is the one measured, the last a linear scan would reach.
 
-Timed, per S, interleaved round by round (vip, direct, linear, then the reverse order):
+Timed, per S, 8 rounds interleaved (vip, direct, linear, then the reverse order):
 - vip: 1,000 sequential new connections from `client` to the measured VIP (connect, one byte
   back, RST close), each timed in the client process; p50 and p95;
 - direct: the same to web's own address and port: the anchor, what the service hop adds to;
@@ -22,8 +22,8 @@ Timed, per S, interleaved round by round (vip, direct, linear, then the reverse 
 - create: one more `service create` through the API at S services (what programming a service
   costs as their number grows: kube-proxy's #139513 is there, not in packets).
 
-Targets (issue 13): the VIP's p50 flat within 5 % from 10 to 5,000 services; its ratio to direct
-and to the linear chain printed.
+Targets (issue 13): the VIP's p50, against direct connections measured in the same rounds, flat
+within 5 % from 10 to 5,000 services; its ratio to the linear chain printed.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> int:
     refuse_outside_lab()
     scales = (10, 200) if args.quick else (10, 1000, 5000)
     count = 200 if args.quick else 1000
-    rounds = 2 if args.quick else 4
+    rounds = 2 if args.quick else 8
 
     state = tempfile.mkdtemp(prefix="nsnet-bench-services-")
     work = tempfile.mkdtemp(prefix="nsnet-bench-services-work-")
@@ -180,11 +180,13 @@ def main() -> int:
         p = r["p50_us"]
         print(f"{int(scale):>9,} {p['vip']:>7.0f} {p['direct']:>7.0f} {p['linear']:>7.0f}"
               f" {p['vip'] / p['direct']:>10.2f}x {p['vip'] / p['linear']:>10.2f}x {r['create_ms']:>10.1f}")
-    first, last = results[str(scales[0])]["p50_us"]["vip"], results[str(scales[-1])]["p50_us"]["vip"]
-    growth = last / first - 1
+    # Against the anchor of the same rounds: this 2-core VM's own drift between the scales (direct
+    # connections move by 10-20 % from one to the next) would otherwise read as the services' cost.
+    ratios = {scale: r["p50_us"]["vip"] / r["p50_us"]["direct"] for scale, r in results.items()}
+    growth = ratios[str(scales[-1])] / ratios[str(scales[0])] - 1
     print("\nTargets (issue 13):")
-    print(f"  VIP p50 from {scales[0]:,} to {scales[-1]:,} services: {growth * 100:+.1f} % (within 5 %):"
-          f" {'meets' if abs(growth) <= 0.05 else 'MISSES'}")
+    print(f"  VIP p50 against direct, from {scales[0]:,} to {scales[-1]:,} services: {growth * 100:+.1f} % "
+          f"(flat within 5 %): {'meets' if abs(growth) <= 0.05 else 'MISSES'}")
     if args.json:
         save_json(args.json, {"results": results, "growth": growth})
     return 0
