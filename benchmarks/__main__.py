@@ -130,13 +130,15 @@ def plan(quick: bool, missing: set[str]) -> list[Benchmark]:
         Benchmark("dataplane_perf", "Data plane: where each path's CPU goes (perf)", [*q, "--perf"],
                   script="dataplane"),
         Benchmark("dns", "Names: nsnet's resolver against dnsmasq, its reload, DNS's cost to create", [*q]),
+        Benchmark("services", "Services: a VIP's new-connection cost at 10, 1,000 and 5,000 services", [*q]),
     ]
+    by_name = {b.name: b for b in benchmarks}
     if missing & {"dnsperf", "dnsmasq-base"}:
-        benchmarks[-1].skipped = "dnsperf or dnsmasq is missing"
+        by_name["dns"].skipped = "dnsperf or dnsmasq is missing"
     if "iperf3" in missing:
-        benchmarks[-3].skipped = benchmarks[-2].skipped = "iperf3 is missing"
+        by_name["dataplane"].skipped = by_name["dataplane_perf"].skipped = "iperf3 is missing"
     elif "linux-perf" in missing:
-        benchmarks[-2].skipped = "perf is missing (Debian: linux-perf)"
+        by_name["dataplane_perf"].skipped = "perf is missing (Debian: linux-perf)"
     return benchmarks
 
 
