@@ -497,8 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
                          help="the command and its arguments, after --")
 
-    service = verbs.add_parser("service", help="virtual addresses spread over sandboxes (Kubernetes Services)"
-                               ).add_subparsers(dest="service_verb", metavar="COMMAND", required=True, parser_class=_Parser)
+    service = verbs.add_parser("service", help="virtual addresses spread over sandboxes (Kubernetes Services)")
+    service = service.add_subparsers(dest="service_verb", metavar="COMMAND", required=True, parser_class=_Parser)
     sub = verb("create", service_create, "create a service: a VIP whose ports the kernel spreads over backends; prints"
                                          " the VIP", service)
     naming(sub, "the service's name")

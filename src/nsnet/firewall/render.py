@@ -331,7 +331,8 @@ def render_service(owner: Owner, verb: str, service: Service, backends: Sequence
     if backends is not None:
         target = {"goto": {"target": names.dispatch_chain(len(backends)) if backends else names.SERVICE_REJECT}}
         keys = [_concat(vip_text, p.protocol, p.port) for p in service.ports]
-        commands.append(_element(owner, verb, names.SERVICE_IPS, [k if verb == "delete" else [k, target] for k in keys]))
+        commands.append(_element(owner, verb, names.SERVICE_IPS,
+                                 [k if verb == "delete" else [k, target] for k in keys]))
         picks = [(_concat(vip_text, p.protocol, p.port, i), address) for p in service.ports
                  for i, address in enumerate(backends)]
         if picks:

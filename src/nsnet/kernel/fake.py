@@ -39,9 +39,9 @@ class FakeKernel(Kernel):
         self.foreign_paths: set[str] = set()  # files a user made where a sandbox's would go
         self.resolver_syncs: list[bool] = []  # each sync_resolver's `wanted`
         self.resolver: str | None = None
-        self.link_dns: dict[str, tuple[list[str], list[str]]] = {}
+        self.link_dns: dict[str, tuple[list[str], list[str]]] = {}  # what resolved was told, by link
         self.forgotten_flows: list[tuple[str, list[int], list[str]]] = []  # forget_udp_flows' calls
-        self.sandbox_tables: dict[str, dict[str, list[dict[str, Any]]]] = {}  # sandbox -> table -> rules, elements  # what resolved was told, by link
+        self.sandbox_tables: dict[str, dict[str, list[dict[str, Any]]]] = {}  # sandbox -> table -> rules, elements
         self.dns_ports_taken: set[int] = set()  # ports another program holds on every gateway
         self.pids: dict[str, list[int]] = {}
         self.host_route_table = list(routes or [])

@@ -145,7 +145,8 @@ class LinuxKernel(Kernel):
             except FileNotFoundError:
                 raise NsnetError("resolvectl (systemd-resolved) is not installed") from None
             if done.returncode != 0:
-                raise NsnetError(f"`{' '.join(argv)}` failed: {' '.join(done.stderr.split()) or f'exit {done.returncode}'}")
+                reason = " ".join(done.stderr.split()) or f"exit {done.returncode}"
+                raise NsnetError(f"`{' '.join(argv)}` failed: {reason}")
 
     def dns_port(self, gateways: list[str], ours: set[str]) -> int | None:
         from ..dns import listen
