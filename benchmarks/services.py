@@ -19,11 +19,14 @@ Timed, per S, 8 rounds interleaved (vip, direct, linear, then the reverse order)
   in a nat prerouting chain of this benchmark's own table (priority -110, VIPs in 10.212.0.0/16
   that no nsnet service holds), connecting to the last rule's VIP; the table is loaded for its
   own measurement only (in the hook, every packet would scan it, the VIP's too);
+- rate: two client processes at once (this VM has two cores) connecting for 2 s, to each of the
+  three; new connections per second, median of the rounds;
 - create: one more `service create` through the API at S services (what programming a service
   costs as their number grows: kube-proxy's #139513 is there, not in packets).
 
-Targets (issue 13): the VIP's p50, against direct connections measured in the same rounds, flat
-within 5 % from 10 to 5,000 services; its ratio to the linear chain printed.
+Targets (issue 13): the VIP's p50 latency and connection rate, each against direct connections
+measured in the same rounds, flat within 5 % from 10 to 5,000 services; their ratios to the
+linear chain printed.
 """
 
 from __future__ import annotations
@@ -75,6 +78,23 @@ print(" ".join(f"{x:.1f}" for x in samples))
 """
 
 
+# Connections for SECONDS as fast as one process can make them; prints how many.
+_RATE = r"""
+import socket, struct, sys, time
+ip, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+linger = struct.pack("ii", 1, 0)
+done, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    s = socket.create_connection((ip, port), timeout=3)
+    s.recv(1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.close()
+    done += 1
+print(done)
+"""
+RATE_CLIENTS, RATE_SECONDS = 2, 2.0  # two processes: this VM has two cores
+
+
 def in_client(argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", "client", *argv]
 
@@ -83,6 +103,17 @@ def connect_times(ip: str, port: int, count: int) -> list[float]:
     done = subprocess.run(in_client([sys.executable, "-c", _CLIENT, ip, str(port), str(count)]),
                           capture_output=True, text=True, timeout=count * 3 + 30, check=True)
     return [float(x) for x in done.stdout.split()]
+
+
+def connection_rate(ip: str, port: int) -> float:
+    """New connections per second from RATE_CLIENTS processes at once."""
+    clients = [subprocess.Popen(in_client([sys.executable, "-c", _RATE, ip, str(port), str(RATE_SECONDS)]),
+                                stdout=subprocess.PIPE, text=True) for _ in range(RATE_CLIENTS)]
+    total = 0
+    for client in clients:
+        out, _ = client.communicate(timeout=RATE_SECONDS + 30)
+        total += int(out)
+    return total / RATE_SECONDS
 
 
 def linear_vip(i: int) -> str:
@@ -146,6 +177,7 @@ def main() -> int:
                 made += 1
                 print(f"S={scale:,}: {made:,} services ready in {time.perf_counter() - start:.1f} s", flush=True)
                 samples: dict[str, list[float]] = {"vip": [], "direct": [], "linear": []}
+                rates: dict[str, list[float]] = {"vip": [], "direct": [], "linear": []}
                 targets = {"vip": (vip, PORT), "direct": (WEB_IP, TARGET), "linear": (linear_vip(scale - 1), PORT)}
                 for r in range(rounds):
                     order = list(targets) if r % 2 == 0 else list(reversed(targets))
@@ -153,12 +185,16 @@ def main() -> int:
                         if kind == "linear":  # in the hook only while measured: every packet would scan it
                             load_linear(scale, work)
                         samples[kind] += connect_times(*targets[kind], count)
+                        rates[kind].append(connection_rate(*targets[kind]))
                         if kind == "linear":
                             delete_linear()
                 p50 = {k: statistics.median(v) for k, v in samples.items()}
-                results[str(scale)] = {"samples_us": samples, "p50_us": p50, "create_ms": create_ms}
+                rate = {k: statistics.median(v) for k, v in rates.items()}
+                results[str(scale)] = {"samples_us": samples, "p50_us": p50, "rates": rates, "rate": rate,
+                                       "create_ms": create_ms}
                 print(f"  p50 us: vip {p50['vip']:.0f}, direct {p50['direct']:.0f}, linear {p50['linear']:.0f};"
-                      f" p95 vip {percentile(samples['vip'], 0.95):.0f}; one more service created in"
+                      f" p95 vip {percentile(samples['vip'], 0.95):.0f}; connections/s: vip {rate['vip']:,.0f},"
+                      f" direct {rate['direct']:,.0f}, linear {rate['linear']:,.0f}; one more service created in"
                       f" {create_ms:.1f} ms", flush=True)
             for sandbox in engine.sandboxes():
                 engine.remove_sandbox(sandbox.name, force=True)
@@ -180,15 +216,25 @@ def main() -> int:
         p = r["p50_us"]
         print(f"{int(scale):>9,} {p['vip']:>7.0f} {p['direct']:>7.0f} {p['linear']:>7.0f}"
               f" {p['vip'] / p['direct']:>10.2f}x {p['vip'] / p['linear']:>10.2f}x {r['create_ms']:>10.1f}")
+    print(f"\nNew connections per second, {RATE_CLIENTS} clients for {RATE_SECONDS:.0f} s, median of {rounds} rounds")
+    print(f"{'services':>9} {'vip':>8} {'direct':>8} {'linear':>8} {'vip/direct':>11} {'vip/linear':>11}")
+    for scale, r in results.items():
+        q = r["rate"]
+        print(f"{int(scale):>9,} {q['vip']:>8,.0f} {q['direct']:>8,.0f} {q['linear']:>8,.0f}"
+              f" {q['vip'] / q['direct']:>10.2f}x {q['vip'] / q['linear']:>10.2f}x")
     # Against the anchor of the same rounds: this 2-core VM's own drift between the scales (direct
     # connections move by 10-20 % from one to the next) would otherwise read as the services' cost.
     ratios = {scale: r["p50_us"]["vip"] / r["p50_us"]["direct"] for scale, r in results.items()}
     growth = ratios[str(scales[-1])] / ratios[str(scales[0])] - 1
+    rate_ratios = {scale: r["rate"]["vip"] / r["rate"]["direct"] for scale, r in results.items()}
+    rate_growth = rate_ratios[str(scales[-1])] / rate_ratios[str(scales[0])] - 1
     print("\nTargets (issue 13):")
     print(f"  VIP p50 against direct, from {scales[0]:,} to {scales[-1]:,} services: {growth * 100:+.1f} % "
           f"(flat within 5 %): {'meets' if abs(growth) <= 0.05 else 'MISSES'}")
+    print(f"  VIP connection rate against direct, from {scales[0]:,} to {scales[-1]:,} services:"
+          f" {rate_growth * 100:+.1f} % (flat within 5 %): {'meets' if abs(rate_growth) <= 0.05 else 'MISSES'}")
     if args.json:
-        save_json(args.json, {"results": results, "growth": growth})
+        save_json(args.json, {"results": results, "growth": growth, "rate_growth": rate_growth})
     return 0
 
 
