@@ -276,3 +276,19 @@ def test_a_service_answers_by_name_on_its_network(app: Engine) -> None:
         server.stop()
     app.remove_service("web")
     assert cli("exec", "client", "--", "getent", "hosts", "web").returncode == 2
+
+
+def test_parallel_creates_and_removes_of_backends_lose_no_update(app: Engine) -> None:
+    """Two admins at once: sandboxes joining and leaving one service's backends from parallel
+    processes; every change lands, in the ledger and in the kernel (check finds nothing)."""
+    import concurrent.futures
+
+    app.create_service("web", network="app", ports=["80:8080"], selector=["app=web"])
+    creates = [("create", f"par{i}", "--network", "app", "--label", "app=web") for i in range(8)]
+    removes = [("rm", f"web{i}") for i in (1, 2)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        done = list(pool.map(lambda args: cli(*args), creates + removes))
+    assert [d.returncode for d in done] == [0] * len(done), [d.stderr for d in done if d.returncode]
+    (served,) = [b for _, b in app.services()]
+    assert sorted(name for name, _ in served) == sorted(["web3", *(f"par{i}" for i in range(8))])
+    assert cli("check").stdout == ""
