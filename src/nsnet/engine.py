@@ -141,10 +141,13 @@ class Engine(Catalog):
 
     def _dns_port(self, name: str, subnets: tuple[Subnet, ...]) -> int:
         gateways = [str(s.gateway) for s in subnets]
-        # A network just removed with the same gateway may still hold port 53 there: its resolver
-        # lets go in its next reload, which `network rm` asks for once it has released the ledger.
-        status = self.kernel.resolver_status(self._store.directory)
-        port = self.kernel.dns_port(gateways, set(status.split()[4:]) if status else set())
+        port = self.kernel.dns_port(gateways, set())
+        if port != 53:
+            # A network just removed with the same gateway may still hold port 53 there: its
+            # resolver lets go in its next reload, which `network rm` asks for once it has
+            # released the ledger. Its own sockets are not another program's.
+            status = self.kernel.resolver_status(self._store.directory)
+            port = self.kernel.dns_port(gateways, set(status.split()[4:]) if status else set())
         if port is None:
             raise Conflict(f"network {name!r}: port 53 and every alternate port are taken on {', '.join(gateways)}"
                            " by other programs; free one or create the network with --no-dns")

@@ -128,14 +128,15 @@ def _dispatch_chains(owner: Owner, store: Store, services: list[Service], observ
     """The dispatch chains the skeleton holds now: one per number of backends a service has, and
     any made for a number no service has any more (made on demand, left until the next gc
     rebuild), each with its one rule."""
-    from .firewall.names import dispatch_chain
+    from .firewall.names import DISPATCH_PREFIX
     from .services import backends
 
     sandboxes = store.sandboxes()
     counts = {len(backends(s, sandboxes, s.network)) for s in services if s.state == "ready"} - {0}
-    present = {int(name.rsplit("_", 1)[1]) for key in (observed.ruleset.chains if observed.ruleset else ())
+    present = {int(count) for key in (observed.ruleset.chains if observed.ruleset else ())
                for family, _, name in [key.split(" ", 2)]
-               if family == "inet" and name.startswith(dispatch_chain(0)[:-1]) and name.rsplit("_", 1)[1].isdigit()}
+               for count in [name.removeprefix(DISPATCH_PREFIX)]
+               if family == "inet" and name.startswith(DISPATCH_PREFIX) and count.isdigit()}
     return [c for n in sorted(counts | present) for c in render.render_dispatch(owner, n)]
 
 

@@ -38,9 +38,12 @@ SERVICE_RANGE = "service_range"  # interval: the range's addresses no service ho
 SERVICE_REJECT = "service_reject"  # a regular chain: TCP reset, else ICMP port unreachable
 
 
+DISPATCH_PREFIX = "service_dispatch_"
+
+
 def dispatch_chain(backends: int) -> str:
     """The chain that picks one of `backends` backends, shared by every service with that many."""
-    return f"service_dispatch_{backends}"
+    return f"{DISPATCH_PREFIX}{backends}"
 
 
 # bridge . gateway . port where the resolver answers an --internal network (its only way to the host)
