@@ -213,6 +213,25 @@ def test_gc_looping_against_parallel_creates_loses_no_sandbox(state_dir: str, en
     assert problems == [], "\n".join(problems)
 
 
+def test_gc_looping_against_parallel_backends_of_a_service_loses_none(state_dir: str, engine: Engine) -> None:
+    """gc rebuilds the firewall from the ledger while sandboxes join a service's backends: every
+    backend that made it into the ledger is in the kernel at the end, and check finds nothing."""
+    build(("app",), {})
+    assert nsnet("service", "create", "web", "--network", "app", "-p", "80", "--selector", "app=web").ok
+    started = [start("create", f"s{i:02}", "--network", "app", "--label", "app=web") for i in range(10)]
+    problems = repairs_while_running(started)
+    outcomes = finish(started)
+
+    problems += unclean(outcomes)
+    problems += [f"{o} failed: gc must leave a create in flight alone" for o in outcomes if not o.ok]
+    (served,) = [b for _, b in engine.services()]
+    problems += [f"{o.argv[1]} is not a backend of web" for o in outcomes
+                 if o.ok and o.argv[1] not in {name for name, _ in served}]
+    problems += settled(kernel_problems)
+    problems += check_problems()
+    assert problems == [], "\n".join(problems)
+
+
 def test_gc_looping_against_parallel_connects_loses_no_endpoint(state_dir: str, engine: Engine) -> None:
     names = [f"s{i:02}" for i in range(12)]
     build(("app", "other"), {name: ["app"] for name in names})
