@@ -171,7 +171,7 @@ def main() -> int:
                     made += 1
                 created = time.perf_counter()
                 vip = str(engine.create_service("measured", network="bench", ports=[f"{PORT}:{TARGET}"],
-                                                selector=["app=web"]).vip)
+                                                selector=["app=web"]).vips[0])
                 create_ms = (time.perf_counter() - created) * 1000
                 measured = "measured"
                 made += 1

@@ -261,17 +261,28 @@ def main() -> None:
     for name in ("shop1", "shop2"):
         nsnet("create", name, "--network", "app", "--label", "app=shop")
     shops = [http_server([NSNET, "exec", name, "--"], "0.0.0.0", 8080) for name in ("shop1", "shop2")]
-    vip = nsnet("service", "create", "shop", "--network", "app", "-p", "80:8080", "--selector", "app=shop").strip()
+    vip = nsnet("service", "create", "shop", "--network", "app", "-p", "80:8080", "--selector", "app=shop",
+                "--publish", "30080").strip()
     print(nsnet("service", "ls").rstrip())
     proved(f"client fetched http://shop/ (the VIP {vip}, by name) 20 times",
            all(fetch("client", "http://shop/") for _ in range(20)))
+    proved(f"the outside fetched http://{WAN_HOST}:30080/ (the service published on the host)",
+           fetch_from(["ip", "netns", "exec", "wan"], f"http://{WAN_HOST}:30080/"))
     logs = [client_log(server) for server in shops]
     proved(f"the kernel spread them over both backends ({len(logs[0])} and {len(logs[1])})",
-           all(logs) and len(logs[0]) + len(logs[1]) == 20)
+           all(logs) and len(logs[0]) + len(logs[1]) == 21)
+    proved(f"a backend saw the outside client's own address ({WAN_PEER})", WAN_PEER in logs[0] + logs[1])
+    shops = [http_server([NSNET, "exec", name, "--"], "0.0.0.0", 8080) for name in ("shop1", "shop2")]
+    nsnet("service", "create", "sticky", "--network", "app", "-p", "80:8080", "--selector", "app=shop",
+          "--affinity", "client-ip=600")
+    proved("client fetched http://sticky/ 10 times (client-IP affinity)",
+           all(fetch("client", "http://sticky/") for _ in range(10)))
+    logs = [client_log(server) for server in shops]
+    proved(f"all 10 went to one backend ({len(logs[0])} and {len(logs[1])})", sorted(map(len, logs)) == [0, 10])
     nsnet("create", "shop3", "--network", "app", "--label", "app=shop")
     proved("a new sandbox with the label serves at once",
            "shop3" in nsnet("service", "inspect", "shop", "--format", "{{json .Backends}}", show=False))
-    nsnet("service", "rm", "shop")
+    nsnet("service", "rm", "shop", "sticky")
     nsnet("rm", "shop1", "shop2", "shop3")
 
     step("14. Interception: a sidecar proxy gets the sandbox's outbound TCP (Istio's capture)")

@@ -164,9 +164,10 @@ def network_prune(args: argparse.Namespace) -> int:
 
 def service_create(args: argparse.Namespace) -> int:
     with _engine() as engine:
-        service = engine.create_service(args.name, network=args.network, ports=args.publish, backends=args.backend,
-                                        selector=args.selector, vip=args.vip)
-    print(service.vip)
+        service = engine.create_service(args.name, network=args.network, ports=args.ports, backends=args.backend,
+                                        selector=args.selector, vips=args.vip, affinity=args.affinity,
+                                        publish=args.host_ports)
+    print(" ".join(str(v) for v in service.vips))
     return 0
 
 
@@ -181,9 +182,10 @@ def service_ls(args: argparse.Namespace) -> int:
         for item in items:
             print(item["Name"])
         return 0
-    print(_formatted(items, args.format, ("NAME", "NETWORK", "VIP", "PORTS", "BACKENDS"),
-                     lambda i: (i["Name"], i["Network"], i["VIP"],
-                                ",".join(f"{p['Port']}:{p['TargetPort']}/{p['Protocol']}" for p in i["Ports"]),
+    print(_formatted(items, args.format, ("NAME", "NETWORK", "VIPS", "PORTS", "BACKENDS"),
+                     lambda i: (i["Name"], i["Network"], ",".join(i["VIPs"]),
+                                ",".join(f"{p['Port']}:{p['TargetPort']}/{p['Protocol']}"
+                                         + (f" (host {p['HostPort']})" if p["HostPort"] else "") for p in i["Ports"]),
                                 ",".join(b["Sandbox"] for b in i["Backends"]) or "-")))
     return 0
 
@@ -503,14 +505,22 @@ def build_parser() -> argparse.ArgumentParser:
                                          " the VIP", service)
     naming(sub, "the service's name")
     sub.add_argument("--network", required=True, help="the network its VIP serves and its backends are on")
-    sub.add_argument("-p", "--publish", action="append", default=[], metavar="PORT[:TARGET_PORT][/tcp|udp|sctp]",
-                     help="a port of the VIP and the backends' port it goes to (repeatable)")
+    sub.add_argument("-p", "--port", dest="ports", action="append", default=[],
+                     metavar="PORT[:TARGET_PORT][/tcp|udp|sctp]",
+                     help="a port of the VIPs and the backends' port it goes to (repeatable)")
+    sub.add_argument("--publish", dest="host_ports", action="append", default=[], metavar="HOST_PORT[:PORT]",
+                     help="also reach service port PORT on every address of the host, at HOST_PORT (Kubernetes'"
+                          " NodePort; repeatable)")
+    sub.add_argument("--affinity", metavar="client-ip[=SECONDS]|none",
+                     help="keep each client on one backend for SECONDS after its last new connection (default"
+                          " 10800)")
     sub.add_argument("--backend", action="append", default=[], metavar="SANDBOX", help="a backend (repeatable)")
     sub.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE",
                      help="every sandbox of the network with this label serves it, as they come and go (repeatable:"
                           " all must hold)")
-    sub.add_argument("--vip", help="its address (default: the next free one of the service range, NSNET_SERVICE_RANGE,"
-                                   " 10.211.0.0/16)")
+    sub.add_argument("--vip", action="append", default=[],
+                     help="its address in a family (default: the next free one of the service range,"
+                          " NSNET_SERVICE_RANGE, 10.211.0.0/16 and fd00:6e73:7663::/112; one per family)")
     listing(verb("ls", service_ls, "list services", service))
     inspecting(verb("inspect", service_inspect, "show services and their backends as JSON", service), "service")
     sub = verb("rm", service_rm, "remove services", service)

@@ -63,6 +63,7 @@ class Engine(Catalog):
         self._owner: Owner | None = None
         self.notes: list[str] = []  # what a caller should hear of though the call succeeded
         self._flows_to_forget: list[tuple[str, list[int], set[str]]] = []  # (VIP, UDP ports, backends kept)
+        self._picks_to_forget: list[tuple[str, set[str] | None]] = []  # (VIP, backends kept: None, none)
         self._pool = validate.address_pool(address_pool or os.environ.get("NSNET_ADDRESS_POOL") or DEFAULT_ADDRESS_POOL)
 
     @property
@@ -353,11 +354,13 @@ class Engine(Catalog):
 
     def attach_container(self, container_id: str, netns: str, ifname: str, network: str, *,
                          ip: str | None = None, ip6: str | None = None, mac: str | None = None,
-                         publish: Sequence[str] = (), default_route: bool = True) -> Endpoint:
+                         publish: Sequence[str] = (), default_route: bool = True,
+                         labels: Sequence[str] = ()) -> Endpoint:
         """The container's namespace (a path its runtime made and keeps) joins `network` through
         a veth whose peer is born there as `ifname`: everything `connect` does, with the
-        runtime's names. The container's first attachment records it as a sandbox named
-        `cni-<id>`; nsnet never creates, enters or deletes its namespace."""
+        runtime's names, services' backends included. The container's first attachment records
+        it as a sandbox named `cni-<id>`, with `labels` (a later attachment's are not read);
+        nsnet never creates, enters or deletes its namespace."""
         validate.container_id("container id", container_id)
         validate.interface_name("interface name", ifname)
         validate.name("network", network)
@@ -366,39 +369,46 @@ class Engine(Catalog):
         requested = _requested(ip, ip6)
         wanted_mac = validate.mac("mac", mac) if mac is not None else None
         port_requests = portspec.parse_all(publish)
+        tags = validate.labels(list(labels))
         with self._locks.ledger():
             existing = self._store.sandbox_of_container(container_id)
             name = existing.name if existing else self._container_name(container_id)
-            with self._locks.sandbox(name), self._store.transaction():
-                # Again under the container's lock: a concurrent first ADD (another network) may
-                # have recorded it meanwhile.
-                existing = self._store.sandbox_of_container(container_id)
-                net = self._ready_network(network)
-                if existing is None:
-                    sandbox_id = new_id()
-                    self._store.add_sandbox(sandbox_id, name, "ready", container_id, netns)
-                else:
-                    sandbox_id = existing.id
-                    if existing.netns != netns:
-                        raise Conflict(f"container {container_id!r} is attached in namespace {existing.netns},"
-                                       f" not {netns}")
-                    if existing.endpoint(network) is not None:
-                        raise Conflict(f"container {container_id!r} is already attached to network {network!r}")
-                    if any(e.ifname == ifname for e in existing.endpoints):
-                        raise Conflict(f"container {container_id!r} already has an interface {ifname!r}")
-                pointers = {net.id: self._store.last_ips(net.id)}
-                endpoint = self._allocate(sandbox_id, name, net, ifname, default_route and not net.internal,
-                                          requested, port_requests, mac=wanted_mac, netns=netns)
+            with self._locks.sandbox(name), self._serving([network]):
+                with self._store.transaction():
+                    # Again under the container's lock: a concurrent first ADD (another network)
+                    # may have recorded it meanwhile.
+                    existing = self._store.sandbox_of_container(container_id)
+                    net = self._ready_network(network)
+                    if existing is None:
+                        sandbox_id = new_id()
+                        self._store.add_sandbox(sandbox_id, name, "ready", container_id, netns, labels=tags)
+                    else:
+                        sandbox_id = existing.id
+                        if existing.netns != netns:
+                            raise Conflict(f"container {container_id!r} is attached in namespace {existing.netns},"
+                                           f" not {netns}")
+                        if existing.endpoint(network) is not None:
+                            raise Conflict(f"container {container_id!r} is already attached to network {network!r}")
+                        if any(e.ifname == ifname for e in existing.endpoints):
+                            raise Conflict(f"container {container_id!r} already has an interface {ifname!r}")
+                    pointers = {net.id: self._store.last_ips(net.id)}
+                    endpoint = self._allocate(sandbox_id, name, net, ifname, default_route and not net.internal,
+                                              requested, port_requests, mac=wanted_mac, netns=netns)
+                    joined = replace(endpoint, state="ready")
+                    serving = self._backend_changes([network], lambda boxes: [
+                        replace(b, endpoints=(*(e for e in b.endpoints if e.id != joined.id), joined))
+                        if b.name == name else b for b in boxes])
 
-            def forget() -> None:
-                self._store.delete_endpoint(endpoint.id)
-                if existing is None:
-                    self._store.delete_sandbox(name)
-                self._restore_pointers(pointers)
+                def forget() -> None:
+                    self._store.delete_endpoint(endpoint.id)
+                    if existing is None:
+                        self._store.delete_sandbox(name)
+                    self._restore_pointers(pointers)
 
-            self._build(plan_connect(endpoint, net, self.owner), forget)  # its runtime writes its /etc files
-            with self._store.transaction():
-                self._store.set_endpoint_state(endpoint.id, "ready")
+                # Its runtime writes its /etc files.
+                self._build([*plan_connect(endpoint, net, self.owner), *serving], forget)
+                with self._store.transaction():
+                    self._store.set_endpoint_state(endpoint.id, "ready")
         if net.dns:
             self._serve_names()
         return replace(endpoint, state="ready")
@@ -412,7 +422,7 @@ class Engine(Catalog):
             existing = self._store.sandbox_of_container(container_id)
             if existing is None:
                 return False
-            with self._locks.sandbox(existing.name):
+            with self._locks.sandbox(existing.name), self._serving([network]):
                 with self._store.transaction():
                     current = self._store.sandbox_of_container(container_id)
                     endpoint = current.endpoint(network) if current else None
@@ -420,8 +430,12 @@ class Engine(Catalog):
                         if current is not None and not current.endpoints:  # left by an attach that died
                             self._store.delete_sandbox(current.name)
                         return False
+                    # Backends go first: no new connection goes to a container on its way out.
+                    serving = self._backend_changes([network], lambda boxes: [
+                        replace(b, endpoints=tuple(e for e in b.endpoints if e.id != endpoint.id))
+                        if b.name == current.name else b for b in boxes])
                     self._store.set_endpoint_state(endpoint.id, "removing")
-                plan = plan_disconnect(endpoint, self.network(network), None, self.owner)
+                plan = [*serving, *plan_disconnect(endpoint, self.network(network), None, self.owner)]
                 self._remove(plan, f"detaching container {container_id!r} from {network!r}")
                 with self._store.transaction():
                     self._store.delete_endpoint(endpoint.id)
@@ -474,16 +488,20 @@ class Engine(Catalog):
     # Services (nsnet.services)
 
     def create_service(self, name: str, *, network: str, ports: Sequence[str], backends: Sequence[str] = (),
-                       selector: Sequence[str] = (), vip: str | None = None) -> Service:
-        """A VIP on `network` whose ports the kernel spreads over the backends: the sandboxes
-        named, and the network's sandboxes whose labels hold the selector, followed as they come
-        and go. The VIP is the next free address of the service range unless `vip` names one."""
+                       selector: Sequence[str] = (), vips: Sequence[str] = (), affinity: str | None = None,
+                       publish: Sequence[str] = ()) -> Service:
+        """VIPs on `network`, one per family it has, whose ports the kernel spreads over the
+        backends: the sandboxes named, and the network's sandboxes whose labels hold the
+        selector, followed as they come and go. Each VIP is the next free address of the
+        service range unless `vips` names it; `publish` also opens service ports on every address
+        of the host (services.publish)."""
         from . import services
 
         validate.name("service name", name)
         validate.name("--network", network)
-        wanted_ports = services.ports(list(ports))
+        wanted_ports = services.publish(list(publish), services.ports(list(ports)))
         wanted_selector = services.selector(list(selector))
+        wanted_affinity = services.affinity(affinity)
         named = tuple(dict.fromkeys(validate.name("--backend", b) for b in backends))
         if not named and not wanted_selector:
             raise InvalidInput("--backend", None, "or --selector is needed: who serves the service")
@@ -492,8 +510,6 @@ class Engine(Catalog):
                 if self._store.service(name) is not None:
                     raise Conflict(f"service {name!r} already exists")
                 net = self._ready_network(network)
-                if not any(s.version == 4 for s in net.subnets):
-                    raise InvalidInput("--network", network, "has no IPv4 subnet (VIPs are IPv4)")
                 sandboxes = self._store.sandboxes()
                 for backend in named:
                     found = next((s for s in sandboxes if s.name == backend), None)
@@ -501,38 +517,40 @@ class Engine(Catalog):
                         raise NotFound("sandbox", backend)
                     if found.endpoint(network) is None:
                         raise InvalidInput("--backend", backend, f"is not on network {network!r}")
-                within, first = self._service_range()
-                taken = self._store.vips()
-                if vip is not None:
-                    address = services.vip(vip, within)
-                    if str(address) in taken:
-                        raise Conflict(f"VIP {address} is another service's")
-                else:
-                    address = services.free_vip(within, taken)
-                    if address is None:
-                        raise Exhausted(f"the service range {within} has no free address")
-                service = Service(id=new_id(), name=name, network=network, vip=address, ports=wanted_ports,
-                                  backends=named, selector=wanted_selector, created=time.time(), state="creating")
+                self._refuse_taken_node_ports(wanted_ports)
+                within, added = self._service_range()
+                addresses = self._vips(net, within, list(vips))
+                service = Service(id=new_id(), name=name, network=network, vips=addresses, ports=wanted_ports,
+                                  backends=named, selector=wanted_selector, affinity=wanted_affinity,
+                                  created=time.time(), state="creating")
                 self._store.add_service(service, net.id)
-                if first:
-                    self._store.set_meta(SERVICE_RANGE_KEY, str(within))
-                chosen = [ip for _, ip in services.backends(service, sandboxes, network)]
-            commands = [*(render.render_dispatch(self.owner, len(chosen)) if chosen else []),
+                if added:
+                    self._store.set_meta(SERVICE_RANGE_KEY, ",".join(str(b) for b in within.values()))
+                chosen = services.picks(service, sandboxes)
+            counts = sorted({len(a) for a in chosen.values() if a})
+            # The skeleton too: a ledger made by an older nsnet may lack the sets services need.
+            commands = [*render.render_skeleton(self.owner),
+                        *(c for n in counts for c in render.render_dispatch(self.owner, n)),
+                        *(render.render_remember(self.owner, wanted_affinity) if wanted_affinity else []),
                         *render.render_service(self.owner, "add", service, chosen),
-                        *(render.render_service_range(self.owner, "add", within) if first else [])]
+                        *render.render_service_range(self.owner, "add", added.values())]
             reverse = [*render.render_service(self.owner, "delete", service, chosen),
-                       *(render.render_service_range(self.owner, "delete", within) if first else [])]
+                       *render.render_service_range(self.owner, "delete", added.values())]
 
             def forget() -> None:
                 self._store.delete_service(service.id)
-                if first:
-                    self._store.delete_meta(SERVICE_RANGE_KEY)
+                if added:
+                    recorded = [b for v, b in within.items() if v not in added]
+                    if recorded:
+                        self._store.set_meta(SERVICE_RANGE_KEY, ",".join(str(b) for b in recorded))
+                    else:
+                        self._store.delete_meta(SERVICE_RANGE_KEY)
 
             self._build([ApplyFirewall(tuple(commands), tuple(reverse), f"service {name}")], forget)
             with self._store.transaction():
                 self._store.set_service_state(service.id, "ready")
         if net.dns:
-            self._serve_names()  # its name answers with its VIP
+            self._serve_names()  # its name answers with its VIPs
         return replace(service, state="ready")
 
     def remove_service(self, name: str) -> None:
@@ -544,15 +562,18 @@ class Engine(Catalog):
                 service = self._store.service(name)
                 if service is None:
                     raise NotFound("service", name)
-                chosen = [ip for _, ip in services.backends(service, self._store.sandboxes(), service.network)]
-                last = len(self._store.vips()) == 1
+                chosen = services.picks(service, self._store.sandboxes())
+                last = len(self._store.services()) == 1
                 within = self._service_range()[0]
                 self._store.set_service_state(service.id, "removing")
             commands = [*render.render_service(self.owner, "delete", service, chosen),
-                        *(render.render_service_range(self.owner, "delete", within) if last else [])]
+                        *(render.render_service_range(self.owner, "delete", within.values()) if last else [])]
             udp = [p.port for p in service.ports if p.protocol == "udp"]
-            if udp:
-                self._flows_to_forget.append((str(service.vip), udp, set()))
+            for address in service.vips:
+                if udp:
+                    self._flows_to_forget.append((str(address), udp, set()))
+                if service.affinity:
+                    self._picks_to_forget.append((str(address), None))
             self._remove([RemoveFirewallElements(tuple(commands), f"service {name}")], f"removing service {name!r}")
             with self._store.transaction():
                 self._store.delete_service(service.id)
@@ -561,32 +582,77 @@ class Engine(Catalog):
         if self.network(service.network).dns:
             self._serve_names()
 
-    def services(self) -> list[tuple[Service, list[tuple[str, str]]]]:
-        """Each service with its backends now: (sandbox, address)."""
+    def services(self) -> list[tuple[Service, list[tuple[str, tuple[str, ...]]]]]:
+        """Each service with its backends now: (sandbox, its addresses in the VIPs' families)."""
         from . import services
 
         with self._store.snapshot():
             sandboxes = self._store.sandboxes()
-            return [(s, services.backends(s, sandboxes, s.network)) for s in self._store.services()]
+            return [(s, services.backends(s, sandboxes)) for s in self._store.services()]
 
-    def _service_range(self) -> tuple[Any, bool]:
-        """The service range, and whether it is chosen now (no service holds an address yet): the
-        one the first service was made in, else NSNET_SERVICE_RANGE or the default, which must
-        overlap no network and no route of the host."""
+    def _service_range(self) -> tuple[dict[int, Any], dict[int, Any]]:
+        """The service range per family, and the blocks of it chosen now: a family's block is the
+        one the ledger recorded when its first service was made, else NSNET_SERVICE_RANGE's or the
+        default, which must overlap no network and no route of the host."""
         from . import services
 
         recorded = self._store.meta(SERVICE_RANGE_KEY)
-        if recorded is not None:
-            return services.service_range(recorded), False
-        within = services.service_range(os.environ.get("NSNET_SERVICE_RANGE") or services.DEFAULT_RANGE)
-        clash = services.overlaps(within, [s.subnet for n in self._store.networks() for s in n.subnets])
-        if clash is not None:
-            raise InvalidInput("NSNET_SERVICE_RANGE", str(within), f"overlaps a network's subnet {clash}")
+        within = services.service_ranges(recorded) if recorded else {}
+        if len(within) == 2:
+            return within, {}
+        wanted = services.service_ranges(services.DEFAULT_RANGES)
+        wanted.update(services.service_ranges(os.environ["NSNET_SERVICE_RANGE"])
+                      if os.environ.get("NSNET_SERVICE_RANGE") else {})
+        added = {v: b for v, b in wanted.items() if v not in within}
         ours = {n.bridge for n in self._store.networks()}
-        routed = services.overlaps(within, [dst for dst, dev in self.kernel.host_routes() if dev not in ours])
-        if routed is not None:
-            raise InvalidInput("NSNET_SERVICE_RANGE", str(within), f"overlaps the host's route {routed}")
-        return within, True
+        routes = [dst for dst, dev in self.kernel.host_routes() if dev not in ours]
+        for block in added.values():
+            clash = services.overlaps(block, [s.subnet for n in self._store.networks() for s in n.subnets])
+            if clash is not None:
+                raise InvalidInput("NSNET_SERVICE_RANGE", str(block), f"overlaps a network's subnet {clash}")
+            routed = services.overlaps(block, routes)
+            if routed is not None:
+                raise InvalidInput("NSNET_SERVICE_RANGE", str(block), f"overlaps the host's route {routed}")
+        return {**within, **added}, added
+
+    def _vips(self, network: Network, within: dict[int, Any], requested: list[str]) -> tuple[IPAddress, ...]:
+        """One VIP per family of the network: the one `--vip` names, else the family's first free."""
+        from . import services
+
+        versions = sorted({s.version for s in network.subnets})
+        taken = self._store.vips()
+        named: dict[int, IPAddress] = {}
+        for text in requested:
+            address = services.vip(text, within)
+            if address.version not in versions:
+                raise InvalidInput("--vip", text, f"is IPv{address.version}; network {network.name!r} has no "
+                                   f"IPv{address.version} subnet")
+            if address.version in named:
+                raise InvalidInput("--vip", text, f"is a second IPv{address.version} VIP")
+            if str(address) in taken:
+                raise Conflict(f"VIP {address} is another service's")
+            named[address.version] = address
+        chosen = []
+        for version in versions:
+            address = named.get(version) or services.free_vip(within[version], taken)
+            if address is None:
+                raise Exhausted(f"the service range {within[version]} has no free address")
+            chosen.append(address)
+        return tuple(chosen)
+
+    def _refuse_taken_node_ports(self, ports: Sequence[Any]) -> None:
+        """A service port published on the host takes its host port on every address of the host:
+        refused when published already (by a sandbox or a service) or held by a host process."""
+        from .publish import refuse_taken
+
+        taken, holders = self._store.published_ports(), self.kernel.port_holders()
+        for p in ports:
+            if p.node_port is None:
+                continue
+            holder = self._store.node_port_holder(p.protocol, p.node_port)
+            if holder is not None:
+                raise Conflict(f"host port {p.node_port}/{p.protocol} is published by service {holder!r}")
+            refuse_taken(PortMapping(None, p.node_port, p.target, p.protocol), taken, holders)
 
     @contextmanager
     def _serving(self, networks: Sequence[str]) -> Iterator[None]:
@@ -601,9 +667,9 @@ class Engine(Catalog):
                          ) -> list[Operation]:
         """The firewall change that follows the services of these networks from their backends
         now to those after `change` (the ledger's sandboxes as a command leaves them), with its
-        undo; none when no service's backends change. A UDP port's flows to a backend that goes
-        are forgotten once the command is done (`_forget_flows`): a client's socket would
-        otherwise keep sending to it for as long as it sends (kube-proxy's #19029, #139629)."""
+        undo; none when no service's backends change. Once the command is done, a backend that
+        goes loses its clients' affinity and its UDP flows (`_forget_flows`): a client's socket
+        would otherwise keep sending to it for as long as it sends (kube-proxy's #19029, #139629)."""
         from . import services
 
         affected = [s for s in self._store.services(networks) if s.state == "ready"]
@@ -614,28 +680,40 @@ class Engine(Catalog):
         commands: list[dict[str, Any]] = []
         reverse: list[dict[str, Any]] = []
         for service in affected:
-            old = [ip for _, ip in services.backends(service, before, service.network)]
-            new = [ip for _, ip in services.backends(service, after, service.network)]
-            if old != new:
-                commands += self._move_backends(service, old, new)
-                reverse += self._move_backends(service, new, old)
-                udp = [p.port for p in service.ports if p.protocol == "udp"]
-                if udp and set(old) - set(new):
-                    self._flows_to_forget.append((str(service.vip), udp, set(new)))
+            old, new = services.picks(service, before), services.picks(service, after)
+            if old == new:
+                continue
+            commands += self._move_backends(service, old, new)
+            reverse += self._move_backends(service, new, old)
+            udp = [p.port for p in service.ports if p.protocol == "udp"]
+            for address in service.vips:
+                gone = set(old[address.version]) - set(new[address.version])
+                if gone and udp:
+                    self._flows_to_forget.append((str(address), udp, set(new[address.version])))
+                if gone and service.affinity:
+                    self._picks_to_forget.append((str(address), set(new[address.version])))
         return [ApplyFirewall(tuple(commands), tuple(reverse), "services' backends")] if commands else []
 
     def _forget_flows(self) -> None:
-        """After a command: the UDP flows to backends it took away (see _backend_changes)."""
-        pending, self._flows_to_forget = self._flows_to_forget, []
-        for vip, ports, keep in pending:
+        """After a command: the affinity and UDP flows of backends it took away (see _backend_changes)."""
+        picks, self._picks_to_forget = self._picks_to_forget, []
+        for vip, keep in picks:
             try:
-                self.kernel.forget_udp_flows(vip, ports, keep)
+                self.kernel.forget_picks(self.owner.table, vip, keep)
+            except (NsnetError, OSError) as exc:
+                self.notes.append(f"the old backends clients of service {vip} had were not forgotten: {exc}")
+        pending, self._flows_to_forget = self._flows_to_forget, []
+        for vip, ports, kept in pending:
+            try:
+                self.kernel.forget_udp_flows(vip, ports, kept)
             except (NsnetError, OSError) as exc:
                 self.notes.append(f"UDP flows to service {vip}'s old backends were not forgotten: {exc}")
 
-    def _move_backends(self, service: Service, old: list[str], new: list[str]) -> list[dict[str, Any]]:
+    def _move_backends(self, service: Service, old: dict[int, list[str]], new: dict[int, list[str]]
+                       ) -> list[dict[str, Any]]:
+        counts = sorted({len(a) for a in new.values() if a})
         return [*render.render_service(self.owner, "delete", service, old, vip=False),
-                *(render.render_dispatch(self.owner, len(new)) if new else []),
+                *(c for n in counts for c in render.render_dispatch(self.owner, n)),
                 *render.render_service(self.owner, "add", service, new, vip=False)]
 
     # Interception (nsnet.intercept)
@@ -876,6 +954,13 @@ class Engine(Catalog):
             used = [s.subnet for n in existing for s in n.subnets if s.version == version]
             subnet = ipam.pick_subnet(*pool, used + [dst for dst, _ in routes if dst.version == version])
         _refuse_overlap(subnet, existing, routes)
+        recorded = self._store.meta(SERVICE_RANGE_KEY)
+        if recorded:
+            from .services import overlaps, service_ranges
+
+            clash = next((b for b in service_ranges(recorded).values() if overlaps(b, [subnet])), None)
+            if clash is not None:
+                raise Conflict(f"subnet {subnet} overlaps the service range {clash}")
         return Subnet(subnet, request.gateway or ipam.default_gateway(subnet), request.ip_range)
 
     def _build(self, plan: Sequence[Operation], forget: Callable[[], None]) -> None:
@@ -887,6 +972,7 @@ class Engine(Catalog):
             apply(plan, self.kernel)
         except BaseException:
             self._flows_to_forget.clear()
+            self._picks_to_forget.clear()
             with self._store.transaction():
                 forget()
             raise

@@ -311,37 +311,46 @@ class Owner:
 
 @record
 class ServicePort:
-    """A port of a service's VIP and the backends' port it goes to."""
+    """A port of a service's VIPs, the backends' port it goes to, and the host port that also
+    reaches it on every address of the host (`--publish`, Kubernetes' NodePort), if any."""
 
     protocol: str
     port: int
     target: int
+    node_port: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.port}/{self.protocol} -> {self.target}"
+        published = f" (host port {self.node_port})" if self.node_port else ""
+        return f"{self.port}/{self.protocol} -> {self.target}{published}"
 
 
 @record
 class Service:
-    """A virtual address on a network, spread by the kernel over backends: sandboxes named, and
-    sandboxes of the network whose labels hold the selector (Kubernetes' Service, nsnet.services)."""
+    """Virtual addresses on a network (one per family of the network), spread by the kernel over
+    backends: sandboxes named, and sandboxes of the network whose labels hold the selector
+    (Kubernetes' Service, nsnet.services); with client-IP affinity, a client stays with its
+    backend for `affinity` seconds after its last new connection."""
 
     id: str
     name: str
     network: str
-    vip: IPAddress
+    vips: tuple[IPAddress, ...]  # IPv4 first
     ports: tuple[ServicePort, ...]
     backends: tuple[str, ...] = ()  # named with --backend
     selector: tuple[tuple[str, str], ...] = ()
+    affinity: int | None = None
     created: float = 0.0
     state: str = "ready"
 
     def selects(self, name: str, labels: tuple[tuple[str, str], ...]) -> bool:
         return name in self.backends or (bool(self.selector) and set(self.selector) <= set(labels))
 
-    def to_dict(self, serving: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-        found = {"Backends": [{"Sandbox": n, "IPAddress": ip} for n, ip in serving]} if serving is not None else {}
-        return {"Id": self.id, "Name": self.name, "Network": self.network, "VIP": str(self.vip),
-                "Ports": [{"Protocol": p.protocol, "Port": p.port, "TargetPort": p.target} for p in self.ports],
-                "NamedBackends": list(self.backends), "Selector": dict(self.selector), **found,
+    def to_dict(self, serving: list[tuple[str, tuple[str, ...]]] | None = None) -> dict[str, Any]:
+        found = ({"Backends": [{"Sandbox": n, "IPAddresses": list(ips)} for n, ips in serving]}
+                 if serving is not None else {})
+        return {"Id": self.id, "Name": self.name, "Network": self.network, "VIPs": [str(v) for v in self.vips],
+                "Ports": [{"Protocol": p.protocol, "Port": p.port, "TargetPort": p.target, "HostPort": p.node_port}
+                          for p in self.ports],
+                "NamedBackends": list(self.backends), "Selector": dict(self.selector),
+                "Affinity": {"ClientIP": self.affinity} if self.affinity else None, **found,
                 "Created": self.created, "State": self.state}

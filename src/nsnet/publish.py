@@ -142,7 +142,7 @@ def resolve(requests: Iterable[PortRequest], published: PortLookup | Iterable[Po
 
     def add(mapping: PortMapping, checked: bool = False) -> None:
         if not checked:
-            _refuse_taken(mapping, taken, holders)
+            refuse_taken(mapping, taken, holders)
         taken.append(mapping)
         mappings.append(mapping)
 
@@ -166,7 +166,7 @@ def resolve(requests: Iterable[PortRequest], published: PortLookup | Iterable[Po
     return mappings
 
 
-def _refuse_taken(mapping: PortMapping, taken: PortLookup, holders: HolderLookup) -> None:
+def refuse_taken(mapping: PortMapping, taken: PortLookup, holders: HolderLookup) -> None:
     where = f"host port {mapping.host}:{mapping.host_port}/{mapping.protocol}"
     if taken.clash(mapping) is not None:
         raise Conflict(f"{where} is already published")

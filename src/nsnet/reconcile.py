@@ -55,14 +55,17 @@ def ready(networks: list[Network], sandboxes: list[Sandbox]) -> tuple[list[Netwo
 
 def service_firewall(owner: Owner, services: Sequence[Service], sandboxes: list[Sandbox],
                      within: Any) -> list[dict[str, Any]]:
-    """What the ledger's services imply: a dispatch chain per number of backends in use, each
-    service's elements, and the range (`within`) while there is a service."""
-    from .services import backends
+    """What the ledger's services imply: a dispatch chain per number of backends in use, a
+    remember chain per affinity timeout in use, each service's elements, and the range's blocks
+    (`within`) while there is a service."""
+    from .services import picks
 
-    chosen = [(s, [ip for _, ip in backends(s, sandboxes, s.network)]) for s in services if s.state == "ready"]
-    counts = sorted({len(ips) for _, ips in chosen if ips})
+    chosen = [(s, picks(s, sandboxes)) for s in services if s.state == "ready"]
+    counts = sorted({len(a) for _, p in chosen for a in p.values() if a})
+    timeouts = sorted({s.affinity for s, _ in chosen if s.affinity})
     return [*(c for n in counts for c in render.render_dispatch(owner, n)),
-            *(c for s, ips in chosen for c in render.render_service(owner, "add", s, ips)),
+            *(c for t in timeouts for c in render.render_remember(owner, t)),
+            *(c for s, p in chosen for c in render.render_service(owner, "add", s, p)),
             *(render.render_service_range(owner, "add", within) if chosen and within is not None else [])]
 
 

@@ -118,26 +118,31 @@ def _repair_interceptions(store: Store, kernel: Kernel, observed: Observed, owne
 
 def _service_range(store: Store) -> Any:
     from .engine import SERVICE_RANGE_KEY
-    from .services import service_range
+    from .services import service_ranges
 
     recorded = store.meta(SERVICE_RANGE_KEY)
-    return service_range(recorded) if recorded else None
+    return list(service_ranges(recorded).values()) if recorded else None
 
 
 def _dispatch_chains(owner: Owner, store: Store, services: list[Service], observed: Observed) -> list[dict]:
-    """The dispatch chains the skeleton holds now: one per number of backends a service has, and
-    any made for a number no service has any more (made on demand, left until the next gc
-    rebuild), each with its one rule."""
-    from .firewall.names import DISPATCH_PREFIX
-    from .services import backends
+    """The chains made on demand that the skeleton holds now: a dispatch chain per number of
+    backends a service has, and a remember chain per affinity timeout a service has, and any made
+    for a number or timeout no service has any more (left until the next gc rebuild)."""
+    from .firewall.names import DISPATCH_PREFIX, REMEMBER_PREFIX
+    from .services import picks
 
     sandboxes = store.sandboxes()
-    counts = {len(backends(s, sandboxes, s.network)) for s in services if s.state == "ready"} - {0}
-    present = {int(count) for key in (observed.ruleset.chains if observed.ruleset else ())
-               for family, _, name in [key.split(" ", 2)]
-               for count in [name.removeprefix(DISPATCH_PREFIX)]
-               if family == "inet" and name.startswith(DISPATCH_PREFIX) and count.isdigit()}
-    return [c for n in sorted(counts | present) for c in render.render_dispatch(owner, n)]
+    ready = [s for s in services if s.state == "ready"]
+    counts = {len(a) for s in ready for a in picks(s, sandboxes).values()} - {0}
+    timeouts = {s.affinity for s in ready if s.affinity}
+    present = [name for key in (observed.ruleset.chains if observed.ruleset else ())
+               for family, _, name in [key.split(" ", 2)] if family == "inet"]
+
+    def numbered(prefix: str) -> set[int]:
+        return {int(n) for name in present for n in [name.removeprefix(prefix)] if name.startswith(prefix) and n.isdigit()}
+
+    return [*(c for n in sorted(counts | numbered(DISPATCH_PREFIX)) for c in render.render_dispatch(owner, n)),
+            *(c for t in sorted(timeouts | numbered(REMEMBER_PREFIX)) for c in render.render_remember(owner, t))]
 
 
 def _etc_rewrites(store: Store, kernel: Kernel, observed: Observed) -> list[tuple[str, str, str | None, str | None]]:

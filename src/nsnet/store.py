@@ -100,7 +100,9 @@ CREATE TABLE IF NOT EXISTS aliases (
     alias TEXT NOT NULL,
     PRIMARY KEY (endpoint_id, alias)
 );
--- A service (nsnet.services): a VIP on a network, with its ports, named backends and label selector as JSON.
+-- A service (nsnet.services): its VIPs on a network (vip: the IPv4 one, or the IPv6 one of an
+-- IPv6-only network, and vip6: the IPv6 one of a dual-stack network), its ports, named backends and
+-- label selector as JSON, and its client-IP affinity in seconds.
 CREATE TABLE IF NOT EXISTS services (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -110,7 +112,17 @@ CREATE TABLE IF NOT EXISTS services (
     backends TEXT NOT NULL,
     selector TEXT NOT NULL,
     state TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    vip6 TEXT,
+    affinity INTEGER
+);
+-- A service port published on every address of the host (--publish, Kubernetes' NodePort).
+CREATE TABLE IF NOT EXISTS service_node_ports (
+    service_id TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    protocol TEXT NOT NULL,
+    host_port INTEGER NOT NULL,
+    target_port INTEGER NOT NULL,
+    UNIQUE (protocol, host_port)
 );
 -- A sandbox's interception (nsnet.intercept): its spec as JSON, and whether its table is made.
 CREATE TABLE IF NOT EXISTS interceptions (
@@ -126,8 +138,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_by_container ON sandboxes (container
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
+CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -194,6 +207,14 @@ def _migrate_to_9(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE sandboxes ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
 
 
+def _migrate_to_10(db: sqlite3.Connection) -> None:
+    """Services gain an IPv6 VIP and client-IP affinity."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(services)")}
+    if columns and "vip6" not in columns:
+        db.execute("ALTER TABLE services ADD COLUMN vip6 TEXT")
+        db.execute("ALTER TABLE services ADD COLUMN affinity INTEGER")
+
+
 def state_dir() -> str:
     return os.environ.get("NSNET_STATE_DIR") or DEFAULT_STATE_DIR
 
@@ -235,6 +256,11 @@ class StoredPorts:
         pending = published_clash(candidate, self._pending)
         if pending is not None:
             return pending
+        node_port = self._db.execute(
+            "SELECT host_port, target_port, protocol FROM service_node_ports WHERE protocol = ? AND host_port = ?",
+            (candidate.protocol, candidate.host_port)).fetchone()
+        if node_port is not None:  # on every address
+            return PortMapping(None, *node_port)
         rows = self._db.execute(
             "SELECT host_ip, host_port, sandbox_port, protocol FROM ports WHERE protocol = ? AND host_port = ?",
             (candidate.protocol, candidate.host_port),
@@ -326,6 +352,8 @@ class Store:
                     _migrate_to_8(self.db)
                 if version < 9:
                     _migrate_to_9(self.db)
+                if version < 10:
+                    _migrate_to_10(self.db)
                 for statement in SCHEMA.split(";"):  # what is missing (all of it, for a new ledger)
                     if statement.strip():
                         self.db.execute(statement)
@@ -574,8 +602,8 @@ class Store:
 
     # Services (the table `services` is made by SCHEMA when missing)
 
-    _SERVICE_COLUMNS = ("SELECT v.id, v.name, n.name, v.vip, v.ports, v.backends, v.selector, v.created, v.state"
-                        " FROM services v JOIN networks n ON n.id = v.network_id")
+    _SERVICE_COLUMNS = ("SELECT v.id, v.name, n.name, v.vip, v.vip6, v.ports, v.backends, v.selector, v.affinity,"
+                        " v.created, v.state FROM services v JOIN networks n ON n.id = v.network_id")
 
     def services(self, networks: Sequence[str] | None = None, name: str | None = None) -> list[Service]:
         """Every service; or those of these networks (by name); or the one named."""
@@ -586,10 +614,12 @@ class Store:
         else:
             where, args = "", ()
         rows = self.db.execute(f"{self._SERVICE_COLUMNS}{where} ORDER BY v.name", args).fetchall()
-        return [Service(id=sid, name=name, network=network, vip=ip_address(vip),
+        return [Service(id=sid, name=name, network=network,
+                        vips=(ip_address(vip), *((ip_address(vip6),) if vip6 else ())),
                         ports=tuple(ServicePort(*p) for p in json.loads(ports)), backends=tuple(json.loads(backends)),
-                        selector=tuple(tuple(kv) for kv in json.loads(selector)), created=created, state=state)
-                for sid, name, network, vip, ports, backends, selector, created, state in rows]
+                        selector=tuple(tuple(kv) for kv in json.loads(selector)), affinity=affinity,
+                        created=created, state=state)
+                for sid, name, network, vip, vip6, ports, backends, selector, affinity, created, state in rows]
 
     def service(self, name: str) -> Service | None:
         found = self.services(name=name)
@@ -605,12 +635,17 @@ class Store:
                                                   (network_id,))]
 
     def add_service(self, service: Service, network_id: str) -> None:
-        self.db.execute("INSERT INTO services (id, name, network_id, vip, ports, backends, selector, state, created)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (service.id, service.name, network_id, str(service.vip),
-                         json.dumps([[p.protocol, p.port, p.target] for p in service.ports]),
+        self.db.execute("INSERT INTO services (id, name, network_id, vip, vip6, ports, backends, selector, affinity,"
+                        " state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (service.id, service.name, network_id, str(service.vips[0]),
+                         str(service.vips[1]) if len(service.vips) > 1 else None,
+                         json.dumps([[p.protocol, p.port, p.target, *((p.node_port,) if p.node_port else ())]
+                                     for p in service.ports]),
                          json.dumps(list(service.backends)), json.dumps([list(kv) for kv in service.selector]),
-                         service.state, service.created))
+                         service.affinity, service.state, service.created))
+        self.db.executemany("INSERT INTO service_node_ports (service_id, protocol, host_port, target_port)"
+                            " VALUES (?, ?, ?, ?)",
+                            [(service.id, p.protocol, p.node_port, p.target) for p in service.ports if p.node_port])
 
     def set_service_state(self, service_id: str, state: str) -> None:
         self.db.execute("UPDATE services SET state = ? WHERE id = ?", (state, service_id))
@@ -629,7 +664,13 @@ class Store:
         self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     def vips(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT vip FROM services")}
+        return {v for row in self.db.execute("SELECT vip, vip6 FROM services") for v in row if v}
+
+    def node_port_holder(self, protocol: str, host_port: int) -> str | None:
+        """The service that publishes this host port, if one does."""
+        row = self.db.execute("SELECT s.name FROM service_node_ports p JOIN services s ON s.id = p.service_id"
+                              " WHERE p.protocol = ? AND p.host_port = ?", (protocol, host_port)).fetchone()
+        return row[0] if row else None
 
     # Interceptions (the table `interceptions` is made by SCHEMA when missing)
 

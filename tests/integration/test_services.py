@@ -1,37 +1,47 @@
 """Services with real sockets: a VIP spreads new connections over its backends evenly (chi-square),
 follows sandboxes as they come and go, answers a backend calling its own VIP, refuses at once
-without backends, is its own network's and the host's only, and survives check/gc."""
+without backends, is its own network's and the host's only, and survives check/gc; a container
+its runtime attaches through the CNI plugin serves as a sandbox does."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from nsnet import Engine
 
-from .conftest import WAN_PEER, cli
-from .net import Server, start
+from .conftest import NSNET, WAN_HOST, WAN_PEER, cli
+from .net import Server, run, start
+from .test_cni import Runtime
 
-# Greets every connection with its name until idle for `timeout` seconds.
+# Greets every connection with its name (and the client's address, with "peer") until idle for
+# `timeout` seconds; on both families with "dual".
 _NAMED = r"""
 import socket, sys
-name, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("0.0.0.0", port))
-server.listen(256)
+name, port, timeout, mode = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+if "dual" in mode:
+    server = socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=256)
+else:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", port))
+    server.listen(256)
 server.settimeout(timeout)
 print("ready", flush=True)
 while True:
     try:
-        conn, _ = server.accept()
+        conn, peer = server.accept()
     except socket.timeout:
         break
-    conn.sendall(name.encode())
+    conn.sendall((f"{name} {peer[0].removeprefix('::ffff:')}" if "peer" in mode else name).encode())
     conn.close()
 """
 # N connections one after the other; prints the count of each greeting (or error) as JSON.
@@ -49,8 +59,8 @@ print(json.dumps(seen))
 """
 
 
-def named(sandbox: str, port: int = 8080, timeout: float = 5.0) -> Server:
-    return start(sandbox, _NAMED, sandbox, port, timeout)
+def named(sandbox: str, port: int = 8080, timeout: float = 5.0, mode: str = "") -> Server:
+    return start(sandbox, _NAMED, sandbox, port, timeout, mode or "-")
 
 
 def ask(sandbox: str | None, ip: str, port: int = 80, count: int = 1, timeout: float = 2.0) -> Counter:
@@ -71,7 +81,7 @@ def app(engine: Engine) -> Engine:
 
 def test_connections_spread_evenly_over_the_backends(app: Engine) -> None:
     service = app.create_service("web", network="app", ports=["80:8080"], selector=["app=web"])
-    assert str(service.vip) == "10.211.0.1"
+    assert [str(v) for v in service.vips] == ["10.211.0.1"]
     servers = [named(f"web{i}", timeout=20) for i in (1, 2, 3)]
     try:
         seen = ask("client", "10.211.0.1", count=1200)
@@ -126,7 +136,7 @@ def test_backends_follow_sandboxes_and_an_empty_service_refuses_at_once(app: Eng
     app.remove_sandbox("api1", force=True)
     assert ask("client", "10.211.0.1") == {"ConnectionRefusedError": 1}
     listed = json.loads(cli("service", "inspect", "api").stdout)
-    assert [(s["Name"], s["VIP"], s["Backends"]) for s in listed] == [("api", "10.211.0.1", [])]
+    assert [(s["Name"], s["VIPs"], s["Backends"]) for s in listed] == [("api", ["10.211.0.1"], [])]
 
 
 def test_an_established_connection_survives_backend_changes(app: Engine) -> None:
@@ -200,7 +210,7 @@ def test_check_and_gc_cover_services_and_bad_input_changes_nothing(app: Engine) 
             (["x", "--network", "app", "-p", "80", "--selector", "app"], "invalid --selector 'app'"),
             (["x", "--network", "app", "-p", "80"], "--selector is needed"),
             (["x", "--network", "app", "-p", "80", "--backend", "web1", "--vip", "10.9.9.9"],
-             "must be an address of the service range 10.211.0.0/16"),
+             "must be an address of the service range 10.211.0.0/16 or fd00:6e73:7663::/112"),
             (["web", "--network", "app", "-p", "80", "--backend", "web1"], "service 'web' already exists")):
         done = cli("service", "create", *args)
         assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
@@ -291,4 +301,145 @@ def test_parallel_creates_and_removes_of_backends_lose_no_update(app: Engine) ->
     assert [d.returncode for d in done] == [0] * len(done), [d.stderr for d in done if d.returncode]
     (served,) = [b for _, b in app.services()]
     assert sorted(name for name, _ in served) == sorted(["web3", *(f"par{i}" for i in range(8))])
+    assert cli("check").stdout == ""
+
+
+CID = "7f3a9c2e51d04b8aa1c2d3e4f5061728"  # its sandbox: cni-7f3a9c2e51d0
+# The app fixture's network as a CNI configuration describes it (no bridge named: nsnet's own).
+APP_CONF = {"cniVersion": "1.0.0", "name": "app", "type": "nsnet", "isGateway": True, "ipMasq": True,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.31.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
+
+
+@pytest.fixture
+def cni(app: Engine, tmp_path: Path, state_dir: str) -> Iterator[Runtime]:
+    """A container runtime using the app fixture's ledger through its CNI plugin; its namespaces
+    go (and gc forgets the containers they held) before the engine fixture cleans up."""
+    done = subprocess.run([NSNET, "cni", "install", "--bin-dir", str(tmp_path / "bin")], capture_output=True,
+                          text=True, check=True)
+    try:
+        yield Runtime(done.stdout.strip(), state_dir)
+    finally:
+        for name in os.listdir("/run/netns"):
+            if name.startswith("ctr"):
+                run("ip", "netns", "del", name, check=False)
+        app.gc()
+
+
+def test_a_cni_container_serves_by_its_labels_and_by_name_until_its_del(app: Engine, cni: Runtime) -> None:
+    app.create_service("pods", network="app", ports=["80:8080"], selector=["tier=pod"])
+    netns = cni.netns("ctrpod")
+    conf = {**APP_CONF, "args": {"cni": {"labels": [{"key": "tier", "value": "pod"}]}}}
+    added = cni.add(conf, CID, netns, args="IgnoreUnknown=1;K8S_POD_NAME=pod")  # what Podman passes
+    assert added["ips"][0]["address"] == "10.31.0.6/24"  # after web1-3 and client
+    done = cli("service", "create", "named", "--network", "app", "-p", "81:8080", "--backend", "cni-7f3a9c2e51d0")
+    assert done.returncode == 0, done.stderr
+    server = named("ctrpod", timeout=10)
+    try:
+        assert ask("client", "10.211.0.1", count=5) == {"ctrpod": 5}  # selected by its label
+        assert ask("client", "10.211.0.2", port=81) == {"ctrpod": 1}  # named
+        assert cli("check").stdout == ""
+    finally:
+        server.stop()
+    assert cni.call("DEL", conf, CID, netns).code == 0
+    # Refused at once, not timed out: the VIPs have no backend left (a stale one would not answer).
+    assert ask("client", "10.211.0.1") == {"ConnectionRefusedError": 1}
+    assert ask("client", "10.211.0.2", port=81) == {"ConnectionRefusedError": 1}
+    assert app.container(CID) is None and cli("check").stdout == ""
+
+
+def _pins(table: str, version: int = 4) -> list[tuple[str, str, str, int]]:
+    """(client, VIP, backend, timeout) of each affinity entry the kernel holds (IPv6: the low 64
+    bits of client and VIP, as numbers)."""
+    name = "service_affinity" + ("6" if version == 6 else "")
+    listing = json.loads(subprocess.run(["nft", "-j", "list", "map", "inet", table, name], capture_output=True,
+                                        text=True, check=True).stdout)
+    (found,) = [item["map"] for item in listing["nftables"] if "map" in item]
+    return [(*(int(k, 16) if isinstance(k, str) and k.startswith("0x") else k for k in e[0]["elem"]["val"]["concat"]),
+             e[1], e[0]["elem"]["timeout"]) for e in found.get("elem", [])]
+
+
+def test_affinity_keeps_a_client_on_its_backend_until_it_expires_or_leaves(app: Engine, wan: str) -> None:
+    table = app.owner.table
+    app.create_service("web", network="app", ports=["80:8080", "81:8080"], selector=["app=web"],
+                       affinity="client-ip=3")
+    servers = [named(n, timeout=30) for n in ("web1", "web2", "web3")]
+    client = app.sandbox("client").endpoints[0].addresses[0].ip
+    try:
+        first = ask("client", "10.211.0.1", count=30)
+        (pinned,) = first
+        assert first == {pinned: 30}  # 30 new connections, one backend
+        assert ask("client", "10.211.0.1", port=81, count=5) == {pinned: 5}  # every port of the service
+        address = str(app.sandbox(pinned).endpoints[0].addresses[0].ip)
+        assert _pins(table) == [(str(client), "10.211.0.1", address, 3)]
+        app.disconnect("app", pinned)  # its clients are forgotten with it: none is sent to it again
+        assert [p for p in _pins(table) if p[2] == address] == []
+        after = ask("client", "10.211.0.1", count=20)
+        (repinned,) = after
+        assert repinned != pinned and after == {repinned: 20}
+        time.sleep(3.5)  # the timeout, counted from the last new connection
+        assert _pins(table) == []
+        assert len(ask("client", "10.211.0.1", count=1)) == 1 and len(_pins(table)) == 1
+        app.remove_service("web")
+        assert _pins(table) == []
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_dual_stack_service_has_an_ipv6_vip_with_its_own_spread_and_affinity(engine: Engine) -> None:
+    engine.create_network("dual", subnet=["10.33.0.0/24", "fd33::/64"], ipv6=True)
+    for name in ("v1", "v2"):
+        engine.create_sandbox(name, networks=["dual"], labels=["app=v"])
+    engine.create_sandbox("asker", networks=["dual"])
+    service = engine.create_service("vee", network="dual", ports=["80:8080"], selector=["app=v"])
+    sticky = engine.create_service("stick", network="dual", ports=["80:8080"], selector=["app=v"],
+                                   affinity="client-ip=60")
+    assert [str(v) for v in service.vips] == ["10.211.0.1", "fd00:6e73:7663::1"]
+    v6, sticky6 = str(service.vips[1]), str(sticky.vips[1])
+    servers = [named(n, timeout=30, mode="dual") for n in ("v1", "v2")]
+    try:
+        seen = ask("asker", v6, count=60)
+        assert set(seen) == {"v1", "v2"} and sum(seen.values()) == 60, seen
+        assert set(ask("asker", "10.211.0.1", count=30)) == {"v1", "v2"}
+        pinned = ask("asker", sticky6, count=20)
+        assert len(pinned) == 1 and sum(pinned.values()) == 20, pinned  # its IPv6 clients are kept too
+        (kept,) = pinned
+        backend = engine.sandbox(kept).endpoints[0].addresses[1].ip
+        asker = engine.sandbox("asker").endpoints[0].addresses[1].ip
+        low = 2**64 - 1
+        assert _pins(engine.owner.table, 6) == [(int(asker) & low, int(sticky.vips[1]) & low, str(backend), 60)]
+        assert len(ask("asker", str(sticky.vips[0]), count=10)) == 1  # and IPv4 ones, on their own
+        names = subprocess.run(["ip", "netns", "exec", "asker", "getent", "ahosts", "vee"], capture_output=True,
+                               text=True, check=True).stdout.split()
+        assert {"10.211.0.1", v6} <= set(names)  # its name answers with both VIPs
+        gone = {str(a.ip) for a in engine.sandbox(kept).endpoints[0].addresses}
+        engine.remove_sandbox(kept, force=True)
+        assert _pins(engine.owner.table, 6) == []  # forgotten with it, in both families
+        assert [p for p in _pins(engine.owner.table) if p[2] in gone] == []
+        (other,) = {"v1", "v2"} - {kept}
+        assert ask("asker", v6, count=10) == {other: 10} and ask("asker", sticky6, count=5) == {other: 5}
+    finally:
+        for server in servers:
+            server.stop()
+    assert cli("check").stdout == ""
+
+
+def test_a_service_published_on_the_host_reaches_its_backends_from_outside(app: Engine, wan: str) -> None:
+    app.create_service("web", network="app", ports=["80:8080"], selector=["app=web"], publish=["30080"])
+    servers = [named(n, timeout=30, mode="peer") for n in ("web1", "web2", "web3")]
+    try:
+        seen = ask("wan", WAN_HOST, port=30080, count=60)
+        # Every backend, each seeing the outside client's own address (no masquerade).
+        assert set(seen) == {f"web{i} {WAN_PEER}" for i in (1, 2, 3)} and sum(seen.values()) == 60, seen
+        assert set(ask("client", WAN_HOST, port=30080, count=30)) <= {f"web{i} 10.31.0.1" for i in (1, 2, 3)}
+        assert cli("create", "taken", "--network", "app", "-p", "30080:80").stderr == (
+            "nsnet: error: host port 0.0.0.0:30080/tcp is already published\n")
+        held = app.create_service("held", network="app", ports=["80"], selector=["tier=none"], publish=["30081"])
+        assert ask("wan", WAN_HOST, port=30081) == {"ConnectionRefusedError": 1}  # no backend: refused at once
+        app.remove_service(held.name)
+        app.remove_service("web")
+        assert ask("wan", WAN_HOST, port=30080, timeout=1) == {"ConnectionRefusedError": 1}
+    finally:
+        for server in servers:
+            server.stop()
     assert cli("check").stdout == ""

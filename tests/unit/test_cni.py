@@ -92,6 +92,24 @@ def test_keys_nsnet_cannot_honour_are_named():
     assert caught.value.code == spec.DECODING_FAILURE
 
 
+def test_a_runtimes_labels_in_args_read_as_label_spellings():
+    """CONVENTIONS.md's args.cni.labels; a network's own labels (Podman's args.podman_labels,
+    from `podman network create --label`) are not its containers'."""
+    labelled = {**PODMAN, "args": {"cni": {"labels": [{"key": "app", "value": "web"},
+                                                      {"key": "tier", "value": "front=1"}]},
+                                   "podman_labels": {"owner": "ops"}}}
+    assert parse(labelled, "ADD", "IgnoreUnknown=1;K8S_POD_NAME=web").labels == ("app=web", "tier=front=1")
+    assert parse(PODMAN, "ADD").labels == ()
+    for labels, where in (({"app": "web"}, "args.cni.labels: must be a list"),
+                          (["app=web"], "args.cni.labels[0]: must be"),
+                          ([{"key": "app", "value": "web"}, {"key": "app"}], "args.cni.labels[1]: must be"),
+                          ([{"key": "app", "value": 1}], "args.cni.labels[0]: must be"),
+                          ([{"key": "a=b", "value": "c"}], "args.cni.labels[0]: must be")):
+        error = failure({**PODMAN, "args": {"cni": {"labels": labels}}})
+        assert error.code == spec.INVALID_CONFIG and where in error.msg and "\n" not in error.msg, error.msg
+    assert parse({**PODMAN, "args": {"cni": {"labels": "bad"}}}, "DEL").labels == ()  # DEL never fails on them
+
+
 def test_harmless_keys_are_noted_not_refused():
     conf = parse({**PODMAN, "hairpinMode": False, "promiscMode": True, "macspoofchk": False,
                   "ipam": {**PODMAN["ipam"], "dataDir": "/var/lib/cni"}}, "ADD")

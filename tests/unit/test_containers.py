@@ -188,3 +188,35 @@ def test_two_first_attaches_of_one_container_record_it_once(engine, kernel, runt
     engine.attach_container(CID, NETNS, "eth1", "side")
     (sandbox,) = engine.sandboxes()
     assert [(e.network, e.ifname) for e in sandbox.endpoints] == [("app", "eth0"), ("side", "eth1")]
+
+
+def test_a_container_serves_by_its_labels_and_by_name_from_its_add_to_its_del(engine, kernel, runtime_netns):
+    """ADD makes a container a service's backend as connect makes a sandbox one; DEL takes it
+    away first, and its UDP flows with it. Its labels are its first attachment's."""
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_service("web", network="app", ports=["80:8080", "53/udp"], selector=["app=web"])
+    calls = len(kernel.calls)
+    with pytest.raises(InvalidInput, match="invalid label 'bad key=x'"):
+        engine.attach_container(CID, NETNS, "eth0", "app", labels=["bad key=x"])
+    assert engine.sandboxes() == [] and len(kernel.calls) == calls  # refused before any change
+    engine.attach_container(CID, NETNS, "eth0", "app", labels=["app=web", "tier=front"])
+    engine.create_service("named", network="app", ports=["80"], backends=["cni-7f3a9c2e51d0"])
+    assert served(engine) == {"named": ["cni-7f3a9c2e51d0"], "web": ["cni-7f3a9c2e51d0"]}
+    assert engine.check() == []  # the kernel holds the container as the ledger does
+    engine.create_network("side", subnet="10.32.0.0/24", internal=True)
+    engine.attach_container(CID, NETNS, "eth1", "side", labels=["app=other"])
+    assert engine.sandboxes()[0].labels == (("app", "web"), ("tier", "front"))
+    before = len(kernel.calls)
+    assert engine.detach_container(CID, "app", "eth0") is True
+    removal = [c[0] for c in kernel.calls[before:]]
+    assert removal == ["nft", "delete_link", "nft"]  # the backends first, then the link, then its rules
+    assert served(engine) == {"named": [], "web": []} and engine.check() == []
+    assert kernel.forgotten_flows == [("10.211.0.1", [53], [])]
+    engine.attach_container(CID, NETNS, "eth0", "app")  # back: by name and by its labels again
+    assert served(engine) == {"named": ["cni-7f3a9c2e51d0"], "web": ["cni-7f3a9c2e51d0"]}
+    assert engine.check() == []
+
+
+def served(engine) -> dict[str, list[str]]:
+    """Each service's backends by sandbox name (check() holds the kernel to their addresses)."""
+    return {service.name: [name for name, _ in backends] for service, backends in engine.services()}

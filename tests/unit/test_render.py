@@ -190,6 +190,8 @@ def test_chains_have_numeric_priorities():
         ("inet", "internal_input", None, None), ("inet", "input", "input", 0),
         ("inet", "prerouting_guard", "prerouting", -300), ("inet", "published_ports", None, None),
         ("inet", "published_ports6", None, None), ("inet", "service_reject", None, None),
+        ("inet", "service_picks", "prerouting", -99), ("inet", "service_picks_output", "output", -99),
+        ("inet", "service_replies", "postrouting", 101), ("inet", "service_replies_input", "input", 101),
         ("inet", "prerouting", "prerouting", -100), ("inet", "output", "output", -100),
         ("inet", "postrouting", "postrouting", 100),
         ("bridge", "prerouting", "prerouting", -200),

@@ -42,6 +42,7 @@ class NetConf:
     ports: tuple[str, ...] = ()  # -p spellings of runtimeConfig.portMappings
     ips: tuple[str, ...] = ()
     mac: str | None = None
+    labels: tuple[str, ...] = ()  # --label spellings of args.cni.labels
     dns: dict[str, Any] | None = None
     prev_result: dict[str, Any] | None = None
     valid_attachments: tuple[tuple[str, str], ...] | None = None
@@ -115,8 +116,9 @@ def parse(conf: dict[str, Any], command: str, cni_args: str = "") -> NetConf:
         masquerade=_typed(conf, "ipMasq", bool, False), internal=internal, icc=_typed(conf, "icc", bool, True),
         default_route=(_typed(conf, "isDefaultGateway", bool, False) or bool(routes)) and not internal,
         ports=tuple(_port_mappings(_typed(runtime, "portMappings", list, [], "runtimeConfig."))),
-        ips=tuple(_ip(v) for v in requested_ips), mac=mac, dns=dns or None, prev_result=_prev_result(conf),
-        notes=tuple(notes),
+        ips=tuple(_ip(v) for v in requested_ips), mac=mac,
+        labels=tuple(_labels(_typed(args_cni, "labels", list, [], "args.cni."))), dns=dns or None,
+        prev_result=_prev_result(conf), notes=tuple(notes),
     )
 
 
@@ -200,6 +202,19 @@ def _port_mappings(mappings: list[Any]) -> list[str]:
         host = f"[{host_ip}]:" if ":" in host_ip else f"{host_ip}:" if host_ip else ""
         specs.append(f"{host}{m['hostPort']}:{m['containerPort']}/{protocol}")
     return specs
+
+
+def _labels(entries: list[Any]) -> list[str]:
+    """args.cni.labels, CNI's convention for a runtime's labels ([{"key": K, "value": V}], see
+    CONVENTIONS.md in containernetworking/cni), as nsnet's --label spellings; the engine checks
+    the keys as it checks --label's."""
+    spellings = []
+    for i, entry in enumerate(entries):
+        key, value = (entry.get("key"), entry.get("value")) if isinstance(entry, dict) else (None, None)
+        if not isinstance(key, str) or not isinstance(value, str) or "=" in key:
+            raise _invalid(f"args.cni.labels[{i}]", 'must be {"key": K, "value": V}, two strings, no "=" in K')
+        spellings.append(f"{key}={value}")
+    return spellings
 
 
 def _ip(value: Any) -> str:

@@ -224,7 +224,8 @@ def _add(engine: Engine, conf: NetConf, container: str, netns: str, ifname: str,
             engine.detach_container(container, endpoint.network, endpoint.ifname)
     ips = {6 if ":" in ip else 4: ip for ip in conf.ips}
     endpoint = engine.attach_container(container, netns, ifname, network.name, ip=ips.get(4), ip6=ips.get(6),
-                                       mac=conf.mac, publish=conf.ports, default_route=conf.default_route)
+                                       mac=conf.mac, publish=conf.ports, default_route=conf.default_route,
+                                       labels=conf.labels)
     host_mac = engine.kernel.link_mac(endpoint.host_ifname)  # the kernel's pick, as the bridge plugin reports
     interfaces = [{"name": network.bridge, "mac": bridge_mac(network)},
                   {"name": endpoint.host_ifname, **({"mac": host_mac} if host_mac else {})},

@@ -28,8 +28,8 @@ ENDPOINTS = ("SELECT e.id, s.name, n.name FROM endpoints e JOIN sandboxes s ON s
 ADDRESSES = ("SELECT a.endpoint_id, a.ip FROM addresses a JOIN networks n ON n.id = a.network_id"
              " WHERE n.dns = 1")
 ALIASES = "SELECT endpoint_id, alias FROM aliases"
-# A service answers by its name on its network, with its VIP (as a sandbox with one address would).
-SERVICES = ("SELECT v.id, v.name, n.name, v.vip FROM services v JOIN networks n ON n.id = v.network_id"
+# A service answers by its name on its network, with its VIPs (as a sandbox with its addresses would).
+SERVICES = ("SELECT v.id, v.name, n.name, v.vip, v.vip6 FROM services v JOIN networks n ON n.id = v.network_id"
             " WHERE n.dns = 1 AND v.state = 'ready'")
 
 
@@ -59,8 +59,8 @@ class LedgerReader:
         for eid, sandbox, network in endpoint_rows:
             key = (sandbox, network, addresses.get(eid, ()), aliases.get(eid, ()))
             endpoints[key] = self._endpoints.get(key) or EndpointRow(*key)
-        for sid, name, network, vip in services:
-            key = (name, network, (vip,), (), True)
+        for sid, name, network, vip, vip6 in services:
+            key = (name, network, (vip, vip6) if vip6 else (vip,), (), True)
             endpoints[key] = self._endpoints.get(key) or EndpointRow(*key)
         self._endpoints = endpoints
         return Table(self._networks.values(), self._endpoints.values()), version

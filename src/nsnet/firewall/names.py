@@ -25,18 +25,59 @@ BRIDGE_FAMILY = "bridge"
 # inet sets and maps
 BRIDGES = "bridges"  # every nsnet bridge
 INTERNAL_BRIDGES = "internal_bridges"  # bridges of --internal networks
-# Services (nsnet.services), IPv4: one lookup of VIP . protocol . port gives the service's verdict,
+# Services (nsnet.services), each set in both families: one lookup of VIP . protocol . port gives the service's verdict,
 # a goto to the dispatch chain for its number of backends (which picks one at random and DNATs to
 # it through the two maps below), or to SERVICE_REJECT when it has none. The pick's number is part
 # of the backends map's key, a type only a `typeof` declaration can give (declared in text, `Nft`).
 SERVICE_IPS = "service_ips"  # vip . proto . port : verdict
 SERVICE_BACKENDS = "service_backends"  # vip . proto . port . pick : backend address
-SERVICE_BACKENDS_TYPEOF = "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr"
+SERVICE_BACKENDS_TYPEOF = {4: "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr",
+                           6: "ip6 daddr . meta l4proto . th dport . numgen random mod 1 : ip6 daddr"}
 SERVICE_PORTS = "service_ports"  # vip . proto . port : the backends' port
 SERVICE_VIPS = "service_vips"  # every VIP: its other ports are refused, and it is no other network's
 SERVICE_RANGE = "service_range"  # interval: the range's addresses no service holds are dropped
 SERVICE_REJECT = "service_reject"  # a regular chain: TCP reset, else ICMP port unreachable
 
+
+# Client-IP affinity: a service with affinity has its VIPs in SERVICE_REMEMBERED, whose verdict
+# sends a connection to the chain that records client and VIP -> backend in SERVICE_AFFINITY for
+# the service's timeout (one chain per timeout in use); the next connection of that client to that
+# VIP finds its backend there before any pick. A dynamic map updated from the packet path:
+# libnftables 1.0.6's JSON can neither declare one (no `dynamic` flag) nor write or list the update
+# statement, so both are text (`Nft`).
+# IPv4 records a new connection's first packet once DNATed (SERVICE_PICKS, dstnat + 1): the client
+# is its source, the VIP conntrack's original destination, the backend its destination. IPv6
+# cannot: nft 1.0.6 lays out a map update whose key passes 16 bytes and whose value is an IPv6
+# address over overlapping registers (it writes part of the value into the key, or aborts), so the
+# key is 16 bytes, the low 64 bits of the client and of the VIP, and both must be in the packet:
+# the connection's first reply once un-DNATed (SERVICE_REPLIES, srcnat + 1: from the VIP to the
+# client), the backend conntrack's reply source. Two clients with the same low 64 bits share a
+# backend of the same service, never another's: every VIP of the range (at most 2^20 addresses,
+# so one /64) has its own low 64 bits.
+SERVICE_AFFINITY = "service_affinity"  # client . VIP : backend, each element with its timeout
+SERVICE_AFFINITY_TYPEOF = {4: "ip saddr . ip daddr : ip daddr", 6: "@nh,128,64 . @nh,256,64 : ip6 daddr"}
+SERVICE_AFFINITY_SIZE = 1 << 20  # clients remembered per family (nft's default is 65,535)
+SERVICE_REMEMBERED = "service_remembered"  # VIP : goto its timeout's remember chain
+REMEMBER_PREFIX = "service_remember_"
+SERVICE_PICKS = "service_picks"
+SERVICE_PICKS_OUTPUT = "service_picks_output"
+PICKS_PRIORITY = -99
+SERVICE_REPLIES = "service_replies"
+SERVICE_REPLIES_INPUT = "service_replies_input"
+REPLIES_PRIORITY = 101
+
+
+def remember_chain(seconds: int) -> str:
+    return f"{REMEMBER_PREFIX}{seconds}"
+
+
+# A service port published on the host (--publish, the NodePort shape): the same, keyed by
+# protocol and host port, looked up among published ports (a local destination).
+SERVICE_NODE_PORTS = "service_node_ports"  # proto . host port : verdict
+SERVICE_NODE_BACKENDS = "service_node_backends"  # proto . host port . pick : backend address
+SERVICE_NODE_BACKENDS_TYPEOF = {4: "meta l4proto . th dport . numgen random mod 1 : ip daddr",
+                                6: "meta l4proto . th dport . numgen random mod 1 : ip6 daddr"}
+SERVICE_NODE_TARGETS = "service_node_targets"  # proto . host port : the backends' port
 
 DISPATCH_PREFIX = "service_dispatch_"
 
@@ -44,6 +85,11 @@ DISPATCH_PREFIX = "service_dispatch_"
 def dispatch_chain(backends: int) -> str:
     """The chain that picks one of `backends` backends, shared by every service with that many."""
     return f"{DISPATCH_PREFIX}{backends}"
+
+
+def node_dispatch_chain(backends: int) -> str:
+    """Its twin for connections to a service port published on the host."""
+    return f"service_node_dispatch_{backends}"
 
 
 # bridge . gateway . port where the resolver answers an --internal network (its only way to the host)

@@ -147,14 +147,29 @@ def _address_sets(o: Owner, f: Family) -> list[Command]:
 
 
 def _service_sets(o: Owner) -> list[Command]:
-    key = ["ipv4_addr", "inet_proto", "inet_service"]
-    return [
-        _set(o, names.SERVICE_IPS, key, data="verdict"),
-        {"add": {"map": {**_table(o), "name": names.SERVICE_BACKENDS, "typeof": names.SERVICE_BACKENDS_TYPEOF}}},
-        _set(o, names.SERVICE_PORTS, key, data="inet_service"),
-        _set(o, names.SERVICE_VIPS, "ipv4_addr"),
-        _set(o, names.SERVICE_RANGE, "ipv4_addr", ["interval"]),
-    ]
+    commands = []
+    for f in FAMILIES:
+        key = [f.address_type, "inet_proto", "inet_service"]
+        commands += [
+            _set(o, f.set(names.SERVICE_IPS), key, data="verdict"),
+            {"add": {"map": {**_table(o), "name": f.set(names.SERVICE_BACKENDS),
+                             "typeof": names.SERVICE_BACKENDS_TYPEOF[f.version]}}},
+            _set(o, f.set(names.SERVICE_PORTS), key, data="inet_service"),
+            _set(o, f.set(names.SERVICE_VIPS), f.address_type),
+            _set(o, f.set(names.SERVICE_RANGE), f.address_type, ["interval"]),
+            _set(o, f.set(names.SERVICE_NODE_PORTS), ANY_KEY, data="verdict"),
+            {"add": {"map": {**_table(o), "name": f.set(names.SERVICE_NODE_BACKENDS),
+                             "typeof": names.SERVICE_NODE_BACKENDS_TYPEOF[f.version]}}},
+            _set(o, f.set(names.SERVICE_NODE_TARGETS), ANY_KEY, data="inet_service"),
+        ]
+    for f in FAMILIES:
+        commands += [
+            {"add": {"map": {**_table(o), "name": f.set(names.SERVICE_AFFINITY),
+                             "typeof": names.SERVICE_AFFINITY_TYPEOF[f.version], "flags": ["dynamic", "timeout"],
+                             "size": names.SERVICE_AFFINITY_SIZE}}},
+            _set(o, f.set(names.SERVICE_REMEMBERED), f.address_type, data="verdict"),
+        ]
+    return commands
 
 
 def _inet_sets(o: Owner) -> list[Command]:
@@ -193,8 +208,9 @@ def _forward(o: Owner) -> list[Command]:
         _rule(o, f, _vmap(_meta("iifname"), names.FROM_BRIDGE), comment="egress (internal: drop)"),
         *_chain(o, to),
         _rule(o, to, _in_set("iifname", names.INTERNAL_BRIDGES), DROP, comment="internal: no way out"),
-        _rule(o, to, _match({"ct": {"key": "ip daddr", "dir": "original"}}, f"@{names.SERVICE_VIPS}"),
-              DROP, comment="a service is reached from its own network and the host only"),
+        *(_rule(o, to, _match(_meta("nfproto"), f.nfproto),
+                _match({"ct": {"key": f"{f.payload} daddr", "dir": "original"}}, f"@{f.set(names.SERVICE_VIPS)}"),
+                DROP, comment="a service is reached from its own network and the host only") for f in FAMILIES),
         _rule(o, to, _match({"ct": {"key": "status"}}, "dnat", "in"), ACCEPT, comment="published ports"),
         _rule(o, to, FROM_SANDBOX, DROP, comment="isolation between networks"),
         *(_rule(o, to, _match(_concat(_payload(f.payload, "daddr"), *L4_DESTINATION),
@@ -244,6 +260,8 @@ def _published_ports(o: Owner, f: Family) -> list[Command]:
         _rule(o, chain, _dnat_through(f, _concat(*L4_DESTINATION), f.set(names.PUBLISHED_ANY_IP),
                                       f.set(names.PUBLISHED_ANY_PORT)),
               comment="ports published on every address"),
+        _rule(o, chain, _vmap(_concat(*L4_DESTINATION), f.set(names.SERVICE_NODE_PORTS)),
+              comment="service ports published on every address: a backend picked at random"),
     ]
 
 
@@ -281,23 +299,77 @@ def _dns_redirect(o: Owner, f: Family) -> Command:
                  comment="DNS questions to a gateway whose port 53 another program holds")
 
 
-def _service_key(*more: Any) -> dict[str, Any]:
-    return _concat(_payload("ip", "daddr"), *L4_DESTINATION, *more)
+# A DNAT that maps the port needs the transport protocol matched first (nft's own check).
+SERVICE_PROTOCOLS = _match(_meta("l4proto"), {"set": ["tcp", "udp", "sctp"]})
+
+
+def _service_key(f: Family, *more: Any) -> dict[str, Any]:
+    return _concat(_payload(f.payload, "daddr"), *L4_DESTINATION, *more)
 
 
 def _services(o: Owner, chain: str) -> list[Command]:
-    """A new connection to a VIP (from a sandbox, arriving, or from the host, leaving) goes to its
-    service's dispatch chain, or is refused; before published ports, so no port published on
-    every address takes it. Nothing answers in the range but services' ports."""
-    ipv4 = _match(_meta("nfproto"), "ipv4")
-    return [
-        _rule(o, chain, ipv4, _vmap(_service_key(), names.SERVICE_IPS),
-              comment="services: a backend picked at random, or refused without one"),
-        _rule(o, chain, ipv4, _match(_payload("ip", "daddr"), f"@{names.SERVICE_VIPS}"),
-              {"reject": {"type": "icmpx", "expr": "port-unreachable"}}, comment="a service's VIP, another port"),
-        _rule(o, chain, ipv4, _match(_payload("ip", "daddr"), f"@{names.SERVICE_RANGE}"), DROP,
-              comment="an address of the service range no service holds"),
-    ]
+    """A new connection to a VIP (from a sandbox, arriving, or from the host, leaving) goes to the
+    backend its client had, under affinity, else to its service's dispatch chain, or is refused;
+    before published ports, so no port published on every address takes it. Nothing answers in
+    the range but services' ports."""
+    rules = []
+    for f in FAMILIES:
+        family = _match(_meta("nfproto"), f.nfproto)
+        daddr = _payload(f.payload, "daddr")
+        rules += [
+            _rule(o, chain, family, SERVICE_PROTOCOLS,
+                  {"dnat": {"family": f.payload,
+                            "addr": {"map": {"key": _affinity_key(f), "data": f"@{f.set(names.SERVICE_AFFINITY)}"}},
+                            "port": {"map": {"key": _service_key(f), "data": f"@{f.set(names.SERVICE_PORTS)}"}}}},
+                  comment="services with client-IP affinity: the backend this client had"),
+            _rule(o, chain, family, _vmap(_service_key(f), f.set(names.SERVICE_IPS)),
+                  comment="services: a backend picked at random, or refused without one"),
+            _rule(o, chain, family, _match(daddr, f"@{f.set(names.SERVICE_VIPS)}"),
+                  {"reject": {"type": "icmpx", "expr": "port-unreachable"}}, comment="a service's VIP, another port"),
+            _rule(o, chain, family, _match(daddr, f"@{f.set(names.SERVICE_RANGE)}"), DROP,
+                  comment="an address of the service range no service holds"),
+        ]
+    return rules
+
+
+def _raw(offset: int) -> dict[str, Any]:
+    return {"payload": {"base": "nh", "offset": offset, "len": 64}}
+
+
+# The low 64 bits of an IPv6 packet's source and destination (names.SERVICE_AFFINITY)
+LOW_SOURCE6, LOW_DESTINATION6 = _raw(128), _raw(256)
+
+
+def _affinity_key(f: Family) -> dict[str, Any]:
+    """A new connection's client and VIP as the affinity map keys them."""
+    if f.version == 4:
+        return _concat(_payload("ip", "saddr"), _payload("ip", "daddr"))
+    return _concat(LOW_SOURCE6, LOW_DESTINATION6)
+
+
+def _service_picks(o: Owner) -> list[Command]:
+    """A connection to a VIP of a service with affinity goes to the chain that remembers its
+    client's backend (render_remember): in IPv4 its first packet once DNATed, in IPv6 its first
+    reply once un-DNATed (a TCP handshake's SYN-ACK, every reply of the other protocols)."""
+    commands = []
+    for chain, hook in ((names.SERVICE_PICKS, "prerouting"), (names.SERVICE_PICKS_OUTPUT, "output")):
+        commands += _chain(o, chain, "filter", hook, names.PICKS_PRIORITY)
+        commands.append(_rule(o, chain, _match(_meta("nfproto"), "ipv4"), _match({"ct": {"key": "state"}}, "new", "in"),
+                              _vmap({"ct": {"key": "ip daddr", "dir": "original"}}, names.SERVICE_REMEMBERED),
+                              comment="a new connection to a service with affinity: remember its backend"))
+    ipv6 = _match(_meta("nfproto"), "ipv6")
+    reply = [_match({"ct": {"key": "direction"}}, "reply"), _match({"ct": {"key": "status"}}, "dnat", "in")]
+    remembered = _vmap(_payload("ip6", "saddr"), names.in_family(names.SERVICE_REMEMBERED, 6))
+    handshake = {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, {"|": ["syn", "ack"]}]}
+    for chain, hook in ((names.SERVICE_REPLIES, "postrouting"), (names.SERVICE_REPLIES_INPUT, "input")):
+        commands += _chain(o, chain, "filter", hook, names.REPLIES_PRIORITY)
+        commands += [
+            _rule(o, chain, ipv6, *reply, _match(_meta("l4proto"), "tcp"), _match(handshake, {"|": ["syn", "ack"]}),
+                  remembered, comment="a service with affinity answers a new TCP connection: remember its backend"),
+            _rule(o, chain, ipv6, *reply, _match(_meta("l4proto"), "tcp", "!="), remembered,
+                  comment="a service with affinity answers: remember its backend"),
+        ]
+    return commands
 
 
 def _service_reject(o: Owner) -> list[Command]:
@@ -312,43 +384,80 @@ def _service_reject(o: Owner) -> list[Command]:
 
 
 def render_dispatch(owner: Owner, backends: int) -> list[Command]:
-    """The chain that picks one of `backends` (one random number for the address; the port is the
-    service's): declared, emptied and filled, so making it again changes nothing."""
-    chain = names.dispatch_chain(backends)
+    """The chains that pick one of `backends` (one random number for the address; the port is the
+    service's), for connections to a VIP and to a host port: declared, emptied and filled, so
+    making them again changes nothing."""
     pick = {"numgen": {"mode": "random", "mod": backends, "offset": 0}}
-    dnat = {"dnat": {"family": "ip", "addr": {"map": {"key": _service_key(pick), "data": f"@{names.SERVICE_BACKENDS}"}},
-                     "port": {"map": {"key": _service_key(), "data": f"@{names.SERVICE_PORTS}"}}}}
-    return [*_chain(owner, chain), _rule(owner, chain, dnat, comment=f"one of {backends} backends")]
-
-
-def render_service(owner: Owner, verb: str, service: Service, backends: Sequence[str] | None,
-                   vip: bool = True) -> list[Command]:
-    """A service's elements with these backends' addresses (None: its VIP and ports only, as for
-    a backend change's other half): its verdict per port (its dispatch chain, or refusal), the
-    backends by their place in the pick, its ports' targets, its VIP."""
-    vip_text = str(service.vip)
     commands = []
-    if backends is not None:
-        target = {"goto": {"target": names.dispatch_chain(len(backends)) if backends else names.SERVICE_REJECT}}
-        keys = [_concat(vip_text, p.protocol, p.port) for p in service.ports]
-        commands.append(_element(owner, verb, names.SERVICE_IPS,
-                                 [k if verb == "delete" else [k, target] for k in keys]))
-        picks = [(_concat(vip_text, p.protocol, p.port, i), address) for p in service.ports
-                 for i, address in enumerate(backends)]
-        if picks:
-            commands.append(_element(owner, verb, names.SERVICE_BACKENDS,
-                                     [k if verb == "delete" else [k, a] for k, a in picks]))
-    if vip:
-        ports = [_concat(vip_text, p.protocol, p.port) for p in service.ports]
-        commands.append(_element(owner, verb, names.SERVICE_PORTS,
-                                 [k if verb == "delete" else [k, p.target] for k, p in zip(ports, service.ports)]))
-        commands.append(_element(owner, verb, names.SERVICE_VIPS, [vip_text]))
+    for chain, key, backends_map, ports_map in (
+            (names.dispatch_chain(backends), _service_key, names.SERVICE_BACKENDS, names.SERVICE_PORTS),
+            (names.node_dispatch_chain(backends), lambda f, *more: _concat(*L4_DESTINATION, *more),
+             names.SERVICE_NODE_BACKENDS, names.SERVICE_NODE_TARGETS)):
+        commands += _chain(owner, chain)
+        commands += [_rule(owner, chain, _match(_meta("nfproto"), f.nfproto), SERVICE_PROTOCOLS,
+                           {"dnat": {"family": f.payload,
+                                     "addr": {"map": {"key": key(f, pick), "data": f"@{f.set(backends_map)}"}},
+                                     "port": {"map": {"key": key(f), "data": f"@{f.set(ports_map)}"}}}},
+                           comment=f"one of {backends} backends") for f in FAMILIES]
     return commands
 
 
-def render_service_range(owner: Owner, verb: str, within: Any) -> list[Command]:
-    prefix = {"prefix": {"addr": str(within.network_address), "len": within.prefixlen}}
-    return [_element(owner, verb, names.SERVICE_RANGE, [prefix])]
+def render_remember(owner: Owner, seconds: int) -> list[Command]:
+    """The chain that remembers, for `seconds` after its last new connection, the backend a client
+    of a service with that affinity got: client and VIP (conntrack's original destination) to
+    the address the connection was DNATed to. In text (names.SERVICE_AFFINITY)."""
+    rules = [f"meta nfproto ipv4 update @{names.SERVICE_AFFINITY} {{ ip saddr . ct original ip daddr timeout {seconds}s"
+             " : ip daddr }",
+             # A reply: from the VIP to the client (names.SERVICE_AFFINITY)
+             f"meta nfproto ipv6 update @{names.in_family(names.SERVICE_AFFINITY, 6)} {{ @nh,256,64 . @nh,128,64 "
+             f"timeout {seconds}s : ct reply ip6 saddr }}"]
+    return [{"add": {"chain": {**_table(owner), "name": names.remember_chain(seconds), "rules_text": rules}}}]
+
+
+def render_service(owner: Owner, verb: str, service: Service, picks: dict[int, list[str]] | None,
+                   vip: bool = True) -> list[Command]:
+    """A service's elements with these backends' addresses per family (None: its VIPs and ports
+    only, as for a backend change's other half): per VIP, its verdict per port (its dispatch
+    chain, or refusal), the backends by their place in the pick, its ports' targets, the VIP, and
+    the chain remembering its clients' backends under affinity."""
+    commands = []
+    for address in service.vips:
+        f, vip_text = BY_VERSION[address.version], str(address)
+        keys = [_concat(vip_text, p.protocol, p.port) for p in service.ports]
+        published = [p for p in service.ports if p.node_port]
+        node_keys = [_concat(p.protocol, p.node_port) for p in published]
+        if picks is not None:
+            chosen = picks.get(f.version, [])
+            for set_name, chain, items in ((names.SERVICE_IPS, names.dispatch_chain, keys),
+                                           (names.SERVICE_NODE_PORTS, names.node_dispatch_chain, node_keys)):
+                target = {"goto": {"target": chain(len(chosen)) if chosen else names.SERVICE_REJECT}}
+                if items:
+                    commands.append(_element(owner, verb, f.set(set_name),
+                                             [k if verb == "delete" else [k, target] for k in items]))
+            numbered = [(_concat(vip_text, p.protocol, p.port, i), a) for p in service.ports for i, a in enumerate(chosen)]
+            node_numbered = [(_concat(p.protocol, p.node_port, i), a) for p in published for i, a in enumerate(chosen)]
+            for set_name, items in ((names.SERVICE_BACKENDS, numbered), (names.SERVICE_NODE_BACKENDS, node_numbered)):
+                if items:
+                    commands.append(_element(owner, verb, f.set(set_name),
+                                             [k if verb == "delete" else [k, a] for k, a in items]))
+        if vip:
+            commands.append(_element(owner, verb, f.set(names.SERVICE_PORTS),
+                                     [k if verb == "delete" else [k, p.target] for k, p in zip(keys, service.ports)]))
+            if node_keys:
+                commands.append(_element(owner, verb, f.set(names.SERVICE_NODE_TARGETS),
+                                         [k if verb == "delete" else [k, p.target]
+                                          for k, p in zip(node_keys, published)]))
+            commands.append(_element(owner, verb, f.set(names.SERVICE_VIPS), [vip_text]))
+            if service.affinity:
+                remember = {"goto": {"target": names.remember_chain(service.affinity)}}
+                commands.append(_element(owner, verb, f.set(names.SERVICE_REMEMBERED),
+                                         [vip_text if verb == "delete" else [vip_text, remember]]))
+    return commands
+
+
+def render_service_range(owner: Owner, verb: str, within: Iterable[Any]) -> list[Command]:
+    return [_element(owner, verb, BY_VERSION[block.version].set(names.SERVICE_RANGE),
+                     [{"prefix": {"addr": str(block.network_address), "len": block.prefixlen}}]) for block in within]
 
 
 def _postrouting(o: Owner, f: Family) -> list[Command]:
@@ -380,6 +489,7 @@ def _nat(o: Owner) -> list[Command]:
                 {"notrack": None}, comment="traffic within one network needs no conntrack") for f in FAMILIES),
         *(command for f in FAMILIES for command in _published_ports(o, f)),
         *_service_reject(o),
+        *_service_picks(o),
         *_chain(o, names.PREROUTING_NAT, "nat", "prerouting", names.DSTNAT_PRIORITY),
         *(_dns_redirect(o, f) for f in FAMILIES),
         *_services(o, names.PREROUTING_NAT),

@@ -121,6 +121,10 @@ class Kernel(ABC):
         """Delete the UDP conntrack entries to address:port (one of ports) whose replies come from
         an address not in `keep` (a backend gone); how many."""
     @abstractmethod
+    def forget_picks(self, table: str, vip: str, keep: set[str] | None) -> int:
+        """Delete the affinity entries (firewall.names.SERVICE_AFFINITY) of clients of this VIP
+        whose backend is not in `keep` (every one: None); how many."""
+    @abstractmethod
     def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:
         """One atomic nftables transaction inside the sandbox's namespace."""
     @abstractmethod

@@ -41,6 +41,7 @@ class FakeKernel(Kernel):
         self.resolver: str | None = None
         self.link_dns: dict[str, tuple[list[str], list[str]]] = {}  # what resolved was told, by link
         self.forgotten_flows: list[tuple[str, list[int], list[str]]] = []  # forget_udp_flows' calls
+        self.forgotten_picks: list[tuple[str, list[str] | None]] = []  # forget_picks' calls
         self.sandbox_tables: dict[str, dict[str, list[dict[str, Any]]]] = {}  # sandbox -> table -> rules, elements
         self.dns_ports_taken: set[int] = set()  # ports another program holds on every gateway
         self.pids: dict[str, list[int]] = {}
@@ -154,6 +155,10 @@ class FakeKernel(Kernel):
 
     def forget_udp_flows(self, address: str, ports: list[int], keep: set[str]) -> int:
         self.forgotten_flows.append((address, sorted(ports), sorted(keep)))
+        return 0
+
+    def forget_picks(self, table: str, vip: str, keep: set[str] | None) -> int:
+        self.forgotten_picks.append((vip, sorted(keep) if keep is not None else None))
         return 0
 
     def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -230,7 +231,7 @@ class LinuxKernel(Kernel):
         from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
         removed = 0
-        with Conntrack() as conntrack:
+        with Conntrack(nfgen_family=socket.AF_INET6 if ":" in address else socket.AF_INET) as conntrack:
             for entry in list(conntrack.dump_entries(tuple_orig=NFCTAttrTuple(proto=socket.IPPROTO_UDP,
                                                                                 daddr=address))):
                 original, reply = entry.tuple_orig, entry.tuple_reply
@@ -238,6 +239,35 @@ class LinuxKernel(Kernel):
                     conntrack.delete(entry)
                     removed += 1
         return removed
+
+    def forget_picks(self, table: str, vip: str, keep: set[str] | None) -> int:
+        from ipaddress import ip_address
+
+        from ..firewall.names import SERVICE_AFFINITY, in_family
+
+        address = ip_address(vip)
+        name = in_family(SERVICE_AFFINITY, address.version)
+        # An IPv6 entry keys the VIP by its low 64 bits (a number, or hex text, as nft lists it).
+        wanted = vip if address.version == 4 else int(address) & (2**64 - 1)
+        for _ in range(3):  # an entry may expire between the listing and the deletion
+            stale = []
+            for key, backend in self._nft.list_elements("inet", table, "map", name):
+                value = key["elem"]["val"] if isinstance(key, dict) and "elem" in key else key
+                listed = value["concat"][1]
+                if address.version == 6 and isinstance(listed, str):
+                    listed = int(listed, 16)
+                if listed == wanted and (keep is None or backend not in keep):
+                    stale.append(value)
+            if not stale:
+                return 0
+            try:
+                self._nft.transaction([{"delete": {"element": {"family": "inet", "table": table, "name": name,
+                                                               "elem": stale}}}])
+                return len(stale)
+            except KernelError as exc:
+                if exc.code != errno.ENOENT:
+                    raise
+        raise KernelError(f"forgetting the backends clients of {vip} had", errno.EAGAIN, "entries kept changing")
 
     def sandbox_nft(self, sandbox: str, commands: list[dict[str, Any]]) -> None:
         # A context of its own, made in the namespace: its netlink socket is that namespace's.

@@ -10,6 +10,8 @@ import socket
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any
 
+from ..firewall.names import SERVICE_AFFINITY, in_family
+
 RT_TABLE_LOCAL = 255
 # Routes every IPv6 interface has, which no subnet of nsnet's may take anyway (validate.RESERVED).
 _IPV6_SCOPED = (IPv6Network("fe80::/10"), IPv6Network("ff00::/8"))
@@ -159,7 +161,9 @@ def _normalised(listing: list[dict[str, Any]], table: str) -> tuple[frozenset[st
             continue
         body = {k: v for k, v in body.items() if k != "handle"}
         if kind in ("set", "map"):
-            keys.update(element_key(body["family"], body["name"], e) for e in body.pop("elem", []))
+            found = body.pop("elem", [])
+            if body["name"] not in DYNAMIC:  # what packets write is no drift
+                keys.update(element_key(body["family"], body["name"], e) for e in found)
             sets[f"{body['family']} {kind} {body['name']}"] = body
         elif kind == "chain":
             chains.setdefault(f"{body['family']} chain {body['name']}", [None, []])[0] = body
@@ -167,6 +171,9 @@ def _normalised(listing: list[dict[str, Any]], table: str) -> tuple[frozenset[st
             chains.setdefault(f"{body['family']} chain {body['chain']}", [None, []])[1].append(body)
     return frozenset(keys), Ruleset(sets=sets, chains={k: (d, tuple(json.dumps(r, sort_keys=True) for r in rules))
                                                       for k, (d, rules) in chains.items()})
+
+
+DYNAMIC = frozenset(in_family(SERVICE_AFFINITY, v) for v in (4, 6))
 
 
 def nft_tables(table: str) -> tuple[frozenset[str] | None, Any]:

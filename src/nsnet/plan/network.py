@@ -134,10 +134,13 @@ def plan_replace_firewall(commands: list[dict], owner: Owner, present: Ruleset |
     if not commands:
         reset: list[dict] = [c for t in tables for c in ({"add": {"table": t}}, {"delete": {"table": t}})]
         return [ApplyFirewall(tuple(reset), description="rebuilding nsnet's tables from the ledger")]
-    typed = {(bridge_family, render.names.ND_CLAIMS), (family, render.names.SERVICE_BACKENDS)}
+    # What the commands make in text (`Nft`: before the JSON transaction that carries the rest):
+    # those sets are kept and emptied, those chains kept as the text made them.
+    typed = {(body["family"], body["name"]) for c in commands for kind in ("set", "map", "chain")
+             for body in [c.get("add", {}).get(kind, {})] if "typeof" in body or "rules_text" in body}
     found = [key.split(" ", 2) for key in [*(present.chains if present else ()), *(present.sets if present else ())]]
     owned = [(f, kind, {"family": f, "table": owner.table, "name": name}) for f, kind, name in found]
-    chains = [ref for _, kind, ref in owned if kind == "chain"]
+    chains = [ref for f, kind, ref in owned if kind == "chain" and (f, ref["name"]) not in typed]
     reset = [{"add": {"table": t}} for t in tables]
     reset += [{"flush": {"chain": ref}} for ref in chains]  # no rule may name what is deleted next
     reset += [{"delete": {kind: ref}} for f, kind, ref in owned if kind != "chain" and (f, ref["name"]) not in typed]

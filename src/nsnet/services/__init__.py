@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import re
 import socket
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from ..errors import InvalidInput
-from ..model import Sandbox, Service, ServicePort
+from ..model import Endpoint, Sandbox, Service, ServicePort
+from ..record import replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from ..model import IPNetwork
+    from ..model import IPAddress, IPNetwork
 
 PROTOCOLS = ("tcp", "udp", "sctp")
-DEFAULT_RANGE = "10.211.0.0/16"  # next to the networks' default pool (10.210.0.0/16), NSNET_SERVICE_RANGE
+# Beside the networks' default pool (10.210.0.0/16); the IPv6 one, a unique local /112 (as
+# Kubernetes' fd00:10:96::/112), "nsvc" in its Global ID. NSNET_SERVICE_RANGE replaces either.
+DEFAULT_RANGES = "10.211.0.0/16,fd00:6e73:7663::/112"
+DEFAULT_AFFINITY = 10800  # Kubernetes' default for ClientIP affinity
+MAX_AFFINITY = 86400
 _PORT = re.compile(r"(?P<port>[0-9]{1,5})(?::(?P<target>[0-9]{1,5}))?(?:/(?P<protocol>[a-z]+))?\Z")
 
 
@@ -47,6 +52,36 @@ def ports(specs: Sequence[str]) -> tuple[ServicePort, ...]:
     return tuple(parsed.values())
 
 
+_PUBLISH = re.compile(r"(?P<host>[0-9]{1,5})(?::(?P<port>[0-9]{1,5}))?\Z")
+
+
+def publish(specs: Sequence[str], ports: tuple[ServicePort, ...]) -> tuple[ServicePort, ...]:
+    """`--publish HOST_PORT[:PORT]`: the service's port PORT (every protocol it has; PORT may be
+    left out when the service has one port number) also on HOST_PORT of every host address."""
+    chosen = list(ports)
+    for spec in specs:
+        found = _PUBLISH.match(spec)
+        if not found:
+            raise InvalidInput("--publish", spec, "must be HOST_PORT[:PORT], PORT a port of the service")
+        host = int(found["host"])
+        if not 1 <= host <= 65535:
+            raise InvalidInput("--publish", spec, "must have ports from 1 to 65535")
+        if found["port"] is None and len({p.port for p in chosen}) > 1:
+            raise InvalidInput("--publish", spec, "must name the service port it reaches (HOST_PORT:PORT): the "
+                               "service has several")
+        wanted = int(found["port"]) if found["port"] else chosen[0].port
+        matching = [i for i, p in enumerate(chosen) if p.port == wanted]
+        if not matching:
+            raise InvalidInput("--publish", spec, f"names port {wanted}, which is not a port of the service (-p)")
+        for i in matching:
+            if chosen[i].node_port is not None:
+                raise InvalidInput("--publish", spec, f"publishes port {wanted}/{chosen[i].protocol} a second time")
+            if any(p.node_port == host and p.protocol == chosen[i].protocol for p in chosen):
+                raise InvalidInput("--publish", spec, f"repeats host port {host}/{chosen[i].protocol}")
+            chosen[i] = replace(chosen[i], node_port=host)
+    return tuple(chosen)
+
+
 def selector(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """`--selector KEY=VALUE` (repeatable: every pair must hold)."""
     from ..validate import labels
@@ -57,49 +92,98 @@ def selector(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
         raise InvalidInput("--selector", exc.value, exc.reason) from None
 
 
-def service_range(text: str) -> IPv4Network:
-    try:
-        network = ip_network(text)
-    except ValueError:
-        raise InvalidInput("NSNET_SERVICE_RANGE", text, "is not an IPv4 CIDR block") from None
-    if not isinstance(network, IPv4Network) or network.prefixlen > 30:
-        raise InvalidInput("NSNET_SERVICE_RANGE", text, "must be an IPv4 block of at least 4 addresses")
-    return network
+def service_ranges(text: str) -> dict[int, IPNetwork]:
+    """NSNET_SERVICE_RANGE: an IPv4 block, and/or an IPv6 one, comma-separated (Kubernetes'
+    --service-cluster-ip-range); a family left out keeps its default."""
+    ranges: dict[int, IPNetwork] = {}
+    for item in (t.strip() for t in text.split(",")):
+        try:
+            network = ip_network(item)
+        except ValueError:
+            raise InvalidInput("NSNET_SERVICE_RANGE", item, "is not a CIDR block") from None
+        if network.num_addresses < 4 or network.num_addresses > 1 << 20:
+            raise InvalidInput("NSNET_SERVICE_RANGE", item, "must hold from 4 to 1,048,576 addresses")
+        if network.version in ranges:
+            raise InvalidInput("NSNET_SERVICE_RANGE", item, f"is a second IPv{network.version} block")
+        ranges[network.version] = network
+    return ranges
 
 
-def vip(text: str, within: IPv4Network) -> IPv4Address:
+def vip(text: str, within: dict[int, IPNetwork]) -> IPAddress:
     try:
         address = ip_address(text)
     except ValueError:
-        raise InvalidInput("--vip", text, "is not an IPv4 address") from None
-    if not isinstance(address, IPv4Address) or address not in within or address in (within.network_address,
-                                                                                       within.broadcast_address):
-        raise InvalidInput("--vip", text, f"must be an address of the service range {within}")
+        raise InvalidInput("--vip", text, "is not an IP address") from None
+    block = within.get(address.version)
+    if block is None or address not in block or address in (block.network_address, block.broadcast_address):
+        ranges = " or ".join(str(b) for b in within.values())
+        raise InvalidInput("--vip", text, f"must be an address of the service range {ranges}")
     return address
 
 
-def free_vip(within: IPv4Network, taken: set[str]) -> IPv4Address | None:
-    """The first address of the range no service holds (not its first or last). In integers: at
+def free_vip(within: IPNetwork, taken: set[str]) -> IPAddress | None:
+    """The first address of the block no service holds (not its first or last). In integers: at
     thousands of services, ipaddress objects for every candidate were most of a create."""
-    held = {int.from_bytes(socket.inet_aton(t), "big") for t in taken}
+    family = socket.AF_INET if within.version == 4 else socket.AF_INET6
+    held = set()
+    for t in taken:
+        try:
+            held.add(int.from_bytes(socket.inet_pton(family, t), "big"))
+        except OSError:  # the other family's
+            pass
     first, last = int(within.network_address) + 1, int(within.broadcast_address) - 1
     candidate = next((a for a in range(first, min(last, first + len(held)) + 1) if a not in held), None)
-    return IPv4Address(candidate) if candidate is not None else None
+    if candidate is None:
+        return None
+    return IPv4Address(candidate) if within.version == 4 else IPv6Address(candidate)
 
 
-def overlaps(within: IPv4Network, subnets: Iterable[IPNetwork]) -> IPNetwork | None:
-    return next((s for s in subnets if s.version == 4 and s.overlaps(within)), None)
+def overlaps(within: IPNetwork, subnets: Iterable[IPNetwork]) -> IPNetwork | None:
+    return next((s for s in subnets if s.version == within.version and s.overlaps(within)), None)
 
 
-def backends(service: Service, sandboxes: Iterable[Sandbox], network: str) -> list[tuple[str, str]]:
-    """(sandbox, IPv4 address) of each sandbox serving: on the service's network, ready there,
-    named or selected; by name, which gives each its place in the random pick."""
+def affinity(text: str | None) -> int | None:
+    """`--affinity client-ip[=SECONDS]` (Kubernetes' ClientIP: 10,800 s unless given, at most a
+    day) or `none`."""
+    if text is None or text == "none":
+        return None
+    kind, _, seconds = text.partition("=")
+    if kind != "client-ip":
+        raise InvalidInput("--affinity", text, "must be client-ip[=SECONDS] or none")
+    if not seconds:
+        return DEFAULT_AFFINITY
+    if not seconds.isdigit() or not 1 <= int(seconds) <= MAX_AFFINITY:
+        raise InvalidInput("--affinity", text, f"must keep a client from 1 to {MAX_AFFINITY} seconds")
+    return int(seconds)
+
+
+def serving(service: Service, sandboxes: Iterable[Sandbox]) -> list[tuple[str, Endpoint]]:
+    """(sandbox, its endpoint on the service's network) of each sandbox serving: on the network,
+    ready there, named or selected; by name, which gives each its place in the random pick. A
+    sandbox on its way out (state removing, its row deleted after the services lock is let go)
+    serves no more."""
     chosen = []
     for sandbox in sandboxes:
-        endpoint = sandbox.endpoint(network)
-        if endpoint is None or endpoint.state != "ready" or not service.selects(sandbox.name, sandbox.labels):
+        if sandbox.state != "ready":
             continue
-        address = next((a.ip for a in endpoint.addresses if a.version == 4), None)
-        if address is not None:
-            chosen.append((sandbox.name, str(address)))
-    return sorted(chosen)
+        endpoint = sandbox.endpoint(service.network)
+        if endpoint is not None and endpoint.state == "ready" and service.selects(sandbox.name, sandbox.labels):
+            chosen.append((sandbox.name, endpoint))
+    return sorted(chosen, key=lambda c: c[0])
+
+
+def backends(service: Service, sandboxes: Iterable[Sandbox]) -> list[tuple[str, tuple[str, ...]]]:
+    """(sandbox, its addresses in the families of the service's VIPs) of each backend."""
+    versions = {v.version for v in service.vips}
+    return [(name, tuple(str(a.ip) for a in e.addresses if a.version in versions))
+            for name, e in serving(service, sandboxes)]
+
+
+def picks(service: Service, sandboxes: Iterable[Sandbox]) -> dict[int, list[str]]:
+    """Per family of the service's VIPs, the backends' addresses in their order of pick."""
+    chosen: dict[int, list[str]] = {v.version: [] for v in service.vips}
+    for _, endpoint in serving(service, sandboxes):
+        for address in endpoint.addresses:
+            if address.version in chosen:
+                chosen[address.version].append(str(address.ip))
+    return chosen
