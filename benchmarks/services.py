@@ -19,8 +19,9 @@ Timed, per S, 8 rounds interleaved (vip, direct, linear, then the reverse order)
   in a nat prerouting chain of this benchmark's own table (priority -110, VIPs in 10.212.0.0/16
   that no nsnet service holds), connecting to the last rule's VIP; the table is loaded for its
   own measurement only (in the hook, every packet would scan it, the VIP's too);
-- rate: two client processes at once (this VM has two cores) connecting for 2 s, to each of the
-  three; new connections per second, median of the rounds;
+- rate: one client process per CPU at once connecting for 2 s, to each of the three; new
+  connections per second, median of the rounds (each connection stays on its client's CPU, see
+  CPUS; the latency client runs on the first);
 - create: one more `service create` through the API at S services (what programming a service
   costs as their number grows: kube-proxy's #139513 is there, not in packets).
 
@@ -49,11 +50,20 @@ SUBNET, WEB_IP, PORT, TARGET = "10.41.0.0/24", "10.41.0.2", 80, 8080
 LINEAR_TABLE = "bench_linear_services"
 LINEAR_RANGE = ipaddress.ip_network("10.212.0.0/16")
 
+# Every connection stays on one CPU, as in benchmarks/ports.py (whose comment has the measurements:
+# across CPUs, wake-ups made the rate swing by a third): one server per CPU sharing the port
+# (SO_REUSEPORT) with SO_INCOMING_CPU, so that the kernel hands a connection to the server on the
+# CPU it arrived on, which is its client's (a veth delivers on the sending CPU).
+CPUS = [str(i) for i in range(min(2, os.cpu_count() or 1))]
 _SERVER = r"""
-import socket, sys
+import os, socket, sys
+port, cpu = int(sys.argv[1]), int(sys.argv[2])
+os.sched_setaffinity(0, {cpu})
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("0.0.0.0", int(sys.argv[1])))
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+server.setsockopt(socket.SOL_SOCKET, 49, cpu)  # SO_INCOMING_CPU
+server.bind(("0.0.0.0", port))
 server.listen(512)
 print("ready", flush=True)
 while True:
@@ -63,8 +73,9 @@ while True:
 """
 # Sequential connections, each timed; RST close (SO_LINGER 0) so no TIME_WAIT piles up.
 _CLIENT = r"""
-import socket, struct, sys, time
+import os, socket, struct, sys, time
 ip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.sched_setaffinity(0, {int(sys.argv[4])})
 linger = struct.pack("ii", 1, 0)
 samples = []
 for _ in range(count):
@@ -80,8 +91,9 @@ print(" ".join(f"{x:.1f}" for x in samples))
 
 # Connections for SECONDS as fast as one process can make them; prints how many.
 _RATE = r"""
-import socket, struct, sys, time
+import os, socket, struct, sys, time
 ip, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+os.sched_setaffinity(0, {int(sys.argv[4])})
 linger = struct.pack("ii", 1, 0)
 done, end = 0, time.monotonic() + seconds
 while time.monotonic() < end:
@@ -92,7 +104,7 @@ while time.monotonic() < end:
     done += 1
 print(done)
 """
-RATE_CLIENTS, RATE_SECONDS = 2, 2.0  # two processes: this VM has two cores
+RATE_SECONDS = 2.0
 
 
 def in_client(argv: list[str]) -> list[str]:
@@ -100,15 +112,15 @@ def in_client(argv: list[str]) -> list[str]:
 
 
 def connect_times(ip: str, port: int, count: int) -> list[float]:
-    done = subprocess.run(in_client([sys.executable, "-c", _CLIENT, ip, str(port), str(count)]),
+    done = subprocess.run(in_client([sys.executable, "-c", _CLIENT, ip, str(port), str(count), CPUS[0]]),
                           capture_output=True, text=True, timeout=count * 3 + 30, check=True)
     return [float(x) for x in done.stdout.split()]
 
 
 def connection_rate(ip: str, port: int) -> float:
-    """New connections per second from RATE_CLIENTS processes at once."""
-    clients = [subprocess.Popen(in_client([sys.executable, "-c", _RATE, ip, str(port), str(RATE_SECONDS)]),
-                                stdout=subprocess.PIPE, text=True) for _ in range(RATE_CLIENTS)]
+    """New connections per second from one process per CPU at once."""
+    clients = [subprocess.Popen(in_client([sys.executable, "-c", _RATE, ip, str(port), str(RATE_SECONDS), cpu]),
+                                stdout=subprocess.PIPE, text=True) for cpu in CPUS]
     total = 0
     for client in clients:
         out, _ = client.communicate(timeout=RATE_SECONDS + 30)
@@ -149,15 +161,16 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="nsnet-bench-services-work-")
     print(f"nsnet {source_state()}", flush=True)
     results: dict[str, dict] = {}
-    server = None
+    servers: list[subprocess.Popen] = []
     try:
         with Engine(state_dir=state) as engine:
             engine.create_network("bench", subnet=SUBNET)
             engine.create_sandbox("web", networks=["bench"], labels=["app=web"])
             engine.create_sandbox("client", networks=["bench"])
-            server = subprocess.Popen(["ip", "netns", "exec", "web", sys.executable, "-c", _SERVER, str(TARGET)],
-                                      stdout=subprocess.PIPE, text=True)
-            assert server.stdout.readline().strip() == "ready"
+            for cpu in CPUS:
+                servers.append(subprocess.Popen(["ip", "netns", "exec", "web", sys.executable, "-c", _SERVER,
+                                                 str(TARGET), cpu], stdout=subprocess.PIPE, text=True))
+                assert servers[-1].stdout.readline().strip() == "ready"
             made = 0
             measured = None
             for scale in scales:
@@ -202,7 +215,7 @@ def main() -> int:
                 engine.remove_service(service.name)
             engine.remove_network("bench")
     finally:
-        if server is not None:
+        for server in servers:
             server.kill()
             server.wait()
         delete_linear()
@@ -216,7 +229,8 @@ def main() -> int:
         p = r["p50_us"]
         print(f"{int(scale):>9,} {p['vip']:>7.0f} {p['direct']:>7.0f} {p['linear']:>7.0f}"
               f" {p['vip'] / p['direct']:>10.2f}x {p['vip'] / p['linear']:>10.2f}x {r['create_ms']:>10.1f}")
-    print(f"\nNew connections per second, {RATE_CLIENTS} clients for {RATE_SECONDS:.0f} s, median of {rounds} rounds")
+    print(f"\nNew connections per second, {len(CPUS)} clients (one per CPU) for {RATE_SECONDS:.0f} s, median of"
+          f" {rounds} rounds")
     print(f"{'services':>9} {'vip':>8} {'direct':>8} {'linear':>8} {'vip/direct':>11} {'vip/linear':>11}")
     for scale, r in results.items():
         q = r["rate"]

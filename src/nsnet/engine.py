@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # subprocess, check, gc, doctor and reconcile load these on f
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
 SERVICE_RANGE_KEY = "service_range"  # the ledger's meta: the range its services' VIPs are in
+SKELETON_KEY = "skeleton"  # the ledger's meta: the firewall skeleton's version its tables have
 # The kernel numbers bridge ports in 10 bits and refuses more (EXFULL): BR_MAX_PORTS - 1.
 BRIDGE_MAX_PORTS = 1023
 
@@ -469,6 +470,8 @@ class Engine(Catalog):
 
         with self._locks.ledger(exclusive=True):
             done = repair.gc(self._store, self.kernel, self.owner)
+            with self._store.transaction():
+                self._store.set_meta(SKELETON_KEY, render.SKELETON_VERSION)  # rebuilt or checked whole
         down = any(n.dns for n in self._store.networks()) and self.kernel.resolver_status(self._store.directory) is None
         self._serve_names()
         for network in self._store.networks():
@@ -528,9 +531,8 @@ class Engine(Catalog):
                     self._store.set_meta(SERVICE_RANGE_KEY, ",".join(str(b) for b in within.values()))
                 chosen = services.picks(service, sandboxes)
             counts = sorted({len(a) for a in chosen.values() if a})
-            # The skeleton too: a ledger made by an older nsnet may lack the sets services need.
-            commands = [*render.render_skeleton(self.owner),
-                        *(c for n in counts for c in render.render_dispatch(self.owner, n)),
+            stale = self._stale_skeleton()
+            commands = [*stale, *(c for n in counts for c in render.render_dispatch(self.owner, n)),
                         *(render.render_remember(self.owner, wanted_affinity) if wanted_affinity else []),
                         *render.render_service(self.owner, "add", service, chosen),
                         *render.render_service_range(self.owner, "add", added.values())]
@@ -549,6 +551,8 @@ class Engine(Catalog):
             self._build([ApplyFirewall(tuple(commands), tuple(reverse), f"service {name}")], forget)
             with self._store.transaction():
                 self._store.set_service_state(service.id, "ready")
+                if stale:
+                    self._store.set_meta(SKELETON_KEY, render.SKELETON_VERSION)
         if net.dns:
             self._serve_names()  # its name answers with its VIPs
         return replace(service, state="ready")
@@ -692,7 +696,17 @@ class Engine(Catalog):
                     self._flows_to_forget.append((str(address), udp, set(new[address.version])))
                 if gone and service.affinity:
                     self._picks_to_forget.append((str(address), set(new[address.version])))
-        return [ApplyFirewall(tuple(commands), tuple(reverse), "services' backends")] if commands else []
+        if not commands:
+            return []
+        return [ApplyFirewall((*self._stale_skeleton(), *commands), tuple(reverse), "services' backends")]
+
+    def _stale_skeleton(self) -> list[dict[str, Any]]:
+        """The skeleton, when the tables may lack what services' elements and chains name (made
+        by an older nsnet, whose ledger was migrated since): a service create or gc records that
+        they do not."""
+        if self._store.meta(SKELETON_KEY) == render.SKELETON_VERSION:
+            return []
+        return render.render_skeleton(self.owner)
 
     def _forget_flows(self) -> None:
         """After a command: the affinity and UDP flows of backends it took away (see _backend_changes)."""

@@ -73,7 +73,8 @@ def test_after_a_reboot_gc_restores_networks_and_forgets_sandboxes(state_dir: st
 SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "fd00:31::/64"),
          ("network", "create", "side", "--subnet", "10.32.0.0/24", "--subnet", "fd00:32::/64"),
          ("create", "web", "--network", "app", "-p", "8080:80"), ("create", "spare", "--network", "side"),
-         ("connect", "side", "web")]
+         ("connect", "side", "web"),
+         ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip")]
 CRASHES = {
     ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
         ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
@@ -84,8 +85,11 @@ CRASHES = {
     ("connect", "app", "spare", "-p", "8082:82"): ["reserved", "ApplyFirewall", "CreateVeth", "EnableIPv6",
                                                    "AddAddress", "AddAddress#2", "applied"],
     ("disconnect", "side", "web"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
-    ("rm", "-f", "web"): ["reserved", "KillProcesses", "DeleteNetns", "RemoveEtcFiles", "RemoveFirewallElements",
-                          "applied"],
+    ("rm", "-f", "web"): ["reserved", "ApplyFirewall", "KillProcesses", "DeleteNetns", "RemoveEtcFiles",
+                          "RemoveFirewallElements", "applied"],
+    ("service", "create", "s1", "--network", "app", "-p", "81", "--backend", "web", "--affinity", "client-ip=60",
+     "--publish", "30081"): ["reserved", "ApplyFirewall", "applied"],
+    ("service", "rm", "s0"): ["reserved", "RemoveFirewallElements", "applied"],
     ("network", "rm", "-f", "side"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
 }
 CASES = [(argv, step) for argv, steps in CRASHES.items() for step in steps]

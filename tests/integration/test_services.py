@@ -200,6 +200,24 @@ def test_check_and_gc_cover_services_and_bad_input_changes_nothing(app: Engine) 
         assert ask("client", "10.211.0.1", count=30)["web2"] > 0
     finally:
         server.stop()
+    # A service with affinity, published on the host: its chains and elements are repaired too.
+    app.create_service("kept", network="app", ports=["80:8080"], backends=["web2"], affinity="client-ip=90",
+                       publish=["30090"])
+    subprocess.run(["nft", "flush", "chain", "inet", table, "service_remember_90"], check=True)
+    subprocess.run(["nft", "flush", "map", "inet", table, "service_node_ports"], check=True)
+    subprocess.run(["nft", "delete", "chain", "inet", table, "service_picks"], check=True)
+    drift = json.loads(cli("check", "--format", "json").stdout)
+    assert sorted((d["kind"], d["subject"]) for d in drift) == [
+        ("missing", "nftables"), ("missing", "nftables element"), ("wrong", "nftables")], drift
+    assert cli("gc").returncode == 0 and cli("check").stdout == ""
+    server = named("web2", timeout=10)
+    try:
+        assert ask("client", "10.211.0.2", count=3) == {"web2": 3}
+        assert ask("client", "10.31.0.1", port=30090) == {"web2": 1}
+        assert _pins(table) == [("10.31.0.5", "10.211.0.2", "10.31.0.3", 90)]  # remembered again
+    finally:
+        server.stop()
+    assert cli("service", "rm", "kept").returncode == 0
 
     before = subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True, text=True).stdout
     for args, message in (
@@ -211,7 +229,15 @@ def test_check_and_gc_cover_services_and_bad_input_changes_nothing(app: Engine) 
             (["x", "--network", "app", "-p", "80"], "--selector is needed"),
             (["x", "--network", "app", "-p", "80", "--backend", "web1", "--vip", "10.9.9.9"],
              "must be an address of the service range 10.211.0.0/16 or fd00:6e73:7663::/112"),
-            (["web", "--network", "app", "-p", "80", "--backend", "web1"], "service 'web' already exists")):
+            (["web", "--network", "app", "-p", "80", "--backend", "web1"], "service 'web' already exists"),
+            (["x", "--network", "app", "-p", "80", "--backend", "web1", "--affinity", "cookie"],
+             "invalid --affinity 'cookie': must be client-ip[=SECONDS] or none"),
+            (["x", "--network", "app", "-p", "80", "--backend", "web1", "--affinity", "client-ip=0"],
+             "must keep a client from 1 to 86400 seconds"),
+            (["x", "--network", "app", "-p", "80", "--backend", "web1", "--publish", "30080:81"],
+             "invalid --publish '30080:81': names port 81, which is not a port of the service (-p)"),
+            (["x", "--network", "app", "-p", "80", "--backend", "web1", "--publish", "70000"],
+             "invalid --publish '70000': must have ports from 1 to 65535")):
         done = cli("service", "create", *args)
         assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True,

@@ -11,7 +11,7 @@ import pytest
 from nsnet.kernel.fake import FakeKernel
 from nsnet.engine import Engine
 from nsnet.errors import Conflict
-from nsnet.model import PortMapping
+from nsnet.model import PortMapping, ServicePort
 from nsnet.store import SCHEMA_VERSION, Store
 
 # Release 4's schema, as it stood (src/nsnet/store.py at ced4c70); releases 1 to 3 lacked `ports`
@@ -181,3 +181,32 @@ def test_a_release_5_ledger_gains_the_container_columns(tmp_path):
         assert [r[1] for r in store.db.execute("PRAGMA index_list(sandboxes)")].count("sandboxes_by_container") == 1
     finally:
         store.close()
+
+
+def test_a_release_9_ledgers_services_gain_an_ipv6_vip_and_affinity(tmp_path):
+    """Schema 9 had IPv4 services only: no vip6, no affinity, no ports published on the host; its
+    recorded range names the IPv4 block alone, and the IPv6 one is added by the next service."""
+    state = tmp_path / "state"
+    with Engine(state_dir=str(state), kernel=FakeKernel()) as engine:
+        engine.create_network("app", subnet="10.31.0.0/24")
+        engine.create_sandbox("web", networks=["app"], labels=["app=web"])
+        engine.create_service("web", network="app", ports=["80:8080"], selector=["app=web"])
+    with closing(sqlite3.connect(state / "state.db")) as db:
+        db.execute("DROP INDEX services_by_vip6")
+        db.execute("DROP TABLE service_node_ports")
+        db.execute("ALTER TABLE services DROP COLUMN vip6")
+        db.execute("ALTER TABLE services DROP COLUMN affinity")
+        db.execute("UPDATE meta SET value = '10.211.0.0/16' WHERE key = 'service_range'")
+        db.execute("PRAGMA user_version = 9")
+        db.commit()
+    with Engine(state_dir=str(state), kernel=FakeKernel()) as engine:
+        assert engine._store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        ((web, backends),) = engine.services()
+        assert ([str(v) for v in web.vips], web.affinity, web.ports) == (["10.211.0.1"], None,
+                                                                         (ServicePort("tcp", 80, 8080),))
+        assert backends == [("web", ("10.31.0.2",))]
+        engine.create_network("dual", subnet=["10.33.0.0/24", "fd33::/64"])
+        engine.create_sandbox("v", networks=["dual"])
+        both = engine.create_service("both", network="dual", ports=["80"], backends=["v"], publish=["30080"])
+        assert [str(v) for v in both.vips] == ["10.211.0.2", "fd00:6e73:7663::1"]
+        assert engine._store.meta("service_range") == "10.211.0.0/16,fd00:6e73:7663::/112"

@@ -565,6 +565,11 @@ def _bridge_table(o: Owner) -> list[Command]:
     ]
 
 
+# Raised when the skeleton gains what elements or chains made outside it name (nsnet.engine's
+# SKELETON_KEY): services' paths then send the skeleton once more, for tables an older nsnet made.
+SKELETON_VERSION = "10"
+
+
 def render_skeleton(owner: Owner) -> list[Command]:
     """Tables, sets, maps, chains and rules; idempotent, and it keeps the elements."""
     return [

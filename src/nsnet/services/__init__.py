@@ -124,13 +124,8 @@ def vip(text: str, within: dict[int, IPNetwork]) -> IPAddress:
 def free_vip(within: IPNetwork, taken: set[str]) -> IPAddress | None:
     """The first address of the block no service holds (not its first or last). In integers: at
     thousands of services, ipaddress objects for every candidate were most of a create."""
-    family = socket.AF_INET if within.version == 4 else socket.AF_INET6
-    held = set()
-    for t in taken:
-        try:
-            held.add(int.from_bytes(socket.inet_pton(family, t), "big"))
-        except OSError:  # the other family's
-            pass
+    family, six = (socket.AF_INET, False) if within.version == 4 else (socket.AF_INET6, True)
+    held = {int.from_bytes(socket.inet_pton(family, t), "big") for t in taken if (":" in t) is six}
     first, last = int(within.network_address) + 1, int(within.broadcast_address) - 1
     candidate = next((a for a in range(first, min(last, first + len(held)) + 1) if a not in held), None)
     if candidate is None:
