@@ -567,7 +567,7 @@ class Engine(Catalog):
                 if service is None:
                     raise NotFound("service", name)
                 chosen = services.picks(service, self._store.sandboxes())
-                last = len(self._store.services()) == 1
+                last = self._store.service_count() == 1
                 within = self._service_range()[0]
                 self._store.set_service_state(service.id, "removing")
             commands = [*render.render_service(self.owner, "delete", service, chosen),

@@ -663,6 +663,9 @@ class Store:
     def delete_meta(self, key: str) -> None:
         self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
 
+    def service_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM services").fetchone()[0]
+
     def vips(self) -> set[str]:
         return {v for row in self.db.execute("SELECT vip, vip6 FROM services") for v in row if v}
 

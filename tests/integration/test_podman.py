@@ -119,6 +119,13 @@ def test_podman_runs_containers_through_nsnet(podman: Podman, wan: str) -> None:
     # ... another container reaches it on the network ...
     assert podman("run", "--rm", "--network", "app", IMAGE, "wget", "-qO-", "http://10.88.0.2/").stdout == \
         "hello from a podman container\n"
+    # ... a service selects it by the name Podman passes (CNI_ARGS K8S_POD_NAME) ...
+    made = cli("service", "create", "site", "--network", "app", "-p", "80", "--selector", "K8S_POD_NAME=web")
+    assert made.returncode == 0, made.stderr
+    vip = made.stdout.strip()
+    assert [b["Sandbox"] for b in json.loads(cli("service", "inspect", "site").stdout)[0]["Backends"]] == [web["Name"]]
+    assert podman("run", "--rm", "--network", "app", IMAGE, "wget", "-qO-", f"http://{vip}/").stdout == \
+        "hello from a podman container\n"
     # ... and the lab's outside answers a container, seeing the host's address (masquerade).
     server = serve(wan, WAN_PEER, 9000)
     try:
@@ -132,10 +139,14 @@ def test_podman_runs_containers_through_nsnet(podman: Podman, wan: str) -> None:
     # Stop and start: DEL, then ADD in a new namespace; the port works again.
     podman("stop", "-t", "0", "web")
     assert settles(lambda: sandboxes() == [])
+    assert json.loads(cli("service", "inspect", "site").stdout)[0]["Backends"] == []  # left with its DEL
     podman("start", "web")
     (again,) = sandboxes()
     assert again["ContainerID"] == cid and again["NetNS"] != web["NetNS"]
     assert settles(lambda: http_from(wan, f"http://{WAN_HOST}:8080/") == "hello from a podman container\n")
+    assert podman("run", "--rm", "--network", "app", IMAGE, "wget", "-qO-", f"http://{vip}/").stdout == \
+        "hello from a podman container\n"  # and back with its ADD
+    assert cli("service", "rm", "site").returncode == 0
 
     podman("rm", "-f", "web")
     assert settles(lambda: sandboxes() == [])

@@ -18,7 +18,7 @@ import pytest
 
 from nsnet import Engine
 
-from .conftest import NSNET, WAN_HOST, WAN_PEER, cli
+from .conftest import NSNET, WAN6_PEER, WAN_HOST, WAN_PEER, cli
 from .net import Server, run, start
 from .test_cni import Runtime
 
@@ -412,7 +412,7 @@ def test_affinity_keeps_a_client_on_its_backend_until_it_expires_or_leaves(app: 
             server.stop()
 
 
-def test_a_dual_stack_service_has_an_ipv6_vip_with_its_own_spread_and_affinity(engine: Engine) -> None:
+def test_a_dual_stack_service_has_an_ipv6_vip_with_its_own_spread_and_affinity(engine: Engine, wan: str) -> None:
     engine.create_network("dual", subnet=["10.33.0.0/24", "fd33::/64"], ipv6=True)
     for name in ("v1", "v2"):
         engine.create_sandbox(name, networks=["dual"], labels=["app=v"])
@@ -427,6 +427,13 @@ def test_a_dual_stack_service_has_an_ipv6_vip_with_its_own_spread_and_affinity(e
         seen = ask("asker", v6, count=60)
         assert set(seen) == {"v1", "v2"} and sum(seen.values()) == 60, seen
         assert set(ask("asker", "10.211.0.1", count=30)) == {"v1", "v2"}
+        # The host reaches the IPv6 VIP by its default route, which the translation overrides.
+        subprocess.run(["ip", "-6", "route", "add", "default", "via", WAN6_PEER], check=True)
+        try:
+            from_host = ask(None, v6, count=10)
+            assert set(from_host) <= {"v1", "v2"} and sum(from_host.values()) == 10, from_host
+        finally:
+            subprocess.run(["ip", "-6", "route", "del", "default"], check=True)
         pinned = ask("asker", sticky6, count=20)
         assert len(pinned) == 1 and sum(pinned.values()) == 20, pinned  # its IPv6 clients are kept too
         (kept,) = pinned
@@ -458,6 +465,8 @@ def test_a_service_published_on_the_host_reaches_its_backends_from_outside(app: 
         # Every backend, each seeing the outside client's own address (no masquerade).
         assert set(seen) == {f"web{i} {WAN_PEER}" for i in (1, 2, 3)} and sum(seen.values()) == 60, seen
         assert set(ask("client", WAN_HOST, port=30080, count=30)) <= {f"web{i} 10.31.0.1" for i in (1, 2, 3)}
+        # The host's own connections too, 127.0.0.1 included (as for published ports, masqueraded).
+        assert set(ask(None, "127.0.0.1", port=30080, count=10)) <= {f"web{i} 10.31.0.1" for i in (1, 2, 3)}
         assert cli("create", "taken", "--network", "app", "-p", "30080:80").stderr == (
             "nsnet: error: host port 0.0.0.0:30080/tcp is already published\n")
         held = app.create_service("held", network="app", ports=["80"], selector=["tier=none"], publish=["30081"])

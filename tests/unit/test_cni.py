@@ -98,8 +98,12 @@ def test_a_runtimes_labels_in_args_read_as_label_spellings():
     labelled = {**PODMAN, "args": {"cni": {"labels": [{"key": "app", "value": "web"},
                                                       {"key": "tier", "value": "front=1"}]},
                                    "podman_labels": {"owner": "ops"}}}
-    assert parse(labelled, "ADD", "IgnoreUnknown=1;K8S_POD_NAME=web").labels == ("app=web", "tier=front=1")
-    assert parse(PODMAN, "ADD").labels == ()
+    # The container's name as the runtime passes it in CNI_ARGS (Podman: K8S_POD_NAME) is a label too.
+    assert parse(labelled, "ADD", "IgnoreUnknown=1;K8S_POD_NAME=web").labels == (
+        "K8S_POD_NAME=web", "app=web", "tier=front=1")
+    assert parse(PODMAN, "ADD", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db;K8S_POD_UID=x").labels == (
+        "K8S_POD_NAME=db", "K8S_POD_NAMESPACE=shop")
+    assert parse(PODMAN, "ADD").labels == () and parse(PODMAN, "ADD", "K8S_POD_NAME=").labels == ()
     for labels, where in (({"app": "web"}, "args.cni.labels: must be a list"),
                           (["app=web"], "args.cni.labels[0]: must be"),
                           ([{"key": "app", "value": "web"}, {"key": "app"}], "args.cni.labels[1]: must be"),

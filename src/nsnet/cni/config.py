@@ -117,7 +117,8 @@ def parse(conf: dict[str, Any], command: str, cni_args: str = "") -> NetConf:
         default_route=(_typed(conf, "isDefaultGateway", bool, False) or bool(routes)) and not internal,
         ports=tuple(_port_mappings(_typed(runtime, "portMappings", list, [], "runtimeConfig."))),
         ips=tuple(_ip(v) for v in requested_ips), mac=mac,
-        labels=tuple(_labels(_typed(args_cni, "labels", list, [], "args.cni."))), dns=dns or None,
+        labels=(*(f"{k}={legacy[k]}" for k in NAMING_ARGS if k in legacy),
+                *_labels(_typed(args_cni, "labels", list, [], "args.cni."))), dns=dns or None,
         prev_result=_prev_result(conf), notes=tuple(notes),
     )
 
@@ -225,12 +226,18 @@ def _ip(value: Any) -> str:
         raise _invalid("ips", f"{value!r} is not an IP address") from None
 
 
+# CNI_ARGS keys that name the container, kept as its labels under the same keys (Podman passes
+# K8S_POD_NAME, the container's name, and no labels; Kubernetes runtimes both): so that a service
+# can select a runtime's container by name (`--selector K8S_POD_NAME=web`).
+NAMING_ARGS = ("K8S_POD_NAME", "K8S_POD_NAMESPACE")
+
+
 def _cni_args(text: str) -> dict[str, str]:
-    """CNI_ARGS, `K=V;K=V`: the keys nsnet reads (IP, MAC); every other is tolerated."""
+    """CNI_ARGS, `K=V;K=V`: the keys nsnet reads (IP, MAC, NAMING_ARGS); every other is tolerated."""
     found = {}
     for item in text.split(";"):
         key, sep, value = item.partition("=")
-        if sep and key.strip() in ("IP", "MAC"):
+        if sep and key.strip() in ("IP", "MAC", *NAMING_ARGS) and value.strip():
             found[key.strip()] = value.strip()
     return found
 

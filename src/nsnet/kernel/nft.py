@@ -43,10 +43,10 @@ class Nft:
         return self._ctx
 
     def transaction(self, commands: list[dict[str, Any]]) -> None:
-        text = [line for c in commands for line in _as_text(c)]
-        if text:
-            self._run(self._context().cmd, "\n".join(text))
-            commands = [c for c in commands if not _as_text(c)]
+        texts = [_as_text(c) for c in commands]
+        if any(texts):
+            self._run(self._context().cmd, "\n".join(line for lines in texts for line in lines))
+            commands = [c for c, lines in zip(commands, texts) if not lines]
         if commands:
             self._run(self._context().json_cmd, {"nftables": commands})
 
