@@ -235,6 +235,35 @@ def intercept_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+# Links
+
+def link(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        made = engine.link(args.a, args.b, ips=args.ip, mtu=args.mtu)
+    print(" ".join(f"{e.sandbox}:{e.ifname}" for e in made.ends))
+    return 0
+
+
+def unlink(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        engine.unlink(args.a, args.b)
+    return 0
+
+
+def links(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        items = [lk.to_dict() for lk in engine.links()]
+    if args.quiet:
+        for item in items:
+            print(" ".join(e["Sandbox"] for e in item["Ends"]))
+        return 0
+    print(_formatted(items, args.format, ("A", "INTERFACE", "ADDRESSES", "B", "INTERFACE", "ADDRESSES", "MTU"),
+                     lambda i: (*(v for e in i["Ends"] for v in (e["Sandbox"], e["Interface"],
+                                                                 ",".join(e["IPAddresses"]) or "-")),
+                                str(i["MTU"]))))
+    return 0
+
+
 # Sandboxes
 
 def create(args: argparse.Namespace) -> int:
@@ -525,6 +554,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspecting(verb("inspect", service_inspect, "show services and their backends as JSON", service), "service")
     sub = verb("rm", service_rm, "remove services", service)
     sub.add_argument("names", nargs="+", metavar="NAME", help="the services to remove")
+
+    sub = verb("link", link, "join two sandboxes by a veth pair, no bridge between them (a lab's cable); each end"
+                             " is named after the other sandbox; prints both ends")
+    sub.add_argument("a", metavar="A", help="a sandbox")
+    sub.add_argument("b", metavar="B", help="the other sandbox")
+    sub.add_argument("--ip", action="append", default=[], metavar="SANDBOX=CIDR",
+                     help="an address of one end, with its prefix (repeatable: one per end and family)")
+    sub.add_argument("--mtu", type=int, default=1500, help="the MTU of both ends (default 1500)")
+    sub = verb("unlink", unlink, "remove the link between two sandboxes")
+    sub.add_argument("a", metavar="A", help="a sandbox")
+    sub.add_argument("b", metavar="B", help="the other sandbox")
+    listing(verb("links", links, "list links"))
 
     intercept = verbs.add_parser("intercept", help="send a sandbox's traffic through a local proxy").add_subparsers(
         dest="intercept_verb", metavar="COMMAND", required=True, parser_class=_Parser)

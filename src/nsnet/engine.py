@@ -20,8 +20,8 @@ from .errors import Conflict, Exhausted, InvalidInput, NotFound, NsnetError
 from .firewall import render
 from .kernel import Kernel, default_kernel
 from .locks import Locks
-from .model import (DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Network, NetworkRequest, Owner, PortMapping,
-                    Sandbox, Service, Subnet, SubnetRequest)
+from .model import (DEFAULT_MTU, DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Link, LinkEnd, Network,
+                    NetworkRequest, Owner, PortMapping, Sandbox, Service, Subnet, SubnetRequest)
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
 from .plan.ops import ApplyFirewall, ApplySandboxFirewall, Operation, RemoveFirewallElements
@@ -729,6 +729,63 @@ class Engine(Catalog):
         return [*render.render_service(self.owner, "delete", service, old, vip=False),
                 *(c for n in counts for c in render.render_dispatch(self.owner, n)),
                 *render.render_service(self.owner, "add", service, new, vip=False)]
+
+    # Links (nsnet.links)
+
+    def link(self, a: str, b: str, *, ips: Sequence[str] = (), mtu: int = DEFAULT_MTU) -> Link:
+        """A veth pair between sandboxes a and b, each end named after the other sandbox (see
+        nsnet.links), with the addresses `ips` gives (SANDBOX=CIDR)."""
+        from . import links
+        from .plan.link import plan_link
+
+        validate.name("sandbox name", a)
+        validate.name("sandbox name", b)
+        if a == b:
+            raise InvalidInput("sandbox name", b, "is the other end too: a link joins two sandboxes")
+        wanted = links.addresses(list(ips), a, b)
+        wanted_mtu = links.mtu(mtu)
+        with self._locks.ledger(exclusive=True):  # two sandboxes' locks, in no order that can deadlock
+            with self._store.transaction():
+                ends = [self._ready_sandbox(name) for name in (a, b)]
+                existing = self._store.links()
+                if any({lk.a.sandbox, lk.b.sandbox} == {a, b} for lk in existing):
+                    raise Conflict(f"sandboxes {a!r} and {b!r} are linked already")
+                taken = {name: {e.ifname for e in box.endpoints}
+                         | {end.ifname for lk in existing for end in lk.ends if end.sandbox == name}
+                         for name, box in zip((a, b), ends)}
+                link = Link(id=new_id(), a=LinkEnd(a, links.ifname(b, taken[a]), wanted[a]),
+                            b=LinkEnd(b, links.ifname(a, taken[b]), wanted[b]), mtu=wanted_mtu, created=time.time(),
+                            state="creating")
+                self._store.add_link(link, ends[0].id, ends[1].id)
+
+            def forget() -> None:
+                self._store.delete_link(link.id)
+
+            self._build(plan_link(link), forget)
+            with self._store.transaction():
+                self._store.set_link_state(link.id, "ready")
+        return replace(link, state="ready")
+
+    def unlink(self, a: str, b: str) -> None:
+        from .plan.link import plan_unlink
+
+        validate.name("sandbox name", a)
+        validate.name("sandbox name", b)
+        with self._locks.ledger(exclusive=True):
+            with self._store.transaction():
+                for name in (a, b):
+                    self.sandbox(name)
+                found = next((lk for lk in self._store.links(a) if {lk.a.sandbox, lk.b.sandbox} == {a, b}), None)
+                if found is None:
+                    raise Conflict(f"sandboxes {a!r} and {b!r} are not linked")
+                self._store.set_link_state(found.id, "removing")
+            self._remove(plan_unlink(found), f"unlinking {a!r} and {b!r}")
+            with self._store.transaction():
+                self._store.delete_link(found.id)
+
+    def links(self) -> list[Link]:
+        with self._store.snapshot():
+            return self._store.links()
 
     # Interception (nsnet.intercept)
 

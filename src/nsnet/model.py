@@ -310,6 +310,37 @@ class Owner:
 
 
 @record
+class LinkEnd:
+    """One side of a link: its sandbox, the interface there, and its addresses."""
+
+    sandbox: str
+    ifname: str
+    addresses: tuple[IPInterface, ...] = ()
+
+
+@record
+class Link:
+    """A veth pair joining two sandboxes directly, no bridge between them (the article's first
+    figure; a lab's cable): `nsnet link A B`."""
+
+    id: str
+    a: LinkEnd
+    b: LinkEnd
+    mtu: int = DEFAULT_MTU
+    created: float = 0.0
+    state: str = "ready"
+
+    @property
+    def ends(self) -> tuple[LinkEnd, LinkEnd]:
+        return self.a, self.b
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"Id": self.id, "MTU": self.mtu, "Created": self.created, "State": self.state,
+                "Ends": [{"Sandbox": e.sandbox, "Interface": e.ifname, "IPAddresses": [str(a) for a in e.addresses]}
+                         for e in self.ends]}
+
+
+@record
 class ServicePort:
     """A port of a service's VIPs, the backends' port it goes to, and the host port that also
     reaches it on every address of the host (`--publish`, Kubernetes' NodePort), if any."""

@@ -20,7 +20,7 @@ from .apply import teardown
 from .errors import TeardownError
 from .firewall import render
 from .kernel import Kernel
-from .model import Network, Owner
+from .model import Link, Network, Owner
 from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
 from .plan.ops import ApplySandboxFirewall, DeleteLink, Operation, RemoveEtcFiles, ReplaceEtcFile
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
@@ -47,7 +47,12 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
     keys = [*FORWARDING.values(), *(key for n in store.networks() for key in bridge_sysctls(n))]
     while True:
         sandboxes = store.sandboxes()
-        observed = kernel.observe({s.handle: [e.ifname for e in s.endpoints] for s in sandboxes}, owner, keys)
+        cables: dict[str, list[str]] = {}
+        for link in store.links():
+            for end in link.ends:
+                cables.setdefault(end.sandbox, []).append(end.ifname)
+        observed = kernel.observe({s.handle: [e.ifname for e in s.endpoints] + cables.get(s.name, [])
+                                   for s in sandboxes}, owner, keys)
         known = {e.host_ifname for s in sandboxes for e in s.endpoints}
         lingering = [n for n, link in observed.links.items()
                      if link.group == owner.group and link.kind == "veth" and n not in known]
@@ -65,7 +70,57 @@ def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
                                             *_dispatch_chains(owner, store, services, observed)], owner)
     drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected, services, within)
     return (drift + _etc_drift(store, kernel, observed) + _interception_drift(store, kernel, observed, owner)
-            + _resolver_drift(store, kernel))
+            + _link_drift(store, observed) + _resolver_drift(store, kernel))
+
+
+def _link_problem(link: Link, observed: Observed) -> tuple[str, str] | None:
+    """(drift kind, what) of the first thing wrong with a ready link's ends; None when nothing is,
+    or when a sandbox's namespace is gone (that sandbox's drift, and its links go with it)."""
+    if any(end.sandbox not in observed.netns for end in link.ends):
+        return None
+    for end in link.ends:
+        state = observed.sandbox_links.get(end.sandbox, {}).get(end.ifname)
+        if state is None:
+            return "missing", f"{end.sandbox} has no interface {end.ifname}"
+        where = f"{end.sandbox}'s {end.ifname}"
+        if not state.up:
+            return "wrong", f"{where} is down"
+        if state.mtu != link.mtu:
+            return "wrong", f"{where} has MTU {state.mtu}, not {link.mtu}"
+        missing = [str(a) for a in end.addresses if str(a) not in state.addresses]
+        if missing:
+            return "wrong", f"{where} lacks {', '.join(missing)}"
+    return None
+
+
+def _link_drift(store: Store, observed: Observed) -> list[Drift]:
+    drift = []
+    for link in store.links():
+        subject = f"link {link.a.sandbox}-{link.b.sandbox}"
+        if link.state != "ready":
+            drift.append(Drift("half-done", subject, f"left {link.state} by a command that did not finish (gc undoes it)"))
+        elif (problem := _link_problem(link, observed)) is not None:
+            drift.append(Drift(problem[0], subject, f"{problem[1]} (gc makes it again)"))
+    return drift
+
+
+def _repair_links(store: Store, observed: Observed, repair: _Repair) -> None:
+    """A link left half-way is undone; one whose ends differ from the ledger is made again (one
+    end deleted takes the pair with it)."""
+    from .plan.link import plan_link
+
+    for link in store.links():
+        present = [end for end in link.ends if end.ifname in observed.sandbox_links.get(end.sandbox, {})]
+        remove = [DeleteLink(present[0].ifname, present[0].sandbox)] if present else []
+        name = f"{link.a.sandbox}-{link.b.sandbox}"
+        if link.state != "ready":
+            if remove:
+                repair.run(remove, f"undid link {name}")
+            with store.transaction():
+                store.delete_link(link.id)
+            repair.done.append(f"forgot link {name}, left {link.state}")
+        elif _link_problem(link, observed) is not None:
+            repair.run([*remove, *plan_link(link)], f"made link {name} again")
 
 
 def _interceptions(store: Store, kernel: Kernel, observed: Observed,
@@ -222,6 +277,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     for name, filename, now, wanted in _etc_rewrites(store, kernel, observed):
         repair.run([ReplaceEtcFile(name, filename, wanted, now)], f"rewrote /etc/netns/{name}/{filename}")
     _repair_interceptions(store, kernel, observed, owner, repair)
+    _repair_links(store, observed, repair)
     for network in networks.values():
         ops = plan_repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
         if ops:

@@ -21,7 +21,8 @@ from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import NsnetError
 from .ipam import ula_prefix
-from .model import Endpoint, IPAddress, Network, Owner, PortMapping, Sandbox, Service, ServicePort, Subnet
+from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapping, Sandbox, Service, ServicePort,
+                    Subnet)
 from .publish import published_clash
 from .record import replace
 
@@ -124,6 +125,21 @@ CREATE TABLE IF NOT EXISTS service_node_ports (
     target_port INTEGER NOT NULL,
     UNIQUE (protocol, host_port)
 );
+-- A link (nsnet.links): a veth pair between two sandboxes, each end's interface and addresses (JSON).
+CREATE TABLE IF NOT EXISTS links (
+    id TEXT PRIMARY KEY,
+    a_sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    a_ifname TEXT NOT NULL,
+    a_addresses TEXT NOT NULL,
+    b_sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    b_ifname TEXT NOT NULL,
+    b_addresses TEXT NOT NULL,
+    mtu INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (a_sandbox_id, a_ifname),
+    UNIQUE (b_sandbox_id, b_ifname)
+);
 -- A sandbox's interception (nsnet.intercept): its spec as JSON, and whether its table is made.
 CREATE TABLE IF NOT EXISTS interceptions (
     sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
@@ -140,7 +156,7 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11  # 11: links (a table SCHEMA makes)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -674,6 +690,33 @@ class Store:
         row = self.db.execute("SELECT s.name FROM service_node_ports p JOIN services s ON s.id = p.service_id"
                               " WHERE p.protocol = ? AND p.host_port = ?", (protocol, host_port)).fetchone()
         return row[0] if row else None
+
+    # Links (the table `links` is made by SCHEMA when missing)
+
+    def links(self, sandbox: str | None = None) -> list[Link]:
+        """Every link, or those with an end in this sandbox, in the order they were made."""
+        rows = self.db.execute(
+            "SELECT l.id, a.name, l.a_ifname, l.a_addresses, b.name, l.b_ifname, l.b_addresses, l.mtu, l.created,"
+            " l.state FROM links l JOIN sandboxes a ON a.id = l.a_sandbox_id JOIN sandboxes b ON b.id = l.b_sandbox_id"
+            + (" WHERE a.name = ? OR b.name = ?" if sandbox is not None else "") + " ORDER BY l.created",
+            (sandbox, sandbox) if sandbox is not None else ()).fetchall()
+        return [Link(id=lid, a=LinkEnd(a, a_if, tuple(ip_interface(x) for x in json.loads(a_ips))),
+                     b=LinkEnd(b, b_if, tuple(ip_interface(x) for x in json.loads(b_ips))), mtu=mtu, created=created,
+                     state=state)
+                for lid, a, a_if, a_ips, b, b_if, b_ips, mtu, created, state in rows]
+
+    def add_link(self, link: Link, a_sandbox_id: str, b_sandbox_id: str) -> None:
+        self.db.execute("INSERT INTO links (id, a_sandbox_id, a_ifname, a_addresses, b_sandbox_id, b_ifname,"
+                        " b_addresses, mtu, state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (link.id, a_sandbox_id, link.a.ifname, json.dumps([str(x) for x in link.a.addresses]),
+                         b_sandbox_id, link.b.ifname, json.dumps([str(x) for x in link.b.addresses]), link.mtu,
+                         link.state, link.created))
+
+    def set_link_state(self, link_id: str, state: str) -> None:
+        self.db.execute("UPDATE links SET state = ? WHERE id = ?", (state, link_id))
+
+    def delete_link(self, link_id: str) -> None:
+        self.db.execute("DELETE FROM links WHERE id = ?", (link_id,))
 
     # Interceptions (the table `interceptions` is made by SCHEMA when missing)
 

@@ -74,7 +74,8 @@ SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "f
          ("network", "create", "side", "--subnet", "10.32.0.0/24", "--subnet", "fd00:32::/64"),
          ("create", "web", "--network", "app", "-p", "8080:80"), ("create", "spare", "--network", "side"),
          ("connect", "side", "web"),
-         ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip")]
+         ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip"),
+         ("create", "third", "--network", "side"), ("link", "web", "third")]
 CRASHES = {
     ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
         ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
@@ -90,6 +91,10 @@ CRASHES = {
     ("service", "create", "s1", "--network", "app", "-p", "81", "--backend", "web", "--affinity", "client-ip=60",
      "--publish", "30081"): ["reserved", "ApplyFirewall", "applied"],
     ("service", "rm", "s0"): ["reserved", "RemoveFirewallElements", "applied"],
+    ("link", "spare", "third", "--ip", "spare=10.60.0.1/30", "--ip", "third=10.60.0.2/30", "--ip", "spare=fd60::1/64",
+     "--ip", "third=fd60::2/64"): ["reserved", "CreatePair", "EnableIPv6", "SetLinkUp", "AddAddress", "AddAddress#2",
+                                   "EnableIPv6#2", "SetLinkUp#2", "AddAddress#3", "AddAddress#4", "applied"],
+    ("unlink", "third", "web"): ["reserved", "DeleteLink", "applied"],
     ("network", "rm", "-f", "side"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
 }
 CASES = [(argv, step) for argv, steps in CRASHES.items() for step in steps]

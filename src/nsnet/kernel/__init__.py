@@ -121,6 +121,9 @@ class Kernel(ABC):
         """Delete the UDP conntrack entries to address:port (one of ports) whose replies come from
         an address not in `keep` (a backend gone); how many."""
     @abstractmethod
+    def create_pair(self, sandbox: str, ifname: str, peer_sandbox: str, peer: str, mtu: int) -> None:
+        """A veth pair from inside one sandbox, its peer (down) inside another."""
+    @abstractmethod
     def forget_picks(self, table: str, vip: str, keep: set[str] | None) -> int:
         """Delete the affinity entries (firewall.names.SERVICE_AFFINITY) of clients of this VIP
         whose backend is not in `keep` (every one: None); how many."""

@@ -153,6 +153,16 @@ class FakeKernel(Kernel):
                                     "static_macs": set()}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
 
+    def create_pair(self, sandbox: str, ifname: str, peer_sandbox: str, peer: str, mtu: int) -> None:
+        self._mutating("create_pair", sandbox, ifname, peer_sandbox, peer, mtu)
+        self._need(sandbox in self.netns and peer_sandbox in self.netns, f"creation of veth {ifname}")
+        if (sandbox, ifname) in self.links or (peer_sandbox, peer) in self.links:
+            raise KernelError(f"creation of veth {ifname}", errno.EEXIST)
+        self.links[(sandbox, ifname)] = {"kind": "veth", "peer": peer, "peer_ns": peer_sandbox, "mtu": mtu, "up": True,
+                                         "mac": "02:00:00:00:00:02"}
+        self.links[(peer_sandbox, peer)] = {"kind": "veth", "peer": ifname, "peer_ns": sandbox, "mtu": mtu, "up": False,
+                                            "mac": "02:00:00:00:00:03"}
+
     def forget_udp_flows(self, address: str, ports: list[int], keep: set[str]) -> int:
         self.forgotten_flows.append((address, sorted(ports), sorted(keep)))
         return 0

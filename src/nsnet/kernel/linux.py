@@ -122,6 +122,13 @@ class LinuxKernel(Kernel):
         finally:
             os.close(fd)
 
+    def create_pair(self, sandbox: str, ifname: str, peer_sandbox: str, peer: str, mtu: int) -> None:
+        fd = os.open(netns.path_of(peer_sandbox), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            self._rtnl(sandbox).create_veth(ifname, 0, mtu, peer, fd, None, 0)
+        finally:
+            os.close(fd)
+
     def link_mac(self, name: str) -> str | None:
         return self._rtnl(None).link_mac(name)
 

@@ -191,7 +191,7 @@ class RtnlSocket:
         body += attr(IFLA_ADDRESS, mac_bytes(mac)) + nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, "bridge"))
         self.request(f"creation of bridge {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def create_veth(self, name: str, master: int, mtu: int, peer: str, peer_netns_fd: int, peer_mac: str,
+    def create_veth(self, name: str, master: int, mtu: int, peer: str, peer_netns_fd: int, peer_mac: str | None,
                     group: int) -> None:
         """One message makes the pair: host end up on its bridge, peer inside the sandbox.
 
@@ -200,14 +200,17 @@ class RtnlSocket:
         the two ends are linked, and veth_open refuses that with ENOTCONN.
         """
         peer_info = ifinfomsg() + string(IFLA_IFNAME, peer) + u32(IFLA_MTU, mtu)
-        peer_info += attr(IFLA_ADDRESS, mac_bytes(peer_mac)) + u32(IFLA_NET_NS_FD, peer_netns_fd)
+        if peer_mac is not None:
+            peer_info += attr(IFLA_ADDRESS, mac_bytes(peer_mac))
+        peer_info += u32(IFLA_NET_NS_FD, peer_netns_fd)
         linkinfo = nested(
             IFLA_LINKINFO,
             string(IFLA_INFO_KIND, "veth"),
             nested(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_info)),
         )
-        body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu) + u32(IFLA_MASTER, master)
-        body += u32(IFLA_GROUP, group)
+        body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu)
+        if master:  # a link between two sandboxes has no bridge and no ledger group (nsnet.links)
+            body += u32(IFLA_MASTER, master) + u32(IFLA_GROUP, group)
         self.request(f"creation of veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body + linkinfo)
 
     def set_master(self, name: str, master: int) -> None:

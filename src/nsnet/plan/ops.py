@@ -350,6 +350,24 @@ class CreateVeth(Operation):
 
 
 @record
+class CreatePair(Operation):
+    """A link's veth pair, in one message from the first sandbox's namespace, its peer born in
+    the second's (nsnet.links)."""
+
+    sandbox: str
+    ifname: str
+    peer_sandbox: str
+    peer: str
+    mtu: int
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.create_pair(self.sandbox, self.ifname, self.peer_sandbox, self.peer, self.mtu)
+
+    def undo(self) -> Operation:
+        return DeleteLink(self.ifname, self.sandbox)
+
+
+@record
 class SetDefaultRoute(Operation):
     sandbox: str
     gateway: IPAddress
