@@ -7,8 +7,9 @@ between sandboxes, the source address a peer on the "outside" saw (masquerade), 
 reached from outside and by hairpin, isolation, a live connect/disconnect, a sandbox that cannot
 pass for another, an internal network that reaches neither the outside nor the host, a dual-stack
 network (IPv6 egress through NAT66, a port published on the host's IPv6 address), a one-shot
-`run`, nsnet as the CNI plugin of a container runtime (ADD with a published port, DEL), and a
-teardown that leaves nothing.
+`run`, names, a service (spread, published on the host, client-IP affinity), a sidecar's
+interception, nsnet as the CNI plugin of a container runtime (ADD with a published port, DEL), a
+link between two sandboxes, and a teardown that leaves nothing.
 """
 
 from __future__ import annotations
@@ -327,7 +328,16 @@ def main() -> None:
     proved("DEL detached it: nsnet lists no container", deleted.returncode == 0 and "cni-" not in nsnet("ps", show=False))
     sh("ip", "netns", "del", "ctr1")
 
-    step("16. Teardown leaves nothing behind")
+    step("16. A link: two sandboxes joined by a cable of their own, no bridge (a lab's link)")
+    nsnet("link", "web", "x", "--ip", "web=10.9.0.1/30", "--ip", "x=10.9.0.2/30")
+    print(sh("ip", "-n", "x", "-brief", "addr", "show", "web").rstrip())
+    server = http_server([NSNET, "exec", "web", "--"], "10.9.0.1", 8003)
+    proved("x (on another network, isolated from web's) reached web over the cable",
+           fetch("x", "http://10.9.0.1:8003/") and client_seen_by(server) == "10.9.0.2")
+    nsnet("unlink", "web", "x")
+    proved("unlink took the cable away", "web" not in sh("ip", "-n", "x", "-brief", "link", show=False))
+
+    step("17. Teardown leaves nothing behind")
     nsnet("rm", "-f", "web", "client", "api", "x", "vault", "six")
     nsnet("network", "rm", "app", "other", "sealed", "dual", "cnidemo")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
