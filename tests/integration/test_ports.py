@@ -8,7 +8,6 @@ hosts run without it. Each path test runs in both modes, switched in the isolate
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from nsnet import Conflict, Engine
 
 from .conftest import WAN_HOST, WAN_PEER, cli
-from .net import blocked, connect, datagram_arrives, exchange, run, serve, serve_ports, udp_exchange
+from .net import blocked, connect, datagram_arrives, run, serve, serve_ports, udp_exchange
 
 BRNF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
 from nsnet import Engine
 
-from .conftest import NSNET, WAN_HOST, WAN_PEER, cli, wait_clean
+from .conftest import NSNET, WAN_HOST, WAN_PEER, cli
 from .net import blocked, exchange, ip_json, reboot, run
 
 

@@ -136,7 +136,7 @@ def test_ledger_survives_a_new_engine(tmp_path, kernel):
 
 def test_first_sandbox_without_networks_creates_default_network(engine, kernel, assert_matches_ledger):
     web = engine.create_sandbox("web")
-    db = engine.create_sandbox("db")
+    engine.create_sandbox("db")
     (default,) = engine.networks()
     assert (default.name, default.subnet, default.gateway) == (
         "nsnet", IPv4Network("10.210.0.0/24"), IPv4Address("10.210.0.1"),

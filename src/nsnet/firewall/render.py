@@ -37,7 +37,7 @@ Every function takes the ledger's Owner: its tables' name and its links' interfa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from ipaddress import ip_address
 
 from ..model import Endpoint, Network, Owner, PortMapping, Service
