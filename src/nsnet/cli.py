@@ -264,6 +264,32 @@ def links(args: argparse.Namespace) -> int:
     return 0
 
 
+# Routes
+
+def route_add(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        engine.add_route(args.name, args.dst, args.gw)
+    return 0
+
+
+def route_rm(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        engine.remove_route(args.name, args.dst)
+    return 0
+
+
+def route_ls(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        items = [r.to_dict() for r in engine.routes()]
+    if args.quiet:
+        for item in items:
+            print(f"{item['Sandbox']} {item['Destination']} via {item['Gateway']}")
+        return 0
+    print(_formatted(items, args.format, ("SANDBOX", "DESTINATION", "GATEWAY"),
+                     lambda i: (i["Sandbox"], i["Destination"], i["Gateway"])))
+    return 0
+
+
 # Sandboxes
 
 def create(args: argparse.Namespace) -> int:
@@ -566,6 +592,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("a", metavar="A", help="a sandbox")
     sub.add_argument("b", metavar="B", help="the other sandbox")
     listing(verb("links", links, "list links"))
+    route = verbs.add_parser("route", help="static routes inside sandboxes (a lab's routers)").add_subparsers(
+        dest="route_verb", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = verb("add", route_add, "add a static route inside a sandbox; its first of a family switches forwarding on"
+                                 " inside it", route)
+    naming(sub, "the sandbox")
+    sub.add_argument("dst", metavar="DST", help="the destination (CIDR)")
+    sub.add_argument("via", choices=["via"], help="the word via")
+    sub.add_argument("gw", metavar="GW", help="the gateway, on one of the sandbox's networks or links")
+    sub = verb("rm", route_rm, "remove a sandbox's static route; its last of a family switches forwarding off", route)
+    naming(sub, "the sandbox")
+    sub.add_argument("dst", metavar="DST", help="the destination (CIDR)")
+    listing(verb("ls", route_ls, "list static routes", route))
 
     intercept = verbs.add_parser("intercept", help="send a sandbox's traffic through a local proxy").add_subparsers(
         dest="intercept_verb", metavar="COMMAND", required=True, parser_class=_Parser)

@@ -21,7 +21,7 @@ from .firewall import render
 from .kernel import Kernel, default_kernel
 from .locks import Locks
 from .model import (DEFAULT_MTU, DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Link, LinkEnd, Network,
-                    NetworkRequest, Owner, PortMapping, Sandbox, Service, Subnet, SubnetRequest)
+                    NetworkRequest, Owner, PortMapping, Route, Sandbox, Service, Subnet, SubnetRequest)
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
 from .plan.network import plan_create_network, plan_remove_network
 from .plan.ops import ApplyFirewall, ApplySandboxFirewall, Operation, RemoveFirewallElements
@@ -174,7 +174,11 @@ class Engine(Catalog):
                 raise Conflict(f"network {name!r} has services ({', '.join(services)}); remove them or use -f")
             for service in services:
                 self.remove_service(service)
-            for endpoint in endpoints:
+            subnets = [s.subnet for s in network.subnets]
+            for endpoint in endpoints:  # its sandboxes' routes through it go with it (-f)
+                for route in self._store.routes(endpoint.sandbox):
+                    if any(route.via in s for s in subnets):
+                        self.remove_route(endpoint.sandbox, str(route.dst))
                 self.disconnect(name, endpoint.sandbox)
             with self._store.transaction():
                 self._store.set_network_state(network.id, "removing")
@@ -329,6 +333,7 @@ class Engine(Catalog):
                 if endpoint.state != "ready":
                     raise Conflict(f"sandbox {sandbox!r}'s link to {network!r} was left {endpoint.state} by a "
                                    "command that did not finish; run nsnet gc")
+                self._refuse_cutting_routes(sandbox, [a.network for a in endpoint.addresses], f"network {network!r}")
                 successor = None
                 if endpoint.default_route:
                     from .reconcile import default_route_holder
@@ -778,6 +783,8 @@ class Engine(Catalog):
                 found = next((lk for lk in self._store.links(a) if {lk.a.sandbox, lk.b.sandbox} == {a, b}), None)
                 if found is None:
                     raise Conflict(f"sandboxes {a!r} and {b!r} are not linked")
+                for end in found.ends:
+                    self._refuse_cutting_routes(end.sandbox, [x.network for x in end.addresses], "this link")
                 self._store.set_link_state(found.id, "removing")
             self._remove(plan_unlink(found), f"unlinking {a!r} and {b!r}")
             with self._store.transaction():
@@ -786,6 +793,72 @@ class Engine(Catalog):
     def links(self) -> list[Link]:
         with self._store.snapshot():
             return self._store.links()
+
+    # Routes (nsnet.routes)
+
+    def add_route(self, sandbox: str, dst: str, via: str) -> Route:
+        """A static route inside the sandbox, its gateway on one of its networks or links; its first
+        of a family switches forwarding on inside it (a lab's router)."""
+        from . import routes
+        from .plan.route import plan_route
+
+        validate.name("sandbox name", sandbox)
+        wanted = routes.destination(dst)
+        gateway = routes.gateway(via, wanted)
+        with self._locks.ledger(), self._locks.sandbox(sandbox):
+            with self._store.transaction():
+                current = self._ready_sandbox(sandbox)
+                if any(r.dst == wanted for r in self._store.routes(sandbox)):
+                    raise Conflict(f"sandbox {sandbox!r} has a route to {wanted} already")
+                if not routes.reachable(gateway, self._connected(current)):
+                    raise InvalidInput("GW", via, f"is on none of {sandbox}'s networks or links")
+                route = Route(sandbox, wanted, gateway, created=time.time(), state="creating")
+                self._store.add_route(route, current.id)
+
+            def forget() -> None:
+                self._store.delete_route(route)
+
+            self._build(plan_route(route), forget)
+            with self._store.transaction():
+                self._store.set_route_state(route, "ready")
+        return replace(route, state="ready")
+
+    def remove_route(self, sandbox: str, dst: str) -> None:
+        from . import routes
+        from .plan.route import plan_unroute
+
+        validate.name("sandbox name", sandbox)
+        wanted = routes.destination(dst)
+        with self._locks.ledger(), self._locks.sandbox(sandbox):
+            with self._store.transaction():
+                self.sandbox(sandbox)
+                own = self._store.routes(sandbox)
+                route = next((r for r in own if r.dst == wanted), None)
+                if route is None:
+                    raise Conflict(f"sandbox {sandbox!r} has no route to {wanted}")
+                last = not any(r.dst.version == wanted.version and r.dst != wanted for r in own)
+                self._store.set_route_state(route, "removing")
+            self._remove(plan_unroute(route, last), f"removing {sandbox!r}'s route to {wanted}")
+            with self._store.transaction():
+                self._store.delete_route(route)
+
+    def routes(self) -> list[Route]:
+        with self._store.snapshot():
+            return self._store.routes()
+
+    def _connected(self, sandbox: Sandbox) -> list[IPNetwork]:
+        """The subnets the sandbox has an address in: its networks' and its links'."""
+        found = [a.network for e in sandbox.endpoints for a in e.addresses]
+        return found + [a.network for lk in self._store.links(sandbox.name) for end in lk.ends
+                        if end.sandbox == sandbox.name for a in end.addresses]
+
+    def _refuse_cutting_routes(self, sandbox: str, subnets: Sequence[IPNetwork], what: str) -> None:
+        """A route whose gateway only these subnets reach would be lost with them (the kernel
+        deletes it with its device): its owner removes it first."""
+        for route in self._store.routes(sandbox):
+            if any(route.via in s for s in subnets):
+                raise Conflict(f"sandbox {sandbox!r} routes {route.dst} via {route.via} over {what}; remove the route"
+                               " first (nsnet route rm)")
 
     # Interception (nsnet.intercept)
 

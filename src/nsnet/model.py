@@ -310,6 +310,24 @@ class Owner:
 
 
 @record
+class Route:
+    """A static route inside a sandbox (nsnet.routes)."""
+
+    sandbox: str
+    dst: IPNetwork
+    via: IPAddress
+    created: float = 0.0
+    state: str = "ready"
+
+    def __str__(self) -> str:
+        return f"{self.dst} via {self.via}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"Sandbox": self.sandbox, "Destination": str(self.dst), "Gateway": str(self.via),
+                "Created": self.created, "State": self.state}
+
+
+@record
 class LinkEnd:
     """One side of a link: its sandbox, the interface there, and its addresses."""
 

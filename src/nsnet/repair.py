@@ -20,9 +20,9 @@ from .apply import teardown
 from .errors import TeardownError
 from .firewall import render
 from .kernel import Kernel
-from .model import Link, Network, Owner
+from .model import Link, Network, Owner, Route
 from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
-from .plan.ops import ApplySandboxFirewall, DeleteLink, Operation, RemoveEtcFiles, ReplaceEtcFile
+from .plan.ops import ApplySandboxFirewall, DeleteLink, DeleteRoute, Operation, RemoveEtcFiles, ReplaceEtcFile
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
 from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
 from .store import Store
@@ -70,7 +70,40 @@ def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
                                             *_dispatch_chains(owner, store, services, observed)], owner)
     drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected, services, within)
     return (drift + _etc_drift(store, kernel, observed) + _interception_drift(store, kernel, observed, owner)
-            + _link_drift(store, observed) + _resolver_drift(store, kernel))
+            + _link_drift(store, observed) + _route_drift(store, observed) + _resolver_drift(store, kernel))
+
+
+def _route_missing(route: Route, observed: Observed) -> bool:
+    """A ready route the sandbox's namespace lacks (none when the namespace is gone: its own drift)."""
+    return route.sandbox in observed.netns and \
+        (str(route.dst), str(route.via)) not in observed.sandbox_statics.get(route.sandbox, frozenset())
+
+
+def _route_drift(store: Store, observed: Observed) -> list[Drift]:
+    drift = []
+    for route in store.routes():
+        subject = f"route of {route.sandbox}"
+        if route.state != "ready":
+            drift.append(Drift("half-done", subject, f"{route} left {route.state} by a command that did not finish"
+                               " (gc undoes it)"))
+        elif _route_missing(route, observed):
+            drift.append(Drift("missing", subject, f"{route} (gc adds it again)"))
+    return drift
+
+
+def _repair_routes(store: Store, observed: Observed, repair: _Repair) -> None:
+    from .plan.route import plan_route
+
+    for route in store.routes():
+        present = (str(route.dst), str(route.via)) in observed.sandbox_statics.get(route.sandbox, frozenset())
+        if route.state != "ready":
+            if present:
+                repair.run([DeleteRoute(route.sandbox, route.dst, route.via)], f"undid {route.sandbox}'s route {route}")
+            with store.transaction():
+                store.delete_route(route)
+            repair.done.append(f"forgot {route.sandbox}'s route {route}, left {route.state}")
+        elif _route_missing(route, observed):
+            repair.run(plan_route(route), f"added {route.sandbox}'s route {route} again")
 
 
 def _link_problem(link: Link, observed: Observed) -> tuple[str, str] | None:
@@ -278,6 +311,8 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
         repair.run([ReplaceEtcFile(name, filename, wanted, now)], f"rewrote /etc/netns/{name}/{filename}")
     _repair_interceptions(store, kernel, observed, owner, repair)
     _repair_links(store, observed, repair)
+    if store.routes():
+        _repair_routes(store, observe(store, kernel, owner), repair)  # after the links they go over
     for network in networks.values():
         ops = plan_repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
         if ops:

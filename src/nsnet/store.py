@@ -21,8 +21,8 @@ from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import NsnetError
 from .ipam import ula_prefix
-from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapping, Sandbox, Service, ServicePort,
-                    Subnet)
+from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapping, Route, Sandbox, Service,
+                    ServicePort, Subnet)
 from .publish import published_clash
 from .record import replace
 
@@ -140,6 +140,15 @@ CREATE TABLE IF NOT EXISTS links (
     UNIQUE (a_sandbox_id, a_ifname),
     UNIQUE (b_sandbox_id, b_ifname)
 );
+-- A static route inside a sandbox (nsnet.routes).
+CREATE TABLE IF NOT EXISTS routes (
+    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    dst TEXT NOT NULL,
+    via TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (sandbox_id, dst)
+);
 -- A sandbox's interception (nsnet.intercept): its spec as JSON, and whether its table is made.
 CREATE TABLE IF NOT EXISTS interceptions (
     sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
@@ -156,7 +165,7 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 11  # 11: links (a table SCHEMA makes)
+SCHEMA_VERSION = 12  # 11: links, 12: routes (tables SCHEMA makes)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -717,6 +726,29 @@ class Store:
 
     def delete_link(self, link_id: str) -> None:
         self.db.execute("DELETE FROM links WHERE id = ?", (link_id,))
+
+    # Routes (the table `routes` is made by SCHEMA when missing)
+
+    def routes(self, sandbox: str | None = None) -> list[Route]:
+        """Every static route, or one sandbox's, by sandbox and destination."""
+        rows = self.db.execute(
+            "SELECT s.name, r.dst, r.via, r.created, r.state FROM routes r JOIN sandboxes s ON s.id = r.sandbox_id"
+            + (" WHERE s.name = ?" if sandbox is not None else "") + " ORDER BY s.name, r.created",
+            (sandbox,) if sandbox is not None else ()).fetchall()
+        return [Route(name, ip_network(dst), ip_address(via), created, state)
+                for name, dst, via, created, state in rows]
+
+    def add_route(self, route: Route, sandbox_id: str) -> None:
+        self.db.execute("INSERT INTO routes (sandbox_id, dst, via, state, created) VALUES (?, ?, ?, ?, ?)",
+                        (sandbox_id, str(route.dst), str(route.via), route.state, route.created))
+
+    def set_route_state(self, route: Route, state: str) -> None:
+        self.db.execute("UPDATE routes SET state = ? WHERE dst = ? AND sandbox_id = (SELECT id FROM sandboxes"
+                        " WHERE name = ?)", (state, str(route.dst), route.sandbox))
+
+    def delete_route(self, route: Route) -> None:
+        self.db.execute("DELETE FROM routes WHERE dst = ? AND sandbox_id = (SELECT id FROM sandboxes WHERE name = ?)",
+                        (str(route.dst), route.sandbox))
 
     # Interceptions (the table `interceptions` is made by SCHEMA when missing)
 

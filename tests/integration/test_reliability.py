@@ -74,7 +74,8 @@ SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "f
          ("create", "web", "--network", "app", "-p", "8080:80"), ("create", "spare", "--network", "side"),
          ("connect", "side", "web"),
          ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip"),
-         ("create", "third", "--network", "side"), ("link", "web", "third")]
+         ("create", "third", "--network", "side"), ("link", "web", "third"),
+         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9")]
 CRASHES = {
     ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
         ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
@@ -94,6 +95,8 @@ CRASHES = {
      "--ip", "third=fd60::2/64"): ["reserved", "CreatePair", "EnableIPv6", "SetLinkUp", "AddAddress", "AddAddress#2",
                                    "EnableIPv6#2", "SetLinkUp#2", "AddAddress#3", "AddAddress#4", "applied"],
     ("unlink", "third", "web"): ["reserved", "DeleteLink", "applied"],
+    ("route", "add", "web", "10.70.0.0/24", "via", "10.31.0.9"): ["reserved", "EnsureSysctl", "AddRoute", "applied"],
+    ("route", "rm", "spare", "10.71.0.0/24"): ["reserved", "DeleteRoute", "EnsureSysctl", "applied"],
     ("network", "rm", "-f", "side"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
 }
 CASES = [(argv, step) for argv, steps in CRASHES.items() for step in steps]

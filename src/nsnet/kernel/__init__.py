@@ -121,6 +121,11 @@ class Kernel(ABC):
         """Delete the UDP conntrack entries to address:port (one of ports) whose replies come from
         an address not in `keep` (a backend gone); how many."""
     @abstractmethod
+    def add_route(self, sandbox: str, dst: IPNetwork, via: IPAddress) -> None:
+        """A static route inside the sandbox (main table, protocol static)."""
+    @abstractmethod
+    def delete_route(self, sandbox: str, dst: IPNetwork, via: IPAddress) -> None: ...
+    @abstractmethod
     def create_pair(self, sandbox: str, ifname: str, peer_sandbox: str, peer: str, mtu: int) -> None:
         """A veth pair from inside one sandbox, its peer (down) inside another."""
     @abstractmethod
@@ -134,8 +139,9 @@ class Kernel(ABC):
     def sandbox_table(self, sandbox: str, table: str) -> list[dict[str, Any]] | None:
         """The JSON listing of one inet table inside the sandbox's namespace; None: no such table."""
     @abstractmethod
-    def ensure_sysctl(self, key: str, value: str) -> str | None:
-        """Set key to value; the value it had when it had to change, None when it had it already."""
+    def ensure_sysctl(self, key: str, value: str, sandbox: str | None = None) -> str | None:
+        """Set key to value (inside the sandbox's namespace, when given); the value it had when it
+        had to change, None when it had it already."""
     @abstractmethod
     def write_sysctl(self, key: str, value: str) -> None: ...
 

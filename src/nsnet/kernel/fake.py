@@ -42,6 +42,8 @@ class FakeKernel(Kernel):
         self.link_dns: dict[str, tuple[list[str], list[str]]] = {}  # what resolved was told, by link
         self.forgotten_flows: list[tuple[str, list[int], list[str]]] = []  # forget_udp_flows' calls
         self.forgotten_picks: list[tuple[str, list[str] | None]] = []  # forget_picks' calls
+        self.static_routes: set[tuple[str, str, str]] = set()  # (sandbox, destination, gateway)
+        self.sandbox_sysctls: dict[tuple[str, str], str] = {}  # (sandbox, key): its value inside
         self.sandbox_tables: dict[str, dict[str, list[dict[str, Any]]]] = {}  # sandbox -> table -> rules, elements
         self.dns_ports_taken: set[int] = set()  # ports another program holds on every gateway
         self.pids: dict[str, list[int]] = {}
@@ -86,6 +88,7 @@ class FakeKernel(Kernel):
             if key in self.links and (key[0] == sandbox or link.get("peer_ns") == sandbox):
                 self._drop_link(key)
         self.routes = {k: v for k, v in self.routes.items() if k[0] != sandbox}
+        self.static_routes = {r for r in self.static_routes if r[0] != sandbox}
 
     def netns_exists(self, sandbox: str) -> bool:
         return sandbox in self.netns
@@ -381,11 +384,24 @@ class FakeKernel(Kernel):
         return frozenset(element_key(family, name, json.loads(key) if value is None else [json.loads(key), value])
                          for (family, name, key), value in self.nft_elements.items())
 
-    def ensure_sysctl(self, key: str, value: str) -> str | None:
-        self._mutating("ensure_sysctl", key, value)
-        previous = self.sysctls.get(key, "0")
-        self.sysctls[key] = value
+    def ensure_sysctl(self, key: str, value: str, sandbox: str | None = None) -> str | None:
+        self._mutating("ensure_sysctl", key, value, *((sandbox,) if sandbox else ()))
+        values, where = (self.sysctls, key) if sandbox is None else (self.sandbox_sysctls, (sandbox, key))
+        previous = values.get(where, "0")
+        values[where] = value
         return previous if previous != value else None
+
+    def add_route(self, sandbox: str, dst: Any, via: Any) -> None:
+        self._mutating("add_route", sandbox, str(dst), str(via))
+        self._need(sandbox in self.netns, f"route to {dst}")
+        if any(s == sandbox and d == str(dst) for s, d, _ in self.static_routes):
+            raise KernelError(f"route to {dst}", errno.EEXIST)
+        self.static_routes.add((sandbox, str(dst), str(via)))
+
+    def delete_route(self, sandbox: str, dst: Any, via: Any) -> None:
+        self._mutating("delete_route", sandbox, str(dst), str(via))
+        self._need((sandbox, str(dst), str(via)) in self.static_routes, f"removing the route to {dst}")
+        self.static_routes.discard((sandbox, str(dst), str(via)))
 
     def write_sysctl(self, key: str, value: str) -> None:
         self._mutating("write_sysctl", key, value)
@@ -426,7 +442,9 @@ class FakeKernel(Kernel):
                   for name in inside}
         present = ("inet", owner.table) in self.nft_tables
         any_table = present or ("bridge", owner.table) in self.nft_tables
+        statics = {name: frozenset((d, v) for s, d, v in self.static_routes if s == name) for name in inside}
         return Observed(links=links, netns=frozenset(self.netns), sandbox_links=inside, sandbox_routes=routes,
+                        sandbox_statics=statics,
                         nft=self._observed_elements() if present else None,
                         ip_forward=self.sysctls.get("net.ipv4.ip_forward", "0"),
                         sysctls={k: self.sysctls[k] for k in sysctls if k in self.sysctls},

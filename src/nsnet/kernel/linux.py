@@ -122,6 +122,12 @@ class LinuxKernel(Kernel):
         finally:
             os.close(fd)
 
+    def add_route(self, sandbox: str, dst: IPNetwork, via: IPAddress) -> None:
+        self._rtnl(sandbox).add_route(dst, via, f"sandbox {sandbox}")
+
+    def delete_route(self, sandbox: str, dst: IPNetwork, via: IPAddress) -> None:
+        self._rtnl(sandbox).delete_route(dst, via, f"sandbox {sandbox}")
+
     def create_pair(self, sandbox: str, ifname: str, peer_sandbox: str, peer: str, mtu: int) -> None:
         fd = os.open(netns.path_of(peer_sandbox), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
@@ -283,8 +289,11 @@ class LinuxKernel(Kernel):
     def sandbox_table(self, sandbox: str, table: str) -> list[dict[str, Any]] | None:
         return netns.in_netns(netns.path_of(sandbox), lambda: Nft().list_table("inet", table))
 
-    def ensure_sysctl(self, key: str, value: str) -> str | None:
-        return sysctl.ensure(key, value)
+    def ensure_sysctl(self, key: str, value: str, sandbox: str | None = None) -> str | None:
+        if sandbox is None:
+            return sysctl.ensure(key, value)
+        # /proc/sys/net is the namespace of the thread that opens it: a helper thread inside.
+        return netns.in_netns(netns.path_of(sandbox), lambda: sysctl.ensure(key, value))
 
     def write_sysctl(self, key: str, value: str) -> None:
         sysctl.write(key, value)
@@ -312,12 +321,13 @@ class LinuxKernel(Kernel):
         pinned |= {h for h in sandboxes if h.startswith("/") and netns.is_namespace(h)}  # runtimes' namespaces
         inside: dict[str, dict] = {}
         routes: dict[str, dict[int, tuple[str, str]]] = {}
+        statics: dict[str, frozenset[tuple[str, str]]] = {}
         for name in sandboxes:
             if name in pinned:
                 try:
-                    inside[name], routes[name] = observe.sandbox_interfaces(netns.path_of(name))
+                    inside[name], routes[name], statics[name] = observe.sandbox_interfaces(netns.path_of(name))
                 except (KernelError, OSError):  # pinned, but not a usable namespace
-                    inside[name], routes[name] = {}, {}
+                    inside[name], routes[name], statics[name] = {}, {}, frozenset()
         values = {}
         for key in sysctls:
             try:
@@ -327,7 +337,8 @@ class LinuxKernel(Kernel):
         elements, ruleset = observe.nft_tables(owner.table)
         return Observed(
             links=observe.host_links(), netns=pinned, sandbox_links=inside, sandbox_routes=routes,
-            nft=elements, ip_forward=sysctl.read("net.ipv4.ip_forward"), sysctls=values, ruleset=ruleset,
+            sandbox_statics=statics, nft=elements, ip_forward=sysctl.read("net.ipv4.ip_forward"), sysctls=values,
+            ruleset=ruleset,
         )
 
     def expected_ruleset(self, commands: list[dict[str, Any]], owner: Owner) -> Ruleset:

@@ -13,6 +13,7 @@ from typing import Any
 from ..firewall.names import SERVICE_AFFINITY, in_family
 
 RT_TABLE_LOCAL = 255
+RTPROT_STATIC = 4
 # Routes every IPv6 interface has, which no subnet of nsnet's may take anyway (validate.RESERVED).
 _IPV6_SCOPED = (IPv6Network("fe80::/10"), IPv6Network("ff00::/8"))
 
@@ -203,23 +204,27 @@ def ruleset_made_of(commands: list[dict[str, Any]], table: str) -> Any:
     return netns.in_thread(probe)
 
 
-def sandbox_interfaces(path: str) -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
-    """Inside one sandbox: each interface's state, and the default route of each family that has
-    one, as (gateway, device). Read in a helper thread that enters the namespace, pyroute2 and all."""
+def sandbox_interfaces(path: str) -> tuple[dict[str, Any], dict[int, tuple[str, str]], frozenset[tuple[str, str]]]:
+    """Inside one sandbox: each interface's state, the default route of each family that has one,
+    as (gateway, device), and every other static route of the main table, as (destination,
+    gateway). Read in a helper thread that enters the namespace, pyroute2 and all."""
     from pyroute2 import IPRoute
 
     from . import netns
 
-    def inside() -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
+    def inside() -> tuple[dict[str, Any], dict[int, tuple[str, str]], frozenset[tuple[str, str]]]:
         defaults: dict[int, tuple[str, str]] = {}
+        statics: set[tuple[str, str]] = set()
         with IPRoute() as ipr:
             links = _link_states(ipr)
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
             for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
                 for r in ipr.get_routes(family=family):
-                    if r["dst_len"] == 0 and (r.get_attr("RTA_TABLE") or r["table"]) == 254 \
-                            and r.get_attr("RTA_GATEWAY") and version not in defaults:
-                        defaults[version] = (str(r.get_attr("RTA_GATEWAY")), names.get(r.get_attr("RTA_OIF"), ""))
-        return links, defaults
+                    main, gateway = (r.get_attr("RTA_TABLE") or r["table"]) == 254, r.get_attr("RTA_GATEWAY")
+                    if r["dst_len"] == 0 and main and gateway and version not in defaults:
+                        defaults[version] = (str(gateway), names.get(r.get_attr("RTA_OIF"), ""))
+                    elif r["dst_len"] and main and gateway and r["proto"] == RTPROT_STATIC:
+                        statics.add((str(ip_network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}")), str(gateway)))
+        return links, defaults, frozenset(statics)
 
     return netns.in_netns(path, inside)

@@ -20,7 +20,7 @@ from ..errors import KernelError
 
 TYPE_CHECKING = False  # typing's import is 5 ms of a CNI plugin's start-up
 if TYPE_CHECKING:
-    from ..model import IPAddress, IPInterface
+    from ..model import IPAddress, IPInterface, IPNetwork
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -292,6 +292,18 @@ class RtnlSocket:
     def replace_default_route(self, gateway: IPAddress, index: int, where: str) -> None:
         body = self._default_route_body(gateway.version, gateway, index)
         self.request(f"default route via {gateway} in {where}", RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+    def _route_body(self, dst: IPNetwork, via: IPAddress) -> bytes:
+        family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
+        body = _RTMSG.pack(family, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+        return body + attr(RTA_DST, dst.network_address.packed) + attr(RTA_GATEWAY, via.packed)
+
+    def add_route(self, dst: IPNetwork, via: IPAddress, where: str) -> None:
+        self.request(f"route to {dst} via {via} in {where}", RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL,
+                     self._route_body(dst, via))
+
+    def delete_route(self, dst: IPNetwork, via: IPAddress, where: str) -> None:
+        self.request(f"removing the route to {dst} in {where}", RTM_DELROUTE, 0, self._route_body(dst, via))
 
     def delete_default_route(self, version: int, where: str) -> None:
         body = self._default_route_body(version, None, None)

@@ -47,6 +47,8 @@ class Observed:
     ip_forward: str
     sysctls: Mapping[str, str] = MappingProxyType({})  # the per-bridge ones asked for
     ruleset: Ruleset | None = None  # the owner's skeleton as the kernel has it; None: tables absent
+    # Per sandbox observed: its static routes but the default, as (destination, gateway)
+    sandbox_statics: Mapping[str, frozenset[tuple[str, str]]] = MappingProxyType({})
 
 
 def element_key(family: str, set_name: str, element: Any) -> str:

@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing's import is 5 ms of a CNI plugin's start-up
 if TYPE_CHECKING:
     from typing import Any
 
-    from ..model import IPAddress, IPInterface
+    from ..model import IPAddress, IPInterface, IPNetwork
 
 
 class Operation:
@@ -38,13 +38,18 @@ class EnsureSysctl(Operation):
 
     key: str
     value: str
+    sandbox: str | None = None  # inside this sandbox's namespace (nsnet.routes' forwarding)
 
     def run(self, kernel: Kernel) -> None:
-        kernel.ensure_sysctl(self.key, self.value)
+        kernel.ensure_sysctl(self.key, self.value, self.sandbox)
 
     def apply(self, kernel: Kernel) -> Operation | None:
-        previous = kernel.ensure_sysctl(self.key, self.value)
-        return WriteSysctl(self.key, previous) if previous is not None else None
+        previous = kernel.ensure_sysctl(self.key, self.value, self.sandbox)
+        if previous is None:
+            return None
+        if self.sandbox is None:
+            return WriteSysctl(self.key, previous)
+        return EnsureSysctl(self.key, previous, self.sandbox)
 
 
 @record
@@ -365,6 +370,29 @@ class CreatePair(Operation):
 
     def undo(self) -> Operation:
         return DeleteLink(self.ifname, self.sandbox)
+
+
+@record
+class AddRoute(Operation):
+    sandbox: str
+    dst: IPNetwork
+    via: IPAddress
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.add_route(self.sandbox, self.dst, self.via)
+
+    def undo(self) -> Operation:
+        return DeleteRoute(self.sandbox, self.dst, self.via)
+
+
+@record
+class DeleteRoute(Operation):
+    sandbox: str
+    dst: IPNetwork
+    via: IPAddress
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_route(self.sandbox, self.dst, self.via)
 
 
 @record
