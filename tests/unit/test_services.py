@@ -35,7 +35,8 @@ def test_ports_selectors_and_vips_are_validated() -> None:
     assert str(services.free_vip(IPv4Network("10.211.0.0/30"), {"10.211.0.1", "fd00::1"})) == "10.211.0.2"
     assert services.free_vip(IPv4Network("10.211.0.0/30"), {"10.211.0.1", "10.211.0.2"}) is None
     assert str(services.free_vip(IPv6Network("fd00::/126"), {"fd00::1", "10.211.0.2"})) == "fd00::2"
-    for text, reason in (("10.0.0.0/8", "from 4 to 1,048,576"), ("10.0.0.0/31", "from 4 to 1,048,576"),
+    assert services.service_ranges("10.0.0.0/8")[4].prefixlen == 8
+    for text, reason in (("fd00::/48", "within one /64"), ("10.0.0.0/31", "at least 4 addresses"),
                          ("10.1.0.0/16,10.2.0.0/16", "second IPv4 block"), ("nope", "not a CIDR block")):
         with pytest.raises(InvalidInput, match="NSNET_SERVICE_RANGE") as caught:
             services.service_ranges(text)

@@ -52,8 +52,8 @@ SERVICE_REJECT = "service_reject"  # a regular chain: TCP reset, else ICMP port 
 # key is 16 bytes, the low 64 bits of the client and of the VIP, and both must be in the packet:
 # the connection's first reply once un-DNATed (SERVICE_REPLIES, srcnat + 1: from the VIP to the
 # client), the backend conntrack's reply source. Two clients with the same low 64 bits share a
-# backend of the same service, never another's: every VIP of the range (at most 2^20 addresses,
-# so one /64) has its own low 64 bits.
+# backend of the same service, never another's: every VIP of the range (which lies within one /64,
+# nsnet.services.service_ranges) has its own low 64 bits.
 SERVICE_AFFINITY = "service_affinity"  # client . VIP : backend, each element with its timeout
 SERVICE_AFFINITY_TYPEOF = {4: "ip saddr . ip daddr : ip daddr", 6: "@nh,128,64 . @nh,256,64 : ip6 daddr"}
 SERVICE_AFFINITY_SIZE = 1 << 20  # clients remembered per family (nft's default is 65,535)

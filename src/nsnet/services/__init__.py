@@ -101,8 +101,10 @@ def service_ranges(text: str) -> dict[int, IPNetwork]:
             network = ip_network(item)
         except ValueError:
             raise InvalidInput("NSNET_SERVICE_RANGE", item, "is not a CIDR block") from None
-        if network.num_addresses < 4 or network.num_addresses > 1 << 20:
-            raise InvalidInput("NSNET_SERVICE_RANGE", item, "must hold from 4 to 1,048,576 addresses")
+        if network.num_addresses < 4:
+            raise InvalidInput("NSNET_SERVICE_RANGE", item, "must hold at least 4 addresses")
+        if network.version == 6 and network.prefixlen < 64:  # IPv6 affinity keys VIPs by their low 64 bits
+            raise InvalidInput("NSNET_SERVICE_RANGE", item, "must lie within one /64 (a prefix of 64 or more)")
         if network.version in ranges:
             raise InvalidInput("NSNET_SERVICE_RANGE", item, f"is a second IPv{network.version} block")
         ranges[network.version] = network
