@@ -395,9 +395,11 @@ class Service:
         return name in self.backends or (bool(self.selector) and set(self.selector) <= set(labels))
 
     def to_dict(self, serving: list[tuple[str, tuple[str, ...]]] | None = None) -> dict[str, Any]:
-        found = ({"Backends": [{"Sandbox": n, "IPAddresses": list(ips)} for n, ips in serving]}
-                 if serving is not None else {})
-        return {"Id": self.id, "Name": self.name, "Network": self.network, "VIPs": [str(v) for v in self.vips],
+        # VIP and IPAddress (the first of each) as the IPv4-only release printed them, for scripts.
+        found = ({"Backends": [{"Sandbox": n, "IPAddress": ips[0] if ips else "", "IPAddresses": list(ips)}
+                               for n, ips in serving]} if serving is not None else {})
+        return {"Id": self.id, "Name": self.name, "Network": self.network, "VIP": str(self.vips[0]),
+                "VIPs": [str(v) for v in self.vips],
                 "Ports": [{"Protocol": p.protocol, "Port": p.port, "TargetPort": p.target, "HostPort": p.node_port}
                           for p in self.ports],
                 "NamedBackends": list(self.backends), "Selector": dict(self.selector),
