@@ -136,7 +136,8 @@ def test_backends_follow_sandboxes_and_an_empty_service_refuses_at_once(app: Eng
     app.remove_sandbox("api1", force=True)
     assert ask("client", "10.211.0.1") == {"ConnectionRefusedError": 1}
     listed = json.loads(cli("service", "inspect", "api").stdout)
-    assert [(s["Name"], s["VIP"], s["VIPs"], s["Backends"]) for s in listed] == [("api", "10.211.0.1", ["10.211.0.1"], [])]
+    assert [(s["Name"], s["VIP"], s["VIPs"], s["Backends"]) for s in listed] == [
+        ("api", "10.211.0.1", ["10.211.0.1"], [])]
 
 
 def test_an_established_connection_survives_backend_changes(app: Engine) -> None:
