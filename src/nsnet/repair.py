@@ -79,6 +79,18 @@ def _route_missing(route: Route, observed: Observed) -> bool:
         (str(route.dst), str(route.via)) not in observed.sandbox_statics.get(route.sandbox, frozenset())
 
 
+def _stranded(store: Store, route: Route) -> bool:
+    """A route whose gateway none of its sandbox's networks or links reaches any more: the sandbox
+    at the other end of the link it went over was removed (which `unlink` would have refused)."""
+    from .routes import reachable
+
+    sandbox = store.sandbox(route.sandbox)
+    connected = [a.network for e in sandbox.endpoints for a in e.addresses]
+    connected += [a.network for lk in store.links(route.sandbox) for end in lk.ends if end.sandbox == route.sandbox
+                  for a in end.addresses]
+    return not reachable(route.via, connected)
+
+
 def _route_drift(store: Store, observed: Observed) -> list[Drift]:
     drift = []
     for route in store.routes():
@@ -86,6 +98,9 @@ def _route_drift(store: Store, observed: Observed) -> list[Drift]:
         if route.state != "ready":
             drift.append(Drift("half-done", subject, f"{route} left {route.state} by a command that did not finish"
                                " (gc undoes it)"))
+        elif _stranded(store, route):
+            drift.append(Drift("wrong", subject, f"{route}: its gateway is on none of {route.sandbox}'s networks or"
+                               " links any more (gc forgets it)"))
         elif _route_missing(route, observed):
             drift.append(Drift("missing", subject, f"{route} (gc adds it again)"))
     return drift
@@ -102,6 +117,11 @@ def _repair_routes(store: Store, observed: Observed, repair: _Repair) -> None:
             with store.transaction():
                 store.delete_route(route)
             repair.done.append(f"forgot {route.sandbox}'s route {route}, left {route.state}")
+        elif _stranded(store, route):
+            with store.transaction():
+                store.delete_route(route)
+            repair.done.append(f"forgot {route.sandbox}'s route {route}: its gateway is on none of its networks or"
+                               " links any more")
         elif _route_missing(route, observed):
             repair.run(plan_route(route), f"added {route.sandbox}'s route {route} again")
 

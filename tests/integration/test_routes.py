@@ -73,5 +73,13 @@ def test_bad_routes_change_nothing_and_a_sandboxs_routes_go_with_it(engine: Engi
     assert subprocess.run(["ip", "-n", "a", "route"], capture_output=True, text=True).stdout == before
     assert sysctl("a", "net.ipv4.ip_forward") == "0"  # its last route gone: no longer a router
     assert cli("route", "add", "r1", "10.3.0.0/30", "via", "10.2.0.2").returncode == 0
-    assert cli("rm", "r1").returncode == 0 and cli("route", "ls", "-q").stdout == ""
+    assert cli("route", "add", "a", "10.3.0.0/30", "via", "10.1.0.2").returncode == 0
+    assert cli("unlink", "a", "r1").stderr == ("nsnet: error: sandbox 'a' routes 10.3.0.0/30 via 10.1.0.2 over this"
+                                               " link; remove the route first (nsnet route rm)\n")
+    # r1 removed: its routes go with it, and a's over the link to it is stranded (the kernel dropped
+    # it with the link): check says so, gc forgets it.
+    assert cli("rm", "r1").returncode == 0 and cli("route", "ls", "-q").stdout == "a 10.3.0.0/30 via 10.1.0.2\n"
+    assert cli("check").stdout == ("wrong: route of a: 10.3.0.0/30 via 10.1.0.2: its gateway is on none of a's"
+                                   " networks or links any more (gc forgets it)\n")
+    assert cli("gc").returncode == 0 and cli("route", "ls", "-q").stdout == ""
     assert cli("check").stdout == ""

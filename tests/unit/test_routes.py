@@ -78,3 +78,19 @@ def test_a_failed_route_is_rolled_back_and_a_half_done_one_undone(engine: Engine
     engine.add_route("a", "10.3.0.0/24", "10.31.0.3")
     engine.remove_sandbox("a")  # its routes go with it
     assert engine.routes() == []
+
+
+def test_a_route_over_a_removed_sandboxs_link_is_reported_and_forgotten(engine: Engine, kernel) -> None:
+    engine.create_network("app", subnet="10.31.0.0/24")
+    for name in ("a", "r"):
+        engine.create_sandbox(name, networks=["app"])
+    engine.link("a", "r", ips=["a=10.1.0.1/30", "r=10.1.0.2/30"])
+    engine.add_route("a", "10.3.0.0/24", "10.1.0.2")
+    engine.remove_sandbox("r")  # the link goes with it, and the kernel drops the route over it
+    kernel.static_routes.discard(("a", "10.3.0.0/24", "10.1.0.2"))
+    assert [(d.kind, d.subject, d.detail) for d in engine.check()] == [
+        ("wrong", "route of a", "10.3.0.0/24 via 10.1.0.2: its gateway is on none of a's networks or links any more"
+                                " (gc forgets it)")]
+    assert "forgot a's route 10.3.0.0/24 via 10.1.0.2: its gateway is on none of its networks or links any more" \
+        in engine.gc()
+    assert engine.routes() == [] and engine.check() == []
