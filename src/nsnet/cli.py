@@ -626,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("names", nargs="+", metavar="NAME", help="the sandboxes")
     json_only(verb("ls", intercept_ls, "list intercepted sandboxes", intercept))
 
-    networks_help = "attach to this network (repeatable; default: nsnet)"
+    networks_help = "attach to this network (repeatable; default: nsnet; none: no network, its loopback only)"
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")
     naming(sub, "the sandbox's name")
     sub.add_argument("--network", action="append", default=[], help=networks_help)

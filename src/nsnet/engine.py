@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # subprocess, check, gc, doctor and reconcile load these on f
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
 SERVICE_RANGE_KEY = "service_range"  # the ledger's meta: the range its services' VIPs are in
+NO_NETWORK = "none"  # --network none (validate.RESERVED_NETWORKS)
 SKELETON_KEY = "skeleton"  # the ledger's meta: the firewall skeleton's version its tables have
 # The kernel numbers bridge ports in 10 bits and refuses more (EXFULL): BR_MAX_PORTS - 1.
 BRIDGE_MAX_PORTS = 1023
@@ -204,9 +205,9 @@ class Engine(Catalog):
     def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None,
                        ip6: str | None = None, publish: Sequence[str] = (), aliases: Sequence[str] = (),
                        labels: Sequence[str] = ()) -> Sandbox:
-        """A sandbox attached to each network (default: `nsnet`); `ip`, `ip6`, `publish` and
-        `aliases` apply to the first network, as Docker applies them to the network a container is
-        created on.
+        """A sandbox attached to each network (default: `nsnet`; `none` alone: to no network, its
+        loopback only, as Docker's --network none); `ip`, `ip6`, `publish` and `aliases` apply to
+        the first network, as Docker applies them to the network a container is created on.
         The default route (of each family the network has) goes via the first network that is not
         internal."""
         validate.name("sandbox name", name)
@@ -219,7 +220,14 @@ class Engine(Catalog):
             validate.name("network", net)
             if wanted.count(net) > 1:
                 raise InvalidInput("network", net, "is given more than once")
-        if not wanted:
+        if NO_NETWORK in wanted:
+            if len(wanted) > 1:
+                raise InvalidInput("network", NO_NETWORK, "cannot be joined with other networks")
+            if requested or port_requests or names:
+                raise InvalidInput("network", NO_NETWORK, "has no address, port or alias to give (--ip, --ip6, -p,"
+                                   " --alias)")
+            wanted = []
+        elif not wanted:
             wanted = [DEFAULT_NETWORK]
             # Checked before the default network is made too, so that a refusal changes nothing.
             self._refuse_taken_name(name)

@@ -184,6 +184,10 @@ def _subnet_request(version: int, net: tuple[str, IPNetwork] | None, gw: tuple[s
     return SubnetRequest(version, network, gateway, ip_range)
 
 
+# Names `--network` gives a meaning of its own (Docker's): `none`, a sandbox with its loopback only.
+RESERVED_NETWORKS = ("none",)
+
+
 def network_request(
     network_name: str,
     *,
@@ -205,6 +209,8 @@ def network_request(
     """Validate every field of `network create` against each other; IPAM fills what is left out.
     A network has IPv4 unless --no-ipv4, and IPv6 with --ipv6 or an IPv6 --subnet."""
     name("network name", network_name)
+    if network_name in RESERVED_NETWORKS:
+        raise InvalidInput("network name", network_name, "is reserved (--network none: a sandbox on no network)")
     nets = _one_per_family("subnet", [(v, usable_subnet("subnet", v)) for v in subnets])
     gws = _one_per_family("gateway", [(v, address("gateway", v)) for v in gateways])
     for text, gw in gws.values():

@@ -68,3 +68,20 @@ def test_a_removed_sandbox_takes_its_links_and_bad_links_change_nothing(engine: 
     assert cli("rm", "r2").returncode == 0
     assert cli("links", "-q").stdout == "" and [x["ifname"] for x in ip_json("link", ns="r1")] == ["lo", "eth0"]
     assert cli("check").stdout == ""
+
+
+def test_a_sandbox_on_no_network_has_its_loopback_only_until_it_joins_one(engine: Engine) -> None:
+    assert cli("create", "alone", "--network", "none").returncode == 0
+    assert [(x["ifname"], "UP" in x["flags"]) for x in ip_json("link", ns="alone")] == [("lo", True)]
+    assert ip_json("route", ns="alone") == [] and ip_json("-6", "route", ns="alone") == []
+    assert exchange("alone", "alone", "127.0.0.1", 7200)[0] == "hello from 127.0.0.1"  # its loopback works
+    assert cli("network", "ls", "-q").stdout == ""  # no default network made for it
+    assert cli("create", "x", "--network", "none", "--network", "app").stderr == (
+        "nsnet: error: invalid network 'none': cannot be joined with other networks\n")
+    assert cli("network", "create", "none").stderr == (
+        "nsnet: error: invalid network name 'none': is reserved (--network none: a sandbox on no network)\n")
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.create_sandbox("peer", networks=["app"])
+    assert cli("connect", "app", "alone").returncode == 0
+    assert exchange("peer", "alone", "10.31.0.3", 7201) == ("hello from 10.31.0.3", ["10.31.0.2"])
+    assert cli("check").stdout == ""

@@ -578,3 +578,20 @@ def test_a_failed_network_create_leaves_ip_forward_as_it_found_it(tmp_path, fail
     assert kernel.sysctls["net.ipv4.ip_forward"] == forwarding
     assert live_sysctls(kernel) == {"net.ipv4.ip_forward": forwarding}
     assert kernel.empty
+
+
+def test_a_sandbox_on_no_network_has_its_loopback_only_and_can_join_one_later(engine: Engine, kernel) -> None:
+    made = engine.create_sandbox("alone", networks=["none"])
+    assert made.endpoints == () and "alone" in kernel.netns and engine.networks() == []  # no default network made
+    assert [key for key in kernel.links if key[0] == "alone"] == [] and engine.check() == []
+    for kwargs, reason in (({"networks": ["none", "app"]}, "cannot be joined with other networks"),
+                           ({"networks": ["none"], "publish": ["80"]}, "has no address, port or alias"),
+                           ({"networks": ["none"], "ip": "10.31.0.9"}, "has no address, port or alias")):
+        with pytest.raises(InvalidInput) as caught:
+            engine.create_sandbox("other", **kwargs)
+        assert caught.value.field == "network" and reason in caught.value.reason
+    with pytest.raises(InvalidInput, match="is reserved"):
+        engine.create_network("none")
+    engine.create_network("app", subnet="10.31.0.0/24")
+    engine.connect("app", "alone")
+    assert [e.network for e in engine.sandbox("alone").endpoints] == ["app"] and engine.check() == []

@@ -96,3 +96,4 @@ def test_gc_undoes_a_link_left_half_way(engine: Engine, kernel) -> None:
     assert ("half-done", "link a-b") in [(d.kind, d.subject) for d in engine.check()]
     assert "forgot link a-b, left creating" in engine.gc()
     assert engine.links() == [] and ("a", "b") not in kernel.links and engine.check() == []
+
