@@ -818,7 +818,7 @@ class Engine(Catalog):
                 current = self._ready_sandbox(sandbox)
                 if any(r.dst == wanted for r in self._store.routes(sandbox)):
                     raise Conflict(f"sandbox {sandbox!r} has a route to {wanted} already")
-                if not routes.reachable(gateway, self._connected(current)):
+                if not routes.reachable(gateway, routes.connected(current, self._store.links(sandbox))):
                     raise InvalidInput("GW", via, f"is on none of {sandbox}'s networks or links")
                 route = Route(sandbox, wanted, gateway, created=time.time(), state="creating")
                 self._store.add_route(route, current.id)
@@ -853,12 +853,6 @@ class Engine(Catalog):
     def routes(self) -> list[Route]:
         with self._store.snapshot():
             return self._store.routes()
-
-    def _connected(self, sandbox: Sandbox) -> list[IPNetwork]:
-        """The subnets the sandbox has an address in: its networks' and its links'."""
-        found = [a.network for e in sandbox.endpoints for a in e.addresses]
-        return found + [a.network for lk in self._store.links(sandbox.name) for end in lk.ends
-                        if end.sandbox == sandbox.name for a in end.addresses]
 
     def _refuse_cutting_routes(self, sandbox: str, subnets: Sequence[IPNetwork], what: str) -> None:
         """A route whose gateway only these subnets reach would be lost with them (the kernel

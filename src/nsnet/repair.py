@@ -82,13 +82,9 @@ def _route_missing(route: Route, observed: Observed) -> bool:
 def _stranded(store: Store, route: Route) -> bool:
     """A route whose gateway none of its sandbox's networks or links reaches any more: the sandbox
     at the other end of the link it went over was removed (which `unlink` would have refused)."""
-    from .routes import reachable
+    from .routes import connected, reachable
 
-    sandbox = store.sandbox(route.sandbox)
-    connected = [a.network for e in sandbox.endpoints for a in e.addresses]
-    connected += [a.network for lk in store.links(route.sandbox) for end in lk.ends if end.sandbox == route.sandbox
-                  for a in end.addresses]
-    return not reachable(route.via, connected)
+    return not reachable(route.via, connected(store.sandbox(route.sandbox), store.links(route.sandbox)))
 
 
 def _route_drift(store: Store, observed: Observed) -> list[Drift]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 
 from ..errors import InvalidInput
-from ..model import IPAddress, IPNetwork
+from ..model import IPAddress, IPNetwork, Link, Sandbox
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,6 +42,12 @@ def gateway(text: str, dst: IPNetwork) -> IPAddress:
     if address.is_loopback or address.is_multicast or address.is_unspecified or address in dst:
         raise InvalidInput("GW", text, f"cannot lead to {dst}")
     return address
+
+
+def connected(sandbox: Sandbox, links: Iterable[Link]) -> list[IPNetwork]:
+    """The subnets the sandbox has an address in: its networks' and its links' (given its links)."""
+    return [*(a.network for e in sandbox.endpoints for a in e.addresses),
+            *(a.network for lk in links for end in lk.ends if end.sandbox == sandbox.name for a in end.addresses)]
 
 
 def reachable(via: IPAddress, connected: Iterable[IPNetwork]) -> bool:
