@@ -176,18 +176,20 @@ def _services() -> list[dict[str, Any]]:
         return [service.to_dict(backends) for service, backends in engine.services()]
 
 
-def service_ls(args: argparse.Namespace) -> int:
-    items = _services()
-    if args.quiet:
-        for item in items:
-            print(item["Name"])
-        return 0
-    print(_formatted(items, args.format, ("NAME", "NETWORK", "VIPS", "PORTS", "BACKENDS"),
-                     lambda i: (i["Name"], i["Network"], ",".join(i["VIPs"]),
-                                ",".join(f"{p['Port']}:{p['TargetPort']}/{p['Protocol']}"
-                                         + (f" (host {p['HostPort']})" if p["HostPort"] else "") for p in i["Ports"]),
-                                ",".join(b["Sandbox"] for b in i["Backends"]) or "-")))
+def _listing(args: argparse.Namespace, items: list[dict[str, Any]], quiet: Callable[[dict[str, Any]], str],
+             headers: Sequence[str], row: Callable[[dict[str, Any]], Sequence[Any]]) -> int:
+    """An `ls` verb's output: a line per item with -q, else a table (or --format)."""
+    print("\n".join(quiet(i) for i in items) if args.quiet else _formatted(items, args.format, headers, row),
+          end="\n" if items or not args.quiet else "")
     return 0
+
+
+def service_ls(args: argparse.Namespace) -> int:
+    return _listing(args, _services(), lambda i: i["Name"], ("NAME", "NETWORK", "VIPS", "PORTS", "BACKENDS"),
+                    lambda i: (i["Name"], i["Network"], ",".join(i["VIPs"]),
+                               ",".join(f"{p['Port']}:{p['TargetPort']}/{p['Protocol']}"
+                                        + (f" (host {p['HostPort']})" if p["HostPort"] else "") for p in i["Ports"]),
+                               ",".join(b["Sandbox"] for b in i["Backends"]) or "-"))
 
 
 def service_inspect(args: argparse.Namespace) -> int:
@@ -253,15 +255,10 @@ def unlink(args: argparse.Namespace) -> int:
 def links(args: argparse.Namespace) -> int:
     with _engine() as engine:
         items = [lk.to_dict() for lk in engine.links()]
-    if args.quiet:
-        for item in items:
-            print(" ".join(e["Sandbox"] for e in item["Ends"]))
-        return 0
-    print(_formatted(items, args.format, ("A", "INTERFACE", "ADDRESSES", "B", "INTERFACE", "ADDRESSES", "MTU"),
-                     lambda i: (*(v for e in i["Ends"] for v in (e["Sandbox"], e["Interface"],
-                                                                 ",".join(e["IPAddresses"]) or "-")),
-                                str(i["MTU"]))))
-    return 0
+    return _listing(args, items, lambda i: " ".join(e["Sandbox"] for e in i["Ends"]),
+                    ("A", "INTERFACE", "ADDRESSES", "B", "INTERFACE", "ADDRESSES", "MTU"),
+                    lambda i: (*(v for e in i["Ends"] for v in (e["Sandbox"], e["Interface"],
+                                                                ",".join(e["IPAddresses"]) or "-")), str(i["MTU"])))
 
 
 # Routes
@@ -281,13 +278,8 @@ def route_rm(args: argparse.Namespace) -> int:
 def route_ls(args: argparse.Namespace) -> int:
     with _engine() as engine:
         items = [r.to_dict() for r in engine.routes()]
-    if args.quiet:
-        for item in items:
-            print(f"{item['Sandbox']} {item['Destination']} via {item['Gateway']}")
-        return 0
-    print(_formatted(items, args.format, ("SANDBOX", "DESTINATION", "GATEWAY"),
-                     lambda i: (i["Sandbox"], i["Destination"], i["Gateway"])))
-    return 0
+    return _listing(args, items, lambda i: f"{i['Sandbox']} {i['Destination']} via {i['Gateway']}",
+                    ("SANDBOX", "DESTINATION", "GATEWAY"), lambda i: (i["Sandbox"], i["Destination"], i["Gateway"]))
 
 
 # Sandboxes
