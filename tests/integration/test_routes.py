@@ -4,6 +4,7 @@ routers by their routes); the ledger, check and gc cover routes; bad input chang
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 
 from nsnet import Engine
@@ -82,4 +83,32 @@ def test_bad_routes_change_nothing_and_a_sandboxs_routes_go_with_it(engine: Engi
     assert cli("check").stdout == ("wrong: route of a: 10.3.0.0/30 via 10.1.0.2: its gateway is on none of a's"
                                    " networks or links any more (gc forgets it)\n")
     assert cli("gc").returncode == 0 and cli("route", "ls", "-q").stdout == ""
+    assert cli("check").stdout == ""
+
+
+def test_a_router_cannot_put_a_links_traffic_onto_its_network_with_a_foreign_source(engine: Engine) -> None:
+    """r1 forwards (it has a route), but what it sends onto its network's bridge must still come
+    from its own address: a's packets, routed by r1 out of eth0, are dropped by the bridge."""
+    chain(engine)
+    assert exchange("a", "b", "10.31.0.5", 7300)[0] == "hello from 10.31.0.5"  # directly, over app: fine
+    assert cli("route", "add", "r1", "10.3.0.0/30", "via", "10.2.0.2").returncode == 0  # r1 forwards now
+    assert cli("route", "add", "a", "10.31.0.5/32", "via", "10.1.0.2").returncode == 0  # a sends b's way via r1
+    # and b would answer a by r1 too: only the bridge's check of r1's source stands in the way.
+    assert cli("route", "add", "b", "10.1.0.0/30", "via", "10.31.0.3").returncode == 0
+    assert exchange("a", "b", "10.31.0.5", 7301)[0] is None
+    assert exchange("b", "a", "10.1.0.1", 7302)[0] is None  # b's own packets pass; a's answers do not
+
+
+def test_parallel_route_commands_and_gc_lose_nothing(engine: Engine) -> None:
+    chain(engine)
+    adds = [("route", "add", "r1", f"10.{40 + i}.0.0/24", "via", "10.2.0.2") for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
+        done = list(pool.map(lambda argv: cli(*argv), [*adds[:4], ("gc",), *adds[4:], ("gc",)]))
+    assert [d.returncode for d in done] == [0] * len(done), [d.stderr for d in done if d.returncode]
+    assert sorted(cli("route", "ls", "-q").stdout.split("\n")[:-1]) == sorted(
+        f"r1 10.{40 + i}.0.0/24 via 10.2.0.2" for i in range(8))
+    kernel = subprocess.run(["ip", "-n", "r1", "route", "show", "proto", "static"], capture_output=True, text=True,
+                            check=True).stdout
+    assert sorted(line.split()[0] for line in kernel.splitlines() if "via 10.2.0.2" in line) == sorted(
+        f"10.{40 + i}.0.0/24" for i in range(8))
     assert cli("check").stdout == ""
