@@ -282,6 +282,55 @@ def route_ls(args: argparse.Namespace) -> int:
                     ("SANDBOX", "DESTINATION", "GATEWAY"), lambda i: (i["Sandbox"], i["Destination"], i["Gateway"]))
 
 
+# Topology files (nsnet.topology)
+
+def _topology_errors(fn: Callable[[], int]) -> int:
+    """A wrong file's errors as they are: FILE:LINE: message, one a line."""
+    from .topology import TopologyError
+
+    try:
+        return fn()
+    except TopologyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def up(args: argparse.Namespace) -> int:
+    from . import topology
+
+    def work() -> int:
+        with _engine() as engine:
+            topology.up(engine, args.file, dry_run=args.dry_run)
+        return 0
+    return _topology_errors(work)
+
+
+def down(args: argparse.Namespace) -> int:
+    from . import topology
+
+    def work() -> int:
+        with _engine() as engine:
+            topology.down(engine, args.file)
+        return 0
+    return _topology_errors(work)
+
+
+def verify(args: argparse.Namespace) -> int:
+    from .topology import load
+    from .topology.verify import verify as run_verify
+
+    def work() -> int:
+        with _engine() as engine:
+            known = tuple(s.name for s in engine.sandboxes())
+            results = run_verify(engine, load(args.file, known_sandboxes=known))
+        print(table(("FROM", "TO", "EXPECT", "RESULT", "DETAIL"), [r.row() for r in results]))
+        missed = [r for r in results if not r.ok]
+        if missed:
+            print(f"nsnet: {len(missed)} of {len(results)} expectation(s) missed", file=sys.stderr)
+        return 1 if missed else 0
+    return _topology_errors(work)
+
+
 # Sandboxes
 
 def create(args: argparse.Namespace) -> int:
@@ -617,6 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("rm", intercept_rm, "send a sandbox's traffic directly again, at once", intercept)
     sub.add_argument("names", nargs="+", metavar="NAME", help="the sandboxes")
     json_only(verb("ls", intercept_ls, "list intercepted sandboxes", intercept))
+
+    sub = verb("up", up, "make what a topology file describes, or change it to match the file (prints each step)")
+    sub.add_argument("file", metavar="FILE", help="the topology file (YAML)")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan (+ make, ~ change, - remove) only")
+    sub = verb("down", down, "remove everything a topology file's topology made")
+    sub.add_argument("file", metavar="FILE", help="the topology file (YAML)")
+    sub = verb("verify", verify, "probe every expectation of a file (expect:) with real packets; exit 1 on a miss")
+    sub.add_argument("file", metavar="FILE", help="a topology file, or a file of expectations only")
 
     networks_help = "attach to this network (repeatable; default: nsnet; none: no network, its loopback only)"
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")

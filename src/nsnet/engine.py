@@ -862,6 +862,22 @@ class Engine(Catalog):
                 raise Conflict(f"sandbox {sandbox!r} routes {route.dst} via {route.via} over {what}; remove the route"
                                " first (nsnet route rm)")
 
+    # Topologies (nsnet.topology): which objects each topology file made
+
+    def topology_objects(self) -> list[tuple[str, str, str, dict]]:
+        """(topology, kind, key, spec as last applied) of every object a topology file made."""
+        with self._store.snapshot():
+            return self._store.topology_objects()
+
+    def own_object(self, topology: str, kind: str, key: str, spec: dict) -> None:
+        """Record that the topology makes (or changed) this object: written before the object is made."""
+        with self._store.transaction():
+            self._store.own_object(topology, kind, key, spec)
+
+    def disown_object(self, topology: str, kind: str, key: str) -> None:
+        with self._store.transaction():
+            self._store.disown_object(topology, kind, key)
+
     # Interception (nsnet.intercept)
 
     def intercept(self, sandbox: str, spec: Interception) -> Interception:

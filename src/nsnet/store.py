@@ -155,6 +155,17 @@ CREATE TABLE IF NOT EXISTS interceptions (
     spec TEXT NOT NULL,
     state TEXT NOT NULL
 );
+-- What each topology file (nsnet.topology) made: its objects by kind (network, sandbox, link, route,
+-- shape) and key (a name; SANDBOX|PEER for a link, SANDBOX|DST for a route, SANDBOX|network:NET or
+-- SANDBOX|link:PEER for a shaping), with the file's entry as last applied (JSON). An object has one
+-- owner at most: `up` never takes over what it did not make, `down` removes only what it made.
+CREATE TABLE IF NOT EXISTS topology_objects (
+    topology TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -165,7 +176,7 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 12  # 11: links, 12: routes (tables SCHEMA makes)
+SCHEMA_VERSION = 16  # 11: links, 12: routes, 16: topology_objects (tables SCHEMA makes)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -770,6 +781,21 @@ class Store:
 
     def delete_interception(self, sandbox_id: str) -> None:
         self.db.execute("DELETE FROM interceptions WHERE sandbox_id = ?", (sandbox_id,))
+
+    # Topologies' objects (the table `topology_objects` is made by SCHEMA when missing)
+
+    def topology_objects(self) -> list[tuple[str, str, str, dict]]:
+        """(topology, kind, key, spec) of every object a topology file made."""
+        rows = self.db.execute("SELECT topology, kind, key, spec FROM topology_objects ORDER BY topology, kind, key")
+        return [(topology, kind, key, json.loads(spec)) for topology, kind, key, spec in rows.fetchall()]
+
+    def own_object(self, topology: str, kind: str, key: str, spec: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO topology_objects (topology, kind, key, spec) VALUES (?, ?, ?, ?)",
+                        (topology, kind, key, json.dumps(spec, sort_keys=True)))
+
+    def disown_object(self, topology: str, kind: str, key: str) -> None:
+        self.db.execute("DELETE FROM topology_objects WHERE topology = ? AND kind = ? AND key = ?",
+                        (topology, kind, key))
 
     def delete_sandbox(self, name: str) -> None:
         self.db.execute("DELETE FROM sandboxes WHERE name = ?", (name,))

@@ -1,0 +1,391 @@
+"""The difference between a topology file and what its topology made, as engine calls in order.
+
+Pure: `plan_up` and `plan_down` read a `State` (the ledger's networks, sandboxes, links, routes and
+which topology made what) and return `Step`s; nothing here changes anything. Each step is one engine
+call, shown as one plan line (`+` makes, `~` changes, `-` removes).
+
+What `up` does with a difference (the choices, documented in the README):
+- an object of the file that exists but another topology, or no topology, made: an error (it is
+  never taken over);
+- a network whose options changed: made again, its sandboxes of this topology disconnected and
+  connected again around it (a sandbox whose FIRST network it is made again whole, so its address,
+  ports and aliases stay on that network); a sandbox of no topology attached to it: an error;
+- a sandbox whose networks changed after the first: connect/disconnect; any other change (first
+  network, ip, ip6, publish, alias, label, kind, owner, group, mac): made again (removed then created,
+  its links, routes and shaping with it);
+- links, routes and shaping that changed: removed and made again; a route over a network or link
+  being cut is removed first and made again after.
+Removal order: routes, shaping, links, endpoints, sandboxes, networks; creation the reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network
+from typing import Any
+
+from ..errors import NotFound
+from ..model import Link, Network, Route, Sandbox
+from .spec import TopologyError, Topology
+
+
+@dataclass(frozen=True)
+class Step:
+    sign: str  # + make, ~ change, - remove
+    text: str
+    run: Callable[[Any], Any]  # given the engine
+    own: tuple[str, str, dict] | None = None  # (kind, key, spec) recorded before run
+    disown: tuple[str, str] | None = None  # (kind, key) forgotten after run
+    removal: bool = False  # an object already gone counts as removed
+
+    @property
+    def line(self) -> str:
+        return f"{self.sign} {self.text}"
+
+
+@dataclass(frozen=True)
+class State:
+    networks: dict[str, Network] = field(default_factory=dict)
+    sandboxes: dict[str, Sandbox] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()
+    routes: tuple[Route, ...] = ()
+    owned: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)  # (kind, key) -> (topology, spec)
+
+    @classmethod
+    def read(cls, engine: Any) -> State:
+        return cls({n.name: n for n in engine.networks()}, {s.name: s for s in engine.sandboxes()},
+                   tuple(engine.links()), tuple(engine.routes()),
+                   {(kind, key): (topo, spec) for topo, kind, key, spec in engine.topology_objects()})
+
+    def mine(self, topology: str, kind: str) -> dict[str, dict]:
+        return {key: spec for (k, key), (topo, spec) in self.owned.items() if k == kind and topo == topology}
+
+
+def _link_key(a: str, b: str) -> str:
+    return "|".join(sorted((a, b)))
+
+
+def _link_of(state: State, key: str) -> Link | None:
+    return next((lk for lk in state.links if _link_key(lk.a.sandbox, lk.b.sandbox) == key), None)
+
+
+def _link_spec_of(link: Link) -> tuple[frozenset, int]:
+    return frozenset(f"{e.sandbox}={a}" for e in link.ends for a in e.addresses), link.mtu
+
+
+def _route_key(route: Route) -> str:
+    return f"{route.sandbox}|{route.dst}"
+
+
+class _Planner:
+    def __init__(self, topology: Topology, state: State) -> None:
+        self.t = topology
+        self.s = state
+        self.errors: list[tuple[int, str]] = []
+        self.buckets: dict[str, list[Step]] = {b: [] for b in (
+            "route-", "shape-", "unlink", "disconnect", "sandbox-", "network-",
+            "network+", "sandbox+", "connect", "link", "route+", "shape+")}
+        self.sandbox_remade: set[str] = set()  # removed and created again (or created)
+        self.network_remade: set[str] = set()
+        self.cut: dict[str, list] = {}  # sandbox -> subnets it loses for a while (disconnects, unlinks)
+        self.relinked: set[str] = set()
+
+    def add(self, bucket: str, step: Step) -> None:
+        self.buckets[bucket].append(step)
+
+    def claim(self, kind: str, key: str, exists: bool, line: int, shown: str) -> bool:
+        """Whether the object is this topology's to change; an error when it is someone else's."""
+        owner = self.s.owned.get((kind, key))
+        if owner is not None and owner[0] != self.t.name:
+            self.errors.append((line, f"{shown} belongs to topology {owner[0]!r}"))
+            return False
+        if exists and owner is None:
+            self.errors.append((line, f"{shown} exists and was not made by topology {self.t.name!r}: it is not taken"
+                                      " over (remove it, or rename it in the file)"))
+            return False
+        return True
+
+    # Networks
+
+    def networks(self) -> None:
+        t, s = self.t, self.s
+        mine = s.mine(t.name, "network")
+        for name, spec in t.networks.items():
+            exists = name in s.networks
+            if not self.claim("network", name, exists, spec.line, f"network {name!r}"):
+                continue
+            if exists and mine.get(name) == spec.options:
+                continue
+            if exists:
+                strangers = [sb.name for sb in s.sandboxes.values() if sb.endpoint(name) is not None
+                             and s.owned.get(("sandbox", sb.name), ("",))[0] != t.name]
+                if strangers:
+                    self.errors.append((spec.line, f"network {name!r} changed, but sandboxes topology {t.name!r} did"
+                                                   f" not make are attached ({', '.join(sorted(strangers))}): its"
+                                                   " options cannot be changed"))
+                    continue
+                self.network_remade.add(name)
+                self.add("network-", Step("-", f"remove network {name}", _remove_network(name), removal=True))
+            self.add("network+", Step("+", f"create network {name}", _create_network(name, spec.kwargs),
+                                      own=("network", name, spec.options)))
+        for name in sorted(set(mine) - set(t.networks)):
+            if name in s.networks:
+                strangers = [sb.name for sb in s.sandboxes.values() if sb.endpoint(name) is not None
+                             and s.owned.get(("sandbox", sb.name), ("",))[0] != t.name]
+                if strangers:
+                    self.errors.append((1, f"network {name!r} is no longer in the file, but sandboxes topology"
+                                           f" {t.name!r} did not make are attached ({', '.join(sorted(strangers))})"))
+                    continue
+            self.add("network-", Step("-", f"remove network {name}", _remove_network(name),
+                                      disown=("network", name), removal=True))
+
+    # Sandboxes
+
+    def sandboxes(self) -> None:
+        t, s = self.t, self.s
+        mine = s.mine(t.name, "sandbox")
+        for name, spec in t.sandboxes.items():
+            current = s.sandboxes.get(name)
+            if not self.claim("sandbox", name, current is not None, spec.line, f"sandbox {name!r}"):
+                continue
+            remake = current is None or mine.get(name) != spec.record or (
+                not spec.special and spec.networks and spec.networks[0] in self.network_remade)
+            if remake:
+                if current is not None:
+                    self.remove_sandbox(name, forget=False)
+                self.sandbox_remade.add(name)
+                self.add("sandbox+", Step("+", f"create sandbox {name}", _create_sandbox(name, spec.kwargs),
+                                          own=("sandbox", name, spec.record)))
+                continue
+            if spec.special:
+                continue
+            have = [e.network for e in current.endpoints]
+            for net in have:
+                if net not in spec.networks or net in self.network_remade:
+                    endpoint = current.endpoint(net)
+                    self.cut.setdefault(name, []).extend(a.network for a in endpoint.addresses)
+                    self.add("disconnect", Step("~", f"disconnect {name} from {net}", _disconnect(net, name),
+                                                removal=True))
+            for net in spec.networks:
+                if net not in have or net in self.network_remade:
+                    self.add("connect", Step("~", f"connect {name} to {net}", _connect(net, name)))
+        for name in sorted(set(mine) - set(t.sandboxes)):
+            self.remove_sandbox(name, forget=True)
+
+    def remove_sandbox(self, name: str, forget: bool) -> None:
+        self.sandbox_remade.add(name)
+        self.add("sandbox-", Step("-", f"remove sandbox {name}", _remove_sandbox(name),
+                                  disown=("sandbox", name) if forget else None, removal=True))
+
+    # Links
+
+    def links(self) -> None:
+        t, s = self.t, self.s
+        mine = s.mine(t.name, "link")
+        for spec in t.links:
+            current = _link_of(s, spec.key)
+            gone_with_end = current is not None and bool({spec.a, spec.b} & self.sandbox_remade)
+            if not self.claim("link", spec.key, current is not None, spec.line, f"link {spec.a}-{spec.b}"):
+                continue
+            record = {"a": spec.a, "b": spec.b, "ip": sorted(spec.ips), "mtu": spec.mtu}
+            if current is not None and not gone_with_end and _link_spec_of(current) == (frozenset(spec.ips), spec.mtu):
+                continue
+            if current is not None:
+                self.unlink(current, forget=False)
+            self.relinked.add(spec.key)
+            self.add("link", Step("+", f"link {spec.a} {spec.b}", _link(spec.a, spec.b, list(spec.ips), spec.mtu),
+                                  own=("link", spec.key, record)))
+        wanted = {spec.key for spec in t.links}
+        for key in sorted(set(mine) - wanted):
+            current = _link_of(s, key)
+            if current is not None:
+                self.unlink(current, forget=True)
+            else:
+                a, _, b = key.partition("|")
+                self.add("unlink", Step("-", f"unlink {a} {b}", _unlink(a, b), disown=("link", key), removal=True))
+
+    def unlink(self, link: Link, forget: bool) -> None:
+        key = _link_key(link.a.sandbox, link.b.sandbox)
+        self.relinked.add(key)
+        for end in link.ends:
+            self.cut.setdefault(end.sandbox, []).extend(a.network for a in end.addresses)
+        a, b = sorted((link.a.sandbox, link.b.sandbox))
+        self.add("unlink", Step("-", f"unlink {a} {b}", _unlink(a, b), disown=("link", key) if forget else None,
+                                removal=True))
+
+    # Routes
+
+    def routes(self) -> None:
+        t, s = self.t, self.s
+        mine = s.mine(t.name, "route")
+        current = {_route_key(r): r for r in s.routes}
+        for spec in t.routes:
+            route = current.get(spec.key)
+            if not self.claim("route", spec.key, route is not None, spec.line,
+                              f"route of {spec.sandbox} to {ip_network(spec.dst)}"):
+                continue
+            if route is not None:
+                cut = any(route.via in n for n in self.cut.get(spec.sandbox, []) if n.version == route.via.version)
+                if spec.sandbox not in self.sandbox_remade and not cut and route.via == ip_address(spec.via):
+                    continue
+                if spec.sandbox not in self.sandbox_remade:
+                    self.add("route-", Step("-", f"remove route {spec.sandbox} {route.dst} via {route.via}",
+                                            _remove_route(spec.sandbox, str(route.dst)), removal=True))
+            dst = str(ip_network(spec.dst))
+            self.add("route+", Step("+", f"route {spec.sandbox} {dst} via {spec.via}",
+                                    _add_route(spec.sandbox, dst, spec.via),
+                                    own=("route", spec.key, {"via": spec.via})))
+        wanted = {spec.key for spec in t.routes}
+        for key in sorted(set(mine) - wanted):
+            sandbox, _, dst = key.partition("|")
+            route = current.get(key)
+            via = f" via {route.via}" if route is not None else ""
+            self.add("route-", Step("-", f"remove route {sandbox} {dst}{via}", _remove_route(sandbox, dst),
+                                    disown=("route", key), removal=True))
+
+    # Shaping (Engine.shape / clear_shape)
+
+    def shapes(self) -> None:
+        t, s = self.t, self.s
+        mine = s.mine(t.name, "shape")
+        for spec in t.shapes:
+            record = {"sandbox": spec.sandbox, **({"network": spec.network} if spec.network else {"link": spec.link}),
+                      **spec.knobs}
+            if not self.claim("shape", spec.key, False, spec.line, f"shaping of {spec.sandbox}'s {spec.side}"):
+                continue
+            touched = (spec.sandbox in self.sandbox_remade
+                       or (spec.network is not None and spec.network in self.network_remade)
+                       or (spec.link is not None and _link_key(spec.sandbox, spec.link) in self.relinked)
+                       or (spec.network is not None and spec.network not in
+                           [e.network for e in getattr(s.sandboxes.get(spec.sandbox), "endpoints", ())]))
+            if mine.get(spec.key) == record and not touched:
+                continue
+            if spec.key in mine and not touched:
+                self.add("shape-", Step("-", f"clear shaping {spec.sandbox} {spec.side}",
+                                        _clear_shape(spec.sandbox, spec.network, spec.link), removal=True))
+            self.add("shape+", Step("+", f"shape {spec.sandbox} {spec.side} "
+                                         + " ".join(f"{k}={v}" for k, v in spec.knobs.items()),
+                                    _shape(spec.sandbox, spec.network, spec.link, spec.knobs),
+                                    own=("shape", spec.key, record)))
+        wanted = {spec.key for spec in t.shapes}
+        for key in sorted(set(mine) - wanted):
+            spec = mine[key]
+            side = f"network {spec['network']}" if "network" in spec else f"link to {spec['link']}"
+            self.add("shape-", Step("-", f"clear shaping {spec['sandbox']} {side}",
+                                    _clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
+                                    disown=("shape", key), removal=True))
+
+    def steps(self) -> list[Step]:
+        return [step for bucket in self.buckets.values() for step in bucket]
+
+
+def plan_up(topology: Topology, state: State) -> list[Step]:
+    """The steps that make the ledger what the file says; [] when it is so already. Raises
+    TopologyError (FILE:LINE lines) when the file names objects it may not change."""
+    planner = _Planner(topology, state)
+    planner.networks()
+    planner.sandboxes()
+    planner.links()
+    planner.routes()
+    planner.shapes()
+    if planner.errors:
+        raise TopologyError([f"{topology.path}:{line}: {message}" for line, message in sorted(planner.errors)])
+    return planner.steps()
+
+
+def plan_down(name: str, state: State) -> list[Step]:
+    """Remove everything topology `name` made, in a safe order: routes, shaping, links, sandboxes,
+    networks. An object already gone is removed (and forgotten) without error."""
+    steps = []
+    for key in sorted(state.mine(name, "route")):
+        sandbox, _, dst = key.partition("|")
+        steps.append(Step("-", f"remove route {sandbox} {dst}", _remove_route(sandbox, dst),
+                          disown=("route", key), removal=True))
+    for key, spec in sorted(state.mine(name, "shape").items()):
+        side = f"network {spec['network']}" if "network" in spec else f"link to {spec['link']}"
+        steps.append(Step("-", f"clear shaping {spec['sandbox']} {side}",
+                          _clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
+                          disown=("shape", key), removal=True))
+    for key in sorted(state.mine(name, "link")):
+        a, _, b = key.partition("|")
+        steps.append(Step("-", f"unlink {a} {b}", _unlink(a, b), disown=("link", key), removal=True))
+    for key in sorted(state.mine(name, "sandbox")):
+        steps.append(Step("-", f"remove sandbox {key}", _remove_sandbox(key), disown=("sandbox", key), removal=True))
+    for key in sorted(state.mine(name, "network")):
+        steps.append(Step("-", f"remove network {key}", _remove_network(key), disown=("network", key), removal=True))
+    return steps
+
+
+# The engine calls (one each)
+
+def _create_network(name: str, kwargs: dict) -> Callable[[Any], Any]:
+    return lambda engine: engine.create_network(name, **kwargs)
+
+
+# Removals tolerate an object already gone (removed by hand, or never made by a failed `up`).
+
+def _remove_network(name: str) -> Callable[[Any], Any]:
+    def run(engine: Any) -> None:
+        if any(n.name == name for n in engine.networks()):
+            engine.remove_network(name)
+    return run
+
+
+def _create_sandbox(name: str, kwargs: dict) -> Callable[[Any], Any]:
+    return lambda engine: engine.create_sandbox(name, **kwargs)
+
+
+def _remove_sandbox(name: str) -> Callable[[Any], Any]:
+    return lambda engine: engine.remove_sandbox(name, force=True)  # a lab's processes go with it
+
+
+def _connect(network: str, sandbox: str) -> Callable[[Any], Any]:
+    return lambda engine: engine.connect(network, sandbox)
+
+
+def _disconnect(network: str, sandbox: str) -> Callable[[Any], Any]:
+    def run(engine: Any) -> None:
+        if any(s.name == sandbox and s.endpoint(network) is not None for s in engine.sandboxes()):
+            engine.disconnect(network, sandbox)
+    return run
+
+
+def _link(a: str, b: str, ips: list[str], mtu: int) -> Callable[[Any], Any]:
+    return lambda engine: engine.link(a, b, ips=ips, mtu=mtu)
+
+
+def _unlink(a: str, b: str) -> Callable[[Any], Any]:
+    def run(engine: Any) -> None:
+        if any({lk.a.sandbox, lk.b.sandbox} == {a, b} for lk in engine.links()):
+            engine.unlink(a, b)
+    return run
+
+
+def _add_route(sandbox: str, dst: str, via: str) -> Callable[[Any], Any]:
+    return lambda engine: engine.add_route(sandbox, dst, via)
+
+
+def _remove_route(sandbox: str, dst: str) -> Callable[[Any], Any]:
+    def run(engine: Any) -> None:
+        if any(r.sandbox == sandbox and str(r.dst) == dst for r in engine.routes()):
+            engine.remove_route(sandbox, dst)
+    return run
+
+
+def _shape(sandbox: str, network: str | None, link: str | None, knobs: dict) -> Callable[[Any], Any]:
+    return lambda engine: engine.shape(sandbox, network=network, link=link, **knobs)
+
+
+def _clear_shape(sandbox: str, network: str | None, link: str | None) -> Callable[[Any], Any]:
+    def run(engine: Any) -> None:
+        if not any(s.name == sandbox for s in engine.sandboxes()):
+            return  # its shaping went with it
+        try:
+            engine.clear_shape(sandbox, network=network, link=link)
+        except NotFound:
+            pass
+    return run
+
+
+__all__ = ["State", "Step", "plan_down", "plan_up"]
