@@ -156,7 +156,7 @@ CREATE TABLE IF NOT EXISTS interceptions (
     state TEXT NOT NULL
 );
 -- What each topology file (nsnet.topology) made: its objects by kind (network, sandbox, link, route,
--- shape) and key (a name; SANDBOX|PEER for a link, SANDBOX|DST for a route, SANDBOX|network:NET or
+-- shape) and key (a name, SANDBOX|PEER for a link, SANDBOX|DST for a route, SANDBOX|network:NET or
 -- SANDBOX|link:PEER for a shaping), with the file's entry as last applied (JSON). An object has one
 -- owner at most: `up` never takes over what it did not make, `down` removes only what it made.
 CREATE TABLE IF NOT EXISTS topology_objects (

@@ -229,9 +229,10 @@ class _Planner:
                 cut = any(route.via in n for n in self.cut.get(spec.sandbox, []) if n.version == route.via.version)
                 if spec.sandbox not in self.sandbox_remade and not cut and route.via == ip_address(spec.via):
                     continue
-                if spec.sandbox not in self.sandbox_remade:
-                    self.add("route-", Step("-", f"remove route {spec.sandbox} {route.dst} via {route.via}",
-                                            _remove_route(spec.sandbox, str(route.dst)), removal=True))
+                # Removed first even when its sandbox goes: a link or network it goes over may be cut
+                # before the sandbox is (the engine refuses to strand a route).
+                self.add("route-", Step("-", f"remove route {spec.sandbox} {route.dst} via {route.via}",
+                                        _remove_route(spec.sandbox, str(route.dst)), removal=True))
             dst = str(ip_network(spec.dst))
             self.add("route+", Step("+", f"route {spec.sandbox} {dst} via {spec.via}",
                                     _add_route(spec.sandbox, dst, spec.via),

@@ -238,6 +238,8 @@ class _Reader:
         self.path = path
         self.engine_type = engine_type
         self.errors: list[tuple[int, str]] = []
+        self.declared_networks: set[str] = set()
+        self.declared_sandboxes: set[str] = set()
         self.loader: yaml.SafeLoader | None = None
 
     def error(self, node: yaml.Node, message: str) -> None:
@@ -331,14 +333,24 @@ class _Reader:
             given = self.typed(sections["name"], STR, "name")
             if given is not None and self.check(sections["name"], "name", validate.name, "topology name", given):
                 name = given
+        # References are checked against the names the file declares, valid or not: one mistake
+        # is one error, not one more for each entry that names it.
+        self.declared_networks = self.names(sections.get("networks"))
+        self.declared_sandboxes = self.names(sections.get("sandboxes"))
         networks = self.networks(sections.get("networks"))
         sandboxes = self.sandboxes(sections.get("sandboxes"), networks)
         link_specs = self.links(sections.get("links"), sandboxes)
         route_specs = self.routes(sections.get("routes"), sandboxes, networks, link_specs)
         shapes = self.shapes(sections.get("shape"), sandboxes, link_specs)
-        expectations = self.expectations(sections.get("expect"), set(sandboxes) | set(known))
+        expectations = self.expectations(sections.get("expect"), self.declared_sandboxes | set(known))
         return Topology(name, self.path, networks, sandboxes, tuple(link_specs), tuple(route_specs), tuple(shapes),
                         tuple(expectations))
+
+    @staticmethod
+    def names(node: yaml.Node | None) -> set[str]:
+        if not isinstance(node, yaml.MappingNode):
+            return set()
+        return {key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)}
 
     def entries(self, node: yaml.Node | None, what: str, keys: tuple[str, ...]) -> list[tuple[yaml.Node, dict]]:
         """A list of mappings with known keys: each as (its node, key -> (key node, value node))."""
@@ -476,7 +488,7 @@ class _Reader:
             elif net.startswith("container:") and net.partition(":")[2] not in others:
                 self.error(item, f"{what}: {net!r} names no other sandbox of the file")
                 ok = False
-            elif not special and net not in networks:
+            elif not special and net not in self.declared_networks:
                 self.error(item, f"{what}: network {net!r} is not in the file's networks")
                 ok = False
         return ok
@@ -492,8 +504,8 @@ class _Reader:
                 subnets = [s for s in _listed((first.options if first else {}).get("subnet"))]
                 mine = [ip_network(s, strict=False) for s in subnets if ip_network(s, strict=False).version == version]
                 if got is not None and mine and got not in mine[0]:
-                    self.error(lines[opt], f"{what}: {opt} {options[opt]} is outside network {nets[0]!r}'s subnet"
-                                           f" {mine[0]}")
+                    self.error(lines[opt], f"{what}: {opt} {options[opt]} is outside the subnet {mine[0]} of network"
+                                           f" {nets[0]!r}")
                     ok = False
         if "publish" in options:
             ok &= self.check(lines["publish"], what, portspec.parse_all, _listed(options["publish"])) is not None
@@ -532,7 +544,7 @@ class _Reader:
                 continue
             bad = False
             for end, name in (("a", a), ("b", b)):
-                if name not in sandboxes:
+                if name not in self.declared_sandboxes:
                     self.error(fields[end][1], f"link: sandbox {name!r} is not in the file's sandboxes")
                     bad = True
             if a == b:
@@ -572,14 +584,14 @@ class _Reader:
             if sandbox is None or dst is None or via is None:
                 continue
             bad = False
-            if sandbox not in sandboxes:
+            if sandbox not in self.declared_sandboxes:
                 self.error(fields["sandbox"][1], f"route: sandbox {sandbox!r} is not in the file's sandboxes")
                 bad = True
             wanted = self.check(fields["dst"][1], "route", route_rules.destination, dst)
             gateway = self.check(fields["via"][1], "route", route_rules.gateway, via, wanted) if wanted else None
             if wanted is None or gateway is None or bad:
                 continue
-            subnets = self.known_subnets(sandboxes[sandbox], networks, link_specs)
+            subnets = self.known_subnets(sandboxes[sandbox], networks, link_specs) if sandbox in sandboxes else None
             if subnets is not None and not route_rules.reachable(gateway, subnets):
                 self.error(fields["via"][1], f"route: gateway {via} is on none of {sandbox}'s networks or links")
                 continue
@@ -598,7 +610,7 @@ class _Reader:
         for net in sandbox.networks:
             spec = networks.get(net)
             if spec is None:
-                continue
+                return None  # a network of the file with errors of its own
             given = _listed(spec.options.get("subnet"))
             if not given:
                 return None
@@ -621,8 +633,10 @@ class _Reader:
             if not _supports(self.engine_type, "shape"):
                 self.error(item, "shape: this nsnet has no shaping (nsnet shape)")
                 continue
-            if sandbox not in sandboxes:
+            if sandbox not in self.declared_sandboxes:
                 self.error(fields["sandbox"][1], f"shape: sandbox {sandbox!r} is not in the file's sandboxes")
+                continue
+            if sandbox not in sandboxes:
                 continue
             sides = [k for k in ("network", "link") if k in fields]
             if len(sides) != 1:
