@@ -60,11 +60,12 @@ def _addresses(state: State, name: str) -> list[tuple[str, IPAddress]]:
 
 def target_address(state: State, source: str, target: str) -> IPAddress | None:
     """A sandbox's address as `source` should reach it: on a network they share, or on their link,
-    else its first (IPv4 before IPv6)."""
+    else one that a static route of `source` leads to, else its first (IPv4 before IPv6)."""
     theirs = _addresses(state, target)
     mine = {where.replace(f"link:{target}", "LINK") for where, _ in _addresses(state, source)}
     shared = [a for where, a in theirs if where.replace(f"link:{source}", "LINK") in mine]
-    for pool in (shared, [a for _, a in theirs]):
+    routed = [a for _, a in theirs if any(r.sandbox == source and a in r.dst for r in state.routes)]
+    for pool in (shared, routed, [a for _, a in theirs]):
         for version in (4, 6):
             found = next((a for a in pool if a.version == version), None)
             if found is not None:
@@ -79,6 +80,17 @@ def owner_of(state: State, address: IPAddress) -> str | None:
     return None
 
 
+def publisher_of(state: State, address: IPAddress, port: int, protocol: str) -> tuple[str, int] | None:
+    """(sandbox, its port) behind a published port that an address of the host may be."""
+    for box in state.sandboxes.values():
+        for endpoint in box.endpoints:
+            for mapping in endpoint.ports:
+                if (mapping.protocol == protocol and mapping.host_port == port
+                        and mapping.host_ip in (None, address)):
+                    return box.name, mapping.sandbox_port
+    return None
+
+
 class Listener:
     """A short-lived TCP listener or UDP echo responder inside a sandbox, or the service there."""
 
@@ -89,7 +101,10 @@ class Listener:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if protocol == "tcp":  # past connections' TIME_WAIT; a UDP socket would share the port
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if version == 6:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             self.sock.bind(("0.0.0.0" if version == 4 else "::", port))
             if protocol == "tcp":
                 self.sock.listen(64)
@@ -191,34 +206,40 @@ def probe_icmp(netns: str, address: IPAddress) -> tuple[bool, str]:
 def verify(engine: Any, topology: Topology) -> list[Result]:
     """Every expectation of the file, probed; in the file's order."""
     state = State.read(engine)
-    plans: list[tuple[Expectation, str, IPAddress | None, str | None]] = []
+    # (expectation, sandbox that gets the listener, address probed, listener's port, problem)
+    plans: list[tuple[Expectation, str, IPAddress | None, int, str | None]] = []
     for e in topology.expectations:
         if e.source not in state.sandboxes:
-            plans.append((e, "", None, f"sandbox {e.source!r} does not exist (run up first)"))
+            plans.append((e, "", None, 0, f"sandbox {e.source!r} does not exist (run up first)"))
             continue
+        port = e.port or 0
         if e.host in state.sandboxes:
             address = target_address(state, e.source, e.host)
             holder: str | None = e.host
         elif e.host in topology.sandboxes:
-            plans.append((e, "", None, f"sandbox {e.host!r} does not exist (run up first)"))
+            plans.append((e, "", None, 0, f"sandbox {e.host!r} does not exist (run up first)"))
             continue
         else:
             address = ip_address(e.host)
             holder = owner_of(state, address)
+            published = publisher_of(state, address, port, e.protocol) if holder is None and port else None
+            if published is not None:
+                holder, port = published
         if address is None:
-            plans.append((e, "", None, f"sandbox {e.host!r} has no address"))
+            plans.append((e, "", None, 0, f"sandbox {e.host!r} has no address"))
             continue
-        plans.append((e, holder or "", address, None))
-    listeners: dict[tuple[str, str, int, int], Listener] = {}
+        plans.append((e, holder or "", address, port, None))
+    listeners: dict[tuple[str, str, int], Listener] = {}
     try:
-        for e, holder, address, problem in plans:
+        for e, holder, address, port, problem in plans:
             if problem is None and holder and e.port is not None:
-                key = (holder, e.protocol, e.port, address.version)
+                key = (holder, e.protocol, port)
                 if key not in listeners:
-                    listeners[key] = Listener(state.sandboxes[holder].netns, e.protocol, e.port, address.version)
+                    # Both families where the sandbox has them: an IPv6 socket on [::] takes IPv4 too.
+                    listeners[key] = Listener(state.sandboxes[holder].netns, e.protocol, port, 6)
 
-        def probe(item: tuple[Expectation, str, IPAddress | None, str | None]) -> Result:
-            e, holder, address, problem = item
+        def probe(item: tuple[Expectation, str, IPAddress | None, int, str | None]) -> Result:
+            e, holder, address, port, problem = item
             if problem is not None or address is None:
                 return Result(e, False, problem or "")
             netns = state.sandboxes[e.source].netns
@@ -230,7 +251,7 @@ def verify(engine: Any, topology: Topology) -> list[Result]:
                 reached, how = probe_udp(netns, address, e.port)
             else:
                 reached, how = probe_icmp(netns, address)
-            listener = listeners.get((holder, e.protocol, e.port or 0, address.version))
+            listener = listeners.get((holder, e.protocol, port))
             by = "" if listener is None else (" (verify's listener)" if listener.mine else " (a service's port)")
             return Result(e, reached == e.reach, f"{where} {how}{by}")
 
