@@ -138,7 +138,8 @@ def test_a_lab_comes_up_carries_traffic_converges_verifies_and_goes_down(engine:
 
     # Edited: db goes, cache comes, the router joins a new network; --dry-run first changes nothing.
     edited = LAB.replace("  db:     {networks: [back]}\n", "  cache:  {networks: [back]}\n")
-    edited = edited.replace("  back:  {subnet: 10.51.0.0/24}\n", "  back:  {subnet: 10.51.0.0/24}\n  side:  {subnet: 10.52.0.0/24}\n")
+    edited = edited.replace("  back:  {subnet: 10.51.0.0/24}\n",
+                            "  back:  {subnet: 10.51.0.0/24}\n  side:  {subnet: 10.52.0.0/24}\n")
     edited = edited.replace("  router: {networks: [front]}\n", "  router: {networks: [front, side]}\n")
     edited = edited.replace("from: db,", "from: cache,")
     write(tmp_path, edited)

@@ -198,7 +198,8 @@ def test_up_makes_the_file_then_has_nothing_to_do_and_down_removes_it(engine: En
 def test_an_edited_file_converges_exactly(engine: Engine, tmp_path) -> None:
     path = write(tmp_path, LAB)
     up(engine, path)
-    edited = LAB.replace("  r:   {networks: [front]}\n", "  r:   {networks: [front, back]}\n  cache: {networks: [back]}\n")
+    edited = LAB.replace("  r:   {networks: [front]}\n",
+                         "  r:   {networks: [front, back]}\n  cache: {networks: [back]}\n")
     edited = edited.replace("  db:  {networks: [back], ip: 10.51.0.9}\n", "")
     edited = edited.replace('reach: "db:5432/tcp"', 'reach: "r:80/tcp"')
     write(tmp_path, edited)
@@ -315,3 +316,46 @@ def test_shaping_entries_are_planned_and_removed(engine: Engine, tmp_path) -> No
     assert up(engine, path) == ["- clear shaping db network back", "+ shape db network back rate=20mbit"]
     write(tmp_path, LAB)
     assert up(engine, path) == ["- clear shaping db network back"]
+
+
+def test_an_object_made_again_by_another_hand_is_neither_taken_over_nor_removed(engine: Engine, tmp_path) -> None:
+    path = write(tmp_path, LAB)
+    up(engine, path)
+    engine.remove_sandbox("db")
+    engine.create_sandbox("db", networks=["back"])  # same name, not the topology's any more
+    with pytest.raises(TopologyError) as caught:
+        up(engine, path)
+    assert caught.value.lines == [f"{path}:7: sandbox 'db' was removed and made again by another hand since topology"
+                                  " 'lab' made it: it is not taken over (remove it)"]
+    printed: list[str] = []
+    with pytest.raises(NsnetError, match=r"^down of topology 'lab' left 1 object\(s\): remove network back: network"
+                                         r" 'back' has sandboxes attached \(db\)"):
+        topology.down(engine, path, out=printed.append)
+    assert printed == ["- remove route www 10.70.0.0/24", "- unlink r www",
+                       "- forget sandbox db (made again by another hand: left as it is)", "- remove sandbox r",
+                       "- remove sandbox www", "- remove network front"]
+    assert [s.name for s in engine.sandboxes()] == ["db"] and [n.name for n in engine.networks()] == ["back"]
+    assert [(k, key) for _, k, key, _ in engine.topology_objects()] == [("network", "back")]
+    engine.remove_sandbox("db")
+    assert lines(topology.down(engine, path, out=lambda _: None)) == ["- remove network back"]
+    assert engine.networks() == [] and engine.topology_objects() == []
+
+
+def test_the_progress_bar_draws_on_a_terminal_only() -> None:
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    shown = Terminal()
+    bar = topology.Progress(4, shown)
+    bar.show("create network a")
+    bar.step()
+    bar.show("create sandbox b")
+    bar.clear()
+    assert shown.getvalue() == ("\r\x1b[K[" + "." * 30 + "] 0/4 create network a"
+                                "\r\x1b[K[" + "#" * 7 + "." * 23 + "] 1/4 create sandbox b\r\x1b[K")
+    quiet = io.StringIO()
+    topology.Progress(4, quiet).show("x")
+    assert quiet.getvalue() == ""

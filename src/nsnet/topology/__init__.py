@@ -1,8 +1,10 @@
 """Topology files (`nsnet up FILE [--dry-run]`, `nsnet down FILE`, `nsnet verify FILE`): a whole lab
 described in YAML, made, changed and removed through the engine's own calls.
 
-- spec: the file format, read with line numbers; every error at once, before anything changes.
-- plan: the difference between the file and what its topology made, as ordered engine calls.
+- spec: the file format (its keys map onto engine keyword arguments, one line each), read by reader
+  and lists with line numbers: every error at once, before anything changes.
+- plan: the difference between the file and what its topology made, as ordered steps, each one
+  engine call (calls).
 - verify: the file's expectations probed with real packets from inside the sandboxes.
 
 Ownership comes from the ledger (table topology_objects): a topology (the file's `name:`, default
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..errors import NsnetError
-from .plan import State, Step, plan_down, plan_up
+from .plan import ID, State, Step, plan_down, plan_up
 from .spec import Topology, TopologyError, load
 
 __all__ = ["State", "Step", "Topology", "TopologyError", "down", "load", "plan_down", "plan_up", "up"]
@@ -65,7 +67,10 @@ def run_steps(engine: Any, topology: str, steps: list[Step], *, out: Callable[[s
         try:
             if step.own is not None:
                 engine.own_object(topology, *step.own)
-            step.run(engine)
+            made = step.run(engine)
+            if step.own is not None and getattr(made, "id", None):  # the ledger id: whose it is, later
+                kind, key, spec = step.own
+                engine.own_object(topology, kind, key, {**spec, ID: made.id})
             if step.disown is not None:
                 engine.disown_object(topology, *step.disown)
         except NsnetError as exc:

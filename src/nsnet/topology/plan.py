@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 from typing import Any
 
-from ..errors import NotFound
 from ..model import Link, Network, Route, Sandbox
-from .spec import TopologyError, Topology
+from . import calls
+from .spec import Topology, TopologyError
+
+
+ID = "_id"  # the key of a recorded spec that holds the ledger id of what the step made
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,17 @@ class State:
                    {(kind, key): (topo, spec) for topo, kind, key, spec in engine.topology_objects()})
 
     def mine(self, topology: str, kind: str) -> dict[str, dict]:
-        return {key: spec for (k, key), (topo, spec) in self.owned.items() if k == kind and topo == topology}
+        """Topology's objects of a kind: key -> the file's entry as applied (without the ledger id)."""
+        return {key: {f: v for f, v in spec.items() if f != ID} for (k, key), (topo, spec) in self.owned.items()
+                if k == kind and topo == topology}
+
+    def foreign(self, topology: str, kind: str, key: str) -> bool:
+        """Whether the object of that name is not the one the topology made (removed and made again
+        by another hand since): the ledger's id differs from the one recorded."""
+        recorded = self.owned.get((kind, key), ("", {}))[1].get(ID)
+        actual = {"network": self.networks.get(key), "sandbox": self.sandboxes.get(key),
+                  "link": _link_of(self, key)}.get(kind)
+        return recorded is not None and actual is not None and actual.id != recorded
 
 
 def _link_key(a: str, b: str) -> str:
@@ -94,13 +107,18 @@ class _Planner:
     def add(self, bucket: str, step: Step) -> None:
         self.buckets[bucket].append(step)
 
-    def claim(self, kind: str, key: str, exists: bool, line: int, shown: str) -> bool:
-        """Whether the object is this topology's to change; an error when it is someone else's."""
+    def claim(self, kind: str, key: str, actual_id: str | None, line: int, shown: str) -> bool:
+        """Whether the object is this topology's to change; an error when it is someone else's.
+        `actual_id`: the ledger's id of the object, "" for one without an id, None when absent."""
         owner = self.s.owned.get((kind, key))
         if owner is not None and owner[0] != self.t.name:
             self.errors.append((line, f"{shown} belongs to topology {owner[0]!r}"))
             return False
-        if exists and owner is None:
+        if owner is not None and actual_id and owner[1].get(ID, actual_id) != actual_id:
+            self.errors.append((line, f"{shown} was removed and made again by another hand since topology"
+                                      f" {self.t.name!r} made it: it is not taken over (remove it)"))
+            return False
+        if actual_id is not None and owner is None:
             self.errors.append((line, f"{shown} exists and was not made by topology {self.t.name!r}: it is not taken"
                                       " over (remove it, or rename it in the file)"))
             return False
@@ -113,7 +131,7 @@ class _Planner:
         mine = s.mine(t.name, "network")
         for name, spec in t.networks.items():
             exists = name in s.networks
-            if not self.claim("network", name, exists, spec.line, f"network {name!r}"):
+            if not self.claim("network", name, s.networks[name].id if exists else None, spec.line, f"network {name!r}"):
                 continue
             if exists and mine.get(name) == spec.options:
                 continue
@@ -126,8 +144,8 @@ class _Planner:
                                                    " options cannot be changed"))
                     continue
                 self.network_remade.add(name)
-                self.add("network-", Step("-", f"remove network {name}", _remove_network(name), removal=True))
-            self.add("network+", Step("+", f"create network {name}", _create_network(name, spec.kwargs),
+                self.add("network-", Step("-", f"remove network {name}", calls.remove_network(name), removal=True))
+            self.add("network+", Step("+", f"create network {name}", calls.create_network(name, spec.kwargs),
                                       own=("network", name, spec.options)))
         for name in sorted(set(mine) - set(t.networks)):
             if name in s.networks:
@@ -137,7 +155,7 @@ class _Planner:
                     self.errors.append((1, f"network {name!r} is no longer in the file, but sandboxes topology"
                                            f" {t.name!r} did not make are attached ({', '.join(sorted(strangers))})"))
                     continue
-            self.add("network-", Step("-", f"remove network {name}", _remove_network(name),
+            self.add("network-", Step("-", f"remove network {name}", calls.remove_network(name),
                                       disown=("network", name), removal=True))
 
     # Sandboxes
@@ -147,7 +165,8 @@ class _Planner:
         mine = s.mine(t.name, "sandbox")
         for name, spec in t.sandboxes.items():
             current = s.sandboxes.get(name)
-            if not self.claim("sandbox", name, current is not None, spec.line, f"sandbox {name!r}"):
+            if not self.claim("sandbox", name, current.id if current is not None else None, spec.line,
+                              f"sandbox {name!r}"):
                 continue
             remake = current is None or mine.get(name) != spec.record or (
                 not spec.special and spec.networks and spec.networks[0] in self.network_remade)
@@ -155,7 +174,7 @@ class _Planner:
                 if current is not None:
                     self.remove_sandbox(name, forget=False)
                 self.sandbox_remade.add(name)
-                self.add("sandbox+", Step("+", f"create sandbox {name}", _create_sandbox(name, spec.kwargs),
+                self.add("sandbox+", Step("+", f"create sandbox {name}", calls.create_sandbox(name, spec.kwargs),
                                           own=("sandbox", name, spec.record)))
                 continue
             if spec.special:
@@ -165,17 +184,17 @@ class _Planner:
                 if net not in spec.networks or net in self.network_remade:
                     endpoint = current.endpoint(net)
                     self.cut.setdefault(name, []).extend(a.network for a in endpoint.addresses)
-                    self.add("disconnect", Step("~", f"disconnect {name} from {net}", _disconnect(net, name),
+                    self.add("disconnect", Step("~", f"disconnect {name} from {net}", calls.disconnect(net, name),
                                                 removal=True))
             for net in spec.networks:
                 if net not in have or net in self.network_remade:
-                    self.add("connect", Step("~", f"connect {name} to {net}", _connect(net, name)))
+                    self.add("connect", Step("~", f"connect {name} to {net}", calls.connect(net, name)))
         for name in sorted(set(mine) - set(t.sandboxes)):
             self.remove_sandbox(name, forget=True)
 
     def remove_sandbox(self, name: str, forget: bool) -> None:
         self.sandbox_remade.add(name)
-        self.add("sandbox-", Step("-", f"remove sandbox {name}", _remove_sandbox(name),
+        self.add("sandbox-", Step("-", f"remove sandbox {name}", calls.remove_sandbox(name),
                                   disown=("sandbox", name) if forget else None, removal=True))
 
     # Links
@@ -186,7 +205,8 @@ class _Planner:
         for spec in t.links:
             current = _link_of(s, spec.key)
             gone_with_end = current is not None and bool({spec.a, spec.b} & self.sandbox_remade)
-            if not self.claim("link", spec.key, current is not None, spec.line, f"link {spec.a}-{spec.b}"):
+            if not self.claim("link", spec.key, current.id if current is not None else None, spec.line,
+                              f"link {spec.a}-{spec.b}"):
                 continue
             record = {"a": spec.a, "b": spec.b, "ip": sorted(spec.ips), "mtu": spec.mtu}
             if current is not None and not gone_with_end and _link_spec_of(current) == (frozenset(spec.ips), spec.mtu):
@@ -194,7 +214,7 @@ class _Planner:
             if current is not None:
                 self.unlink(current, forget=False)
             self.relinked.add(spec.key)
-            self.add("link", Step("+", f"link {spec.a} {spec.b}", _link(spec.a, spec.b, list(spec.ips), spec.mtu),
+            self.add("link", Step("+", f"link {spec.a} {spec.b}", calls.link(spec.a, spec.b, list(spec.ips), spec.mtu),
                                   own=("link", spec.key, record)))
         wanted = {spec.key for spec in t.links}
         for key in sorted(set(mine) - wanted):
@@ -203,7 +223,7 @@ class _Planner:
                 self.unlink(current, forget=True)
             else:
                 a, _, b = key.partition("|")
-                self.add("unlink", Step("-", f"unlink {a} {b}", _unlink(a, b), disown=("link", key), removal=True))
+                self.add("unlink", Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key), removal=True))
 
     def unlink(self, link: Link, forget: bool) -> None:
         key = _link_key(link.a.sandbox, link.b.sandbox)
@@ -211,7 +231,7 @@ class _Planner:
         for end in link.ends:
             self.cut.setdefault(end.sandbox, []).extend(a.network for a in end.addresses)
         a, b = sorted((link.a.sandbox, link.b.sandbox))
-        self.add("unlink", Step("-", f"unlink {a} {b}", _unlink(a, b), disown=("link", key) if forget else None,
+        self.add("unlink", Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key) if forget else None,
                                 removal=True))
 
     # Routes
@@ -222,7 +242,7 @@ class _Planner:
         current = {_route_key(r): r for r in s.routes}
         for spec in t.routes:
             route = current.get(spec.key)
-            if not self.claim("route", spec.key, route is not None, spec.line,
+            if not self.claim("route", spec.key, "" if route is not None else None, spec.line,
                               f"route of {spec.sandbox} to {ip_network(spec.dst)}"):
                 continue
             if route is not None:
@@ -232,17 +252,17 @@ class _Planner:
                 # Removed first even when its sandbox goes: a link or network it goes over may be cut
                 # before the sandbox is (the engine refuses to strand a route).
                 self.add("route-", Step("-", f"remove route {spec.sandbox} {route.dst} via {route.via}",
-                                        _remove_route(spec.sandbox, str(route.dst)), removal=True))
+                                        calls.remove_route(spec.sandbox, str(route.dst)), removal=True))
             dst = str(ip_network(spec.dst))
             self.add("route+", Step("+", f"route {spec.sandbox} {dst} via {spec.via}",
-                                    _add_route(spec.sandbox, dst, spec.via),
+                                    calls.add_route(spec.sandbox, dst, spec.via),
                                     own=("route", spec.key, {"via": spec.via})))
         wanted = {spec.key for spec in t.routes}
         for key in sorted(set(mine) - wanted):
             sandbox, _, dst = key.partition("|")
             route = current.get(key)
             via = f" via {route.via}" if route is not None else ""
-            self.add("route-", Step("-", f"remove route {sandbox} {dst}{via}", _remove_route(sandbox, dst),
+            self.add("route-", Step("-", f"remove route {sandbox} {dst}{via}", calls.remove_route(sandbox, dst),
                                     disown=("route", key), removal=True))
 
     # Shaping (Engine.shape / clear_shape)
@@ -253,7 +273,7 @@ class _Planner:
         for spec in t.shapes:
             record = {"sandbox": spec.sandbox, **({"network": spec.network} if spec.network else {"link": spec.link}),
                       **spec.knobs}
-            if not self.claim("shape", spec.key, False, spec.line, f"shaping of {spec.sandbox}'s {spec.side}"):
+            if not self.claim("shape", spec.key, None, spec.line, f"shaping of {spec.sandbox}'s {spec.side}"):
                 continue
             touched = (spec.sandbox in self.sandbox_remade
                        or (spec.network is not None and spec.network in self.network_remade)
@@ -264,17 +284,17 @@ class _Planner:
                 continue
             if spec.key in mine and not touched:
                 self.add("shape-", Step("-", f"clear shaping {spec.sandbox} {spec.side}",
-                                        _clear_shape(spec.sandbox, spec.network, spec.link), removal=True))
+                                        calls.clear_shape(spec.sandbox, spec.network, spec.link), removal=True))
             self.add("shape+", Step("+", f"shape {spec.sandbox} {spec.side} "
                                          + " ".join(f"{k}={v}" for k, v in spec.knobs.items()),
-                                    _shape(spec.sandbox, spec.network, spec.link, spec.knobs),
+                                    calls.shape(spec.sandbox, spec.network, spec.link, spec.knobs),
                                     own=("shape", spec.key, record)))
         wanted = {spec.key for spec in t.shapes}
         for key in sorted(set(mine) - wanted):
             spec = mine[key]
             side = f"network {spec['network']}" if "network" in spec else f"link to {spec['link']}"
             self.add("shape-", Step("-", f"clear shaping {spec['sandbox']} {side}",
-                                    _clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
+                                    calls.clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
                                     disown=("shape", key), removal=True))
 
     def steps(self) -> list[Step]:
@@ -301,92 +321,35 @@ def plan_down(name: str, state: State) -> list[Step]:
     steps = []
     for key in sorted(state.mine(name, "route")):
         sandbox, _, dst = key.partition("|")
-        steps.append(Step("-", f"remove route {sandbox} {dst}", _remove_route(sandbox, dst),
+        steps.append(Step("-", f"remove route {sandbox} {dst}", calls.remove_route(sandbox, dst),
                           disown=("route", key), removal=True))
     for key, spec in sorted(state.mine(name, "shape").items()):
         side = f"network {spec['network']}" if "network" in spec else f"link to {spec['link']}"
         steps.append(Step("-", f"clear shaping {spec['sandbox']} {side}",
-                          _clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
+                          calls.clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
                           disown=("shape", key), removal=True))
     for key in sorted(state.mine(name, "link")):
         a, _, b = key.partition("|")
-        steps.append(Step("-", f"unlink {a} {b}", _unlink(a, b), disown=("link", key), removal=True))
+        steps.append(_forget(state, name, "link", key) or
+                     Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key), removal=True))
     for key in sorted(state.mine(name, "sandbox")):
-        steps.append(Step("-", f"remove sandbox {key}", _remove_sandbox(key), disown=("sandbox", key), removal=True))
+        steps.append(_forget(state, name, "sandbox", key) or
+                     Step("-", f"remove sandbox {key}", calls.remove_sandbox(key), disown=("sandbox", key),
+                          removal=True))
     for key in sorted(state.mine(name, "network")):
-        steps.append(Step("-", f"remove network {key}", _remove_network(key), disown=("network", key), removal=True))
+        steps.append(_forget(state, name, "network", key) or
+                     Step("-", f"remove network {key}", calls.remove_network(key), disown=("network", key),
+                          removal=True))
     return steps
 
 
-# The engine calls (one each)
-
-def _create_network(name: str, kwargs: dict) -> Callable[[Any], Any]:
-    return lambda engine: engine.create_network(name, **kwargs)
-
-
-# Removals tolerate an object already gone (removed by hand, or never made by a failed `up`).
-
-def _remove_network(name: str) -> Callable[[Any], Any]:
-    def run(engine: Any) -> None:
-        if any(n.name == name for n in engine.networks()):
-            engine.remove_network(name)
-    return run
-
-
-def _create_sandbox(name: str, kwargs: dict) -> Callable[[Any], Any]:
-    return lambda engine: engine.create_sandbox(name, **kwargs)
-
-
-def _remove_sandbox(name: str) -> Callable[[Any], Any]:
-    return lambda engine: engine.remove_sandbox(name, force=True)  # a lab's processes go with it
-
-
-def _connect(network: str, sandbox: str) -> Callable[[Any], Any]:
-    return lambda engine: engine.connect(network, sandbox)
-
-
-def _disconnect(network: str, sandbox: str) -> Callable[[Any], Any]:
-    def run(engine: Any) -> None:
-        if any(s.name == sandbox and s.endpoint(network) is not None for s in engine.sandboxes()):
-            engine.disconnect(network, sandbox)
-    return run
-
-
-def _link(a: str, b: str, ips: list[str], mtu: int) -> Callable[[Any], Any]:
-    return lambda engine: engine.link(a, b, ips=ips, mtu=mtu)
-
-
-def _unlink(a: str, b: str) -> Callable[[Any], Any]:
-    def run(engine: Any) -> None:
-        if any({lk.a.sandbox, lk.b.sandbox} == {a, b} for lk in engine.links()):
-            engine.unlink(a, b)
-    return run
-
-
-def _add_route(sandbox: str, dst: str, via: str) -> Callable[[Any], Any]:
-    return lambda engine: engine.add_route(sandbox, dst, via)
-
-
-def _remove_route(sandbox: str, dst: str) -> Callable[[Any], Any]:
-    def run(engine: Any) -> None:
-        if any(r.sandbox == sandbox and str(r.dst) == dst for r in engine.routes()):
-            engine.remove_route(sandbox, dst)
-    return run
-
-
-def _shape(sandbox: str, network: str | None, link: str | None, knobs: dict) -> Callable[[Any], Any]:
-    return lambda engine: engine.shape(sandbox, network=network, link=link, **knobs)
-
-
-def _clear_shape(sandbox: str, network: str | None, link: str | None) -> Callable[[Any], Any]:
-    def run(engine: Any) -> None:
-        if not any(s.name == sandbox for s in engine.sandboxes()):
-            return  # its shaping went with it
-        try:
-            engine.clear_shape(sandbox, network=network, link=link)
-        except NotFound:
-            pass
-    return run
+def _forget(state: State, topology: str, kind: str, key: str) -> Step | None:
+    """For an object removed and made again by another hand: the record goes, the object stays."""
+    if not state.foreign(topology, kind, key):
+        return None
+    shown = key.replace("|", " ")
+    return Step("-", f"forget {kind} {shown} (made again by another hand: left as it is)", lambda engine: None,
+                disown=(kind, key))
 
 
 __all__ = ["State", "Step", "plan_down", "plan_up"]
