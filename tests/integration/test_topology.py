@@ -15,7 +15,7 @@ import pytest
 
 from nsnet import Engine
 
-from .conftest import cli, nsnet_objects, wait_clean
+from .conftest import NSNET, cli, nsnet_objects, wait_clean
 from .net import blocked, exchange, ip_json
 
 LAB = """\
@@ -240,3 +240,76 @@ def test_the_example_lab_comes_up_verifies_and_goes_down(engine: Engine) -> None
     assert cli("up", path).stdout == "topology lab: up to date\n"
     assert cli("down", path).returncode == 0
     assert engine.sandboxes() == [] and engine.networks() == [] and engine.topology_objects() == []
+
+
+# An `up` killed (SIGKILL, nsnet.faults) inside its 2nd sandbox, its 1st link, its 2nd route: gc
+# repairs the engine's half-made object, the topology's records stand, and `up` again finishes
+# exactly the rest; `down` then leaves nothing.
+@pytest.mark.parametrize("step", ["CreateNetns#2", "CreatePair", "AddRoute#2"])
+def test_an_up_killed_half_way_is_finished_by_up_again(engine: Engine, state_dir: str, tmp_path: Path,
+                                                       step: str) -> None:
+    path = write(tmp_path, LAB)
+    crashed = subprocess.run([NSNET, "up", path], env={**os.environ, "NSNET_FAULT": step}, capture_output=True,
+                             timeout=60)
+    assert crashed.returncode == -9, crashed.stderr
+    assert cli("gc").returncode == 0
+    assert cli("check").stdout == ""
+    done = cli("up", path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout != "" and "topology lab: up to date" not in done.stdout
+    assert cli("up", path).stdout == "topology lab: up to date\n"
+    assert sorted(s.name for s in engine.sandboxes()) == ["client", "db", "router", "web"]
+    assert exchange("client", "web", "10.60.2.2", 7220) == ("hello from 10.60.2.2", ["10.60.1.1"])
+    assert cli("down", path).returncode == 0
+    assert wait_clean() == {"links": [], "netns": [], "tables": []}
+    assert all(rows == [] for rows in ledger(state_dir))
+
+
+def test_the_progress_bar_shows_on_a_terminal(engine: Engine, tmp_path: Path) -> None:
+    import pty
+
+    path = write(tmp_path, LAB)
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([NSNET, "up", path], stderr=follower, stdout=subprocess.PIPE, text=True, timeout=60)
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and all was read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 11
+    text = drawn.decode()
+    assert "] 0/11 create network front" in text and "] 10/11 route router 10.51.0.0/24 via 10.60.2.2" in text
+    assert text.endswith("\r\x1b[K")  # the bar is cleared at the end
+    assert cli("down", path).returncode == 0
+
+
+def test_expectations_may_live_in_a_file_of_their_own(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, LAB)
+    assert cli("up", path).returncode == 0
+    expectations = write(tmp_path, """\
+        expect:
+          - {from: db, reach: "web:8443/tcp"}
+          - {from: db, not_reach: "client:22/tcp"}
+          - {from: ghost, reach: web}
+        """, "expect.yaml")
+    done = cli("verify", expectations)
+    assert (done.returncode, done.stderr) == (1, f"{expectations}:4: expect: sandbox 'ghost' is not in the file's"
+                                                 " sandboxes\n")
+    write(tmp_path, "expect:\n  - {from: db, reach: \"web:8443/tcp\"}\n  - {from: db, not_reach: \"client:22/tcp\"}\n",
+          "expect.yaml")
+    done = cli("verify", expectations)
+    assert done.returncode == 0, done.stdout
+    rows = done.stdout.splitlines()[1:]
+    assert [r.split()[:2] for r in rows] == [["db", "web:8443/tcp"], ["db", "client:22/tcp"]]
+    assert [" ok " in r and "MISS" not in r for r in rows] == [True, True]
+    done = cli("up", expectations)  # up wants every sandbox the file names in the file
+    assert done.returncode == 1 and done.stderr.startswith(f"{expectations}:2: expect: sandbox 'db' is not in")
+    assert cli("down", path).returncode == 0
