@@ -359,3 +359,18 @@ def test_the_progress_bar_draws_on_a_terminal_only() -> None:
     quiet = io.StringIO()
     topology.Progress(4, quiet).show("x")
     assert quiet.getvalue() == ""
+
+
+def test_down_reads_only_the_name_so_a_broken_file_still_comes_down(engine: Engine, tmp_path) -> None:
+    path = write(tmp_path, LAB)
+    up(engine, path)
+    write(tmp_path, LAB + "bogus: [\n")  # not YAML: its name cannot be known
+    with pytest.raises(TopologyError):
+        topology.down(engine, path, out=lambda _: None)
+    write(tmp_path, "name: [not, a, name]\nnetworks: 5\n")
+    with pytest.raises(TopologyError):
+        topology.down(engine, path, out=lambda _: None)
+    assert len(engine.sandboxes()) == 3
+    write(tmp_path, LAB.replace("subnet: 10.50.0.0/24", "subnet: nonsense") + "bogus: 1\n")
+    assert len(topology.down(engine, path, out=lambda _: None)) == 7
+    assert engine.sandboxes() == [] and engine.topology_objects() == []

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from ..errors import NsnetError
 from .plan import ID, State, Step, plan_down, plan_up
-from .spec import Topology, TopologyError, load
+from .spec import Topology, TopologyError, load, name_of
 
 __all__ = ["State", "Step", "Topology", "TopologyError", "down", "load", "plan_down", "plan_up", "up"]
 
@@ -103,10 +103,11 @@ def up(engine: Any, path: str, *, dry_run: bool = False, out: Callable[[str], No
 
 
 def down(engine: Any, path: str, *, out: Callable[[str], None] = print) -> list[Step]:
-    """Remove everything the file's topology made; what is gone already counts as removed."""
-    topology = load(path)
-    steps = plan_down(topology.name, State.read(engine))
+    """Remove everything the file's topology made; what is gone already counts as removed. Only the
+    file's name is read (spec.name_of): a file edited into errors still comes down."""
+    name = name_of(path)
+    steps = plan_down(name, State.read(engine))
     if not steps:
-        out(f"topology {topology.name}: nothing to remove")
-    run_steps(engine, topology.name, steps, out=out, keep_going=True)
+        out(f"topology {name}: nothing to remove")
+    run_steps(engine, name, steps, out=out, keep_going=True)
     return steps

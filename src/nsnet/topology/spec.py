@@ -9,6 +9,7 @@ Errors are `FILE:LINE: message` lines (LINE from 1), in file order.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 from typing import Any
@@ -203,6 +204,41 @@ def load(path: str, *, known_sandboxes: tuple[str, ...] = (), engine_type: type 
     except OSError as exc:
         raise NsnetError(f"cannot read {path}: {exc.strerror}") from None
     return parse(text, path, known_sandboxes=known_sandboxes, engine_type=engine_type)
+
+
+def name_of(path: str) -> str:
+    """The topology a file names, for `down`: its `name:` when valid, else its file name's stem. The
+    rest of the file is not read, so a file edited into errors still takes its topology down."""
+    try:
+        topology = load(path)
+    except TopologyError as exc:
+        import yaml
+
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError):
+            raise exc from None  # its name cannot be known
+        if not isinstance(data, dict):
+            raise exc from None
+        given = data.get("name")
+        if given is not None:
+            if not isinstance(given, str) or not _valid_name(given):
+                raise exc from None
+            return given
+        return os.path.splitext(os.path.basename(path))[0]
+    return topology.name
+
+
+def _valid_name(text: str) -> bool:
+    from .. import validate
+    from ..errors import InvalidInput
+
+    try:
+        validate.name("topology name", text)
+    except InvalidInput:
+        return False
+    return True
 
 
 def parse(text: str, path: str, *, known_sandboxes: tuple[str, ...] = (), engine_type: type | None = None) -> Topology:
