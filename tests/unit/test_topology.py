@@ -374,3 +374,43 @@ def test_down_reads_only_the_name_so_a_broken_file_still_comes_down(engine: Engi
     write(tmp_path, LAB.replace("subnet: 10.50.0.0/24", "subnet: nonsense") + "bogus: 1\n")
     assert len(topology.down(engine, path, out=lambda _: None)) == 7
     assert engine.sandboxes() == [] and engine.topology_objects() == []
+
+
+def test_values_yaml_cannot_make_are_errors_and_a_sandbox_without_networks_has_loopback_only() -> None:
+    with pytest.raises(TopologyError) as caught:
+        parse("name: !!python/str x\nnetworks: {n: {mtu: !!int big}}\n", "f.yaml")
+    assert caught.value.lines == [
+        "f.yaml:1: cannot read this value: could not determine a constructor for the tag"
+        " 'tag:yaml.org,2002:python/str'",
+        "f.yaml:2: cannot read this value: invalid literal for int() with base 10: 'big'"]
+    t = parse("sandboxes: {a: {}, b: {}}\nlinks:\n  - {a: a, b: b, ip: {a: 10.9.0.1/30, b: 10.9.0.2/30}}\n", "f.yaml")
+    assert t.sandboxes["a"].kwargs == {"networks": ["none"]}
+
+
+TOKENS = ["networks:", "sandboxes:", "links:", "routes:", "shape:", "expect:", "name:", " a:", " b:", "{", "}", "[",
+          "]", "- ", ",", "\n", "  ", "subnet: 10.1.0.0/24", "networks: [a]", "ip:", "10.1.0.5", "via:", "dst:",
+          "from: a", "reach: b:80", "not_reach:", "!!int", "&x", "*x", "'q'", "mtu: 9", "true", "null", "x"]
+
+
+def test_no_file_makes_the_reader_fail_otherwise_than_with_line_numbered_errors() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(TOKENS), max_size=40))
+    def check(tokens: list[str]) -> None:
+        try:
+            parse("".join(tokens), "f.yaml")
+        except TopologyError as exc:
+            assert exc.lines and all(line.startswith("f.yaml:") for line in exc.lines)
+
+    check()
+
+
+def test_a_lab_of_links_alone(engine: Engine, tmp_path) -> None:
+    path = write(tmp_path, "sandboxes: {a: {}, b: {}}\nlinks:\n  - {a: a, b: b, ip: {a: 10.9.0.1/30, b: 10.9.0.2/30}}\n")
+    assert up(engine, path) == ["+ create sandbox a", "+ create sandbox b", "+ link a b"]
+    assert [s.endpoints for s in engine.sandboxes()] == [(), ()] and engine.networks() == []
+    assert up(engine, path) == []
+    topology.down(engine, path, out=lambda _: None)
+    assert engine.sandboxes() == [] and engine.topology_objects() == []

@@ -25,14 +25,14 @@ class ListReader:
             a, b = (self.required(item, fields, end, "link") for end in ("a", "b"))
             if a is None or b is None:
                 continue
+            if a == b:
+                self.error(fields["b"][1], f"link: {a!r} is both ends")
+                continue
             bad = False
             for end, name in (("a", a), ("b", b)):
                 if name not in self.declared_sandboxes:
                     self.error(fields[end][1], f"link: sandbox {name!r} is not in the file's sandboxes")
                     bad = True
-            if a == b:
-                self.error(fields["b"][1], f"link: {a!r} is both ends")
-                continue
             ips: list[str] = []
             if "ip" in fields:
                 given = self.typed(fields["ip"][1], LABELS, "link: ip")

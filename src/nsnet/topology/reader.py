@@ -18,6 +18,9 @@ from .spec import (BOOL, DRIVERS, INT, KINDS, KNOB, LABELS, MACVLAN_MODES, NETWO
                    _supports)
 
 
+UNREADABLE = object()
+
+
 class Reader(ListReader):
     """Walks the composed YAML nodes, so every value keeps the line it was written on."""
 
@@ -33,8 +36,18 @@ class Reader(ListReader):
         self.errors.append((node.start_mark.line + 1, message))
 
     def value(self, node: yaml.Node) -> Any:
+        """The node's Python value; UNREADABLE (and an error) for a tag or scalar YAML cannot make
+        one of (`!!python/...`, `!!int x`): no value ever fails a type check silently."""
         assert self.loader is not None
-        return self.loader.construct_object(node, deep=True)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            self.loader.constructed_objects, self.loader.recursive_objects = {}, {}
+            problem = getattr(exc, "problem", None) or str(exc)
+            found = (node.start_mark.line + 1, f"cannot read this value: {problem}")
+            if found not in self.errors:
+                self.errors.append(found)
+            return UNREADABLE
 
     def mapping(self, node: yaml.Node, what: str) -> list[tuple[yaml.ScalarNode, yaml.Node]] | None:
         """The mapping's (key, value) nodes; duplicate and non-string keys are errors."""
@@ -63,6 +76,8 @@ class Reader(ListReader):
     def typed(self, node: yaml.Node, kind: str, what: str) -> Any:
         """The value if it is of the kind, else None and an error."""
         value = self.value(node)
+        if value is UNREADABLE:
+            return None
         ok = {
             STR: lambda v: isinstance(v, str),
             STRS: lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),

@@ -106,7 +106,9 @@ class SandboxSpec:
     @property
     def kwargs(self) -> dict[str, Any]:
         given = {SANDBOX_KEYS[k][0]: _kwarg(v) for k, v in self.options.items() if not (k == "kind" and v == "netns")}
-        return {"networks": list(self.networks), **given}
+        # No networks: its loopback only (a lab node joined by links alone), never the engine's
+        # default network, which no topology makes or removes.
+        return {"networks": list(self.networks) or ["none"], **given}
 
     @property
     def special(self) -> bool:
