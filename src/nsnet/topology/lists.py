@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from ipaddress import ip_interface, ip_network
 
-import yaml
-
 from .. import links as link_rules
 from .. import routes as route_rules
 from .spec import (INT, KNOB, LABELS, LINK_KEYS, ROUTE_KEYS, SHAPE_KEYS, STR, EXPECT_KEYS, Expectation, LinkSpec,
                    NetworkSpec, RouteSpec, SandboxSpec, ShapeSpec, _is_ip, _listed, _supports, parse_target)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import yaml
 
 
 class ListReader:

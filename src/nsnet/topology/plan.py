@@ -40,7 +40,6 @@ class Step:
     run: Callable[[Any], Any]  # given the engine
     own: tuple[str, str, dict] | None = None  # (kind, key, spec) recorded before run
     disown: tuple[str, str] | None = None  # (kind, key) forgotten after run
-    removal: bool = False  # an object already gone counts as removed
 
     @property
     def line(self) -> str:
@@ -144,7 +143,7 @@ class _Planner:
                                                    " options cannot be changed"))
                     continue
                 self.network_remade.add(name)
-                self.add("network-", Step("-", f"remove network {name}", calls.remove_network(name), removal=True))
+                self.add("network-", Step("-", f"remove network {name}", calls.remove_network(name)))
             self.add("network+", Step("+", f"create network {name}", calls.create_network(name, spec.kwargs),
                                       own=("network", name, spec.options)))
         for name in sorted(set(mine) - set(t.networks)):
@@ -156,7 +155,7 @@ class _Planner:
                                            f" {t.name!r} did not make are attached ({', '.join(sorted(strangers))})"))
                     continue
             self.add("network-", Step("-", f"remove network {name}", calls.remove_network(name),
-                                      disown=("network", name), removal=True))
+                                      disown=("network", name)))
 
     # Sandboxes
 
@@ -184,8 +183,7 @@ class _Planner:
                 if net not in spec.networks or net in self.network_remade:
                     endpoint = current.endpoint(net)
                     self.cut.setdefault(name, []).extend(a.network for a in endpoint.addresses)
-                    self.add("disconnect", Step("~", f"disconnect {name} from {net}", calls.disconnect(net, name),
-                                                removal=True))
+                    self.add("disconnect", Step("~", f"disconnect {name} from {net}", calls.disconnect(net, name)))
             for net in spec.networks:
                 if net not in have or net in self.network_remade:
                     self.add("connect", Step("~", f"connect {name} to {net}", calls.connect(net, name)))
@@ -195,7 +193,7 @@ class _Planner:
     def remove_sandbox(self, name: str, forget: bool) -> None:
         self.sandbox_remade.add(name)
         self.add("sandbox-", Step("-", f"remove sandbox {name}", calls.remove_sandbox(name),
-                                  disown=("sandbox", name) if forget else None, removal=True))
+                                  disown=("sandbox", name) if forget else None))
 
     # Links
 
@@ -223,7 +221,7 @@ class _Planner:
                 self.unlink(current, forget=True)
             else:
                 a, _, b = key.partition("|")
-                self.add("unlink", Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key), removal=True))
+                self.add("unlink", Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key)))
 
     def unlink(self, link: Link, forget: bool) -> None:
         key = _link_key(link.a.sandbox, link.b.sandbox)
@@ -231,8 +229,7 @@ class _Planner:
         for end in link.ends:
             self.cut.setdefault(end.sandbox, []).extend(a.network for a in end.addresses)
         a, b = sorted((link.a.sandbox, link.b.sandbox))
-        self.add("unlink", Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key) if forget else None,
-                                removal=True))
+        self.add("unlink", Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key) if forget else None))
 
     # Routes
 
@@ -252,7 +249,7 @@ class _Planner:
                 # Removed first even when its sandbox goes: a link or network it goes over may be cut
                 # before the sandbox is (the engine refuses to strand a route).
                 self.add("route-", Step("-", f"remove route {spec.sandbox} {route.dst} via {route.via}",
-                                        calls.remove_route(spec.sandbox, str(route.dst)), removal=True))
+                                        calls.remove_route(spec.sandbox, str(route.dst))))
             dst = str(ip_network(spec.dst))
             self.add("route+", Step("+", f"route {spec.sandbox} {dst} via {spec.via}",
                                     calls.add_route(spec.sandbox, dst, spec.via),
@@ -263,7 +260,7 @@ class _Planner:
             route = current.get(key)
             via = f" via {route.via}" if route is not None else ""
             self.add("route-", Step("-", f"remove route {sandbox} {dst}{via}", calls.remove_route(sandbox, dst),
-                                    disown=("route", key), removal=True))
+                                    disown=("route", key)))
 
     # Shaping (Engine.shape / clear_shape)
 
@@ -284,7 +281,7 @@ class _Planner:
                 continue
             if spec.key in mine and not touched:
                 self.add("shape-", Step("-", f"clear shaping {spec.sandbox} {spec.side}",
-                                        calls.clear_shape(spec.sandbox, spec.network, spec.link), removal=True))
+                                        calls.clear_shape(spec.sandbox, spec.network, spec.link)))
             self.add("shape+", Step("+", f"shape {spec.sandbox} {spec.side} "
                                          + " ".join(f"{k}={v}" for k, v in spec.knobs.items()),
                                     calls.shape(spec.sandbox, spec.network, spec.link, spec.knobs),
@@ -295,7 +292,7 @@ class _Planner:
             side = f"network {spec['network']}" if "network" in spec else f"link to {spec['link']}"
             self.add("shape-", Step("-", f"clear shaping {spec['sandbox']} {side}",
                                     calls.clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
-                                    disown=("shape", key), removal=True))
+                                    disown=("shape", key)))
 
     def steps(self) -> list[Step]:
         return [step for bucket in self.buckets.values() for step in bucket]
@@ -322,24 +319,22 @@ def plan_down(name: str, state: State) -> list[Step]:
     for key in sorted(state.mine(name, "route")):
         sandbox, _, dst = key.partition("|")
         steps.append(Step("-", f"remove route {sandbox} {dst}", calls.remove_route(sandbox, dst),
-                          disown=("route", key), removal=True))
+                          disown=("route", key)))
     for key, spec in sorted(state.mine(name, "shape").items()):
         side = f"network {spec['network']}" if "network" in spec else f"link to {spec['link']}"
         steps.append(Step("-", f"clear shaping {spec['sandbox']} {side}",
                           calls.clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
-                          disown=("shape", key), removal=True))
+                          disown=("shape", key)))
     for key in sorted(state.mine(name, "link")):
         a, _, b = key.partition("|")
         steps.append(_forget(state, name, "link", key) or
-                     Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key), removal=True))
+                     Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key)))
     for key in sorted(state.mine(name, "sandbox")):
         steps.append(_forget(state, name, "sandbox", key) or
-                     Step("-", f"remove sandbox {key}", calls.remove_sandbox(key), disown=("sandbox", key),
-                          removal=True))
+                     Step("-", f"remove sandbox {key}", calls.remove_sandbox(key), disown=("sandbox", key)))
     for key in sorted(state.mine(name, "network")):
         steps.append(_forget(state, name, "network", key) or
-                     Step("-", f"remove network {key}", calls.remove_network(key), disown=("network", key),
-                          removal=True))
+                     Step("-", f"remove network {key}", calls.remove_network(key), disown=("network", key)))
     return steps
 
 

@@ -8,10 +8,13 @@ import os
 from ipaddress import ip_network
 from typing import Any
 
-import yaml
-
 from .. import portspec, validate
-from ..errors import InvalidInput
+from ..errors import InvalidInput, NsnetError
+
+try:
+    import yaml
+except ImportError:  # a dependency (pyproject); say which package brings it
+    raise NsnetError("topology files need PyYAML (Debian: python3-yaml; pip: PyYAML)") from None
 from .lists import ListReader
 from .spec import (BOOL, DRIVERS, INT, KINDS, KNOB, LABELS, MACVLAN_MODES, NETWORK_KEYS, SANDBOX_KEYS,
                    SPECIAL_NETWORKS, STR, STRS, TOP_KEYS, NetworkSpec, SandboxSpec, Topology, _kwarg, _listed,
