@@ -164,7 +164,7 @@ def test_a_lab_comes_up_carries_traffic_converges_verifies_and_goes_down(engine:
     done = cli("down", path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-3:] == ["- remove network back", "- remove network front", "- remove network side"]
-    assert wait_clean() == {"links": [], "netns": [], "tables": []}
+    assert wait_clean(timeout=15) == {"links": [], "netns": [], "tables": []}
     assert all(rows == [] for rows in ledger(state_dir))
     assert cli("down", path).stdout == "topology lab: nothing to remove\n"
 
@@ -261,7 +261,7 @@ def test_an_up_killed_half_way_is_finished_by_up_again(engine: Engine, state_dir
     assert sorted(s.name for s in engine.sandboxes()) == ["client", "db", "router", "web"]
     assert exchange("client", "web", "10.60.2.2", 7220) == ("hello from 10.60.2.2", ["10.60.1.1"])
     assert cli("down", path).returncode == 0
-    assert wait_clean() == {"links": [], "netns": [], "tables": []}
+    assert wait_clean(timeout=15) == {"links": [], "netns": [], "tables": []}
     assert all(rows == [] for rows in ledger(state_dir))
 
 

@@ -32,7 +32,7 @@ from ..model import IPAddress
 from .plan import State
 from .spec import Expectation, Topology
 
-TIMEOUT = 1.5  # seconds per probe
+TIMEOUT = 2.0  # seconds per probe
 PARALLEL = 16
 
 
