@@ -864,6 +864,13 @@ class Engine(Catalog):
 
     # Topologies (nsnet.topology): which objects each topology file made
 
+    @contextmanager
+    def topology_lock(self, topology: str) -> Iterator[None]:
+        """Held by `up` and `down` of a topology from planning to the last step: two of them on one
+        topology run one after the other, and the second plans from what the first left."""
+        with self._locks.sandbox(f"topology:{topology}"):  # ':' is in no sandbox name
+            yield
+
     def topology_objects(self) -> list[tuple[str, str, str, dict]]:
         """(topology, kind, key, spec as last applied) of every object a topology file made."""
         with self._store.snapshot():

@@ -313,3 +313,15 @@ def test_expectations_may_live_in_a_file_of_their_own(engine: Engine, tmp_path: 
     done = cli("up", expectations)  # up wants every sandbox the file names in the file
     assert done.returncode == 1 and done.stderr.startswith(f"{expectations}:2: expect: sandbox 'db' is not in")
     assert cli("down", path).returncode == 0
+
+
+def test_two_ups_of_one_topology_at_once_run_one_after_the_other(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, LAB)
+    both = [subprocess.Popen([NSNET, "up", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    assert sorted(len(out.splitlines()) for out, _ in outputs) == [1, 11]  # one made it all, one found it done
+    assert "topology lab: up to date\n" in [out for out, _ in outputs]
+    assert cli("check").stdout == ""
+    assert cli("down", path).returncode == 0

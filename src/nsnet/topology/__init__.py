@@ -91,14 +91,15 @@ def run_steps(engine: Any, topology: str, steps: list[Step], *, out: Callable[[s
 def up(engine: Any, path: str, *, dry_run: bool = False, out: Callable[[str], None] = print) -> list[Step]:
     """Make the ledger and the kernel what the file says; prints each step (the plan with dry_run)."""
     topology = load(path)
-    steps = plan_up(topology, State.read(engine))
-    if not steps:
-        out(f"topology {topology.name}: up to date")
-    elif dry_run:
-        for step in steps:
-            out(step.line)
-    else:
-        run_steps(engine, topology.name, steps, out=out)
+    with engine.topology_lock(topology.name):
+        steps = plan_up(topology, State.read(engine))
+        if not steps:
+            out(f"topology {topology.name}: up to date")
+        elif dry_run:
+            for step in steps:
+                out(step.line)
+        else:
+            run_steps(engine, topology.name, steps, out=out)
     return steps
 
 
@@ -106,8 +107,9 @@ def down(engine: Any, path: str, *, out: Callable[[str], None] = print) -> list[
     """Remove everything the file's topology made; what is gone already counts as removed. Only the
     file's name is read (spec.name_of): a file edited into errors still comes down."""
     name = name_of(path)
-    steps = plan_down(name, State.read(engine))
-    if not steps:
-        out(f"topology {name}: nothing to remove")
-    run_steps(engine, name, steps, out=out, keep_going=True)
+    with engine.topology_lock(name):
+        steps = plan_down(name, State.read(engine))
+        if not steps:
+            out(f"topology {name}: nothing to remove")
+        run_steps(engine, name, steps, out=out, keep_going=True)
     return steps
