@@ -414,3 +414,21 @@ def test_a_lab_of_links_alone(engine: Engine, tmp_path) -> None:
     assert up(engine, path) == []
     topology.down(engine, path, out=lambda _: None)
     assert engine.sandboxes() == [] and engine.topology_objects() == []
+
+
+def test_a_network_dropped_from_the_file_goes_after_its_sandboxes_leave_it(engine: Engine, tmp_path) -> None:
+    path = write(tmp_path, LAB)
+    up(engine, path)
+    edited = LAB.replace("  back:  {subnet: 10.51.0.0/24, internal: true, label: {tier: back}}\n", "")
+    edited = edited.replace("{networks: [front, back]", "{networks: [front]").replace(
+        "  db:  {networks: [back], ip: 10.51.0.9}\n", "")
+    edited = edited.replace('  - {from: www, reach: "db:5432/tcp"}\n', "")
+    write(tmp_path, edited)
+    assert up(engine, path) == ["~ disconnect www from back", "- remove sandbox db", "- remove network back"]
+    assert [n.name for n in engine.networks()] == ["front"] and up(engine, path) == []
+    engine.create_sandbox("stranger", networks=["front"])
+    write(tmp_path, "name: lab\nsandboxes:\n  r: {}\n")
+    with pytest.raises(TopologyError) as caught:
+        up(engine, path)
+    assert caught.value.lines == [f"{path}:1: network 'front' is no longer in the file, but sandboxes topology 'lab'"
+                                  " did not make are attached (stranger)"]
