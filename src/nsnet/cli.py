@@ -387,8 +387,9 @@ def exec_(args: argparse.Namespace) -> int:
 
     argv = _command(args.command)
     with _engine() as engine:
-        engine.own_sandbox(args.name)
-    enter_sandbox(args.name)
+        sandbox = engine.own_sandbox(args.name)
+    if sandbox.network_mode != "host":  # --network host: the namespace nsnet runs in (nsnet.modes)
+        enter_sandbox(sandbox.handle)  # a container: sandbox's is its donor's
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:
@@ -618,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("names", nargs="+", metavar="NAME", help="the sandboxes")
     json_only(verb("ls", intercept_ls, "list intercepted sandboxes", intercept))
 
-    networks_help = "attach to this network (repeatable; default: nsnet; none: no network, its loopback only)"
+    networks_help = ("attach to this network (repeatable; default: nsnet; none: no network, its loopback only;"
+                     " host: the host's namespace, none of its own; container:NAME: NAME's namespace)")
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")
     naming(sub, "the sandbox's name")
     sub.add_argument("--network", action="append", default=[], help=networks_help)

@@ -211,6 +211,11 @@ class Engine(Catalog):
         The default route (of each family the network has) goes via the first network that is not
         internal."""
         validate.name("sandbox name", name)
+        from .modes import requested as mode_requested
+
+        mode = mode_requested(list(networks))
+        if mode is not None:  # --network host | container:NAME (nsnet.modes)
+            return self._create_in_mode(name, *mode, ip=ip, ip6=ip6, publish=publish, aliases=aliases, labels=labels)
         requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
         names = validate.aliases(tuple(aliases))
@@ -265,13 +270,70 @@ class Engine(Catalog):
             self._serve_names()
         return replace(made, created=created)
 
+    def _create_in_mode(self, name: str, mode: str, donor: str | None, *, ip: str | None, ip6: str | None,
+                        publish: Sequence[str], aliases: Sequence[str], labels: Sequence[str]) -> Sandbox:
+        """A sandbox in the host's namespace or in another sandbox's (nsnet.modes): a ledger row
+        and no kernel object. A joiner of a joiner joins its donor."""
+        from .modes import refuse_options
+
+        refuse_options(mode, donor, ip=ip, ip6=ip6, publish=publish, aliases=aliases)
+        tags = validate.labels(list(labels))
+        with self._locks.ledger(), self._locks.sandbox(name):
+            with self._store.transaction():
+                self._refuse_taken_name(name)
+                donor_id = None
+                if donor is not None:
+                    if donor == name:
+                        raise InvalidInput("network", f"container:{donor}", "a sandbox cannot join itself")
+                    found = self._store.sandbox(donor)
+                    if found is None:
+                        raise NotFound("sandbox", donor)
+                    if found.donor is not None:  # no chains: join the namespace itself
+                        donor = found.donor
+                        found = self._store.sandbox(donor)
+                    if found.network_mode == "host":
+                        raise InvalidInput("network", f"container:{donor}", "is on the host's network: use"
+                                           " --network host")
+                    if found.container_id:
+                        raise InvalidInput("network", f"container:{donor}", "is a container's (CNI): its runtime"
+                                           " owns its namespace")
+                    if found.state != "ready":
+                        raise Conflict(f"sandbox {donor!r} was left {found.state} by a command that did not finish;"
+                                       " run nsnet gc")
+                    donor_id = found.id
+                sandbox_id = new_id()
+                self._store.add_sandbox(sandbox_id, name, "creating", labels=tags)
+                self._store.add_sandbox_mode(sandbox_id, mode, donor_id)
+            # No kernel object: the fault points still bracket the (empty) plan for crash tests.
+            self._build([], lambda: self._store.delete_sandbox(name))
+            with self._store.transaction():
+                self._store.set_sandbox_state(name, "ready")
+        return self.sandbox(name)
+
+    def _remove_in_mode(self, sandbox: Sandbox) -> None:
+        """A host or container: sandbox goes from the ledger; the namespace it used stays (its
+        processes are the host's or the donor's: `rm -f` kills none)."""
+        with self._store.transaction():
+            self._store.set_sandbox_state(sandbox.name, "removing")
+        self._remove([], f"removing sandbox {sandbox.name!r}")
+        with self._store.transaction():
+            self._store.delete_sandbox(sandbox.name)
+
     def remove_sandbox(self, name: str, *, force: bool = False) -> None:
         with self._locks.ledger(), self._locks.sandbox(name):
             if self._store.sandbox_id(name) is None:
                 if force:
                     return
                 raise NotFound("sandbox", name)
-            self.own_sandbox(name)
+            current = self.own_sandbox(name)
+            if current.network_mode is not None:
+                return self._remove_in_mode(current)
+            joiners = self._store.joiners(current.id)
+            if joiners and not force:
+                raise Conflict(f"sandbox {name!r} has sandboxes in its namespace ({', '.join(joiners)},"
+                               " --network container:); remove them or use -f, which removes them too")
+            for joiner in joiners:  # rm -f: the joiners go first, not left in a dead namespace
+                self.remove_sandbox(joiner, force=True)
             if not force:
                 pids = self.kernel.pids_in_netns(name)
                 if pids:
@@ -284,6 +346,9 @@ class Engine(Catalog):
                     # Backends go first: no new connection goes to a sandbox on its way out.
                     serving = self._backend_changes([e.network for e in sandbox.endpoints],
                                                     lambda boxes: [b for b in boxes if b.name != name])
+                    late = self._store.joiners(sandbox.id)  # one that joined since the check above
+                    if late:
+                        raise Conflict(f"sandbox {name!r} has sandboxes in its namespace ({', '.join(late)})")
                     self._store.set_sandbox_state(name, "removing")
                 self._remove([*serving, *plan_remove_sandbox(name, force, attachments, self.owner)],
                              f"removing sandbox {name!r}")
@@ -931,9 +996,11 @@ class Engine(Catalog):
 
         from .kernel.netns import enter_sandbox
 
-        self.own_sandbox(name)
+        sandbox = self.own_sandbox(name)
+        if sandbox.network_mode == "host":  # nsnet.modes: the namespace nsnet runs in
+            return subprocess.Popen(list(argv), **kwargs)
         try:
-            return subprocess.Popen(list(argv), preexec_fn=lambda: enter_sandbox(name), **kwargs)
+            return subprocess.Popen(list(argv), preexec_fn=lambda: enter_sandbox(sandbox.handle), **kwargs)
         except subprocess.SubprocessError as exc:  # raised in the child by enter_sandbox
             raise NsnetError(f"cannot enter sandbox {name!r}: its namespace is missing or unusable") from exc
 
@@ -1016,9 +1083,17 @@ class Engine(Catalog):
     # whose removal failed half-way.
 
     def _ready_sandbox(self, name: str) -> Sandbox:
+        """The sandbox, ready, with a namespace of its own to change (not host or container: mode)."""
         sandbox = self.own_sandbox(name)
         if sandbox.state != "ready":
             raise Conflict(f"sandbox {name!r} was left {sandbox.state} by a command that did not finish; run nsnet gc")
+        if sandbox.network_mode == "host":
+            raise Conflict(f"sandbox {name!r} is on the host's network (--network host): it has no namespace of its"
+                           " own whose networks, links, routes or interception nsnet could change")
+        if sandbox.donor is not None:
+            raise Conflict(f"sandbox {name!r} shares sandbox {sandbox.donor!r}'s namespace (--network"
+                           f" container:{sandbox.donor}): its networks, links, routes and interception are"
+                           f" {sandbox.donor!r}'s; change them there")
         return sandbox
 
     def own_sandbox(self, name: str) -> Sandbox:

@@ -276,11 +276,20 @@ class Sandbox:
     state: str = "ready"
     container_id: str | None = None
     labels: tuple[tuple[str, str], ...] = ()  # what services select it by (--label KEY=VALUE)
+    # Docker's network modes beyond its own namespace (nsnet.modes): "host" (the namespace nsnet
+    # runs in, none of its own) or "container:DONOR" (another sandbox's namespace, joined).
+    network_mode: str | None = None
+
+    @property
+    def donor(self) -> str | None:
+        """The sandbox whose namespace a `container:` sandbox joined."""
+        mode = self.network_mode or ""
+        return mode.removeprefix("container:") if mode.startswith("container:") else None
 
     @property
     def handle(self) -> str:
-        """Its namespace as the kernel layer takes it (Endpoint.where)."""
-        return self.netns if self.container_id else self.name
+        """Its namespace as the kernel layer takes it (Endpoint.where): a joiner's is its donor's."""
+        return self.netns if self.container_id else (self.donor or self.name)
 
     def endpoint(self, network: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network == network), None)
@@ -292,6 +301,7 @@ class Sandbox:
             "Name": self.name,
             **container,
             "NetNS": self.netns,
+            "NetworkMode": self.network_mode or ("none" if not self.endpoints else "default"),
             "Created": self.created,
             "State": self.state,
             "Labels": dict(self.labels),

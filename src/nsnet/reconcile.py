@@ -183,6 +183,8 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
     drift = []
     for s in sandboxes:
         subject = f"sandbox {s.name}"
+        if s.network_mode is not None:  # the host's namespace or its donor's: nothing of its own
+            continue
         if s.handle not in observed.netns:
             drift.append(Drift("missing", subject, f"its namespace {s.netns} is gone"))
             continue

@@ -52,7 +52,7 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
             for end in link.ends:
                 cables.setdefault(end.sandbox, []).append(end.ifname)
         observed = kernel.observe({s.handle: [e.ifname for e in s.endpoints] + cables.get(s.name, [])
-                                   for s in sandboxes}, owner, keys)
+                                   for s in sandboxes if s.network_mode is None}, owner, keys)
         known = {e.host_ifname for s in sandboxes for e in s.endpoints}
         lingering = [n for n, link in observed.links.items()
                      if link.group == owner.group and link.kind == "veth" and n not in known]
@@ -258,7 +258,8 @@ def _etc_rewrites(store: Store, kernel: Kernel, observed: Observed) -> list[tupl
     networks = {n.name: n for n in store.networks()}
     found = []
     for sandbox in store.sandboxes():
-        if sandbox.container_id or sandbox.handle not in observed.netns or sandbox.state != "ready":
+        if (sandbox.container_id or sandbox.network_mode or sandbox.handle not in observed.netns
+                or sandbox.state != "ready"):
             continue
         for filename, wanted in etc_files(sandbox.name, sandbox.endpoints, networks).items():
             now = kernel.read_etc_file(sandbox.name, filename)
@@ -316,7 +317,11 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     _finish_interrupted(store, networks, repair, owner)
     observed = observe(store, kernel, owner)
     for sandbox in store.sandboxes():
-        if sandbox.handle not in observed.netns:
+        if sandbox.network_mode is None and sandbox.handle not in observed.netns:
+            for joiner in store.joiners(sandbox.id):  # --network container: sandboxes go with the namespace
+                with store.transaction():
+                    store.delete_sandbox(joiner)
+                repair.done.append(f"forgot sandbox {joiner}: the namespace it joined ({sandbox.name}'s) is gone")
             with store.transaction():
                 store.delete_sandbox(sandbox.name)
             repair.done.append(f"forgot sandbox {sandbox.name}: its namespace is gone")
@@ -383,6 +388,11 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
     it here only needs the link gone; repair then gives the route to that endpoint."""
     for sandbox in store.sandboxes():
         attachments = [(e, networks[e.network]) for e in sandbox.endpoints]
+        if sandbox.state != "ready" and sandbox.network_mode is not None:  # a ledger row, no kernel object
+            with store.transaction():
+                store.delete_sandbox(sandbox.name)
+            repair.done.append(f"forgot sandbox {sandbox.name} (--network {sandbox.network_mode}), left {sandbox.state}")
+            continue
         if sandbox.state != "ready" and not sandbox.container_id:  # a runtime's stays 'ready': never deleted here
             repair.run(plan_remove_sandbox(sandbox.name, True, attachments, owner),
                        f"finished removing sandbox {sandbox.name}")

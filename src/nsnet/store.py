@@ -155,6 +155,20 @@ CREATE TABLE IF NOT EXISTS interceptions (
     spec TEXT NOT NULL,
     state TEXT NOT NULL
 );
+-- A sandbox in another network mode (nsnet.modes): 'host' (no namespace of its own) or 'container'
+-- (the namespace of donor_id, which cannot be removed while it has joiners).
+CREATE TABLE IF NOT EXISTS sandbox_modes (
+    sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+    mode TEXT NOT NULL,
+    donor_id TEXT REFERENCES sandboxes(id)
+);
+-- A network whose driver is not the bridge (nsnet.drivers): macvlan children of a parent interface.
+CREATE TABLE IF NOT EXISTS network_drivers (
+    network_id TEXT PRIMARY KEY REFERENCES networks(id) ON DELETE CASCADE,
+    driver TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    mode TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -165,7 +179,7 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 12  # 11: links, 12: routes (tables SCHEMA makes)
+SCHEMA_VERSION = 13  # 11: links, 12: routes, 13: sandbox_modes, network_drivers (tables SCHEMA makes)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -523,7 +537,32 @@ class Store:
     def sandbox(self, name: str) -> Sandbox | None:
         with self.snapshot():
             row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?", (name,)).fetchone()
-            return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
+            return self._moded(self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],)))) if row else None
+
+    def _modes(self) -> dict[str, tuple[str, str | None, str | None]]:
+        """Each sandbox in another network mode: its mode, and its donor's name and netns path."""
+        return {sid: (mode, donor, netns) for sid, mode, donor, netns in self.db.execute(
+            "SELECT m.sandbox_id, m.mode, d.name, d.netns FROM sandbox_modes m"
+            " LEFT JOIN sandboxes d ON d.id = m.donor_id")}
+
+    def _moded(self, sandbox: Sandbox, modes: dict | None = None) -> Sandbox:
+        found = (self._modes() if modes is None else modes).get(sandbox.id)
+        if found is None:
+            return sandbox
+        mode, donor, _ = found
+        if mode == "host":
+            return replace(sandbox, network_mode="host", netns="")
+        return replace(sandbox, network_mode=f"container:{donor}", netns=f"/run/netns/{donor}")
+
+    def add_sandbox_mode(self, sandbox_id: str, mode: str, donor_id: str | None = None) -> None:
+        self.db.execute("INSERT INTO sandbox_modes (sandbox_id, mode, donor_id) VALUES (?, ?, ?)",
+                        (sandbox_id, mode, donor_id))
+
+    def joiners(self, sandbox_id: str) -> list[str]:
+        """The sandboxes that joined this one's namespace (--network container:NAME), by name."""
+        return [name for (name,) in self.db.execute(
+            "SELECT s.name FROM sandbox_modes m JOIN sandboxes s ON s.id = m.sandbox_id WHERE m.donor_id = ?"
+            " ORDER BY s.name", (sandbox_id,))]
 
     def sandbox_of_container(self, container_id: str) -> Sandbox | None:
         with self.snapshot():
@@ -535,7 +574,8 @@ class Store:
         with self.snapshot():
             rows = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes ORDER BY created, name").fetchall()
             endpoints = self._endpoints("1 = 1", ())
-        return [self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]) for row in rows]
+            modes = self._modes()
+        return [self._moded(self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]), modes) for row in rows]
 
     @staticmethod
     def _sandbox(row: tuple, endpoints: list[Endpoint]) -> Sandbox:

@@ -184,8 +184,9 @@ def _subnet_request(version: int, net: tuple[str, IPNetwork] | None, gw: tuple[s
     return SubnetRequest(version, network, gateway, ip_range)
 
 
-# Names `--network` gives a meaning of its own (Docker's): `none`, a sandbox with its loopback only.
-RESERVED_NETWORKS = ("none",)
+# Names `--network` gives a meaning of its own (Docker's): `none`, a sandbox with its loopback only;
+# `host`, a sandbox in the host's namespace (nsnet.modes).
+RESERVED_NETWORKS = ("none", "host")
 
 
 def network_request(
@@ -210,7 +211,8 @@ def network_request(
     A network has IPv4 unless --no-ipv4, and IPv6 with --ipv6 or an IPv6 --subnet."""
     name("network name", network_name)
     if network_name in RESERVED_NETWORKS:
-        raise InvalidInput("network name", network_name, "is reserved (--network none: a sandbox on no network)")
+        meaning = {"none": "a sandbox on no network", "host": "a sandbox in the host's namespace"}[network_name]
+        raise InvalidInput("network name", network_name, f"is reserved (--network {network_name}: {meaning})")
     nets = _one_per_family("subnet", [(v, usable_subnet("subnet", v)) for v in subnets])
     gws = _one_per_family("gateway", [(v, address("gateway", v)) for v in gateways])
     for text, gw in gws.values():
