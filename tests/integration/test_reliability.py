@@ -75,7 +75,7 @@ SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "f
          ("connect", "side", "web"),
          ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip"),
          ("create", "third", "--network", "side"), ("link", "web", "third"),
-         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9")]
+         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9"), ("create", "peek", "--network", "container:spare")]
 CRASHES = {
     ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
         ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
@@ -98,6 +98,11 @@ CRASHES = {
     ("route", "add", "web", "10.70.0.0/24", "via", "10.31.0.9"): ["reserved", "EnsureSysctl", "AddRoute", "applied"],
     ("route", "rm", "spare", "10.71.0.0/24"): ["reserved", "DeleteRoute", "EnsureSysctl", "applied"],
     ("network", "rm", "-f", "side"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
+    # Network modes (nsnet.modes): ledger rows only; rm -f of a donor removes its joiner first.
+    ("create", "h", "--network", "host"): ["reserved", "applied"],
+    ("create", "j", "--network", "container:web"): ["reserved", "applied"],
+    ("rm", "peek"): ["reserved", "applied"],
+    ("rm", "-f", "spare"): ["reserved", "applied", "reserved#2", "DeleteNetns", "applied#2"],
 }
 CASES = [(argv, step) for argv, steps in CRASHES.items() for step in steps]
 
