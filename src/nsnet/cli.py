@@ -91,6 +91,7 @@ def network_create(args: argparse.Namespace) -> int:
             args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range, ipv4=not args.no_ipv4,
             ipv6=args.ipv6, ipv6_routed=args.ipv6_routed, ipv4_routed=args.ipv4_routed, internal=args.internal,
             mtu=args.mtu, icc=not args.no_icc, labels=args.label, dns=not args.no_dns, dns_servers=args.dns,
+            driver=args.driver, parent=args.parent, mode=args.mode,
         )
     print(network.id)
     return 0
@@ -522,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "resolve each other by name through nsnet's resolver on the gateway)")
     sub.add_argument("--dns", action="append", default=[], metavar="IP",
                      help="an upstream server for names not nsnet's (repeatable; default: the host's resolvers)")
+    sub.add_argument("--driver", default="bridge",
+                     help="bridge (default) or macvlan: each sandbox a macvlan child of --parent, on its LAN, with no"
+                          " bridge, NAT, published ports, DNS or firewall of nsnet's; --gateway is then a router of that"
+                          " LAN (none: no default route); the host cannot reach the children through the parent")
+    sub.add_argument("--parent", metavar="IFACE", help="the host interface of a macvlan network (never changed)")
+    sub.add_argument("--mode", help="macvlan's mode: bridge (default), private, vepa or passthru")
     listing(verb("ls", network_ls, "list networks", network))
     inspecting(verb("inspect", network_inspect, "show networks and their sandboxes as JSON", network), "network")
     sub = verb("rm", network_rm, "remove networks", network)

@@ -198,7 +198,7 @@ def _overlapping_routes(facts: HostFacts, networks: list[Network]) -> list[Findi
     for network in networks:
         for subnet in (s.subnet for s in network.subnets):
             for dst, dev in facts.routes:
-                if dev != network.bridge and dst.version == subnet.version and dst.overlaps(subnet):
+                if dev not in (network.bridge, network.parent) and dst.version == subnet.version and dst.overlaps(subnet):
                     clashes.append(f"network {network.name} ({subnet}) and route {dst} on {dev or '?'}")
     if not clashes:
         return []

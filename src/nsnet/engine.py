@@ -23,7 +23,7 @@ from .locks import Locks
 from .model import (DEFAULT_MTU, DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Link, LinkEnd, Network,
                     NetworkRequest, Owner, PortMapping, Route, Sandbox, Service, Subnet, SubnetRequest)
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
-from .plan.network import plan_create_network, plan_remove_network
+from .plan.drivers import driver, firewalled
 from .plan.ops import ApplyFirewall, ApplySandboxFirewall, Operation, RemoveFirewallElements
 from .plan.sandbox import (EtcChange, etc_files, plan_connect, plan_create_sandbox, plan_disconnect,
                            plan_remove_sandbox)
@@ -93,16 +93,34 @@ class Engine(Catalog):
                        ip_range: str | Sequence[str] = (), ipv4: bool = True, ipv6: bool = False,
                        ipv6_routed: bool = False, internal: bool = False, mtu: int = 1500, icc: bool = True,
                        labels: Sequence[str] = (), ipv4_routed: bool = False, bridge: str | None = None,
-                       dns: bool = True, dns_servers: Sequence[str] = ()) -> Network:
+                       dns: bool = True, dns_servers: Sequence[str] = (), driver: str = "bridge",
+                       parent: str | None = None, mode: str | None = None) -> Network:
         """`subnet`, `gateway` and `ip_range` take one value or one per family (a list). With
         `dns`, nsnet's resolver answers the network's sandboxes by name (nsnet.dns), forwarding
-        other names to `dns_servers` or, without them, to the host's resolvers."""
+        other names to `dns_servers` or, without them, to the host's resolvers. `driver`
+        macvlan hangs sandboxes off the host's interface `parent` in macvlan `mode` (nsnet.drivers)."""
+        if driver == "ipvlan":
+            missing = self.kernel.link_kind_missing("ipvlan")
+            reason = (f"this kernel has no ipvlan ({missing}); use --driver macvlan" if missing
+                      else "nsnet makes no ipvlan networks yet; use --driver macvlan")
+            raise InvalidInput("--driver", driver, reason)
         request = validate.network_request(
             name, subnets=_listed(subnet), gateways=_listed(gateway), ip_ranges=_listed(ip_range), ipv4=ipv4,
             ipv6=ipv6, ipv6_routed=ipv6_routed, internal=internal, mtu_value=mtu, icc=icc, label_items=tuple(labels),
-            ipv4_routed=ipv4_routed, bridge=bridge, dns=dns, dns_servers=tuple(dns_servers),
+            ipv4_routed=ipv4_routed, bridge=bridge, dns=dns, dns_servers=tuple(dns_servers), driver=driver,
+            parent=parent, driver_mode=mode,
         )
         return self._create_network(request)
+
+    def _refuse_parent(self, request: NetworkRequest, existing: list[Network]) -> None:
+        """A macvlan network's parent: a host interface, not nsnet's, and no other network's."""
+        if self.kernel.link_mac(request.parent or "") is None:
+            raise InvalidInput("--parent", request.parent, "no such interface in this namespace")
+        for network in existing:
+            if network.parent == request.parent:
+                raise Conflict(f"interface {request.parent!r} is network {network.name!r}'s parent already")
+            if network.bridge == request.parent:
+                raise InvalidInput("--parent", request.parent, f"is network {network.name!r}'s bridge")
 
     def _create_network(self, request: NetworkRequest) -> Network:
         with self._locks.ledger(exclusive=True):
@@ -116,24 +134,29 @@ class Engine(Catalog):
                 # This ledger's own bridges' routes are its networks; any other route, another
                 # ledger's bridges' included, is taken.
                 ours = {n.bridge for n in existing}
+                if request.driver != "bridge":  # the parent's routes are its LAN: the network's own
+                    self._refuse_parent(request, existing)
+                    ours.add(request.parent or "")
                 routes = [(dst, dev) for dst, dev in host_routes if dev not in ours]
                 if any(n.name == request.name for n in existing):
                     raise Conflict(f"network {request.name!r} already exists")
                 taken = next((n for n in existing if n.bridge == request.bridge), None)
                 if taken is not None:
                     raise Conflict(f"bridge {request.bridge!r} is network {taken.name!r}'s")
-                subnets = tuple(self._subnet(r, existing, routes) for r in request.subnets)
+                subnets = tuple(self._subnet(r, existing, routes, request.driver == "bridge") for r in request.subnets)
                 dns_port = self._dns_port(request.name, subnets) if request.dns else 53
                 network_id = new_id()
                 network = Network(
-                    id=network_id, name=request.name, bridge=request.bridge or bridge_name(network_id),
+                    id=network_id, name=request.name,
+                    bridge=(request.bridge or bridge_name(network_id)) if request.driver == "bridge" else "",
+                    driver=request.driver, parent=request.parent, driver_mode=request.driver_mode,
                     subnets=subnets, internal=request.internal, mtu=request.mtu, icc=request.icc,
                     labels=request.labels, ipv6_routed=request.ipv6_routed, ipv4_routed=request.ipv4_routed,
                     dns=request.dns, dns_servers=request.dns_servers, dns_port=dns_port, created=time.time(),
                     state="creating",
                 )
                 self._store.add_network(network)
-            self._build(plan_create_network(network, len(existing), self.owner, ra_takers),
+            self._build(driver(network).create_network(network, len(firewalled(existing)), self.owner, ra_takers),
                         forget=lambda: self._store.delete_network(network.id))
             with self._store.transaction():
                 self._store.set_network_state(network.id, "ready")
@@ -183,8 +206,8 @@ class Engine(Catalog):
                 self.disconnect(name, endpoint.sandbox)
             with self._store.transaction():
                 self._store.set_network_state(network.id, "removing")
-                others = len(self._store.networks()) - 1
-            self._remove(plan_remove_network(network, others, self.owner), f"removing network {name!r}")
+                others = len([n for n in firewalled(self._store.networks()) if n.id != network.id])
+            self._remove(driver(network).remove_network(network, others, self.owner), f"removing network {name!r}")
             with self._store.transaction():
                 self._store.delete_network(network.id)
         if network.dns:
@@ -591,6 +614,9 @@ class Engine(Catalog):
                 if self._store.service(name) is not None:
                     raise Conflict(f"service {name!r} already exists")
                 net = self._ready_network(network)
+                if not driver(net).firewalled:
+                    raise InvalidInput("--network", network, f"is a {net.driver} network: nsnet's firewall, which"
+                                       " serves VIPs, does not see its traffic")
                 sandboxes = self._store.sandboxes()
                 for backend in named:
                     found = next((s for s in sandboxes if s.name == backend), None)
@@ -1123,6 +1149,9 @@ class Engine(Catalog):
         if self._store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS:
             raise Exhausted(f"network {network.name!r} is full: a Linux bridge holds at most {BRIDGE_MAX_PORTS} "
                             "sandboxes; create another network")
+        if port_requests and not driver(network).firewalled:
+            raise Conflict(f"network {network.name!r} is a {network.driver} network: nothing of nsnet's publishes its"
+                           " ports; its sandboxes are reached at their own addresses")
         if port_requests and network.internal:
             raise Conflict(f"network {network.name!r} is internal: nothing outside it can reach a published port")
         for version, address in requested.items():
@@ -1154,7 +1183,8 @@ class Engine(Catalog):
         endpoint = Endpoint(
             id=endpoint_id, sandbox=sandbox, network=network.name, ifname=ifname,
             host_ifname=host_veth_name(endpoint_id), mac=mac, addresses=tuple(addresses),
-            gateways=tuple(s.gateway for s in network.subnets), default_route=default_route, state="creating",
+            gateways=tuple(s.gateway for s in network.subnets if s.gateway is not None), default_route=default_route,
+            state="creating",
             netns=netns, aliases=aliases,
         )
         self._store.add_endpoint(sandbox_id, network.id, endpoint)
@@ -1165,7 +1195,7 @@ class Engine(Catalog):
         return endpoint
 
     def _subnet(self, request: SubnetRequest, existing: list[Network],
-                routes: list[tuple[IPNetwork, str]]) -> Subnet:
+                routes: list[tuple[IPNetwork, str]], default_gateway: bool = True) -> Subnet:
         """The request's subnet, or one IPAM picks from the family's pool, overlapping no network
         and no host route; runs inside the caller's transaction."""
         version = request.version
@@ -1182,7 +1212,9 @@ class Engine(Catalog):
             clash = next((b for b in service_ranges(recorded).values() if overlaps(b, [subnet])), None)
             if clash is not None:
                 raise Conflict(f"subnet {subnet} overlaps the service range {clash}")
-        return Subnet(subnet, request.gateway or ipam.default_gateway(subnet), request.ip_range)
+        # A macvlan network's gateway is a router of the parent's LAN, only when given (nsnet.drivers).
+        gateway = request.gateway or (ipam.default_gateway(subnet) if default_gateway else None)
+        return Subnet(subnet, gateway, request.ip_range)
 
     def _build(self, plan: Sequence[Operation], forget: Callable[[], None]) -> None:
         """Apply a plan whose rows the ledger holds already ('creating'); if it fails, it has

@@ -21,7 +21,8 @@ from .errors import TeardownError
 from .firewall import render
 from .kernel import Kernel
 from .model import Link, Network, Owner, Route
-from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
+from .plan.drivers import driver
+from .plan.network import FORWARDING, bridge_sysctls, plan_replace_firewall
 from .plan.ops import ApplySandboxFirewall, DeleteLink, DeleteRoute, Operation, RemoveEtcFiles, ReplaceEtcFile
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
 from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
@@ -44,7 +45,7 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
     The kernel destroys an unpinned namespace, and its veths, in deferred work: right after `rm`
     a veth can linger for some milliseconds, and would look like an orphan."""
     deadline = time.monotonic() + SETTLE_SECONDS
-    keys = [*FORWARDING.values(), *(key for n in store.networks() for key in bridge_sysctls(n))]
+    keys = [*FORWARDING.values(), *(key for n in store.networks() if n.bridge for key in bridge_sysctls(n))]
     while True:
         sandboxes = store.sandboxes()
         cables: dict[str, list[str]] = {}
@@ -335,7 +336,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     if store.routes():
         _repair_routes(store, observe(store, kernel, owner), repair)  # after the links they go over
     for network in networks.values():
-        ops = plan_repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
+        ops = driver(network).repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
         if ops:
             repair.run(ops, f"repaired network {network.name}")
     for sandbox in store.sandboxes():
@@ -412,7 +413,8 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
             repair.done.append(f"forgot container {sandbox.container_id[:12]}: it has no attachment left")
     for network in list(networks.values()):
         if network.state != "ready" and not store.endpoint_count(network.id):
-            repair.run([DeleteLink(network.bridge)], f"finished removing network {network.name}")
+            repair.run([DeleteLink(network.bridge)] if network.bridge else [],
+                       f"finished removing network {network.name}")
             with store.transaction():
                 store.delete_network(network.id)
             del networks[network.name]

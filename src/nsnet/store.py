@@ -475,16 +475,22 @@ class Store:
                 "SELECT s.network_id, s.subnet, s.gateway, s.ip_range FROM subnets s JOIN networks n"
                 f" ON n.id = s.network_id WHERE {where} ORDER BY s.version", args):
             subnets.setdefault(network_id, []).append(
-                Subnet(ip_network(subnet), ip_address(gateway), ip_network(ip_range) if ip_range else None))
+                Subnet(ip_network(subnet), ip_address(gateway) if gateway else None,
+                       ip_network(ip_range) if ip_range else None))
+        drivers = {nid: (driver, parent, mode) for nid, driver, parent, mode in self.db.execute(
+            "SELECT d.network_id, d.driver, d.parent, d.mode FROM network_drivers d JOIN networks n"
+            f" ON n.id = d.network_id WHERE {where}", args)}
         rows = self.db.execute("SELECT n.id, n.name, n.bridge, n.internal, n.icc, n.mtu, n.labels, n.ipv6_routed,"
                                f" n.state, n.created, n.ipv4_routed, n.dns, n.dns_servers, n.dns_port FROM networks n"
                                f" WHERE {where}"
                                " ORDER BY n.created, n.name", args)
         return [
-            Network(id=nid, name=name, bridge=bridge, subnets=tuple(subnets.get(nid, ())), internal=bool(internal),
+            Network(id=nid, name=name, bridge="" if nid in drivers else bridge, subnets=tuple(subnets.get(nid, ())),
+                    internal=bool(internal),
                     mtu=mtu, icc=bool(icc), labels=tuple(sorted(json.loads(labels).items())),
                     ipv6_routed=bool(routed), created=created, state=state, ipv4_routed=bool(routed4), dns=bool(dns),
-                    dns_servers=tuple(json.loads(servers)), dns_port=dns_port)
+                    dns_servers=tuple(json.loads(servers)), dns_port=dns_port,
+                    **(dict(zip(("driver", "parent", "driver_mode"), drivers[nid])) if nid in drivers else {}))
             for (nid, name, bridge, internal, icc, mtu, labels, routed, state, created, routed4, dns, servers,
                  dns_port) in rows
         ]
@@ -494,16 +500,21 @@ class Store:
             "INSERT INTO networks (id, name, bridge, internal, icc, mtu, labels, ipv6_routed, state, created,"
             " ipv4_routed, dns, dns_servers, dns_port) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                network.id, network.name, network.bridge, int(network.internal), int(network.icc), network.mtu,
+                # A network without a bridge (nsnet.drivers) holds the column, which is unique, with a
+                # name no interface can have (':' is not allowed in one).
+                network.id, network.name, network.bridge or f"{network.driver}:{network.id}", int(network.internal), int(network.icc), network.mtu,
                 json.dumps(dict(network.labels)), int(network.ipv6_routed), network.state, network.created,
                 int(network.ipv4_routed), int(network.dns), json.dumps(list(network.dns_servers)), network.dns_port,
             ),
         )
         self.db.executemany(
             "INSERT INTO subnets (network_id, version, subnet, gateway, ip_range) VALUES (?, ?, ?, ?, ?)",
-            [(network.id, s.version, str(s.subnet), str(s.gateway), str(s.ip_range) if s.ip_range else None)
-             for s in network.subnets],
+            [(network.id, s.version, str(s.subnet), str(s.gateway) if s.gateway else "",
+              str(s.ip_range) if s.ip_range else None) for s in network.subnets],
         )
+        if network.driver != "bridge":
+            self.db.execute("INSERT INTO network_drivers (network_id, driver, parent, mode) VALUES (?, ?, ?, ?)",
+                            (network.id, network.driver, network.parent, network.driver_mode))
 
     def set_network_state(self, network_id: str, state: str) -> None:
         self.db.execute("UPDATE networks SET state = ? WHERE id = ?", (state, network_id))
@@ -596,7 +607,7 @@ class Store:
                 " JOIN subnets sub ON sub.network_id = e.network_id AND sub.version = a.version"
                 f" WHERE {where} ORDER BY a.version", args):
             addresses.setdefault(endpoint_id, []).append(
-                (ip_interface(f"{ip}/{ip_network(subnet).prefixlen}"), ip_address(gateway)))
+                (ip_interface(f"{ip}/{ip_network(subnet).prefixlen}"), ip_address(gateway) if gateway else None))
         rows = self.db.execute(
             f"SELECT e.id, s.name, n.name, e.ifname, e.host_ifname, e.mac, e.default_route, e.state, s.netns {joins}"
             f" WHERE {where} ORDER BY e.created, e.ifname",
@@ -605,7 +616,7 @@ class Store:
         endpoints = [
             Endpoint(id=i, sandbox=s, network=n, ifname=ifn, host_ifname=h, mac=m,
                      addresses=tuple(a for a, _ in addresses.get(i, ())),
-                     gateways=tuple(g for _, g in addresses.get(i, ())), default_route=bool(d), state=st, netns=ns)
+                     gateways=tuple(g for _, g in addresses.get(i, ()) if g is not None), default_route=bool(d), state=st, netns=ns)
             for i, s, n, ifn, h, m, d, st, ns in rows
         ]
         ports = self._ports([e.id for e in endpoints])
