@@ -7,11 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+
+import pytest
 
 from nsnet import Engine
 
 from .conftest import NSNET, cli
-from .net import connect, exchange, ip_json, serve
+from .net import blocked, connect, exchange, ip_json, run, serve
 
 _BIND = r"""
 import socket, sys
@@ -132,3 +135,107 @@ def test_gc_forgets_the_joiners_of_a_namespace_removed_behind_nsnets_back(engine
     done = cli("gc")
     assert done.returncode == 0 and "forgot sandbox side: the namespace it joined (web's) is gone" in done.stdout
     assert engine.sandboxes() == [] and cli("check").stdout == ""
+
+
+# macvlan networks (nsnet.drivers) on a parent made inside the isolated host: the veth `lanp`,
+# whose other end is the LAN's machine `lanpeer` (192.168.77.100, fd77::100, and 203.0.113.9 beyond
+# it as a router would have); the host itself is on that LAN too (192.168.77.50 on lanp).
+LAN_PEER, LAN6_PEER, BEYOND, HOST_ON_LAN = "192.168.77.100", "fd77::100", "203.0.113.9", "192.168.77.50"
+
+
+@pytest.fixture
+def lan() -> Iterator[str]:
+    run("ip", "netns", "add", "lanpeer")
+    try:
+        run("ip", "link", "add", "lanp", "type", "veth", "peer", "name", "eth0", "netns", "lanpeer")
+        run("ip", "addr", "add", f"{HOST_ON_LAN}/24", "dev", "lanp")
+        run("ip", "link", "set", "lanp", "up")
+        run("ip", "-n", "lanpeer", "addr", "add", f"{LAN_PEER}/24", "dev", "eth0")
+        run("ip", "-n", "lanpeer", "addr", "add", f"{LAN6_PEER}/64", "dev", "eth0", "nodad")
+        run("ip", "-n", "lanpeer", "addr", "add", f"{BEYOND}/32", "dev", "lo")
+        run("ip", "-n", "lanpeer", "link", "set", "eth0", "up")
+        run("ip", "-n", "lanpeer", "link", "set", "lo", "up")
+        yield "lanp"
+    finally:
+        run("ip", "link", "del", "lanp", check=False)
+        run("ip", "netns", "del", "lanpeer", check=False)
+
+
+def macvlan_links() -> list[str]:
+    """macvlan links in the host's namespace (none: the children are born in the sandboxes)."""
+    return [x["ifname"] for x in ip_json("-d", "link") if x.get("linkinfo", {}).get("info_kind") == "macvlan"]
+
+
+def parent_state(name: str) -> tuple:
+    """What nsnet must never change on a parent: its state, MTU, MAC, master and addresses."""
+    (link,) = ip_json("addr", "show", "dev", name)
+    return (link["flags"], link["mtu"], link["address"], link.get("master"),
+            sorted((a["family"], a["local"], a["prefixlen"]) for a in link["addr_info"]))
+
+
+def test_macvlan_sandboxes_are_machines_of_the_parents_lan(engine: Engine, lan: str) -> None:
+    parent_before = parent_state(lan)
+    assert cli("network", "create", "lan", "--driver", "macvlan", "--parent", lan, "--subnet", "192.168.77.0/24",
+               "--gateway", LAN_PEER, "--subnet", "fd77::/64").returncode == 0
+    assert cli("create", "a", "--network", "lan").returncode == 0
+    assert cli("create", "b", "--network", "lan").returncode == 0
+    (child,) = ip_json("-d", "link", "show", "eth0", ns="a")
+    assert (child["linkinfo"]["info_kind"], child["linkinfo"]["info_data"]["mode"]) == ("macvlan", "bridge")
+    assert macvlan_links() == []
+    # Each other, the LAN's machine (IPv4 and IPv6) and beyond it through the gateway, by TCP, each
+    # with its own source address.
+    assert exchange("a", "b", "192.168.77.2", 7330) == ("hello from 192.168.77.2", ["192.168.77.1"])
+    assert exchange("b", "lanpeer", LAN_PEER, 7331) == (f"hello from {LAN_PEER}", ["192.168.77.2"])
+    assert exchange("a", "lanpeer", LAN6_PEER, 7332) == (f"hello from {LAN6_PEER}", ["fd77::1"])
+    assert exchange("a", "lanpeer", BEYOND, 7333) == (f"hello from {BEYOND}", ["192.168.77.1"])
+    assert exchange("lanpeer", "a", "192.168.77.1", 7334) == ("hello from 192.168.77.1", [LAN_PEER])
+    # The kernel's documented macvlan property: the parent's own host cannot reach its children
+    # through it, nor they the host (Docker's docs say the same).
+    assert blocked(None, "a", "192.168.77.1", 7335)
+    assert blocked("a", None, HOST_ON_LAN, 7336)
+    network = json.loads(cli("network", "inspect", "lan").stdout)[0]
+    assert (network["Driver"], network["Parent"], network["MacvlanMode"], network["Bridge"], network["DNS"]) == (
+        "macvlan", lan, "bridge", "", False)
+    assert sorted(network["Sandboxes"]) == ["a", "b"]
+    assert cli("check").stdout == ""
+    # A child deleted behind nsnet's back is reported and made again.
+    run("ip", "-n", "a", "link", "del", "eth0")
+    assert [(d["kind"], d["detail"]) for d in json.loads(cli("check", "--format", "json").stdout)] == [
+        ("missing", f"macvlan eth0 on {lan} to lan is gone")]
+    assert cli("gc").returncode == 0 and cli("check").stdout == ""
+    assert exchange("a", "lanpeer", BEYOND, 7337) == (f"hello from {BEYOND}", ["192.168.77.1"])
+    # Teardown: the parent stays as it was, no child is left anywhere.
+    assert cli("rm", "-f", "a", "b").returncode == 0 and cli("network", "rm", "lan").returncode == 0
+    assert parent_state(lan) == parent_before and macvlan_links() == []
+    assert cli("check").stdout == ""
+
+
+def test_macvlan_private_mode_keeps_children_apart_and_no_gateway_means_no_default_route(engine: Engine,
+                                                                                         lan: str) -> None:
+    assert cli("network", "create", "lan", "--driver", "macvlan", "--parent", lan, "--mode", "private",
+               "--subnet", "192.168.77.0/24").returncode == 0
+    engine.create_sandbox("a", networks=["lan"])
+    engine.create_sandbox("b", networks=["lan"])
+    assert ip_json("route", ns="a") == [{"dst": "192.168.77.0/24", "dev": "eth0", "protocol": "kernel",
+                                         "scope": "link", "prefsrc": "192.168.77.1", "flags": []}]
+    assert blocked("a", "b", "192.168.77.2", 7340)  # private: not even through the parent
+    assert exchange("a", "lanpeer", LAN_PEER, 7341) == (f"hello from {LAN_PEER}", ["192.168.77.1"])
+    assert cli("check").stdout == ""
+
+
+def test_bad_macvlan_and_ipvlan_networks_are_refused_in_one_line(engine: Engine, lan: str) -> None:
+    for argv, message in (
+            (["--driver", "ipvlan", "--parent", lan], "invalid --driver 'ipvlan': this kernel has no ipvlan ("),
+            (["--driver", "macvlan", "--parent", "nope0"], "invalid --parent 'nope0': no such interface in this"
+                                                           " namespace"),
+            (["--driver", "macvlan"], "invalid --parent: is needed by --driver macvlan"),
+            (["--parent", lan], f"invalid --parent '{lan}': is for --driver macvlan")):
+        done = cli("network", "create", "x", "--subnet", "192.168.77.0/24", *argv)
+        assert done.returncode != 0 and done.stderr.startswith(f"nsnet: error: {message}"), done.stderr
+        assert done.stderr.count("\n") == 1
+    assert cli("network", "ls", "-q").stdout == "" and macvlan_links() == []
+    engine.create_network("lan", driver="macvlan", parent=lan, subnet="192.168.77.0/24", gateway=LAN_PEER)
+    assert cli("create", "p", "--network", "lan", "-p", "8080:80").stderr == (
+        "nsnet: error: network 'lan' is a macvlan network: nothing of nsnet's publishes its ports; its sandboxes are"
+        " reached at their own addresses\n")
+    assert engine.sandboxes() == []
