@@ -7,13 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from nsnet import Engine
 
-from .conftest import NSNET, cli
+from .conftest import BEYOND, HOST_ON_LAN, LAN6_PEER, LAN_PEER, NSNET, cli
 from .net import blocked, connect, exchange, ip_json, run, serve
 
 _BIND = r"""
@@ -135,30 +132,6 @@ def test_gc_forgets_the_joiners_of_a_namespace_removed_behind_nsnets_back(engine
     done = cli("gc")
     assert done.returncode == 0 and "forgot sandbox side: the namespace it joined (web's) is gone" in done.stdout
     assert engine.sandboxes() == [] and cli("check").stdout == ""
-
-
-# macvlan networks (nsnet.drivers) on a parent made inside the isolated host: the veth `lanp`,
-# whose other end is the LAN's machine `lanpeer` (192.168.77.100, fd77::100, and 203.0.113.9 beyond
-# it as a router would have); the host itself is on that LAN too (192.168.77.50 on lanp).
-LAN_PEER, LAN6_PEER, BEYOND, HOST_ON_LAN = "192.168.77.100", "fd77::100", "203.0.113.9", "192.168.77.50"
-
-
-@pytest.fixture
-def lan() -> Iterator[str]:
-    run("ip", "netns", "add", "lanpeer")
-    try:
-        run("ip", "link", "add", "lanp", "type", "veth", "peer", "name", "eth0", "netns", "lanpeer")
-        run("ip", "addr", "add", f"{HOST_ON_LAN}/24", "dev", "lanp")
-        run("ip", "link", "set", "lanp", "up")
-        run("ip", "-n", "lanpeer", "addr", "add", f"{LAN_PEER}/24", "dev", "eth0")
-        run("ip", "-n", "lanpeer", "addr", "add", f"{LAN6_PEER}/64", "dev", "eth0", "nodad")
-        run("ip", "-n", "lanpeer", "addr", "add", f"{BEYOND}/32", "dev", "lo")
-        run("ip", "-n", "lanpeer", "link", "set", "eth0", "up")
-        run("ip", "-n", "lanpeer", "link", "set", "lo", "up")
-        yield "lanp"
-    finally:
-        run("ip", "link", "del", "lanp", check=False)
-        run("ip", "netns", "del", "lanpeer", check=False)
 
 
 def macvlan_links() -> list[str]:
