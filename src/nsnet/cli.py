@@ -107,10 +107,11 @@ def network_ls(args: argparse.Namespace) -> int:
     headers = ("NETWORK ID", "NAME", "SUBNET", "GATEWAY", "BRIDGE", "INTERNAL", "STATE")
 
     def every(item: dict[str, Any], key: str) -> str:
-        return ",".join(c[key] for c in item["IPAM"]["Config"])
+        return ",".join(c[key] or "-" for c in item["IPAM"]["Config"])  # a macvlan network may have no gateway
 
     print(_formatted(items, args.format, headers,
-                     lambda i: (i["Id"][:12], i["Name"], every(i, "Subnet"), every(i, "Gateway"), i["Bridge"],
+                     lambda i: (i["Id"][:12], i["Name"], every(i, "Subnet"), every(i, "Gateway"),
+                                i["Bridge"] or f"{i['Driver']}:{i.get('Parent')}",
                                 str(i["Internal"]).lower(), i["State"])))
     return 0
 
@@ -312,7 +313,9 @@ def ps(args: argparse.Namespace) -> int:
     def row(item: dict[str, Any]) -> Sequence[Any]:
         nets = item["Networks"].values()
         addresses = [a for e in nets for a in (e["IPAddress"], e["GlobalIPv6Address"]) if a]
-        return (item["Id"][:12], item["Name"], ",".join(e["Network"] for e in nets) or "-",
+        mode = item["NetworkMode"]  # host, container:NAME (nsnet.modes)
+        shared = mode if mode == "host" or mode.startswith("container:") else "-"
+        return (item["Id"][:12], item["Name"], ",".join(e["Network"] for e in nets) or shared,
                 ",".join(addresses) or "-", item["State"])
 
     print(_formatted(items, args.format, ("SANDBOX ID", "NAME", "NETWORKS", "IP ADDRESSES", "STATE"), row))
@@ -528,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                           " bridge, NAT, published ports, DNS or firewall of nsnet's; --gateway is then a router of that"
                           " LAN (none: no default route); the host cannot reach the children through the parent")
     sub.add_argument("--parent", metavar="IFACE", help="the host interface of a macvlan network (never changed)")
-    sub.add_argument("--mode", help="macvlan's mode: bridge (default), private, vepa or passthru")
+    sub.add_argument("--mode", help="macvlan's mode: bridge (default: children reach each other), private (they"
+                                    " cannot) or vepa (through the switch outside)")
     listing(verb("ls", network_ls, "list networks", network))
     inspecting(verb("inspect", network_inspect, "show networks and their sandboxes as JSON", network), "network")
     sub = verb("rm", network_rm, "remove networks", network)

@@ -282,8 +282,11 @@ def _driver(driver: str, parent: str | None, mode: str | None, *, dns: bool, ser
     if parent is None:
         raise InvalidInput("--parent", None, "is needed by --driver macvlan: the host interface its sandboxes hang off")
     interface_name("--parent", parent)
+    if mode == "passthru":
+        raise InvalidInput("--mode", mode, "hands the parent itself to one sandbox (its MAC, promiscuous mode), and"
+                                           " nsnet never changes a parent: use bridge, private or vepa")
     if (mode or "bridge") not in MACVLAN_MODES:
-        raise InvalidInput("--mode", mode, f"must be one of {', '.join(MACVLAN_MODES)}")
+        raise InvalidInput("--mode", mode, f"must be one of {', '.join(m for m in MACVLAN_MODES if m != 'passthru')}")
     for flag, given in (("--bridge", bridge is not None), ("--ipv4-routed/--ipv6-routed", routed),
                         ("--no-icc", not icc), ("--dns", bool(servers))):
         if given:

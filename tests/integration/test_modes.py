@@ -66,7 +66,7 @@ def test_host_mode_runs_in_the_namespace_nsnet_runs_in(engine: Engine) -> None:
     assert cli("check").stdout == "" and cli("gc").returncode == 0 and engine.sandbox("h").network_mode == "host"
     assert cli("rm", "-f", "h").returncode == 0
     assert os.readlink("/proc/self/ns/net") == ours and [x["ifname"] for x in ip_json("link")] == links
-    assert cli("ls", "-q").stdout == "" and cli("network", "ls", "-q").stdout == ""  # no default network made
+    assert cli("ps", "-q").stdout == "" and cli("network", "ls", "-q").stdout == ""  # no default network made
     # run takes it too: the command runs where nsnet does.
     done = subprocess.run([NSNET, "run", "--rm", "--network", "host", "--", "readlink", "/proc/self/ns/net"],
                           capture_output=True, text=True, timeout=30)
@@ -111,6 +111,11 @@ def test_a_joiner_shares_its_donors_namespace_addresses_and_ports(engine: Engine
         " routes and interception are 'web''s; change them there\n")
     assert cli("create", "x", "--network", "container:nobody").stderr == "nsnet: error: no such sandbox: 'nobody'\n"
     assert cli("create", "x", "--network", "container:web", "-p", "80").returncode != 0
+    assert [line.split()[1:3] for line in cli("ps").stdout.splitlines()[1:]] == [
+        ["web", "app"], ["client", "app"], ["side", "container:web"], ["third", "container:web"]]
+    done = subprocess.run([NSNET, "run", "--rm", "--network", "container:side", "--", "readlink", "/proc/self/ns/net"],
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout.strip()) == (0, f"net:[{inode}]")
     assert cli("check").stdout == ""
     # The donor cannot go while joined; rm -f takes the joiners with it.
     assert cli("rm", "web").stderr == ("nsnet: error: sandbox 'web' has sandboxes in its namespace (side, third,"
@@ -170,6 +175,8 @@ def test_macvlan_sandboxes_are_machines_of_the_parents_lan(engine: Engine, lan: 
     assert (network["Driver"], network["Parent"], network["MacvlanMode"], network["Bridge"], network["DNS"]) == (
         "macvlan", lan, "bridge", "", False)
     assert sorted(network["Sandboxes"]) == ["a", "b"]
+    assert cli("network", "ls").stdout.splitlines()[1].split()[1:] == [
+        "lan", "192.168.77.0/24,fd77::/64", f"{LAN_PEER},-", f"macvlan:{lan}", "false", "ready"]
     assert cli("check").stdout == ""
     # A child deleted behind nsnet's back is reported and made again.
     run("ip", "-n", "a", "link", "del", "eth0")

@@ -10,7 +10,8 @@
   parent, nor they the host (Docker documents the same). The default route goes via `--gateway`
   (a router on the parent's LAN); without one the network is internal: no default route.
   `--mode` is macvlan's (bridge: children reach each other through the parent; private: they
-  cannot; vepa: through the switch outside; passthru: one child only, taking the parent over).
+  cannot; vepa: only through a switch outside that sends frames back). passthru is refused: it
+  hands the parent itself (its MAC, promiscuous mode) to one child, and nsnet never changes a parent.
 * `ipvlan` is refused: this kernel lacks it (checked for real; `nsnet doctor` lists it).
 
 The planner dispatches on the driver (nsnet.plan.drivers); the overlay driver comes next.
