@@ -350,8 +350,11 @@ def ps(args: argparse.Namespace) -> int:
 
 
 def inspect(args: argparse.Namespace) -> int:
-    return _inspect(lambda c, n: {**c.sandbox(n).to_dict(), "Shaping": [s.to_dict() for s in c.shapings(n)]},
-                    args.names, args.format)
+    def details(catalog: Any, name: str) -> dict[str, Any]:
+        shaped = [s.to_dict() for s in catalog.shapings(name)]  # shown when it has any (nsnet shape)
+        return {**catalog.sandbox(name).to_dict(), **({"Shaping": shaped} if shaped else {})}
+
+    return _inspect(details, args.names, args.format)
 
 
 def rm(args: argparse.Namespace) -> int:

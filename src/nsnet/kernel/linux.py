@@ -389,7 +389,14 @@ class LinuxKernel(Kernel):
             missing_features=tuple(observe.missing_features()),
             ipv6_forwarding=_read_or("net.ipv6.conf.all.forwarding", "0"),
             ra_ignored=tuple(_accept_ra_1(forwarding="1")),
+            shaping_modules=self._probed_qdisc_modules(),
         )
+
+    def _probed_qdisc_modules(self) -> tuple[str, ...] | None:
+        try:
+            return tuple(sorted(self.qdisc_modules()))
+        except Exception:  # doctor reports what it can: a probe that fails says nothing of the modules
+            return None
 
     def port_holders(self) -> HolderLookup:
         from .sockets import BindProbe
