@@ -286,7 +286,10 @@ class Engine(Catalog):
                     serving = self._backend_changes([e.network for e in sandbox.endpoints],
                                                     lambda boxes: [b for b in boxes if b.name != name])
                     self._store.set_sandbox_state(name, "removing")
-                self._remove([*serving, *plan_remove_sandbox(name, force, attachments, self.owner)],
+                    # Its links' peers drop nothing more for the cable that goes (nsnet.shaping).
+                    unshape = [op for lk in self._store.links(name) for end in lk.ends if end.sandbox != name
+                               for op in self._unshape_ops(self.sandbox(end.sandbox), f"link:{name}")]
+                self._remove([*serving, *unshape, *plan_remove_sandbox(name, force, attachments, self.owner)],
                              f"removing sandbox {name!r}")
             with self._store.transaction():
                 self._store.delete_sandbox(name)

@@ -113,3 +113,13 @@ def test_a_chain_ends_in_a_drop_only_when_its_last_rule_drops_everything():
     assert not _drops_everything([{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
                                   {"drop": None}])
     assert not _drops_everything([{"accept": None}]) and not _drops_everything([])
+
+
+def test_missing_shaping_modules_are_a_warning_naming_the_knobs_refused():
+    assert diagnose(HostFacts(ip_forward="1", bridge_nf_call_iptables=None, base_chains=HEALTHY.base_chains,
+                              routes=HEALTHY.routes, shaping_modules=("sch_netem", "sch_tbf")), [APP], []) == []
+    (finding,) = diagnose(HostFacts(ip_forward="1", bridge_nf_call_iptables=None, base_chains=HEALTHY.base_chains,
+                                    routes=HEALTHY.routes, shaping_modules=("sch_tbf",)), [APP], [])
+    assert (finding.check, finding.severity, finding.details) == ("shaping-modules", "warning", ("sch_netem",))
+    assert finding.reason == ("the kernel lacks sch_netem: nsnet shape refuses --delay, --jitter and --reorder"
+                              " (--loss works without them, through nftables)")

@@ -210,3 +210,13 @@ def test_check_and_gc_set_back_what_was_changed_and_undo_what_was_left_half_way(
     pair.gc()
     assert pair.check() == [] and pair.shapings() == [] and qdisc_of(kernel, "a", "eth0") is None
     assert kernel.sandbox_tables["a"] == {}
+
+
+def test_a_removed_peer_takes_the_drops_for_its_cable_with_it(pair: Engine, kernel) -> None:
+    pair.shape("a", link="b", loss="5%")
+    assert kernel.sandbox_tables["a"] != {}
+    pair.remove_sandbox("b")
+    assert pair.shapings() == [] and kernel.sandbox_tables["a"] == {} and pair.check() == []
+    pair.create_sandbox("b", networks=["app"])
+    pair.link("a", "b")  # the same names again: no drop is waiting for them
+    assert kernel.sandbox_tables["a"] == {}
