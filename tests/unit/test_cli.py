@@ -442,6 +442,7 @@ READ_ONLY = [
     (["inspect", "web", "-f", "{{.Networks.app.MacAddress}}"], ["02:42:0a:1f:00:02"]),
     (["inspect", "web"], None),
     (["port", "web"], ["80/tcp -> 0.0.0.0:8080", "53/udp -> 127.0.0.1:5353"]),
+    (["shapes"], ["SANDBOX   INTERFACE   DIRECTION   RATE   DELAY   JITTER   LOSS   REORDER   LIMIT"]),
 ]
 
 

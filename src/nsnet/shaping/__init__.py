@@ -10,7 +10,9 @@ arrives through it, `both` both. A queueing discipline only shapes what a device
     device that sends towards it: the host-side veth of an endpoint, the peer's end of a link.
   loss (nftables): a random drop (`numgen random mod 10000 < k`) in a table of nsnet's inside the
     sandbox's namespace: `out` in postrouting (oifname), `in` in prerouting (iifname). It works on
-    every kernel nsnet runs on, with or without sch_netem, so loss is always made this way.
+    every kernel nsnet runs on, with or without sch_netem, so loss is always made this way. A
+    packet dropped there that a process of the sandbox itself sent is refused to it (EPERM from
+    sendto, where netem drops silently); forwarded packets and arriving ones are dropped silently.
 
 The kernel objects: rate alone is a tbf root qdisc; delay/jitter/reorder need sch_netem (root
 netem, with a tbf child for a rate). `--limit N` is netem's queue in packets when netem is used;
