@@ -350,7 +350,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
                                        inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.handle, {}), owner)
             if ops:
                 repair.run(ops, f"repaired {sandbox.name}'s link to {network.name}")
-    if store.shapings():  # after the links and endpoints whose devices they shape
+    if store.sandboxes():  # after the links and endpoints whose devices they shape
         from .shaping import check as shaping_check
 
         shaping_check.repair(store, kernel, observe(store, kernel, owner), owner, repair.run)

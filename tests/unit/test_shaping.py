@@ -220,3 +220,13 @@ def test_a_removed_peer_takes_the_drops_for_its_cable_with_it(pair: Engine, kern
     pair.create_sandbox("b", networks=["app"])
     pair.link("a", "b")  # the same names again: no drop is waiting for them
     assert kernel.sandbox_tables["a"] == {}
+
+
+def test_gc_removes_drops_a_dead_disconnect_left_for_an_interface_that_went(pair: Engine, kernel) -> None:
+    pair.shape("a", network="app", loss="5%")
+    endpoint = pair.sandbox("a").endpoint("app")
+    with pair._store.transaction():  # `disconnect` killed before it rewrote the table
+        pair._store.set_endpoint_state(endpoint.id, "removing")
+    pair.gc()
+    assert pair.sandbox("a").endpoints == () and pair.shapings() == [] and kernel.sandbox_tables["a"] == {}
+    assert pair.check() == []

@@ -82,13 +82,16 @@ def repair(store: Store, kernel: Kernel, observed: Observed, owner: Owner,
     """Repairs every difference through `run` (nsnet.repair's, which never stops at a failure):
     the rows left half-way are undone and forgotten first, then the qdiscs and loss tables set
     as the remaining rows say."""
-    surveyed = _survey(store, kernel, observed, owner)
+    # Every sandbox's table is looked at here (check looks at those with rows only): a disconnect
+    # that died is finished by gc, and its rows go with the endpoint, maybe before their drops.
+    everyone = {s.name for s in store.sandboxes() if not s.container_id}
+    surveyed = _survey(store, kernel, observed, owner, also=everyone)
     half = [(found, ops, row) for found, ops, row in surveyed if row is not None]
     for found, ops, row in half:
         run(ops, f"undid the {found.subject}")
         with store.transaction():
             store.delete_shaping(store.sandbox(row.sandbox).id, row.key)
     if half:
-        surveyed = _survey(store, kernel, observed, owner, also={row.sandbox for _, _, row in half})
+        surveyed = _survey(store, kernel, observed, owner, also=everyone)
     for found, ops, _ in surveyed:
         run(ops, f"repaired the {found.subject}")
