@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any, Self
 
     from .dns.table import Addr
+    from .shaping import Shaping
 
 
 class Catalog:
@@ -58,6 +59,12 @@ class Catalog:
         if sandbox is None:
             raise NotFound("sandbox", name)
         return sandbox
+
+    def shapings(self, sandbox: str | None = None) -> list[Shaping]:
+        """Every shaped interface (nsnet.shaping), or one sandbox's."""
+        if sandbox is not None:
+            self.sandbox(sandbox)
+        return self._store.shapings(sandbox)
 
     def ports(self, name: str) -> list[PortMapping]:
         """Every port the sandbox publishes, on all its networks."""

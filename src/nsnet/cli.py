@@ -331,6 +331,35 @@ def verify(args: argparse.Namespace) -> int:
             print(f"nsnet: {len(missed)} of {len(results)} expectation(s) missed", file=sys.stderr)
         return 1 if missed else 0
     return _topology_errors(work)
+# Shaping
+
+def shape(args: argparse.Namespace) -> int:
+    with _engine() as engine:
+        if args.clear:
+            knobs = [f"--{k}" for k in ("rate", "delay", "jitter", "loss", "reorder", "limit")
+                     if getattr(args, k) is not None]
+            if knobs:
+                from .errors import InvalidInput
+
+                raise InvalidInput(knobs[0], getattr(args, knobs[0][2:]), "cannot go with --clear")
+            engine.clear_shape(args.name, network=args.network, link=args.link)
+            return 0
+        made = engine.shape(args.name, network=args.network, link=args.link, rate=args.rate, delay=args.delay,
+                            jitter=args.jitter, loss=args.loss, reorder=args.reorder, limit=args.limit,
+                            direction=args.direction)
+    print(made)
+    return 0
+
+
+def shapes(args: argparse.Namespace) -> int:
+    with _catalog() as catalog:
+        items = [s.to_dict() for s in catalog.shapings()]
+    return _listing(args, items, lambda i: f"{i['Sandbox']} {'network' if i['Network'] else 'link'} "
+                                           f"{i['Network'] or i['Link']}",
+                    ("SANDBOX", "INTERFACE", "DIRECTION", "RATE", "DELAY", "JITTER", "LOSS", "REORDER", "LIMIT"),
+                    lambda i: (i["Sandbox"], f"network {i['Network']}" if i["Network"] else f"link {i['Link']}",
+                               i["Direction"], *(str(i[k]) if i[k] is not None else "-"
+                                                 for k in ("Rate", "Delay", "Jitter", "Loss", "Reorder", "Limit"))))
 
 
 # Sandboxes
@@ -372,7 +401,11 @@ def ps(args: argparse.Namespace) -> int:
 
 
 def inspect(args: argparse.Namespace) -> int:
-    return _inspect(lambda c, n: c.sandbox(n).to_dict(), args.names, args.format)
+    def details(catalog: Any, name: str) -> dict[str, Any]:
+        shaped = [s.to_dict() for s in catalog.shapings(name)]  # shown when it has any (nsnet shape)
+        return {**catalog.sandbox(name).to_dict(), **({"Shaping": shaped} if shaped else {})}
+
+    return _inspect(details, args.names, args.format)
 
 
 def rm(args: argparse.Namespace) -> int:
@@ -645,6 +678,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("a", metavar="A", help="a sandbox")
     sub.add_argument("b", metavar="B", help="the other sandbox")
     listing(verb("links", links, "list links"))
+    sub = verb("shape", shape, "shape one interface of a sandbox: rate cap, delay, jitter, loss, reordering, queue"
+                               " limit (replaces what was set there; --clear removes it)")
+    naming(sub, "the sandbox")
+    target = sub.add_mutually_exclusive_group(required=True)
+    target.add_argument("--network", metavar="NET", help="its endpoint on this network")
+    target.add_argument("--link", metavar="PEER", help="its end of the link to this sandbox")
+    sub.add_argument("--rate", metavar="R", help="rate cap: 10mbit, 512kbit, 1gbit (bits) or 1mbps (bytes) per second")
+    sub.add_argument("--delay", metavar="D", help="added delay: 20ms, 500us, 1s (needs sch_netem)")
+    sub.add_argument("--jitter", metavar="J", help="random variation of the delay (needs --delay)")
+    sub.add_argument("--loss", metavar="P%%", help="share of packets dropped at random: 1%%, 0.5%%")
+    sub.add_argument("--reorder", metavar="P%%", help="share of packets sent at once, ahead of delayed ones"
+                                                     " (needs --delay)")
+    sub.add_argument("--limit", metavar="N", help="queue limit in packets (netem's queue; with --rate alone, N"
+                                                  " packets of the MTU in tbf's queue)")
+    sub.add_argument("--direction", default="out",
+                     help="out (default): what leaves the sandbox through it; in: what arrives; both")
+    sub.add_argument("--clear", action="store_true", help="remove the interface's shaping")
+    listing(verb("shapes", shapes, "list shaped interfaces"))
     route = verbs.add_parser("route", help="static routes inside sandboxes (a lab's routers)").add_subparsers(
         dest="route_verb", metavar="COMMAND", required=True, parser_class=_Parser)
     sub = verb("add", route_add, "add a static route inside a sandbox; its first of a family switches forwarding on"

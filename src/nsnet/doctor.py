@@ -45,6 +45,8 @@ class HostFacts:
     # Host interfaces (or `default`) that ignore router advertisements because IPv6 forwarding is
     # on and their accept_ra is 1 (accept_ra 2 takes them anyway).
     ra_ignored: tuple[str, ...] = ()
+    # The shaping modules (nsnet.shaping: sch_netem, sch_tbf) the kernel has; None: not probed.
+    shaping_modules: tuple[str, ...] | None = None
 
 
 @record
@@ -233,9 +235,30 @@ def _features(facts: HostFacts) -> list[Finding]:
 DRIVER_FEATURES = ("macvlan ", "ipvlan ")
 
 
+def _shaping(facts: HostFacts) -> list[Finding]:
+    """`nsnet shape` refuses the knobs of a module the kernel lacks; doctor says which before."""
+    if facts.shaping_modules is None:
+        return []
+    from .shaping import NETEM, TBF
+
+    knobs = {NETEM: "--delay, --jitter and --reorder", TBF: "--rate and --limit"}
+    missing = [m for m in (NETEM, TBF) if m not in facts.shaping_modules]
+    if not missing:
+        return []
+    return [Finding(
+        "shaping-modules", "warning",
+        f"the kernel lacks {', '.join(missing)}: nsnet shape refuses "
+        f"{' and '.join(knobs[m] for m in missing)} (--loss works without them, through nftables)",
+        f"load the module{'s' if len(missing) > 1 else ''} ({', '.join(missing)}) or use a kernel that has "
+        f"{'them' if len(missing) > 1 else 'it'}",
+        tuple(missing),
+    )]
+
+
 def diagnose(facts: HostFacts, networks: list[Network], published: list[tuple[str, PortMapping]]) -> list[Finding]:
     return [
         *_features(facts),
+        *_shaping(facts),
         *_ip_forward(facts, networks),
         *_ipv6_forward(facts, networks),
         *_router_advertisements(facts),

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # subprocess, check, gc, doctor and reconcile load these on f
     from .doctor import Finding
     from .intercept import Interception
     from .reconcile import Drift
+    from .shaping import Shaping
 
 DEFAULT_ADDRESS_POOL = "base=10.210.0.0/16,size=24"
 SERVICE_RANGE_KEY = "service_range"  # the ledger's meta: the range its services' VIPs are in
@@ -373,7 +374,10 @@ class Engine(Catalog):
                     if late:
                         raise Conflict(f"sandbox {name!r} has sandboxes in its namespace ({', '.join(late)})")
                     self._store.set_sandbox_state(name, "removing")
-                self._remove([*serving, *plan_remove_sandbox(name, force, attachments, self.owner)],
+                    # Its links' peers drop nothing more for the cable that goes (nsnet.shaping).
+                    unshape = [op for lk in self._store.links(name) for end in lk.ends if end.sandbox != name
+                               for op in self._unshape_ops(self.sandbox(end.sandbox), f"link:{name}")]
+                self._remove([*serving, *unshape, *plan_remove_sandbox(name, force, attachments, self.owner)],
                              f"removing sandbox {name!r}")
             with self._store.transaction():
                 self._store.delete_sandbox(name)
@@ -444,8 +448,9 @@ class Engine(Catalog):
                     else b for b in boxes])
                 self._store.set_endpoint_state(endpoint.id, "removing")
             net = self.network(network)
-            self._remove([*serving, *plan_disconnect(endpoint, net, successor, self.owner,
-                                                     self._etc_changes(current, endpoint, net, False))],
+            self._remove([*serving, *self._unshape_ops(current, f"network:{network}"),
+                          *plan_disconnect(endpoint, net, successor, self.owner,
+                                           self._etc_changes(current, endpoint, net, False))],
                          f"disconnecting {sandbox!r} from {network!r}")
             with self._store.transaction():
                 self._store.delete_endpoint(endpoint.id)
@@ -885,7 +890,8 @@ class Engine(Catalog):
                 for end in found.ends:
                     self._refuse_cutting_routes(end.sandbox, [x.network for x in end.addresses], "this link")
                 self._store.set_link_state(found.id, "removing")
-            self._remove(plan_unlink(found), f"unlinking {a!r} and {b!r}")
+            unshape = [op for x, y in ((a, b), (b, a)) for op in self._unshape_ops(self.sandbox(x), f"link:{y}")]
+            self._remove([*unshape, *plan_unlink(found)], f"unlinking {a!r} and {b!r}")
             with self._store.transaction():
                 self._store.delete_link(found.id)
 
@@ -975,6 +981,129 @@ class Engine(Catalog):
     def disown_object(self, topology: str, kind: str, key: str) -> None:
         with self._store.transaction():
             self._store.disown_object(topology, kind, key)
+    # Shaping (nsnet.shaping)
+
+    def shape(self, sandbox: str, *, network: str | None = None, link: str | None = None,
+              rate: str | int | None = None, delay: str | int | None = None, jitter: str | int | None = None,
+              loss: str | int | None = None, reorder: str | int | None = None, limit: str | int | None = None,
+              direction: str = "out") -> Shaping:
+        """Shape one interface of the sandbox (its endpoint on `network`, or its end of the link to
+        sandbox `link`), replacing what was set there: see nsnet.shaping for what each knob makes."""
+        from . import shaping
+        from .plan.shape import drops, plan_shape, qdiscs, refuse_overlap
+
+        validate.name("sandbox name", sandbox)
+        _shaping_target(network, link)
+        way = shaping.direction(direction)
+        asked = {"rate": rate, "delay": delay, "jitter": jitter, "loss": loss, "reorder": reorder, "limit": limit}
+        made = shaping.settings(**asked)
+        if made.qdisc:
+            shaping.refuse(made, asked, self.kernel.qdisc_modules())
+        wanted = shaping.Shaping(sandbox, network, link, way, made)
+        with self._locks.ledger(exclusive=True):  # a link's `in` acts in the peer's namespace too
+            with self._store.transaction():
+                current = self._ready_sandbox(sandbox)
+                where, before, rows, anchor = self._shaping_context(current, wanted)
+                if before == wanted:
+                    return wanted
+                refuse_overlap(wanted, where, self._linked_shapings(wanted))
+                if before is None:
+                    self._store.add_shaping(replace(wanted, state="creating"), current.id, *anchor)
+            old_rules = self._drops(rows)
+            new_rules = self._drops(rows, but=wanted.key) + drops(wanted, where)
+            plan = plan_shape(qdiscs(before, where) if before else {}, qdiscs(wanted, where), current.handle,
+                              self._shape_table, old_rules, new_rules, f"{sandbox}'s {wanted.target}")
+
+            def forget() -> None:
+                if before is None:
+                    self._store.delete_shaping(current.id, wanted.key)
+
+            self._build(plan, forget)
+            with self._store.transaction():
+                self._store.update_shaping(wanted, current.id)
+        return wanted
+
+    def clear_shape(self, sandbox: str, *, network: str | None = None, link: str | None = None) -> None:
+        """The interface unshaped: its qdiscs back to the kernel's default, its drops gone."""
+        from .shaping import Settings, Shaping
+
+        validate.name("sandbox name", sandbox)
+        _shaping_target(network, link)
+        with self._locks.ledger(exclusive=True):
+            with self._store.transaction():
+                current = self._ready_sandbox(sandbox)
+                _, before, _, _ = self._shaping_context(current, Shaping(sandbox, network, link, "out", Settings()))
+                if before is None:
+                    raise Conflict(f"sandbox {sandbox!r}'s {'network ' + network if network else 'link ' + str(link)}"
+                                   " is not shaped")
+                self._store.update_shaping(replace(before, state="removing"), current.id)
+            self._remove(self._unshape_ops(current, before.key), f"unshaping {sandbox!r}'s {before.target}")
+            with self._store.transaction():
+                self._store.delete_shaping(current.id, before.key)
+
+    @property
+    def _shape_table(self) -> str:
+        from .shaping.render import table_name
+
+        return table_name(self.owner.table)
+
+    def _place(self, shaping: Shaping) -> Any:
+        from .plan.shape import place
+
+        sandbox = self._store.sandbox(shaping.sandbox)
+        networks = {n.name: n for n in self._store.networks()}
+        return place(shaping, sandbox, self._store.links(shaping.sandbox), networks) if sandbox else None
+
+    def _shaping_context(self, current: Sandbox, wanted: Shaping) -> tuple[Any, Shaping | None, list[Shaping],
+                                                                          tuple[str | None, str | None]]:
+        """Inside the caller's transaction: the wanted shaping's place, the row it replaces, the
+        sandbox's rows, and the endpoint or link the row goes with."""
+        from .plan.shape import place
+
+        if wanted.network is not None:
+            endpoint = current.endpoint(wanted.network)
+            if endpoint is None or endpoint.state != "ready":
+                raise InvalidInput("--network", wanted.network, f"sandbox {current.name} has no endpoint on it")
+            anchor: tuple[str | None, str | None] = (endpoint.id, None)
+        else:
+            found = next((lk for lk in self._store.links(current.name)
+                          if {lk.a.sandbox, lk.b.sandbox} == {current.name, wanted.link}), None)
+            if found is None or found.state != "ready":
+                raise InvalidInput("--link", wanted.link, f"is not linked to {current.name}")
+            anchor = (None, found.id)
+        where = place(wanted, current, self._store.links(current.name), {n.name: n for n in self._store.networks()})
+        rows = self._store.shapings(current.name)
+        before = next((s for s in rows if s.key == wanted.key), None)
+        if before is not None and before.state != "ready":
+            raise Conflict(f"sandbox {current.name!r}'s shaping of {before.target} was left {before.state} by a command"
+                           " that did not finish; run nsnet gc")
+        return where, before, [s for s in rows if s.state == "ready"], anchor
+
+    def _linked_shapings(self, wanted: Shaping) -> list[tuple[Shaping, Any]]:
+        """The peer's shaping of the same link, which may own the same device."""
+        if wanted.link is None:
+            return []
+        return [(s, self._place(s)) for s in self._store.shapings(wanted.link)
+                if s.link == wanted.sandbox and self._place(s) is not None]
+
+    def _unshape_ops(self, current: Sandbox, key: str) -> list[Operation]:
+        """What removes one of the sandbox's shapings (its key): its qdiscs cleared, its drops gone
+        from the sandbox's table. [] when it has none. Read inside or outside a transaction."""
+        from .plan.shape import plan_shape, qdiscs
+
+        rows = [s for s in self._store.shapings(current.name) if s.state != "creating"]
+        gone = next((s for s in rows if s.key == key), None)
+        where = self._place(gone) if gone is not None else None
+        if where is None:
+            return []
+        return plan_shape(qdiscs(gone, where), {}, current.handle, self._shape_table, self._drops(rows),
+                          self._drops(rows, but=key), f"{current.name}'s {gone.target}")
+
+    def _drops(self, rows: Sequence[Shaping], but: str | None = None) -> list[tuple[str, str, int]]:
+        """The loss rules of these shapings (but the one keyed `but`) that have a place."""
+        from .plan.shape import drops
+
+        return [r for s in rows if s.key != but for p in [self._place(s)] if p is not None for r in drops(s, p)]
 
     # Interception (nsnet.intercept)
 
@@ -1272,6 +1401,11 @@ class Engine(Catalog):
         for network_id, last in pointers.items():
             for version, address in last.items():
                 self._store.set_last_ip(network_id, version, address)
+
+
+def _shaping_target(network: str | None, link: str | None) -> None:
+    if (network is None) == (link is None):
+        raise InvalidInput("--network", network, "or --link is needed, one of them: the interface to shape")
 
 
 def _listed(value: str | Sequence[str] | None) -> tuple[str, ...]:

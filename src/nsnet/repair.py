@@ -71,7 +71,16 @@ def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
                                             *_dispatch_chains(owner, store, services, observed)], owner)
     drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected, services, within)
     return (drift + _etc_drift(store, kernel, observed) + _interception_drift(store, kernel, observed, owner)
-            + _link_drift(store, observed) + _route_drift(store, observed) + _resolver_drift(store, kernel))
+            + _link_drift(store, observed) + _route_drift(store, observed) + _resolver_drift(store, kernel)
+            + _shaping_drift(store, kernel, observed, owner))
+
+
+def _shaping_drift(store: Store, kernel: Kernel, observed: Observed, owner: Owner) -> list[Drift]:
+    if not store.shapings():
+        return []
+    from .shaping import check as shaping_check
+
+    return shaping_check.drift(store, kernel, observed, owner)
 
 
 def _route_missing(route: Route, observed: Observed) -> bool:
@@ -347,6 +356,10 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
                                        inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.handle, {}), owner)
             if ops:
                 repair.run(ops, f"repaired {sandbox.name}'s link to {network.name}")
+    if store.sandboxes():  # after the links and endpoints whose devices they shape
+        from .shaping import check as shaping_check
+
+        shaping_check.repair(store, kernel, observe(store, kernel, owner), owner, repair.run)
     known = {n.bridge for n in networks.values()} | {e.host_ifname for s in store.sandboxes() for e in s.endpoints}
     for name, link in sorted(observed.links.items()):
         if link.group == owner.group and name not in known:

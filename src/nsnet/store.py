@@ -26,6 +26,10 @@ from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapp
 from .publish import published_clash
 from .record import replace
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .shaping import Shaping
+
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
 # Interface groups of nsnet's ledgers: 0x4e ('N') and 24 random bits.
 OWNER_GROUP_BASE = 0x4E000000
@@ -180,6 +184,18 @@ CREATE TABLE IF NOT EXISTS network_drivers (
     parent TEXT NOT NULL,
     mode TEXT NOT NULL
 );
+-- A sandbox's shaping of one interface (nsnet.shaping): its endpoint's or its link's (the row goes
+-- with either), target network:NAME or link:PEER, direction, settings as JSON.
+CREATE TABLE IF NOT EXISTS shapings (
+    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    endpoint_id TEXT REFERENCES endpoints(id) ON DELETE CASCADE,
+    link_id TEXT REFERENCES links(id) ON DELETE CASCADE,
+    target TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (sandbox_id, target)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -190,7 +206,7 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 16  # 11 links, 12 routes, 13 sandbox_modes + network_drivers, 16 topology_objects (tables only)
+SCHEMA_VERSION = 16  # 13 sandbox_modes, network_drivers; 15 shapings; 16 topology_objects (new tables only)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -263,6 +279,12 @@ def _migrate_to_10(db: sqlite3.Connection) -> None:
     if columns and "vip6" not in columns:
         db.execute("ALTER TABLE services ADD COLUMN vip6 TEXT")
         db.execute("ALTER TABLE services ADD COLUMN affinity INTEGER")
+
+
+def _settings_json(shaping: Shaping) -> str:
+    from .record import values
+
+    return json.dumps(values(shaping.settings))
 
 
 def state_dir() -> str:
@@ -811,6 +833,36 @@ class Store:
     def delete_route(self, route: Route) -> None:
         self.db.execute("DELETE FROM routes WHERE dst = ? AND sandbox_id = (SELECT id FROM sandboxes WHERE name = ?)",
                         (str(route.dst), route.sandbox))
+
+    # Shapings (the table `shapings` is made by SCHEMA when missing)
+
+    def shapings(self, sandbox: str | None = None) -> list[Shaping]:
+        """Every shaping, or one sandbox's, by sandbox and target."""
+        from .shaping import Settings, Shaping
+
+        rows = self.db.execute(
+            "SELECT s.name, h.target, h.direction, h.settings, h.state FROM shapings h JOIN sandboxes s"
+            " ON s.id = h.sandbox_id" + (" WHERE s.name = ?" if sandbox is not None else "") + " ORDER BY s.name, h.target",
+            (sandbox,) if sandbox is not None else ()).fetchall()
+        found = []
+        for name, target, direction, settings, state in rows:
+            kind, _, value = target.partition(":")
+            found.append(Shaping(name, value if kind == "network" else None, value if kind == "link" else None,
+                                 direction, Settings(**json.loads(settings)), state))
+        return found
+
+    def add_shaping(self, shaping: Shaping, sandbox_id: str, endpoint_id: str | None, link_id: str | None) -> None:
+        self.db.execute("INSERT INTO shapings (sandbox_id, endpoint_id, link_id, target, direction, settings, state)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (sandbox_id, endpoint_id, link_id, shaping.key, shaping.direction,
+                         _settings_json(shaping), shaping.state))
+
+    def update_shaping(self, shaping: Shaping, sandbox_id: str) -> None:
+        self.db.execute("UPDATE shapings SET direction = ?, settings = ?, state = ? WHERE sandbox_id = ? AND target = ?",
+                        (shaping.direction, _settings_json(shaping), shaping.state, sandbox_id, shaping.key))
+
+    def delete_shaping(self, sandbox_id: str, key: str) -> None:
+        self.db.execute("DELETE FROM shapings WHERE sandbox_id = ? AND target = ?", (sandbox_id, key))
 
     # Interceptions (the table `interceptions` is made by SCHEMA when missing)
 

@@ -75,7 +75,8 @@ SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "f
          ("connect", "side", "web"),
          ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip"),
          ("create", "third", "--network", "side"), ("link", "web", "third"),
-         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9"), ("create", "peek", "--network", "container:spare")]
+         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9"), ("create", "peek", "--network", "container:spare"),
+         ("shape", "web", "--link", "third", "--rate", "10mbit", "--loss", "5%")]
 CRASHES = {
     ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
         ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
@@ -94,7 +95,11 @@ CRASHES = {
     ("link", "spare", "third", "--ip", "spare=10.60.0.1/30", "--ip", "third=10.60.0.2/30", "--ip", "spare=fd60::1/64",
      "--ip", "third=fd60::2/64"): ["reserved", "CreatePair", "EnableIPv6", "SetLinkUp", "AddAddress", "AddAddress#2",
                                    "EnableIPv6#2", "SetLinkUp#2", "AddAddress#3", "AddAddress#4", "applied"],
-    ("unlink", "third", "web"): ["reserved", "DeleteLink", "applied"],
+    ("unlink", "third", "web"): ["reserved", "ClearQdisc", "ApplySandboxFirewall", "DeleteLink", "applied"],
+    ("shape", "spare", "--network", "side", "--rate", "10mbit", "--loss", "5%", "--direction", "both"):
+        ["reserved", "SetQdisc", "SetQdisc#2", "ApplySandboxFirewall", "applied"],
+    ("shape", "web", "--link", "third", "--rate", "20mbit"): ["reserved", "SetQdisc", "ApplySandboxFirewall", "applied"],
+    ("shape", "web", "--link", "third", "--clear"): ["reserved", "ClearQdisc", "ApplySandboxFirewall", "applied"],
     ("route", "add", "web", "10.70.0.0/24", "via", "10.31.0.9"): ["reserved", "EnsureSysctl", "AddRoute", "applied"],
     ("route", "rm", "spare", "10.71.0.0/24"): ["reserved", "DeleteRoute", "EnsureSysctl", "applied"],
     ("network", "rm", "-f", "side"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],

@@ -231,7 +231,6 @@ def test_two_topologies_side_by_side_and_a_sandbox_of_none_is_not_taken_over(eng
     assert cli("down", two).returncode == 0 and engine.networks() == [] and engine.topology_objects() == []
 
 
-@pytest.mark.skipif(not hasattr(Engine, "shape"), reason="merge pending")  # LEAD: remove on merge
 def test_the_example_lab_comes_up_verifies_and_goes_down(engine: Engine) -> None:
     path = str(Path(__file__).parents[2] / "examples" / "lab.yaml")
     assert cli("up", path).returncode == 0

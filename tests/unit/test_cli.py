@@ -442,6 +442,7 @@ READ_ONLY = [
     (["inspect", "web", "-f", "{{.Networks.app.MacAddress}}"], ["02:42:0a:1f:00:02"]),
     (["inspect", "web"], None),
     (["port", "web"], ["80/tcp -> 0.0.0.0:8080", "53/udp -> 127.0.0.1:5353"]),
+    (["shapes"], ["SANDBOX   INTERFACE   DIRECTION   RATE   DELAY   JITTER   LOSS   REORDER   LIMIT"]),
 ]
 
 
@@ -683,3 +684,19 @@ def _options_without_help(parser: argparse.ArgumentParser, prog: str) -> list[st
 
 def test_every_option_and_argument_has_help_text():
     assert _options_without_help(cli.build_parser(), "nsnet") == []
+
+
+def test_shape_prints_the_setting_lists_it_and_inspect_shows_it(web):
+    result = web.run("shape", "web", "--network", "app", "--rate", "10mbit", "--loss", "1%", "--direction", "both")
+    assert (result.code, result.out, result.err) == (0, "web network app both: rate 10mbit, loss 1%\n", "")
+    assert web.run("shapes").out == (
+        "SANDBOX   INTERFACE     DIRECTION   RATE     DELAY   JITTER   LOSS   REORDER   LIMIT\n"
+        "web       network app   both        10mbit   -       -        1%     -         -\n")
+    assert web.run("shapes", "-q").out == "web network app\n"
+    assert json.loads(web.run("inspect", "web").out)[0]["Shaping"] == [
+        {"Sandbox": "web", "Network": "app", "Link": None, "Direction": "both", "Rate": "10mbit", "Delay": None,
+         "Jitter": None, "Loss": "1%", "Reorder": None, "Limit": None, "State": "ready"}]
+    refused = web.run("shape", "web", "--network", "app", "--clear", "--loss", "1%")
+    assert (refused.code, refused.err) == (1, "nsnet: error: invalid --loss '1%': cannot go with --clear\n")
+    assert web.run("shape", "web", "--network", "app", "--clear").code == 0
+    assert web.run("shapes", "-q").out == "" and "Shaping" not in json.loads(web.run("inspect", "web").out)[0]

@@ -123,3 +123,11 @@ def test_a_missing_network_driver_is_a_warning_apart_from_what_nsnet_needs() -> 
     found = {f.check: (f.severity, f.details) for f in diagnose(facts, [], [])}
     assert found == {"kernel-features": ("problem", ("bridge: refused",)),
                      "kernel-drivers": ("warning", ("ipvlan (network create --driver ipvlan): not supported",))}
+def test_missing_shaping_modules_are_a_warning_naming_the_knobs_refused():
+    assert diagnose(HostFacts(ip_forward="1", bridge_nf_call_iptables=None, base_chains=HEALTHY.base_chains,
+                              routes=HEALTHY.routes, shaping_modules=("sch_netem", "sch_tbf")), [APP], []) == []
+    (finding,) = diagnose(HostFacts(ip_forward="1", bridge_nf_call_iptables=None, base_chains=HEALTHY.base_chains,
+                                    routes=HEALTHY.routes, shaping_modules=("sch_tbf",)), [APP], [])
+    assert (finding.check, finding.severity, finding.details) == ("shaping-modules", "warning", ("sch_netem",))
+    assert finding.reason == ("the kernel lacks sch_netem: nsnet shape refuses --delay, --jitter and --reorder"
+                              " (--loss works without them, through nftables)")

@@ -307,7 +307,6 @@ def test_a_pure_plan_from_an_empty_state() -> None:
     assert plan_down("lab", State()) == []
 
 
-@pytest.mark.skipif(not hasattr(Engine, "shape"), reason="merge pending")  # LEAD: remove on merge
 def test_shaping_entries_are_planned_and_removed(engine: Engine, tmp_path) -> None:
     path = write(tmp_path, LAB + "shape:\n  - {sandbox: db, network: back, rate: 10mbit}\n")
     assert up(engine, path)[-1] == "+ shape db network back rate=10mbit"

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # annotations only: a create must not pay for importing docto
     from ..model import IPAddress, IPInterface, IPNetwork, Owner
     from ..publish import HolderLookup, Listener
     from ..reconcile import Observed, Ruleset
+    from ..shaping import Qdisc
 
 
 class Kernel(ABC):
@@ -150,6 +151,21 @@ class Kernel(ABC):
         had to change, None when it had it already."""
     @abstractmethod
     def write_sysctl(self, key: str, value: str) -> None: ...
+
+    # Shaping (nsnet.shaping): a device's root qdisc, in a sandbox or (None) the host
+    @abstractmethod
+    def set_qdisc(self, sandbox: str | None, ifname: str, qdisc: Qdisc) -> None:
+        """The device's root qdisc replaced by this one (and its child)."""
+    @abstractmethod
+    def clear_qdisc(self, sandbox: str | None, ifname: str) -> None:
+        """The device back to the kernel's default root qdisc (done when it has it already)."""
+    @abstractmethod
+    def root_qdisc(self, sandbox: str | None, ifname: str) -> str | None:
+        """The device's root qdisc as Qdisc.summary says it; None: the kernel's default, or no device."""
+    @abstractmethod
+    def qdisc_modules(self) -> frozenset[str]:
+        """Which of the shaping modules (sch_netem, sch_tbf) the kernel has, probed for real
+        without changing anything of the host's."""
 
     # Observation
     @abstractmethod

@@ -55,6 +55,7 @@ class FakeKernel(Kernel):
         self.facts = HostFacts(ip_forward="1", bridge_nf_call_iptables=None)
         self.nft_tables: set[tuple[str, str]] = set()
         self.nft_elements: dict[tuple[str, str, str], Any] = {}
+        self.qdisc_kinds = frozenset({"sch_netem", "sch_tbf"})  # the shaping modules it has
         self.nft_skeleton: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
     def _mutating(self, *call: Any) -> None:
@@ -221,6 +222,22 @@ class FakeKernel(Kernel):
                 sets.setdefault(item["set"], []).append(item["element"])
         return [*({"set": {"name": name, "elem": elements}} for name, elements in sets.items()),
                 *({"rule": item["rule"]} for item in made if "rule" in item)]
+
+    def set_qdisc(self, sandbox: str | None, ifname: str, qdisc: Any) -> None:
+        """A device's root qdisc lives in its link's dict, and goes with it."""
+        self._mutating("set_qdisc", sandbox, ifname, qdisc)
+        self._link(ifname, sandbox, "shaping of")["qdisc"] = qdisc
+
+    def clear_qdisc(self, sandbox: str | None, ifname: str) -> None:
+        self._mutating("clear_qdisc", sandbox, ifname)
+        self._link(ifname, sandbox, "unshaping of").pop("qdisc", None)
+
+    def root_qdisc(self, sandbox: str | None, ifname: str) -> str | None:
+        made = self.links.get((sandbox, ifname), {}).get("qdisc")
+        return made.summary if made is not None else None
+
+    def qdisc_modules(self) -> frozenset[str]:
+        return self.qdisc_kinds
 
     def set_link_dns(self, link: str, servers: list[str], domains: list[str]) -> None:
         self.link_dns[link] = (servers, domains)

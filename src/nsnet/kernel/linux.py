@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..doctor import HostFacts
     from ..model import IPAddress, IPInterface, IPNetwork, Owner
     from ..publish import HolderLookup, Listener
+    from ..shaping import Qdisc
     from .state import Observed, Ruleset
 from .nft import Nft
 from .rtnl import RtnlSocket
@@ -37,6 +38,7 @@ class LinuxKernel(Kernel):
         self._sandboxes: OrderedDict[str, _Inside] = OrderedDict()
         self._nft = Nft()
         self._host_ipv6_conf: sysctl.Directory | None = None  # see sysctl.Directory
+        self._qdisc_modules: frozenset[str] | None = None  # probed once (tc.qdisc_modules)
 
     def _rtnl(self, sandbox: str | None) -> RtnlSocket:
         if sandbox is None:
@@ -304,6 +306,28 @@ class LinuxKernel(Kernel):
     def sandbox_table(self, sandbox: str, table: str) -> list[dict[str, Any]] | None:
         return netns.in_netns(netns.path_of(sandbox), lambda: Nft().list_table("inet", table))
 
+    def set_qdisc(self, sandbox: str | None, ifname: str, qdisc: Qdisc) -> None:
+        from . import tc
+
+        tc.set_qdisc(sandbox, ifname, qdisc)
+
+    def clear_qdisc(self, sandbox: str | None, ifname: str) -> None:
+        from . import tc
+
+        tc.clear_qdisc(sandbox, ifname)
+
+    def root_qdisc(self, sandbox: str | None, ifname: str) -> str | None:
+        from . import tc
+
+        return tc.root_qdisc(sandbox, ifname)
+
+    def qdisc_modules(self) -> frozenset[str]:
+        from . import tc
+
+        if self._qdisc_modules is None:
+            self._qdisc_modules = tc.qdisc_modules()
+        return self._qdisc_modules
+
     def ensure_sysctl(self, key: str, value: str, sandbox: str | None = None) -> str | None:
         if sandbox is None:
             return sysctl.ensure(key, value)
@@ -380,7 +404,14 @@ class LinuxKernel(Kernel):
             missing_features=tuple(observe.missing_features()),
             ipv6_forwarding=_read_or("net.ipv6.conf.all.forwarding", "0"),
             ra_ignored=tuple(_accept_ra_1(forwarding="1")),
+            shaping_modules=self._probed_qdisc_modules(),
         )
+
+    def _probed_qdisc_modules(self) -> tuple[str, ...] | None:
+        try:
+            return tuple(sorted(self.qdisc_modules()))
+        except Exception:  # doctor reports what it can: a probe that fails says nothing of the modules
+            return None
 
     def port_holders(self) -> HolderLookup:
         from .sockets import BindProbe

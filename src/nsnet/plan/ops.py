@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..model import IPAddress, IPInterface, IPNetwork
+    from ..shaping import Qdisc
 
 
 class Operation:
@@ -435,3 +436,37 @@ class DeleteDefaultRoute(Operation):
 
     def run(self, kernel: Kernel) -> None:
         kernel.delete_default_route(self.sandbox, self.version)
+
+
+@record
+class SetQdisc(Operation):
+    """A device's root qdisc replaced by a shaping's (nsnet.shaping); undone by putting back the
+    one nsnet had set there, or by clearing it."""
+
+    sandbox: str | None
+    ifname: str
+    qdisc: Qdisc
+    previous: Qdisc | None = None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.set_qdisc(self.sandbox, self.ifname, self.qdisc)
+
+    def undo(self) -> Operation:
+        if self.previous is not None:
+            return SetQdisc(self.sandbox, self.ifname, self.previous)
+        return ClearQdisc(self.sandbox, self.ifname)
+
+
+@record
+class ClearQdisc(Operation):
+    """A device back to its default root qdisc; undone by setting what it had (when known)."""
+
+    sandbox: str | None
+    ifname: str
+    previous: Qdisc | None = None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.clear_qdisc(self.sandbox, self.ifname)
+
+    def undo(self) -> Operation | None:
+        return SetQdisc(self.sandbox, self.ifname, self.previous) if self.previous is not None else None
