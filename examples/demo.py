@@ -9,7 +9,8 @@ pass for another, an internal network that reaches neither the outside nor the h
 network (IPv6 egress through NAT66, a port published on the host's IPv6 address), a one-shot
 `run`, names, a service (spread, published on the host, client-IP affinity), a sidecar's
 interception, nsnet as the CNI plugin of a container runtime (ADD with a published port, DEL), a
-link between two sandboxes, and a teardown that leaves nothing.
+link between two sandboxes, a sandbox in another's namespace, a whole lab from a file (up, verify,
+shaping, a picture, down), and a teardown that leaves nothing.
 """
 
 from __future__ import annotations
@@ -337,7 +338,32 @@ def main() -> None:
     nsnet("unlink", "web", "x")
     proved("unlink took the cable away", "web" not in sh("ip", "-n", "x", "-brief", "link", show=False))
 
-    step("17. Teardown leaves nothing behind")
+    step("17. Other network modes: a sandbox in another's namespace (container:NAME)")
+    nsnet("create", "side", "--network", "container:web")
+
+    def netns(name: str) -> str:
+        return nsnet("exec", name, "--", "readlink", "/proc/self/ns/net", show=False)
+    proved("side runs in web's namespace (the same namespace, so web's addresses and ports)",
+           netns("side") == netns("web") != netns("client"))
+    proved("web cannot be removed while side shares it", subprocess.run([NSNET, "rm", "web"],
+                                                                         capture_output=True).returncode != 0)
+    nsnet("rm", "side")
+
+    step("18. A lab from a file: up, verify with real probes, shaping, a picture, down")
+    lab = str(Path(__file__).with_name("lab.yaml"))
+    print(nsnet("up", lab).rstrip())
+    proved("up again changes nothing", "up to date" in nsnet("up", lab))
+    verified = subprocess.run([NSNET, "verify", lab], capture_output=True, text=True)
+    print("$ nsnet verify examples/lab.yaml\n" + verified.stdout.rstrip())
+    proved("every expectation of the file holds (exit 0)", verified.returncode == 0)
+    print(nsnet("shapes").rstrip())
+    proved("the server's cable is capped at 10mbit by a tbf qdisc (over netlink)",
+           "rate 10Mbit" in sh("tc", "-n", "server", "qdisc", "show", "dev", "router", show=False))
+    print(nsnet("graph", "--format", "mermaid").rstrip())
+    nsnet("down", lab)
+    proved("down removed all the lab made", not {"client", "router", "server"} & set(os.listdir("/run/netns")))
+
+    step("19. Teardown leaves nothing behind")
     nsnet("rm", "-f", "web", "client", "api", "x", "vault", "six")
     nsnet("network", "rm", "app", "other", "sealed", "dual", "cnidemo")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
