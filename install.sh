@@ -12,8 +12,9 @@ cd "$(dirname "$0")"
 # podman, runc, containernetworking-plugins, busybox-static: the CNI tests run containers through
 # nsnet with Podman (runc: crun refuses hybrid cgroups), chain a reference plugin after it, and
 # make their image from busybox (no registry is reached).
+# graphviz: `nsnet graph --format svg` lays the picture out with its `dot` (and its tests parse the SVG).
 packages="nftables libnftables1 python3-nftables python3-venv iproute2 iptables conntrack iperf3 procps
-podman runc containernetworking-plugins busybox-static"
+podman runc containernetworking-plugins busybox-static graphviz"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"

@@ -261,6 +261,17 @@ def links(args: argparse.Namespace) -> int:
                                                                 ",".join(e["IPAddresses"]) or "-")), str(i["MTU"])))
 
 
+# Pictures (nsnet.graph)
+
+def graph(args: argparse.Namespace) -> int:
+    from .graph import from_engine, render
+
+    with _engine() as engine:
+        picture = from_engine(engine)
+    sys.stdout.write(render(picture, args.format))
+    return 0
+
+
 # Routes
 
 def route_add(args: argparse.Namespace) -> int:
@@ -584,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("a", metavar="A", help="a sandbox")
     sub.add_argument("b", metavar="B", help="the other sandbox")
     listing(verb("links", links, "list links"))
+    sub = verb("graph", graph, "draw what nsnet holds: networks, sandboxes, links, published ports, routes, services,"
+                               " shaping")
+    sub.add_argument("--format", choices=["dot", "svg", "mermaid"], default="dot",
+                     help="dot (Graphviz, the default), svg (laid out by Graphviz's dot) or mermaid (graph LR)")
     route = verbs.add_parser("route", help="static routes inside sandboxes (a lab's routers)").add_subparsers(
         dest="route_verb", metavar="COMMAND", required=True, parser_class=_Parser)
     sub = verb("add", route_add, "add a static route inside a sandbox; its first of a family switches forwarding on"
