@@ -91,6 +91,7 @@ def network_create(args: argparse.Namespace) -> int:
             args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range, ipv4=not args.no_ipv4,
             ipv6=args.ipv6, ipv6_routed=args.ipv6_routed, ipv4_routed=args.ipv4_routed, internal=args.internal,
             mtu=args.mtu, icc=not args.no_icc, labels=args.label, dns=not args.no_dns, dns_servers=args.dns,
+            driver=args.driver, parent=args.parent, mode=args.mode,
         )
     print(network.id)
     return 0
@@ -106,10 +107,11 @@ def network_ls(args: argparse.Namespace) -> int:
     headers = ("NETWORK ID", "NAME", "SUBNET", "GATEWAY", "BRIDGE", "INTERNAL", "STATE")
 
     def every(item: dict[str, Any], key: str) -> str:
-        return ",".join(c[key] for c in item["IPAM"]["Config"])
+        return ",".join(c[key] or "-" for c in item["IPAM"]["Config"])  # a macvlan network may have no gateway
 
     print(_formatted(items, args.format, headers,
-                     lambda i: (i["Id"][:12], i["Name"], every(i, "Subnet"), every(i, "Gateway"), i["Bridge"],
+                     lambda i: (i["Id"][:12], i["Name"], every(i, "Subnet"), every(i, "Gateway"),
+                                i["Bridge"] or f"{i['Driver']}:{i.get('Parent')}",
                                 str(i["Internal"]).lower(), i["State"])))
     return 0
 
@@ -293,6 +295,55 @@ def route_ls(args: argparse.Namespace) -> int:
                     ("SANDBOX", "DESTINATION", "GATEWAY"), lambda i: (i["Sandbox"], i["Destination"], i["Gateway"]))
 
 
+# Topology files (nsnet.topology)
+
+def _topology_errors(fn: Callable[[], int]) -> int:
+    """A wrong file's errors as they are: FILE:LINE: message, one a line."""
+    from .topology import TopologyError
+
+    try:
+        return fn()
+    except TopologyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def up(args: argparse.Namespace) -> int:
+    from . import topology
+
+    def work() -> int:
+        with _engine() as engine:
+            topology.up(engine, args.file, dry_run=args.dry_run)
+        return 0
+    return _topology_errors(work)
+
+
+def down(args: argparse.Namespace) -> int:
+    from . import topology
+
+    def work() -> int:
+        with _engine() as engine:
+            topology.down(engine, args.file)
+        return 0
+    return _topology_errors(work)
+
+
+def verify(args: argparse.Namespace) -> int:
+    from .topology import load
+    from .topology.verify import verify as run_verify
+
+    def work() -> int:
+        with _engine() as engine:
+            known = tuple(s.name for s in engine.sandboxes())
+            results = run_verify(engine, load(args.file, known_sandboxes=known))
+        print(table(("FROM", "TO", "EXPECT", "RESULT", "DETAIL"), [r.row() for r in results]))
+        missed = [r for r in results if not r.ok]
+        if missed:
+            print(f"nsnet: {len(missed)} of {len(results)} expectation(s) missed", file=sys.stderr)
+        return 1 if missed else 0
+    return _topology_errors(work)
+
+
 # Sandboxes
 
 def create(args: argparse.Namespace) -> int:
@@ -322,7 +373,9 @@ def ps(args: argparse.Namespace) -> int:
     def row(item: dict[str, Any]) -> Sequence[Any]:
         nets = item["Networks"].values()
         addresses = [a for e in nets for a in (e["IPAddress"], e["GlobalIPv6Address"]) if a]
-        return (item["Id"][:12], item["Name"], ",".join(e["Network"] for e in nets) or "-",
+        mode = item["NetworkMode"]  # host, container:NAME (nsnet.modes)
+        shared = mode if mode == "host" or mode.startswith("container:") else "-"
+        return (item["Id"][:12], item["Name"], ",".join(e["Network"] for e in nets) or shared,
                 ",".join(addresses) or "-", item["State"])
 
     print(_formatted(items, args.format, ("SANDBOX ID", "NAME", "NETWORKS", "IP ADDRESSES", "STATE"), row))
@@ -398,8 +451,9 @@ def exec_(args: argparse.Namespace) -> int:
 
     argv = _command(args.command)
     with _engine() as engine:
-        engine.own_sandbox(args.name)
-    enter_sandbox(args.name)
+        sandbox = engine.own_sandbox(args.name)
+    if sandbox.network_mode != "host":  # --network host: the namespace nsnet runs in (nsnet.modes)
+        enter_sandbox(sandbox.handle)  # a container: sandbox's is its donor's
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:
@@ -532,6 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "resolve each other by name through nsnet's resolver on the gateway)")
     sub.add_argument("--dns", action="append", default=[], metavar="IP",
                      help="an upstream server for names not nsnet's (repeatable; default: the host's resolvers)")
+    sub.add_argument("--driver", default="bridge",
+                     help="bridge (default) or macvlan: each sandbox a macvlan child of --parent, on its LAN, with no"
+                          " bridge, NAT, published ports, DNS or firewall of nsnet's; --gateway is then a router of that"
+                          " LAN (none: no default route); the host cannot reach the children through the parent")
+    sub.add_argument("--parent", metavar="IFACE", help="the host interface of a macvlan network (never changed)")
+    sub.add_argument("--mode", help="macvlan's mode: bridge (default: children reach each other), private (they"
+                                    " cannot) or vepa (through the switch outside)")
     listing(verb("ls", network_ls, "list networks", network))
     inspecting(verb("inspect", network_inspect, "show networks and their sandboxes as JSON", network), "network")
     sub = verb("rm", network_rm, "remove networks", network)
@@ -633,7 +694,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("names", nargs="+", metavar="NAME", help="the sandboxes")
     json_only(verb("ls", intercept_ls, "list intercepted sandboxes", intercept))
 
-    networks_help = "attach to this network (repeatable; default: nsnet; none: no network, its loopback only)"
+    sub = verb("up", up, "make what a topology file describes, or change it to match the file (prints each step)")
+    sub.add_argument("file", metavar="FILE", help="the topology file (YAML)")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan (+ make, ~ change, - remove) only")
+    sub = verb("down", down, "remove everything a topology file's topology made")
+    sub.add_argument("file", metavar="FILE", help="the topology file (YAML)")
+    sub = verb("verify", verify, "probe every expectation of a file (expect:) with real packets; exit 1 on a miss")
+    sub.add_argument("file", metavar="FILE", help="a topology file, or a file of expectations only")
+
+    networks_help = ("attach to this network (repeatable; default: nsnet; none: no network, its loopback only;"
+                     " host: the host's namespace, none of its own; container:NAME: NAME's namespace)")
     sub = verb("create", create, "create a sandbox: a named netns attached to networks")
     naming(sub, "the sandbox's name")
     sub.add_argument("--network", action="append", default=[], help=networks_help)

@@ -198,7 +198,7 @@ def _overlapping_routes(facts: HostFacts, networks: list[Network]) -> list[Findi
     for network in networks:
         for subnet in (s.subnet for s in network.subnets):
             for dst, dev in facts.routes:
-                if dev != network.bridge and dst.version == subnet.version and dst.overlaps(subnet):
+                if dev not in (network.bridge, network.parent) and dst.version == subnet.version and dst.overlaps(subnet):
                     clashes.append(f"network {network.name} ({subnet}) and route {dst} on {dev or '?'}")
     if not clashes:
         return []
@@ -211,14 +211,26 @@ def _overlapping_routes(facts: HostFacts, networks: list[Network]) -> list[Findi
 
 
 def _features(facts: HostFacts) -> list[Finding]:
-    if not facts.missing_features:
-        return []
-    return [Finding(
+    drivers = tuple(m for m in facts.missing_features if m.startswith(DRIVER_FEATURES))
+    needed = tuple(m for m in facts.missing_features if m not in drivers)
+    found = [Finding(
         "kernel-features", "problem",
         "the kernel refused something nsnet needs",
         "load the modules (bridge, veth, nf_tables, nft_nat, nft_fib, nft_ct) or use a kernel that has them",
-        facts.missing_features,
-    )]
+        needed,
+    )] if needed else []
+    if drivers:
+        found.append(Finding(
+            "kernel-drivers", "warning",
+            "the kernel cannot make the links of some network drivers: `network create --driver` refuses them",
+            "nothing, unless you need them: a kernel with the module (CONFIG_MACVLAN, CONFIG_IPVLAN)",
+            drivers,
+        ))
+    return found
+
+
+# Optional: only `network create --driver` needs them (nsnet.drivers).
+DRIVER_FEATURES = ("macvlan ", "ipvlan ")
 
 
 def diagnose(facts: HostFacts, networks: list[Network], published: list[tuple[str, PortMapping]]) -> list[Finding]:

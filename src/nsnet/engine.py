@@ -23,7 +23,7 @@ from .locks import Locks
 from .model import (DEFAULT_MTU, DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Link, LinkEnd, Network,
                     NetworkRequest, Owner, PortMapping, Route, Sandbox, Service, Subnet, SubnetRequest)
 from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
-from .plan.network import plan_create_network, plan_remove_network
+from .plan.drivers import driver, firewalled
 from .plan.ops import ApplyFirewall, ApplySandboxFirewall, Operation, RemoveFirewallElements
 from .plan.sandbox import (EtcChange, etc_files, plan_connect, plan_create_sandbox, plan_disconnect,
                            plan_remove_sandbox)
@@ -93,16 +93,34 @@ class Engine(Catalog):
                        ip_range: str | Sequence[str] = (), ipv4: bool = True, ipv6: bool = False,
                        ipv6_routed: bool = False, internal: bool = False, mtu: int = 1500, icc: bool = True,
                        labels: Sequence[str] = (), ipv4_routed: bool = False, bridge: str | None = None,
-                       dns: bool = True, dns_servers: Sequence[str] = ()) -> Network:
+                       dns: bool = True, dns_servers: Sequence[str] = (), driver: str = "bridge",
+                       parent: str | None = None, mode: str | None = None) -> Network:
         """`subnet`, `gateway` and `ip_range` take one value or one per family (a list). With
         `dns`, nsnet's resolver answers the network's sandboxes by name (nsnet.dns), forwarding
-        other names to `dns_servers` or, without them, to the host's resolvers."""
+        other names to `dns_servers` or, without them, to the host's resolvers. `driver`
+        macvlan hangs sandboxes off the host's interface `parent` in macvlan `mode` (nsnet.drivers)."""
+        if driver == "ipvlan":
+            missing = self.kernel.link_kind_missing("ipvlan")
+            reason = (f"this kernel has no ipvlan ({missing}); use --driver macvlan" if missing
+                      else "nsnet makes no ipvlan networks yet; use --driver macvlan")
+            raise InvalidInput("--driver", driver, reason)
         request = validate.network_request(
             name, subnets=_listed(subnet), gateways=_listed(gateway), ip_ranges=_listed(ip_range), ipv4=ipv4,
             ipv6=ipv6, ipv6_routed=ipv6_routed, internal=internal, mtu_value=mtu, icc=icc, label_items=tuple(labels),
-            ipv4_routed=ipv4_routed, bridge=bridge, dns=dns, dns_servers=tuple(dns_servers),
+            ipv4_routed=ipv4_routed, bridge=bridge, dns=dns, dns_servers=tuple(dns_servers), driver=driver,
+            parent=parent, driver_mode=mode,
         )
         return self._create_network(request)
+
+    def _refuse_parent(self, request: NetworkRequest, existing: list[Network]) -> None:
+        """A macvlan network's parent: a host interface, not nsnet's, and no other network's."""
+        if self.kernel.link_mac(request.parent or "") is None:
+            raise InvalidInput("--parent", request.parent, "no such interface in this namespace")
+        for network in existing:
+            if network.parent == request.parent:
+                raise Conflict(f"interface {request.parent!r} is network {network.name!r}'s parent already")
+            if network.bridge == request.parent:
+                raise InvalidInput("--parent", request.parent, f"is network {network.name!r}'s bridge")
 
     def _create_network(self, request: NetworkRequest) -> Network:
         with self._locks.ledger(exclusive=True):
@@ -116,24 +134,29 @@ class Engine(Catalog):
                 # This ledger's own bridges' routes are its networks; any other route, another
                 # ledger's bridges' included, is taken.
                 ours = {n.bridge for n in existing}
+                if request.driver != "bridge":  # the parent's routes are its LAN: the network's own
+                    self._refuse_parent(request, existing)
+                    ours.add(request.parent or "")
                 routes = [(dst, dev) for dst, dev in host_routes if dev not in ours]
                 if any(n.name == request.name for n in existing):
                     raise Conflict(f"network {request.name!r} already exists")
                 taken = next((n for n in existing if n.bridge == request.bridge), None)
                 if taken is not None:
                     raise Conflict(f"bridge {request.bridge!r} is network {taken.name!r}'s")
-                subnets = tuple(self._subnet(r, existing, routes) for r in request.subnets)
+                subnets = tuple(self._subnet(r, existing, routes, request.driver == "bridge") for r in request.subnets)
                 dns_port = self._dns_port(request.name, subnets) if request.dns else 53
                 network_id = new_id()
                 network = Network(
-                    id=network_id, name=request.name, bridge=request.bridge or bridge_name(network_id),
+                    id=network_id, name=request.name,
+                    bridge=(request.bridge or bridge_name(network_id)) if request.driver == "bridge" else "",
+                    driver=request.driver, parent=request.parent, driver_mode=request.driver_mode,
                     subnets=subnets, internal=request.internal, mtu=request.mtu, icc=request.icc,
                     labels=request.labels, ipv6_routed=request.ipv6_routed, ipv4_routed=request.ipv4_routed,
                     dns=request.dns, dns_servers=request.dns_servers, dns_port=dns_port, created=time.time(),
                     state="creating",
                 )
                 self._store.add_network(network)
-            self._build(plan_create_network(network, len(existing), self.owner, ra_takers),
+            self._build(driver(network).create_network(network, len(firewalled(existing)), self.owner, ra_takers),
                         forget=lambda: self._store.delete_network(network.id))
             with self._store.transaction():
                 self._store.set_network_state(network.id, "ready")
@@ -183,8 +206,8 @@ class Engine(Catalog):
                 self.disconnect(name, endpoint.sandbox)
             with self._store.transaction():
                 self._store.set_network_state(network.id, "removing")
-                others = len(self._store.networks()) - 1
-            self._remove(plan_remove_network(network, others, self.owner), f"removing network {name!r}")
+                others = len([n for n in firewalled(self._store.networks()) if n.id != network.id])
+            self._remove(driver(network).remove_network(network, others, self.owner), f"removing network {name!r}")
             with self._store.transaction():
                 self._store.delete_network(network.id)
         if network.dns:
@@ -211,6 +234,11 @@ class Engine(Catalog):
         The default route (of each family the network has) goes via the first network that is not
         internal."""
         validate.name("sandbox name", name)
+        from .modes import requested as mode_requested
+
+        mode = mode_requested(list(networks))
+        if mode is not None:  # --network host | container:NAME (nsnet.modes)
+            return self._create_in_mode(name, *mode, ip=ip, ip6=ip6, publish=publish, aliases=aliases, labels=labels)
         requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
         names = validate.aliases(tuple(aliases))
@@ -265,13 +293,70 @@ class Engine(Catalog):
             self._serve_names()
         return replace(made, created=created)
 
+    def _create_in_mode(self, name: str, mode: str, donor: str | None, *, ip: str | None, ip6: str | None,
+                        publish: Sequence[str], aliases: Sequence[str], labels: Sequence[str]) -> Sandbox:
+        """A sandbox in the host's namespace or in another sandbox's (nsnet.modes): a ledger row
+        and no kernel object. A joiner of a joiner joins its donor."""
+        from .modes import refuse_options
+
+        refuse_options(mode, donor, ip=ip, ip6=ip6, publish=publish, aliases=aliases)
+        tags = validate.labels(list(labels))
+        with self._locks.ledger(), self._locks.sandbox(name):
+            with self._store.transaction():
+                self._refuse_taken_name(name)
+                donor_id = None
+                if donor is not None:
+                    if donor == name:
+                        raise InvalidInput("network", f"container:{donor}", "a sandbox cannot join itself")
+                    found = self._store.sandbox(donor)
+                    if found is None:
+                        raise NotFound("sandbox", donor)
+                    if found.donor is not None:  # no chains: join the namespace itself
+                        donor = found.donor
+                        found = self._store.sandbox(donor)
+                    if found.network_mode == "host":
+                        raise InvalidInput("network", f"container:{donor}", "is on the host's network: use"
+                                           " --network host")
+                    if found.container_id:
+                        raise InvalidInput("network", f"container:{donor}", "is a container's (CNI): its runtime"
+                                           " owns its namespace")
+                    if found.state != "ready":
+                        raise Conflict(f"sandbox {donor!r} was left {found.state} by a command that did not finish;"
+                                       " run nsnet gc")
+                    donor_id = found.id
+                sandbox_id = new_id()
+                self._store.add_sandbox(sandbox_id, name, "creating", labels=tags)
+                self._store.add_sandbox_mode(sandbox_id, mode, donor_id)
+            # No kernel object: the fault points still bracket the (empty) plan for crash tests.
+            self._build([], lambda: self._store.delete_sandbox(name))
+            with self._store.transaction():
+                self._store.set_sandbox_state(name, "ready")
+        return self.sandbox(name)
+
+    def _remove_in_mode(self, sandbox: Sandbox) -> None:
+        """A host or container: sandbox goes from the ledger; the namespace it used stays (its
+        processes are the host's or the donor's: `rm -f` kills none)."""
+        with self._store.transaction():
+            self._store.set_sandbox_state(sandbox.name, "removing")
+        self._remove([], f"removing sandbox {sandbox.name!r}")
+        with self._store.transaction():
+            self._store.delete_sandbox(sandbox.name)
+
     def remove_sandbox(self, name: str, *, force: bool = False) -> None:
         with self._locks.ledger(), self._locks.sandbox(name):
             if self._store.sandbox_id(name) is None:
                 if force:
                     return
                 raise NotFound("sandbox", name)
-            self.own_sandbox(name)
+            current = self.own_sandbox(name)
+            if current.network_mode is not None:
+                return self._remove_in_mode(current)
+            joiners = self._store.joiners(current.id)
+            if joiners and not force:
+                raise Conflict(f"sandbox {name!r} has sandboxes in its namespace ({', '.join(joiners)},"
+                               " --network container:); remove them or use -f, which removes them too")
+            for joiner in joiners:  # rm -f: the joiners go first, not left in a dead namespace
+                self.remove_sandbox(joiner, force=True)
             if not force:
                 pids = self.kernel.pids_in_netns(name)
                 if pids:
@@ -284,6 +369,9 @@ class Engine(Catalog):
                     # Backends go first: no new connection goes to a sandbox on its way out.
                     serving = self._backend_changes([e.network for e in sandbox.endpoints],
                                                     lambda boxes: [b for b in boxes if b.name != name])
+                    late = self._store.joiners(sandbox.id)  # one that joined since the check above
+                    if late:
+                        raise Conflict(f"sandbox {name!r} has sandboxes in its namespace ({', '.join(late)})")
                     self._store.set_sandbox_state(name, "removing")
                 self._remove([*serving, *plan_remove_sandbox(name, force, attachments, self.owner)],
                              f"removing sandbox {name!r}")
@@ -526,6 +614,9 @@ class Engine(Catalog):
                 if self._store.service(name) is not None:
                     raise Conflict(f"service {name!r} already exists")
                 net = self._ready_network(network)
+                if not driver(net).firewalled:
+                    raise InvalidInput("--network", network, f"is a {net.driver} network: nsnet's firewall, which"
+                                       " serves VIPs, does not see its traffic")
                 sandboxes = self._store.sandboxes()
                 for backend in named:
                     found = next((s for s in sandboxes if s.name == backend), None)
@@ -863,6 +954,29 @@ class Engine(Catalog):
                 raise Conflict(f"sandbox {sandbox!r} routes {route.dst} via {route.via} over {what}; remove the route"
                                " first (nsnet route rm)")
 
+    # Topologies (nsnet.topology): which objects each topology file made
+
+    @contextmanager
+    def topology_lock(self, topology: str) -> Iterator[None]:
+        """Held by `up` and `down` of a topology from planning to the last step: two of them on one
+        topology run one after the other, and the second plans from what the first left."""
+        with self._locks.sandbox(f"topology:{topology}"):  # ':' is in no sandbox name
+            yield
+
+    def topology_objects(self) -> list[tuple[str, str, str, dict]]:
+        """(topology, kind, key, spec as last applied) of every object a topology file made."""
+        with self._store.snapshot():
+            return self._store.topology_objects()
+
+    def own_object(self, topology: str, kind: str, key: str, spec: dict) -> None:
+        """Record that the topology makes (or changed) this object: written before the object is made."""
+        with self._store.transaction():
+            self._store.own_object(topology, kind, key, spec)
+
+    def disown_object(self, topology: str, kind: str, key: str) -> None:
+        with self._store.transaction():
+            self._store.disown_object(topology, kind, key)
+
     # Interception (nsnet.intercept)
 
     def intercept(self, sandbox: str, spec: Interception) -> Interception:
@@ -932,9 +1046,11 @@ class Engine(Catalog):
 
         from .kernel.netns import enter_sandbox
 
-        self.own_sandbox(name)
+        sandbox = self.own_sandbox(name)
+        if sandbox.network_mode == "host":  # nsnet.modes: the namespace nsnet runs in
+            return subprocess.Popen(list(argv), **kwargs)
         try:
-            return subprocess.Popen(list(argv), preexec_fn=lambda: enter_sandbox(name), **kwargs)
+            return subprocess.Popen(list(argv), preexec_fn=lambda: enter_sandbox(sandbox.handle), **kwargs)
         except subprocess.SubprocessError as exc:  # raised in the child by enter_sandbox
             raise NsnetError(f"cannot enter sandbox {name!r}: its namespace is missing or unusable") from exc
 
@@ -1017,9 +1133,17 @@ class Engine(Catalog):
     # whose removal failed half-way.
 
     def _ready_sandbox(self, name: str) -> Sandbox:
+        """The sandbox, ready, with a namespace of its own to change (not host or container: mode)."""
         sandbox = self.own_sandbox(name)
         if sandbox.state != "ready":
             raise Conflict(f"sandbox {name!r} was left {sandbox.state} by a command that did not finish; run nsnet gc")
+        if sandbox.network_mode == "host":
+            raise Conflict(f"sandbox {name!r} is on the host's network (--network host): it has no namespace of its"
+                           " own whose networks, links, routes or interception nsnet could change")
+        if sandbox.donor is not None:
+            raise Conflict(f"sandbox {name!r} shares sandbox {sandbox.donor!r}'s namespace (--network"
+                           f" container:{sandbox.donor}): its networks, links, routes and interception are"
+                           f" {sandbox.donor!r}'s; change them there")
         return sandbox
 
     def own_sandbox(self, name: str) -> Sandbox:
@@ -1049,6 +1173,9 @@ class Engine(Catalog):
         if self._store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS:
             raise Exhausted(f"network {network.name!r} is full: a Linux bridge holds at most {BRIDGE_MAX_PORTS} "
                             "sandboxes; create another network")
+        if port_requests and not driver(network).firewalled:
+            raise Conflict(f"network {network.name!r} is a {network.driver} network: nothing of nsnet's publishes its"
+                           " ports; its sandboxes are reached at their own addresses")
         if port_requests and network.internal:
             raise Conflict(f"network {network.name!r} is internal: nothing outside it can reach a published port")
         for version, address in requested.items():
@@ -1080,7 +1207,8 @@ class Engine(Catalog):
         endpoint = Endpoint(
             id=endpoint_id, sandbox=sandbox, network=network.name, ifname=ifname,
             host_ifname=host_veth_name(endpoint_id), mac=mac, addresses=tuple(addresses),
-            gateways=tuple(s.gateway for s in network.subnets), default_route=default_route, state="creating",
+            gateways=tuple(s.gateway for s in network.subnets if s.gateway is not None), default_route=default_route,
+            state="creating",
             netns=netns, aliases=aliases,
         )
         self._store.add_endpoint(sandbox_id, network.id, endpoint)
@@ -1091,7 +1219,7 @@ class Engine(Catalog):
         return endpoint
 
     def _subnet(self, request: SubnetRequest, existing: list[Network],
-                routes: list[tuple[IPNetwork, str]]) -> Subnet:
+                routes: list[tuple[IPNetwork, str]], default_gateway: bool = True) -> Subnet:
         """The request's subnet, or one IPAM picks from the family's pool, overlapping no network
         and no host route; runs inside the caller's transaction."""
         version = request.version
@@ -1108,7 +1236,9 @@ class Engine(Catalog):
             clash = next((b for b in service_ranges(recorded).values() if overlaps(b, [subnet])), None)
             if clash is not None:
                 raise Conflict(f"subnet {subnet} overlaps the service range {clash}")
-        return Subnet(subnet, request.gateway or ipam.default_gateway(subnet), request.ip_range)
+        # A macvlan network's gateway is a router of the parent's LAN, only when given (nsnet.drivers).
+        gateway = request.gateway or (ipam.default_gateway(subnet) if default_gateway else None)
+        return Subnet(subnet, gateway, request.ip_range)
 
     def _build(self, plan: Sequence[Operation], forget: Callable[[], None]) -> None:
         """Apply a plan whose rows the ledger holds already ('creating'); if it fails, it has

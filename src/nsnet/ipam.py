@@ -28,15 +28,15 @@ def _bounds(subnet: IPNetwork, ip_range: IPNetwork | None) -> tuple[int, int]:
     return first, last
 
 
-def capacity(subnet: IPNetwork, gateway: IPAddress, ip_range: IPNetwork | None = None) -> int:
+def capacity(subnet: IPNetwork, gateway: IPAddress | None, ip_range: IPNetwork | None = None) -> int:
     first, last = _bounds(subnet, ip_range)
     size = max(0, last - first + 1)
-    return size - (1 if first <= int(gateway) <= last else 0)
+    return size - (1 if gateway is not None and first <= int(gateway) <= last else 0)
 
 
 def allocate(
     subnet: IPNetwork,
-    gateway: IPAddress,
+    gateway: IPAddress | None,
     taken: Collection[IPAddress],
     last: IPAddress | None = None,
     ip_range: IPNetwork | None = None,
@@ -58,7 +58,7 @@ def allocate(
 def check_requested(
     requested: IPAddress,
     subnet: IPNetwork,
-    gateway: IPAddress,
+    gateway: IPAddress | None,
     taken: Collection[IPAddress],
     ip_range: IPNetwork | None = None,
 ) -> IPAddress:

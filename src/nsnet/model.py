@@ -48,6 +48,9 @@ class NetworkRequest:
     bridge: str | None = None  # nsnet names it (nsbr-<id>) unless asked to (CNI's `bridge`)
     dns: bool = True
     dns_servers: tuple[str, ...] = ()
+    driver: str = "bridge"  # or macvlan (nsnet.drivers)
+    parent: str | None = None  # macvlan: the host interface its children hang off
+    driver_mode: str | None = None  # macvlan: bridge, private, vepa or passthru
 
 
 @record
@@ -56,7 +59,7 @@ class Subnet:
     range sandboxes' addresses are taken from."""
 
     subnet: IPNetwork
-    gateway: IPAddress
+    gateway: IPAddress | None  # None: a macvlan network given no --gateway (no default route)
     ip_range: IPNetwork | None = None
 
     @property
@@ -68,7 +71,7 @@ class Subnet:
         return ip_interface(f"{self.gateway}/{self.subnet.prefixlen}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"Subnet": str(self.subnet), "Gateway": str(self.gateway),
+        return {"Subnet": str(self.subnet), "Gateway": str(self.gateway) if self.gateway else None,
                 "IPRange": str(self.ip_range) if self.ip_range else None}
 
 
@@ -97,6 +100,12 @@ class Network:
     # The port the resolver listens on at the gateways: 53, or another when a program of the
     # host holds 53 there, the firewall then redirecting the sandboxes' questions to GW:53 to it.
     dns_port: int = 53
+    # How sandboxes attach (nsnet.drivers): a bridge of nsnet's (`bridge`: the fields above), or
+    # macvlan children of the host's interface `parent` in `driver_mode` (no bridge: `bridge` is
+    # empty; no firewall of nsnet's, no DNS, no published ports).
+    driver: str = "bridge"
+    parent: str | None = None
+    driver_mode: str | None = None
 
     def routed(self, version: int) -> bool:
         return self.ipv4_routed if version == 4 else self.ipv6_routed
@@ -130,11 +139,12 @@ class Network:
         return {
             "Id": self.id,
             "Name": self.name,
-            "Driver": "bridge",
+            "Driver": self.driver,
             "Bridge": self.bridge,
+            **({"Parent": self.parent, "MacvlanMode": self.driver_mode} if self.driver == "macvlan" else {}),
             # Subnet/Gateway/IPRange: the IPv4 ones, as before IPv6; IPAM.Config lists every family.
             "Subnet": str(v4.subnet) if v4 else None,
-            "Gateway": str(v4.gateway) if v4 else None,
+            "Gateway": str(v4.gateway) if v4 and v4.gateway else None,
             "IPRange": str(v4.ip_range) if v4 and v4.ip_range else None,
             "EnableIPv4": v4 is not None,
             "EnableIPv6": v6 is not None,
@@ -251,10 +261,10 @@ class Endpoint:
             "MacAddress": self.mac,
             "IPAddress": str(v4.ip) if v4 else "",
             "IPPrefixLen": v4.network.prefixlen if v4 else 0,
-            "Gateway": str(gateways[4]) if v4 else "",
+            "Gateway": str(gateways[4]) if 4 in gateways else "",
             "GlobalIPv6Address": str(v6.ip) if v6 else "",
             "GlobalIPv6PrefixLen": v6.network.prefixlen if v6 else 0,
-            "IPv6Gateway": str(gateways[6]) if v6 else "",
+            "IPv6Gateway": str(gateways[6]) if 6 in gateways else "",
             "DefaultRoute": self.default_route,
             "Aliases": list(self.aliases),
             "Ports": [p.to_dict() for p in self.bindings()],
@@ -276,11 +286,20 @@ class Sandbox:
     state: str = "ready"
     container_id: str | None = None
     labels: tuple[tuple[str, str], ...] = ()  # what services select it by (--label KEY=VALUE)
+    # Docker's network modes beyond its own namespace (nsnet.modes): "host" (the namespace nsnet
+    # runs in, none of its own) or "container:DONOR" (another sandbox's namespace, joined).
+    network_mode: str | None = None
+
+    @property
+    def donor(self) -> str | None:
+        """The sandbox whose namespace a `container:` sandbox joined."""
+        mode = self.network_mode or ""
+        return mode.removeprefix("container:") if mode.startswith("container:") else None
 
     @property
     def handle(self) -> str:
-        """Its namespace as the kernel layer takes it (Endpoint.where)."""
-        return self.netns if self.container_id else self.name
+        """Its namespace as the kernel layer takes it (Endpoint.where): a joiner's is its donor's."""
+        return self.netns if self.container_id else (self.donor or self.name)
 
     def endpoint(self, network: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network == network), None)
@@ -292,6 +311,7 @@ class Sandbox:
             "Name": self.name,
             **container,
             "NetNS": self.netns,
+            "NetworkMode": self.network_mode or ("none" if not self.endpoints else "default"),
             "Created": self.created,
             "State": self.state,
             "Labels": dict(self.labels),

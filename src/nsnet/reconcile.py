@@ -17,6 +17,7 @@ from typing import Any
 from .firewall import render
 from .kernel.state import LinkState, Observed, Ruleset, element_key
 from .model import Endpoint, Network, Owner, Sandbox, Service
+from .plan.drivers import driver
 from .plan.network import FORWARDING, bridge_sysctls
 from .naming import bridge_mac
 from .record import record
@@ -75,6 +76,7 @@ def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: O
     """The owner's whole ruleset as the ledger implies it: the skeleton and every element (with
     `skeleton` False, the networks' and endpoints' commands only), services' included."""
     nets, boxes = ready(networks, sandboxes)
+    nets = [n for n in nets if driver(n).firewalled]  # a macvlan network has no rules (nsnet.drivers)
     by_name = {n.name: n for n in nets}
     render_network = render.render_add_network if skeleton else render.render_network_elements
     commands = [c for n in nets for c in render_network(owner, n)]
@@ -115,7 +117,10 @@ def find_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Obse
                 drift.append(Drift("half-done", f"sandbox {s.name} on {e.network}",
                                    f"endpoint left '{e.state}' by an interrupted command"))
     nets, boxes = ready(networks, sandboxes)
-    drift += _network_drift(nets, observed)
+    drift += _network_drift([n for n in nets if n.bridge], observed)
+    drift += [Drift("missing", f"network {n.name}", f"its parent interface {n.parent} is gone (nsnet never makes or"
+                                                    " changes a parent: make it again)")
+              for n in nets if n.parent and n.parent not in observed.links]
     drift += _sandbox_drift(nets, boxes, observed)
     drift += _unmarked(nets, boxes, observed, owner)
     drift += _orphans(networks, sandboxes, observed, owner)
@@ -183,6 +188,8 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
     drift = []
     for s in sandboxes:
         subject = f"sandbox {s.name}"
+        if s.network_mode is not None:  # the host's namespace or its donor's: nothing of its own
+            continue
         if s.handle not in observed.netns:
             drift.append(Drift("missing", subject, f"its namespace {s.netns} is gone"))
             continue
@@ -194,11 +201,17 @@ def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: 
         for e in endpoints:
             network = by_name[e.network]
             link, peer = observed.links.get(e.host_ifname), inside.get(e.ifname)
-            if link is None or peer is None:
+            if not network.bridge:  # a macvlan child, alone in the sandbox (nsnet.drivers)
+                if peer is None or peer.kind != network.driver:
+                    drift.append(Drift("missing", subject, f"{network.driver} {e.ifname} on {network.parent} to"
+                                                           f" {e.network} is gone"))
+                    continue
+            elif link is None or peer is None:
                 drift.append(Drift("missing", subject, f"veth {e.host_ifname} / {e.ifname} to {e.network} is gone"))
                 continue
-            drift += _port_drift(subject, e, link, network)
-            drift += _link_drift(subject, f"veth {e.host_ifname}", link, network.mtu, None)
+            else:
+                drift += _port_drift(subject, e, link, network)
+                drift += _link_drift(subject, f"veth {e.host_ifname}", link, network.mtu, None)
             drift += _link_drift(subject, f"{e.ifname}", peer, network.mtu, e.mac)
             for address in e.addresses:
                 if str(address) not in peer.addresses:

@@ -21,7 +21,8 @@ from .errors import TeardownError
 from .firewall import render
 from .kernel import Kernel
 from .model import Link, Network, Owner, Route
-from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
+from .plan.drivers import driver
+from .plan.network import FORWARDING, bridge_sysctls, plan_replace_firewall
 from .plan.ops import ApplySandboxFirewall, DeleteLink, DeleteRoute, Operation, RemoveEtcFiles, ReplaceEtcFile
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
 from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
@@ -44,7 +45,7 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
     The kernel destroys an unpinned namespace, and its veths, in deferred work: right after `rm`
     a veth can linger for some milliseconds, and would look like an orphan."""
     deadline = time.monotonic() + SETTLE_SECONDS
-    keys = [*FORWARDING.values(), *(key for n in store.networks() for key in bridge_sysctls(n))]
+    keys = [*FORWARDING.values(), *(key for n in store.networks() if n.bridge for key in bridge_sysctls(n))]
     while True:
         sandboxes = store.sandboxes()
         cables: dict[str, list[str]] = {}
@@ -52,7 +53,7 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
             for end in link.ends:
                 cables.setdefault(end.sandbox, []).append(end.ifname)
         observed = kernel.observe({s.handle: [e.ifname for e in s.endpoints] + cables.get(s.name, [])
-                                   for s in sandboxes}, owner, keys)
+                                   for s in sandboxes if s.network_mode is None}, owner, keys)
         known = {e.host_ifname for s in sandboxes for e in s.endpoints}
         lingering = [n for n, link in observed.links.items()
                      if link.group == owner.group and link.kind == "veth" and n not in known]
@@ -258,7 +259,8 @@ def _etc_rewrites(store: Store, kernel: Kernel, observed: Observed) -> list[tupl
     networks = {n.name: n for n in store.networks()}
     found = []
     for sandbox in store.sandboxes():
-        if sandbox.container_id or sandbox.handle not in observed.netns or sandbox.state != "ready":
+        if (sandbox.container_id or sandbox.network_mode or sandbox.handle not in observed.netns
+                or sandbox.state != "ready"):
             continue
         for filename, wanted in etc_files(sandbox.name, sandbox.endpoints, networks).items():
             now = kernel.read_etc_file(sandbox.name, filename)
@@ -316,7 +318,11 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     _finish_interrupted(store, networks, repair, owner)
     observed = observe(store, kernel, owner)
     for sandbox in store.sandboxes():
-        if sandbox.handle not in observed.netns:
+        if sandbox.network_mode is None and sandbox.handle not in observed.netns:
+            for joiner in store.joiners(sandbox.id):  # --network container: sandboxes go with the namespace
+                with store.transaction():
+                    store.delete_sandbox(joiner)
+                repair.done.append(f"forgot sandbox {joiner}: the namespace it joined ({sandbox.name}'s) is gone")
             with store.transaction():
                 store.delete_sandbox(sandbox.name)
             repair.done.append(f"forgot sandbox {sandbox.name}: its namespace is gone")
@@ -330,7 +336,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     if store.routes():
         _repair_routes(store, observe(store, kernel, owner), repair)  # after the links they go over
     for network in networks.values():
-        ops = plan_repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
+        ops = driver(network).repair_network(network, observed.links.get(network.bridge), observed.sysctls, owner)
         if ops:
             repair.run(ops, f"repaired network {network.name}")
     for sandbox in store.sandboxes():
@@ -383,6 +389,11 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
     it here only needs the link gone; repair then gives the route to that endpoint."""
     for sandbox in store.sandboxes():
         attachments = [(e, networks[e.network]) for e in sandbox.endpoints]
+        if sandbox.state != "ready" and sandbox.network_mode is not None:  # a ledger row, no kernel object
+            with store.transaction():
+                store.delete_sandbox(sandbox.name)
+            repair.done.append(f"forgot sandbox {sandbox.name} (--network {sandbox.network_mode}), left {sandbox.state}")
+            continue
         if sandbox.state != "ready" and not sandbox.container_id:  # a runtime's stays 'ready': never deleted here
             repair.run(plan_remove_sandbox(sandbox.name, True, attachments, owner),
                        f"finished removing sandbox {sandbox.name}")
@@ -402,7 +413,8 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
             repair.done.append(f"forgot container {sandbox.container_id[:12]}: it has no attachment left")
     for network in list(networks.values()):
         if network.state != "ready" and not store.endpoint_count(network.id):
-            repair.run([DeleteLink(network.bridge)], f"finished removing network {network.name}")
+            repair.run([DeleteLink(network.bridge)] if network.bridge else [],
+                       f"finished removing network {network.name}")
             with store.transaction():
                 store.delete_network(network.id)
             del networks[network.name]

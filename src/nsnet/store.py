@@ -155,6 +155,31 @@ CREATE TABLE IF NOT EXISTS interceptions (
     spec TEXT NOT NULL,
     state TEXT NOT NULL
 );
+-- What each topology file (nsnet.topology) made: its objects by kind (network, sandbox, link, route,
+-- shape) and key (a name, SANDBOX|PEER for a link, SANDBOX|DST for a route, SANDBOX|network:NET or
+-- SANDBOX|link:PEER for a shaping), with the file's entry as last applied (JSON). An object has one
+-- owner at most: `up` never takes over what it did not make, `down` removes only what it made.
+CREATE TABLE IF NOT EXISTS topology_objects (
+    topology TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+-- A sandbox in another network mode (nsnet.modes): 'host' (no namespace of its own) or 'container'
+-- (the namespace of donor_id, which cannot be removed while it has joiners).
+CREATE TABLE IF NOT EXISTS sandbox_modes (
+    sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+    mode TEXT NOT NULL,
+    donor_id TEXT REFERENCES sandboxes(id)
+);
+-- A network whose driver is not the bridge (nsnet.drivers): macvlan children of a parent interface.
+CREATE TABLE IF NOT EXISTS network_drivers (
+    network_id TEXT PRIMARY KEY REFERENCES networks(id) ON DELETE CASCADE,
+    driver TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    mode TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -165,7 +190,7 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 12  # 11: links, 12: routes (tables SCHEMA makes)
+SCHEMA_VERSION = 16  # 11 links, 12 routes, 13 sandbox_modes + network_drivers, 16 topology_objects (tables only)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -461,16 +486,22 @@ class Store:
                 "SELECT s.network_id, s.subnet, s.gateway, s.ip_range FROM subnets s JOIN networks n"
                 f" ON n.id = s.network_id WHERE {where} ORDER BY s.version", args):
             subnets.setdefault(network_id, []).append(
-                Subnet(ip_network(subnet), ip_address(gateway), ip_network(ip_range) if ip_range else None))
+                Subnet(ip_network(subnet), ip_address(gateway) if gateway else None,
+                       ip_network(ip_range) if ip_range else None))
+        drivers = {nid: (driver, parent, mode) for nid, driver, parent, mode in self.db.execute(
+            "SELECT d.network_id, d.driver, d.parent, d.mode FROM network_drivers d JOIN networks n"
+            f" ON n.id = d.network_id WHERE {where}", args)}
         rows = self.db.execute("SELECT n.id, n.name, n.bridge, n.internal, n.icc, n.mtu, n.labels, n.ipv6_routed,"
                                f" n.state, n.created, n.ipv4_routed, n.dns, n.dns_servers, n.dns_port FROM networks n"
                                f" WHERE {where}"
                                " ORDER BY n.created, n.name", args)
         return [
-            Network(id=nid, name=name, bridge=bridge, subnets=tuple(subnets.get(nid, ())), internal=bool(internal),
+            Network(id=nid, name=name, bridge="" if nid in drivers else bridge, subnets=tuple(subnets.get(nid, ())),
+                    internal=bool(internal),
                     mtu=mtu, icc=bool(icc), labels=tuple(sorted(json.loads(labels).items())),
                     ipv6_routed=bool(routed), created=created, state=state, ipv4_routed=bool(routed4), dns=bool(dns),
-                    dns_servers=tuple(json.loads(servers)), dns_port=dns_port)
+                    dns_servers=tuple(json.loads(servers)), dns_port=dns_port,
+                    **(dict(zip(("driver", "parent", "driver_mode"), drivers[nid])) if nid in drivers else {}))
             for (nid, name, bridge, internal, icc, mtu, labels, routed, state, created, routed4, dns, servers,
                  dns_port) in rows
         ]
@@ -480,16 +511,21 @@ class Store:
             "INSERT INTO networks (id, name, bridge, internal, icc, mtu, labels, ipv6_routed, state, created,"
             " ipv4_routed, dns, dns_servers, dns_port) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                network.id, network.name, network.bridge, int(network.internal), int(network.icc), network.mtu,
+                # A network without a bridge (nsnet.drivers) holds the column, which is unique, with a
+                # name no interface can have (':' is not allowed in one).
+                network.id, network.name, network.bridge or f"{network.driver}:{network.id}", int(network.internal), int(network.icc), network.mtu,
                 json.dumps(dict(network.labels)), int(network.ipv6_routed), network.state, network.created,
                 int(network.ipv4_routed), int(network.dns), json.dumps(list(network.dns_servers)), network.dns_port,
             ),
         )
         self.db.executemany(
             "INSERT INTO subnets (network_id, version, subnet, gateway, ip_range) VALUES (?, ?, ?, ?, ?)",
-            [(network.id, s.version, str(s.subnet), str(s.gateway), str(s.ip_range) if s.ip_range else None)
-             for s in network.subnets],
+            [(network.id, s.version, str(s.subnet), str(s.gateway) if s.gateway else "",
+              str(s.ip_range) if s.ip_range else None) for s in network.subnets],
         )
+        if network.driver != "bridge":
+            self.db.execute("INSERT INTO network_drivers (network_id, driver, parent, mode) VALUES (?, ?, ?, ?)",
+                            (network.id, network.driver, network.parent, network.driver_mode))
 
     def set_network_state(self, network_id: str, state: str) -> None:
         self.db.execute("UPDATE networks SET state = ? WHERE id = ?", (state, network_id))
@@ -523,7 +559,32 @@ class Store:
     def sandbox(self, name: str) -> Sandbox | None:
         with self.snapshot():
             row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?", (name,)).fetchone()
-            return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
+            return self._moded(self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],)))) if row else None
+
+    def _modes(self) -> dict[str, tuple[str, str | None, str | None]]:
+        """Each sandbox in another network mode: its mode, and its donor's name and netns path."""
+        return {sid: (mode, donor, netns) for sid, mode, donor, netns in self.db.execute(
+            "SELECT m.sandbox_id, m.mode, d.name, d.netns FROM sandbox_modes m"
+            " LEFT JOIN sandboxes d ON d.id = m.donor_id")}
+
+    def _moded(self, sandbox: Sandbox, modes: dict | None = None) -> Sandbox:
+        found = (self._modes() if modes is None else modes).get(sandbox.id)
+        if found is None:
+            return sandbox
+        mode, donor, _ = found
+        if mode == "host":
+            return replace(sandbox, network_mode="host", netns="")
+        return replace(sandbox, network_mode=f"container:{donor}", netns=f"/run/netns/{donor}")
+
+    def add_sandbox_mode(self, sandbox_id: str, mode: str, donor_id: str | None = None) -> None:
+        self.db.execute("INSERT INTO sandbox_modes (sandbox_id, mode, donor_id) VALUES (?, ?, ?)",
+                        (sandbox_id, mode, donor_id))
+
+    def joiners(self, sandbox_id: str) -> list[str]:
+        """The sandboxes that joined this one's namespace (--network container:NAME), by name."""
+        return [name for (name,) in self.db.execute(
+            "SELECT s.name FROM sandbox_modes m JOIN sandboxes s ON s.id = m.sandbox_id WHERE m.donor_id = ?"
+            " ORDER BY s.name", (sandbox_id,))]
 
     def sandbox_of_container(self, container_id: str) -> Sandbox | None:
         with self.snapshot():
@@ -535,7 +596,8 @@ class Store:
         with self.snapshot():
             rows = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes ORDER BY created, name").fetchall()
             endpoints = self._endpoints("1 = 1", ())
-        return [self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]) for row in rows]
+            modes = self._modes()
+        return [self._moded(self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]), modes) for row in rows]
 
     @staticmethod
     def _sandbox(row: tuple, endpoints: list[Endpoint]) -> Sandbox:
@@ -556,7 +618,7 @@ class Store:
                 " JOIN subnets sub ON sub.network_id = e.network_id AND sub.version = a.version"
                 f" WHERE {where} ORDER BY a.version", args):
             addresses.setdefault(endpoint_id, []).append(
-                (ip_interface(f"{ip}/{ip_network(subnet).prefixlen}"), ip_address(gateway)))
+                (ip_interface(f"{ip}/{ip_network(subnet).prefixlen}"), ip_address(gateway) if gateway else None))
         rows = self.db.execute(
             f"SELECT e.id, s.name, n.name, e.ifname, e.host_ifname, e.mac, e.default_route, e.state, s.netns {joins}"
             f" WHERE {where} ORDER BY e.created, e.ifname",
@@ -565,7 +627,7 @@ class Store:
         endpoints = [
             Endpoint(id=i, sandbox=s, network=n, ifname=ifn, host_ifname=h, mac=m,
                      addresses=tuple(a for a, _ in addresses.get(i, ())),
-                     gateways=tuple(g for _, g in addresses.get(i, ())), default_route=bool(d), state=st, netns=ns)
+                     gateways=tuple(g for _, g in addresses.get(i, ()) if g is not None), default_route=bool(d), state=st, netns=ns)
             for i, s, n, ifn, h, m, d, st, ns in rows
         ]
         ports = self._ports([e.id for e in endpoints])
@@ -770,6 +832,21 @@ class Store:
 
     def delete_interception(self, sandbox_id: str) -> None:
         self.db.execute("DELETE FROM interceptions WHERE sandbox_id = ?", (sandbox_id,))
+
+    # Topologies' objects (the table `topology_objects` is made by SCHEMA when missing)
+
+    def topology_objects(self) -> list[tuple[str, str, str, dict]]:
+        """(topology, kind, key, spec) of every object a topology file made."""
+        rows = self.db.execute("SELECT topology, kind, key, spec FROM topology_objects ORDER BY topology, kind, key")
+        return [(topology, kind, key, json.loads(spec)) for topology, kind, key, spec in rows.fetchall()]
+
+    def own_object(self, topology: str, kind: str, key: str, spec: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO topology_objects (topology, kind, key, spec) VALUES (?, ?, ?, ?)",
+                        (topology, kind, key, json.dumps(spec, sort_keys=True)))
+
+    def disown_object(self, topology: str, kind: str, key: str) -> None:
+        self.db.execute("DELETE FROM topology_objects WHERE topology = ? AND kind = ? AND key = ?",
+                        (topology, kind, key))
 
     def delete_sandbox(self, name: str) -> None:
         self.db.execute("DELETE FROM sandboxes WHERE name = ?", (name,))

@@ -184,8 +184,9 @@ def _subnet_request(version: int, net: tuple[str, IPNetwork] | None, gw: tuple[s
     return SubnetRequest(version, network, gateway, ip_range)
 
 
-# Names `--network` gives a meaning of its own (Docker's): `none`, a sandbox with its loopback only.
-RESERVED_NETWORKS = ("none",)
+# Names `--network` gives a meaning of its own (Docker's): `none`, a sandbox with its loopback only;
+# `host`, a sandbox in the host's namespace (nsnet.modes).
+RESERVED_NETWORKS = ("none", "host")
 
 
 def network_request(
@@ -205,12 +206,16 @@ def network_request(
     bridge: str | None = None,
     dns: bool = True,
     dns_servers: list[str] | tuple[str, ...] = (),
+    driver: str = "bridge",
+    parent: str | None = None,
+    driver_mode: str | None = None,
 ) -> NetworkRequest:
     """Validate every field of `network create` against each other; IPAM fills what is left out.
     A network has IPv4 unless --no-ipv4, and IPv6 with --ipv6 or an IPv6 --subnet."""
     name("network name", network_name)
     if network_name in RESERVED_NETWORKS:
-        raise InvalidInput("network name", network_name, "is reserved (--network none: a sandbox on no network)")
+        meaning = {"none": "a sandbox on no network", "host": "a sandbox in the host's namespace"}[network_name]
+        raise InvalidInput("network name", network_name, f"is reserved (--network {network_name}: {meaning})")
     nets = _one_per_family("subnet", [(v, usable_subnet("subnet", v)) for v in subnets])
     gws = _one_per_family("gateway", [(v, address("gateway", v)) for v in gateways])
     for text, gw in gws.values():
@@ -241,7 +246,12 @@ def network_request(
         for version, (text, _) in given.items():
             if version not in families:
                 raise InvalidInput(field, text, f"is IPv{version}, but the network has no IPv{version}")
+    driver, parent, driver_mode, dns = _driver(driver, parent, driver_mode, dns=dns, servers=servers, bridge=bridge,
+                                               routed=ipv4_routed or ipv6_routed, icc=icc)
+    if driver != "bridge":  # no --gateway: no default route through it (nsnet.drivers)
+        internal = internal or not gws
     return NetworkRequest(
+        driver=driver, parent=parent, driver_mode=driver_mode,
         name=network_name,
         subnets=tuple(_subnet_request(v, nets.get(v), gws.get(v), rngs.get(v)) for v in families),
         internal=internal,
@@ -254,6 +264,35 @@ def network_request(
         dns=dns,
         dns_servers=servers,
     )
+
+
+def _driver(driver: str, parent: str | None, mode: str | None, *, dns: bool, servers: tuple[str, ...],
+            bridge: str | None, routed: bool, icc: bool) -> tuple[str, str | None, str | None, bool]:
+    """(driver, parent, mode, dns) of a `network create --driver` (nsnet.drivers); ipvlan is
+    refused before (it needs the kernel asked)."""
+    from .drivers import DRIVERS, MACVLAN_MODES
+
+    if driver not in DRIVERS:
+        raise InvalidInput("--driver", driver, f"must be one of {', '.join(DRIVERS)}")
+    if driver == "bridge":
+        for flag, value in (("--parent", parent), ("--mode", mode)):
+            if value is not None:
+                raise InvalidInput(flag, value, "is for --driver macvlan")
+        return driver, None, None, dns
+    if parent is None:
+        raise InvalidInput("--parent", None, "is needed by --driver macvlan: the host interface its sandboxes hang off")
+    interface_name("--parent", parent)
+    if mode == "passthru":
+        raise InvalidInput("--mode", mode, "hands the parent itself to one sandbox (its MAC, promiscuous mode), and"
+                                           " nsnet never changes a parent: use bridge, private or vepa")
+    if (mode or "bridge") not in MACVLAN_MODES:
+        raise InvalidInput("--mode", mode, f"must be one of {', '.join(m for m in MACVLAN_MODES if m != 'passthru')}")
+    for flag, given in (("--bridge", bridge is not None), ("--ipv4-routed/--ipv6-routed", routed),
+                        ("--no-icc", not icc), ("--dns", bool(servers))):
+        if given:
+            raise InvalidInput(flag, None, "has no meaning on a macvlan network: no bridge, no firewall and no"
+                                           " resolver of nsnet's see its traffic")
+    return driver, parent, mode or "bridge", False  # nsnet's resolver listens on bridges only
 
 
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")

@@ -113,3 +113,27 @@ def wan() -> Iterator[str]:
     finally:
         run("ip", "link", "del", "wan0", check=False)
         run("ip", "netns", "del", "wan", check=False)
+
+
+# macvlan networks (nsnet.drivers) on a parent made inside the isolated host: the veth `lanp`,
+# whose other end is the LAN's machine `lanpeer` (192.168.77.100, fd77::100, and 203.0.113.9 beyond
+# it as a router would have); the host itself is on that LAN too (192.168.77.50 on lanp).
+LAN_PEER, LAN6_PEER, BEYOND, HOST_ON_LAN = "192.168.77.100", "fd77::100", "203.0.113.9", "192.168.77.50"
+
+
+@pytest.fixture
+def lan() -> Iterator[str]:
+    run("ip", "netns", "add", "lanpeer")
+    try:
+        run("ip", "link", "add", "lanp", "type", "veth", "peer", "name", "eth0", "netns", "lanpeer")
+        run("ip", "addr", "add", f"{HOST_ON_LAN}/24", "dev", "lanp")
+        run("ip", "link", "set", "lanp", "up")
+        run("ip", "-n", "lanpeer", "addr", "add", f"{LAN_PEER}/24", "dev", "eth0")
+        run("ip", "-n", "lanpeer", "addr", "add", f"{LAN6_PEER}/64", "dev", "eth0", "nodad")
+        run("ip", "-n", "lanpeer", "addr", "add", f"{BEYOND}/32", "dev", "lo")
+        run("ip", "-n", "lanpeer", "link", "set", "eth0", "up")
+        run("ip", "-n", "lanpeer", "link", "set", "lo", "up")
+        yield "lanp"
+    finally:
+        run("ip", "link", "del", "lanp", check=False)
+        run("ip", "netns", "del", "lanpeer", check=False)

@@ -75,7 +75,7 @@ SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "f
          ("connect", "side", "web"),
          ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip"),
          ("create", "third", "--network", "side"), ("link", "web", "third"),
-         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9")]
+         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9"), ("create", "peek", "--network", "container:spare")]
 CRASHES = {
     ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
         ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
@@ -98,6 +98,11 @@ CRASHES = {
     ("route", "add", "web", "10.70.0.0/24", "via", "10.31.0.9"): ["reserved", "EnsureSysctl", "AddRoute", "applied"],
     ("route", "rm", "spare", "10.71.0.0/24"): ["reserved", "DeleteRoute", "EnsureSysctl", "applied"],
     ("network", "rm", "-f", "side"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
+    # Network modes (nsnet.modes): ledger rows only; rm -f of a donor removes its joiner first.
+    ("create", "h", "--network", "host"): ["reserved", "applied"],
+    ("create", "j", "--network", "container:web"): ["reserved", "applied"],
+    ("rm", "peek"): ["reserved", "applied"],
+    ("rm", "-f", "spare"): ["reserved", "applied", "reserved#2", "DeleteNetns", "applied#2"],
 }
 CASES = [(argv, step) for argv, steps in CRASHES.items() for step in steps]
 
@@ -244,3 +249,53 @@ def test_a_no_icc_ports_isolation_is_checked_and_repaired(state_dir: str, engine
     assert cli("gc").returncode == 0
     assert check() == []
     assert blocked("q2", "q1", "10.34.0.2", 80)
+
+
+# macvlan networks (nsnet.drivers): a child is born inside its sandbox in one message, so a kill
+# leaves it there (gc deletes it, or the namespace with it) and never one in the host; the parent
+# is never touched. Dual stack with a gateway, so that every step is a kill point.
+MACVLAN_SETUP = [("network", "create", "lan", "--driver", "macvlan", "--parent", "lanp", "--subnet", "192.168.77.0/24",
+                  "--gateway", "192.168.77.100", "--subnet", "fd77::/64", "--gateway", "fd77::100"),
+                 ("create", "on", "--network", "lan"), ("create", "off", "--network", "none")]
+MACVLAN_CRASHES = {
+    ("create", "m", "--network", "lan"): ["reserved", "CreateNetns", "WriteEtcFiles", "CreateMacvlan", "EnableIPv6",
+                                          "SetLinkUp", "AddAddress", "AddAddress#2", "SetDefaultRoute",
+                                          "SetDefaultRoute#2", "applied"],
+    ("connect", "lan", "off"): ["reserved", "CreateMacvlan", "EnableIPv6", "SetLinkUp", "AddAddress", "AddAddress#2",
+                                "SetDefaultRoute", "applied"],
+    ("disconnect", "lan", "on"): ["reserved", "DeleteLink", "applied"],
+    ("rm", "-f", "on"): ["reserved", "KillProcesses", "DeleteNetns", "applied"],
+    ("network", "create", "lan2", "--driver", "macvlan", "--parent", "lanq", "--subnet", "192.168.78.0/24"):
+        ["reserved", "applied"],
+}
+MACVLAN_CASES = [(argv, step) for argv, steps in MACVLAN_CRASHES.items() for step in steps]
+
+
+@pytest.mark.parametrize("argv, step", MACVLAN_CASES, ids=[f"{a[0]}-{a[1]}@{s}" for a, s in MACVLAN_CASES])
+def test_a_kill_at_any_step_of_a_macvlan_change_is_repaired_by_gc(state_dir: str, engine: Engine, lan: str,
+                                                                  argv: tuple, step: str) -> None:
+    run("ip", "link", "add", "lanq", "type", "veth", "peer", "name", "lanq-peer")  # (no dummy module here)
+    try:
+        parent = ip_json("link", "show", lan)
+        for setup in MACVLAN_SETUP:
+            assert cli(*setup).returncode == 0
+        crashed = subprocess.run([NSNET, *argv], env=nsnet_env(NSNET_FAULT=step), capture_output=True, timeout=60)
+        assert crashed.returncode == -9, crashed.stderr
+
+        assert cli("gc").returncode == 0
+
+        assert check() == []
+        assert [x["ifname"] for x in ip_json("-d", "link")
+                if x.get("linkinfo", {}).get("info_kind") == "macvlan"] == []  # none ever in the host
+        for sandbox in engine.sandboxes():  # each sandbox has a child exactly when the ledger says so
+            kinds = [x.get("linkinfo", {}).get("info_kind") for x in ip_json("-d", "link", ns=sandbox.name)]
+            assert kinds.count("macvlan") == len(sandbox.endpoints), sandbox.name
+        assert cli("create", "after", "--network", "lan").returncode == 0
+        assert exchange("after", "lanpeer", "203.0.113.9", 9100)[0] == "hello from 203.0.113.9"
+        addresses = [a.ip for s in engine.sandboxes() for e in s.endpoints for a in e.addresses]
+        assert len(addresses) == len(set(addresses))
+        assert ip_json("link", "show", lan) == parent and check() == []
+    finally:
+        for sandbox in engine.sandboxes():
+            engine.remove_sandbox(sandbox.name, force=True)
+        run("ip", "link", "del", "lanq", check=False)

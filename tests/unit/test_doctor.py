@@ -113,3 +113,13 @@ def test_a_chain_ends_in_a_drop_only_when_its_last_rule_drops_everything():
     assert not _drops_everything([{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
                                   {"drop": None}])
     assert not _drops_everything([{"accept": None}]) and not _drops_everything([])
+
+
+def test_a_missing_network_driver_is_a_warning_apart_from_what_nsnet_needs() -> None:
+    from nsnet.doctor import HostFacts, diagnose
+
+    facts = HostFacts(ip_forward="1", bridge_nf_call_iptables=None,
+                      missing_features=("bridge: refused", "ipvlan (network create --driver ipvlan): not supported"))
+    found = {f.check: (f.severity, f.details) for f in diagnose(facts, [], [])}
+    assert found == {"kernel-features": ("problem", ("bridge: refused",)),
+                     "kernel-drivers": ("warning", ("ipvlan (network create --driver ipvlan): not supported",))}

@@ -430,7 +430,7 @@ def test_sandbox_to_dict(engine):
     web = engine.create_sandbox("web", networks=["app"])
     (endpoint,) = web.endpoints
     assert web.to_dict() == {
-        "Id": web.id, "Name": "web", "NetNS": "/run/netns/web", "Created": web.created, "State": "ready", "Labels": {},
+        "Id": web.id, "Name": "web", "NetNS": "/run/netns/web", "NetworkMode": "default", "Created": web.created, "State": "ready", "Labels": {},
         "Networks": {"app": {
             "EndpointId": endpoint.id, "Network": "app", "Interface": "eth0", "HostInterface": endpoint.host_ifname,
             "MacAddress": "02:4e:0a:1f:00:02", "IPAddress": "10.31.0.2", "IPPrefixLen": 24, "Gateway": "10.31.0.1",

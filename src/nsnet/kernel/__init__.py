@@ -53,6 +53,12 @@ class Kernel(ABC):
     @abstractmethod
     def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
         """The pair, its host end up on the bridge, its peer (down) inside the sandbox."""
+    @abstractmethod
+    def create_macvlan(self, name: str, parent: str, sandbox: str, mode: str, mtu: int, mac: str, group: int) -> None:
+        """A macvlan child of the host's interface `parent`, born (down) inside the sandbox as `name`."""
+    @abstractmethod
+    def link_kind_missing(self, kind: str) -> str | None:
+        """Why this kernel cannot make a link of `kind` (macvlan, ipvlan) on a parent; None if it can."""
     def flood_limit(self) -> int | None:
         """How many ports of one bridge a broadcast can reach before the kernel drops copies;
         None: no limit beyond the bridge's own."""

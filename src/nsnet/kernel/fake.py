@@ -47,6 +47,7 @@ class FakeKernel(Kernel):
         self.sandbox_tables: dict[str, dict[str, list[dict[str, Any]]]] = {}  # sandbox -> table -> rules, elements
         self.dns_ports_taken: set[int] = set()  # ports another program holds on every gateway
         self.pids: dict[str, list[int]] = {}
+        self.link_kinds: set[str] = {"macvlan"}  # what link_kind_missing finds (this machine: no ipvlan)
         self.host_route_table = list(routes or [])
         self.host_listeners: list[Listener] = []
         self.ra_takers: list[str] = []  # host interfaces with accept_ra 1, forwarding 0
@@ -155,6 +156,17 @@ class FakeKernel(Kernel):
                                     "group": group, "up": True, "mac": "02:00:00:00:00:01", "learning": True,
                                     "static_macs": set()}
         self.links[(sandbox, peer)] = {"kind": "veth", "mac": mac, "mtu": mtu, "up": False}
+
+    def create_macvlan(self, name: str, parent: str, sandbox: str, mode: str, mtu: int, mac: str, group: int) -> None:
+        self._mutating("create_macvlan", name, parent, sandbox, mode, mtu, mac)
+        self._need((None, parent) in self.links and sandbox in self.netns, f"creation of macvlan {name}")
+        if (sandbox, name) in self.links:
+            raise KernelError(f"creation of macvlan {name}", errno.EEXIST)
+        self.links[(sandbox, name)] = {"kind": "macvlan", "parent": parent, "mode": mode, "mac": mac, "mtu": mtu,
+                                       "up": False}
+
+    def link_kind_missing(self, kind: str) -> str | None:
+        return None if kind in self.link_kinds else f"creation of {kind} probe-child: Operation not supported"
 
     def create_pair(self, sandbox: str, ifname: str, peer_sandbox: str, peer: str, mtu: int) -> None:
         self._mutating("create_pair", sandbox, ifname, peer_sandbox, peer, mtu)

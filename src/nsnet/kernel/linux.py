@@ -122,6 +122,21 @@ class LinuxKernel(Kernel):
         finally:
             os.close(fd)
 
+    def create_macvlan(self, name: str, parent: str, sandbox: str, mode: str, mtu: int, mac: str, group: int) -> None:
+        from ..drivers import MACVLAN_MODES
+
+        host = self._rtnl(None)
+        fd = os.open(netns.path_of(sandbox), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            host.create_child("macvlan", name, host.link_index(parent), mtu, mac, MACVLAN_MODES[mode], fd, group)
+        finally:
+            os.close(fd)
+
+    def link_kind_missing(self, kind: str) -> str | None:
+        from . import observe
+
+        return observe.link_kind_missing(kind)
+
     def add_route(self, sandbox: str, dst: IPNetwork, via: IPAddress) -> None:
         self._rtnl(sandbox).add_route(dst, via, f"sandbox {sandbox}")
 

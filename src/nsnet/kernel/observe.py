@@ -6,6 +6,7 @@ Imported only when needed: pyroute2 costs ~80-190 ms to import.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any
@@ -99,9 +100,36 @@ def missing_features() -> list[str]:
                 Nft().transaction(render.render_add_network(owner, probe_network))
             except Exception as exc:
                 missing.append(f"nftables ruleset: {exc}")
+            for kind in ("macvlan", "ipvlan"):  # network create --driver (nsnet.drivers)
+                problem = link_kind_missing(kind)
+                if problem is not None:
+                    missing.append(f"{kind} (network create --driver {kind}): {problem}")
         finally:
             sock.close()
         return missing
+
+    return netns.in_thread(probe)
+
+
+def link_kind_missing(kind: str) -> str | None:
+    """Whether this kernel makes links of `kind` on a parent (macvlan, ipvlan): tried for real on a
+    veth in a throwaway namespace; the kernel's refusal, or None."""
+    from . import netns
+    from .rtnl import RtnlSocket
+
+    def probe() -> str | None:
+        netns.unshare(netns.CLONE_NEWNET)
+        sock = RtnlSocket()
+        here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sock.create_veth("probe-parent", 0, 1500, "probe-peer", here, None, 0)
+            sock.create_child(kind, "probe-child", sock.link_index("probe-parent"))
+        except Exception as exc:
+            return str(exc)
+        finally:
+            os.close(here)
+            sock.close()
+        return None
 
     return netns.in_thread(probe)
 

@@ -45,6 +45,7 @@ RTM_NEWNEIGH = 28
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
 IFLA_NET_NS_FD, IFLA_GROUP = 28, 27
+IFLA_LINK, IFLA_MACVLAN_MODE = 5, 1
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 IFLA_BRPORT_MODE, IFLA_BRPORT_LEARNING, IFLA_BRPORT_ISOLATED, IFLA_BRPORT_LOCKED = 4, 8, 33, 39
 NDA_LLADDR = 2
@@ -212,6 +213,24 @@ class RtnlSocket:
         if master:  # a link between two sandboxes has no bridge and no ledger group (nsnet.links)
             body += u32(IFLA_MASTER, master) + u32(IFLA_GROUP, group)
         self.request(f"creation of veth {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body + linkinfo)
+
+    def create_child(self, kind: str, name: str, parent: int, mtu: int | None = None, mac: str | None = None,
+                     mode: int | None = None, netns_fd: int | None = None, group: int = 0) -> None:
+        """A link on a parent interface (macvlan; ipvlan for doctor's probe), in one message; with
+        `netns_fd` it is born (down) in that namespace, its parent staying here: its name never
+        meets this namespace's interfaces and nothing is left here if the caller dies."""
+        body = ifinfomsg() + string(IFLA_IFNAME, name) + u32(IFLA_LINK, parent)
+        if mtu is not None:
+            body += u32(IFLA_MTU, mtu)
+        if mac is not None:
+            body += attr(IFLA_ADDRESS, mac_bytes(mac))
+        if group:
+            body += u32(IFLA_GROUP, group)
+        if netns_fd is not None:
+            body += u32(IFLA_NET_NS_FD, netns_fd)
+        data = [nested(IFLA_INFO_DATA, u32(IFLA_MACVLAN_MODE, mode))] if mode is not None else []
+        body += nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, kind), *data)
+        self.request(f"creation of {kind} {name}", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
     def set_master(self, name: str, master: int) -> None:
         body = ifinfomsg(up=True) + string(IFLA_IFNAME, name) + u32(IFLA_MASTER, master)

@@ -355,6 +355,26 @@ class CreateVeth(Operation):
 
 
 @record
+class CreateMacvlan(Operation):
+    """A macvlan child of the host's interface `parent`, in one message, born (down) inside the
+    sandbox as `name` (nsnet.drivers); undone by deleting it there. The parent is never changed."""
+
+    name: str
+    parent: str
+    sandbox: str
+    mode: str
+    mtu: int
+    mac: str
+    group: int
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.create_macvlan(self.name, self.parent, self.sandbox, self.mode, self.mtu, self.mac, self.group)
+
+    def undo(self) -> Operation:
+        return DeleteLink(self.name, self.sandbox)
+
+
+@record
 class CreatePair(Operation):
     """A link's veth pair, in one message from the first sandbox's namespace, its peer born in
     the second's (nsnet.links)."""

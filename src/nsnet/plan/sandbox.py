@@ -58,16 +58,35 @@ def etc_files(name: str, endpoints: Iterable[Endpoint], networks: Mapping[str, N
             "resolv.conf": for_networks([networks[e.network] for e in endpoints])}
 
 
-def _add_rules(attachments: list[Attachment], owner: Owner) -> Operation:
+def _firewalled(attachments: list[Attachment]) -> list[Attachment]:
+    """The attachments nsnet's firewall sees (nsnet.drivers: not macvlan's)."""
+    from .drivers import driver
+
+    return [(e, n) for e, n in attachments if driver(n).firewalled]
+
+
+def _attach(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
+    from .drivers import driver
+
+    return driver(network).attach(endpoint, network, owner)
+
+
+def _add_rules(attachments: list[Attachment], owner: Owner) -> list[Operation]:
     """One transaction for every endpoint's elements, made before any veth exists, so no frame
     ever crosses a port unfiltered."""
+    attachments = _firewalled(attachments)
+    if not attachments:
+        return []
     rules = [c for endpoint, network in attachments for c in render.render_add_endpoint(owner, endpoint, network)]
     reverse = render.render_remove_endpoints(owner, attachments)
     ports = ", ".join(e.host_ifname for e, _ in attachments)
-    return ApplyFirewall(tuple(rules), tuple(reverse), f"rules of {ports}")
+    return [ApplyFirewall(tuple(rules), tuple(reverse), f"rules of {ports}")]
 
 
 def _remove_rules(attachments: list[Attachment], what: str, owner: Owner) -> list[Operation]:
+    attachments = _firewalled(attachments)
+    if not attachments:
+        return []
     rules = render.render_remove_endpoints(owner, attachments)
     return [RemoveFirewallElements(tuple(rules), f"rules of {what}")] if rules else []
 
@@ -86,7 +105,8 @@ def _default_routes(endpoint: Endpoint) -> list[Operation]:
     return [SetDefaultRoute(endpoint.where, gateway, endpoint.ifname) for gateway in endpoint.gateways]
 
 
-def _attach(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
+def bridge_attach(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
+    """The bridge driver's attachment (nsnet.plan.drivers): a veth from the bridge."""
     ops: list[Operation] = [
         CreateVeth(endpoint.host_ifname, network.bridge, endpoint.where, endpoint.ifname, network.mtu, endpoint.mac,
                    owner.group),
@@ -108,7 +128,7 @@ def _etc_files(sandbox: str, changes: Iterable[EtcChange]) -> list[Operation]:
 
 def plan_connect(endpoint: Endpoint, network: Network, owner: Owner, etc: Iterable[EtcChange] = ()) -> list[Operation]:
     """`etc`: (file, before, after) of the sandbox's /etc/netns files the new network changes."""
-    return [_add_rules([(endpoint, network)], owner), *_attach(endpoint, network, owner),
+    return [*_add_rules([(endpoint, network)], owner), *_attach(endpoint, network, owner),
             *_etc_files(endpoint.sandbox, etc)]
 
 
@@ -119,8 +139,7 @@ def plan_create_sandbox(name: str, attachments: list[Attachment], owner: Owner,
         files = {"hosts": hosts_file(name, [e for e, _ in attachments])}
     written = tuple((filename, text) for filename, text in files.items() if text is not None)
     ops: list[Operation] = [CreateNetns(name), WriteEtcFiles(name, written)]
-    if attachments:
-        ops.append(_add_rules(attachments, owner))
+    ops += _add_rules(attachments, owner)
     for endpoint, network in attachments:
         ops += _attach(endpoint, network, owner)
     return ops
@@ -131,7 +150,9 @@ def plan_disconnect(endpoint: Endpoint, network: Network, successor: Endpoint | 
     """Deleting the host end deletes the pair, and with the peer its address and routes. When the
     endpoint carried the default route, `successor` (chosen, and marked in the ledger, by the
     caller) takes it over."""
-    ops: list[Operation] = [DeleteLink(endpoint.host_ifname)]
+    from .drivers import driver
+
+    ops: list[Operation] = driver(network).detach(endpoint, network)
     ops += _remove_rules([(endpoint, network)], endpoint.host_ifname, owner)
     if successor is not None:
         ops += _default_routes(successor)
@@ -148,6 +169,15 @@ def plan_remove_sandbox(name: str, force: bool, attachments: list[Attachment], o
 def plan_repair_endpoint(endpoint: Endpoint, network: Network, host_end: LinkState | None,
                          inside: LinkState | None, default_routes: Mapping[int, tuple[str, str]],
                          owner: Owner) -> list[Operation]:
+    """What the endpoint needs back, as its network's driver knows (nsnet.plan.drivers)."""
+    from .drivers import driver
+
+    return driver(network).repair_endpoint(endpoint, network, host_end, inside, default_routes, owner)
+
+
+def plan_repair_bridge_endpoint(endpoint: Endpoint, network: Network, host_end: LinkState | None,
+                                inside: LinkState | None, default_routes: Mapping[int, tuple[str, str]],
+                                owner: Owner) -> list[Operation]:
     """A veth gone (either end) is made again; otherwise each wrong property is set back: the
     bridge it sits on (re-made by gc), its port flags and static FDB entry, each end's state,
     MTU and (sandbox end) MAC, the address and the default route, in an order that works (up
