@@ -193,6 +193,16 @@ def test_the_engine_model_holds_every_kind_of_object(engine: Engine) -> None:
     assert graph.nodes[2].lines == ("sandbox r1", "route 10.31.0.0/24 via 10.9.0.1")
 
 
+def test_macvlan_networks_and_network_modes_are_labelled() -> None:
+    networks = [Network(id="n1", name="lan", bridge="", driver="macvlan", parent="eth1", driver_mode="bridge",
+                        subnets=(Subnet(ip_network("192.168.5.0/24"), ip_address("192.168.5.1")),))]
+    sandboxes = [Sandbox(id="s1", name="edge", netns="", network_mode="host"),
+                 Sandbox(id="s2", name="side", netns="", network_mode="container:web")]
+    assert render_mermaid(build(networks, sandboxes)) == (
+        'graph LR\n  net1{{"network lan<br/>macvlan on eth1 #40;bridge#41;<br/>192.168.5.0/24 gw 192.168.5.1"}}\n'
+        '  sb1["sandbox edge<br/>network host"]\n  sb2["sandbox side<br/>network container:web"]\n')
+
+
 def test_an_unknown_format_and_a_missing_dot_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = build(*fixed_model())
     with pytest.raises(InvalidInput, match=r"^invalid --format 'png': must be one of dot, mermaid, svg$"):

@@ -48,7 +48,11 @@ def _addresses(addresses: Iterable[Any]) -> str:
 
 def _network_lines(network: Any) -> tuple[str, ...]:
     driver = getattr(network, "driver", "bridge")
-    lines = [f"network {network.name}", f"{driver} {network.bridge}"]
+    if driver == "macvlan":
+        mode = getattr(network, "driver_mode", None)
+        lines = [f"network {network.name}", f"macvlan on {network.parent}" + (f" ({mode})" if mode else "")]
+    else:
+        lines = [f"network {network.name}", f"{driver} {network.bridge}"]
     lines += [f"{s.subnet} gw {s.gateway}" for s in network.subnets]
     if network.internal:
         lines.append("internal")
@@ -74,8 +78,8 @@ def build(networks: Sequence[Any], sandboxes: Sequence[Any], links: Sequence[Any
         routed.setdefault(route.sandbox, []).append(route)
     for i, sandbox in enumerate(sorted(sandboxes, key=lambda s: s.name), 1):
         ids[("sandbox", sandbox.name)] = f"sb{i}"
-        kind = getattr(sandbox, "kind", None)
-        lines = [f"sandbox {sandbox.name}"] + ([f"kind {kind}"] if kind and kind != "netns" else [])
+        mode = getattr(sandbox, "network_mode", None)  # host, container:NAME (nsnet.modes)
+        lines = [f"sandbox {sandbox.name}"] + ([f"network {mode}"] if mode else [])
         lines += [f"route {r.dst} via {r.via}" for r in sorted(routed.get(sandbox.name, ()),
                                                                key=lambda r: (r.dst.version, r.dst))]
         nodes.append(Node(f"sb{i}", "sandbox", tuple(lines)))
