@@ -13,8 +13,11 @@ cd "$(dirname "$0")"
 # nsnet with Podman (runc: crun refuses hybrid cgroups), chain a reference plugin after it, and
 # make their image from busybox (no registry is reached).
 # python3-yaml: topology files (nsnet up/down/verify) are YAML; PyYAML keeps each value's line.
+# graphviz: `nsnet graph --format svg` lays the picture out with its `dot` (and its tests parse the SVG).
+# mininet, bridge-utils: benchmarks/topology.py's anchor, Mininet 2.3 with its LinuxBridge switch (brctl);
+# without recommends, so no Open vSwitch daemon is installed on the host.
 packages="nftables libnftables1 python3-nftables python3-venv iproute2 iptables conntrack iperf3 procps
-podman runc containernetworking-plugins busybox-static python3-yaml"
+podman runc containernetworking-plugins busybox-static python3-yaml graphviz mininet bridge-utils"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"

@@ -131,10 +131,15 @@ def plan(quick: bool, missing: set[str]) -> list[Benchmark]:
                   script="dataplane"),
         Benchmark("dns", "Names: nsnet's resolver against dnsmasq, its reload, DNS's cost to create", [*q]),
         Benchmark("services", "Services: a VIP's new-connection cost at 10, 1,000 and 5,000 services", [*q]),
+        Benchmark("topology", "Topologies: a linear topology of 100 and 500 nodes up and down, nsnet and Mininet",
+                  [*q]),
     ]
     by_name = {b.name: b for b in benchmarks}
     if missing & {"dnsperf", "dnsmasq-base"}:
         by_name["dns"].skipped = "dnsperf or dnsmasq is missing"
+    # Not installed by ensure_packages: plain apt-get would bring Open vSwitch (a recommends) and its daemon.
+    if shutil.which("mnexec") is None or shutil.which("brctl") is None:
+        by_name["topology"].skipped = "Mininet is missing (install.sh installs mininet and bridge-utils)"
     if "iperf3" in missing:
         by_name["dataplane"].skipped = by_name["dataplane_perf"].skipped = "iperf3 is missing"
     elif "linux-perf" in missing:

@@ -54,31 +54,25 @@ kernel tasks per operation (processes and threads, from /proc/loadavg's last PID
 from __future__ import annotations
 
 import argparse
-import ctypes
 import ipaddress
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import nsnet
-from nsnet import lab
-from nsnet.kernel.netns import CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, unshare
-from nsnet.lab import isolation_problem
 from nsnet.store import state_dir
 
 from harness import (
-    host, nsnet_executable, percentile, refuse_outside_lab, remove_snapshot, run_from_snapshot, save_json,
+    host, in_fresh_host, nsnet_executable, percentile, refuse_outside_lab, remove_snapshot, run_from_snapshot, save_json,
     source_state,
 )
 
@@ -110,7 +104,6 @@ REFERENCE = {
 
 # Private tmpfs mounted over these in every phase's host, before nsnet's lab mounts its own: state
 # that a plugin might keep outside the directories it is given lands there and dies with the phase.
-PRIVATE_DIRS = ("/run", "/var/lib")
 
 
 def sandbox_name(index: int) -> str:
@@ -461,58 +454,6 @@ def run_phase(contender: str, n: int) -> dict[str, Any]:
 
 
 # Fresh isolated hosts: a forked child per phase
-
-_libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_PDEATHSIG = 1
-
-
-def enter_fresh_host() -> None:
-    """Make this (forked, single-threaded) child a new isolated host nested in the lab."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the benchmark
-    unshare(CLONE_NEWNS)
-    mount("none", "/", None, MS_REC | MS_PRIVATE)
-    for directory in PRIVATE_DIRS:
-        mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
-    lab.enter()  # new netns + mount ns, tmpfs on /run/netns, /etc/netns, the state dir; lo up
-    problem = isolation_problem()
-    if problem is not None:
-        raise RuntimeError(f"the phase's host is not isolated: {problem}")
-
-
-def in_fresh_host(fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args) in a forked child that is a fresh isolated host; its JSON-able result comes back by pipe."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(read_end)
-        code = 0
-        try:
-            enter_fresh_host()
-            payload = {"result": fn(*args)}
-        except BaseException:  # noqa: BLE001 - everything goes back to the parent
-            payload = {"error": traceback.format_exc()}
-            code = 1
-        try:
-            with os.fdopen(write_end, "w") as out:
-                json.dump(payload, out)
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    try:
-        with os.fdopen(read_end) as incoming:
-            text = incoming.read()
-        os.waitpid(child, 0)
-    except BaseException:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
-        raise
-    payload = json.loads(text) if text else {"error": "the phase's process died without a result"}
-    if "error" in payload:
-        raise RuntimeError(f"phase {fn.__name__}{args} failed:\n{payload['error']}")
-    return payload["result"]
-
 
 # Processes per operation: strace on a sample
 

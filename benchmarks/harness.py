@@ -4,17 +4,22 @@ benchmarks/NAME.py`), so this module is imported from the script's own directory
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nsnet
+from nsnet import lab
+from nsnet.kernel.netns import CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, unshare
 from nsnet.lab import isolation_problem
 from nsnet.naming import BRIDGE_PREFIX, ETC_NETNS_DIR, NETNS_DIR, VETH_PREFIX
 
@@ -127,6 +132,62 @@ def leftovers(tables: Sequence[str] = ()) -> list[str]:
         listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
         found += [line for line in listing.splitlines() if any(t in line for t in tables)]
     return found
+
+
+# A fresh host per phase (compare.py, topology.py): every contender starts from an empty host, and
+# whatever a phase left dies with its namespaces.
+
+PRIVATE_DIRS = ("/run", "/var/lib")
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def enter_fresh_host() -> None:
+    """Make this (forked, single-threaded) child a new isolated host nested in the lab."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the benchmark
+    unshare(CLONE_NEWNS)
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+    for directory in PRIVATE_DIRS:
+        mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
+    lab.enter()  # new netns + mount ns, tmpfs on /run/netns, /etc/netns, the state dir; lo up
+    problem = isolation_problem()
+    if problem is not None:
+        raise RuntimeError(f"the phase's host is not isolated: {problem}")
+
+
+def in_fresh_host(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) in a forked child that is a fresh isolated host; its JSON-able result comes back by pipe."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        code = 0
+        try:
+            enter_fresh_host()
+            payload = {"result": fn(*args)}
+        except BaseException:  # noqa: BLE001 - everything goes back to the parent
+            payload = {"error": traceback.format_exc()}
+            code = 1
+        try:
+            with os.fdopen(write_end, "w") as out:
+                json.dump(payload, out)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as incoming:
+            text = incoming.read()
+        os.waitpid(child, 0)
+    except BaseException:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        raise
+    payload = json.loads(text) if text else {"error": "the phase's process died without a result"}
+    if "error" in payload:
+        raise RuntimeError(f"phase {fn.__name__}{args} failed:\n{payload['error']}")
+    return payload["result"]
 
 
 def host() -> dict[str, Any]:

@@ -263,6 +263,17 @@ def links(args: argparse.Namespace) -> int:
                                                                 ",".join(e["IPAddresses"]) or "-")), str(i["MTU"])))
 
 
+# Pictures (nsnet.graph)
+
+def graph(args: argparse.Namespace) -> int:
+    from .graph import from_engine, render
+
+    with _engine() as engine:
+        picture = from_engine(engine)
+    sys.stdout.write(render(picture, args.format))
+    return 0
+
+
 # Routes
 
 def route_add(args: argparse.Namespace) -> int:
@@ -696,6 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="out (default): what leaves the sandbox through it; in: what arrives; both")
     sub.add_argument("--clear", action="store_true", help="remove the interface's shaping")
     listing(verb("shapes", shapes, "list shaped interfaces"))
+    sub = verb("graph", graph, "draw what nsnet holds: networks, sandboxes, links, published ports, routes, services,"
+                               " shaping")
+    sub.add_argument("--format", choices=["dot", "svg", "mermaid"], default="dot",
+                     help="dot (Graphviz, the default), svg (laid out by Graphviz's dot) or mermaid (graph LR)")
     route = verbs.add_parser("route", help="static routes inside sandboxes (a lab's routers)").add_subparsers(
         dest="route_verb", metavar="COMMAND", required=True, parser_class=_Parser)
     sub = verb("add", route_add, "add a static route inside a sandbox; its first of a family switches forwarding on"

@@ -856,7 +856,8 @@ class Engine(Catalog):
         with self._locks.ledger(exclusive=True):  # two sandboxes' locks, in no order that can deadlock
             with self._store.transaction():
                 ends = [self._ready_sandbox(name) for name in (a, b)]
-                existing = self._store.links()
+                # Only the two sandboxes' links: reading every link made a chain of N links O(N^2).
+                existing = list({lk.id: lk for name in (a, b) for lk in self._store.links(name)}.values())
                 if any({lk.a.sandbox, lk.b.sandbox} == {a, b} for lk in existing):
                     raise Conflict(f"sandboxes {a!r} and {b!r} are linked already")
                 taken = {name: {e.ifname for e in box.endpoints}
