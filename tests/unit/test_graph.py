@@ -1,12 +1,11 @@
 """`nsnet graph`: the data model built from ledger records, its exact DOT and Mermaid text, names
-that would break either syntax, shaping labels (from a stand-in for nsnet.shaping's records), and
+that would break either syntax, shaping labels (nsnet.shaping's records), and
 the model an engine on a FakeKernel gives."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
 from ipaddress import ip_address, ip_interface, ip_network
 
 import pytest
@@ -15,6 +14,7 @@ from nsnet.engine import Engine
 from nsnet.errors import InvalidInput
 from nsnet.graph import build, from_engine, render, render_dot, render_mermaid, with_shaping
 from nsnet.graph import formats
+from nsnet.shaping import Shaping, settings
 from nsnet.model import (Endpoint, Link, LinkEnd, Network, PortMapping, Route, Sandbox, Service, ServicePort,
                          Subnet)
 
@@ -128,51 +128,27 @@ def test_names_that_break_the_syntax_stay_label_text() -> None:
         assert sum(line.startswith("node ") for line in plain.splitlines()) == len(graph.nodes)
 
 
-@dataclass(frozen=True)
-class StandInShaping:
-    """What nsnet.shaping's records hold (Engine.shapings()), for this test."""
-
-    sandbox: str
-    network: str | None = None
-    link: str | None = None
-    rate: str | None = None
-    delay: str | None = None
-    jitter: str | None = None
-    loss: str | None = None
-    reorder: str | None = None
-    limit: int | None = None
-    direction: str | None = None
+def shaped(sandbox: str, network: str | None = None, link: str | None = None, direction: str = "out",
+           **knobs: str | int) -> Shaping:
+    return Shaping(sandbox, network, link, direction, settings(**knobs))
 
 
 def test_shaping_labels_go_on_the_edge_they_shape() -> None:
     graph = build(*fixed_model())
-    shaped = with_shaping(graph, [
-        StandInShaping("web", network="app", rate="10mbit", delay="20ms", jitter="5ms", loss="1%"),
-        StandInShaping("r1", link="web", rate="1mbit", limit=100, direction="egress"),
-        StandInShaping("web", link="l1", loss="2%"),  # by the link's id
-        StandInShaping("db", network="app", rate="5mbit"),  # no such endpoint: on the node
-        StandInShaping("ghost", network="app", rate="5mbit"),  # no such sandbox: nowhere
+    drawn = with_shaping(graph, [
+        shaped("web", network="app", rate="10mbit", delay="20ms", jitter="5ms", loss="1%"),
+        shaped("r1", link="web", rate="1mbit", limit=100, direction="in"),
+        shaped("web", link="r1", loss="2%"),
+        shaped("db", network="app", rate="5mbit"),  # no such endpoint: on the node
+        shaped("ghost", network="app", rate="5mbit"),  # no such sandbox: nowhere
     ])
-    dot = render_dot(shaped)
-    assert ('"net1" -> "sb3" [dir=none, label="10.1.0.2/24\\nweb: rate 10mbit delay 20ms jitter 5ms loss 1%"];'
-            in dot)
-    assert ('label="r1:web 10.9.0.2/30\\nweb:r1 10.9.0.1/30\\nmtu 9000\\nr1: rate 1mbit limit 100 (egress)'
-            '\\nweb: loss 2%"];' in dot)
-    assert '"sb1" [shape=box, label="sandbox db\\nshaped db: rate 5mbit"];' in dot
+    dot = render_dot(drawn)
+    assert '"net1" -> "sb3" [dir=none, label="10.1.0.2/24\\nweb out: rate 10mbit, delay 20ms, jitter 5ms, loss 1%"];' in dot
+    assert ('label="r1:web 10.9.0.2/30\\nweb:r1 10.9.0.1/30\\nmtu 9000\\nr1 in: rate 1mbit, limit 100'
+            '\\nweb out: loss 2%"];' in dot)
+    assert '"sb1" [shape=box, label="sandbox db\\nshaped db out: rate 5mbit"];' in dot
     assert "ghost" not in dot
     assert render_dot(with_shaping(graph, [])) == DOT
-
-
-class _NoShaping:
-    """An engine without shapings() (as before nsnet.shaping): from_engine draws without them."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str):
-        if name == "shapings":
-            raise AttributeError(name)
-        return getattr(self._engine, name)
 
 
 def test_the_engine_model_holds_every_kind_of_object(engine: Engine) -> None:
@@ -182,7 +158,7 @@ def test_the_engine_model_holds_every_kind_of_object(engine: Engine) -> None:
     engine.create_sandbox("r1", networks=["back"])
     engine.link("web", "r1", ips=["web=10.9.0.1/30", "r1=10.9.0.2/30"])
     engine.add_route("r1", "10.31.0.0/24", "10.9.0.1")
-    graph = from_engine(_NoShaping(engine))
+    graph = from_engine(engine)
     labels = {n.id: n.lines[0] for n in graph.nodes}
     assert labels == {"net1": "network app", "net2": "network back", "sb1": "sandbox r1", "sb2": "sandbox web",
                       "host": "host"}

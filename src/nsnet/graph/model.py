@@ -12,6 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..shaping import Shaping
+
 HOST = "host"
 
 
@@ -125,27 +129,22 @@ def _id_key(node_id: str) -> tuple[str, int]:
     return head, int(node_id[len(head):] or 0)
 
 
-# Shaping (nsnet.shaping's records: sandbox, network or link, and the knobs set)
+# Shaping (nsnet.shaping's records)
 
-KNOBS = ("rate", "delay", "jitter", "loss", "reorder", "limit")
-
-
-def shaping_text(shaping: Any) -> str:
-    """One line: the knobs that are set, in a fixed order, and the direction when there is one."""
-    parts = [f"{knob} {getattr(shaping, knob)}" for knob in KNOBS if getattr(shaping, knob, None) not in (None, "")]
-    direction = getattr(shaping, "direction", None)
-    return f"{shaping.sandbox}: " + " ".join(parts) + (f" ({direction})" if direction else "")
+def shaping_text(shaping: Shaping) -> str:
+    """One line: whose, which way, and the knobs set (nsnet.shaping's own wording)."""
+    return f"{shaping.sandbox} {shaping.direction}: {shaping.settings}"
 
 
-def with_shaping(graph: Graph, shapings: Iterable[Any]) -> Graph:
+def with_shaping(graph: Graph, shapings: Iterable[Shaping]) -> Graph:
     """The graph with one label line per shaping on the edge it shapes: the endpoint edge of its
-    sandbox on its network, or the link between its sandbox and `link` (the peer sandbox's name or
-    the link's id); on the sandbox's node when neither edge is drawn."""
+    sandbox on its network, or the link between its sandbox and `link` (the peer's name); on the
+    sandbox's node when neither edge is drawn."""
     extra_edges: dict[int, list[str]] = {}
     extra_nodes: dict[str, list[str]] = {}
     for shaping in shapings:
         text = shaping_text(shaping)
-        network, link = getattr(shaping, "network", None), getattr(shaping, "link", None)
+        network, link = shaping.network, shaping.link
         found = None
         for i, edge in enumerate(graph.edges):
             if network and edge.key == ("endpoint", shaping.sandbox, network):
@@ -164,8 +163,6 @@ def with_shaping(graph: Graph, shapings: Iterable[Any]) -> Graph:
 
 
 def from_engine(engine: Any) -> Graph:
-    """What the engine's ledger holds now, shaping included when this nsnet has it."""
+    """What the engine's ledger holds now, shaping included."""
     graph = build(engine.networks(), engine.sandboxes(), engine.links(), engine.routes(), engine.services())
-    if hasattr(engine, "shapings"):
-        graph = with_shaping(graph, engine.shapings())
-    return graph
+    return with_shaping(graph, engine.shapings())
