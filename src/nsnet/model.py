@@ -263,6 +263,17 @@ class Endpoint:
 
 
 @record
+class Tap:
+    """A VM guest's endpoint (nsnet.taps): a persistent tap device nsnet made on the network's
+    bridge instead of a veth into a namespace, owned by `uid`/`gid` (None: root only) so an
+    unprivileged QEMU can open it. The endpoint's MAC is the guest's; the tap's own is that MAC
+    with 0xfe as its first byte (libvirt's rule: the bridge never takes the tap for the guest)."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+
+@record
 class Sandbox:
     """A network namespace with endpoints: one nsnet made and pinned (netns /run/netns/NAME), or a
     container's that a runtime made and owns (`container_id` set, netns its path; CNI), which
@@ -276,6 +287,7 @@ class Sandbox:
     state: str = "ready"
     container_id: str | None = None
     labels: tuple[tuple[str, str], ...] = ()  # what services select it by (--label KEY=VALUE)
+    tap: Tap | None = None  # a VM guest's tap endpoint: no namespace (nsnet.taps)
 
     @property
     def handle(self) -> str:
@@ -287,6 +299,10 @@ class Sandbox:
 
     def to_dict(self) -> dict[str, Any]:
         container = {"ContainerID": self.container_id} if self.container_id else {}
+        if self.tap is not None:
+            from .taps import describe
+
+            container["Tap"] = describe(self)
         return {
             "Id": self.id,
             "Name": self.name,

@@ -21,7 +21,7 @@ from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import NsnetError
 from .ipam import ula_prefix
-from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapping, Route, Sandbox, Service,
+from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapping, Route, Sandbox, Service, Tap,
                     ServicePort, Subnet)
 from .publish import published_clash
 from .record import replace
@@ -155,6 +155,13 @@ CREATE TABLE IF NOT EXISTS interceptions (
     spec TEXT NOT NULL,
     state TEXT NOT NULL
 );
+-- A VM guest's tap endpoint (nsnet.taps): the sandbox has no namespace, its endpoint's host_ifname
+-- is the tap device, owned by uid/gid (NULL: root only).
+CREATE TABLE IF NOT EXISTS taps (
+    sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+    uid INTEGER,
+    gid INTEGER
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -165,7 +172,7 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 12  # 11: links, 12: routes (tables SCHEMA makes)
+SCHEMA_VERSION = 14  # 11: links, 12: routes, 14: taps (tables SCHEMA makes)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -523,7 +530,7 @@ class Store:
     def sandbox(self, name: str) -> Sandbox | None:
         with self.snapshot():
             row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?", (name,)).fetchone()
-            return self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))) if row else None
+            return self._tapped([self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],)))])[0] if row else None
 
     def sandbox_of_container(self, container_id: str) -> Sandbox | None:
         with self.snapshot():
@@ -535,7 +542,15 @@ class Store:
         with self.snapshot():
             rows = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes ORDER BY created, name").fetchall()
             endpoints = self._endpoints("1 = 1", ())
-        return [self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]) for row in rows]
+            return self._tapped([self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]) for row in rows])
+
+    def _tapped(self, sandboxes: list[Sandbox]) -> list[Sandbox]:
+        """Tap sandboxes (nsnet.taps) with their Tap, and no namespace path."""
+        taps = {i: Tap(uid, gid) for i, uid, gid in self.db.execute("SELECT sandbox_id, uid, gid FROM taps")}
+        return [replace(s, tap=taps[s.id], netns="") if s.id in taps else s for s in sandboxes]
+
+    def add_tap(self, sandbox_id: str, tap: Tap) -> None:
+        self.db.execute("INSERT INTO taps (sandbox_id, uid, gid) VALUES (?, ?, ?)", (sandbox_id, tap.uid, tap.gid))
 
     @staticmethod
     def _sandbox(row: tuple, endpoints: list[Endpoint]) -> Sandbox:

@@ -53,6 +53,10 @@ class Kernel(ABC):
     @abstractmethod
     def create_veth(self, name: str, bridge: str, sandbox: str, peer: str, mtu: int, mac: str, group: int) -> None:
         """The pair, its host end up on the bridge, its peer (down) inside the sandbox."""
+    @abstractmethod
+    def create_tap(self, name: str, uid: int | None, gid: int | None) -> None:
+        """A persistent tap (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), owned by uid and gid when given,
+        that no process holds: it stays when nsnet closes it, until deleted."""
     def flood_limit(self) -> int | None:
         """How many ports of one bridge a broadcast can reach before the kernel drops copies;
         None: no limit beyond the bridge's own."""
