@@ -75,7 +75,8 @@ SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "f
          ("connect", "side", "web"),
          ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip"),
          ("create", "third", "--network", "side"), ("link", "web", "third"),
-         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9")]
+         ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9"),
+         ("create", "vm", "--kind", "tap", "--network", "app", "--owner", "4242")]
 CRASHES = {
     ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
         ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
@@ -98,6 +99,10 @@ CRASHES = {
     ("route", "add", "web", "10.70.0.0/24", "via", "10.31.0.9"): ["reserved", "EnsureSysctl", "AddRoute", "applied"],
     ("route", "rm", "spare", "10.71.0.0/24"): ["reserved", "DeleteRoute", "EnsureSysctl", "applied"],
     ("network", "rm", "-f", "side"): ["reserved", "DeleteLink", "RemoveFirewallElements", "applied"],
+    ("create", "vm2", "--kind", "tap", "--network", "app", "--owner", "4242", "-p", "8083:83"):
+        ["reserved", "ApplyFirewall", "CreateTap", "SetGroup", "SetMtu", "SetMac", "DisableIPv6", "AttachToBridge",
+         "SetPortFlags", "AddFdbEntry", "SetLinkUp", "applied"],
+    ("rm", "vm"): ["reserved", "RemoveFirewallElements", "DeleteLink", "applied"],
 }
 CASES = [(argv, step) for argv, steps in CRASHES.items() for step in steps]
 
