@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 
 from nsnet import Engine
 
