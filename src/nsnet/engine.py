@@ -1076,7 +1076,8 @@ class Engine(Catalog):
         container's, or a VM guest's tap (nsnet.taps)."""
         sandbox = self.own_sandbox(name)
         if sandbox.tap is not None:
-            raise Conflict(f"sandbox {name!r} is a VM guest's tap ({sandbox.endpoints[0].host_ifname if sandbox.endpoints else 'tap'}):"
+            device = sandbox.endpoints[0].host_ifname if sandbox.endpoints else "tap"
+            raise Conflict(f"sandbox {name!r} is a VM guest's tap ({device}):"
                            " it has no network namespace to run commands in, connect, link, route or intercept")
         return sandbox
 

@@ -20,11 +20,11 @@ from .apply import teardown
 from .errors import TeardownError
 from .firewall import render
 from .kernel import Kernel
-from .model import Link, Network, Owner, Route
+from .model import Endpoint, Link, Network, Owner, Route, Tap
 from .plan.network import FORWARDING, bridge_sysctls, plan_repair_network, plan_replace_firewall
 from .plan.ops import ApplySandboxFirewall, DeleteLink, DeleteRoute, Operation, RemoveEtcFiles, ReplaceEtcFile
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
-from .plan.tap import plan_remove_tap
+from .plan.tap import plan_remove_tap, plan_repair_tap
 from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
 from .store import Store
 
@@ -381,10 +381,9 @@ def _repair_default_routes(store: Store, networks: dict[str, Network], repair: _
                                f"{holder.network if holder else 'no network (all are internal)'}")
 
 
-def _repair_tap(name: str, endpoint: Any, network: Network, tap: Any, observed: Observed, owner: Owner,
+def _repair_tap(name: str, endpoint: Endpoint, network: Network, tap: Tap, observed: Observed, owner: Owner,
                 repair: _Repair) -> None:
-    from .plan.tap import plan_repair_tap
-
+    """A VM guest's tap gone is made again (as recorded: its owner, MAC, bridge); a wrong one set back."""
     link = observed.links.get(endpoint.host_ifname)
     ops = plan_repair_tap(endpoint, network, tap, link, owner)
     if ops:

@@ -530,7 +530,9 @@ class Store:
     def sandbox(self, name: str) -> Sandbox | None:
         with self.snapshot():
             row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?", (name,)).fetchone()
-            return self._tapped([self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],)))])[0] if row else None
+            if row is None:
+                return None
+            return self._tapped([self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],)))])[0]
 
     def sandbox_of_container(self, container_id: str) -> Sandbox | None:
         with self.snapshot():

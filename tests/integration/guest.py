@@ -10,7 +10,8 @@ import os
 import subprocess
 import sys
 
-# argv: FD TAP GUEST_MAC GUEST_IP SECONDS (FD: an open /dev/net/tun). Prints "ready" once attached (or "refused ERRNO"), then
+# argv: FD TAP GUEST_MAC GUEST_IP SECONDS (FD: an open /dev/net/tun). Prints "ready" once attached
+# (or "refused ERRNO"), then
 # "sent N" after each line of hex frames read on stdin; at the end "echoes N" (requests answered).
 _RESPONDER = r"""
 import fcntl, os, select, struct, sys, time

@@ -33,11 +33,8 @@ def plan_create_tap(endpoint: Endpoint, network: Network, tap: Tap, owner: Owner
     return [_add_rules([(endpoint, network)], owner), *_make(endpoint, network, tap, owner)]
 
 
-def plan_remove_tap(endpoint: Endpoint | None, network: Network | None, owner: Owner,
-                    device: str | None = None) -> list[Operation]:
-    """Rules first: the guest is cut off at once. `device`: a tap whose endpoint row is gone."""
-    if endpoint is None or network is None:
-        return [DeleteLink(device)] if device else []
+def plan_remove_tap(endpoint: Endpoint, network: Network, owner: Owner) -> list[Operation]:
+    """Rules first: the guest is cut off at once."""
     return [*_remove_rules([(endpoint, network)], endpoint.host_ifname, owner), DeleteLink(endpoint.host_ifname)]
 
 
