@@ -16,8 +16,10 @@ cd "$(dirname "$0")"
 # graphviz: `nsnet graph --format svg` lays the picture out with its `dot` (and its tests parse the SVG).
 # mininet, bridge-utils: benchmarks/topology.py's anchor, Mininet 2.3 with its LinuxBridge switch (brctl);
 # without recommends, so no Open vSwitch daemon is installed on the host.
+# qemu-system-x86: the tap test boots a real VM guest on a tap endpoint; its initramfs is
+# busybox-static and its kernel Debian's, fetched below (never installed).
 packages="nftables libnftables1 python3-nftables python3-venv iproute2 iptables conntrack iperf3 procps
-podman runc containernetworking-plugins busybox-static python3-yaml graphviz mininet bridge-utils"
+podman runc containernetworking-plugins busybox-static python3-yaml graphviz mininet bridge-utils qemu-system-x86"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"
@@ -32,6 +34,10 @@ if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# The VM guest's kernel for tests/integration/test_tap.py: Debian's current linux-image-*-amd64,
+# downloaded and extracted (dpkg-deb -x, pruned to the image and virtio's modules) into
+# /var/cache/nsnet-tests. Here and not in the test: the lab the tests run in has no network.
+.venv/bin/python tests/integration/guest_kernel.py 2>/dev/null || echo "install.sh: could not fetch the VM guest's kernel (apt-get download); test_tap's QEMU test will fail" >&2
 # Byte-compile now: where PYTHONDONTWRITEBYTECODE is set, no run would ever write the cache, and
 # every nsnet command would compile its modules again (12-18 ms of a ~45 ms command).
 .venv/bin/python -m compileall -q src >/dev/null

@@ -376,9 +376,29 @@ def shapes(args: argparse.Namespace) -> int:
 # Sandboxes
 
 def create(args: argparse.Namespace) -> int:
+    if args.kind == "tap" or args.owner is not None or args.group is not None or args.mac is not None:
+        return _create_tap(args)
     with _engine() as engine:
         sandbox = engine.create_sandbox(args.name, networks=args.network, ip=args.ip, ip6=args.ip6,
                                         publish=args.publish, aliases=args.alias, labels=args.label)
+    print(sandbox.id)
+    return 0
+
+
+def _create_tap(args: argparse.Namespace) -> int:
+    """`create --kind tap`: a VM guest's endpoint (nsnet.taps); --owner, --group and --mac are its alone."""
+    from .errors import InvalidInput
+
+    if args.kind != "tap":
+        given = next(f for f in ("owner", "group", "mac") if getattr(args, f) is not None)
+        raise InvalidInput(f"--{given}", getattr(args, given), "applies to --kind tap only")
+    if len(args.network) != 1:
+        raise InvalidInput("--network", ",".join(args.network) or "(none given)",
+                           "a tap endpoint needs exactly one network (its bridge)")
+    with _engine() as engine:
+        sandbox = engine.create_tap(args.name, network=args.network[0], ip=args.ip, ip6=args.ip6, mac=args.mac,
+                                    uid=args.owner, gid=args.group, publish=args.publish, aliases=args.alias,
+                                    labels=args.label)
     print(sandbox.id)
     return 0
 
@@ -484,7 +504,7 @@ def exec_(args: argparse.Namespace) -> int:
 
     argv = _command(args.command)
     with _engine() as engine:
-        sandbox = engine.own_sandbox(args.name)
+        sandbox = engine.enterable(args.name)
     if sandbox.network_mode != "host":  # --network host: the namespace nsnet runs in (nsnet.modes)
         enter_sandbox(sandbox.handle)  # a container: sandbox's is its donor's
     try:
@@ -760,6 +780,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--network", action="append", default=[], help=networks_help)
     labelling(sub)
     attaching(sub, "on the first network")
+    sub.add_argument("--kind", choices=("netns", "tap"), default="netns",
+                     help="netns (default): a namespace; tap: a VM guest's tap device on the network's bridge")
+    sub.add_argument("--owner", metavar="UID", help="tap: the uid that may open it without privileges (QEMU's)")
+    sub.add_argument("--group", metavar="GID", help="tap: the gid that may open it without privileges")
+    sub.add_argument("--mac", help="tap: the guest's MAC (default: one nsnet derives from its address)")
     sub = verb("run", run, "run a command in a new sandbox")
     sub.add_argument("--name", help="the sandbox's name (default: run-<8 hex digits>, printed on stderr)")
     sub.add_argument("--rm", action="store_true", help="remove the sandbox when the command exits")

@@ -21,8 +21,8 @@ from .firewall import render
 from .kernel import Kernel, default_kernel
 from .locks import Locks
 from .model import (DEFAULT_MTU, DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Link, LinkEnd, Network,
-                    NetworkRequest, Owner, PortMapping, Route, Sandbox, Service, Subnet, SubnetRequest)
-from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname
+                    NetworkRequest, Owner, PortMapping, Route, Sandbox, Service, Subnet, SubnetRequest, Tap)
+from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname, tap_name
 from .plan.drivers import driver, firewalled
 from .plan.ops import ApplyFirewall, ApplySandboxFirewall, Operation, RemoveFirewallElements
 from .plan.sandbox import (EtcChange, etc_files, plan_connect, plan_create_sandbox, plan_disconnect,
@@ -204,7 +204,10 @@ class Engine(Catalog):
                 for route in self._store.routes(endpoint.sandbox):
                     if any(route.via in s for s in subnets):
                         self.remove_route(endpoint.sandbox, str(route.dst))
-                self.disconnect(name, endpoint.sandbox)
+                if self.sandbox(endpoint.sandbox).tap is not None:  # a VM guest's tap is on this network only
+                    self.remove_sandbox(endpoint.sandbox, force=True)
+                else:
+                    self.disconnect(name, endpoint.sandbox)
             with self._store.transaction():
                 self._store.set_network_state(network.id, "removing")
                 others = len([n for n in firewalled(self._store.networks()) if n.id != network.id])
@@ -343,6 +346,54 @@ class Engine(Catalog):
         with self._store.transaction():
             self._store.delete_sandbox(sandbox.name)
 
+    def create_tap(self, name: str, *, network: str, ip: str | None = None, ip6: str | None = None,
+                   mac: str | None = None, uid: str | int | None = None, gid: str | int | None = None,
+                   publish: Sequence[str] = (), aliases: Sequence[str] = (), labels: Sequence[str] = ()) -> Sandbox:
+        """A VM guest's endpoint (nsnet.taps): a persistent tap on `network`'s bridge, owned by
+        uid/gid so an unprivileged QEMU can open it; the guest gets an address in each family of
+        the network and a MAC (`mac`, or one nsnet derives), which the bridge port is locked to."""
+        from . import taps
+        from .plan.tap import plan_create_tap
+
+        validate.name("sandbox name", name)
+        if network in (NO_NETWORK, "host"):
+            raise InvalidInput("network", network, "a tap endpoint sits on a network's bridge; --kind tap needs one")
+        validate.name("network", network)
+        requested = _requested(ip, ip6)
+        wanted_mac = taps.guest_mac("mac", mac) if mac is not None else None
+        tap = Tap(taps.identity("owner", uid), taps.identity("group", gid))
+        port_requests = portspec.parse_all(publish)
+        names = validate.aliases(tuple(aliases))
+        tags = validate.labels(list(labels))
+        with self._locks.ledger(), self._locks.sandbox(name), self._serving([network]):
+            with self._store.transaction():
+                self._refuse_taken_name(name)
+                net = self._ready_network(network)
+                if net.driver != "bridge":
+                    raise InvalidInput("network", network, f"is a {net.driver} network: a tap endpoint needs a bridge")
+                pointers = {net.id: self._store.last_ips(net.id)}
+                sandbox_id = new_id()
+                created = self._store.add_sandbox(sandbox_id, name, "creating", labels=tags)
+                self._store.add_tap(sandbox_id, tap)
+                endpoint = self._allocate(sandbox_id, name, net, "eth0", not net.internal, requested, port_requests,
+                                          mac=wanted_mac, aliases=names, tap=True)
+                made = Sandbox(id=sandbox_id, name=name, netns="", labels=tags, tap=tap,
+                               endpoints=(replace(endpoint, state="ready"),))
+                serving = self._backend_changes([network], lambda boxes: [*(b for b in boxes if b.id != sandbox_id),
+                                                                          made])
+
+            def forget() -> None:
+                self._store.delete_sandbox(name)
+                self._restore_pointers(pointers)
+
+            self._build([*plan_create_tap(endpoint, net, tap, self.owner), *serving], forget)
+            with self._store.transaction():
+                self._store.set_sandbox_state(name, "ready")
+                self._store.set_endpoints_state(sandbox_id, "ready")
+        if net.dns:
+            self._serve_names()
+        return replace(made, created=created)
+
     def remove_sandbox(self, name: str, *, force: bool = False) -> None:
         with self._locks.ledger(), self._locks.sandbox(name):
             if self._store.sandbox_id(name) is None:
@@ -358,7 +409,8 @@ class Engine(Catalog):
                                " --network container:); remove them or use -f, which removes them too")
             for joiner in joiners:  # rm -f: the joiners go first, not left in a dead namespace
                 self.remove_sandbox(joiner, force=True)
-            if not force:
+            tapped = current.tap is not None
+            if not force and not tapped:
                 pids = self.kernel.pids_in_netns(name)
                 if pids:
                     raise Conflict(f"sandbox {name!r} has {len(pids)} running process(es); stop them or use -f")
@@ -377,8 +429,9 @@ class Engine(Catalog):
                     # Its links' peers drop nothing more for the cable that goes (nsnet.shaping).
                     unshape = [op for lk in self._store.links(name) for end in lk.ends if end.sandbox != name
                                for op in self._unshape_ops(self.sandbox(end.sandbox), f"link:{name}")]
-                self._remove([*serving, *unshape, *plan_remove_sandbox(name, force, attachments, self.owner)],
-                             f"removing sandbox {name!r}")
+                plan = (_plan_remove_tap(attachments, self.owner) if tapped
+                        else plan_remove_sandbox(name, force, attachments, self.owner))
+                self._remove([*serving, *unshape, *plan], f"removing sandbox {name!r}")
             with self._store.transaction():
                 self._store.delete_sandbox(name)
         if any(net.dns for _, net in attachments):
@@ -1175,7 +1228,7 @@ class Engine(Catalog):
 
         from .kernel.netns import enter_sandbox
 
-        sandbox = self.own_sandbox(name)
+        sandbox = self.enterable(name)
         if sandbox.network_mode == "host":  # nsnet.modes: the namespace nsnet runs in
             return subprocess.Popen(list(argv), **kwargs)
         try:
@@ -1262,8 +1315,9 @@ class Engine(Catalog):
     # whose removal failed half-way.
 
     def _ready_sandbox(self, name: str) -> Sandbox:
-        """The sandbox, ready, with a namespace of its own to change (not host or container: mode)."""
-        sandbox = self.own_sandbox(name)
+        """The sandbox, ready, with a namespace of its own to change (not host or container: mode,
+        not a VM guest's tap)."""
+        sandbox = self.enterable(name)
         if sandbox.state != "ready":
             raise Conflict(f"sandbox {name!r} was left {sandbox.state} by a command that did not finish; run nsnet gc")
         if sandbox.network_mode == "host":
@@ -1273,6 +1327,16 @@ class Engine(Catalog):
             raise Conflict(f"sandbox {name!r} shares sandbox {sandbox.donor!r}'s namespace (--network"
                            f" container:{sandbox.donor}): its networks, links, routes and interception are"
                            f" {sandbox.donor!r}'s; change them there")
+        return sandbox
+
+    def enterable(self, name: str) -> Sandbox:
+        """The sandbox, refused when it has no namespace of nsnet's to enter or change: a
+        container's, or a VM guest's tap (nsnet.taps)."""
+        sandbox = self.own_sandbox(name)
+        if sandbox.tap is not None:
+            device = sandbox.endpoints[0].host_ifname if sandbox.endpoints else "tap"
+            raise Conflict(f"sandbox {name!r} is a VM guest's tap ({device}):"
+                           " it has no network namespace to run commands in, connect, link, route or intercept")
         return sandbox
 
     def own_sandbox(self, name: str) -> Sandbox:
@@ -1291,7 +1355,7 @@ class Engine(Catalog):
 
     def _allocate(self, sandbox_id: str, sandbox: str, network: Network, ifname: str, default_route: bool,
                   requested: dict[int, IPAddress], port_requests: Sequence[PortRequest], mac: str | None = None,
-                  netns: str | None = None, aliases: tuple[str, ...] = ()) -> Endpoint:
+                  netns: str | None = None, aliases: tuple[str, ...] = (), tap: bool = False) -> Endpoint:
         """Pick (or check) an address in each family of the network, and the host ports, and
         record the endpoint; runs inside the caller's transaction."""
         flood = self.kernel.flood_limit()
@@ -1335,7 +1399,7 @@ class Engine(Catalog):
                 mac = mac_for(None)
         endpoint = Endpoint(
             id=endpoint_id, sandbox=sandbox, network=network.name, ifname=ifname,
-            host_ifname=host_veth_name(endpoint_id), mac=mac, addresses=tuple(addresses),
+            host_ifname=(tap_name if tap else host_veth_name)(endpoint_id), mac=mac, addresses=tuple(addresses),
             gateways=tuple(s.gateway for s in network.subnets if s.gateway is not None), default_route=default_route,
             state="creating",
             netns=netns, aliases=aliases,
@@ -1407,6 +1471,12 @@ class Engine(Catalog):
 def _shaping_target(network: str | None, link: str | None) -> None:
     if (network is None) == (link is None):
         raise InvalidInput("--network", network, "or --link is needed, one of them: the interface to shape")
+
+
+def _plan_remove_tap(attachments: list[tuple[Endpoint, Network]], owner: Owner) -> list[Operation]:
+    from .plan.tap import plan_remove_tap
+
+    return [op for endpoint, network in attachments for op in plan_remove_tap(endpoint, network, owner)]
 
 
 def _listed(value: str | Sequence[str] | None) -> tuple[str, ...]:

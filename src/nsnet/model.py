@@ -273,6 +273,17 @@ class Endpoint:
 
 
 @record
+class Tap:
+    """A VM guest's endpoint (nsnet.taps): a persistent tap device nsnet made on the network's
+    bridge instead of a veth into a namespace, owned by `uid`/`gid` (None: root only) so an
+    unprivileged QEMU can open it. The endpoint's MAC is the guest's; the tap's own is that MAC
+    with 0xfe as its first byte (libvirt's rule: the bridge never takes the tap for the guest)."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+
+@record
 class Sandbox:
     """A network namespace with endpoints: one nsnet made and pinned (netns /run/netns/NAME), or a
     container's that a runtime made and owns (`container_id` set, netns its path; CNI), which
@@ -289,6 +300,7 @@ class Sandbox:
     # Docker's network modes beyond its own namespace (nsnet.modes): "host" (the namespace nsnet
     # runs in, none of its own) or "container:DONOR" (another sandbox's namespace, joined).
     network_mode: str | None = None
+    tap: Tap | None = None  # a VM guest's tap endpoint: no namespace (nsnet.taps)
 
     @property
     def donor(self) -> str | None:
@@ -306,6 +318,10 @@ class Sandbox:
 
     def to_dict(self) -> dict[str, Any]:
         container = {"ContainerID": self.container_id} if self.container_id else {}
+        if self.tap is not None:
+            from .taps import describe
+
+            container["Tap"] = describe(self)
         return {
             "Id": self.id,
             "Name": self.name,

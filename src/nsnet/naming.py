@@ -18,6 +18,7 @@ NETNS_DIR = "/run/netns"
 ETC_NETNS_DIR = "/etc/netns"
 BRIDGE_PREFIX = "nsbr-"
 VETH_PREFIX = "nsv"
+TAP_PREFIX = "nst"
 IFNAMSIZ = 15
 
 
@@ -31,6 +32,18 @@ def bridge_name(network_id: str) -> str:
 
 def host_veth_name(endpoint_id: str) -> str:
     return VETH_PREFIX + endpoint_id[: IFNAMSIZ - len(VETH_PREFIX)]
+
+
+def tap_name(endpoint_id: str) -> str:
+    """A VM guest's tap device: `nst<12 hex of the endpoint id>` (nsnet.taps)."""
+    return TAP_PREFIX + endpoint_id[: IFNAMSIZ - len(TAP_PREFIX)]
+
+
+def tap_mac(guest_mac: str) -> str:
+    """The tap device's own MAC: the guest's with 0xfe as first byte, as libvirt sets it, so the
+    bridge never takes the tap for the guest ("received packet on vnetX with own address as
+    source address")."""
+    return "fe" + guest_mac[2:]
 
 
 def sandbox_ifname(used: set[str] | frozenset[str]) -> str:

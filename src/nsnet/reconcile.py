@@ -183,12 +183,28 @@ def _port_drift(subject: str, e: Endpoint, link: LinkState, network: Network) ->
     return drift
 
 
+def _tap_drift(subject: str, sandbox: Sandbox, networks: dict[str, Network], observed: Observed) -> list[Drift]:
+    """A VM guest's tap (nsnet.taps): there, on its bridge, up, with its port's lock."""
+    from .plan.tap import tap_problem
+
+    drift = []
+    for e in sandbox.endpoints:
+        if e.state == "ready" and e.network in networks:
+            problem = tap_problem(e, networks[e.network], observed.links.get(e.host_ifname))
+            if problem is not None:
+                drift.append(Drift(problem[0], subject, f"{problem[1]} (gc repairs it)"))
+    return drift
+
+
 def _sandbox_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed) -> list[Drift]:
     by_name = {n.name: n for n in networks}
     drift = []
     for s in sandboxes:
         subject = f"sandbox {s.name}"
         if s.network_mode is not None:  # the host's namespace or its donor's: nothing of its own
+            continue
+        if s.tap is not None:
+            drift += _tap_drift(subject, s, by_name, observed)
             continue
         if s.handle not in observed.netns:
             drift.append(Drift("missing", subject, f"its namespace {s.netns} is gone"))

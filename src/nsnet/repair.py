@@ -20,11 +20,12 @@ from .apply import teardown
 from .errors import TeardownError
 from .firewall import render
 from .kernel import Kernel
-from .model import Link, Network, Owner, Route
+from .model import Endpoint, Link, Network, Owner, Route, Tap
 from .plan.drivers import driver
 from .plan.network import FORWARDING, bridge_sysctls, plan_replace_firewall
 from .plan.ops import ApplySandboxFirewall, DeleteLink, DeleteRoute, Operation, RemoveEtcFiles, ReplaceEtcFile
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
+from .plan.tap import plan_remove_tap, plan_repair_tap
 from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
 from .store import Store
 
@@ -53,7 +54,7 @@ def observe(store: Store, kernel: Kernel, owner: Owner) -> Observed:
             for end in link.ends:
                 cables.setdefault(end.sandbox, []).append(end.ifname)
         observed = kernel.observe({s.handle: [e.ifname for e in s.endpoints] + cables.get(s.name, [])
-                                   for s in sandboxes if s.network_mode is None}, owner, keys)
+                                   for s in sandboxes if s.network_mode is None and s.tap is None}, owner, keys)
         known = {e.host_ifname for s in sandboxes for e in s.endpoints}
         lingering = [n for n, link in observed.links.items()
                      if link.group == owner.group and link.kind == "veth" and n not in known]
@@ -327,7 +328,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
     _finish_interrupted(store, networks, repair, owner)
     observed = observe(store, kernel, owner)
     for sandbox in store.sandboxes():
-        if sandbox.network_mode is None and sandbox.handle not in observed.netns:
+        if sandbox.network_mode is None and sandbox.tap is None and sandbox.handle not in observed.netns:
             for joiner in store.joiners(sandbox.id):  # --network container: sandboxes go with the namespace
                 with store.transaction():
                     store.delete_sandbox(joiner)
@@ -352,6 +353,9 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
         inside = observed.sandbox_links.get(sandbox.handle, {})
         for endpoint in sandbox.endpoints:
             network = networks[endpoint.network]
+            if sandbox.tap is not None:
+                _repair_tap(sandbox.name, endpoint, network, sandbox.tap, observed, owner, repair)
+                continue
             ops = plan_repair_endpoint(endpoint, network, observed.links.get(endpoint.host_ifname),
                                        inside.get(endpoint.ifname), observed.sandbox_routes.get(sandbox.handle, {}), owner)
             if ops:
@@ -396,6 +400,16 @@ def _repair_default_routes(store: Store, networks: dict[str, Network], repair: _
                                f"{holder.network if holder else 'no network (all are internal)'}")
 
 
+def _repair_tap(name: str, endpoint: Endpoint, network: Network, tap: Tap, observed: Observed, owner: Owner,
+                repair: _Repair) -> None:
+    """A VM guest's tap gone is made again (as recorded: its owner, MAC, bridge); a wrong one set back."""
+    link = observed.links.get(endpoint.host_ifname)
+    ops = plan_repair_tap(endpoint, network, tap, link, owner)
+    if ops:
+        repair.run(ops, f"{'made' if link is None else 'repaired'} {name}'s tap {endpoint.host_ifname}"
+                        f"{' again' if link is None else ''}")
+
+
 def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Owner) -> None:
     """Rows left 'creating' or 'removing' by a command that died: undo or finish its work. A
     disconnect marks the endpoint taking over the default route before it starts, so finishing
@@ -408,8 +422,9 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
             repair.done.append(f"forgot sandbox {sandbox.name} (--network {sandbox.network_mode}), left {sandbox.state}")
             continue
         if sandbox.state != "ready" and not sandbox.container_id:  # a runtime's stays 'ready': never deleted here
-            repair.run(plan_remove_sandbox(sandbox.name, True, attachments, owner),
-                       f"finished removing sandbox {sandbox.name}")
+            plan = (plan_remove_sandbox(sandbox.name, True, attachments, owner) if sandbox.tap is None
+                    else [op for e, n in attachments for op in plan_remove_tap(e, n, owner)])
+            repair.run(plan, f"finished removing sandbox {sandbox.name}")
             with store.transaction():
                 store.delete_sandbox(sandbox.name)
             continue

@@ -21,7 +21,7 @@ from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import NsnetError
 from .ipam import ula_prefix
-from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapping, Route, Sandbox, Service,
+from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapping, Route, Sandbox, Service, Tap,
                     ServicePort, Subnet)
 from .publish import published_clash
 from .record import replace
@@ -196,6 +196,13 @@ CREATE TABLE IF NOT EXISTS shapings (
     state TEXT NOT NULL,
     PRIMARY KEY (sandbox_id, target)
 );
+-- A VM guest's tap endpoint (nsnet.taps): the sandbox has no namespace, its endpoint's host_ifname
+-- is the tap device, owned by uid/gid (NULL: root only).
+CREATE TABLE IF NOT EXISTS taps (
+    sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+    uid INTEGER,
+    gid INTEGER
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -206,7 +213,7 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 16  # 13 sandbox_modes, network_drivers; 15 shapings; 16 topology_objects (new tables only)
+SCHEMA_VERSION = 16  # 13 sandbox_modes, network_drivers; 14 taps; 15 shapings; 16 topology_objects (new tables)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -581,7 +588,9 @@ class Store:
     def sandbox(self, name: str) -> Sandbox | None:
         with self.snapshot():
             row = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?", (name,)).fetchone()
-            return self._moded(self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],)))) if row else None
+            if row is None:
+                return None
+            return self._tapped([self._moded(self._sandbox(row, self._endpoints("e.sandbox_id = ?", (row[0],))))])[0]
 
     def _modes(self) -> dict[str, tuple[str, str | None, str | None]]:
         """Each sandbox in another network mode: its mode, and its donor's name and netns path."""
@@ -619,7 +628,16 @@ class Store:
             rows = self.db.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes ORDER BY created, name").fetchall()
             endpoints = self._endpoints("1 = 1", ())
             modes = self._modes()
-        return [self._moded(self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]), modes) for row in rows]
+            return self._tapped([self._moded(self._sandbox(row, [e for e in endpoints if e.sandbox == row[1]]), modes)
+                                 for row in rows])
+
+    def _tapped(self, sandboxes: list[Sandbox]) -> list[Sandbox]:
+        """Tap sandboxes (nsnet.taps) with their Tap, and no namespace path."""
+        taps = {i: Tap(uid, gid) for i, uid, gid in self.db.execute("SELECT sandbox_id, uid, gid FROM taps")}
+        return [replace(s, tap=taps[s.id], netns="") if s.id in taps else s for s in sandboxes]
+
+    def add_tap(self, sandbox_id: str, tap: Tap) -> None:
+        self.db.execute("INSERT INTO taps (sandbox_id, uid, gid) VALUES (?, ?, ?)", (sandbox_id, tap.uid, tap.gid))
 
     @staticmethod
     def _sandbox(row: tuple, endpoints: list[Endpoint]) -> Sandbox:

@@ -41,7 +41,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def nsnet_objects() -> dict[str, list[str]]:
-    links = [l["ifname"] for l in ip_json("link") if l["ifname"].startswith(("nsbr-", "nsv", "cni-"))]
+    links = [l["ifname"] for l in ip_json("link") if l["ifname"].startswith(("nsbr-", "nsv", "nst", "cni-"))]
     netns = sorted(n for n in os.listdir("/run/netns") if n != "wan") if os.path.isdir("/run/netns") else []
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     left = {"links": links, "netns": netns, "tables": [t for t in tables.splitlines() if "nsnet" in t]}

@@ -76,7 +76,8 @@ SETUP = [("network", "create", "app", "--subnet", "10.31.0.0/24", "--subnet", "f
          ("service", "create", "s0", "--network", "app", "-p", "80", "--backend", "web", "--affinity", "client-ip"),
          ("create", "third", "--network", "side"), ("link", "web", "third"),
          ("route", "add", "spare", "10.71.0.0/24", "via", "10.32.0.9"), ("create", "peek", "--network", "container:spare"),
-         ("shape", "web", "--link", "third", "--rate", "10mbit", "--loss", "5%")]
+         ("shape", "web", "--link", "third", "--rate", "10mbit", "--loss", "5%"),
+         ("create", "vm", "--kind", "tap", "--network", "app", "--owner", "4242")]
 CRASHES = {
     ("network", "create", "new", "--subnet", "10.33.0.0/24", "--subnet", "fd00:33::/64"):
         ["reserved", "EnsureSysctl", "EnsureSysctl#2", "CreateBridge", "EnsureSysctl#4", "AddAddress", "AddAddress#2",
@@ -108,6 +109,10 @@ CRASHES = {
     ("create", "j", "--network", "container:web"): ["reserved", "applied"],
     ("rm", "peek"): ["reserved", "applied"],
     ("rm", "-f", "spare"): ["reserved", "applied", "reserved#2", "DeleteNetns", "applied#2"],
+    ("create", "vm2", "--kind", "tap", "--network", "app", "--owner", "4242", "-p", "8083:83"):
+        ["reserved", "ApplyFirewall", "CreateTap", "SetGroup", "SetMtu", "SetMac", "DisableIPv6", "AttachToBridge",
+         "SetPortFlags", "AddFdbEntry", "SetLinkUp", "applied"],
+    ("rm", "vm"): ["reserved", "RemoveFirewallElements", "DeleteLink", "applied"],
 }
 CASES = [(argv, step) for argv, steps in CRASHES.items() for step in steps]
 

@@ -60,6 +60,10 @@ class Kernel(ABC):
     @abstractmethod
     def link_kind_missing(self, kind: str) -> str | None:
         """Why this kernel cannot make a link of `kind` (macvlan, ipvlan) on a parent; None if it can."""
+    @abstractmethod
+    def create_tap(self, name: str, uid: int | None, gid: int | None) -> None:
+        """A persistent tap (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), owned by uid and gid when given,
+        that no process holds: it stays when nsnet closes it, until deleted."""
     def flood_limit(self) -> int | None:
         """How many ports of one bridge a broadcast can reach before the kernel drops copies;
         None: no limit beyond the bridge's own."""

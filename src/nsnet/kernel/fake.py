@@ -169,6 +169,13 @@ class FakeKernel(Kernel):
     def link_kind_missing(self, kind: str) -> str | None:
         return None if kind in self.link_kinds else f"creation of {kind} probe-child: Operation not supported"
 
+    def create_tap(self, name: str, uid: int | None, gid: int | None) -> None:
+        self._mutating("create_tap", name, uid, gid)
+        if (None, name) in self.links:
+            raise KernelError(f"creation of tap {name}", errno.EEXIST)
+        self.links[(None, name)] = {"kind": "tun", "mtu": 1500, "group": 0, "up": False, "mac": "02:00:00:00:00:04",
+                                    "learning": True, "static_macs": set(), "owner": (uid, gid)}
+
     def create_pair(self, sandbox: str, ifname: str, peer_sandbox: str, peer: str, mtu: int) -> None:
         self._mutating("create_pair", sandbox, ifname, peer_sandbox, peer, mtu)
         self._need(sandbox in self.netns and peer_sandbox in self.netns, f"creation of veth {ifname}")

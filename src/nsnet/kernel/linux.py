@@ -139,6 +139,11 @@ class LinuxKernel(Kernel):
 
         return observe.link_kind_missing(kind)
 
+    def create_tap(self, name: str, uid: int | None, gid: int | None) -> None:
+        from .tap import create_tap
+
+        create_tap(name, uid, gid)
+
     def add_route(self, sandbox: str, dst: IPNetwork, via: IPAddress) -> None:
         self._rtnl(sandbox).add_route(dst, via, f"sandbox {sandbox}")
 

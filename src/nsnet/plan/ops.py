@@ -376,6 +376,22 @@ class CreateMacvlan(Operation):
 
 
 @record
+class CreateTap(Operation):
+    """A persistent tap device owned by uid/gid (None: only root may open it), with no process
+    attached: down, on no bridge, until the operations after it (nsnet.taps)."""
+
+    name: str
+    uid: int | None
+    gid: int | None
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.create_tap(self.name, self.uid, self.gid)
+
+    def undo(self) -> Operation:
+        return DeleteLink(self.name)
+
+
+@record
 class CreatePair(Operation):
     """A link's veth pair, in one message from the first sandbox's namespace, its peer born in
     the second's (nsnet.links)."""
