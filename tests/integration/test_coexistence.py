@@ -70,9 +70,11 @@ def test_doctor_reports_what_breaks_nsnet_and_exits_non_zero(state_dir: str, eng
     engine.create_sandbox("web", networks=["app"], publish=["8080:80"])
     code, findings = doctor()
     assert code == 0
-    # This kernel has no ipvlan (nsnet.drivers): a warning, not a problem.
+    # This kernel has no ipvlan (nsnet.drivers) and no sch_netem (nsnet.shaping): warnings, not problems.
     assert [(c, f["severity"]) for c, f in findings.items()] == [("kernel-drivers", "warning"),
+                                                                  ("shaping-modules", "warning"),
                                                                   ("br-netfilter", "warning")]
+    assert findings["shaping-modules"]["details"] == ["sch_netem"]
     assert [d.split(":")[0] for d in findings["kernel-drivers"]["details"]] == [
         "ipvlan (network create --driver ipvlan)"]
 
@@ -91,7 +93,7 @@ def test_doctor_reports_what_breaks_nsnet_and_exits_non_zero(state_dir: str, eng
 
     assert code == 1
     assert {c: f["severity"] for c, f in findings.items()} == {
-        "kernel-drivers": "warning", "ip-forward": "problem", "forward-policy": "problem", "br-netfilter": "warning",
+        "kernel-drivers": "warning", "shaping-modules": "warning", "ip-forward": "problem", "forward-policy": "problem", "br-netfilter": "warning",
         "port-taken": "problem", "route-overlap": "problem"}
     assert findings["forward-policy"]["details"] == ["table ip dockerlike, chain forward"]
     assert findings["port-taken"]["details"] == [
@@ -107,9 +109,11 @@ def test_doctor_is_quiet_without_br_netfilter(state_dir: str, engine: Engine) ->
     finally:
         run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
 
-    # Only what this kernel lacks and no driver but ipvlan needs (nsnet.drivers) is left.
+    # Only what this kernel lacks is left: ipvlan (nsnet.drivers) and sch_netem (nsnet.shaping).
     assert result.returncode == 0 and result.stdout.startswith(
         "warning: kernel-drivers: the kernel cannot make the links of some network drivers")
     assert [line for line in result.stdout.splitlines() if not line.startswith("    ")] == [
         "warning: kernel-drivers: the kernel cannot make the links of some network drivers: `network create --driver`"
-        " refuses them"]
+        " refuses them",
+        "warning: shaping-modules: the kernel lacks sch_netem: nsnet shape refuses --delay, --jitter and --reorder"
+        " (--loss works without them, through nftables)"]
