@@ -349,7 +349,11 @@ def main() -> None:
                                                                          capture_output=True).returncode != 0)
     nsnet("rm", "side")
 
-    step("18. A lab from a file: up, verify with real probes, shaping, a picture, down")
+    step("18. Teardown of all the above")
+    nsnet("rm", "-f", "web", "client", "api", "x", "vault", "six")
+    nsnet("network", "rm", "app", "other", "sealed", "dual", "cnidemo")
+
+    step("19. A lab from a file: up, verify with real probes, shaping, a picture, down")
     lab = str(Path(__file__).with_name("lab.yaml"))
     print(nsnet("up", lab).rstrip())
     proved("up again changes nothing", "up to date" in nsnet("up", lab))
@@ -363,9 +367,7 @@ def main() -> None:
     nsnet("down", lab)
     proved("down removed all the lab made", not {"client", "router", "server"} & set(os.listdir("/run/netns")))
 
-    step("19. Teardown leaves nothing behind")
-    nsnet("rm", "-f", "web", "client", "api", "x", "vault", "six")
-    nsnet("network", "rm", "app", "other", "sealed", "dual", "cnidemo")
+    step("20. Nothing is left behind")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
     links = sh("ip", "-brief", "link").rstrip()
     print(links)
