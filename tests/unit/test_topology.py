@@ -188,9 +188,10 @@ def test_up_makes_the_file_then_has_nothing_to_do_and_down_removes_it(engine: En
     assert up(engine, path) == []
     topology.up(engine, path, out=printed.append)
     assert printed == ["topology lab: up to date"]
+    # The route and the link go with their sandboxes' namespaces: no step of their own.
     assert lines(topology.down(engine, path, out=lambda _: None)) == [
-        "- remove route www 10.70.0.0/24", "- unlink r www", "- remove sandbox db", "- remove sandbox r",
-        "- remove sandbox www", "- remove network back", "- remove network front"]
+        "- remove sandbox db", "- remove sandbox r", "- remove sandbox www", "- remove network back",
+        "- remove network front"]
     assert engine.sandboxes() == [] and engine.networks() == [] and engine.topology_objects() == []
     assert lines(topology.down(engine, path, out=lambda _: None)) == []  # nothing left: nothing to do
 
@@ -295,7 +296,7 @@ def test_down_tolerates_objects_already_gone(engine: Engine, tmp_path) -> None:
     engine.remove_route("www", "10.70.0.0/24")
     engine.unlink("www", "r")
     engine.remove_sandbox("db")
-    assert len(topology.down(engine, path, out=lambda _: None)) == 7
+    assert len(topology.down(engine, path, out=lambda _: None)) == 5
     assert engine.sandboxes() == [] and engine.networks() == [] and engine.topology_objects() == []
 
 
@@ -330,8 +331,7 @@ def test_an_object_made_again_by_another_hand_is_neither_taken_over_nor_removed(
     with pytest.raises(NsnetError, match=r"^down of topology 'lab' left 1 object\(s\): remove network back: network"
                                          r" 'back' has sandboxes attached \(db\)"):
         topology.down(engine, path, out=printed.append)
-    assert printed == ["- remove route www 10.70.0.0/24", "- unlink r www",
-                       "- forget sandbox db (made again by another hand: left as it is)", "- remove sandbox r",
+    assert printed == ["- forget sandbox db (made again by another hand: left as it is)", "- remove sandbox r",
                        "- remove sandbox www", "- remove network front"]
     assert [s.name for s in engine.sandboxes()] == ["db"] and [n.name for n in engine.networks()] == ["back"]
     assert [(k, key) for _, k, key, _ in engine.topology_objects()] == [("network", "back")]
@@ -371,7 +371,7 @@ def test_down_reads_only_the_name_so_a_broken_file_still_comes_down(engine: Engi
         topology.down(engine, path, out=lambda _: None)
     assert len(engine.sandboxes()) == 3
     write(tmp_path, LAB.replace("subnet: 10.50.0.0/24", "subnet: nonsense") + "bogus: 1\n")
-    assert len(topology.down(engine, path, out=lambda _: None)) == 7
+    assert len(topology.down(engine, path, out=lambda _: None)) == 5
     assert engine.sandboxes() == [] and engine.topology_objects() == []
 
 

@@ -71,8 +71,8 @@ def run_steps(engine: Any, topology: str, steps: list[Step], *, out: Callable[[s
             if step.own is not None and getattr(made, "id", None):  # the ledger id: whose it is, later
                 kind, key, spec = step.own
                 engine.own_object(topology, kind, key, {**spec, ID: made.id})
-            if step.disown is not None:
-                engine.disown_object(topology, *step.disown)
+            for kind, key in (*step.with_it, *([step.disown] if step.disown else [])):
+                engine.disown_object(topology, kind, key)
         except NsnetError as exc:
             progress.clear()
             if not keep_going:

@@ -40,6 +40,7 @@ class Step:
     run: Callable[[Any], Any]  # given the engine
     own: tuple[str, str, dict] | None = None  # (kind, key, spec) recorded before run
     disown: tuple[str, str] | None = None  # (kind, key) forgotten after run
+    with_it: tuple[tuple[str, str], ...] = ()  # (kind, key) of records whose objects went with this one
 
     @property
     def line(self) -> str:
@@ -314,24 +315,40 @@ def plan_up(topology: Topology, state: State) -> list[Step]:
 
 def plan_down(name: str, state: State) -> list[Step]:
     """Remove everything topology `name` made, in a safe order: routes, shaping, links, sandboxes,
-    networks. An object already gone is removed (and forgotten) without error."""
+    networks. An object already gone is removed (and forgotten) without error. Routes, shaping and
+    links of a sandbox this down removes get no step of their own: they go with its namespace (one
+    netns deletion instead of an unlink per cable, which made a 500-node chain's down 17 times
+    slower), and their records with the sandbox's step."""
+    going = {key for key in state.mine(name, "sandbox") if not state.foreign(name, "sandbox", key)}
+    with_sandbox: dict[str, list[tuple[str, str]]] = {}
+
+    def goes_with(kind: str, key: str, *sandboxes: str) -> bool:
+        owner = next((s for s in sorted(sandboxes) if s in going), None)
+        if owner is not None:
+            with_sandbox.setdefault(owner, []).append((kind, key))
+        return owner is not None
+
     steps = []
     for key in sorted(state.mine(name, "route")):
         sandbox, _, dst = key.partition("|")
-        steps.append(Step("-", f"remove route {sandbox} {dst}", calls.remove_route(sandbox, dst),
-                          disown=("route", key)))
+        if not goes_with("route", key, sandbox):
+            steps.append(Step("-", f"remove route {sandbox} {dst}", calls.remove_route(sandbox, dst),
+                              disown=("route", key)))
     for key, spec in sorted(state.mine(name, "shape").items()):
         side = f"network {spec['network']}" if "network" in spec else f"link to {spec['link']}"
-        steps.append(Step("-", f"clear shaping {spec['sandbox']} {side}",
-                          calls.clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
-                          disown=("shape", key)))
+        if not goes_with("shape", key, spec["sandbox"]):
+            steps.append(Step("-", f"clear shaping {spec['sandbox']} {side}",
+                              calls.clear_shape(spec["sandbox"], spec.get("network"), spec.get("link")),
+                              disown=("shape", key)))
     for key in sorted(state.mine(name, "link")):
         a, _, b = key.partition("|")
-        steps.append(_forget(state, name, "link", key) or
-                     Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key)))
+        if not goes_with("link", key, a, b):
+            steps.append(_forget(state, name, "link", key) or
+                         Step("-", f"unlink {a} {b}", calls.unlink(a, b), disown=("link", key)))
     for key in sorted(state.mine(name, "sandbox")):
         steps.append(_forget(state, name, "sandbox", key) or
-                     Step("-", f"remove sandbox {key}", calls.remove_sandbox(key), disown=("sandbox", key)))
+                     Step("-", f"remove sandbox {key}", calls.remove_sandbox(key), disown=("sandbox", key),
+                          with_it=tuple(with_sandbox.get(key, ()))))
     for key in sorted(state.mine(name, "network")):
         steps.append(_forget(state, name, "network", key) or
                      Step("-", f"remove network {key}", calls.remove_network(key), disown=("network", key)))
