@@ -63,11 +63,7 @@ def set_qdisc(sandbox: str | None, ifname: str, qdisc: Qdisc) -> None:
 
     def apply(ipr: Any) -> None:
         index = _index(ipr, ifname, what)
-        try:
-            ipr.tc("del", index=index, handle=ROOT, root=True)
-        except NetlinkError as exc:
-            if exc.code not in _GONE:
-                raise KernelError(what, exc.code, str(exc)) from None
+        _delete_root(ipr, index, what)
         try:
             if qdisc.delay is None:
                 tbf(ipr, index, handle=ROOT)
@@ -87,19 +83,19 @@ def set_qdisc(sandbox: str | None, ifname: str, qdisc: Qdisc) -> None:
 
 
 def clear_qdisc(sandbox: str | None, ifname: str) -> None:
+    what = f"unshaping of {_where(ifname, sandbox)}"
+    _run(sandbox, lambda ipr: _delete_root(ipr, _index(ipr, ifname, what), what))
+
+
+def _delete_root(ipr: Any, index: int, what: str) -> None:
+    """The device's root qdisc gone (the kernel's default back); none there already is no error."""
     from pyroute2.netlink.exceptions import NetlinkError
 
-    what = f"unshaping of {_where(ifname, sandbox)}"
-
-    def apply(ipr: Any) -> None:
-        index = _index(ipr, ifname, what)
-        try:
-            ipr.tc("del", index=index, handle=ROOT, root=True)
-        except NetlinkError as exc:
-            if exc.code not in _GONE:
-                raise KernelError(what, exc.code, str(exc)) from None
-
-    _run(sandbox, apply)
+    try:
+        ipr.tc("del", index=index, handle=ROOT, root=True)
+    except NetlinkError as exc:
+        if exc.code not in _GONE:
+            raise KernelError(what, exc.code, str(exc)) from None
 
 
 def root_qdisc(sandbox: str | None, ifname: str) -> str | None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from ..model import Endpoint, Network, Owner
 from . import network as bridge_network
-from .ops import AddAddress, CreateMacvlan, DeleteLink, EnableIPv6, Operation, SetDefaultRoute, SetLinkUp, SetMac, SetMtu
+from .ops import AddAddress, CreateMacvlan, DeleteLink, EnableIPv6, Operation, SetDefaultRoute, SetLinkUp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -104,22 +104,9 @@ class Macvlan(Driver):
     def repair_endpoint(self, endpoint, network, host_end, inside, default_routes, owner):
         if inside is None:
             return self.attach(endpoint, network, owner)
-        ifname, where = endpoint.ifname, endpoint.where
-        ops: list[Operation] = []
-        if inside.mtu != network.mtu:
-            ops.append(SetMtu(ifname, network.mtu, where))
-        if inside.mac != endpoint.mac:
-            ops.append(SetMac(ifname, endpoint.mac, where))
-        missing = [a for a in endpoint.addresses if str(a) not in inside.addresses]
-        if any(a.version == 6 for a in missing):
-            ops.append(EnableIPv6(ifname, where))
-        if not inside.up:
-            ops.append(SetLinkUp(ifname, where))
-        ops += [AddAddress(ifname, address, where) for address in missing]
-        if endpoint.default_route:
-            ops += [SetDefaultRoute(where, gateway, ifname) for gateway in endpoint.gateways
-                    if not inside.up or default_routes.get(gateway.version) != (str(gateway), ifname)]
-        return ops
+        from .sandbox import plan_repair_inside
+
+        return plan_repair_inside(endpoint, network, inside, default_routes)
 
 
 DRIVERS: dict[str, Driver] = {d.name: d for d in (Bridge(), Macvlan())}

@@ -185,7 +185,7 @@ def plan_repair_bridge_endpoint(endpoint: Endpoint, network: Network, host_end: 
     if host_end is None or inside is None:
         ops: list[Operation] = [DeleteLink(endpoint.host_ifname)] if host_end is not None else []
         return ops + _attach(endpoint, network, owner)
-    host, peer, sandbox = endpoint.host_ifname, endpoint.ifname, endpoint.where
+    host = endpoint.host_ifname
     ops = [] if host_end.master == network.bridge else [AttachToBridge(host, network.bridge)]
     flags = (host_end.hairpin, host_end.learning, host_end.locked, host_end.isolated)
     if ops or flags != (True, False, True, not network.icc):
@@ -198,17 +198,26 @@ def plan_repair_bridge_endpoint(endpoint: Endpoint, network: Network, host_end: 
         ops.append(SetGroup(host, owner.group))
     if not host_end.up:
         ops.append(SetLinkUp(host))
+    return ops + plan_repair_inside(endpoint, network, inside, default_routes)
+
+
+def plan_repair_inside(endpoint: Endpoint, network: Network, inside: LinkState,
+                       default_routes: Mapping[int, tuple[str, str]]) -> list[Operation]:
+    """What sets an endpoint's interface inside its sandbox back as recorded (whatever the driver
+    that made it): MTU, MAC, addresses, up, default route."""
+    ifname, sandbox = endpoint.ifname, endpoint.where
+    ops: list[Operation] = []
     if inside.mtu != network.mtu:
-        ops.append(SetMtu(peer, network.mtu, sandbox))
+        ops.append(SetMtu(ifname, network.mtu, sandbox))
     if inside.mac != endpoint.mac:
-        ops.append(SetMac(peer, endpoint.mac, sandbox))
+        ops.append(SetMac(ifname, endpoint.mac, sandbox))
     missing = [a for a in endpoint.addresses if str(a) not in inside.addresses]
     if any(a.version == 6 for a in missing):  # IPv6 switched off takes the addresses with it
-        ops.append(EnableIPv6(peer, sandbox))
+        ops.append(EnableIPv6(ifname, sandbox))
     if not inside.up:
-        ops.append(SetLinkUp(peer, sandbox))
-    ops += [AddAddress(peer, address, sandbox) for address in missing]
+        ops.append(SetLinkUp(ifname, sandbox))
+    ops += [AddAddress(ifname, address, sandbox) for address in missing]
     if endpoint.default_route:
-        ops += [SetDefaultRoute(sandbox, gateway, peer) for gateway in endpoint.gateways
-                if not inside.up or default_routes.get(gateway.version) != (str(gateway), peer)]
+        ops += [SetDefaultRoute(sandbox, gateway, ifname) for gateway in endpoint.gateways
+                if not inside.up or default_routes.get(gateway.version) != (str(gateway), ifname)]
     return ops
