@@ -115,8 +115,11 @@ class Engine(Catalog):
 
     def _refuse_parent(self, request: NetworkRequest, existing: list[Network]) -> None:
         """A macvlan network's parent: a host interface, not nsnet's, and no other network's."""
-        if self.kernel.link_mac(request.parent or "") is None:
+        mac = self.kernel.link_mac(request.parent or "")
+        if mac is None:
             raise InvalidInput("--parent", request.parent, "no such interface in this namespace")
+        if mac == "00:00:00:00:00:00":  # loopback, or a layer-3 device: the kernel makes no child on it
+            raise InvalidInput("--parent", request.parent, "is not an Ethernet interface (it has no MAC address)")
         for network in existing:
             if network.parent == request.parent:
                 raise Conflict(f"interface {request.parent!r} is network {network.name!r}'s parent already")

@@ -18,6 +18,7 @@ PARENT = "lan0"
 @pytest.fixture
 def parent(kernel):
     kernel.links[(None, PARENT)] = {"kind": "veth", "mtu": 1500, "up": True, "mac": "02:00:00:00:99:01"}
+    kernel.links[(None, "lo")] = {"kind": "loopback", "mtu": 65536, "up": True, "mac": "00:00:00:00:00:00"}
     return PARENT
 
 
@@ -97,6 +98,7 @@ def test_a_sandbox_on_a_bridge_and_a_macvlan_network_gets_rules_for_the_bridge_o
     ({"driver": "macvlan"}, "--parent", "is needed by --driver macvlan"),
     ({"driver": "macvlan", "parent": "nope0"}, "--parent", "no such interface in this namespace"),
     ({"driver": "macvlan", "parent": "a/b"}, "--parent", "may not be"),
+    ({"driver": "macvlan", "parent": "lo"}, "--parent", "is not an Ethernet interface (it has no MAC address)"),
     ({"driver": "macvlan", "parent": PARENT, "mode": "l2"}, "--mode", "must be one of private, vepa, bridge"),
     ({"driver": "macvlan", "parent": PARENT, "mode": "passthru"}, "--mode", "nsnet never changes a parent"),
     ({"driver": "macvlan", "parent": PARENT, "icc": False}, "--no-icc", "has no meaning on a macvlan network"),
