@@ -376,29 +376,10 @@ def shapes(args: argparse.Namespace) -> int:
 # Sandboxes
 
 def create(args: argparse.Namespace) -> int:
-    if args.kind == "tap" or args.owner is not None or args.group is not None or args.mac is not None:
-        return _create_tap(args)
     with _engine() as engine:
         sandbox = engine.create_sandbox(args.name, networks=args.network, ip=args.ip, ip6=args.ip6,
-                                        publish=args.publish, aliases=args.alias, labels=args.label)
-    print(sandbox.id)
-    return 0
-
-
-def _create_tap(args: argparse.Namespace) -> int:
-    """`create --kind tap`: a VM guest's endpoint (nsnet.taps); --owner, --group and --mac are its alone."""
-    from .errors import InvalidInput
-
-    if args.kind != "tap":
-        given = next(f for f in ("owner", "group", "mac") if getattr(args, f) is not None)
-        raise InvalidInput(f"--{given}", getattr(args, given), "applies to --kind tap only")
-    if len(args.network) != 1:
-        raise InvalidInput("--network", ",".join(args.network) or "(none given)",
-                           "a tap endpoint needs exactly one network (its bridge)")
-    with _engine() as engine:
-        sandbox = engine.create_tap(args.name, network=args.network[0], ip=args.ip, ip6=args.ip6, mac=args.mac,
-                                    uid=args.owner, gid=args.group, publish=args.publish, aliases=args.alias,
-                                    labels=args.label)
+                                        publish=args.publish, aliases=args.alias, labels=args.label, kind=args.kind,
+                                        owner=args.owner, group=args.group, mac=args.mac)
     print(sandbox.id)
     return 0
 

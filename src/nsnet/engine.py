@@ -234,13 +234,26 @@ class Engine(Catalog):
 
     def create_sandbox(self, name: str, *, networks: Sequence[str] = (), ip: str | None = None,
                        ip6: str | None = None, publish: Sequence[str] = (), aliases: Sequence[str] = (),
-                       labels: Sequence[str] = ()) -> Sandbox:
+                       labels: Sequence[str] = (), kind: str = "netns", owner: str | int | None = None,
+                       group: str | int | None = None, mac: str | None = None) -> Sandbox:
         """A sandbox attached to each network (default: `nsnet`; `none` alone: to no network, its
         loopback only, as Docker's --network none); `ip`, `ip6`, `publish` and `aliases` apply to
         the first network, as Docker applies them to the network a container is created on.
         The default route (of each family the network has) goes via the first network that is not
-        internal."""
+        internal. `kind="tap"`: a VM guest's endpoint on its one network instead (create_tap;
+        `owner`, `group` and `mac` are its alone)."""
         validate.name("sandbox name", name)
+        if kind == "tap":
+            if len(networks) != 1:
+                raise InvalidInput("--network", ",".join(networks) or "(none given)",
+                                   "a tap endpoint needs exactly one network (its bridge)")
+            return self.create_tap(name, network=networks[0], ip=ip, ip6=ip6, mac=mac, uid=owner, gid=group,
+                                   publish=publish, aliases=aliases, labels=labels)
+        if kind != "netns":
+            raise InvalidInput("--kind", kind, "must be netns or tap")
+        for field, value in (("--owner", owner), ("--group", group), ("--mac", mac)):
+            if value is not None:
+                raise InvalidInput(field, value, "applies to --kind tap only")
         from .modes import requested as mode_requested
 
         mode = mode_requested(list(networks))

@@ -324,3 +324,41 @@ def test_two_ups_of_one_topology_at_once_run_one_after_the_other(engine: Engine,
     assert "topology lab: up to date\n" in [out for out, _ in outputs]
     assert cli("check").stdout == ""
     assert cli("down", path).returncode == 0
+
+
+def test_a_file_holds_every_endpoint_kind_and_verify_probes_from_each_that_has_a_namespace(engine: Engine,
+                                                                                            tmp_path: Path) -> None:
+    """A VM guest's tap, a --network host sandbox and a container: joiner come up from a file;
+    verify probes from the host's namespace and from the joined one, finds nothing answering on a
+    tap with no guest, and refuses to probe from inside a guest (a miss naming why)."""
+    path = write(tmp_path, """\
+        name: kinds
+        networks:
+          app: {subnet: 10.44.0.0/24}
+        sandboxes:
+          a:  {networks: [app], publish: ["8088:80"]}
+          vm: {networks: [app], kind: tap, owner: 4242}
+          h:  {networks: [host]}
+          j:  {networks: ["container:a"]}
+        expect:
+          - {from: h, reach: "a:80/tcp"}
+          - {from: j, reach: "a:80/tcp"}
+          - {from: h, reach: "127.0.0.1:8088/tcp"}
+          - {from: a, not_reach: "vm:22/tcp"}
+          - {from: vm, reach: "a:80/tcp"}
+        """)
+    assert cli("up", path).returncode == 0
+    vm, joiner = engine.sandbox("vm"), engine.sandbox("j")
+    assert vm.tap is not None and vm.tap.uid == 4242 and str(vm.endpoints[0].addresses[0].ip) == "10.44.0.3"
+    assert engine.sandbox("h").network_mode == "host" and joiner.network_mode == "container:a"
+    done = cli("verify", path)
+    header, *lines = done.stdout.splitlines()
+    at = header.index("RESULT")  # the table's columns are aligned; "not reach" holds a space
+    rows = [(line.split()[0], line.split()[1], line[at:].split()[0]) for line in lines]
+    assert rows == [
+        ("h", "a:80/tcp", "ok"), ("j", "a:80/tcp", "ok"), ("h", "127.0.0.1:8088/tcp", "ok"),
+        ("a", "vm:22/tcp", "ok"), ("vm", "a:80/tcp", "MISS")]
+    assert done.returncode == 1 and "sandbox 'vm' is a VM guest's tap: probes run from sandboxes'" in done.stdout
+    assert cli("down", path).returncode == 0
+    assert engine.sandboxes() == [] and engine.topology_objects() == [] and wait_clean() == {
+        "links": [], "netns": [], "tables": []}

@@ -133,3 +133,21 @@ def test_gc_finishes_a_tap_left_half_way_and_network_rm_f_takes_it(engine: Engin
     engine.create_tap("vm2", network="app")
     engine.remove_network("app", force=True)
     assert engine.sandboxes() == [] and engine.networks() == [] and engine.check() == []
+
+
+def test_create_sandbox_makes_a_tap_for_kind_tap_and_refuses_tap_options_elsewhere(engine: Engine, kernel,
+                                                                                   kernel_state) -> None:
+    """The Python API's and topology files' spelling: create_sandbox(kind="tap", owner=...)."""
+    engine.create_network("app", subnet="10.31.0.0/24")
+    before = kernel_state(kernel)
+    for kwargs, error in (({"networks": ["app"], "kind": "vm"}, "invalid --kind 'vm': must be netns or tap"),
+                          ({"networks": ["app"], "owner": 1000}, "invalid --owner '1000': applies to --kind tap only"),
+                          ({"networks": ["app"], "mac": "02:00:00:00:00:09"}, "invalid --mac '02:00:00:00:00:09'"),
+                          ({"networks": [], "kind": "tap"}, "a tap endpoint needs exactly one network"),
+                          ({"networks": ["app", "app"], "kind": "tap"}, "a tap endpoint needs exactly one network")):
+        with pytest.raises(InvalidInput, match=error):
+            engine.create_sandbox("vm1", **kwargs)
+        assert kernel_state(kernel) == before and engine.sandboxes() == []
+    made = engine.create_sandbox("vm1", networks=["app"], kind="tap", owner=1000, group=1000)
+    assert made.tap is not None and (made.tap.uid, made.tap.gid) == (1000, 1000) and made.netns == ""
+    assert engine.check() == []

@@ -12,4 +12,8 @@ from .netns import in_netns
 
 
 def socket_in(netns_path: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket of the namespace pinned at netns_path; "" (a --network host sandbox's): of the
+    namespace nsnet runs in."""
+    if not netns_path:
+        return socket.socket(family, kind, proto)
     return in_netns(netns_path, lambda: socket.socket(family, kind, proto))

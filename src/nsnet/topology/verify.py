@@ -212,6 +212,10 @@ def verify(engine: Any, topology: Topology) -> list[Result]:
         if e.source not in state.sandboxes:
             plans.append((e, "", None, 0, f"sandbox {e.source!r} does not exist (run up first)"))
             continue
+        if state.sandboxes[e.source].tap is not None:
+            plans.append((e, "", None, 0, f"sandbox {e.source!r} is a VM guest's tap: probes run from sandboxes'"
+                                          " namespaces, not from inside guests"))
+            continue
         port = e.port or 0
         if e.host in state.sandboxes:
             address = target_address(state, e.source, e.host)
@@ -228,6 +232,8 @@ def verify(engine: Any, topology: Topology) -> list[Result]:
         if address is None:
             plans.append((e, "", None, 0, f"sandbox {e.host!r} has no address"))
             continue
+        if holder in state.sandboxes and state.sandboxes[holder].tap is not None:
+            holder = None  # no listener can go into a guest: what it runs answers, or nothing does
         plans.append((e, holder or "", address, port, None))
     listeners: dict[tuple[str, str, int], Listener] = {}
     try:
