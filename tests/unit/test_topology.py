@@ -431,3 +431,37 @@ def test_a_network_dropped_from_the_file_goes_after_its_sandboxes_leave_it(engin
         up(engine, path)
     assert caught.value.lines == [f"{path}:1: network 'front' is no longer in the file, but sandboxes topology 'lab'"
                                   " did not make are attached (stranger)"]
+
+
+SHAPED = """\
+name: s
+networks:
+  app: {subnet: 10.45.0.0/24}
+sandboxes:
+  a: {networks: [app]}
+  b: {networks: [app]}
+shape:
+  - {sandbox: a, network: app, rate: fast}
+  - {sandbox: b, network: app, loss: 101%, direction: sideways}
+"""
+
+
+def test_shaping_values_are_judged_as_nsnet_shape_judges_them_before_anything_is_made(engine: Engine, kernel,
+                                                                                     tmp_path) -> None:
+    path = write(tmp_path, SHAPED)
+    with pytest.raises(TopologyError) as caught:
+        up(engine, path)
+    assert caught.value.lines == [
+        f"{path}:8: shape: invalid --rate 'fast': must be a number with a unit: bit, kbit, mbit, gbit (bits per"
+        " second) or bps, kbps, mbps, gbps (bytes per second), e.g. 10mbit",
+        f"{path}:9: shape: invalid --loss '101%': must be more than 0% (in steps of 0.01%) and at most 100%"]
+    assert engine.networks() == [] and engine.sandboxes() == []
+    # A knob this kernel cannot serve (no sch_netem) is refused before any step too, with its line.
+    kernel.qdisc_kinds = frozenset({"sch_tbf"})
+    write(tmp_path, SHAPED.replace("rate: fast", "delay: 20ms").replace(", loss: 101%, direction: sideways",
+                                                                            ", rate: 1mbit"))
+    with pytest.raises(TopologyError) as caught:
+        up(engine, path)
+    assert caught.value.lines == [f"{path}:8: shape: invalid --delay '20ms': needs the kernel module sch_netem, which"
+                                  " this kernel lacks"]
+    assert engine.networks() == [] and engine.sandboxes() == [] and engine.topology_objects() == []

@@ -91,6 +91,7 @@ def run_steps(engine: Any, topology: str, steps: list[Step], *, out: Callable[[s
 def up(engine: Any, path: str, *, dry_run: bool = False, out: Callable[[str], None] = print) -> list[Step]:
     """Make the ledger and the kernel what the file says; prints each step (the plan with dry_run)."""
     topology = load(path)
+    _refuse_what_the_kernel_lacks(engine, topology)
     with engine.topology_lock(topology.name):
         steps = plan_up(topology, State.read(engine))
         if not steps:
@@ -101,6 +102,25 @@ def up(engine: Any, path: str, *, dry_run: bool = False, out: Callable[[str], No
         else:
             run_steps(engine, topology.name, steps, out=out)
     return steps
+
+
+def _refuse_what_the_kernel_lacks(engine: Any, topology: Topology) -> None:
+    """Shaping knobs this kernel cannot serve (sch_netem's), refused before anything is made, as
+    `nsnet shape` refuses them."""
+    from .. import shaping
+    from ..errors import InvalidInput
+
+    errors = []
+    for spec in topology.shapes:
+        asked = {k: v for k, v in spec.knobs.items() if k != "direction"}
+        made = shaping.settings(**asked)
+        if made.qdisc:
+            try:
+                shaping.refuse(made, asked, engine.kernel.qdisc_modules())
+            except InvalidInput as exc:
+                errors.append(f"{topology.path}:{spec.line}: shape: {exc}")
+    if errors:
+        raise TopologyError(errors)
 
 
 def down(engine: Any, path: str, *, out: Callable[[str], None] = print) -> list[Step]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from ipaddress import ip_interface, ip_network
 
 from .. import links as link_rules
+from .. import shaping
+from ..errors import InvalidInput
 from .. import routes as route_rules
 from .spec import (INT, KNOB, LABELS, LINK_KEYS, ROUTE_KEYS, SHAPE_KEYS, STR, EXPECT_KEYS, Expectation, LinkSpec,
                    NetworkSpec, RouteSpec, SandboxSpec, ShapeSpec, _is_ip, _listed, _supports, parse_target)
@@ -145,6 +147,12 @@ class ListReader:
                         knobs[knob] = str(value)
             if not any(k != "direction" for k in knobs):
                 self.error(item, "shape: give at least one of rate, delay, jitter, loss, reorder, limit")
+                continue
+            try:  # the values as `nsnet shape` judges them, before anything is made
+                shaping.settings(**{k: v for k, v in knobs.items() if k != "direction"})
+                shaping.direction(knobs.get("direction", "out"))
+            except InvalidInput as exc:
+                self.error(fields.get(exc.field.removeprefix("--"), (None, item))[1], f"shape: {exc}")
                 continue
             spec = ShapeSpec(sandbox, side if sides[0] == "network" else None, side if sides[0] == "link" else None,
                              knobs, item.start_mark.line + 1)
