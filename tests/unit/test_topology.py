@@ -465,3 +465,29 @@ def test_shaping_values_are_judged_as_nsnet_shape_judges_them_before_anything_is
     assert caught.value.lines == [f"{path}:8: shape: invalid --delay '20ms': needs the kernel module sch_netem, which"
                                   " this kernel lacks"]
     assert engine.networks() == [] and engine.sandboxes() == [] and engine.topology_objects() == []
+
+
+def test_tap_values_and_a_missing_macvlan_parent_are_refused_with_their_lines_before_anything_is_made(
+        engine: Engine, tmp_path) -> None:
+    path = write(tmp_path, """\
+        name: t
+        networks:
+          app: {subnet: 10.46.0.0/24}
+          lan: {driver: macvlan, parent: nope0, subnet: 10.47.0.0/24}
+        sandboxes:
+          vm:  {networks: [app], kind: tap, owner: -1}
+          vm2: {networks: [app], kind: tap, mac: "fe:00:00:00:00:01"}
+        """)
+    with pytest.raises(TopologyError) as caught:
+        up(engine, path)
+    assert caught.value.lines == [
+        f"{path}:6: sandbox 'vm': invalid owner '-1': is not a number from 0 to 4294967294",
+        f"{path}:7: sandbox 'vm2': invalid mac 'fe:00:00:00:00:01': starts with fe, which the tap's own MAC takes"
+        " (tap MAC = guest MAC with fe)"]
+    write(tmp_path, "name: t\nnetworks:\n  app: {subnet: 10.46.0.0/24}\n"
+                    "  lan: {driver: macvlan, parent: nope0, subnet: 10.47.0.0/24}\n")
+    with pytest.raises(TopologyError) as caught:
+        up(engine, path)
+    assert caught.value.lines == [f"{path}:4: network 'lan': invalid --parent 'nope0': no such interface in this"
+                                  " namespace"]
+    assert engine.networks() == [] and engine.sandboxes() == [] and engine.topology_objects() == []

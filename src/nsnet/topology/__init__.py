@@ -105,12 +105,18 @@ def up(engine: Any, path: str, *, dry_run: bool = False, out: Callable[[str], No
 
 
 def _refuse_what_the_kernel_lacks(engine: Any, topology: Topology) -> None:
-    """Shaping knobs this kernel cannot serve (sch_netem's), refused before anything is made, as
-    `nsnet shape` refuses them."""
+    """What this host cannot give, refused before anything is made, as the commands would refuse
+    it half-way: shaping knobs the kernel cannot serve (sch_netem's), and a macvlan network's
+    parent that is not here."""
     from .. import shaping
     from ..errors import InvalidInput
 
     errors = []
+    for net in topology.networks.values():
+        parent = net.options.get("parent")
+        if parent is not None and engine.kernel.link_mac(str(parent)) is None:
+            errors.append(f"{topology.path}:{net.line}: network {net.name!r}: invalid --parent {parent!r}: no such"
+                          " interface in this namespace")
     for spec in topology.shapes:
         asked = {k: v for k, v in spec.knobs.items() if k != "direction"}
         made = shaping.settings(**asked)

@@ -8,7 +8,7 @@ import os
 from ipaddress import ip_network
 from typing import Any
 
-from .. import portspec, validate
+from .. import portspec, taps, validate
 from ..errors import InvalidInput, NsnetError
 
 try:
@@ -319,7 +319,10 @@ class Reader(ListReader):
         if "label" in options:
             ok &= self.check(lines["label"], what, validate.labels, _kwarg(options["label"])) is not None
         if "mac" in options:
-            ok &= self.check(lines["mac"], what, validate.mac, "mac", options["mac"]) is not None
+            ok &= self.check(lines["mac"], what, taps.guest_mac, "mac", options["mac"]) is not None
+        for opt in ("owner", "group"):
+            if opt in options:
+                ok &= self.check(lines[opt], what, taps.identity, opt, options[opt]) is not None
         kind = options.get("kind", "netns")
         if kind not in KINDS:
             self.error(lines["kind"], f"{what}: kind {kind!r} is not one of {', '.join(KINDS)}")
