@@ -62,6 +62,10 @@ class Resolver:
         self._host_servers: tuple[tuple[int, int, float] | None, tuple[str, ...]] = (None, ())
         self._data_version = -1
         self.done = asyncio.Event()
+        # One reload at a time: a second one, arriving while the first awaited a new listener,
+        # used to read the old table (the data_version was already the new one's) and stop the
+        # listener the first had just opened (tests/integration/test_races.py caught it).
+        self._reloading = asyncio.Lock()
 
     # The ledger
 
@@ -81,6 +85,10 @@ class Resolver:
 
     async def reload(self) -> int:
         """Serve the ledger as it is now; the new generation. Listeners follow the gateways."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> int:
         table = self._read()
         wanted = set(table.listeners())
         for listener in set(self.udp) - wanted:
