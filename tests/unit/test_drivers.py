@@ -102,7 +102,7 @@ def test_a_sandbox_on_a_bridge_and_a_macvlan_network_gets_rules_for_the_bridge_o
     ({"driver": "macvlan", "parent": PARENT, "mode": "l2"}, "--mode", "must be one of private, vepa, bridge"),
     ({"driver": "macvlan", "parent": PARENT, "mode": "passthru"}, "--mode", "nsnet never changes a parent"),
     ({"driver": "macvlan", "parent": PARENT, "icc": False}, "--no-icc", "has no meaning on a macvlan network"),
-    ({"driver": "macvlan", "parent": PARENT, "dns_servers": ["9.9.9.9"]}, "--dns", "no resolver"),
+    ({"driver": "macvlan", "parent": PARENT, "dns_servers": ["198.51.100.53"]}, "--dns", "no resolver"),
     ({"parent": PARENT}, "--parent", "is for --driver macvlan"),
 ])
 def test_bad_driver_options_are_refused_in_one_line_and_change_nothing(engine: Engine, parent, snapshot, kwargs,
