@@ -91,7 +91,7 @@ def network_create(args: argparse.Namespace) -> int:
             args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range, ipv4=not args.no_ipv4,
             ipv6=args.ipv6, ipv6_routed=args.ipv6_routed, ipv4_routed=args.ipv4_routed, internal=args.internal,
             mtu=args.mtu, icc=not args.no_icc, labels=args.label, dns=not args.no_dns, dns_servers=args.dns,
-            driver=args.driver, parent=args.parent, mode=args.mode,
+            driver=args.driver, parent=args.parent, mode=args.mode, block_size=args.block_size, vni=args.vni,
         )
     print(network.id)
     return 0
@@ -559,6 +559,37 @@ def lab(args: argparse.Namespace) -> int:
     return lab_module.run(args.command[1:] if args.command[:1] == ["--"] else args.command)
 
 
+# Clusters (overlay networks)
+
+def cluster_hosts(args: argparse.Namespace) -> int:
+    from .cluster import local
+
+    with _engine() as engine:
+        items = local.hosts(engine)
+    _listing(args, items, lambda i: i["Host"], ["HOST", "VTEP", "STATE", "BLOCKS"],
+             lambda i: [i["Host"] + (" *" if i["Here"] else ""), i["Vtep"], i["State"], " ".join(i["Blocks"]) or "-"])
+    return 0
+
+
+def cluster_leave(args: argparse.Namespace) -> int:
+    from .cluster import local
+
+    with _engine() as engine:
+        left = local.leave_cluster(engine, args.force)
+    for name in left:
+        print(name)
+    return 0
+
+
+def cluster_evict(args: argparse.Namespace) -> int:
+    from .cluster import local
+
+    with _engine() as engine:
+        for block in local.evict(engine, args.host, args.force):
+            print(block)
+    return 0
+
+
 # Parser
 
 TEMPLATE_HELP = "a template such as '{{.Name}}' ({{.A.B}} paths and {{json .A}})"
@@ -612,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--ipv4-routed", action="store_true",
                      help="route the IPv4 subnet without masquerade; inbound stays limited to published ports")
     sub.add_argument("--internal", action="store_true", help="no traffic in or out of the network")
-    sub.add_argument("--mtu", type=int, default=1500, help="MTU of the bridge and its veths (default: 1500)")
+    sub.add_argument("--mtu", type=int, help="MTU of the bridge and its veths (default: 1500; overlay: what the"
+                                             " underlay carries inside VXLAN, its MTU - 50)")
     sub.add_argument("--no-icc", action="store_true", help="sandboxes on it may not talk to each other")
     sub.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                      help="metadata shown by inspect (repeatable)")
@@ -621,13 +653,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--dns", action="append", default=[], metavar="IP",
                      help="an upstream server for names not nsnet's (repeatable; default: the host's resolvers)")
     sub.add_argument("--driver", default="bridge",
-                     help="bridge (default) or macvlan: each sandbox a macvlan child of --parent, on its LAN, with no"
+                     help="bridge (default), overlay (across the hosts of the cluster NSNET_CLUSTER names: each host"
+                          " leases a block of --subnet and reaches the others' blocks through VXLAN) or macvlan: each"
+                          " sandbox a macvlan child of --parent, on its LAN, with no"
                           " bridge, NAT, published ports, DNS or firewall of nsnet's; --gateway is then a router of that"
                           " LAN (none: no default route); the host cannot reach the children through the parent")
     sub.add_argument("--parent", metavar="IFACE", help="the host interface of a macvlan network (never changed)")
     sub.add_argument("--mode", help="macvlan's mode: bridge (default: children reach each other), private (they"
                                     " cannot) or vepa (through the switch outside)")
+    sub.add_argument("--block-size", type=int, metavar="BITS",
+                     help="overlay: each host's block of the subnet, as a prefix length (default 24)")
+    sub.add_argument("--vni", type=int, help="overlay: its VXLAN network identifier (default: the first free from 4096)")
     listing(verb("ls", network_ls, "list networks", network))
+    cluster = verbs.add_parser("cluster", help="the hosts of overlay networks (NSNET_CLUSTER)").add_subparsers(
+        dest="cluster_verb", metavar="COMMAND", required=True, parser_class=_Parser)
+    listing(verb("hosts", cluster_hosts, "list the cluster's hosts: alive or suspect, their VTEPs and blocks", cluster))
+    sub = verb("leave", cluster_leave, "take this host out of every overlay network and the cluster", cluster)
+    sub.add_argument("-f", "--force", action="store_true", help="disconnect attached sandboxes first")
+    sub = verb("evict", cluster_evict, "delete a dead host's blocks now: its peers forget it", cluster)
+    sub.add_argument("host", metavar="HOST", help="the host's id (see nsnet cluster hosts)")
+    sub.add_argument("-f", "--force", action="store_true", help="evict it even though it is alive (it fences itself)")
     inspecting(verb("inspect", network_inspect, "show networks and their sandboxes as JSON", network), "network")
     sub = verb("rm", network_rm, "remove networks", network)
     sub.add_argument("names", nargs="+", metavar="NAME", help="the networks to remove")

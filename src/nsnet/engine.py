@@ -92,14 +92,29 @@ class Engine(Catalog):
 
     def create_network(self, name: str, *, subnet: str | Sequence[str] = (), gateway: str | Sequence[str] = (),
                        ip_range: str | Sequence[str] = (), ipv4: bool = True, ipv6: bool = False,
-                       ipv6_routed: bool = False, internal: bool = False, mtu: int = 1500, icc: bool = True,
+                       ipv6_routed: bool = False, internal: bool = False, mtu: int | None = None, icc: bool = True,
                        labels: Sequence[str] = (), ipv4_routed: bool = False, bridge: str | None = None,
                        dns: bool = True, dns_servers: Sequence[str] = (), driver: str = "bridge",
-                       parent: str | None = None, mode: str | None = None) -> Network:
+                       parent: str | None = None, mode: str | None = None, block_size: int | None = None,
+                       vni: int | None = None) -> Network:
         """`subnet`, `gateway` and `ip_range` take one value or one per family (a list). With
         `dns`, nsnet's resolver answers the network's sandboxes by name (nsnet.dns), forwarding
         other names to `dns_servers` or, without them, to the host's resolvers. `driver`
-        macvlan hangs sandboxes off the host's interface `parent` in macvlan `mode` (nsnet.drivers)."""
+        macvlan hangs sandboxes off the host's interface `parent` in macvlan `mode` (nsnet.drivers).
+        `driver` overlay spans the hosts of the cluster NSNET_CLUSTER names (nsnet.cluster): `subnet`
+        is the whole network's, each host leasing a block of `block_size` bits of it; `mtu` defaults
+        to what the underlay carries inside VXLAN."""
+        if driver == "overlay":
+            from .cluster import local
+
+            if ipv6 or ip_range or gateway or bridge or parent or mode or not dns or dns_servers or labels:
+                raise InvalidInput("--driver", driver, "takes --subnet, --block-size, --vni, --mtu and --internal only")
+            return local.create_network(self, name, subnet=next(iter(_listed(subnet)), None), block_prefix=block_size,
+                                        vni=vni, mtu=mtu, internal=internal)
+        if block_size is not None or vni is not None:
+            raise InvalidInput("--block-size" if block_size is not None else "--vni", block_size or vni,
+                               "is for --driver overlay only")
+        mtu = DEFAULT_MTU if mtu is None else mtu
         if driver == "ipvlan":
             missing = self.kernel.link_kind_missing("ipvlan")
             reason = (f"this kernel has no ipvlan ({missing}); use --driver macvlan" if missing
@@ -187,6 +202,11 @@ class Engine(Catalog):
         return port
 
     def remove_network(self, name: str, *, force: bool = False) -> None:
+        found = self._store.network(name)
+        if found is not None and found.driver == "overlay":
+            from .cluster import local
+
+            return local.leave(self, name, force)
         with self._locks.ledger(exclusive=True):
             network = self._store.network(name)
             if network is None:
@@ -282,6 +302,7 @@ class Engine(Catalog):
             if port_requests:
                 self._resolve_ports(port_requests)
             self._ensure_default_network()
+        self._join_overlays(wanted)
         with self._locks.ledger(), self._locks.sandbox(name), self._serving(wanted):
             with self._store.transaction():
                 self._refuse_taken_name(name)
@@ -311,6 +332,7 @@ class Engine(Catalog):
                 self._store.set_endpoints_state(sandbox_id, "ready")
         if any(net.dns for net in nets):
             self._serve_names()
+        self._tell_cluster(nets)
         return replace(made, created=created)
 
     def _create_in_mode(self, name: str, mode: str, donor: str | None, *, ip: str | None, ip6: str | None,
@@ -452,6 +474,7 @@ class Engine(Catalog):
                 self._store.delete_sandbox(name)
         if any(net.dns for _, net in attachments):
             self._serve_names()
+        self._tell_cluster([net for _, net in attachments])
 
     def connect(self, network: str, sandbox: str, *, ip: str | None = None, ip6: str | None = None,
                 publish: Sequence[str] = (), aliases: Sequence[str] = ()) -> Endpoint:
@@ -460,6 +483,7 @@ class Engine(Catalog):
         requested = _requested(ip, ip6)
         port_requests = portspec.parse_all(publish)
         names = validate.aliases(tuple(aliases))
+        self._join_overlays([network])
         with self._locks.ledger(), self._locks.sandbox(sandbox), self._serving([network]):
             with self._store.transaction():
                 current = self._ready_sandbox(sandbox)
@@ -486,6 +510,7 @@ class Engine(Catalog):
                 self._store.set_endpoint_state(endpoint.id, "ready")
         if net.dns:
             self._serve_names()
+        self._tell_cluster([net])
         return replace(endpoint, state="ready")
 
     def disconnect(self, network: str, sandbox: str) -> None:
@@ -525,6 +550,73 @@ class Engine(Catalog):
                 self._store.delete_endpoint(endpoint.id)
         if net.dns:
             self._serve_names()
+        self._tell_cluster([net])
+
+    # Overlay networks across hosts (nsnet.cluster): the engine's side of the cluster agent
+
+    @property
+    def state_dir(self) -> str:
+        return self._store.directory
+
+    def find_network(self, name: str) -> Network | None:
+        return self._store.network(name)
+
+    def overlay_networks(self) -> list[Network]:
+        return [n for n in self._store.networks() if n.driver == "overlay"]
+
+    def overlay_names(self, name: str) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """This host's sandboxes on overlay network `name`: their addresses and aliases there."""
+        network = self.network(name)
+        return {e.sandbox: (tuple(str(a.ip) for a in e.addresses), e.aliases)
+                for e in self._store.endpoints_of_network(network.id) if e.state == "ready"}
+
+    def set_remote_names(self, name: str, rows: Sequence[tuple[str, str, tuple[str, ...], tuple[str, ...]]]) -> None:
+        """Other hosts' sandboxes on overlay network `name`, for the resolver to answer here."""
+        network = self.network(name)
+        with self._store.transaction():
+            self._store.set_cluster_names(network.id, list(rows))
+        if network.dns:
+            self._serve_names()
+
+    def fence_overlay(self, name: str) -> None:
+        """This host's block of `name` was evicted while it was cut off: no new sandbox joins it."""
+        with self._store.transaction():
+            self._store.fence(self.network(name).id, "this host's block was evicted while it was cut off from the"
+                                                     " cluster")
+
+    def fence_reason(self, name: str) -> str | None:
+        return self._store.fence_reason(self.network(name).id)
+
+    def refuse_leaving(self, name: str, force: bool) -> None:
+        network = self.network(name)
+        users = sorted(e.sandbox for e in self._store.endpoints_of_network(network.id))
+        if users and not force:
+            raise Conflict(f"network {name!r} has sandboxes attached ({', '.join(users)}); disconnect them or use -f")
+        for sandbox in users:
+            self.disconnect(name, sandbox)
+
+    def _join_overlays(self, names: Sequence[str]) -> None:
+        """Overlay networks of the cluster this host is not in yet are joined on first use (as
+        Docker's swarm networks appear on a node with its first container)."""
+        if not os.environ.get("NSNET_CLUSTER"):
+            return
+        missing = [n for n in names if self._store.network(n) is None]
+        if missing:
+            from .cluster import local
+
+            for name in missing:
+                local.join_if_known(self, name)
+
+    def _tell_cluster(self, networks: Sequence[Network]) -> None:
+        """After a change here is done: the agent publishes it. An agent that cannot start (the
+        cluster store away) does not undo the change; it publishes it once it runs again."""
+        if any(n.driver == "overlay" for n in networks):
+            from .cluster import local
+
+            try:
+                local.sync(self.state_dir)
+            except NsnetError as exc:
+                self.notes.append(f"names not published to the cluster yet: {exc}")
 
     # Containers: namespaces a runtime owns (CNI)
 
@@ -637,7 +729,12 @@ class Engine(Catalog):
         from . import repair
 
         with self._locks.ledger(exclusive=True):
-            return repair.check(self._store, self.kernel, self.owner)
+            drift = repair.check(self._store, self.kernel, self.owner)
+        if self.overlay_networks():
+            from .cluster import local
+
+            drift += local.check(self)
+        return drift
 
     def gc(self) -> list[str]:
         """Bring kernel and ledger back to agreement; returns what was done (see nsnet.repair)."""
@@ -654,6 +751,13 @@ class Engine(Catalog):
                 self._tell_host(network)  # a rebuilt bridge lost what the host's resolver was told
         if down and self.kernel.resolver_status(self._store.directory) is not None:
             done.append("started the resolver")
+        if self.overlay_networks():
+            from .cluster import local
+
+            was_down = local.agent_status(self.state_dir) is None
+            local.sync(self.state_dir)  # the agent reconciles peers, names and fences
+            if was_down:
+                done.append("started the cluster agent")
         return done
 
     def doctor(self) -> list[Finding]:
@@ -1365,6 +1469,10 @@ class Engine(Catalog):
 
     def _ready_network(self, name: str) -> Network:
         network = self.network(name)
+        fenced = self._store.fence_reason(network.id) if network.driver == "overlay" else None
+        if fenced:
+            raise Conflict(f"network {name!r} is fenced: {fenced}; remove it here (nsnet network rm -f {name})"
+                           " and join again")
         if network.state != "ready":
             raise Conflict(f"network {name!r} was left {network.state} by a command that did not finish; run nsnet gc")
         return network

@@ -203,6 +203,22 @@ CREATE TABLE IF NOT EXISTS taps (
     uid INTEGER,
     gid INTEGER
 );
+-- Other hosts' sandboxes on an overlay network (nsnet.cluster), as the cluster agent last saw them,
+-- for the resolver to answer their names here too. A cache of etcd's endpoints/ keys, no object.
+CREATE TABLE IF NOT EXISTS cluster_names (
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    host TEXT NOT NULL,
+    sandbox TEXT NOT NULL,
+    addresses TEXT NOT NULL,
+    aliases TEXT NOT NULL,
+    PRIMARY KEY (network_id, host, sandbox)
+);
+-- An overlay network whose block of this host was evicted while the host was cut off from the
+-- cluster: no sandbox joins it here until it is removed and joined again (nsnet.cluster).
+CREATE TABLE IF NOT EXISTS cluster_fences (
+    network_id TEXT PRIMARY KEY REFERENCES networks(id) ON DELETE CASCADE,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -213,7 +229,8 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports (protocol, host_port);
 CREATE INDEX IF NOT EXISTS services_by_network ON services (network_id);
 CREATE UNIQUE INDEX IF NOT EXISTS services_by_vip6 ON services (vip6);
 """
-SCHEMA_VERSION = 16  # 13 sandbox_modes, network_drivers; 14 taps; 15 shapings; 16 topology_objects (new tables)
+SCHEMA_VERSION = 18  # 13 sandbox_modes, network_drivers; 14 taps; 15 shapings; 16 topology_objects; 17 overlays,
+# overlay_peers; 18 cluster_names, cluster_fences (new tables)
 
 def _table_sql(name: str) -> str:
     start = SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
@@ -711,6 +728,21 @@ class Store:
 
     def endpoints_of_network(self, network_id: str) -> list[Endpoint]:
         return self._endpoints("e.network_id = ?", (network_id,))
+
+    def fence(self, network_id: str, reason: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO cluster_fences (network_id, reason) VALUES (?, ?)", (network_id, reason))
+
+    def fence_reason(self, network_id: str) -> str | None:
+        row = self.db.execute("SELECT reason FROM cluster_fences WHERE network_id = ?", (network_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_cluster_names(self, network_id: str, rows: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]) -> None:
+        """Other hosts' sandboxes on an overlay network: (host, sandbox, addresses, aliases)."""
+        self.db.execute("DELETE FROM cluster_names WHERE network_id = ?", (network_id,))
+        self.db.executemany("INSERT INTO cluster_names (network_id, host, sandbox, addresses, aliases)"
+                            " VALUES (?, ?, ?, ?, ?)",
+                            [(network_id, host, sandbox, json.dumps(list(addresses)), json.dumps(list(aliases)))
+                             for host, sandbox, addresses, aliases in rows])
 
     def add_sandbox(self, sandbox_id: str, name: str, state: str, container_id: str | None = None,
                     netns: str | None = None, labels: tuple[tuple[str, str], ...] = ()) -> float:

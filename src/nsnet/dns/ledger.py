@@ -31,6 +31,9 @@ ALIASES = "SELECT endpoint_id, alias FROM aliases"
 # A service answers by its name on its network, with its VIPs (as a sandbox with its addresses would).
 SERVICES = ("SELECT v.id, v.name, n.name, v.vip, v.vip6 FROM services v JOIN networks n ON n.id = v.network_id"
             " WHERE n.dns = 1 AND v.state = 'ready'")
+# Other hosts' sandboxes on an overlay network (nsnet.cluster): answered, never asking here.
+REMOTE = ("SELECT c.sandbox, n.name, c.addresses, c.aliases FROM cluster_names c JOIN networks n"
+          " ON n.id = c.network_id WHERE n.dns = 1")
 
 
 class LedgerReader:
@@ -52,6 +55,7 @@ class LedgerReader:
             addresses = _grouped(self.db.execute(ADDRESSES))
             aliases = _grouped(self.db.execute(ALIASES))
             services = self.db.execute(SERVICES).fetchall()
+            remote = self.db.execute(REMOTE).fetchall()
         finally:
             self.db.execute("COMMIT")
         self._networks = {row: self._networks.get(row) or _network(row) for row in network_rows}
@@ -61,6 +65,9 @@ class LedgerReader:
             endpoints[key] = self._endpoints.get(key) or EndpointRow(*key)
         for sid, name, network, vip, vip6 in services:
             key = (name, network, (vip, vip6) if vip6 else (vip,), (), True)
+            endpoints[key] = self._endpoints.get(key) or EndpointRow(*key)
+        for sandbox, network, addresses_json, aliases_json in remote:
+            key = (sandbox, network, tuple(json.loads(addresses_json)), tuple(json.loads(aliases_json)), True)
             endpoints[key] = self._endpoints.get(key) or EndpointRow(*key)
         self._endpoints = endpoints
         return Table(self._networks.values(), self._endpoints.values()), version

@@ -20,15 +20,32 @@ import os
 import socket
 import sys
 
+from dataclasses import dataclass
+
 from ..errors import NsnetError
 from . import LOG, SOCKET
 
 REPLY_TIMEOUT_S = 5.0
 
 
-def ask(state_dir: str, request: str) -> str | None:
-    """The resolver's answer to a control request; None when no resolver answers."""
-    path = os.path.join(state_dir, SOCKET)
+@dataclass(frozen=True)
+class Resident:
+    """One kind of resident process of a ledger: the module it runs (`python -m MODULE STATE_DIR
+    READY_FD`), its control socket and log in the state directory, its systemd unit's prefix."""
+
+    title: str
+    module: str
+    socket: str
+    log: str
+    unit_prefix: str
+
+
+RESOLVER = Resident("nsnet's resolver", "nsnet.dns.server", SOCKET, LOG, "nsnet-dns-")
+
+
+def ask(state_dir: str, request: str, resident: Resident = RESOLVER) -> str | None:
+    """A resident's answer to a control request; None when none answers."""
+    path = os.path.join(state_dir, resident.socket)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
             sock.settimeout(REPLY_TIMEOUT_S)
@@ -91,16 +108,16 @@ def systemd_run() -> str | None:
     return shutil.which("systemd-run")
 
 
-def unit_name(state_dir: str) -> str:
+def unit_name(state_dir: str, resident: Resident = RESOLVER) -> str:
     import hashlib
 
-    return "nsnet-dns-" + hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:12]
+    return resident.unit_prefix + hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:12]
 
 
-def start(state_dir: str) -> bool:
-    """Start the resolver and wait until it serves: True; False when another one held the lock."""
+def start(state_dir: str, resident: Resident = RESOLVER) -> bool:
+    """Start a resident and wait until it serves: True; False when another one held the lock."""
     tool = systemd_run()
-    return _start_unit(tool, state_dir) if tool else _start_process(state_dir)
+    return _start_unit(tool, state_dir, resident) if tool else _start_process(state_dir, resident)
 
 
 def _source_path() -> str:
@@ -109,38 +126,40 @@ def _source_path() -> str:
     return os.path.dirname(os.path.dirname(nsnet.__file__))
 
 
-def _start_unit(tool: str, state_dir: str) -> bool:
+def _start_unit(tool: str, state_dir: str, resident: Resident) -> bool:
     import subprocess
     import time
 
-    unit = unit_name(state_dir)
+    unit = unit_name(state_dir, resident)
     done = subprocess.run([tool, "--unit", unit, "--collect", "--quiet", "--property=Restart=on-failure",
-                           "--property=RestartSec=200ms", f"--setenv=PYTHONPATH={_source_path()}", sys.executable,
-                           "-m", "nsnet.dns.server", state_dir], stdin=subprocess.DEVNULL, capture_output=True,
+                           "--property=RestartSec=200ms", f"--setenv=PYTHONPATH={_source_path()}",
+                           *(f"--setenv={k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("NSNET_")),
+                           sys.executable,
+                           "-m", resident.module, state_dir], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
         if "already" in done.stderr:  # the unit is there: a resolver starting, or one leaving
             return False
-        raise NsnetError(f"nsnet's resolver did not start: systemd-run: {' '.join(done.stderr.split())}")
+        raise NsnetError(f"{resident.title} did not start: systemd-run: {' '.join(done.stderr.split())}")
     deadline = time.monotonic() + REPLY_TIMEOUT_S
     while time.monotonic() < deadline:
-        if ask(state_dir, "status") is not None:
+        if ask(state_dir, "status", resident) is not None:
             return True
         time.sleep(0.01)
-    raise NsnetError(f"nsnet's resolver did not start in {REPLY_TIMEOUT_S:.0f} s (see journalctl -u {unit})")
+    raise NsnetError(f"{resident.title} did not start in {REPLY_TIMEOUT_S:.0f} s (see journalctl -u {unit})")
 
 
-def _start_process(state_dir: str) -> bool:
+def _start_process(state_dir: str, resident: Resident) -> bool:
     import subprocess
 
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    log = os.open(os.path.join(state_dir, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
+    log = os.open(os.path.join(state_dir, resident.log), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
                   0o600)
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join([_source_path(), *filter(None, [os.environ.get("PYTHONPATH")])])}
     try:
-        # The server forks once more and this parent exits: the resolver is nobody's child here.
-        subprocess.run([sys.executable, "-m", "nsnet.dns.server", state_dir, str(write_end)], pass_fds=(write_end,),
+        # The server forks once more and this parent exits: the resident is nobody's child here.
+        subprocess.run([sys.executable, "-m", resident.module, state_dir, str(write_end)], pass_fds=(write_end,),
                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
                        cwd="/", check=False)
     finally:
@@ -155,7 +174,7 @@ def _start_process(state_dir: str) -> bool:
     if answer.startswith("running"):
         return False
     reason = answer.removeprefix("error ").strip() or "it exited without a word"
-    raise NsnetError(f"nsnet's resolver did not start: {reason} (see {os.path.join(state_dir, LOG)})")
+    raise NsnetError(f"{resident.title} did not start: {reason} (see {os.path.join(state_dir, resident.log)})")
 
 
 def _read_line(fd: int, timeout: float) -> str:

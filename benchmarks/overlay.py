@@ -1,0 +1,296 @@
+"""Overlay networks across hosts: how fast a new sandbox is reachable from another host, how fast
+peers are programmed as the cluster grows, and what the VXLAN path costs against the underlay.
+
+Run it from the repository root inside a lab (it makes the multi-host labs it needs, nested):
+
+    .venv/bin/nsnet lab -- .venv/bin/python benchmarks/overlay.py
+    .venv/bin/nsnet lab -- .venv/bin/python benchmarks/overlay.py --quick
+
+Phases, each in a fresh `nsnet lab --hosts N --etcd 1` (so no phase inherits another's state):
+
+- reach (N = 3 and 10 hosts): network `mesh` made on h1, one sandbox on every other host. Then,
+  per round, the clock starts, `nsnet create xR --network mesh --ip IP` runs on h1 (as a user
+  types it: the CLI, a process), a listener enters xR's namespace the moment it exists, and a
+  prober on h2 connects to IP every millisecond; the sample is the first accepted connect. Two
+  kinds of round: `first` (h1 not in the network yet: the create joins it, leasing a block,
+  making the VXLAN device and programming its peers, while every peer programs h1) and `next`
+  (h1 in it already). Target (issue 15): p50 <= 50 ms at 3 and at 10 hosts. All processes share
+  the kernel's CLOCK_MONOTONIC, whatever host namespace they are in.
+- peers (10, 50, 100 simulated hosts): h1 joined, then N blocks of simulated hosts written into
+  etcd (fake VTEPs on the underlay); timed: one more block written → its route in h1's kernel
+  (a netlink listener in h1 stamps it), and h1's agent restarted → all N peers programmed.
+- path: TCP throughput (iperf3, 3 x 4 s per arm, interleaved) and RTT (ping, 200 x 10 ms) between a
+  sandbox on h1 and one on h2 through the overlay, and between h1 and h2 on the underlay, in the
+  same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from harness import percentile, refuse_outside_lab, save_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+NSNET = [sys.executable, "-m", "nsnet"]
+ENV = {"NSNET_CLUSTER_EVICT_AFTER": "3600"}
+PORT = 7070
+TARGET_MS = 50.0
+
+LISTENER = r"""
+import os, socket, sys, time
+path = "/run/netns/" + sys.argv[1]
+while not os.path.exists(path):
+    time.sleep(0.0002)
+fd = os.open(path, os.O_RDONLY)
+while True:
+    try:
+        os.setns(fd, 0x40000000)
+        break
+    except OSError:
+        time.sleep(0.0002)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+while True:
+    try:
+        s.bind(("0.0.0.0", int(sys.argv[2]))); break
+    except OSError:
+        time.sleep(0.0002)
+s.listen(8); print("up", flush=True)
+c, _ = s.accept(); c.close()
+"""
+PROBER = r"""
+import socket, sys, time
+address, port, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    c = socket.socket(); c.settimeout(0.05)
+    try:
+        c.connect((address, port))
+        print(f"{(time.monotonic() - start) * 1000:.2f}", flush=True); sys.exit(0)
+    except OSError:
+        pass
+    finally:
+        c.close()
+    time.sleep(0.001)
+print("timeout", flush=True); sys.exit(1)
+"""
+ROUTE_WATCH = r"""
+import socket, struct, sys, time
+from ipaddress import ip_network
+wanted = {ip_network(n) for n in sys.argv[1:]}
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+s.bind((0, 0x40))  # RTMGRP_IPV4_ROUTE
+print("up", flush=True)
+while wanted:
+    data = s.recv(65536)
+    at = time.monotonic()
+    offset = 0
+    while offset < len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if kind == 24:  # RTM_NEWROUTE
+            family, dst_len = struct.unpack_from("=BB", data, offset + 16)
+            attr = offset + 28
+            while attr < offset + length:
+                alen, atype = struct.unpack_from("=HH", data, attr)
+                if atype == 1 and family == socket.AF_INET:  # RTA_DST
+                    net = ip_network(f"{socket.inet_ntoa(data[attr + 4:attr + 8])}/{dst_len}")
+                    if net in wanted:
+                        wanted.discard(net)
+                        if not wanted:
+                            print(f"{at:.6f}", flush=True)
+                attr += (alen + 3) & ~3
+        offset += (length + 3) & ~3
+"""
+
+
+def in_host(host: str, argv: list[str], **kwargs):
+    env = ["env", *(f"{k}={v}" for k, v in ENV.items())]
+    return subprocess.run([*NSNET, "lab", "exec", host, "--", *env, *argv], capture_output=True, text=True, **kwargs)
+
+
+def popen_in(host: str, argv: list[str]) -> subprocess.Popen:
+    env = ["env", *(f"{k}={v}" for k, v in ENV.items())]
+    return subprocess.Popen([*NSNET, "lab", "exec", host, "--", *env, *argv], stdout=subprocess.PIPE, text=True)
+
+
+def nsnet(host: str, *args: str) -> str:
+    done = in_host(host, [*NSNET, *args])
+    if done.returncode != 0:
+        raise RuntimeError(f"{host}: nsnet {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def address(host: str, sandbox: str) -> str:
+    return json.loads(nsnet(host, "inspect", sandbox))[0]["Networks"]["mesh"]["IPAddress"]
+
+
+# Phase: reach
+
+def reach(hosts: int, rounds: int) -> dict:
+    nsnet("h2", "network", "create", "mesh", "--driver", "overlay", "--subnet", "10.80.0.0/16")
+    for i in range(2, hosts + 1):
+        nsnet(f"h{i}", "create", f"s{i}", "--network", "mesh")
+    samples: dict[str, list[float]] = {"first": [], "next": []}
+    for r in range(rounds):
+        kind = "first" if r == 0 else "next"
+        if r == 0:
+            block = None
+        sandbox = f"x{r}"
+        # The address is picked ahead, so that the prober need not wait for inspect.
+        ip = f"{block}.{10 + r}" if block else None
+        listener = popen_in("h1", [sys.executable, "-c", LISTENER, sandbox, str(PORT)])
+        start = time.monotonic()
+        if ip is None:  # the first create joins h1: its block is known only after
+            nsnet("h1", "create", sandbox, "--network", "mesh")
+            ip = address("h1", sandbox)
+            block = ip.rsplit(".", 1)[0]
+        prober = popen_in("h2", [sys.executable, "-c", PROBER, ip, str(PORT), repr(start)])
+        if kind == "next":
+            nsnet("h1", "create", sandbox, "--network", "mesh", "--ip", ip)
+        line = prober.stdout.readline().strip()
+        prober.wait()
+        listener.kill()
+        listener.wait()
+        if line == "timeout":
+            raise RuntimeError(f"round {r}: h2 never reached {ip}")
+        samples[kind].append(float(line))
+    return samples
+
+
+# Phase: peers
+
+def peers(counts: list[int]) -> dict:
+    sys.path.insert(0, os.path.join(ROOT, "src"))
+    from nsnet.cluster import records
+    from nsnet.cluster.etcd import open_store
+    from nsnet.cluster.host import vtep_mac
+    from nsnet.cluster.records import Block
+
+    nsnet("h1", "network", "create", "mesh", "--driver", "overlay", "--subnet", "10.64.0.0/10")
+    nsnet("h1", "create", "s1", "--network", "mesh")
+    store = open_store()
+    config = records.decode(records.NetworkConfig, store.get(records.config_key("mesh")).value)
+    out: dict = {}
+    written = 0
+    blocks = iter(list(config.supernet.subnets(new_prefix=24))[8:])
+
+    def put(n: int) -> list[str]:
+        nonlocal written
+        made = []
+        for _ in range(n):
+            written += 1
+            cidr = next(blocks)
+            host = f"sim{written}"
+            store.put(records.block_key("mesh", cidr), records.encode(
+                Block(host, f"10.99.{2 + written // 250}.{1 + written % 250}", vtep_mac(host, config.vni), config.mtu)))
+            made.append(str(cidr))
+        return made
+
+    for i, count in enumerate(counts):
+        put(count - written)
+        # One more simulated host: from its block's put to its route in h1's kernel.
+        cidr = str(list(config.supernet.subnets(new_prefix=24))[8 + written])
+        watcher = popen_in("h1", [sys.executable, "-c", ROUTE_WATCH, cidr])
+        assert watcher.stdout.readline().strip() == "up"
+        start = time.monotonic()
+        put(1)
+        one = (float(watcher.stdout.readline()) - start) * 1000
+        watcher.wait()
+        # A real host joining a network of count+1 others: its create returns once its agent has
+        # programmed every peer (route, neighbour, FDB).
+        joiner = f"h{i + 2}"
+        start = time.monotonic()
+        nsnet(joiner, "create", f"s{i + 2}", "--network", "mesh")
+        join = (time.monotonic() - start) * 1000
+        routes = in_host(joiner, ["ip", "-4", "route", "show"]).stdout
+        out[count] = {"one_more_ms": one, "join_ms": join, "routes": routes.count(" onlink")}
+    store.close()
+    return out
+
+
+def path() -> dict:
+    nsnet("h1", "network", "create", "mesh", "--driver", "overlay", "--subnet", "10.80.0.0/16")
+    nsnet("h1", "create", "s1", "--network", "mesh")
+    nsnet("h2", "create", "s2", "--network", "mesh")
+    s2 = address("h2", "s2")
+    h2 = in_host("h2", ["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.split()[3].split("/")[0]
+    servers = [popen_in("h2", ["iperf3", "-s", "-B", h2]), popen_in("h2", [*NSNET, "exec", "s2", "--", "iperf3", "-s"])]
+    time.sleep(0.5)
+    arms = {"underlay": ("h1", ["iperf3", "-c", h2, "-t", "4", "-J"], ["ping", "-c", "200", "-i", "0.01", "-q", h2]),
+            "overlay": ("h1", [*NSNET, "exec", "s1", "--", "iperf3", "-c", s2, "-t", "4", "-J"],
+                        [*NSNET, "exec", "s1", "--", "ping", "-c", "200", "-i", "0.01", "-q", s2])}
+    gbits: dict[str, list[float]] = {k: [] for k in arms}
+    rtt: dict[str, float] = {}
+    for _ in range(3):
+        for arm, (host, iperf, _) in arms.items():
+            done = in_host(host, iperf)
+            gbits[arm].append(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9)
+    for arm, (host, _, ping) in arms.items():
+        summary = in_host(host, ping).stdout.strip().splitlines()[-1]  # rtt min/avg/max/mdev = a/b/c/d ms
+        rtt[arm] = float(summary.split("=")[1].split("/")[1])
+    for server in servers:
+        server.kill()
+        server.wait()
+    return {"gbits": gbits, "rtt_ms": rtt}
+
+
+def phase(name: str, *args: str) -> None:
+    """In a multi-host lab: run one phase and print its JSON result."""
+    if name == "reach":
+        result = reach(int(args[0]), int(args[1]))
+    elif name == "peers":
+        result = peers([int(a) for a in args])
+    else:
+        result = path()
+    print("RESULT " + json.dumps(result))
+
+
+def run_phase(hosts: int, name: str, *args: str) -> dict:
+    done = subprocess.run([*NSNET, "lab", "--hosts", str(hosts), "--etcd", "1", "--", sys.executable,
+                           os.path.abspath(__file__), "--phase", name, *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=1800)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"phase {name} at {hosts} hosts failed:\n{done.stdout}\n{done.stderr}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        phase(*args.phase)
+        return 0
+    refuse_outside_lab()
+    rounds = 6 if args.quick else 21
+    report: dict = {"reach": {}, "peers": {}, "path": {}}
+    for hosts in (3, 10):
+        samples = run_phase(hosts, "reach", str(hosts), str(rounds))
+        report["reach"][hosts] = samples
+        nxt = samples["next"]
+        print(f"reach, {hosts} hosts: first create (joins) {samples['first'][0]:.1f} ms; next creates p50"
+              f" {statistics.median(nxt):.1f} ms, p90 {percentile(nxt, 0.9):.1f} ms (target p50 <= {TARGET_MS:.0f} ms)")
+    counts = [10, 50] if args.quick else [10, 50, 100]
+    report["peers"] = run_phase(1 + len(counts), "peers", *map(str, counts))
+    for count, figures in report["peers"].items():
+        print(f"peers: {count} hosts: one more host programmed here in {figures['one_more_ms']:.1f} ms; a new host"
+              f" joins (create, block, VXLAN, {figures['routes']} peers programmed) in {figures['join_ms']:.0f} ms")
+    report["path"] = run_phase(2, "path")
+    g, r = report["path"]["gbits"], report["path"]["rtt_ms"]
+    print(f"path: TCP overlay {statistics.median(g['overlay']):.2f} Gbit/s vs underlay"
+          f" {statistics.median(g['underlay']):.2f} ({statistics.median(g['overlay']) / statistics.median(g['underlay']):.2f});"
+          f" RTT overlay {r['overlay']:.3f} ms vs underlay {r['underlay']:.3f} ms")
+    save_json(os.path.join(HERE, "results", "overlay.json"), report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Where the engine meets the cluster: the few calls engine commands make when a network is an
+overlay (create it cluster-wide, join it on first use here, leave it, tell the agent of a change).
+Nothing here is imported unless an overlay network is involved."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..dns import supervise
+from ..errors import InvalidInput, NsnetError
+from . import endpoints, membership
+from .agent import AGENT
+from .host import host_id, underlay
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..model import Network
+
+
+def store_or_refuse():
+    from .etcd import open_store
+
+    store = open_store()
+    if store is None:
+        raise InvalidInput("--driver", "overlay", "needs a cluster store: set NSNET_CLUSTER=etcd://HOST:PORT[,...]")
+    return store
+
+
+def create_network(engine: Engine, name: str, *, subnet: str | None, block_prefix: int | None, vni: int | None,
+                   mtu: int | None, internal: bool) -> Network:
+    """The network in the cluster (config and VNI), then this host's share of it."""
+    store = store_or_refuse()
+    try:
+        if engine.find_network(name) is not None:
+            from ..errors import Conflict
+
+            raise Conflict(f"network {name!r} already exists")
+        membership.create_network(store, name, subnet=subnet, block_prefix=block_prefix, vni=vni, mtu=mtu,
+                                  internal=internal, here=underlay(endpoints()))
+        return join(engine, name, store)
+    finally:
+        store.close()
+
+
+def join(engine: Engine, name: str, store=None) -> Network:
+    """This host's share of overlay network `name`: the agent running (the host alive in the
+    cluster before it holds a block), a block leased, the bridge and VXLAN device built, and the
+    peers programmed before this returns."""
+    from ..model import Overlay
+
+    own = store is None
+    store = store or store_or_refuse()
+    try:
+        ensure_agent(engine.state_dir)
+        joining = membership.lease_block(store, host_id(engine.state_dir), name, underlay(endpoints()))
+        config = joining.config
+        overlay = Overlay(network=name, supernet=config.supernet, vni=config.vni, port=config.port,
+                          vtep_ip=joining.here.vtep_ip, underlay=joining.here.device, vtep_mac=joining.mac,
+                          device=f"nsvx{config.vni}", host=joining.host)
+        try:
+            network = engine.join_overlay(name, overlay, joining.block, config.mtu, internal=config.internal)
+        except BaseException:
+            membership.release_block(store, name, joining)
+            raise
+    finally:
+        if own:
+            store.close()
+    sync(engine.state_dir)
+    return network
+
+
+def join_if_known(engine: Engine, name: str) -> None:
+    """Join `name` when the cluster has such an overlay network; when not, the caller's own
+    lookup says there is no such network."""
+    store = store_or_refuse()
+    try:
+        if membership.network_config(store, name) is not None:
+            join(engine, name, store)
+    finally:
+        store.close()
+
+
+def leave(engine: Engine, name: str, force: bool) -> None:
+    """This host out of `name`: its keys first (peers stop routing to it), then its kernel half;
+    when the kernel half fails, the block is put back."""
+    store = store_or_refuse()
+    try:
+        engine.refuse_leaving(name, force)
+        last = membership.leave(store, host_id(engine.state_dir), name)
+        engine.leave_overlay(name, force=force)
+        if last:
+            engine.notes.append(f"network {name!r} had no other host: it is gone from the cluster")
+    finally:
+        store.close()
+    sync(engine.state_dir, wanted=bool(engine.overlay_networks()))
+
+
+def ensure_agent(state_dir: str) -> None:
+    if supervise.ask(state_dir, "status", AGENT) is None:
+        supervise.start(state_dir, AGENT)
+
+
+def sync(state_dir: str, wanted: bool = True) -> None:
+    """Ask the agent to reconcile now (a sandbox's name published, a network joined or left);
+    start it when it is down and `wanted` (this host is in some overlay network)."""
+    for _ in range(3):
+        answer = supervise.ask(state_dir, "sync", AGENT)
+        if answer is not None and answer.startswith("ok"):
+            return
+        if not wanted:
+            return
+        if supervise.start(state_dir, AGENT):
+            continue
+    raise NsnetError("nsnet's cluster agent neither answers nor starts (another one holds its lock)")
+
+
+def hosts(engine: Engine) -> list[dict]:
+    """`nsnet cluster hosts`: every host alive, suspect or holding a block, with its VTEP and blocks."""
+    from . import records
+    from .view import parse
+
+    store = store_or_refuse()
+    try:
+        values, _ = store.range(records.PREFIX)
+    finally:
+        store.close()
+    view = parse({kv.key: kv.value for kv in values})
+    me = host_id(engine.state_dir)
+    names = set(view.hosts) | view.suspects | view.owners()
+    vteps = {b.host: b.vtep_ip for blocks in view.blocks.values() for b in blocks.values()}
+    return [{"Host": name, "Here": name == me, "State": view.state(name),
+             "Vtep": view.hosts[name].vtep_ip if name in view.hosts else vteps.get(name, "-"),
+             "Blocks": sorted(f"{network}:{cidr}" for network, blocks in view.blocks.items()
+                              for cidr, b in blocks.items() if b.host == name)}
+            for name in sorted(names)]
+
+
+def leave_cluster(engine: Engine, force: bool) -> list[str]:
+    """`nsnet cluster leave`: out of every overlay network here (refused, changing nothing, while
+    one has sandboxes unless forced), then the agent stops and its lease goes."""
+    networks = engine.overlay_networks()
+    if not force:
+        for network in networks:
+            engine.refuse_leaving(network.name, False)
+    for network in networks:
+        engine.remove_network(network.name, force=force)
+    supervise.ask(engine.state_dir, "stop", AGENT)
+    return [n.name for n in networks]
+
+
+def evict(engine: Engine, host: str, force: bool) -> list[str]:
+    if host == host_id(engine.state_dir):
+        raise InvalidInput("HOST", host, "is this host; use nsnet cluster leave")
+    store = store_or_refuse()
+    try:
+        return membership.evict(store, host, force=force)
+    finally:
+        store.close()
+
+
+def agent_status(state_dir: str) -> str | None:
+    return supervise.ask(state_dir, "status", AGENT)
+
+
+def check(engine: Engine) -> list:
+    """What `nsnet check` says of the cluster's side here: the agent down, a network fenced."""
+    from ..reconcile import Drift
+
+    drift = []
+    if agent_status(engine.state_dir) is None:
+        drift.append(Drift("down", "cluster agent", "not running: peers are not kept up to date (gc starts it)"))
+    for network in engine.overlay_networks():
+        reason = engine.fence_reason(network.name)
+        if reason:
+            drift.append(Drift("fenced", f"network {network.name}", reason))
+    return drift
