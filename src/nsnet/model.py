@@ -441,3 +441,29 @@ class Service:
                 "NamedBackends": list(self.backends), "Selector": dict(self.selector),
                 "Affinity": {"ClientIP": self.affinity} if self.affinity else None, **found,
                 "Created": self.created, "State": self.state}
+
+
+@record
+class Overlay:
+    """This host's share of an overlay network (nsnet.cluster): the VXLAN device that reaches the
+    other hosts' blocks, and how."""
+
+    network: str
+    supernet: IPNetwork  # the whole network's subnet; this host's block is the network row's subnet
+    vni: int
+    port: int
+    vtep_ip: IPAddress  # this host's underlay address
+    underlay: str  # the underlay interface
+    vtep_mac: str
+    device: str  # the VXLAN device
+    host: str  # this host's id in the cluster
+
+
+@record
+class Peer:
+    """Another host's block of an overlay network and its VTEP."""
+
+    host: str
+    block: IPNetwork
+    vtep_ip: IPAddress
+    vtep_mac: str

@@ -206,7 +206,7 @@ def test_agent_programs_peers_publishes_names_and_reads_others(monkeypatch):
     published = records.decode(records.Endpoint, store.get(records.endpoint_key("mesh", "h1", "a")).value)
     assert published.addresses == ("10.80.1.2",)
     engine.local = {}
-    agent.reconcile(store)
+    agent.relist(store)  # as the watch would have brought the name's own put
     assert store.get(records.endpoint_key("mesh", "h1", "a")) is None
 
 
@@ -218,8 +218,8 @@ def test_agent_marks_a_silent_owner_suspect_then_evicts_it_when_the_mark_ends(mo
     suspect = store.get(records.suspect_key("h2"))
     assert suspect is not None and suspect.lease != 0
     assert len(engine.peers) == 1  # a suspect keeps its routes: its traffic may still flow
-    store.expire(suspect.lease)
-    agent.values.pop(records.suspect_key("h2"))
+    store.expire(suspect.lease)  # what the watch then brings: the mark's deletion
+    agent.values = {kv.key: kv.value for kv in store.range(records.PREFIX)[0]}
     agent.reconcile(store, expired=["h2"])
     assert store.get(records.block_key("mesh", IPv4Network("10.80.2.0/24"))) is None
     agent.relist(store)
@@ -240,9 +240,71 @@ def test_agent_with_no_delay_evicts_at_once_but_never_a_live_host(monkeypatch):
 def test_agent_fences_a_network_whose_block_was_evicted(monkeypatch):
     store = MemoryStore()
     agent, engine = _agent(store, monkeypatch)
+    store.put(records.config_key("mesh"), records.encode(MESH))
     assert membership.evict(store, "h1") == ["mesh:10.80.1.0/24"]
     _peer(store, "h2", 1)  # another host took the block meanwhile (after the tombstone, say)
     agent.relist(store)
     assert engine.fenced and engine.peers == []
     with pytest.raises(Conflict, match="evicted"):
         membership.lease_block(store, "h1", "mesh", HERE)
+
+
+def _until(probe, what: str, seconds: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not probe():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_memory_watch_resumes_from_a_revision_and_says_when_it_was_compacted():
+    store = MemoryStore()
+    first = store.put("/nsnet/v1/a", b"1")
+    store.put("/nsnet/v1/b", b"2")
+    store.delete("/nsnet/v1/a")
+    watch = store.watch("/nsnet/v1/", first + 1)
+    batches = iter(watch)
+    assert [(e.type, e.kv.key) for e in next(batches).events] == [("put", "/nsnet/v1/b")]
+    assert [(e.type, e.kv.key) for e in next(batches).events] == [("delete", "/nsnet/v1/a")]
+    watch.close()
+    assert list(batches) == []
+    store.compact(first + 1)
+    with pytest.raises(Exception, match="compacted"):
+        next(iter(store.watch("/nsnet/v1/", first)))
+
+
+def test_agent_watch_survives_outages_and_compaction(monkeypatch, capsys):
+    store = MemoryStore()
+    agent, engine = _agent(store, monkeypatch)
+    agent.relist(store)
+
+    def watching() -> threading.Thread:
+        agent.stopping.clear()
+        thread = threading.Thread(target=agent.watch_loop, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(thread: threading.Thread) -> None:
+        agent.stopping.set()
+        agent.watch.close()
+        thread.join(5)
+        assert not thread.is_alive()
+
+    thread = watching()
+    _peer(store, "h2", 2)
+    _until(lambda: [p.host for p in engine.peers] == ["h2"], "the watch brings h2")
+    store.fail(True)  # the stream breaks; nothing is removed meanwhile
+    _until(lambda: "watch_broken" in capsys.readouterr().err, "the agent sees the stream break")
+    assert [p.host for p in engine.peers] == ["h2"]
+    store.fail(False)
+    _peer(store, "h3", 3)
+    _until(lambda: [p.host for p in engine.peers] == ["h2", "h3"], "the resumed watch brings h3")
+    stop(thread)  # a frozen agent misses changes, and the history it would resume from is compacted
+    store.delete(records.block_key("mesh", IPv4Network("10.80.2.0/24")))
+    _peer(store, "h4", 4)
+    store.compact(store.range("")[1])
+    thread = watching()
+    _until(lambda: [p.host for p in engine.peers] == ["h3", "h4"], "the re-list after compaction")
+    assert "watch_compacted" in capsys.readouterr().err
+    stop(thread)
