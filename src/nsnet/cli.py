@@ -553,10 +553,21 @@ def gc(args: argparse.Namespace) -> int:
     return 0
 
 
+LAB_CONTROL = ("exec", "cut", "heal", "kill", "etcd")
+
+
 def lab(args: argparse.Namespace) -> int:
+    if args.command[:1] and args.command[0] in LAB_CONTROL:  # inside a multi-host lab (nsnet.labhosts)
+        from . import labhosts
+
+        return labhosts.control(args.command)
     from . import lab as lab_module
 
-    return lab_module.run(args.command[1:] if args.command[:1] == ["--"] else args.command)
+    if args.etcd is not None and not args.hosts:
+        raise InvalidInput("--etcd", args.etcd, "is for a lab of several hosts (--hosts N)")
+    members = args.etcd if args.etcd is not None else 1
+    return lab_module.run(args.command[1:] if args.command[:1] == ["--"] else args.command, hosts=args.hosts,
+                          members=members if args.hosts else 0, mtu=args.underlay_mtu)
 
 
 # Clusters (overlay networks)
@@ -842,7 +853,12 @@ def build_parser() -> argparse.ArgumentParser:
     json_only(verb("check", check, "list every difference between the ledger and the kernel"))
     verb("gc", gc, "repair: finish or undo interrupted commands, forget vanished sandboxes, re-make what is missing")
     json_only(verb("doctor", doctor, "report what on this host would break nsnet, and why"))
-    sub = verb("lab", lab, "run a command (default: a shell) in a throwaway isolated host")
+    sub = verb("lab", lab, "run a command (default: a shell) in a throwaway isolated host; with --hosts, in one"
+                           " holding several hosts on an underlay and etcd (then: lab exec HOST -- CMD, lab cut|heal|"
+                           "kill NAME, lab etcd start|stop|kill MEMBER)")
+    sub.add_argument("--hosts", type=int, default=0, metavar="N", help="N hosts h1..hN on an underlay (10.99.0.0/16)")
+    sub.add_argument("--etcd", type=int, metavar="M", help="M etcd members e1..eM on it (default 1; 0: none)")
+    sub.add_argument("--underlay-mtu", type=int, default=1500, metavar="N", help="the underlay's MTU (default 1500)")
     command(sub)
     return parser
 

@@ -85,7 +85,7 @@ def _private_resolv_conf() -> None:
         os.rmdir(directory)
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], hosts: int = 0, members: int = 0, mtu: int = 1500) -> int:
     """Run argv (a shell when empty) in a new isolated host and return its exit status.
 
     The lab's first child is pid 1 of a new pid namespace (_init): it runs argv and exits with
@@ -96,7 +96,7 @@ def run(argv: list[str]) -> int:
     enter()
     init = os.fork()
     if init == 0:
-        os._exit(_init(argv))
+        os._exit(_init(argv, hosts, members, mtu))
     # The terminal's signals reach the command directly; the lab waits for it.
     for sig in TERMINAL_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
@@ -104,13 +104,17 @@ def run(argv: list[str]) -> int:
     return _exit_code(status)
 
 
-def _init(argv: list[str]) -> int:
+def _init(argv: list[str], hosts: int = 0, members: int = 0, mtu: int = 1500) -> int:
     """pid 1 of the lab's pid namespace: a /proc of its own, argv as its child, every orphan of
     the namespace reaped, and argv's status as its own."""
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a lab killed takes everything with it
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         os.environ[LAB_ENV] = str(_ns_inode("pid"))
+        if hosts:  # several hosts on an underlay, etcd inside (nsnet.labhosts)
+            from . import labhosts
+
+            os.environ.update(labhosts.build(hosts, members, mtu))
         command = os.fork()
         if command == 0:
             try:
