@@ -21,10 +21,13 @@ from .firewall import render
 from .kernel import Kernel, default_kernel
 from .locks import Locks
 from .model import (DEFAULT_MTU, DEFAULT_NETWORK, Endpoint, IPAddress, IPNetwork, Link, LinkEnd, Network,
-                    NetworkRequest, Owner, PortMapping, Route, Sandbox, Service, Subnet, SubnetRequest, Tap)
-from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname, tap_name
+                    NetworkRequest, Overlay, Owner, Peer, PortMapping, Route, Sandbox, Service, Subnet, SubnetRequest,
+                    Tap)
+from .naming import bridge_name, host_veth_name, mac_for, netns_path, new_id, sandbox_ifname, tap_name, vxlan_name
+from .plan import overlay as plan_overlay
 from .plan.drivers import driver, firewalled
-from .plan.ops import ApplyFirewall, ApplySandboxFirewall, Operation, RemoveFirewallElements
+from .plan.ops import (AddUnreachableRoute, ApplyFirewall, ApplySandboxFirewall, Operation,
+                       RemoveFirewallElements)
 from .plan.sandbox import (EtcChange, etc_files, plan_connect, plan_create_sandbox, plan_disconnect,
                            plan_remove_sandbox)
 from .portspec import PortRequest
@@ -577,6 +580,82 @@ class Engine(Catalog):
             self._store.set_cluster_names(network.id, list(rows))
         if network.dns:
             self._serve_names()
+
+    def join_overlay(self, name: str, overlay: Overlay, block: IPNetwork, mtu: int, *, internal: bool = False) -> Network:
+        """This host's share of overlay network `name`: a bridge holding `block`'s gateway (its
+        sandboxes' addresses come from the block), the VXLAN device beside it, and the rules;
+        its peers come with set_overlay_peers."""
+        validate.name("network", name)
+        validate.mtu(mtu)
+        with self._locks.ledger(exclusive=True):
+            if self._store.network(name):
+                raise Conflict(f"network {name!r} already exists")
+            host_routes = self.kernel.host_routes()
+            with self._store.transaction():
+                existing = self._store.networks()
+                ours = {n.bridge for n in existing}
+                _refuse_overlap(overlay.supernet, existing, [(d, dev) for d, dev in host_routes if dev not in ours])
+                network_id = new_id()
+                subnets = (Subnet(block, block[1]),)
+                network = Network(id=network_id, name=name, bridge=bridge_name(network_id), subnets=subnets,
+                                  internal=internal, mtu=mtu, driver="overlay", dns=True,
+                                  dns_port=self._dns_port(name, subnets), created=time.time(), state="creating")
+                overlay = replace(overlay, network=name, device=vxlan_name(network_id))
+                self._store.add_network(network)
+                self._store.add_overlay(network_id, overlay)
+            plan = [*driver(network).create_network(network, len(firewalled(existing)), self.owner),
+                    *plan_overlay.plan_device(overlay, block, mtu, self.owner)]
+            self._build(plan, forget=lambda: self._store.delete_network(network_id))
+            with self._store.transaction():
+                self._store.set_network_state(network_id, "ready")
+        self._serve_names()
+        self._tell_host(network)
+        return replace(network, state="ready")
+
+    def set_overlay_peers(self, name: str, peers: Sequence[Peer]) -> None:
+        """Overlay network `name`'s peers made exactly these, in the ledger and the kernel: what
+        the kernel lacks added (a device gone is made again), what nothing wants removed."""
+        with self._locks.ledger():
+            with self._store.transaction():
+                network = self._ready_network(name)
+                overlay = self._store.overlay(network.id)
+                recorded = self._store.overlay_peers(network.id)
+            if overlay is None:
+                raise Conflict(f"network {name!r} is no overlay network")
+            held = self.kernel.overlay_entries(overlay.device)
+            ops = plan_overlay.plan_peers(overlay, recorded, peers, held, self.owner)
+            if held is None:  # the device was deleted under nsnet: made again, its entries with it
+                ops = [*plan_overlay.plan_device(overlay, network.subnets[0].subnet, network.mtu, self.owner)[:-1],
+                       *ops]
+            if str(overlay.supernet) not in self.kernel.unreachable_routes():
+                ops.append(AddUnreachableRoute(str(overlay.supernet)))
+            if not ops and recorded == list(peers):
+                return
+            with self._store.transaction():
+                self._store.set_overlay_peers(network.id, sorted(peers, key=lambda p: p.block))
+            self._build(ops, forget=lambda: self._store.set_overlay_peers(network.id, recorded))
+
+    def leave_overlay(self, name: str, *, force: bool = False) -> None:
+        """This host's share of overlay network `name` removed: peers, VXLAN device, bridge, rules."""
+        self.refuse_leaving(name, force)
+        with self._locks.ledger(exclusive=True):
+            network = self.network(name)
+            overlay = self._store.overlay(network.id)
+            peers = self._store.overlay_peers(network.id)
+            with self._store.transaction():
+                self._store.set_network_state(network.id, "removing")
+                others = [n for n in firewalled(self._store.networks()) if n.id != network.id]
+            plan = driver(network).remove_network(network, len(others), self.owner)
+            if overlay is not None:
+                device = plan_overlay.plan_remove_device(overlay, peers, self.owner)
+                if others and not any(n.driver == "overlay" for n in others):  # the last overlay: its port too
+                    device.insert(0, RemoveFirewallElements(tuple(render.render_overlay_port(self.owner, overlay.port)),
+                                                            "overlay port"))
+                plan = [*device, *plan] if others else [*device[-2:], *plan]
+            self._remove(plan, f"leaving overlay network {name!r}")
+            with self._store.transaction():
+                self._store.delete_network(network.id)
+        self._serve_names()
 
     def fence_overlay(self, name: str) -> None:
         """This host's block of `name` was evicted while it was cut off: no new sandbox joins it."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 NETNS_DIR = "/run/netns"
 ETC_NETNS_DIR = "/etc/netns"
 BRIDGE_PREFIX = "nsbr-"
+VXLAN_PREFIX = "nsvx-"
 VETH_PREFIX = "nsv"
 TAP_PREFIX = "nst"
 IFNAMSIZ = 15
@@ -28,6 +29,11 @@ def new_id() -> str:
 
 def bridge_name(network_id: str) -> str:
     return BRIDGE_PREFIX + network_id[: IFNAMSIZ - len(BRIDGE_PREFIX)]
+
+
+def vxlan_name(network_id: str) -> str:
+    """An overlay network's VXLAN device (nsnet.cluster), beside its bridge."""
+    return VXLAN_PREFIX + network_id[: IFNAMSIZ - len(VXLAN_PREFIX)]
 
 
 def host_veth_name(endpoint_id: str) -> str:

@@ -19,7 +19,7 @@ from .kernel.state import LinkState, Observed, Ruleset, element_key
 from .model import Endpoint, Network, Owner, Sandbox, Service
 from .plan.drivers import driver
 from .plan.network import FORWARDING, bridge_sysctls
-from .naming import bridge_mac
+from .naming import bridge_mac, vxlan_name
 from .record import record
 
 __all__ = ["Drift", "LinkState", "Observed", "Ruleset", "desired_firewall", "element_key",
@@ -72,7 +72,8 @@ def service_firewall(owner: Owner, services: Sequence[Service], sandboxes: list[
 
 def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: Owner,
                      skeleton: bool = True, services: Sequence[Service] = (),
-                     service_range: Any = None) -> list[dict[str, Any]]:
+                     service_range: Any = None, overlay_vteps: Sequence[tuple[int, Sequence[str]]] = ()
+                     ) -> list[dict[str, Any]]:
     """The owner's whole ruleset as the ledger implies it: the skeleton and every element (with
     `skeleton` False, the networks' and endpoints' commands only), services' included."""
     nets, boxes = ready(networks, sandboxes)
@@ -84,6 +85,7 @@ def desired_firewall(networks: list[Network], sandboxes: list[Sandbox], owner: O
         for endpoint in sandbox.endpoints:
             if endpoint.state == "ready" and endpoint.network in by_name:
                 commands += render.render_add_endpoint(owner, endpoint, by_name[endpoint.network])
+    commands += [c for port, vteps in overlay_vteps for c in render.render_overlay_peers(owner, "add", port, vteps)]
     return commands + service_firewall(owner, services, boxes, service_range)
 
 
@@ -104,7 +106,7 @@ def default_route_wrong(endpoints: list[Endpoint], networks: dict[str, Network])
 
 def find_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner,
                expected_ruleset: Ruleset | None = None, services: Sequence[Service] = (),
-               service_range: Any = None) -> list[Drift]:
+               service_range: Any = None, overlay_vteps: Sequence[tuple[int, Sequence[str]]] = ()) -> list[Drift]:
     drift: list[Drift] = []
     for n in networks:
         if n.state != "ready":
@@ -124,7 +126,8 @@ def find_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Obse
     drift += _sandbox_drift(nets, boxes, observed)
     drift += _unmarked(nets, boxes, observed, owner)
     drift += _orphans(networks, sandboxes, observed, owner)
-    drift += _firewall_drift(networks, sandboxes, observed, owner, expected_ruleset, services, service_range)
+    drift += _firewall_drift(networks, sandboxes, observed, owner, expected_ruleset, services, service_range,
+                             overlay_vteps)
     drift += [Drift("half-done", f"service {s.name}", f"left '{s.state}' by an interrupted command")
               for s in services if s.state != "ready"]
     return drift
@@ -248,15 +251,17 @@ def _unmarked(networks: list[Network], sandboxes: list[Sandbox], observed: Obser
 
 
 def _orphans(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner) -> list[Drift]:
-    known = {n.bridge for n in networks} | {e.host_ifname for s in sandboxes for e in s.endpoints}
+    known = ({n.bridge for n in networks} | {vxlan_name(n.id) for n in networks if n.driver == "overlay"}
+             | {e.host_ifname for s in sandboxes for e in s.endpoints})
     return [Drift("orphan", f"link {name}", "of this ledger's interface group, but in no ledger row")
             for name, link in sorted(observed.links.items()) if link.group == owner.group and name not in known]
 
 
 def _firewall_drift(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner,
                     expected_ruleset: Ruleset | None, services: Sequence[Service],
-                    service_range: Any) -> list[Drift]:
-    desired = desired_firewall(networks, sandboxes, owner, services=services, service_range=service_range)
+                    service_range: Any, overlay_vteps: Sequence[tuple[int, Sequence[str]]] = ()) -> list[Drift]:
+    desired = desired_firewall(networks, sandboxes, owner, services=services, service_range=service_range,
+                               overlay_vteps=overlay_vteps)
     if observed.nft is None:
         return [Drift("missing", "nftables", f"nsnet's tables ({owner.table}) are gone")] if desired else []
     expected = element_keys(desired)

@@ -70,7 +70,8 @@ def check(store: Store, kernel: Kernel, owner: Owner) -> list[Drift]:
     if observed.ruleset is not None:
         expected = kernel.expected_ruleset([*render.render_skeleton(owner),
                                             *_dispatch_chains(owner, store, services, observed)], owner)
-    drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected, services, within)
+    drift = find_drift(store.networks(), store.sandboxes(), observed, owner, expected, services, within,
+                       overlay_vteps(store))
     return (drift + _etc_drift(store, kernel, observed) + _interception_drift(store, kernel, observed, owner)
             + _link_drift(store, observed) + _route_drift(store, observed) + _resolver_drift(store, kernel)
             + _shaping_drift(store, kernel, observed, owner))
@@ -379,7 +380,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
         with store.transaction():
             store.delete_meta(SERVICE_RANGE_KEY)
     firewall = desired_firewall(store.networks(), store.sandboxes(), owner, services=store.services(),
-                                service_range=_service_range(store))
+                                service_range=_service_range(store), overlay_vteps=overlay_vteps(store))
     if firewall or observed.nft is not None:
         repair.run(plan_replace_firewall(firewall, owner, observed.ruleset), "rebuilt nsnet's nftables tables from the ledger")
     if repair.failures:
@@ -446,3 +447,13 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
             with store.transaction():
                 store.delete_network(network.id)
             del networks[network.name]
+
+
+def overlay_vteps(store: Store) -> list[tuple[int, list[str]]]:
+    """Each overlay network's VXLAN port and its peers' VTEPs, as the firewall's allow-list holds them."""
+    found = []
+    for network in store.networks():
+        overlay = store.overlay(network.id) if network.driver == "overlay" else None
+        if overlay is not None:
+            found.append((overlay.port, [str(p.vtep_ip) for p in store.overlay_peers(network.id)]))
+    return found

@@ -21,8 +21,8 @@ from ipaddress import IPv6Network, ip_address, ip_interface, ip_network
 
 from .errors import NsnetError
 from .ipam import ula_prefix
-from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Owner, PortMapping, Route, Sandbox, Service, Tap,
-                    ServicePort, Subnet)
+from .model import (Endpoint, IPAddress, Link, LinkEnd, Network, Overlay, Owner, Peer, PortMapping, Route, Sandbox,
+                    Service, ServicePort, Subnet, Tap)
 from .publish import published_clash
 from .record import replace
 
@@ -202,6 +202,28 @@ CREATE TABLE IF NOT EXISTS taps (
     sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
     uid INTEGER,
     gid INTEGER
+);
+-- This host's share of an overlay network (nsnet.cluster): the network row holds its block (subnet),
+-- bridge and gateway, this row the VXLAN device and the cluster-wide facts. Its peers: the other hosts'
+-- blocks this host routes to, each a neighbour, an FDB entry and a route on the device.
+CREATE TABLE IF NOT EXISTS overlays (
+    network_id TEXT PRIMARY KEY REFERENCES networks(id) ON DELETE CASCADE,
+    supernet TEXT NOT NULL,
+    vni INTEGER NOT NULL,
+    port INTEGER NOT NULL,
+    vtep_ip TEXT NOT NULL,
+    underlay TEXT NOT NULL,
+    vtep_mac TEXT NOT NULL,
+    device TEXT NOT NULL,
+    host TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS overlay_peers (
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    host TEXT NOT NULL,
+    block TEXT NOT NULL,
+    vtep_ip TEXT NOT NULL,
+    vtep_mac TEXT NOT NULL,
+    PRIMARY KEY (network_id, block)
 );
 -- Other hosts' sandboxes on an overlay network (nsnet.cluster), as the cluster agent last saw them,
 -- for the resolver to answer their names here too. A cache of etcd's endpoints/ keys, no object.
@@ -728,6 +750,35 @@ class Store:
 
     def endpoints_of_network(self, network_id: str) -> list[Endpoint]:
         return self._endpoints("e.network_id = ?", (network_id,))
+
+    def add_overlay(self, network_id: str, overlay: Overlay) -> None:
+        o = overlay
+        self.db.execute("INSERT INTO overlays (network_id, supernet, vni, port, vtep_ip, underlay, vtep_mac, device, host)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (network_id, str(o.supernet), o.vni, o.port,
+                                                                 str(o.vtep_ip), o.underlay, o.vtep_mac, o.device, o.host))
+
+    def overlay(self, network_id: str) -> Overlay | None:
+        from ipaddress import ip_address, ip_network
+
+        row = self.db.execute("SELECT n.name, o.supernet, o.vni, o.port, o.vtep_ip, o.underlay, o.vtep_mac, o.device,"
+                              " o.host FROM overlays o JOIN networks n ON n.id = o.network_id WHERE o.network_id = ?",
+                              (network_id,)).fetchone()
+        if row is None:
+            return None
+        name, supernet, vni, port, vtep_ip, underlay, vtep_mac, device, host = row
+        return Overlay(name, ip_network(supernet), vni, port, ip_address(vtep_ip), underlay, vtep_mac, device, host)
+
+    def overlay_peers(self, network_id: str) -> list[Peer]:
+        from ipaddress import ip_address, ip_network
+
+        return [Peer(host, ip_network(block), ip_address(vtep_ip), vtep_mac) for host, block, vtep_ip, vtep_mac in
+                self.db.execute("SELECT host, block, vtep_ip, vtep_mac FROM overlay_peers WHERE network_id = ?"
+                                " ORDER BY block", (network_id,))]
+
+    def set_overlay_peers(self, network_id: str, peers: list[Peer]) -> None:
+        self.db.execute("DELETE FROM overlay_peers WHERE network_id = ?", (network_id,))
+        self.db.executemany("INSERT INTO overlay_peers (network_id, host, block, vtep_ip, vtep_mac) VALUES (?, ?, ?, ?, ?)",
+                            [(network_id, p.host, str(p.block), str(p.vtep_ip), p.vtep_mac) for p in peers])
 
     def fence(self, network_id: str, reason: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO cluster_fences (network_id, reason) VALUES (?, ?)", (network_id, reason))

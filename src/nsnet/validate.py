@@ -273,7 +273,7 @@ def _driver(driver: str, parent: str | None, mode: str | None, *, dns: bool, ser
     from .drivers import DRIVERS, MACVLAN_MODES
 
     if driver not in DRIVERS:
-        raise InvalidInput("--driver", driver, f"must be one of {', '.join(DRIVERS)}")
+        raise InvalidInput("--driver", driver, f"must be one of {', '.join(DRIVERS)} or overlay")
     if driver == "bridge":
         for flag, value in (("--parent", parent), ("--mode", mode)):
             if value is not None:

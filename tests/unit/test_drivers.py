@@ -94,7 +94,8 @@ def test_a_sandbox_on_a_bridge_and_a_macvlan_network_gets_rules_for_the_bridge_o
 @pytest.mark.parametrize("kwargs, field, reason", [
     ({"driver": "ipvlan"}, "--driver", "this kernel has no ipvlan (creation of ipvlan probe-child: Operation not"
                                        " supported); use --driver macvlan"),
-    ({"driver": "overlay"}, "--driver", "must be one of bridge, macvlan"),
+    ({"driver": "overlay"}, "--driver", "needs a cluster store: set NSNET_CLUSTER"),
+    ({"driver": "vxlan"}, "--driver", "must be one of bridge, macvlan"),
     ({"driver": "macvlan"}, "--parent", "is needed by --driver macvlan"),
     ({"driver": "macvlan", "parent": "nope0"}, "--parent", "no such interface in this namespace"),
     ({"driver": "macvlan", "parent": "a/b"}, "--parent", "may not be"),

@@ -364,6 +364,11 @@ def test_an_internal_networks_sandboxes_reach_nothing_on_the_host_but_replies():
     assert [r["expr"] for r in rules(OWNER, "inet", "input")] == [[
         {"match": {"op": "==", "left": meta("iifname"), "right": "@internal_bridges"}},
         {"jump": {"target": "internal_input"}},
+    ], [  # and VXLAN only from overlay peers (nsnet.cluster)
+        {"match": {"op": "==", "left": payload("udp", "dport"), "right": "@overlay_ports"}},
+        {"match": {"op": "!=", "left": {"concat": [payload("ip", "saddr"), payload("udp", "dport")]},
+                   "right": "@overlay_vteps"}},
+        {"drop": None},
     ]]
     assert [r["expr"] for r in rules(OWNER, "inet", "internal_input")] == [
         [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": {"set": ["established", "related"]}}},

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from ipaddress import ip_address
 
 from ..model import Endpoint, Network, Owner, PortMapping, Service
-from ..naming import link_local
+from ..naming import link_local, vxlan_name
 from ..record import record
 from . import names
 
@@ -180,6 +180,8 @@ def _inet_sets(o: Owner) -> list[Command]:
         _set(o, names.WITHIN_NETWORK, ["ifname", "ifname"], data="verdict"),
         _set(o, names.TO_BRIDGE, "ifname", data="verdict"),
         _set(o, names.FROM_BRIDGE, "ifname", data="verdict"),
+        _set(o, names.OVERLAY_PORTS, "inet_service"),
+        _set(o, names.OVERLAY_VTEPS, ["ipv4_addr", "inet_service"]),
         *(command for f in FAMILIES for command in _address_sets(o, f)),
     ]
 
@@ -239,6 +241,11 @@ def _input(o: Owner) -> list[Command]:
         *_chain(o, chain, "filter", "input", names.FORWARD_PRIORITY),
         _rule(o, chain, _in_set("iifname", names.INTERNAL_BRIDGES), {"jump": {"target": internal}},
               comment="from an internal network"),
+        # Docker's overlay CVEs (2023-28840/1/2) came from VXLAN accepted from anyone: only the
+        # overlay networks' peer hosts may send to their port.
+        _rule(o, chain, _match(_payload("udp", "dport"), f"@{names.OVERLAY_PORTS}"),
+              _match(_concat(_payload("ip", "saddr"), _payload("udp", "dport")), f"@{names.OVERLAY_VTEPS}", "!="),
+              DROP, comment="VXLAN from a host that is no overlay peer"),
     ]
 
 
@@ -567,7 +574,7 @@ def _bridge_table(o: Owner) -> list[Command]:
 
 # Raised when the skeleton gains what elements or chains made outside it name (nsnet.engine's
 # SKELETON_KEY): services' paths then send the skeleton once more, for tables an older nsnet made.
-SKELETON_VERSION = "10"
+SKELETON_VERSION = "11"
 
 
 def render_skeleton(owner: Owner) -> list[Command]:
@@ -603,6 +610,15 @@ def _network_elements(o: Owner, verb: str, network: Network) -> list[Command]:
     ]
     if internal:
         commands.append(_element(o, verb, names.INTERNAL_BRIDGES, [bridge]))
+    if network.driver == "overlay":  # the VXLAN device is the network's way to its other hosts' sandboxes
+        device = vxlan_name(network.id)
+        commands += [
+            _element(o, verb, names.BRIDGES, [device]),
+            _element(o, verb, names.WITHIN_NETWORK, [entry(_concat(bridge, device), ACCEPT if network.icc else DROP),
+                                                     entry(_concat(device, bridge), ACCEPT if network.icc else DROP)]),
+        ]
+        if internal:
+            commands.append(_element(o, verb, names.INTERNAL_BRIDGES, [device]))
     for s in network.subnets:
         f = BY_VERSION[s.version]
         if network.dns and internal:
@@ -696,3 +712,15 @@ def render_add_endpoint(owner: Owner, endpoint: Endpoint, network: Network) -> l
 def render_remove_endpoints(owner: Owner, endpoints: Iterable[tuple[Endpoint, Network]]) -> list[Command]:
     return [command for endpoint, network in endpoints
             for command in _endpoint_elements(owner, "delete", endpoint, network)]
+
+
+def render_overlay_peers(owner: Owner, verb: str, port: int, vteps: Iterable[str]) -> list[Command]:
+    """The VXLAN port of an overlay network and its peers' VTEP addresses (the input allow-list)."""
+    found = [_concat(vtep, port) for vtep in sorted(set(vteps))]
+    commands = [_element(owner, verb, names.OVERLAY_PORTS, [port])] if verb == "add" else []
+    return commands + ([_element(owner, verb, names.OVERLAY_VTEPS, found)] if found else [])
+
+
+def render_overlay_port(owner: Owner, port: int) -> list[Command]:
+    """The VXLAN port dropped from the allow-list's ports (the last overlay network left)."""
+    return [_element(owner, "delete", names.OVERLAY_PORTS, [port])]

@@ -171,6 +171,34 @@ class Kernel(ABC):
         """Which of the shaping modules (sch_netem, sch_tbf) the kernel has, probed for real
         without changing anything of the host's."""
 
+    # Overlay networks (nsnet.cluster, kernel.vxlan), in the host's namespace
+    @abstractmethod
+    def create_vxlan(self, name: str, vni: int, port: int, local: str, underlay: str, mtu: int, mac: str,
+                     group: int) -> None: ...
+    @abstractmethod
+    def replace_neighbour(self, device: str, address: str, mac: str) -> None: ...
+    @abstractmethod
+    def delete_neighbour(self, device: str, address: str, mac: str) -> None:
+        """Done when it is gone already (as every overlay delete)."""
+    @abstractmethod
+    def replace_fdb(self, device: str, mac: str, destination: str) -> None: ...
+    @abstractmethod
+    def delete_fdb(self, device: str, mac: str, destination: str) -> None: ...
+    @abstractmethod
+    def replace_onlink_route(self, destination: str, via: str, device: str) -> None: ...
+    @abstractmethod
+    def delete_onlink_route(self, destination: str, via: str, device: str) -> None: ...
+    @abstractmethod
+    def replace_unreachable(self, destination: str) -> None: ...
+    @abstractmethod
+    def delete_unreachable(self, destination: str) -> None: ...
+    @abstractmethod
+    def overlay_entries(self, device: str) -> dict[str, set[tuple[str, ...]]] | None:
+        """A VXLAN device's permanent neighbours (address, MAC), FDB entries (MAC, destination)
+        and routes (destination, via); None when there is no such device."""
+    @abstractmethod
+    def unreachable_routes(self) -> set[str]: ...
+
     # Observation
     @abstractmethod
     def host_routes(self) -> list[tuple[IPNetwork, str]]:

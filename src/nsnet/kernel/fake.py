@@ -31,6 +31,7 @@ class FakeKernel(Kernel):
         self.calls: list[tuple[Any, ...]] = []
         self.netns: set[str] = set()
         self.links: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self.unreachable: set[str] = set()
         self.addresses: set[tuple[str | None, str, IPInterface]] = set()
         self.routes: dict[tuple[str, int], tuple[IPAddress, str]] = {}  # (sandbox, version)
         self.nft_log: list[list[dict[str, Any]]] = []
@@ -229,6 +230,70 @@ class FakeKernel(Kernel):
                 sets.setdefault(item["set"], []).append(item["element"])
         return [*({"set": {"name": name, "elem": elements}} for name, elements in sets.items()),
                 *({"rule": item["rule"]} for item in made if "rule" in item)]
+
+    # Overlay networks: a VXLAN device's entries live in its link's dict, and go with it.
+
+    def create_vxlan(self, name: str, vni: int, port: int, local: str, underlay: str, mtu: int, mac: str,
+                     group: int) -> None:
+        self._mutating("create_vxlan", name, vni, port, local, underlay, mtu, mac, group)
+        if (None, name) in self.links:
+            raise KernelError(f"creation of VXLAN device {name}", errno.EEXIST)
+        self.links[(None, name)] = {"kind": "vxlan", "mtu": mtu, "group": group, "up": False, "mac": mac,
+                                    "learning": False, "static_macs": set(), "vni": vni,
+                                    "neighbours": set(), "fdb": set(), "routes": set()}
+
+    def _entries(self, device: str, kind: str, what: str) -> set[tuple[str, ...]]:
+        return self._link(device, None, what)[kind]
+
+    def replace_neighbour(self, device: str, address: str, mac: str) -> None:
+        self._mutating("replace_neighbour", device, address, mac)
+        found = self._entries(device, "neighbours", "neighbour on")
+        found -= {e for e in found if e[0] == address}
+        found.add((address, mac))
+
+    def delete_neighbour(self, device: str, address: str, mac: str) -> None:
+        self._mutating("delete_neighbour", device, address, mac)
+        if (None, device) in self.links:
+            self.links[(None, device)]["neighbours"].discard((address, mac))
+
+    def replace_fdb(self, device: str, mac: str, destination: str) -> None:
+        self._mutating("replace_fdb", device, mac, destination)
+        found = self._entries(device, "fdb", "FDB entry on")
+        found -= {e for e in found if e[0] == mac}
+        found.add((mac, destination))
+
+    def delete_fdb(self, device: str, mac: str, destination: str) -> None:
+        self._mutating("delete_fdb", device, mac, destination)
+        if (None, device) in self.links:
+            self.links[(None, device)]["fdb"].discard((mac, destination))
+
+    def replace_onlink_route(self, destination: str, via: str, device: str) -> None:
+        self._mutating("replace_onlink_route", destination, via, device)
+        found = self._entries(device, "routes", "route on")
+        found -= {e for e in found if e[0] == destination}
+        found.add((destination, via))
+
+    def delete_onlink_route(self, destination: str, via: str, device: str) -> None:
+        self._mutating("delete_onlink_route", destination, via, device)
+        if (None, device) in self.links:
+            self.links[(None, device)]["routes"].discard((destination, via))
+
+    def replace_unreachable(self, destination: str) -> None:
+        self._mutating("replace_unreachable", destination)
+        self.unreachable.add(destination)
+
+    def delete_unreachable(self, destination: str) -> None:
+        self._mutating("delete_unreachable", destination)
+        self.unreachable.discard(destination)
+
+    def overlay_entries(self, device: str) -> dict[str, set[tuple[str, ...]]] | None:
+        link = self.links.get((None, device))
+        if link is None:
+            return None
+        return {kind: set(link[kind]) for kind in ("neighbours", "fdb", "routes")}
+
+    def unreachable_routes(self) -> set[str]:
+        return set(self.unreachable)
 
     def set_qdisc(self, sandbox: str | None, ifname: str, qdisc: Any) -> None:
         """A device's root qdisc lives in its link's dict, and goes with it."""

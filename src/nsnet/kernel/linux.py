@@ -311,6 +311,62 @@ class LinuxKernel(Kernel):
     def sandbox_table(self, sandbox: str, table: str) -> list[dict[str, Any]] | None:
         return netns.in_netns(netns.path_of(sandbox), lambda: Nft().list_table("inet", table))
 
+    def create_vxlan(self, name: str, vni: int, port: int, local: str, underlay: str, mtu: int, mac: str,
+                     group: int) -> None:
+        from . import vxlan
+
+        vxlan.create_vxlan(name, vni, port, local, underlay, mtu, mac, group)
+
+    def replace_neighbour(self, device: str, address: str, mac: str) -> None:
+        from . import vxlan
+
+        vxlan.replace_neighbour(device, address, mac)
+
+    def delete_neighbour(self, device: str, address: str, mac: str) -> None:
+        from . import vxlan
+
+        vxlan.delete_neighbour(device, address, mac)
+
+    def replace_fdb(self, device: str, mac: str, destination: str) -> None:
+        from . import vxlan
+
+        vxlan.replace_fdb(device, mac, destination)
+
+    def delete_fdb(self, device: str, mac: str, destination: str) -> None:
+        from . import vxlan
+
+        vxlan.delete_fdb(device, mac, destination)
+
+    def replace_onlink_route(self, destination: str, via: str, device: str) -> None:
+        from . import vxlan
+
+        vxlan.replace_onlink_route(destination, via, device)
+
+    def delete_onlink_route(self, destination: str, via: str, device: str) -> None:
+        from . import vxlan
+
+        vxlan.delete_onlink_route(destination, via, device)
+
+    def replace_unreachable(self, destination: str) -> None:
+        from . import vxlan
+
+        vxlan.replace_unreachable(destination)
+
+    def delete_unreachable(self, destination: str) -> None:
+        from . import vxlan
+
+        vxlan.delete_unreachable(destination)
+
+    def overlay_entries(self, device: str) -> dict[str, set[tuple[str, ...]]] | None:
+        from . import vxlan
+
+        return vxlan.entries(device)
+
+    def unreachable_routes(self) -> set[str]:
+        from . import vxlan
+
+        return vxlan.unreachable_routes()
+
     def set_qdisc(self, sandbox: str | None, ifname: str, qdisc: Qdisc) -> None:
         from . import tc
 

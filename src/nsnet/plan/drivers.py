@@ -1,7 +1,7 @@
 """The planner's seam between networks and how their sandboxes attach (nsnet.drivers): each
 driver plans a network's creation, removal and repair, and an endpoint's attachment, detachment
 and repair. The bridge driver is nsnet's original plans (plan.network, plan.sandbox); macvlan
-has no network-wide kernel object at all. The overlay driver (issue 15) is the next one here."""
+has no network-wide kernel object at all; overlay is a bridge with a VXLAN device beside it."""
 
 from __future__ import annotations
 
@@ -109,7 +109,16 @@ class Macvlan(Driver):
         return plan_repair_inside(endpoint, network, inside, default_routes)
 
 
-DRIVERS: dict[str, Driver] = {d.name: d for d in (Bridge(), Macvlan())}
+class Overlay(Bridge):
+    """A bridge network whose subnet is this host's block of a network across hosts (nsnet.cluster):
+    sandboxes attach as to any bridge; the VXLAN device and the peers beside it are planned by
+    plan.overlay, from the overlay's own ledger rows, when the host joins, leaves or its peers
+    change."""
+
+    name = "overlay"
+
+
+DRIVERS: dict[str, Driver] = {d.name: d for d in (Bridge(), Macvlan(), Overlay())}
 
 
 def driver(network: Network) -> Driver:

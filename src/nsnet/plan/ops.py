@@ -486,3 +486,114 @@ class ClearQdisc(Operation):
 
     def undo(self) -> Operation | None:
         return SetQdisc(self.sandbox, self.ifname, self.previous) if self.previous is not None else None
+
+
+# Overlay networks (nsnet.cluster): the VXLAN device and, per peer host, its three entries
+
+@record
+class CreateVxlan(Operation):
+    name: str
+    vni: int
+    port: int
+    local: str
+    underlay: str
+    mtu: int
+    mac: str
+    group: int
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.create_vxlan(self.name, self.vni, self.port, self.local, self.underlay, self.mtu, self.mac, self.group)
+
+    def undo(self) -> Operation:
+        return DeleteLink(self.name)
+
+
+@record
+class ReplaceNeighbour(Operation):
+    device: str
+    address: str
+    mac: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.replace_neighbour(self.device, self.address, self.mac)
+
+    def undo(self) -> Operation:
+        return DeleteNeighbour(self.device, self.address, self.mac)
+
+
+@record
+class DeleteNeighbour(Operation):
+    device: str
+    address: str
+    mac: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_neighbour(self.device, self.address, self.mac)
+
+
+@record
+class ReplaceFdb(Operation):
+    device: str
+    mac: str
+    destination: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.replace_fdb(self.device, self.mac, self.destination)
+
+    def undo(self) -> Operation:
+        return DeleteFdb(self.device, self.mac, self.destination)
+
+
+@record
+class DeleteFdb(Operation):
+    device: str
+    mac: str
+    destination: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_fdb(self.device, self.mac, self.destination)
+
+
+@record
+class ReplaceOnlinkRoute(Operation):
+    destination: str
+    via: str
+    device: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.replace_onlink_route(self.destination, self.via, self.device)
+
+    def undo(self) -> Operation:
+        return DeleteOnlinkRoute(self.destination, self.via, self.device)
+
+
+@record
+class DeleteOnlinkRoute(Operation):
+    destination: str
+    via: str
+    device: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_onlink_route(self.destination, self.via, self.device)
+
+
+@record
+class AddUnreachableRoute(Operation):
+    """The overlay's whole subnet unreachable but for the blocks routed: an address no host holds
+    fails at once (EHOSTUNREACH) and never leaks to the default route."""
+
+    destination: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.replace_unreachable(self.destination)
+
+    def undo(self) -> Operation:
+        return DeleteUnreachableRoute(self.destination)
+
+
+@record
+class DeleteUnreachableRoute(Operation):
+    destination: str
+
+    def run(self, kernel: Kernel) -> None:
+        kernel.delete_unreachable(self.destination)
