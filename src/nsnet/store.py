@@ -556,7 +556,7 @@ class Store:
             subnets.setdefault(network_id, []).append(
                 Subnet(ip_network(subnet), ip_address(gateway) if gateway else None,
                        ip_network(ip_range) if ip_range else None))
-        drivers = {nid: (driver, parent, mode) for nid, driver, parent, mode in self.db.execute(
+        drivers = {nid: (driver, parent or None, mode or None) for nid, driver, parent, mode in self.db.execute(
             "SELECT d.network_id, d.driver, d.parent, d.mode FROM network_drivers d JOIN networks n"
             f" ON n.id = d.network_id WHERE {where}", args)}
         rows = self.db.execute("SELECT n.id, n.name, n.bridge, n.internal, n.icc, n.mtu, n.labels, n.ipv6_routed,"
@@ -564,7 +564,7 @@ class Store:
                                f" WHERE {where}"
                                " ORDER BY n.created, n.name", args)
         return [
-            Network(id=nid, name=name, bridge="" if nid in drivers else bridge, subnets=tuple(subnets.get(nid, ())),
+            Network(id=nid, name=name, bridge="" if drivers.get(nid, ("bridge",))[0] == "macvlan" else bridge, subnets=tuple(subnets.get(nid, ())),
                     internal=bool(internal),
                     mtu=mtu, icc=bool(icc), labels=tuple(sorted(json.loads(labels).items())),
                     ipv6_routed=bool(routed), created=created, state=state, ipv4_routed=bool(routed4), dns=bool(dns),
@@ -593,7 +593,7 @@ class Store:
         )
         if network.driver != "bridge":
             self.db.execute("INSERT INTO network_drivers (network_id, driver, parent, mode) VALUES (?, ?, ?, ?)",
-                            (network.id, network.driver, network.parent, network.driver_mode))
+                            (network.id, network.driver, network.parent or "", network.driver_mode or ""))
 
     def set_network_state(self, network_id: str, state: str) -> None:
         self.db.execute("UPDATE networks SET state = ? WHERE id = ?", (state, network_id))

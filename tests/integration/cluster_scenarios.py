@@ -22,7 +22,7 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(64); print("listening", flush=True)
 while True:
     c, peer = s.accept()
-    c.sendall(f"{socket.gethostname()} {peer[0]}\n".encode()); c.close()
+    c.sendall(f"{sys.argv[2]} {peer[0]}\n".encode()); c.close()
 """
 CLIENT = r"""
 import socket, sys
@@ -53,7 +53,7 @@ class Scenario:
         return details["Networks"][network]["IPAddress"]
 
     def serve(self, host: str, sandbox: str, port: int = 8080) -> None:
-        server = self.hosts.popen(host, self.command("exec", sandbox, "--", sys.executable, "-c", SERVER, str(port)),
+        server = self.hosts.popen(host, self.command("exec", sandbox, "--", sys.executable, "-c", SERVER, str(port), sandbox),
                                   stdout=subprocess.PIPE, text=True)
         assert server.stdout.readline().strip() == "listening"
         self.servers.append(server)

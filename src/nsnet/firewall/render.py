@@ -612,10 +612,14 @@ def _network_elements(o: Owner, verb: str, network: Network) -> list[Command]:
         commands.append(_element(o, verb, names.INTERNAL_BRIDGES, [bridge]))
     if network.driver == "overlay":  # the VXLAN device is the network's way to its other hosts' sandboxes
         device = vxlan_name(network.id)
+        # Within the network both ways; into it from another network only as into its bridge
+        # (published ports); from it, nowhere else: no other host's sandbox leaves through this one.
         commands += [
             _element(o, verb, names.BRIDGES, [device]),
             _element(o, verb, names.WITHIN_NETWORK, [entry(_concat(bridge, device), ACCEPT if network.icc else DROP),
                                                      entry(_concat(device, bridge), ACCEPT if network.icc else DROP)]),
+            _element(o, verb, names.TO_BRIDGE, [entry(device, DROP if internal else {"jump": {"target": names.TO_NETWORK}})]),
+            _element(o, verb, names.FROM_BRIDGE, [entry(device, DROP)]),
         ]
         if internal:
             commands.append(_element(o, verb, names.INTERNAL_BRIDGES, [device]))
