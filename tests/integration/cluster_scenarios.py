@@ -206,7 +206,7 @@ def etcd_down(s: Scenario) -> None:
         rounds += 1
     assert rounds >= 3 and s.routes("h1") == before
     refused = s.nsnet("h1", "network", "create", "other", "--driver", "overlay", "--subnet", "10.81.0.0/16", check=False)
-    assert refused.returncode == 1 and refused.stderr.startswith("nsnet: cluster store unavailable"), refused.stderr
+    assert refused.returncode == 1 and refused.stderr.startswith("nsnet: error: cluster store unavailable"), refused.stderr
     assert len(refused.stderr.splitlines()) == 1
     assert "other" not in s.nsnet("h1", "network", "ls").stdout
     assert s.nsnet("h2", "cluster", "hosts", check=False).returncode == 1
