@@ -679,12 +679,15 @@ class Engine(Catalog):
         Docker's swarm networks appear on a node with its first container)."""
         if not os.environ.get("NSNET_CLUSTER"):
             return
-        missing = [n for n in names if self._store.network(n) is None]
-        if missing:
+        found = {n: self._store.network(n) for n in names}
+        if any(net is None or net.driver == "overlay" for net in found.values()):
             from .cluster import local
 
-            for name in missing:
-                local.join_if_known(self, name)
+            for name, net in found.items():
+                if net is None:
+                    local.join_if_known(self, name)
+                elif net.driver == "overlay":
+                    local.verify_block(self, net)
 
     def _tell_cluster(self, networks: Sequence[Network]) -> None:
         """After a change here is done: the agent publishes it. An agent that cannot start (the

@@ -80,6 +80,31 @@ def join_if_known(engine: Engine, name: str) -> None:
         store.close()
 
 
+def verify_block(engine: Engine, network: Network) -> None:
+    """Before a sandbox joins overlay network `network` here: its block still this host's in the
+    cluster. A host evicted while it was cut off learns it here, not from its agent seconds
+    later, and fences the network before a sandbox lands on a block it no longer holds. When the
+    store does not answer, the block is taken as this host's (sandboxes' addresses are local)."""
+    from . import records
+    from .records import Block
+    from .store import Unavailable
+
+    if engine.fence_reason(network.name):
+        return  # the engine's own check refuses it, naming why
+    store = store_or_refuse()
+    try:
+        block = network.subnets[0].subnet
+        me = host_id(engine.state_dir)
+        current = store.get(records.block_key(network.name, block))
+        owner = records.decode(Block, current.value) if current is not None else None
+        if owner is None or owner.host != me:
+            engine.fence_overlay(network.name)
+    except Unavailable:
+        pass
+    finally:
+        store.close()
+
+
 def leave(engine: Engine, name: str, force: bool) -> None:
     """This host out of `name`: its keys first (peers stop routing to it), then its kernel half;
     when the kernel half fails, the block is put back."""
