@@ -635,6 +635,20 @@ class Engine(Catalog):
                 self._store.set_overlay_peers(network.id, sorted(peers, key=lambda p: p.block))
             self._build(ops, forget=lambda: self._store.set_overlay_peers(network.id, recorded))
 
+    def overlay_drift(self, name: str) -> str:
+        """What the kernel lacks or holds beyond overlay network `name`'s recorded peers ('' when
+        it agrees): the operations gc's repair would run, named."""
+        network = self.network(name)
+        overlay = self._store.overlay(network.id)
+        if overlay is None:
+            return ""
+        peers = self._store.overlay_peers(network.id)
+        held = self.kernel.overlay_entries(overlay.device)
+        if held is None:
+            return f"{overlay.device} is missing"
+        ops = plan_overlay.plan_peers(overlay, peers, peers, held, self.owner)
+        return ", ".join(repr(op) for op in ops if not isinstance(op, (ApplyFirewall, RemoveFirewallElements)))
+
     def leave_overlay(self, name: str, *, force: bool = False) -> None:
         """This host's share of overlay network `name` removed: peers, VXLAN device, bridge, rules."""
         self.refuse_leaving(name, force)

@@ -267,7 +267,127 @@ def partition(s: Scenario) -> None:
     assert made.returncode == 0, made.stderr  # nothing of the refused write was left to collide with
 
 
-SCENARIOS = {f.__name__: f for f in (basic, agent_crash, host_death, evict_now, etcd_down, mtu_refusal, fencing,
+ECHO_SERVER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); print("listening", flush=True)
+while True:
+    c, peer = s.accept(); c.sendall(f"outside {peer[0]}\n".encode()); c.close()
+"""
+DF_PROBE = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: never fragmented
+for size in map(int, sys.argv[3:]):
+    try:
+        s.sendto(b"x" * size, (sys.argv[1], int(sys.argv[2]))); print(size, "sent")
+    except OSError as exc:
+        print(size, exc.errno)
+"""
+UDP_SINK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(3)
+print("listening", flush=True)
+try:
+    while True:
+        data, peer = s.recvfrom(65535); print(len(data), peer[0], flush=True)
+except socket.timeout:
+    print("done", flush=True)
+"""
+
+
+def edges(s: Scenario) -> None:
+    """What an overlay is not: a bridge network's sandbox cannot reach it; masquerade happens only
+    leaving it (a server outside the overlay sees the host's address); a published port of an
+    overlay sandbox works on its host; the MTU is exact (a DF datagram of the MTU crosses hosts,
+    one byte more is refused); stray entries on the VXLAN device are found by check, removed by gc."""
+    found = s.mesh("h1", "h2")
+    a1, a2 = found["s1"], found["s2"]
+    s.nsnet("h1", "network", "create", "plain", "--subnet", "10.31.0.0/24")
+    s.nsnet("h1", "create", "p1", "--network", "plain")
+    assert s.until("s1 reaches s2", lambda: s.connect("h1", "s1", a2)) == f"s2 {a1}"
+    assert s.connect("h1", "p1", a2) is None and s.connect("h1", "p1", a1, 8080) is None
+    outside = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, "10.99.0.1", "9090"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert outside.stdout.readline().strip() == "listening"
+        assert s.connect("h1", "s1", "10.99.0.1", 9090) == f"outside {s.hosts.address('h1')}"
+    finally:
+        outside.kill()
+        outside.wait()
+    s.nsnet("h2", "create", "web", "--network", "mesh", "-p", "8088:80")
+    s.serve("h2", "web", 80)
+    assert s.until("h2's published port from h1's host", lambda: s.hosts.run("h1", [
+        sys.executable, "-c", CLIENT, s.hosts.address("h2"), "8088"], check=False).stdout.strip()) ==         f"web {s.hosts.address('h1')}"
+    sink = s.hosts.popen("h2", s.command("exec", "s2", "--", sys.executable, "-c", UDP_SINK, "9999"),
+                         stdout=subprocess.PIPE, text=True)
+    assert sink.stdout.readline().strip() == "listening"
+    probe = s.nsnet("h1", "exec", "s1", "--", sys.executable, "-c", DF_PROBE, a2, "9999", "1422", "1423").stdout
+    assert probe.split("\n")[:2] == ["1422 sent", "1423 90"], probe  # 90: EMSGSIZE
+    assert sink.stdout.readline().split() == ["1422", a1]
+    sink.wait()
+    # Strays on the VXLAN device: a route, an FDB entry and a neighbour nsnet did not make.
+    device = [line.split(":")[1].strip() for line in s.hosts.run("h1", ["ip", "-o", "link", "show", "type", "vxlan"])
+              .stdout.splitlines()][0].split("@")[0]
+    for argv in (["ip", "neigh", "replace", "10.80.250.0", "lladdr", "02:00:00:00:00:99", "dev", device, "nud",
+                  "permanent"],
+                 ["bridge", "fdb", "append", "02:00:00:00:00:99", "dev", device, "dst", "10.99.9.9", "self",
+                  "permanent"],
+                 ["ip", "route", "add", "10.80.250.0/24", "via", "10.80.250.0", "dev", device, "onlink"]):
+        s.hosts.run("h1", argv, check=True)
+    checked = s.nsnet("h1", "check", check=False)
+    assert checked.returncode == 1 and "DeleteOnlinkRoute" in checked.stdout and "DeleteFdb" in checked.stdout, \
+        checked.stdout
+    s.nsnet("h1", "gc")
+    assert s.nsnet("h1", "check", check=False).returncode == 0
+    assert "10.80.250.0" not in s.routes("h1")
+    assert s.connect("h1", "s1", a2) == f"s2 {a1}"
+
+
+FORGE = r"""
+import socket, struct, sys
+vni, dst_mac, src_mac, src, dst, vtep = int(sys.argv[1]), *sys.argv[2:7]
+payload = b"forged"
+udp = struct.pack("!HHHH", 5555, 9999, 8 + len(payload), 0) + payload
+header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+words = struct.unpack("!10H", header)
+total = sum(words); total = (total & 0xFFFF) + (total >> 16); total = (total & 0xFFFF) + (total >> 16)
+header = header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
+frame = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00" + header + udp
+vxlan = struct.pack("!II", 0x08000000, vni << 8)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3):
+    s.sendto(vxlan + frame, (vtep, 4789))
+print("sent", flush=True)
+"""
+
+
+def rogue_vxlan(s: Scenario) -> None:
+    """VXLAN is taken only from the overlay's peer hosts: a frame forged by a machine on the
+    underlay that is no peer never reaches the sandbox it names; the same frame from a peer does
+    (so the allow-list is what stops it)."""
+    from nsnet.cluster.host import vtep_mac
+
+    found = s.mesh("h1", "h2", serve=False)
+    a1, a2 = found["s1"], found["s2"]
+    s.serve("h1", "s1")
+    assert s.until("s2 reaches s1", lambda: s.connect("h2", "s2", a1)) == f"s1 {a2}"
+    vni = int(s.hosts.run("h1", ["ip", "-d", "link", "show", "type", "vxlan"]).stdout.split(" vxlan id ")[1].split()[0])
+    forged_source = a2.rsplit(".", 1)[0] + ".77"
+    argv = [str(vni), vtep_mac("h1", vni), vtep_mac("h2", vni), forged_source, a1, s.hosts.address("h1")]
+    for sender, arrives in ((None, False), ("h2", True)):
+        sink = s.hosts.popen("h1", s.command("exec", "s1", "--", sys.executable, "-c", UDP_SINK, "9999"),
+                             stdout=subprocess.PIPE, text=True)
+        assert sink.stdout.readline().strip() == "listening"
+        if sender is None:  # the lab's switch, 10.99.0.1: on the underlay, no overlay peer
+            subprocess.run([sys.executable, "-c", FORGE, *argv], check=True, capture_output=True)
+        else:
+            s.hosts.run(sender, [sys.executable, "-c", FORGE, *argv], check=True)
+        got = [line.split() for line in sink.stdout.read().splitlines() if line != "done"]
+        sink.wait()
+        assert got == ([["6", forged_source]] * 3 if arrives else []), (sender, got)
+
+
+SCENARIOS = {f.__name__: f for f in (basic, edges, rogue_vxlan, agent_crash, host_death, evict_now, etcd_down, mtu_refusal, fencing,
                                      partition)}
 
 

@@ -198,4 +198,8 @@ def check(engine: Engine) -> list:
         reason = engine.fence_reason(network.name)
         if reason:
             drift.append(Drift("fenced", f"network {network.name}", reason))
+        wrong = engine.overlay_drift(network.name)
+        if wrong:
+            drift.append(Drift("wrong", f"network {network.name}", f"its VXLAN device differs from its peers: {wrong}"
+                                                                   " (gc repairs it)"))
     return drift
