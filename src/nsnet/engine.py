@@ -603,8 +603,9 @@ class Engine(Catalog):
                 overlay = replace(overlay, network=name, device=vxlan_name(network_id))
                 self._store.add_network(network)
                 self._store.add_overlay(network_id, overlay)
+            first = not any(n.driver == "overlay" for n in existing)
             plan = [*driver(network).create_network(network, len(firewalled(existing)), self.owner),
-                    *plan_overlay.plan_device(overlay, block, mtu, self.owner)]
+                    *plan_overlay.plan_device(overlay, block, mtu, self.owner, first)]
             self._build(plan, forget=lambda: self._store.delete_network(network_id))
             with self._store.transaction():
                 self._store.set_network_state(network_id, "ready")
@@ -625,7 +626,7 @@ class Engine(Catalog):
             held = self.kernel.overlay_entries(overlay.device)
             ops = plan_overlay.plan_peers(overlay, recorded, peers, held, self.owner)
             if held is None:  # the device was deleted under nsnet: made again, its entries with it
-                ops = [*plan_overlay.plan_device(overlay, network.subnets[0].subnet, network.mtu, self.owner)[:-1],
+                ops = [*plan_overlay.plan_device(overlay, network.subnets[0].subnet, network.mtu, self.owner)[1:-1],
                        *ops]
             if str(overlay.supernet) not in self.kernel.unreachable_routes():
                 ops.append(AddUnreachableRoute(str(overlay.supernet)))

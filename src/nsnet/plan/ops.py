@@ -530,6 +530,10 @@ class DeleteNeighbour(Operation):
     def run(self, kernel: Kernel) -> None:
         kernel.delete_neighbour(self.device, self.address, self.mac)
 
+    def undo(self) -> Operation:
+        """A peer's entry put back when the change that removed it fails later on."""
+        return ReplaceNeighbour(self.device, self.address, self.mac)
+
 
 @record
 class ReplaceFdb(Operation):
@@ -553,6 +557,10 @@ class DeleteFdb(Operation):
     def run(self, kernel: Kernel) -> None:
         kernel.delete_fdb(self.device, self.mac, self.destination)
 
+    def undo(self) -> Operation:
+        """A peer's entry put back when the change that removed it fails later on."""
+        return ReplaceFdb(self.device, self.mac, self.destination)
+
 
 @record
 class ReplaceOnlinkRoute(Operation):
@@ -575,6 +583,10 @@ class DeleteOnlinkRoute(Operation):
 
     def run(self, kernel: Kernel) -> None:
         kernel.delete_onlink_route(self.destination, self.via, self.device)
+
+    def undo(self) -> Operation:
+        """A peer's entry put back when the change that removed it fails later on."""
+        return ReplaceOnlinkRoute(self.destination, self.via, self.device)
 
 
 @record

@@ -22,12 +22,17 @@ def vtep_address(block) -> str:
     return str(block.network_address)
 
 
-def plan_device(overlay: Overlay, block, mtu: int, owner: Owner) -> list[Operation]:
+def plan_device(overlay: Overlay, block, mtu: int, owner: Owner, first: bool = True) -> list[Operation]:
     """The VXLAN device, up, holding the block's .0 as a /32 (the host's source towards other
-    blocks), and the whole subnet unreachable but for the blocks routed."""
+    blocks), and the whole subnet unreachable but for the blocks routed. The VXLAN port joins the
+    allow-list's ports; undone only by the `first` overlay of the host (the others share it)."""
     from ipaddress import ip_interface
 
+    port = ApplyFirewall(tuple(render.render_overlay_peers(owner, "add", overlay.port, ())),
+                         tuple(render.render_overlay_port(owner, overlay.port)) if first else (),
+                         f"VXLAN port of {overlay.network}")
     return [
+        port,
         CreateVxlan(overlay.device, overlay.vni, overlay.port, str(overlay.vtep_ip), overlay.underlay, mtu,
                     overlay.vtep_mac, owner.group),
         EnsureSysctl(f"net.ipv6.conf.{overlay.device}.disable_ipv6", "1"),
