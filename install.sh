@@ -18,8 +18,10 @@ cd "$(dirname "$0")"
 # without recommends, so no Open vSwitch daemon is installed on the host.
 # qemu-system-x86: the tap test boots a real VM guest on a tap endpoint; its initramfs is
 # busybox-static and its kernel Debian's, fetched below (never installed).
+# openssl: the cluster store's TLS test makes its own CA. iputils-ping: benchmarks/overlay.py's RTT.
 packages="nftables libnftables1 python3-nftables python3-venv iproute2 iptables conntrack iperf3 procps
-podman runc containernetworking-plugins busybox-static python3-yaml graphviz mininet bridge-utils qemu-system-x86"
+podman runc containernetworking-plugins busybox-static python3-yaml graphviz mininet bridge-utils qemu-system-x86
+openssl iputils-ping"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"
@@ -28,6 +30,18 @@ if [ -n "$missing" ]; then
     echo "install.sh: installing Debian packages:$missing"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# etcd-server, etcd-client (etcd 3.4): the cluster store of overlay networks in the multi-host lab
+# (nsnet lab --hosts) and its tests. Downloaded and extracted into /var/cache/nsnet/etcd, never
+# installed: the package would enable an etcd service on this machine.
+if ! command -v etcd >/dev/null && [ ! -x /var/cache/nsnet/etcd/usr/bin/etcd ]; then
+    debs=$(mktemp -d)
+    (cd "$debs" && { apt-get download -qq etcd-server etcd-client 2>/dev/null \
+        || { apt-get update -qq && apt-get download -qq etcd-server etcd-client; }; })
+    mkdir -p /var/cache/nsnet/etcd
+    for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" /var/cache/nsnet/etcd; done
+    rm -rf "$debs"
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -36,7 +36,7 @@ STATE = os.path.join(LAB_DIR, "hosts.json")
 SWITCH, SWITCH_ADDRESS, PREFIX = "underlay", "10.99.0.1", 16
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWNET = 0x40000000
-ETCD_CACHE = "/var/cache/nsnet/etcd/usr/bin/etcd"  # install.sh extracts Debian's etcd-server here
+ETCD_CACHE = "/var/cache/nsnet/etcd/usr/bin"  # install.sh extracts Debian's etcd-server and etcd-client here
 READY_TIMEOUT_S = 20.0
 
 
@@ -48,10 +48,13 @@ def host_address(i: int) -> str:
     return f"10.99.{1 + (i - 1) // 250}.{1 + (i - 1) % 250}"
 
 
-def etcd_binary() -> str:
-    found = shutil.which("etcd") or (ETCD_CACHE if os.access(ETCD_CACHE, os.X_OK) else None)
+def etcd_binary(program: str = "etcd") -> str:
+    """etcd (or etcdctl): on PATH, or where install.sh extracted Debian's packages."""
+    cached = os.path.join(ETCD_CACHE, program)
+    found = shutil.which(program) or (cached if os.access(cached, os.X_OK) else None)
     if found is None:
-        raise NsnetError("no etcd here: install Debian's etcd-server (./install.sh does) or put etcd on PATH")
+        raise NsnetError(f"no {program} here: install Debian's etcd-server and etcd-client (./install.sh fetches"
+                         f" them) or put {program} on PATH")
     return found
 
 

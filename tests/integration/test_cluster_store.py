@@ -4,7 +4,6 @@ away or its history compacted."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -126,7 +125,7 @@ def test_tls_and_a_user_limited_to_nsnets_prefix(member, tmp_path: Path) -> None
     url = f"etcds://{ADDRESS}:2379"
     admin = open_store(url, {"NSNET_CLUSTER_CACERT": str(ca)})
     wait_ready(admin)
-    etcdctl = [shutil.which("etcdctl") or "etcdctl", f"--endpoints=https://{ADDRESS}:2379", f"--cacert={ca}"]
+    etcdctl = [etcd_binary("etcdctl"), f"--endpoints=https://{ADDRESS}:2379", f"--cacert={ca}"]
     for args in (["user", "add", "root:rootpw"], ["user", "add", "nsnet:s3cret"], ["role", "add", "nsnet"],
                  ["role", "grant-permission", "nsnet", "--prefix=true", "readwrite", "/nsnet/"],
                  ["user", "grant-role", "nsnet", "nsnet"], ["auth", "enable"]):
