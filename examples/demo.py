@@ -367,7 +367,15 @@ def main() -> None:
     nsnet("down", lab)
     proved("down removed all the lab made", not {"client", "router", "server"} & set(os.listdir("/run/netns")))
 
-    step("20. Nothing is left behind")
+    step("20. Several hosts: an overlay network across two hosts on etcd (a multi-host lab nested in this one)")
+    script = str(Path(__file__).with_name("overlay.py"))
+    hosts = subprocess.run([NSNET, "lab", "--hosts", "2", "--", sys.executable, script], capture_output=True, text=True)
+    print(f"$ nsnet lab --hosts 2 -- python examples/overlay.py\n{hosts.stdout.rstrip()}")
+    result = next((json.loads(line[7:]) for line in hosts.stdout.splitlines() if line.startswith("RESULT ")), {})
+    proved("a sandbox on h2 finds one on h1 by name and reaches it through VXLAN, its own address kept",
+           hosts.returncode == 0 and result.get("ok") is True)
+
+    step("21. Nothing is left behind")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work
     links = sh("ip", "-brief", "link").rstrip()
     print(links)

@@ -35,6 +35,13 @@ REQUEST_TIMEOUT_S = 5.0
 REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
 TARGETS = {"create": "CREATE", "mod": "MOD", "version": "VERSION", "value": "VALUE", "lease": "LEASE"}
 RESULTS = {"=": "EQUAL", "!=": "NOT_EQUAL", "<": "LESS", ">": "GREATER"}
+WRITES = ("kv/txn", "kv/put", "kv/deleterange")
+
+
+class _NotSent(Exception):
+    """The connection failed before a request was sent."""
+
+
 TARGET_FIELDS = {"create": "create_revision", "mod": "mod_revision", "version": "version", "value": "value",
                  "lease": "lease"}
 
@@ -150,8 +157,14 @@ class EtcdGateway:
             index = (self._preferred + attempt) % len(self.endpoints)
             try:
                 status, answer = self._post(index, path, body, auth)
+            except _NotSent as exc:  # nothing reached etcd: the next endpoint may answer
+                reasons.append(f"{self._name(index)}: {exc}")
+                continue
             except (OSError, http.client.HTTPException) as exc:
-                reasons.append(f"{self._name(index)}: {getattr(exc, 'strerror', None) or exc}")
+                reason = f"{self._name(index)}: {getattr(exc, 'strerror', None) or exc}"
+                if path in WRITES:  # it may have been applied: sent again, a CAS would misread its own write
+                    raise Unavailable(f"{reason} (the write's outcome is unknown)") from None
+                reasons.append(reason)
                 continue
             if status == 401 and auth and self.settings.user:  # an expired token: once more with a new one
                 self._token = None
@@ -174,6 +187,11 @@ class EtcdGateway:
         if auth and self.settings.user and self._token is None:
             self._authenticate(index)
         connection = self._connection(index, REQUEST_TIMEOUT_S)
+        try:
+            connection.connect()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise _NotSent(getattr(exc, "strerror", None) or str(exc)) from None
         try:
             connection.request("POST", f"/v3/{path}", json.dumps(body), self._headers())
             response = connection.getresponse()
