@@ -279,17 +279,20 @@ def test_agent_watch_survives_outages_and_compaction(monkeypatch, capsys):
     agent, engine = _agent(store, monkeypatch)
     agent.relist(store)
 
-    def watching() -> threading.Thread:
+    def watching() -> list[threading.Thread]:
         agent.stopping.clear()
-        thread = threading.Thread(target=agent.watch_loop, daemon=True)
-        thread.start()
-        return thread
+        threads = [threading.Thread(target=loop, daemon=True) for loop in (agent.watch_loop, agent.reconcile_loop)]
+        for thread in threads:
+            thread.start()
+        return threads
 
-    def stop(thread: threading.Thread) -> None:
+    def stop(threads: list[threading.Thread]) -> None:
         agent.stopping.set()
+        agent.dirty.set()
         agent.watch.close()
-        thread.join(5)
-        assert not thread.is_alive()
+        for thread in threads:
+            thread.join(5)
+            assert not thread.is_alive()
 
     thread = watching()
     _peer(store, "h2", 2)

@@ -20,7 +20,6 @@ systemd starts it again. Run by supervise.start: `python -m nsnet.cluster.agent 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -70,6 +69,8 @@ class Agent:
         self.lock = threading.RLock()  # one reconcile at a time
         self.watch = None
         self.names_written: dict[str, Any] = {}
+        self.dirty = threading.Event()  # the view changed since the last reconcile
+        self.expired: list[str] = []  # hosts whose suspect mark ended, for the next reconcile
         self.fenced: set[str] = set()
 
     # Liveness
@@ -130,16 +131,15 @@ class Agent:
                 for batch in self.watch:
                     backoff = 0.1
                     with self.lock:
-                        gone_suspects = []
                         for event in batch.events:
                             if event.type == "put":
                                 self.values[event.kv.key] = event.kv.value
                             else:
                                 self.values.pop(event.kv.key, None)
                                 if event.kv.key.startswith(records.key("suspects") + "/"):
-                                    gone_suspects.append(event.kv.key.rsplit("/", 1)[1])
+                                    self.expired.append(event.kv.key.rsplit("/", 1)[1])
                         self.revision = max(self.revision, batch.revision)
-                        self.reconcile(store, expired=gone_suspects)
+                    self.dirty.set()
                     if self.stopping.is_set():
                         return
             except Compacted as exc:
@@ -155,6 +155,19 @@ class Agent:
                 log("watch_error", error=repr(exc))
                 self.stopping.wait(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def reconcile_loop(self) -> None:
+        """Reconciles after changes: a burst of changes (50 hosts joining) costs one reconcile
+        of the latest view, not one per change."""
+        store = self.open_store()
+        while not self.stopping.is_set():
+            self.dirty.wait()
+            self.dirty.clear()
+            if self.stopping.is_set():
+                return
+            with self.lock:
+                expired, self.expired = self.expired, []
+            self.reconcile(store, expired=expired)
 
     def relist(self, store) -> None:
         values, revision = store.range(records.PREFIX)
@@ -259,7 +272,8 @@ class Agent:
         store = self.open_store()
         self.register(store)
         self.relist(store)
-        threads = [threading.Thread(target=loop, daemon=True) for loop in (self.keepalive_loop, self.watch_loop)]
+        threads = [threading.Thread(target=loop, daemon=True)
+                   for loop in (self.keepalive_loop, self.watch_loop, self.reconcile_loop)]
         for thread in threads:
             thread.start()
         if ready is not None:
@@ -293,6 +307,7 @@ class Agent:
 
     def stop(self, store) -> None:
         self.stopping.set()
+        self.dirty.set()
         if self.watch is not None:
             self.watch.close()
         try:
@@ -310,15 +325,11 @@ def _boot_id() -> str:
 
 
 def main(argv: list[str]) -> int:
+    from ..dns.supervise import run_resident
+
     state_dir, ready = argv[0], int(argv[1]) if len(argv) > 1 else None
-    lock = os.open(os.path.join(state_dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        if ready is not None:
-            os.write(ready, b"running\n")
-        return 0
-    try:
+
+    def serve(fd: int | None) -> None:
         from ..engine import Engine
         from .etcd import open_store
 
@@ -328,17 +339,9 @@ def main(argv: list[str]) -> int:
                 raise RuntimeError("NSNET_CLUSTER is not set")
             return store
 
-        agent = Agent(state_dir, opener, Engine(state_dir))
-        agent.serve(ready)
-    except Exception as exc:  # noqa: BLE001 - the starter must learn why
-        if ready is not None:
-            try:
-                os.write(ready, f"error {type(exc).__name__}: {exc}\n".encode())
-            except OSError:
-                pass
-        log("exit", error=f"{type(exc).__name__}: {exc}")
-        return 1
-    return 0
+        Agent(state_dir, opener, Engine(state_dir)).serve(fd)
+
+    return run_resident(state_dir, ready, LOCK, "nsnet-cluster", serve)
 
 
 if __name__ == "__main__":

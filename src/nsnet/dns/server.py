@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import gc
 import os
 import random
@@ -374,27 +373,11 @@ def _send(sock: socket.socket, reply: bytes, peer: tuple) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from .supervise import run_resident
+
     state_dir, ready = argv[0], int(argv[1]) if len(argv) > 1 else None
-    # One resolver per ledger: the lock is held for the process's life; a second one says so.
-    lock = os.open(os.path.join(state_dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        if ready is not None:
-            os.write(ready, b"running\n")
-        return 0
-    try:
-        resolver = Resolver(state_dir)
-        asyncio.run(resolver.serve(ready))
-    except Exception as exc:  # noqa: BLE001 - the starter must learn why
-        if ready is not None:
-            try:
-                os.write(ready, f"error {type(exc).__name__}: {exc}\n".encode())
-            except OSError:
-                pass
-        print(f"nsnet-dns: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return run_resident(state_dir, ready, LOCK, "nsnet-dns",
+                        lambda fd: asyncio.run(Resolver(state_dir).serve(fd)))
 
 
 if __name__ == "__main__":

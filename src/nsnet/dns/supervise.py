@@ -190,3 +190,29 @@ def _read_line(fd: int, timeout: float) -> str:
             break
         data += chunk
     return data.decode("utf-8", "replace")
+
+
+def run_resident(state_dir: str, ready: int | None, lock_name: str, title: str, serve) -> int:
+    """The body of a resident's `main`: one per ledger (a `flock` on `lock_name`, held for its
+    life; a second one says `running`), `serve(ready)` run, and why it failed told to the starter
+    on `ready` and to its log."""
+    import fcntl
+
+    lock = os.open(os.path.join(state_dir, lock_name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if ready is not None:
+            os.write(ready, b"running\n")
+        return 0
+    try:
+        serve(ready)
+    except Exception as exc:  # noqa: BLE001 - the starter must learn why
+        if ready is not None:
+            try:
+                os.write(ready, f"error {type(exc).__name__}: {exc}\n".encode())
+            except OSError:
+                pass
+        print(f"{title}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
