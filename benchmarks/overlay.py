@@ -182,7 +182,10 @@ def peers(counts: list[int]) -> dict:
     config = records.decode(records.NetworkConfig, store.get(records.config_key("mesh")).value)
     out: dict = {}
     written = 0
-    blocks = iter(list(config.supernet.subnets(new_prefix=24))[8:])
+    held, _ = store.range(records.blocks_prefix("mesh"))
+    taken = {records.block_of(kv.key.rsplit("/", 1)[1]) for kv in held}  # h1's own: never written over
+    free = [b for b in config.supernet.subnets(new_prefix=24) if b not in taken]
+    blocks = iter(free)
 
     def put(n: int) -> list[str]:
         nonlocal written
@@ -201,10 +204,11 @@ def peers(counts: list[int]) -> dict:
         settle = popen_in("h1", [sys.executable, "-c", ROUTE_WATCH, before[-1]])  # the burst programmed first
         settle.stdout.readline()
         if settle.stdout.readline().strip() == "timeout":
-            raise RuntimeError(f"h1 never routed {before[-1]}")
+            log = in_host("h1", ["tail", "-5", "/var/lib/nsnet/cluster.log"]).stdout
+            raise RuntimeError(f"h1 never routed {before[-1]}; its agent's log ends:\n{log}")
         settle.wait()
         # One more simulated host: from its block's put to its route in h1's kernel.
-        cidr = str(list(config.supernet.subnets(new_prefix=24))[8 + written])
+        cidr = str(free[written])
         watcher = popen_in("h1", [sys.executable, "-c", ROUTE_WATCH, cidr])
         assert watcher.stdout.readline().strip() == "up"
         start = time.monotonic()

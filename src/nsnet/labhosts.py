@@ -12,7 +12,7 @@ Inside a lab (nsnet.lab), whose own namespace becomes the underlay's switch:
 Everything is in the lab's pid namespace and dies with it. The lab's command gets NSNET_CLUSTER
 (the etcd members) and NSNET_LAB_HOSTS; `nsnet lab exec HOST -- CMD` runs a command in a host (or
 in a member's namespace), and `nsnet lab cut|heal|kill|etcd` are the failures tests play. What
-they need is in LAB_DIR, a tmpfs every host sees.
+they need is in LAB_DIR, in the lab's own state directory (a tmpfs of the lab).
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ import urllib.request
 from dataclasses import dataclass
 
 from .errors import InvalidInput, NsnetError
-from .kernel.netns import CLONE_NEWNS, mount, setns, unshare
+from .kernel.netns import CLONE_NEWNS, setns, unshare
+from .store import state_dir
 
-LAB_DIR = "/run/nsnet-lab"
+# In the lab's state directory, a private tmpfs already (nsnet.lab): making a directory of its own
+# elsewhere would leave an empty one on the real machine. Hosts mount their own state over it.
+LAB_DIR = os.path.join(state_dir(), "lab-hosts")
 STATE = os.path.join(LAB_DIR, "hosts.json")
 SWITCH, SWITCH_ADDRESS, PREFIX = "underlay", "10.99.0.1", 16
 CLONE_NEWUTS = 0x04000000
@@ -72,8 +75,7 @@ def build(hosts: int, members: int, mtu: int) -> dict[str, str]:
     if not 0 <= members <= 7:
         raise InvalidInput("--etcd", members, "must be between 0 and 7")
     binary = etcd_binary() if members else ""
-    os.makedirs(LAB_DIR, exist_ok=True)
-    mount("tmpfs", LAB_DIR, "tmpfs", 0, "mode=0755")
+    os.makedirs(LAB_DIR, mode=0o700, exist_ok=True)
     _ip("link", "add", SWITCH, "type", "bridge")
     _ip("link", "set", SWITCH, "mtu", str(mtu), "up")
     _ip("addr", "add", f"{SWITCH_ADDRESS}/{PREFIX}", "dev", SWITCH)
