@@ -9,6 +9,8 @@ Waits are bounded polls (a deadline, never a timing assertion).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -387,7 +389,30 @@ def rogue_vxlan(s: Scenario) -> None:
         assert got == ([["6", forged_source]] * 3 if arrives else []), (sender, got)
 
 
-SCENARIOS = {f.__name__: f for f in (basic, edges, rogue_vxlan, agent_crash, host_death, evict_now, etcd_down, mtu_refusal, fencing,
+def compaction(s: Scenario) -> None:
+    """An agent that missed changes etcd no longer has (frozen while its stream broke and the
+    history was compacted) re-lists and catches up: it programs the host that joined meanwhile."""
+    from nsnet.cluster.etcd import open_store
+
+    s.env.update({"NSNET_CLUSTER_TTL": "15", "NSNET_CLUSTER_EVICT_AFTER": "300"})  # frozen is not dead here
+    s.mesh("h1", "h2", serve=False)
+    pid = s.agent_pid("h2")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        s.hosts.etcd_stop("e1")  # its watch stream breaks while it cannot notice
+        s.hosts.etcd_start("e1")
+        s.nsnet("h3", "create", "s3", "--network", "mesh")
+        block3 = s.address("h3", "s3").rsplit(".", 1)[0] + ".0/24"
+        store = open_store()
+        store.compact(store.range("/")[1])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    s.until("h2 routes to h3 after its re-list", lambda: block3 in s.routes("h2"), 30)
+    log = s.hosts.run("h2", ["cat", "/var/lib/nsnet/cluster.log"]).stdout
+    assert "watch_compacted" in log, log[-2000:]
+
+
+SCENARIOS = {f.__name__: f for f in (basic, edges, rogue_vxlan, compaction, agent_crash, host_death, evict_now, etcd_down, mtu_refusal, fencing,
                                      partition)}
 
 

@@ -18,6 +18,7 @@ SCENARIOS = {  # name -> (hosts, etcd members)
     "basic": (3, 1),
     "edges": (2, 1),
     "rogue_vxlan": (2, 1),
+    "compaction": (3, 1),
     "agent_crash": (3, 1),
     "host_death": (3, 1),
     "evict_now": (2, 1),

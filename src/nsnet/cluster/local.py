@@ -56,7 +56,7 @@ def join(engine: Engine, name: str, store=None) -> Network:
         config = joining.config
         overlay = Overlay(network=name, supernet=config.supernet, vni=config.vni, port=config.port,
                           vtep_ip=joining.here.vtep_ip, underlay=joining.here.device, vtep_mac=joining.mac,
-                          device=f"nsvx{config.vni}", host=joining.host)
+                          device="", host=joining.host)  # the engine names the device after the network
         try:
             network = engine.join_overlay(name, overlay, joining.block, config.mtu, internal=config.internal)
         except BaseException:
@@ -106,8 +106,9 @@ def verify_block(engine: Engine, network: Network) -> None:
 
 
 def leave(engine: Engine, name: str, force: bool) -> None:
-    """This host out of `name`: its keys first (peers stop routing to it), then its kernel half;
-    when the kernel half fails, the block is put back."""
+    """This host out of `name`: its keys first (peers stop routing to it, and a store that does
+    not answer leaves everything as it was), then its kernel half; one that fails to go half-way
+    is left 'removing' for gc, the block already free in the cluster."""
     store = store_or_refuse()
     try:
         engine.refuse_leaving(name, force)
