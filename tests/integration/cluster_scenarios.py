@@ -365,8 +365,9 @@ print("sent", flush=True)
 
 def rogue_vxlan(s: Scenario) -> None:
     """VXLAN is taken only from the overlay's peer hosts: a frame forged by a machine on the
-    underlay that is no peer never reaches the sandbox it names; the same frame from a peer does
-    (so the allow-list is what stops it)."""
+    underlay that is no peer, or by a sandbox of a peer (whose host would masquerade it to its
+    VTEP's address), never reaches the sandbox it names; the same frame from a peer host does (so
+    the filter is what stops the others)."""
     from nsnet.cluster.host import vtep_mac
 
     found = s.mesh("h1", "h2", serve=False)
@@ -376,12 +377,14 @@ def rogue_vxlan(s: Scenario) -> None:
     vni = int(s.hosts.run("h1", ["ip", "-d", "link", "show", "type", "vxlan"]).stdout.split(" vxlan id ")[1].split()[0])
     forged_source = a2.rsplit(".", 1)[0] + ".77"
     argv = [str(vni), vtep_mac("h1", vni), vtep_mac("h2", vni), forged_source, a1, s.hosts.address("h1")]
-    for sender, arrives in ((None, False), ("h2", True)):
+    for sender, arrives in ((None, False), ("s2", False), ("h2", True)):
         sink = s.hosts.popen("h1", s.command("exec", "s1", "--", sys.executable, "-c", UDP_SINK, "9999"),
                              stdout=subprocess.PIPE, text=True)
         assert sink.stdout.readline().strip() == "listening"
         if sender is None:  # the lab's switch, 10.99.0.1: on the underlay, no overlay peer
             subprocess.run([sys.executable, "-c", FORGE, *argv], check=True, capture_output=True)
+        elif sender == "s2":  # a sandbox of a peer: masqueraded, it would come from that peer's VTEP
+            s.nsnet("h2", "exec", "s2", "--", sys.executable, "-c", FORGE, *argv)
         else:
             s.hosts.run(sender, [sys.executable, "-c", FORGE, *argv], check=True)
         got = [line.split() for line in sink.stdout.read().splitlines() if line != "done"]

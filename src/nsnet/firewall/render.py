@@ -197,6 +197,11 @@ def _forward(o: Owner) -> list[Command]:
     f, to = names.FORWARD, names.TO_NETWORK
     return [
         *_chain(o, f, "filter", "forward", names.FORWARD_PRIORITY),
+        # Masqueraded, a sandbox's datagram to an overlay peer's VXLAN port would arrive from this
+        # host's VTEP, which the peer trusts: a frame injected into any of its overlay networks.
+        _rule(o, f, FROM_SANDBOX, _match(_payload("udp", "dport"), f"@{names.OVERLAY_PORTS}"),
+              _match(_concat(_payload("ip", "daddr"), _payload("udp", "dport")), f"@{names.OVERLAY_VTEPS}"),
+              DROP, comment="no sandbox speaks VXLAN to an overlay peer"),
         # Most forwarded packets belong to a connection already accepted, and pay for this only.
         # An internal network has none: its first packet is always dropped, and so are stale
         # entries' (a removed network's subnet may be reused by an internal one).
