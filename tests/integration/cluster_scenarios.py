@@ -142,6 +142,24 @@ def basic(s: Scenario) -> None:
     assert s.connect("h3", "s3", o3, 8081) is None
 
 
+def joins_at_once(s: Scenario) -> None:
+    """Two admins at once: two creates racing the same host's first join both succeed, on one
+    block the cluster keeps; two hosts creating one network: one wins, the other is told."""
+    s.nsnet("h1", "network", "create", "mesh", "--driver", "overlay", "--subnet", "10.80.0.0/16")
+    racing = [s.hosts.popen("h2", s.command("create", f"r{i}", "--network", "mesh"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outcomes = [(p.wait(), p.stderr.read()) for p in racing]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    blocks = s.cluster_hosts("h1")["h2"]["Blocks"]
+    block = s.address("h2", "r0").rsplit(".", 1)[0]
+    assert blocks == [f"mesh:{block}.0/24"] and s.address("h2", "r1").startswith(block + ".")
+    creates = [s.hosts.popen(h, s.command("network", "create", "twice", "--driver", "overlay", "--subnet",
+                                          "10.81.0.0/16"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for h in ("h1", "h2")]
+    results = sorted((p.wait(), p.stderr.read().strip()) for p in creates)
+    assert results[0][0] == 0 and results[1][0] == 1 and "already exists" in results[1][1], results
+
+
 def agent_crash(s: Scenario) -> None:
     """kill -9 of an agent: traffic goes on; the agent started again catches up with what it missed."""
     found = s.mesh("h1", "h2")
@@ -415,7 +433,7 @@ def compaction(s: Scenario) -> None:
     assert "watch_compacted" in log, log[-2000:]
 
 
-SCENARIOS = {f.__name__: f for f in (basic, edges, rogue_vxlan, compaction, agent_crash, host_death, evict_now, etcd_down, mtu_refusal, fencing,
+SCENARIOS = {f.__name__: f for f in (basic, edges, rogue_vxlan, compaction, joins_at_once, agent_crash, host_death, evict_now, etcd_down, mtu_refusal, fencing,
                                      partition)}
 
 

@@ -19,6 +19,7 @@ SCENARIOS = {  # name -> (hosts, etcd members)
     "edges": (2, 1),
     "rogue_vxlan": (2, 1),
     "compaction": (3, 1),
+    "joins_at_once": (2, 1),
     "agent_crash": (3, 1),
     "host_death": (3, 1),
     "evict_now": (2, 1),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..dns import supervise
-from ..errors import InvalidInput, NsnetError
+from ..errors import Conflict, InvalidInput, NsnetError
 from . import endpoints, membership
 from .agent import AGENT
 from .host import host_id, underlay
@@ -32,8 +32,6 @@ def create_network(engine: Engine, name: str, *, subnet: str | None, block_prefi
     store = store_or_refuse()
     try:
         if engine.find_network(name) is not None:
-            from ..errors import Conflict
-
             raise Conflict(f"network {name!r} already exists")
         membership.create_network(store, name, subnet=subnet, block_prefix=block_prefix, vni=vni, mtu=mtu,
                                   internal=internal, here=underlay(endpoints()))
@@ -59,6 +57,14 @@ def join(engine: Engine, name: str, store=None) -> Network:
                           device="", host=joining.host)  # the engine names the device after the network
         try:
             network = engine.join_overlay(name, overlay, joining.block, config.mtu, internal=config.internal)
+        except Conflict:
+            joined = engine.find_network(name)
+            if joined is None or joined.driver != "overlay":
+                membership.release_block(store, name, joining)
+                raise
+            if joined.subnets[0].subnet != joining.block:  # it leased another before this saw it: that one stays
+                membership.release_block(store, name, joining)
+            network = joined  # another command joined this host meanwhile
         except BaseException:
             membership.release_block(store, name, joining)
             raise

@@ -125,9 +125,8 @@ def lease_block(store, me: str, name: str, here: Underlay) -> Joining:
 
 
 def release_block(store, name: str, joining: Joining) -> None:
-    """Undo lease_block (a join that failed after it)."""
-    store.txn([], [Delete(records.block_key(name, joining.block)),
-                   Delete(records.endpoints_prefix(name, joining.host), prefix=True)])
+    """Undo lease_block (a join that failed after it, or lost a race on its own host)."""
+    store.txn([], [Delete(records.block_key(name, joining.block))])
 
 
 def leave(store, me: str, name: str) -> bool:
