@@ -17,12 +17,16 @@ if TYPE_CHECKING:
     from ..model import Network
 
 
-def store_or_refuse():
+def store_or_refuse(field: str = "--driver"):
+    """The cluster store, or a one-line refusal naming `field` (the flag of the command that needs
+    it: `--driver overlay`, or NSNET_CLUSTER itself for the cluster verbs)."""
     from .etcd import open_store
 
     store = open_store()
     if store is None:
-        raise InvalidInput("--driver", "overlay", "needs a cluster store: set NSNET_CLUSTER=etcd://HOST:PORT[,...]")
+        if field == "--driver":
+            raise InvalidInput(field, "overlay", "needs a cluster store: set NSNET_CLUSTER=etcd://HOST:PORT[,...]")
+        raise InvalidInput(field, None, "is not set: name the cluster store (etcd://HOST:PORT[,...])")
     return store
 
 
@@ -151,7 +155,7 @@ def hosts(engine: Engine) -> list[dict]:
     from . import records
     from .view import parse
 
-    store = store_or_refuse()
+    store = store_or_refuse("NSNET_CLUSTER")
     try:
         values, _ = store.range(records.PREFIX)
     finally:
@@ -183,7 +187,7 @@ def leave_cluster(engine: Engine, force: bool) -> list[str]:
 def evict(engine: Engine, host: str, force: bool) -> list[str]:
     if host == host_id(engine.state_dir):
         raise InvalidInput("HOST", host, "is this host; use nsnet cluster leave")
-    store = store_or_refuse()
+    store = store_or_refuse("NSNET_CLUSTER")
     try:
         return membership.evict(store, host, force=force)
     finally:
