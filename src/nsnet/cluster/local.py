@@ -185,10 +185,10 @@ def leave_cluster(engine: Engine, force: bool) -> list[str]:
 
 
 def evict(engine: Engine, host: str, force: bool) -> list[str]:
-    if host == host_id(engine.state_dir):
-        raise InvalidInput("HOST", host, "is this host; use nsnet cluster leave")
     store = store_or_refuse("NSNET_CLUSTER")
     try:
+        if host == host_id(engine.state_dir):
+            raise InvalidInput("HOST", host, "is this host; use nsnet cluster leave")
         return membership.evict(store, host, force=force)
     finally:
         store.close()
