@@ -132,8 +132,18 @@ def leave(engine: Engine, name: str, force: bool) -> None:
 
 
 def ensure_agent(state_dir: str) -> None:
-    if supervise.ask(state_dir, "status", AGENT) is None:
-        supervise.start(state_dir, AGENT)
+    if supervise.ask(state_dir, "status", AGENT) is None and not supervise.start(state_dir, AGENT):
+        _await_starting_agent(state_dir)
+
+
+def _await_starting_agent(state_dir: str) -> None:
+    """Another command started the agent, which holds its lock but may not answer yet (it
+    registers and lists first): wait for it, bounded."""
+    import time
+
+    deadline = time.monotonic() + supervise.REPLY_TIMEOUT_S
+    while supervise.ask(state_dir, "status", AGENT) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def sync(state_dir: str, wanted: bool = True) -> None:
@@ -147,6 +157,7 @@ def sync(state_dir: str, wanted: bool = True) -> None:
             return
         if supervise.start(state_dir, AGENT):
             continue
+        _await_starting_agent(state_dir)  # another command's agent holds the lock, still starting
     raise NsnetError("nsnet's cluster agent neither answers nor starts (another one holds its lock)")
 
 
