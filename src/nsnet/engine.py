@@ -672,6 +672,12 @@ class Engine(Catalog):
                 self._store.delete_network(network.id)
         self._serve_names()
 
+    def mark_leaving(self, name: str, leaving: bool) -> None:
+        """Overlay network `name` marked 'removing' before its keys leave the cluster store (gc
+        finishes a leave that died after it), or back to 'ready' when the store refused."""
+        with self._locks.ledger(exclusive=True), self._store.transaction():
+            self._store.set_network_state(self.network(name).id, "removing" if leaving else "ready")
+
     def fence_overlay(self, name: str) -> None:
         """This host's block of `name` was evicted while it was cut off: no new sandbox joins it."""
         with self._store.transaction():
@@ -695,23 +701,25 @@ class Engine(Catalog):
         if not os.environ.get("NSNET_CLUSTER"):
             return
         found = {n: self._store.network(n) for n in names}
-        if any(net is None or net.driver == "overlay" for net in found.values()):
-            from .cluster import local
+        for name, net in found.items():
+            if net is None:
+                from .cluster import local
 
-            for name, net in found.items():
-                if net is None:
-                    local.join_if_known(self, name)
-                elif net.driver == "overlay":
-                    local.verify_block(self, net)
+                local.join_if_known(self, name)
+            elif net.driver == "overlay":
+                from .cluster import control
+
+                control.verify_block(self, net)
 
     def _tell_cluster(self, networks: Sequence[Network]) -> None:
         """After a change here is done: the agent publishes it. An agent that cannot start (the
         cluster store away) does not undo the change; it publishes it once it runs again."""
-        if any(n.driver == "overlay" for n in networks):
-            from .cluster import local
+        overlays = sorted({n.name for n in networks if n.driver == "overlay"})
+        if overlays:
+            from .cluster import control
 
             try:
-                local.sync(self.state_dir)
+                control.publish(self.state_dir, overlays)
             except NsnetError as exc:
                 self.notes.append(f"names not published to the cluster yet: {exc}")
 
@@ -838,7 +846,13 @@ class Engine(Catalog):
         from . import repair
 
         with self._locks.ledger(exclusive=True):
-            done = repair.gc(self._store, self.kernel, self.owner)
+            interrupted = [n for n in self._store.networks() if n.driver == "overlay" and n.state != "ready"]
+            done = []
+            if interrupted and os.environ.get("NSNET_CLUSTER"):
+                from .cluster import local
+
+                done += local.finish_interrupted(self, interrupted)
+            done += repair.gc(self._store, self.kernel, self.owner)
             with self._store.transaction():
                 self._store.set_meta(SKELETON_KEY, render.SKELETON_VERSION)  # rebuilt or checked whole
         down = any(n.dns for n in self._store.networks()) and self.kernel.resolver_status(self._store.directory) is None
@@ -849,10 +863,10 @@ class Engine(Catalog):
         if down and self.kernel.resolver_status(self._store.directory) is not None:
             done.append("started the resolver")
         if self.overlay_networks():
-            from .cluster import local
+            from .cluster import control
 
-            was_down = local.agent_status(self.state_dir) is None
-            local.sync(self.state_dir)  # the agent reconciles peers, names and fences
+            was_down = control.status(self.state_dir) is None
+            control.sync(self.state_dir)  # the agent reconciles peers, names and fences
             if was_down:
                 done.append("started the cluster agent")
         return done

@@ -5,7 +5,10 @@ no rollback) when it reaches STEP, to prove that a crash at any instant leaves a
 Steps are the class names of plan operations (`CreateNetns`, `CreateVeth`, `ApplyFirewall`, ...,
 the first one of that name in the plan, or the Nth with `AddAddress#2`), `reserved` (the ledger
 holds the new rows, the kernel is untouched) and `applied` (the kernel is done, the rows are not
-yet marked ready).
+yet marked ready); and in an overlay network's commands (nsnet.cluster), `configured` (the
+network is in the cluster store, this host has not joined it), `leased` (this host's block is
+in the store, nothing local yet) and `left` (this host's keys are gone from the store, its
+kernel half is still there). A resident process a command starts does not inherit the hook.
 """
 
 from __future__ import annotations

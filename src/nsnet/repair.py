@@ -23,7 +23,8 @@ from .kernel import Kernel
 from .model import Endpoint, Link, Network, Owner, Route, Tap
 from .plan.drivers import driver
 from .plan.network import FORWARDING, bridge_sysctls, plan_replace_firewall
-from .plan.ops import ApplySandboxFirewall, DeleteLink, DeleteRoute, Operation, RemoveEtcFiles, ReplaceEtcFile
+from .plan.ops import (ApplySandboxFirewall, DeleteLink, DeleteRoute, DeleteUnreachableRoute, Operation, RemoveEtcFiles,
+                       ReplaceEtcFile)
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
 from .plan.tap import plan_remove_tap, plan_repair_tap
 from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
@@ -442,8 +443,11 @@ def _finish_interrupted(store: Store, networks: dict, repair: _Repair, owner: Ow
             repair.done.append(f"forgot container {sandbox.container_id[:12]}: it has no attachment left")
     for network in list(networks.values()):
         if network.state != "ready" and not store.endpoint_count(network.id):
-            repair.run([DeleteLink(network.bridge)] if network.bridge else [],
-                       f"finished removing network {network.name}")
+            ops: list[Operation] = [DeleteLink(network.bridge)] if network.bridge else []
+            overlay = store.overlay(network.id) if network.driver == "overlay" else None
+            if overlay is not None:  # its VTEPs' elements go with the firewall's rebuild below
+                ops = [DeleteUnreachableRoute(str(overlay.supernet)), DeleteLink(overlay.device), *ops]
+            repair.run(ops, f"finished removing network {network.name}")
             with store.transaction():
                 store.delete_network(network.id)
             del networks[network.name]

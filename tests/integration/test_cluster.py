@@ -27,6 +27,8 @@ SCENARIOS = {  # name -> (hosts, etcd members)
     "mtu_refusal": (2, 1),
     "fencing": (2, 1),
     "partition": (2, 3),
+    "crash_create": (2, 1),
+    "crash_leave": (3, 1),
 }
 
 

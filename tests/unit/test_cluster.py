@@ -210,6 +210,24 @@ def test_agent_programs_peers_publishes_names_and_reads_others(monkeypatch):
     assert store.get(records.endpoint_key("mesh", "h1", "a")) is None
 
 
+def test_agent_answers_a_publish_with_names_only_and_a_verify_from_the_store(monkeypatch):
+    store = MemoryStore()
+    agent, engine = _agent(store, monkeypatch)
+    _peer(store, "h2", 2)
+    assert agent.answer("publish mesh other", store) == "ok"  # a network not joined here is skipped
+    published = records.decode(records.Endpoint, store.get(records.endpoint_key("mesh", "h1", "a")).value)
+    assert published.addresses == ("10.80.1.2",)
+    assert engine.peers == []  # peers are the watch's business, not a publish's
+    assert agent.answer("verify mesh 10.80.1.0/24", store) == "ok mine"
+    assert agent.answer("verify mesh 10.80.2.0/24", store) == "ok lost"  # h2's
+    assert agent.answer("verify mesh 10.80.9.0/24", store) == "ok lost"  # nobody's: evicted
+    store.fail(True)
+    assert agent.answer("verify mesh 10.80.1.0/24", store) == "ok unavailable"
+    assert agent.answer("publish mesh", store).startswith("error cluster store unavailable")
+    assert agent.answer("verify mesh", store) == "error unknown request"
+    assert agent.answer("", store) == "error unknown request"
+
+
 def test_agent_marks_a_silent_owner_suspect_then_evicts_it_when_the_mark_ends(monkeypatch):
     store = MemoryStore()
     agent, engine = _agent(store, monkeypatch)

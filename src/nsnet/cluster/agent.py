@@ -28,15 +28,13 @@ import threading
 import time
 from typing import Any
 
-from ..dns.supervise import Resident
 from . import membership, records
+from .control import AGENT, LOCK, LOST, MINE, UNAVAILABLE
 from .host import host_id, underlay
 from .records import HostRecord
 from .store import Compacted, Compare, Delete, Put, Unavailable
 from .view import View, parse
 
-AGENT = Resident("nsnet's cluster agent", "nsnet.cluster.agent", "cluster.sock", "cluster.log", "nsnet-cluster-")
-LOCK = "cluster.lock"
 TTL_ENV, EVICT_ENV = "NSNET_CLUSTER_TTL", "NSNET_CLUSTER_EVICT_AFTER"
 DEFAULT_TTL, DEFAULT_EVICT_AFTER = 15, 300
 BACKOFF_MAX = 2.0
@@ -257,7 +255,7 @@ class Agent:
                 else:
                     log("suspect", host=host, evict_after=self.evict_after)
 
-    # The control socket: `sync` (reconcile now, after a local change), `status`, `stop`.
+    # The control socket (nsnet.cluster.control says what each request is for).
 
     def serve(self, ready: int | None) -> None:
         path = os.path.join(self.state_dir, AGENT.socket)
@@ -285,25 +283,52 @@ class Agent:
                 connection.settimeout(5)
                 try:
                     request = connection.recv(256).decode("ascii", "replace").strip()
-                    connection.sendall((self.answer(request, store) + "\n").encode())
+                    try:
+                        answer = self.answer(request, store)
+                    except Exception as exc:  # noqa: BLE001 - one bad request must not end the agent
+                        log("request_failed", request=request, error=repr(exc))
+                        answer = f"error {exc}"
+                    connection.sendall((answer + "\n").encode())
                 except OSError:
                     continue
         server.close()
 
     def answer(self, request: str, store) -> str:
-        if request == "status":
+        verb, *args = request.split() or [""]
+        if verb == "status":
             return f"ok {os.getpid()} {self.me} {self.revision} {self.lease}"
-        if request == "sync":
+        if verb == "sync":
             with self.lock:
                 self.reconcile(store)
             if not self.engine.overlay_networks():
                 self.stop(store)
                 return "ok stopping"
             return "ok"
-        if request == "stop":
+        if verb == "publish":
+            return self.publish(store, args)
+        if verb == "verify" and len(args) == 2:
+            try:
+                return "ok " + (MINE if membership.holds_block(store, self.me, *args) else LOST)
+            except Unavailable:
+                return "ok " + UNAVAILABLE
+        if verb == "stop":
             self.stop(store)
             return "ok stopping"
         return "error unknown request"
+
+    def publish(self, store, names: list[str]) -> str:
+        """This host's names in networks `names` published now, as after a local create, connect
+        or removal: one transaction, not a whole reconcile (peers are the watch's business)."""
+        joined = {n.name for n in self.engine.overlay_networks()}
+        try:
+            with self.lock:
+                view = parse(self.values)
+                for name in names:
+                    if name in joined and name not in self.fenced:
+                        self._publish_names(store, view, name)
+        except Unavailable as exc:
+            return f"error {exc} (published once it answers)"
+        return "ok"
 
     def stop(self, store) -> None:
         self.stopping.set()

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..dns import supervise
-from ..errors import Conflict, InvalidInput, NsnetError
-from . import endpoints, membership
-from .agent import AGENT
+from .. import faults
+from ..errors import Conflict, InvalidInput
+from . import control, endpoints, membership
 from .host import host_id, underlay
 
 if TYPE_CHECKING:
@@ -39,6 +38,7 @@ def create_network(engine: Engine, name: str, *, subnet: str | None, block_prefi
             raise Conflict(f"network {name!r} already exists")
         membership.create_network(store, name, subnet=subnet, block_prefix=block_prefix, vni=vni, mtu=mtu,
                                   internal=internal, here=underlay(endpoints()))
+        faults.point("configured")
         return join(engine, name, store)
     finally:
         store.close()
@@ -53,8 +53,9 @@ def join(engine: Engine, name: str, store=None) -> Network:
     own = store is None
     store = store or store_or_refuse()
     try:
-        ensure_agent(engine.state_dir)
+        control.ensure(engine.state_dir)
         joining = membership.lease_block(store, host_id(engine.state_dir), name, underlay(endpoints()))
+        faults.point("leased")
         config = joining.config
         overlay = Overlay(network=name, supernet=config.supernet, vni=config.vni, port=config.port,
                           vtep_ip=joining.here.vtep_ip, underlay=joining.here.device, vtep_mac=joining.mac,
@@ -75,7 +76,7 @@ def join(engine: Engine, name: str, store=None) -> Network:
     finally:
         if own:
             store.close()
-    sync(engine.state_dir)
+    control.sync(engine.state_dir)
     return network
 
 
@@ -90,27 +91,17 @@ def join_if_known(engine: Engine, name: str) -> None:
         store.close()
 
 
-def verify_block(engine: Engine, network: Network) -> None:
-    """Before a sandbox joins overlay network `network` here: its block still this host's in the
-    cluster. A host evicted while it was cut off learns it here, not from its agent seconds
-    later, and fences the network before a sandbox lands on a block it no longer holds. When the
-    store does not answer, the block is taken as this host's (sandboxes' addresses are local)."""
-    from . import records
-    from .records import Block
+def block_state(engine: Engine, network: str, block: str) -> str:
+    """control.MINE, LOST or UNAVAILABLE: `block` of `network` as the store says now, asked by
+    this command (when the agent does not answer)."""
     from .store import Unavailable
 
-    if engine.fence_reason(network.name):
-        return  # the engine's own check refuses it, naming why
     store = store_or_refuse()
     try:
-        block = network.subnets[0].subnet
-        me = host_id(engine.state_dir)
-        current = store.get(records.block_key(network.name, block))
-        owner = records.decode(Block, current.value) if current is not None else None
-        if owner is None or owner.host != me:
-            engine.fence_overlay(network.name)
+        held = membership.holds_block(store, host_id(engine.state_dir), network, block)
+        return control.MINE if held else control.LOST
     except Unavailable:
-        pass
+        return control.UNAVAILABLE
     finally:
         store.close()
 
@@ -122,43 +113,19 @@ def leave(engine: Engine, name: str, force: bool) -> None:
     store = store_or_refuse()
     try:
         engine.refuse_leaving(name, force)
-        last = membership.leave(store, host_id(engine.state_dir), name)
+        engine.mark_leaving(name, True)  # from here a command that dies is finished by gc
+        try:
+            last = membership.leave(store, host_id(engine.state_dir), name)
+        except BaseException:
+            engine.mark_leaving(name, False)  # the store refused or did not answer: nothing changed
+            raise
+        faults.point("left")
         engine.leave_overlay(name, force=force)
         if last:
             engine.notes.append(f"network {name!r} had no other host: it is gone from the cluster")
     finally:
         store.close()
-    sync(engine.state_dir, wanted=bool(engine.overlay_networks()))
-
-
-def ensure_agent(state_dir: str) -> None:
-    if supervise.ask(state_dir, "status", AGENT) is None and not supervise.start(state_dir, AGENT):
-        _await_starting_agent(state_dir)
-
-
-def _await_starting_agent(state_dir: str) -> None:
-    """Another command started the agent, which holds its lock but may not answer yet (it
-    registers and lists first): wait for it, bounded."""
-    import time
-
-    deadline = time.monotonic() + supervise.REPLY_TIMEOUT_S
-    while supervise.ask(state_dir, "status", AGENT) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def sync(state_dir: str, wanted: bool = True) -> None:
-    """Ask the agent to reconcile now (a sandbox's name published, a network joined or left);
-    start it when it is down and `wanted` (this host is in some overlay network)."""
-    for _ in range(3):
-        answer = supervise.ask(state_dir, "sync", AGENT)
-        if answer is not None and answer.startswith("ok"):
-            return
-        if not wanted:
-            return
-        if supervise.start(state_dir, AGENT):
-            continue
-        _await_starting_agent(state_dir)  # another command's agent holds the lock, still starting
-    raise NsnetError("nsnet's cluster agent neither answers nor starts (another one holds its lock)")
+    control.sync(engine.state_dir, wanted=bool(engine.overlay_networks()))
 
 
 def hosts(engine: Engine) -> list[dict]:
@@ -191,7 +158,7 @@ def leave_cluster(engine: Engine, force: bool) -> list[str]:
             engine.refuse_leaving(network.name, False)
     for network in networks:
         engine.remove_network(network.name, force=force)
-    supervise.ask(engine.state_dir, "stop", AGENT)
+    control.ask(engine.state_dir, "stop")
     return [n.name for n in networks]
 
 
@@ -205,8 +172,28 @@ def evict(engine: Engine, host: str, force: bool) -> list[str]:
         store.close()
 
 
-def agent_status(state_dir: str) -> str | None:
-    return supervise.ask(state_dir, "status", AGENT)
+def finish_interrupted(engine: Engine, networks: list[Network]) -> list[str]:
+    """gc's cluster half, before its kernel half: for overlay networks a command left 'removing'
+    (a leave that died) this host's keys go from the store; for those left 'creating' (a join
+    that died) the block it leased goes back. A store that does not answer leaves the keys: the
+    block stays this host's, taken back by its next join."""
+    from .store import Unavailable
+
+    done = []
+    store = store_or_refuse("NSNET_CLUSTER")
+    me = host_id(engine.state_dir)
+    try:
+        for network in networks:
+            if network.state == "removing":
+                membership.leave(store, me, network.name)
+                done.append(f"took this host out of overlay network {network.name} in the cluster")
+            elif membership.release_held(store, me, network.name, network.subnets[0].subnet):
+                done.append(f"gave back block {network.subnets[0].subnet} of overlay network {network.name}")
+    except (Unavailable, Conflict) as exc:
+        engine.notes.append(f"the cluster keeps this host's keys of a network gc finished here: {exc}")
+    finally:
+        store.close()
+    return done
 
 
 def check(engine: Engine) -> list:
@@ -214,7 +201,7 @@ def check(engine: Engine) -> list:
     from ..reconcile import Drift
 
     drift = []
-    if agent_status(engine.state_dir) is None:
+    if control.status(engine.state_dir) is None:
         drift.append(Drift("down", "cluster agent", "not running: peers are not kept up to date (gc starts it)"))
     for network in engine.overlay_networks():
         reason = engine.fence_reason(network.name)

@@ -124,6 +124,25 @@ def lease_block(store, me: str, name: str, here: Underlay) -> Joining:
     return Joining(config, block, me, here)
 
 
+def holds_block(store, me: str, name: str, block: IPv4Network | str) -> bool:
+    """Whether `block` of network `name` is host `me`'s in the cluster, read from the store now."""
+    current = store.get(records.block_key(name, ip_network(block)))
+    owner = records.decode(Block, current.value) if current is not None else None
+    return owner is not None and owner.host == me
+
+
+def release_held(store, me: str, name: str, block: IPv4Network | str) -> bool:
+    """`block` of `name` deleted if host `me` holds it (by compare-and-swap: never one another
+    host took meanwhile); True when it was."""
+    key = records.block_key(name, ip_network(block))
+    current = store.get(key)
+    owner = records.decode(Block, current.value) if current is not None else None
+    if owner is None or owner.host != me:
+        return False
+    ok, _ = store.txn([Compare(key, "mod", "=", current.mod_revision)], [Delete(key)])
+    return ok
+
+
 def release_block(store, name: str, joining: Joining) -> None:
     """Undo lease_block (a join that failed after it, or lost a race on its own host)."""
     store.txn([], [Delete(records.block_key(name, joining.block))])

@@ -126,6 +126,14 @@ def _source_path() -> str:
     return os.path.dirname(os.path.dirname(nsnet.__file__))
 
 
+def _environment() -> dict[str, str]:
+    """The starting command's environment but its fault hook (nsnet.faults): a test that kills a
+    command at a step must not kill the resident it starts too."""
+    from ..faults import ENV
+
+    return {k: v for k, v in os.environ.items() if k != ENV}
+
+
 def _start_unit(tool: str, state_dir: str, resident: Resident) -> bool:
     import subprocess
     import time
@@ -133,7 +141,7 @@ def _start_unit(tool: str, state_dir: str, resident: Resident) -> bool:
     unit = unit_name(state_dir, resident)
     done = subprocess.run([tool, "--unit", unit, "--collect", "--quiet", "--property=Restart=on-failure",
                            "--property=RestartSec=200ms", f"--setenv=PYTHONPATH={_source_path()}",
-                           *(f"--setenv={k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("NSNET_")),
+                           *(f"--setenv={k}={v}" for k, v in sorted(_environment().items()) if k.startswith("NSNET_")),
                            sys.executable,
                            "-m", resident.module, state_dir], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, check=False)
@@ -155,7 +163,7 @@ def _start_process(state_dir: str, resident: Resident) -> bool:
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     log = os.open(os.path.join(state_dir, resident.log), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
                   0o600)
-    env = {**os.environ,
+    env = {**_environment(),
            "PYTHONPATH": os.pathsep.join([_source_path(), *filter(None, [os.environ.get("PYTHONPATH")])])}
     try:
         # The server forks once more and this parent exits: the resident is nobody's child here.
