@@ -320,7 +320,9 @@ def edges(s: Scenario) -> None:
     """What an overlay is not: a bridge network's sandbox cannot reach it; masquerade happens only
     leaving it (a server outside the overlay sees the host's address); a published port of an
     overlay sandbox works on its host; the MTU is exact (a DF datagram of the MTU crosses hosts,
-    one byte more is refused); stray entries on the VXLAN device are found by check, removed by gc."""
+    one byte more is refused); stray entries on the VXLAN device are found by check, removed by gc;
+    the device deleted behind nsnet's back is found by check, made again by gc."""
+    s.env.update(NSNET_CLUSTER_TTL="15", NSNET_CLUSTER_EVICT_AFTER="300")  # h1's agent is frozen a moment below
     found = s.mesh("h1", "h2")
     a1, a2 = found["s1"], found["s2"]
     s.nsnet("h1", "network", "create", "plain", "--subnet", "10.31.0.0/24")
@@ -360,6 +362,21 @@ def edges(s: Scenario) -> None:
     s.nsnet("h1", "gc")
     assert s.nsnet("h1", "check", check=False).returncode == 0
     assert "10.80.250.0" not in s.routes("h1")
+    assert s.connect("h1", "s1", a2) == f"s2 {a1}"
+    # The device deleted behind nsnet's back (h1's agent frozen, so that its resync does not
+    # repair it before check looks).
+    agent = s.agent_pid("h1")
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        s.hosts.run("h1", ["ip", "link", "del", device], check=True)
+        assert s.connect("h1", "s1", a2) is None
+        checked = s.nsnet("h1", "check", check=False)
+        assert checked.returncode == 1 and f"network mesh: its VXLAN device differs from its peers: {device} is" \
+            " missing" in checked.stdout, checked.stdout
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    s.nsnet("h1", "gc")
+    assert s.nsnet("h1", "check", check=False).returncode == 0
     assert s.connect("h1", "s1", a2) == f"s2 {a1}"
 
 

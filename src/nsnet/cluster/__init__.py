@@ -5,7 +5,9 @@ shared state lives in an existing etcd cluster, never in a store of nsnet's own.
 - records.py, view.py: the keys under /nsnet/v1/ and the cluster as an agent sees it;
 - host.py: this host's id, VTEP and MTU; blocks.py: leasing a block by compare-and-swap;
 - membership.py: network create, join, leave, evict; agent.py: the resident process per host
-  (liveness, list and watch, peers programmed through the engine, names across hosts, eviction).
+  (liveness, list and watch, peers programmed through the engine, names across hosts, eviction);
+  control.py: what commands ask the agent (a create on a joined network talks to it, not to etcd);
+- local.py: where engine commands meet the cluster (create, join, leave, gc's cluster half).
 """
 
 from __future__ import annotations
