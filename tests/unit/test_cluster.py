@@ -157,6 +157,7 @@ class RecordingEngine:
         self.network_row = Network(id="n1", name="mesh", bridge="nsbr-n1", driver="overlay",
                                    subnets=(Subnet(mine, mine[1]),))
         self.peers: list = []
+        self.programmings = 0
         self.names: list = []
         self.fenced = False
         self.local = {"a": (("10.80.1.2",), ())}
@@ -169,6 +170,7 @@ class RecordingEngine:
 
     def set_overlay_peers(self, name, peers):
         self.peers = list(peers)
+        self.programmings += 1
 
     def overlay_names(self, name):
         return dict(self.local)
@@ -226,6 +228,24 @@ def test_agent_answers_a_publish_with_names_only_and_a_verify_from_the_store(mon
     assert agent.answer("publish mesh", store).startswith("error cluster store unavailable")
     assert agent.answer("verify mesh", store) == "error unknown request"
     assert agent.answer("", store) == "error unknown request"
+
+
+def test_a_watch_event_that_changes_no_peer_does_not_reprogram_but_a_resync_does(monkeypatch):
+    store = MemoryStore()
+    agent, engine = _agent(store, monkeypatch)
+    _peer(store, "h2", 2)
+    agent.relist(store)
+    assert engine.programmings == 1
+    store.put(records.endpoint_key("mesh", "h2", "b"), records.encode(records.Endpoint(("10.80.2.2",), ())))
+    agent.values = {kv.key: kv.value for kv in store.range(records.PREFIX)[0]}
+    agent.reconcile(store, full=False)  # a name published on h2: names change, peers do not
+    assert engine.programmings == 1 and engine.names == [("h2", "b", ("10.80.2.2",), ())]
+    _peer(store, "h3", 3)
+    agent.values = {kv.key: kv.value for kv in store.range(records.PREFIX)[0]}
+    agent.reconcile(store, full=False)
+    assert engine.programmings == 2 and [p.host for p in engine.peers] == ["h2", "h3"]
+    agent.reconcile(store)  # the periodic resync reads the kernel back whatever changed
+    assert engine.programmings == 3
 
 
 def test_agent_marks_a_silent_owner_suspect_then_evicts_it_when_the_mark_ends(monkeypatch):

@@ -70,6 +70,7 @@ class Agent:
         self.dirty = threading.Event()  # the view changed since the last reconcile
         self.expired: list[str] = []  # hosts whose suspect mark ended, for the next reconcile
         self.fenced: set[str] = set()
+        self.programmed: dict[str, list] = {}  # network -> the peers last made so in the kernel
 
     # Liveness
 
@@ -165,7 +166,7 @@ class Agent:
                 return
             with self.lock:
                 expired, self.expired = self.expired, []
-            self.reconcile(store, expired=expired)
+            self.reconcile(store, expired=expired, full=False)
 
     def relist(self, store) -> None:
         values, revision = store.range(records.PREFIX)
@@ -177,15 +178,17 @@ class Agent:
 
     # Reconciling
 
-    def reconcile(self, store, expired: list[str] = ()) -> None:
+    def reconcile(self, store, expired: list[str] = (), full: bool = True) -> None:
         """Make this host's kernel, its published names and the ledger's remote names agree with the
         cluster as last seen; mark or evict hosts whose liveness is gone. Errors are logged and
-        the next change or sync retries (a failure must never stop the agent)."""
+        the next change or sync retries (a failure must never stop the agent). Not `full` (after
+        a watch event, most of them a name published somewhere): a network whose peers did not
+        change is not read back from the kernel; the resync every RESYNC_S seconds is full."""
         with self.lock:
             view = parse(self.values)
             for overlay_network in self.engine.overlay_networks():
                 try:
-                    self._reconcile_network(store, view, overlay_network)
+                    self._reconcile_network(store, view, overlay_network, full)
                 except Unavailable as exc:
                     log("reconcile_unavailable", network=overlay_network.name, error=str(exc))
                 except Exception as exc:  # noqa: BLE001
@@ -195,10 +198,11 @@ class Agent:
             except Unavailable as exc:
                 log("evict_unavailable", error=str(exc))
 
-    def _reconcile_network(self, store, view: View, network) -> None:
+    def _reconcile_network(self, store, view: View, network, full: bool) -> None:
         name = network.name
         mine = view.blocks.get(name, {}).get(self.engine.network(name).subnets[0].subnet)
         if records.key("fenced", self.me, name) in self.values or (mine is not None and mine.host != self.me):
+            self.programmed.pop(name, None)
             if name not in self.fenced:
                 self.engine.fence_overlay(name)
                 self.fenced.add(name)
@@ -211,7 +215,10 @@ class Agent:
 
         peers = [Peer(host=b.host, block=cidr, vtep_ip=b.vtep_ip, vtep_mac=b.vtep_mac)
                  for cidr, b in sorted(view.blocks.get(name, {}).items()) if b.host != self.me]
-        self.engine.set_overlay_peers(name, peers)
+        if full or self.programmed.get(name) != peers:
+            self.programmed.pop(name, None)  # until it is done: a failure half-way is tried again
+            self.engine.set_overlay_peers(name, peers)
+            self.programmed[name] = peers
         self._publish_names(store, view, name)
         self._remote_names(view, name)
 
