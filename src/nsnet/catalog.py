@@ -49,7 +49,15 @@ class Catalog:
                         "HostInterface": e.host_ifname, "State": e.state}
             for e in self._store.endpoints_of_network(network.id)
         }
-        return {**network.to_dict(), "Sandboxes": attached}
+        details = {**network.to_dict(), "Sandboxes": attached}
+        overlay = self._store.overlay(network.id) if network.driver == "overlay" else None
+        if overlay is not None:  # this host's share of it, and the other hosts' (Docker's "Peers")
+            details["Overlay"] = {
+                "Subnet": str(overlay.supernet), "Block": str(network.subnet), "VNI": overlay.vni,
+                "Port": overlay.port, "Device": overlay.device, "Host": overlay.host, "Vtep": str(overlay.vtep_ip),
+                "Peers": [{"Host": p.host, "Block": str(p.block), "Vtep": str(p.vtep_ip)}
+                          for p in self._store.overlay_peers(network.id)]}
+        return details
 
     def sandboxes(self) -> list[Sandbox]:
         return self._store.sandboxes()

@@ -33,6 +33,43 @@ print(c.recv(200).decode().strip())
 """
 
 
+# On a host: the first VXLAN datagram on eth0 (the underlay) whose inner IPv4 packet goes from
+# argv[1] to argv[2]; prints its VNI, outer source and destination.
+VXLAN_CAPTURE = r"""
+import socket, struct, sys, time
+inner_src, inner_dst = socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind(("eth0", 0)); s.settimeout(0.5); print("capturing", flush=True)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        frame = s.recv(65535)
+    except socket.timeout:
+        continue
+    ip = frame[14:]
+    if ip[9] != 17:
+        continue
+    udp = ip[(ip[0] & 15) * 4:]
+    if struct.unpack("!H", udp[2:4])[0] != 4789:
+        continue
+    vxlan, inner = udp[8:16], udp[16 + 14:]
+    if inner[12:16] == inner_src and inner[16:20] == inner_dst:
+        print(int.from_bytes(vxlan[4:7], "big"), socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]), flush=True)
+        sys.exit(0)
+print("none", flush=True)
+"""
+# In a sandbox: a TCP connect's outcome, by errno name, and how long it took in ms.
+CONNECT_ERRNO = r"""
+import errno, socket, sys, time
+start = time.monotonic()
+c = socket.socket(); c.settimeout(3)
+try:
+    c.connect((sys.argv[1], int(sys.argv[2]))); print("connected", 0)
+except OSError as exc:
+    print(errno.errorcode.get(exc.errno, "timeout"), round((time.monotonic() - start) * 1000))
+"""
+
+
 class Scenario:
     def __init__(self, hosts: Hosts) -> None:
         self.hosts = hosts
@@ -140,6 +177,34 @@ def basic(s: Scenario) -> None:
     assert s.connect("h2", "o2", a3) is None  # mesh's s3 from other's o2: across hosts
     assert s.connect("h2", "o2", a2) is None  # and on one host
     assert s.connect("h3", "s3", o3, 8081) is None
+    # On the underlay: VXLAN from h3's VTEP to h2's, with mesh's VNI, carrying s3's own address.
+    overlay = json.loads(s.nsnet("h2", "network", "inspect", "mesh").stdout)[0]["Overlay"]
+    assert overlay["Subnet"] == "10.80.0.0/16" and overlay["Vtep"] == s.hosts.address("h2")
+    assert sorted(p["Host"] for p in overlay["Peers"]) == ["h1", "h3"], overlay
+    vni = overlay["VNI"]
+    capture = s.hosts.popen("h2", [sys.executable, "-c", VXLAN_CAPTURE, a3, a2], stdout=subprocess.PIPE, text=True)
+    assert capture.stdout.readline().strip() == "capturing"
+    assert s.connect("h3", "s3", a2) == f"s2 {a3}"
+    assert capture.stdout.readline().split() == [str(vni), s.hosts.address("h3"), s.hosts.address("h2")]
+    capture.wait()
+    # An address of the subnet no host holds fails at once (the subnet's unreachable route).
+    failed = s.nsnet("h2", "exec", "o2", "--", sys.executable, "-c", CONNECT_ERRNO, "10.81.250.9", "80").stdout.split()
+    assert failed[0] == "EHOSTUNREACH" and int(failed[1]) < 3000, failed
+    # Teardown leaves nothing: no VXLAN device, namespace or VTEP element on any host, no key in etcd.
+    for host, boxes in (("h2", ["s2", "o2"]), ("h3", ["s3", "o3"])):
+        s.nsnet(host, "rm", "-f", *boxes)
+    for host in ("h1", "h2", "h3"):
+        for network in ("mesh", "other"):
+            s.nsnet(host, "network", "rm", "-f", network)
+    for host in ("h1", "h2", "h3"):
+        assert s.hosts.run(host, ["ip", "-o", "link", "show", "type", "vxlan"]).stdout == "", host
+        assert s.hosts.run(host, ["ip", "netns", "list"]).stdout == "", host
+        ruleset = s.hosts.run(host, ["nft", "list", "ruleset"]).stdout
+        assert "10.99.1." not in ruleset and "4789" not in ruleset, (host, ruleset)
+    keys = ("from nsnet.cluster.etcd import open_store; store = open_store();"
+            " print(sorted(kv.key for kv in store.range('/nsnet/v1/')[0]))")
+    left = s.hosts.run("h1", [sys.executable, "-c", keys]).stdout.strip()
+    assert left == "['/nsnet/v1/cluster']" or left == "[]", left
 
 
 def joins_at_once(s: Scenario) -> None:
@@ -218,6 +283,8 @@ def etcd_down(s: Scenario) -> None:
     found = s.mesh("h1", "h2")
     assert s.until("s1 reaches s2", lambda: s.connect("h1", "s1", found["s2"]))
     before = s.routes("h1")
+    pings = s.hosts.popen("h1", s.command("exec", "s1", "--", "ping", "-n", "-q", "-c", "80", "-i", "0.1", "-W", "1",
+                                          found["s2"]), stdout=subprocess.PIPE, text=True)
     s.hosts.etcd_stop("e1")
     deadline = time.monotonic() + 6  # three lease TTLs
     rounds = 0
@@ -225,6 +292,8 @@ def etcd_down(s: Scenario) -> None:
         assert s.connect("h1", "s1", found["s2"]) == f"s2 {found['s1']}"
         rounds += 1
     assert rounds >= 3 and s.routes("h1") == before
+    summary = pings.communicate()[0]
+    assert pings.returncode == 0 and "80 packets transmitted, 80 received, 0% packet loss" in summary, summary
     refused = s.nsnet("h1", "network", "create", "other", "--driver", "overlay", "--subnet", "10.81.0.0/16", check=False)
     assert refused.returncode == 1 and refused.stderr.startswith("nsnet: error: cluster store unavailable"), refused.stderr
     assert len(refused.stderr.splitlines()) == 1
