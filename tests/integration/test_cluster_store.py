@@ -4,6 +4,8 @@ away or its history compacted."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 import urllib.request
@@ -15,6 +17,8 @@ from nsnet.cluster.etcd import open_store
 from nsnet.cluster.store import Compacted, Compare, Put, Unavailable
 from nsnet.errors import NsnetError
 from nsnet.labhosts import etcd_binary
+
+from .conftest import NSNET
 
 ADDRESS = "10.98.0.10"
 
@@ -110,7 +114,7 @@ def _events(watch, count: int) -> list:
     return got
 
 
-def test_tls_and_a_user_limited_to_nsnets_prefix(member, tmp_path: Path) -> None:
+def test_tls_and_a_user_limited_to_nsnets_prefix(member, tmp_path: Path, state_dir: str) -> None:
     start, stop = member
     ca, key = tmp_path / "ca.pem", tmp_path / "ca.key"
     server, server_key = tmp_path / "server.pem", tmp_path / "server.key"
@@ -141,3 +145,24 @@ def test_tls_and_a_user_limited_to_nsnets_prefix(member, tmp_path: Path) -> None
         open_store(url, {"NSNET_CLUSTER_USER": "nsnet:s3cret"}).get("/nsnet/v1/x")  # the system's CAs know none of it
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{ADDRESS}:2379/version", timeout=2)  # no plaintext beside TLS
+    # nsnet itself on that cluster, as user nsnet over TLS: the command joins, the agent it starts
+    # registers the host and publishes the sandbox's name.
+    env = {**os.environ, "NSNET_CLUSTER": url, "NSNET_CLUSTER_CACERT": str(ca), "NSNET_CLUSTER_USER": "nsnet:s3cret",
+           "NSNET_HOST_ID": "tls-host"}
+
+    def nsnet(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([NSNET, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    try:
+        made = nsnet("network", "create", "mesh", "--driver", "overlay", "--subnet", "10.80.0.0/16")
+        assert made.returncode == 0, made.stderr
+        assert nsnet("create", "a", "--network", "mesh").returncode == 0
+        hosts = json.loads(nsnet("cluster", "hosts", "--format", "json").stdout)
+        assert [(h["Host"], h["State"], h["Vtep"]) for h in hosts] == [("tls-host", "alive", "10.98.0.1")]
+        published = user.get("/nsnet/v1/networks/mesh/endpoints/tls-host/a")
+        address = json.loads(nsnet("inspect", "a").stdout)[0]["Networks"]["mesh"]["IPAddress"]
+        assert published is not None and json.loads(published.value)["addresses"] == [address]
+    finally:
+        nsnet("rm", "-f", "a")
+        nsnet("network", "rm", "-f", "mesh")
+    assert user.get("/nsnet/v1/networks/mesh/config") is None
