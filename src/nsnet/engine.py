@@ -876,7 +876,12 @@ class Engine(Catalog):
         from .doctor import diagnose
 
         published = [(s.name, p) for s in self._store.sandboxes() for e in s.endpoints for p in e.ports]
-        return diagnose(self.kernel.host_facts(), self._store.networks(), published)
+        findings = diagnose(self.kernel.host_facts(), self._store.networks(), published)
+        if os.environ.get("NSNET_CLUSTER"):
+            from .cluster import doctor
+
+            findings += doctor.diagnose(doctor.facts())
+        return findings
 
     # Services (nsnet.services)
 

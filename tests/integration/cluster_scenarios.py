@@ -299,6 +299,9 @@ def etcd_down(s: Scenario) -> None:
     assert len(refused.stderr.splitlines()) == 1
     assert "other" not in s.nsnet("h1", "network", "ls").stdout
     assert s.nsnet("h2", "cluster", "hosts", check=False).returncode == 1
+    doctor = s.nsnet("h2", "doctor", "--format", "json", check=False)
+    found = {f["check"]: f for f in json.loads(doctor.stdout)}
+    assert doctor.returncode == 1 and found["cluster-store"]["reason"].startswith("cluster store unavailable"), found
     s.nsnet("h1", "create", "late", "--network", "mesh")  # a joined network's addresses are this host's own
     late = s.address("h1", "late")
     s.hosts.etcd_start("e1")
@@ -317,6 +320,11 @@ def mtu_refusal(s: Scenario) -> None:
     assert "mesh" not in s.nsnet("h2", "network", "ls").stdout
     assert s.nsnet("h2", "ps", "-q").stdout.strip() == ""
     assert s.cluster_hosts("h1").get("h2", {}).get("Blocks", []) == []
+    doctor = s.nsnet("h2", "doctor", "--format", "json", check=False)
+    found = {f["check"]: f for f in json.loads(doctor.stdout)}
+    assert doctor.returncode == 1 and found["overlay-mtu"]["details"] == ["mesh (MTU 1450)"], found
+    healthy = {f["check"] for f in json.loads(s.nsnet("h1", "doctor", "--format", "json", check=False).stdout)}
+    assert not healthy & {"overlay-mtu", "cluster-store", "cluster-underlay", "kernel-vxlan"}, healthy
 
 
 def fencing(s: Scenario) -> None:

@@ -349,3 +349,20 @@ def test_agent_watch_survives_outages_and_compaction(monkeypatch, capsys):
     _until(lambda: [p.host for p in engine.peers] == ["h3", "h4"], "the re-list after compaction")
     assert "watch_compacted" in capsys.readouterr().err
     stop(thread)
+
+
+def test_doctor_names_a_silent_store_a_missing_vxlan_and_networks_the_underlay_cannot_carry():
+    from nsnet.cluster.doctor import ClusterFacts, diagnose
+
+    assert diagnose(ClusterFacts(underlay="eth0", underlay_mtu=1500, networks_mtu={"mesh": 1450})) == []
+    small = diagnose(ClusterFacts(underlay="eth0", underlay_mtu=1400, networks_mtu={"mesh": 1450, "low": 1300,
+                                                                                    "big": 1450}))
+    assert [(f.check, f.severity, f.details) for f in small] == [
+        ("overlay-mtu", "problem", ("big (MTU 1450)", "mesh (MTU 1450)"))]
+    assert "carries at most 1350" in small[0].reason and "to 1500 or more" in small[0].fix
+    broken = diagnose(ClusterFacts(store_error="cluster store unavailable: connection refused",
+                                   underlay_error="cluster store unavailable: no route to 10.99.0.10",
+                                   vxlan_missing="Operation not supported"))
+    assert [(f.check, f.severity) for f in broken] == [("cluster-store", "problem"), ("cluster-underlay", "problem"),
+                                                      ("kernel-vxlan", "problem")]
+    assert broken[0].reason == "cluster store unavailable: connection refused"

@@ -134,6 +134,25 @@ def link_kind_missing(kind: str) -> str | None:
     return netns.in_thread(probe)
 
 
+def vxlan_missing() -> str | None:
+    """Whether this kernel makes VXLAN devices (overlay networks): tried for real in a throwaway
+    namespace; the kernel's refusal, or None."""
+    from . import netns
+
+    def probe() -> str | None:
+        from pyroute2 import IPRoute
+
+        netns.unshare(netns.CLONE_NEWNET)
+        try:
+            with IPRoute() as ipr:
+                ipr.link("add", ifname="probe-vxlan", kind="vxlan", vxlan_id=4096, vxlan_port=4789, vxlan_learning=0)
+        except Exception as exc:  # noqa: BLE001 - the kernel's refusal is the answer
+            return str(exc)
+        return None
+
+    return netns.in_thread(probe)
+
+
 IFLA_BRPORT_FLAGS = ("IFLA_BRPORT_MODE", "IFLA_BRPORT_LEARNING", "IFLA_BRPORT_LOCKED", "IFLA_BRPORT_ISOLATED")
 NUD_NOARP = 0x40  # a static entry
 
