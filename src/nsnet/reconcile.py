@@ -250,9 +250,15 @@ def _unmarked(networks: list[Network], sandboxes: list[Sandbox], observed: Obser
             for name in names if name in observed.links and observed.links[name].group != owner.group]
 
 
+def known_links(networks: Iterable[Network], sandboxes: Iterable[Sandbox]) -> set[str]:
+    """The host's links the ledger describes: bridges, overlays' VXLAN devices, sandboxes' ends."""
+    networks = list(networks)
+    return ({n.bridge for n in networks} | {vxlan_name(n.id) for n in networks if n.driver == "overlay"}
+            | {e.host_ifname for s in sandboxes for e in s.endpoints})
+
+
 def _orphans(networks: list[Network], sandboxes: list[Sandbox], observed: Observed, owner: Owner) -> list[Drift]:
-    known = ({n.bridge for n in networks} | {vxlan_name(n.id) for n in networks if n.driver == "overlay"}
-             | {e.host_ifname for s in sandboxes for e in s.endpoints})
+    known = known_links(networks, sandboxes)
     return [Drift("orphan", f"link {name}", "of this ledger's interface group, but in no ledger row")
             for name, link in sorted(observed.links.items()) if link.group == owner.group and name not in known]
 

@@ -27,7 +27,8 @@ from .plan.ops import (ApplySandboxFirewall, DeleteLink, DeleteRoute, DeleteUnre
                        ReplaceEtcFile)
 from .plan.sandbox import etc_files, plan_disconnect, plan_remove_sandbox, plan_repair_endpoint
 from .plan.tap import plan_remove_tap, plan_repair_tap
-from .reconcile import Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift
+from .reconcile import (Drift, Observed, default_route_holder, default_route_wrong, desired_firewall, find_drift,
+                        known_links)
 from .store import Store
 
 TYPE_CHECKING = False
@@ -366,7 +367,7 @@ def gc(store: Store, kernel: Kernel, owner: Owner) -> list[str]:
         from .shaping import check as shaping_check
 
         shaping_check.repair(store, kernel, observe(store, kernel, owner), owner, repair.run)
-    known = {n.bridge for n in networks.values()} | {e.host_ifname for s in store.sandboxes() for e in s.endpoints}
+    known = known_links(networks.values(), store.sandboxes())
     for name, link in sorted(observed.links.items()):
         if link.group == owner.group and name not in known:
             repair.run([DeleteLink(name)], f"deleted orphan link {name}")

@@ -436,7 +436,9 @@ def edges(s: Scenario) -> None:
     checked = s.nsnet("h1", "check", check=False)
     assert checked.returncode == 1 and "DeleteOnlinkRoute" in checked.stdout and "DeleteFdb" in checked.stdout, \
         checked.stdout
+    index = s.hosts.run("h1", ["cat", f"/sys/class/net/{device}/ifindex"]).stdout
     s.nsnet("h1", "gc")
+    assert s.hosts.run("h1", ["cat", f"/sys/class/net/{device}/ifindex"]).stdout == index  # repaired, not remade
     assert s.nsnet("h1", "check", check=False).returncode == 0
     assert "10.80.250.0" not in s.routes("h1")
     assert s.connect("h1", "s1", a2) == f"s2 {a1}"
