@@ -209,7 +209,8 @@ def basic(s: Scenario) -> None:
 
 def joins_at_once(s: Scenario) -> None:
     """Two admins at once: two creates racing the same host's first join both succeed, on one
-    block the cluster keeps; two hosts creating one network: one wins, the other is told."""
+    block the cluster keeps; two hosts creating one network: one wins, the other is told; gc
+    running while a create joins changes nothing of it."""
     s.nsnet("h1", "network", "create", "mesh", "--driver", "overlay", "--subnet", "10.80.0.0/16")
     racing = [s.hosts.popen("h2", s.command("create", f"r{i}", "--network", "mesh"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -223,6 +224,19 @@ def joins_at_once(s: Scenario) -> None:
                for h in ("h1", "h2")]
     results = sorted((p.wait(), p.stderr.read().strip()) for p in creates)
     assert results[0][0] == 0 and results[1][0] == 1 and "already exists" in results[1][1], results
+    # gc twice while a create joins this host: all succeed, and ledger, kernel and cluster agree.
+    s.nsnet("h2", "network", "create", "third", "--driver", "overlay", "--subnet", "10.82.0.0/16")
+    s.nsnet("h2", "create", "t2", "--network", "third")
+    s.serve("h2", "t2")
+    racing = [s.hosts.popen("h1", s.command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for argv in (("gc",), ("create", "g1", "--network", "third"), ("gc",))]
+    outcomes = [(p.wait(), p.stderr.read()) for p in racing]
+    assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
+    assert s.nsnet("h1", "check", "--format", "json").stdout.strip() == "[]"
+    g1, t2 = s.address("h1", "g1", "third"), s.address("h2", "t2", "third")
+    block = json.loads(s.nsnet("h1", "network", "inspect", "third").stdout)[0]["Overlay"]["Block"]
+    assert [b for b in s.cluster_hosts("h2")["h1"]["Blocks"] if b.startswith("third:")] == [f"third:{block}"]
+    assert s.until("g1 reaches t2", lambda: s.connect("h1", "g1", t2)) == f"t2 {g1}"
 
 
 def agent_crash(s: Scenario) -> None:
