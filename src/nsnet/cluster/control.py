@@ -1,7 +1,8 @@
 """What commands ask of the cluster agent (nsnet.cluster.agent) over its control socket. Free of
 the store client on purpose: a create or connect on a network this host has joined pays two
 socket round trips to the agent, whose store connection is open already, and neither imports
-nor connects an etcd client of its own (that was 30 ms of a 45 ms command).
+nor connects an etcd client of its own nor waits for a whole reconcile (together ~65 ms of such a
+create when it did, benchmarks/RESULTS.md).
 
 Requests: `status`; `sync` (reconcile everything now); `publish NET...` (this host's names in
 those networks, nothing else); `verify NET CIDR` (is the block still this host's, read from the
