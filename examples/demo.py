@@ -372,8 +372,8 @@ def main() -> None:
     hosts = subprocess.run([NSNET, "lab", "--hosts", "2", "--", sys.executable, script], capture_output=True, text=True)
     print(f"$ nsnet lab --hosts 2 -- python examples/overlay.py\n{hosts.stdout.rstrip()}")
     result = next((json.loads(line[7:]) for line in hosts.stdout.splitlines() if line.startswith("RESULT ")), {})
-    proved("a sandbox on h2 finds one on h1 by name and reaches it through VXLAN, its own address kept",
-           hosts.returncode == 0 and result.get("ok") is True)
+    proved("a sandbox on h2 finds one on h1 by name and reaches it through VXLAN, its own address kept; h2 routes"
+           " h1's block to h1's VTEP", hosts.returncode == 0 and result.get("ok") is True)
 
     step("21. Nothing is left behind")
     time.sleep(0.2)  # the kernel removes a deleted namespace's veths in its cleanup work

@@ -4,6 +4,7 @@ user would type on each host and what the network answers."""
 import json
 import subprocess
 import sys
+from ipaddress import ip_address, ip_network
 
 from nsnet.labhosts import Hosts
 
@@ -29,6 +30,9 @@ def main() -> int:
     a = json.loads(on(hosts, "h1", "inspect", "a"))[0]["Networks"]["mesh"]["IPAddress"]
     b = json.loads(on(hosts, "h2", "inspect", "b"))[0]["Networks"]["mesh"]["IPAddress"]
     print(on(hosts, "h1", "cluster", "hosts").rstrip())
+    overlay = json.loads(on(hosts, "h2", "network", "inspect", "mesh", "--format", "{{json .Overlay}}"))
+    print(f"h2's VXLAN device {overlay['Device']} (VNI {overlay['VNI']}), block {overlay['Block']}, peers:"
+          f" {', '.join(p['Host'] + ' ' + p['Block'] + ' via ' + p['Vtep'] for p in overlay['Peers'])}")
     resolved = on(hosts, "h2", "exec", "b", "--", "getent", "hosts", "a").split()
     print(" ".join(resolved))
     server = hosts.popen("h1", [*NSNET, "exec", "a", "--", sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
@@ -36,7 +40,8 @@ def main() -> int:
     answer = on(hosts, "h2", "exec", "b", "--", sys.executable, "-c", CLIENT, "a").strip()
     print(answer)
     server.wait(5)
-    ok = resolved[:1] == [a] and answer == f"hello {b}"
+    peers_ok = [(p["Host"], ip_address(a) in ip_network(p["Block"])) for p in overlay["Peers"]] == [("h1", True)]
+    ok = resolved[:1] == [a] and answer == f"hello {b}" and peers_ok
     print(f"RESULT {json.dumps({'a': a, 'b': b, 'ok': ok})}")
     return 0 if ok else 1
 
