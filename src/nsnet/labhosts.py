@@ -28,8 +28,14 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+from contextlib import closing
+from ipaddress import ip_interface
+
 from .errors import InvalidInput, NsnetError
+from .kernel import netns
 from .kernel.netns import CLONE_NEWNS, setns, unshare
+from .kernel.rtnl import RtnlSocket
+from .naming import netns_path
 from .store import state_dir
 
 # In the lab's state directory, a private tmpfs already (nsnet.lab): making a directory of its own
@@ -37,6 +43,7 @@ from .store import state_dir
 LAB_DIR = os.path.join(state_dir(), "lab-hosts")
 STATE = os.path.join(LAB_DIR, "hosts.json")
 SWITCH, SWITCH_ADDRESS, PREFIX = "underlay", "10.99.0.1", 16
+SWITCH_MAC = "02:99:00:00:00:01"
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWNET = 0x40000000
 ETCD_CACHE = "/var/cache/nsnet/etcd/usr/bin"  # install.sh extracts Debian's etcd-server and etcd-client here
@@ -61,12 +68,6 @@ def etcd_binary(program: str = "etcd") -> str:
     return found
 
 
-def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise NsnetError(f"ip {' '.join(args)}: {done.stderr.strip()}")
-
-
 def build(hosts: int, members: int, mtu: int) -> dict[str, str]:
     """Make the hosts, the members and the switch in this (the lab's init) process's namespaces;
     the environment the lab's command gets."""
@@ -76,20 +77,20 @@ def build(hosts: int, members: int, mtu: int) -> dict[str, str]:
         raise InvalidInput("--etcd", members, "must be between 0 and 7")
     binary = etcd_binary() if members else ""
     os.makedirs(LAB_DIR, mode=0o700, exist_ok=True)
-    _ip("link", "add", SWITCH, "type", "bridge")
-    _ip("link", "set", SWITCH, "mtu", str(mtu), "up")
-    _ip("addr", "add", f"{SWITCH_ADDRESS}/{PREFIX}", "dev", SWITCH)
+    with closing(RtnlSocket()) as sock:
+        sock.create_bridge(SWITCH, mtu, SWITCH_MAC, 0)
+        sock.add_address(sock.link_index(SWITCH), ip_interface(f"{SWITCH_ADDRESS}/{PREFIX}"), "the lab's switch")
     state: dict = {"hosts": {}, "etcd": {}}
     for i in range(1, hosts + 1):
         name = f"h{i}"
         pid = _holder(name)
-        _cable(name, str(pid), f"/proc/{pid}/ns/net", host_address(i), mtu)
+        _cable(name, f"/proc/{pid}/ns/net", host_address(i), mtu)
         state["hosts"][name] = {"pid": pid, "address": host_address(i)}
     cluster = [f"e{i}=http://{member_address(i)}:2380" for i in range(1, members + 1)]
     for i in range(1, members + 1):
         name = f"e{i}"
-        _ip("netns", "add", name)
-        _cable(name, name, f"/run/netns/{name}", member_address(i), mtu)
+        netns.create(name, lambda: None)
+        _cable(name, netns_path(name), member_address(i), mtu)
         address = member_address(i)
         argv = [binary, "--name", name, "--data-dir", os.path.join(LAB_DIR, f"{name}.data"),
                 "--listen-client-urls", f"http://{address}:2379", "--advertise-client-urls", f"http://{address}:2379",
@@ -139,17 +140,23 @@ def _holder(name: str) -> int:
     return pid
 
 
-def _cable(name: str, where: str, netns: str, address: str, mtu: int) -> None:
-    """A veth from the switch (named after the host) to `eth0` in the host (`where`: its holder's
-    pid or its namespace's name; `netns`: its path), addressed and up."""
-    _ip("link", "add", name, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "mtu", str(mtu), "netns", where)
-    _ip("link", "set", name, "master", SWITCH, "up")
-    inside = ["nsenter", f"--net={netns}", "ip"]
-    for args in (["addr", "add", f"{address}/{PREFIX}", "dev", "eth0"], ["link", "set", "eth0", "up"],
-                 ["link", "set", "lo", "up"]):
-        done = subprocess.run([*inside, *args], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise NsnetError(f"lab host {name}: ip {' '.join(args)}: {done.stderr.strip()}")
+def _cable(name: str, path: str, address: str, mtu: int) -> None:
+    """A veth from the switch (named after the host or member, up on the switch) to `eth0` in the
+    namespace at `path`, addressed and up there."""
+    def inside() -> None:
+        with closing(RtnlSocket()) as sock:
+            eth0 = sock.link_index("eth0")
+            sock.add_address(eth0, ip_interface(f"{address}/{PREFIX}"), f"{name}'s eth0")
+            sock.set_up(eth0, "eth0")
+            sock.set_up(sock.link_index("lo"), "lo")
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with closing(RtnlSocket()) as sock:
+            sock.create_veth(name, sock.link_index(SWITCH), mtu, "eth0", fd, None, 0)
+        netns.in_netns_of(fd, inside)
+    finally:
+        os.close(fd)
 
 
 def _wait_healthy(name: str, address: str) -> None:
@@ -241,10 +248,16 @@ def set_link(name: str, up: bool) -> None:
     state = _load()
     if name not in state["hosts"] and name not in state["etcd"]:
         raise InvalidInput("NAME", name, "is no host or etcd member of this lab")
-    done = subprocess.run(["nsenter", "--net=/proc/1/ns/net", "ip", "link", "set", name, "up" if up else "down"],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise NsnetError(f"cannot {'heal' if up else 'cut'} {name}: {done.stderr.strip()}")
+
+    def switch() -> None:
+        with closing(RtnlSocket()) as sock:
+            (sock.set_up if up else sock.set_down)(sock.link_index(name), name)
+
+    fd = os.open("/proc/1/ns/net", os.O_RDONLY | os.O_CLOEXEC)  # the switch's: the lab's first process's
+    try:
+        netns.in_netns_of(fd, switch)
+    finally:
+        os.close(fd)
 
 
 def kill_host(name: str) -> int:

@@ -100,6 +100,17 @@ def in_netns(path: str, fn: Callable[[], T]) -> T:
     return in_thread(body)
 
 
+def in_netns_of(fd: int, fn: Callable[[], T]) -> T:
+    """Run fn inside the network namespace an open descriptor refers to (a /proc/PID/ns/net the
+    caller opened), in a helper thread."""
+
+    def body() -> T:
+        setns(fd, CLONE_NEWNET)
+        return fn()
+
+    return in_thread(body)
+
+
 _run_dir_ready = False
 
 

@@ -255,6 +255,10 @@ class RtnlSocket:
     def set_up(self, index: int, name: str) -> None:
         self.request(f"bringing up {name}", RTM_NEWLINK, 0, ifinfomsg(index, up=True))
 
+    def set_down(self, index: int, name: str) -> None:
+        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, IFF_UP)  # IFF_UP changed, to off
+        self.request(f"bringing down {name}", RTM_NEWLINK, 0, body)
+
     def set_mtu(self, name: str, mtu: int) -> None:
         body = ifinfomsg() + string(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu)
         self.request(f"setting the MTU of {name}", RTM_NEWLINK, 0, body)
