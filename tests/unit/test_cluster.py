@@ -366,3 +366,37 @@ def test_doctor_names_a_silent_store_a_missing_vxlan_and_networks_the_underlay_c
     assert [(f.check, f.severity) for f in broken] == [("cluster-store", "problem"), ("cluster-underlay", "problem"),
                                                       ("kernel-vxlan", "problem")]
     assert broken[0].reason == "cluster store unavailable: connection refused"
+
+
+def test_gcs_cluster_half_finishes_a_dead_leave_gives_back_a_dead_joins_block_and_survives_a_silent_store(
+        monkeypatch):
+    from dataclasses import replace
+
+    from nsnet.cluster import local
+    from nsnet.record import replace as changed
+
+    class GcEngine:
+        state_dir = "/nonexistent"
+        notes: list = []
+
+    monkeypatch.setenv("NSNET_HOST_ID", "h1")
+    store = MemoryStore()
+    monkeypatch.setattr(local, "store_or_refuse", lambda field="--driver": store)
+    store.put(records.config_key("mesh"), records.encode(MESH))
+    _peer(store, "h1", 1)
+    _peer(store, "h2", 2)
+    store.put(records.config_key("other"), records.encode(replace(MESH, name="other", vni=4097)))
+    store.put(records.block_key("other", IPv4Network("10.80.1.0/24")),
+              records.encode(Block("h1", "10.99.1.1", vtep_mac("h1", 4097), 1450)))
+    leaving = RecordingEngine(IPv4Network("10.80.1.0/24")).network_row
+    joining = changed(leaving, name="other", state="creating")
+    done = local.finish_interrupted(GcEngine(), [changed(leaving, state="removing"), joining])
+    assert done == ["took this host out of overlay network mesh in the cluster",
+                    "gave back block 10.80.1.0/24 of overlay network other"]
+    assert store.get(records.block_key("mesh", IPv4Network("10.80.1.0/24"))) is None
+    assert store.get(records.block_key("mesh", IPv4Network("10.80.2.0/24"))) is not None  # h2's stays
+    assert store.get(records.block_key("other", IPv4Network("10.80.1.0/24"))) is None
+    store.fail(True)
+    assert local.finish_interrupted(GcEngine(), [joining]) == []
+    assert GcEngine.notes[0].startswith("the cluster keeps this host's keys of a network gc finished here: cluster"
+                                        " store unavailable")

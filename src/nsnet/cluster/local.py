@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import faults
-from ..errors import Conflict, InvalidInput
+from ..errors import Conflict, InvalidInput, NsnetError
 from . import control, endpoints, membership
 from .host import host_id, underlay
 
@@ -175,24 +175,24 @@ def evict(engine: Engine, host: str, force: bool) -> list[str]:
 def finish_interrupted(engine: Engine, networks: list[Network]) -> list[str]:
     """gc's cluster half, before its kernel half: for overlay networks a command left 'removing'
     (a leave that died) this host's keys go from the store; for those left 'creating' (a join
-    that died) the block it leased goes back. A store that does not answer leaves the keys: the
-    block stays this host's, taken back by its next join."""
-    from .store import Unavailable
-
-    done = []
-    store = store_or_refuse("NSNET_CLUSTER")
-    me = host_id(engine.state_dir)
+    that died) the block it leased goes back. A store that does not answer (or settings it
+    refuses) leaves the keys, and gc's kernel half goes on: the block stays this host's, taken
+    back by its next join."""
+    done: list[str] = []
     try:
-        for network in networks:
-            if network.state == "removing":
-                membership.leave(store, me, network.name)
-                done.append(f"took this host out of overlay network {network.name} in the cluster")
-            elif membership.release_held(store, me, network.name, network.subnets[0].subnet):
-                done.append(f"gave back block {network.subnets[0].subnet} of overlay network {network.name}")
-    except (Unavailable, Conflict) as exc:
+        store = store_or_refuse("NSNET_CLUSTER")
+        try:
+            me = host_id(engine.state_dir)
+            for network in networks:
+                if network.state == "removing":
+                    membership.leave(store, me, network.name)
+                    done.append(f"took this host out of overlay network {network.name} in the cluster")
+                elif membership.release_held(store, me, network.name, network.subnets[0].subnet):
+                    done.append(f"gave back block {network.subnets[0].subnet} of overlay network {network.name}")
+        finally:
+            store.close()
+    except NsnetError as exc:
         engine.notes.append(f"the cluster keeps this host's keys of a network gc finished here: {exc}")
-    finally:
-        store.close()
     return done
 
 
