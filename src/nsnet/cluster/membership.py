@@ -126,21 +126,24 @@ def lease_block(store, me: str, name: str, here: Underlay) -> Joining:
 
 def holds_block(store, me: str, name: str, block: IPv4Network | str) -> bool:
     """Whether `block` of network `name` is host `me`'s in the cluster, read from the store now."""
-    current = store.get(records.block_key(name, ip_network(block)))
-    owner = records.decode(Block, current.value) if current is not None else None
-    return owner is not None and owner.host == me
+    return _held(store, me, name, block) is not None
 
 
 def release_held(store, me: str, name: str, block: IPv4Network | str) -> bool:
     """`block` of `name` deleted if host `me` holds it (by compare-and-swap: never one another
     host took meanwhile); True when it was."""
-    key = records.block_key(name, ip_network(block))
-    current = store.get(key)
-    owner = records.decode(Block, current.value) if current is not None else None
-    if owner is None or owner.host != me:
+    current = _held(store, me, name, block)
+    if current is None:
         return False
-    ok, _ = store.txn([Compare(key, "mod", "=", current.mod_revision)], [Delete(key)])
+    ok, _ = store.txn([Compare(current.key, "mod", "=", current.mod_revision)], [Delete(current.key)])
     return ok
+
+
+def _held(store, me: str, name: str, block: IPv4Network | str):
+    """The block's key-value when host `me` holds it, else None."""
+    current = store.get(records.block_key(name, ip_network(block)))
+    owner = records.decode(Block, current.value) if current is not None else None
+    return current if owner is not None and owner.host == me else None
 
 
 def release_block(store, name: str, joining: Joining) -> None:
