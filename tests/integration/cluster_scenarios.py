@@ -471,6 +471,21 @@ def edges(s: Scenario) -> None:
     s.nsnet("h1", "gc")
     assert s.nsnet("h1", "check", check=False).returncode == 0
     assert s.connect("h1", "s1", a2) == f"s2 {a1}"
+    # The device set down behind nsnet's back: the same.
+    device = [line.split(":")[1].strip() for line in s.hosts.run("h1", ["ip", "-o", "link", "show", "type", "vxlan"])
+              .stdout.splitlines()][0].split("@")[0]
+    agent = s.agent_pid("h1")
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        s.hosts.run("h1", ["ip", "link", "set", device, "down"], check=True)
+        assert s.connect("h1", "s1", a2) is None
+        checked = s.nsnet("h1", "check", check=False)
+        assert checked.returncode == 1 and "network mesh" in checked.stdout, checked.stdout
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    s.nsnet("h1", "gc")
+    assert s.nsnet("h1", "check", check=False).returncode == 0
+    assert s.connect("h1", "s1", a2) == f"s2 {a1}"
 
 
 FORGE = r"""

@@ -107,3 +107,21 @@ def test_a_sandbox_on_an_overlay_is_a_bridge_endpoint(engine: Engine, kernel) ->
         engine.leave_overlay("mesh")
     engine.leave_overlay("mesh", force=True)
     assert engine.networks() == [] and engine.sandbox("a").endpoints == ()
+
+
+def test_a_device_set_down_behind_nsnets_back_is_set_up_before_its_entries_come_back():
+    from ipaddress import IPv4Network, ip_address
+
+    from nsnet.model import Overlay, Owner, Peer
+    from nsnet.plan.ops import SetLinkUp
+    from nsnet.plan.overlay import plan_peers
+
+    overlay = Overlay("mesh", IPv4Network("10.80.0.0/16"), 4096, 4789, ip_address("10.99.1.1"), "eth0",
+                      "02:00:00:00:00:01", "nsvx-1", "h1")
+    peer = Peer("h2", IPv4Network("10.80.2.0/24"), ip_address("10.99.1.2"), "02:00:00:00:00:02")
+    down = {"neighbours": set(), "fdb": {("02:00:00:00:00:02", "10.99.1.2")}, "routes": set(), "down": {("nsvx-1",)}}
+    ops = plan_peers(overlay, [peer], [peer], down, Owner())
+    assert [type(op).__name__ for op in ops] == ["SetLinkUp", "ReplaceNeighbour", "ReplaceOnlinkRoute"]
+    assert ops[0] == SetLinkUp("nsvx-1")
+    assert plan_peers(overlay, [peer], [peer], {**down, "down": set(), "neighbours": {("10.80.2.0", "02:00:00:00:00:02")},
+                                                 "routes": {("10.80.2.0/24", "10.80.2.0")}}, Owner()) == []

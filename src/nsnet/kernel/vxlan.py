@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 NTF_SELF = 0x02
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+IFF_UP = 0x1
 RTNH_F_ONLINK = 0x04
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
 
@@ -108,20 +109,21 @@ def delete_unreachable(destination: str) -> None:
 
 def entries(device: str) -> dict[str, set[tuple[str, ...]]] | None:
     """What the device holds: neighbours (address, MAC), FDB entries (MAC, destination), onlink
-    routes (destination, via) and unreachable routes (destination); None without the device."""
+    routes (destination, via), and `down` (the device, when it is not up); None without it."""
 
     def read(ipr: Any) -> dict[str, set[tuple[str, ...]]] | None:
         found = ipr.link_lookup(ifname=device)
         if not found:
             return None
         index = found[0]
+        up = ipr.get_links(index)[0]["flags"] & IFF_UP
         neighbours = {(n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")) for n in ipr.get_neighbours(ifindex=index)
                       if n["family"] == socket.AF_INET and n["state"] & NUD_PERMANENT}
         fdb = {(f.get_attr("NDA_LLADDR"), f.get_attr("NDA_DST")) for f in ipr.fdb("dump", ifindex=index)
                if f.get_attr("NDA_DST") and f["ifindex"] == index}
         routes = {(f"{r.get_attr('RTA_DST')}/{r['dst_len']}", r.get_attr("RTA_GATEWAY"))
                   for r in ipr.get_routes(family=socket.AF_INET, oif=index) if r.get_attr("RTA_GATEWAY")}
-        return {"neighbours": neighbours, "fdb": fdb, "routes": routes}
+        return {"neighbours": neighbours, "fdb": fdb, "routes": routes, "down": set() if up else {(device,)}}
 
     return _call(f"reading {device}", read)
 

@@ -83,6 +83,8 @@ def plan_peers(overlay: Overlay, recorded: Sequence[Peer], wanted: Sequence[Peer
         ops.insert(0, ApplyFirewall(tuple(add), tuple(render.render_overlay_peers(owner, "delete", overlay.port,
                                                                                   new - old)),
                                     f"VTEPs of {overlay.network}"))
+    if held.get("down"):  # set down behind nsnet's back: its routes went with it
+        ops.insert(0, SetLinkUp(device))
     if old - new:
         ops.append(RemoveFirewallElements(tuple(render.render_overlay_peers(owner, "delete", overlay.port, old - new)),
                                           f"VTEPs of {overlay.network}"))
